@@ -1,0 +1,40 @@
+"""multiload: stream HDF5 datasets into Python as fast as the machine reads.
+
+Native worker threads read a dataset with io_uring (or pread), decode
+compressed chunks in parallel and hand each block to Python as a zero-copy
+numpy view. The API is a drop-in superset of ``multitables``::
+
+    import multiload as multitables
+
+    stream = multitables.Streamer("data.h5")
+    for guard in stream.get_queue("/images", n_procs=2).iter():
+        with guard as block:
+            train_step(block)
+
+See docs/streamer.md for the guide.
+"""
+
+from ._signals import (
+    QueueClosed,
+    QueueClosedException,
+    QueueClosedType,
+    SharedMemoryError,
+    SlowPathWarning,
+    SubprocessException,
+)
+from .streamer import Queue, Streamer, io_mode
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Streamer",
+    "Queue",
+    "QueueClosed",
+    "QueueClosedType",
+    "QueueClosedException",
+    "SubprocessException",
+    "SharedMemoryError",
+    "SlowPathWarning",
+    "io_mode",
+    "__version__",
+]

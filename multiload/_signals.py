@@ -1,0 +1,55 @@
+"""Sentinels, exceptions and warnings shared by the Streamer and the Reader.
+
+Names and behaviour follow multitables so that code catching them keeps
+working with ``import multiload as multitables``.
+"""
+
+
+class QueueClosedType:
+    """Type of the :data:`QueueClosed` singleton."""
+
+    _instance = None
+
+    def __new__(cls):
+        if cls._instance is None:
+            cls._instance = object.__new__(cls)
+        return cls._instance
+
+    def __reduce__(self):
+        return (QueueClosedType, ())
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __bool__(self):
+        return False
+
+    def __repr__(self):
+        return "multiload.QueueClosed"
+
+
+#: Returned by ``queue.get()`` once a queue has no more blocks (the stream
+#: ended, or the queue was closed). Compare with ``is``.
+QueueClosed = QueueClosedType()
+
+
+class QueueClosedException(Exception):
+    """Raised where a closed queue cannot return :data:`QueueClosed`."""
+
+
+class SubprocessException(Exception):
+    """Base of errors that happened in the background and were re-raised in
+    the consumer. Each raised instance is also an instance of the original
+    error's type, so ``except OSError`` keeps working."""
+
+
+class SharedMemoryError(Exception):
+    """A request's result does not fit in its stage."""
+
+
+class SlowPathWarning(RuntimeWarning):
+    """The dataset is read through HDF5 under a lock (a filter or storage
+    the native decoder does not handle): correct, but not parallel."""

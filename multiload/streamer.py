@@ -1,0 +1,331 @@
+"""The Streamer: sequential blocks of an HDF5 dataset, read ahead by native
+worker threads into a ring buffer and handed out as zero-copy numpy views.
+
+Drop-in compatible with ``multitables.Streamer``; see docs/streamer.md.
+"""
+
+import os
+import threading
+import warnings
+import weakref
+
+import numpy as np
+
+from . import _core
+from ._args import positive_int
+from ._signals import QueueClosed, SlowPathWarning
+
+__all__ = ["Streamer", "Queue", "io_mode"]
+
+#: Default block bytes for contiguous data. Small enough that a slot stays
+#: in L2/L3 while the consumer reads it, large enough to amortise the
+#: per-block cost (see docs/benchmarks.md for the measurement).
+DEFAULT_CONTIGUOUS_BYTES = 256 * 1024
+#: Default block bytes for chunked data, rounded to whole chunk rows so that
+#: no chunk is decoded twice.
+DEFAULT_CHUNKED_BYTES = 1024 * 1024
+
+_IO_MODES = {None: 0, "auto": 0, "io_uring": 1, "uring": 1, "pread": 2}
+
+
+def io_mode():
+    """Return the I/O engine new queues use: ``'io_uring'`` or ``'pread'``.
+
+    ``MULTILOAD_IO=pread`` (or ``=uring``) in the environment forces one; by
+    default io_uring is used where the kernel allows it.
+    """
+    return _core.default_io_mode()
+
+
+def default_block_size(layout, field=None):
+    """The block size (rows) multiload picks when none is given.
+
+    Chunked data: a whole number of chunk rows, about 1 MiB per block.
+    Contiguous data: about 256 KiB per block. Never more than the dataset's
+    rows, never less than one row.
+    """
+    n_rows = layout.shape[0]
+    row_bytes = max(1, layout.row_bytes)
+    chunks = layout.chunks
+    if chunks:
+        chunk_rows = chunks[0]
+        per_chunk_row = max(1, chunk_rows * row_bytes)
+        rows = chunk_rows * max(1, DEFAULT_CHUNKED_BYTES // per_chunk_row)
+    else:
+        rows = max(1, DEFAULT_CONTIGUOUS_BYTES // row_bytes)
+    return max(1, min(rows, n_rows))
+
+
+def _check_field(layout, field, filename, path):
+    if field is None:
+        return
+    names = layout.dtype.names
+    if not names or field not in names:
+        raise KeyError(
+            f"dataset {path!r} of file {filename!r} has no field {field!r}"
+            + (f" (fields: {', '.join(names)})" if names else " (it is not a table)")
+        )
+
+
+class Queue:
+    """Direct access to a stream's ring buffer.
+
+    ``get()`` returns a guard for the next block, or :data:`QueueClosed` once
+    the stream has ended or the queue was closed. ``with guard as block:``
+    gives a zero-copy numpy view of the block, valid inside the with-block.
+
+    Attributes
+    ----------
+    block_size : int
+        Rows per block (the last block is shorter when ``remainder=True``).
+    n_blocks : int or None
+        Blocks per pass: full blocks, plus the short last block when
+        ``remainder=True``; ``None`` for a cyclic (endless) queue.
+    dtype : numpy.dtype
+        Dtype of the blocks (of the field, when one was selected).
+    shape : tuple
+        Shape of the dataset.
+    """
+
+    def __init__(self, stream, layout, block_size, n_blocks, field, cyclic, ordered):
+        self._stream = stream
+        self._layout = layout
+        self.block_size = block_size
+        self.n_blocks = n_blocks
+        self.cyclic = cyclic
+        self.ordered = ordered
+        self.field = field
+        dtype = layout.dtype
+        self.dtype = dtype[field] if field is not None else dtype
+        self.shape = layout.shape
+        self._closed = stream is None
+
+    def get(self, timeout=None):
+        """Return a guard for the next block, or :data:`QueueClosed`.
+
+        Blocks until a block is ready (Ctrl-C interrupts the wait). Errors
+        from the background (I/O errors, corrupt chunks) are raised here as
+        ``OSError`` naming the file, dataset and block; the queue stays
+        usable for the blocks after it.
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds to wait; ``TimeoutError`` after that. Default: forever.
+        """
+        stream = self._stream
+        if stream is None:
+            return QueueClosed
+        guard = stream.take(timeout)
+        return QueueClosed if guard is None else guard
+
+    def iter(self):
+        """Yield guards until the queue is closed or the stream ends."""
+        while True:
+            guard = self.get()
+            if guard is QueueClosed:
+                return
+            yield guard
+
+    def __iter__(self):
+        return self.iter()
+
+    def close(self):
+        """Stop the background workers. Idempotent; blocks already handed out
+        stay readable while their guards or views are alive."""
+        self._closed = True
+        stream = self._stream
+        if stream is not None:
+            stream.close()
+
+    @property
+    def closed(self):
+        return self._closed
+
+    def stats(self):
+        """Counters since the queue started.
+
+        Returns a dict with ``blocks`` (handed out), ``bytes`` (in those
+        blocks), ``wait_seconds`` (time consumers spent blocked in get()),
+        ``errors`` (blocks that raised), ``io_mode`` ('io_uring' or 'pread'),
+        ``block_size`` and ``n_blocks``.
+        """
+        if self._stream is None:
+            st = {"blocks": 0, "bytes": 0, "wait_seconds": 0.0, "errors": 0, "io_mode": io_mode()}
+        else:
+            st = self._stream.stats()
+        st["block_size"] = self.block_size
+        st["n_blocks"] = self.n_blocks
+        return st
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self):
+        return (f"<multiload.Queue block_size={self.block_size} n_blocks={self.n_blocks} "
+                f"cyclic={self.cyclic} ordered={self.ordered}{' closed' if self._closed else ''}>")
+
+
+class Streamer:
+    """Stream blocks of rows out of the datasets of one HDF5 file.
+
+    Parameters
+    ----------
+    filename : str or os.PathLike
+        The HDF5 file. It is opened when a queue is made.
+    **kw_args
+        Accepted for compatibility with multitables, which passes them to
+        PyTables' ``open_file``; multiload reads the file read-only and
+        ignores them.
+    """
+
+    def __init__(self, filename, **kw_args):
+        self._filename = os.fspath(filename)
+        self._h5_kw_args = kw_args
+        self._queues = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    @property
+    def filename(self):
+        return self._filename
+
+    def _layout(self, path):
+        if not isinstance(path, str):
+            raise TypeError(f"path must be a str, got {type(path).__name__}")
+        return _core.Layout(self._filename, path)
+
+    def get_queue(self, path, n_procs=None, read_ahead=None, cyclic=False, block_size=None,
+                  ordered=False, field=None, remainder=False, io_mode=None):
+        """Start streaming the dataset at ``path`` and return a :class:`Queue`.
+
+        Parameters
+        ----------
+        path : str
+            HDF5 path of the dataset (PyTables Table, Array, CArray and EArray
+            nodes are datasets too).
+        n_procs : int, default 4
+            Worker threads reading in parallel.
+        read_ahead : int, default ``2 * n_procs + 1``
+            Slots in the ring buffer (blocks read ahead or held by guards).
+        cyclic : bool, default False
+            Wrap around forever. The rows left over at the end travel in a
+            block that continues at the start of the dataset.
+        block_size : int, optional
+            Rows per block. Default: a whole number of chunk rows of about
+            1 MiB for chunked data, about 256 KiB for contiguous data. A size
+            larger than the dataset shrinks to its row count.
+        ordered : bool, default False
+            Hand out blocks in dataset order instead of completion order.
+        field : str, optional
+            Stream only this column of a table (a zero-copy strided view).
+        remainder : bool, default False
+            Non-cyclic only: also hand out the last, shorter block.
+        io_mode : {'io_uring', 'pread'}, optional
+            Force an I/O engine (default: io_uring where available).
+
+        Raises
+        ------
+        FileNotFoundError, OSError, KeyError, TypeError, ValueError
+            Missing file; not an HDF5 file; no such dataset or field; a group
+            or an unsupported type; a bad argument.
+        """
+        n_procs = positive_int("n_procs", n_procs, 4)
+        read_ahead = positive_int("read_ahead", read_ahead, 2 * n_procs + 1)
+        block_size = positive_int("block_size", block_size)
+        if io_mode not in _IO_MODES:
+            raise ValueError(f"io_mode must be 'io_uring' or 'pread', got {io_mode!r}")
+        layout = self._layout(path)
+        _check_field(layout, field, self._filename, path)
+        if layout.slow_reason:
+            warnings.warn(
+                f"dataset {path!r} of file {self._filename!r} uses {layout.slow_reason}; "
+                "multiload reads it through HDF5 under a lock (correct, not parallel)",
+                SlowPathWarning, stacklevel=2)
+        n_rows = layout.shape[0]
+        if block_size is None:
+            block_size = default_block_size(layout, field)
+        if n_rows == 0:
+            queue = Queue(None, layout, block_size, 0, field, bool(cyclic), bool(ordered))
+            return queue
+        block_size = min(block_size, n_rows)
+        stream = layout.stream(n_procs, read_ahead, block_size, bool(cyclic), bool(ordered),
+                               bool(remainder), field, _IO_MODES[io_mode])
+        n_blocks = _core.n_blocks(n_rows, block_size, bool(cyclic), bool(remainder))
+        queue = Queue(stream, layout, block_size, n_blocks, field, bool(cyclic), bool(ordered))
+        with self._lock:
+            self._queues.add(queue)
+        return queue
+
+    def get_remainder(self, path, block_size, field=None):
+        """Return a copy of the rows a non-cyclic queue without ``remainder``
+        leaves out: the last ``n_rows % block_size`` rows (possibly none).
+
+        Parameters
+        ----------
+        path : str
+            HDF5 path of the dataset.
+        block_size : int
+            The queue's ``block_size`` (``None``: the default block size).
+        field : str, optional
+            Return only this column.
+        """
+        layout = self._layout(path)
+        _check_field(layout, field, self._filename, path)
+        block_size = positive_int("block_size", block_size)
+        n_rows = layout.shape[0]
+        if block_size is None:
+            block_size = default_block_size(layout)
+        block_size = max(1, min(block_size, n_rows)) if n_rows else 1
+        start = n_rows - n_rows % block_size
+        rows = layout.read(start, n_rows)
+        return rows[field].copy() if field is not None else rows
+
+    def get_generator(self, path, n_procs=None, read_ahead=None, cyclic=False, block_size=None,
+                      ordered=False, field=None, remainder=True, io_mode=None):
+        """Yield the dataset row by row (copies), remainder included.
+
+        Arguments are those of :meth:`get_queue`; ``remainder`` defaults to
+        True here so that every row is produced. With ``cyclic=True`` the
+        generator is endless. The queue is closed when the generator is
+        closed or garbage-collected.
+        """
+        queue = self.get_queue(path, n_procs=n_procs, read_ahead=read_ahead, cyclic=cyclic,
+                               block_size=block_size, ordered=ordered, field=field,
+                               remainder=remainder, io_mode=io_mode)
+        try:
+            for guard in queue.iter():
+                with guard as block:
+                    block_copy = np.array(block, copy=True)
+                yield from block_copy
+        finally:
+            queue.close()
+
+    def close(self):
+        """Close every queue this Streamer started."""
+        with self._lock:
+            queues = list(self._queues)
+        for q in queues:
+            q.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __iter__(self):
+        raise TypeError("iterate over stream.get_queue(path) or stream.get_generator(path)")
+
+    def __repr__(self):
+        return f"<multiload.Streamer {self._filename!r}>"

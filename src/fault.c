@@ -1,0 +1,124 @@
+/* fault.c - MULTILOAD_FAULTS parser and counters (see fault.h).
+ *
+ * Counters are process-wide atomics so that "the n-th read" means the same
+ * thing whichever worker thread performs it. Rules are parsed under a
+ * mutex on reload; checks read them without the lock, which is safe
+ * because tests reload only while no queue is open. */
+#define _GNU_SOURCE
+#include "fault.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_RULES 8
+
+typedef struct rule {
+    int kind;            /* 0 eio, 1 short, 2 eagain, 3 enomem */
+    unsigned long nth;   /* fire on this count (1-based), 0 = probabilistic */
+    double p;            /* probability per check */
+} rule;
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static rule rules[MAX_RULES];      /* written under lock in reload */
+static int n_rules;                /* 0 = injection off */
+static _Atomic unsigned long reads, allocs; /* relaxed: counters only */
+static _Atomic uint64_t rng;       /* xorshift state */
+
+static void parse(void) {
+    const char *env = getenv("MULTILOAD_FAULTS");
+    n_rules = 0;
+    atomic_store(&reads, 0);
+    atomic_store(&allocs, 0);
+    atomic_store(&rng, 0x9E3779B97F4A7C15ull);
+    if (!env || !*env)
+        return;
+    char *copy = strdup(env), *save = NULL;
+    if (!copy)
+        return;
+    for (char *tok = strtok_r(copy, ",", &save); tok && n_rules < MAX_RULES;
+         tok = strtok_r(NULL, ",", &save)) {
+        rule r = {0};
+        char *sep = strpbrk(tok, "@~");
+        if (!sep)
+            continue;
+        size_t klen = (size_t)(sep - tok);
+        if (strncmp(tok, "eio", klen) == 0 && klen == 3) r.kind = 0;
+        else if (strncmp(tok, "short", klen) == 0 && klen == 5) r.kind = 1;
+        else if (strncmp(tok, "eagain", klen) == 0 && klen == 6) r.kind = 2;
+        else if (strncmp(tok, "enomem", klen) == 0 && klen == 6) r.kind = 3;
+        else continue;
+        if (*sep == '@') {
+            r.nth = strtoul(sep + 1, NULL, 10);
+        } else {
+            char *slash;
+            r.p = strtod(sep + 1, &slash);
+            if (*slash == '/')
+                atomic_store(&rng, strtoull(slash + 1, NULL, 10) * 2654435761u + 1);
+        }
+        rules[n_rules++] = r;
+    }
+    free(copy);
+}
+
+static void init(void) {
+    pthread_mutex_lock(&lock);
+    parse();
+    pthread_mutex_unlock(&lock);
+}
+
+void ml_fault_reload(void) {
+    pthread_once(&once, init);
+    pthread_mutex_lock(&lock);
+    parse();
+    pthread_mutex_unlock(&lock);
+}
+
+static double next_uniform(void) {
+    uint64_t x = atomic_load_explicit(&rng, memory_order_relaxed), y;
+    do {
+        y = x;
+        y ^= y << 13;
+        y ^= y >> 7;
+        y ^= y << 17;
+    } while (!atomic_compare_exchange_weak_explicit(&rng, &x, y, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    return (double)(y >> 11) / (double)(1ull << 53);
+}
+
+static int fires(const rule *r, unsigned long count) {
+    return r->nth ? count == r->nth : next_uniform() < r->p;
+}
+
+int ml_fault_check(size_t *want) {
+    pthread_once(&once, init);
+    if (n_rules == 0)
+        return 0;
+    unsigned long c = atomic_fetch_add_explicit(&reads, 1, memory_order_relaxed) + 1;
+    for (int i = 0; i < n_rules; i++) {
+        if (rules[i].kind == 3 || !fires(&rules[i], c))
+            continue;
+        if (rules[i].kind == 0)
+            return -EIO;
+        if (rules[i].kind == 2)
+            return -EAGAIN;
+        if (*want > 1)
+            *want /= 2;
+    }
+    return 0;
+}
+
+int ml_fault_alloc(void) {
+    pthread_once(&once, init);
+    if (n_rules == 0)
+        return 0;
+    unsigned long c = atomic_fetch_add_explicit(&allocs, 1, memory_order_relaxed) + 1;
+    for (int i = 0; i < n_rules; i++)
+        if (rules[i].kind == 3 && fires(&rules[i], c))
+            return -ENOMEM;
+    return 0;
+}

@@ -1,0 +1,307 @@
+/* fetch.c - rows of any supported layout into a caller's buffer.
+ *
+ * Contiguous data is one read at its file offset. Chunked data reads every
+ * chunk the rows touch in one batch, then decodes each into place:
+ *   - a chunk that spans whole rows (its trailing dims equal the dataset's)
+ *     and lies inside the requested rows is read or decoded straight into
+ *     the destination: no intermediate copy;
+ *   - any other chunk is decoded into a chunk buffer and the intersection
+ *     copied out (an N-D copy with contiguous innermost runs).
+ * Chunks that were never written read as the fill value, as HDF5 does.
+ * Batches are bounded (MAX_BATCH chunks) so scratch memory stays small.
+ */
+#define _GNU_SOURCE
+#include "fetch.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "decode.h"
+#include "fault.h"
+
+#define MAX_BATCH 64
+
+typedef struct plan {
+    uint64_t index;      /* chunk linear index */
+    uint64_t origin[ML_MAX_DIMS]; /* element coords of the chunk's corner */
+    ml_chunk_info info;
+    int direct;          /* 1: whole chunk maps to contiguous dest rows */
+    unsigned char *dest; /* direct: where the chunk's first row goes */
+    unsigned char *stored; /* where the stored bytes are read to */
+} plan;
+
+struct ml_fetcher {
+    ml_layout *L;            /* owned reference */
+    int fd;                  /* owned */
+    ml_io *io;               /* owned */
+    ml_decoder *dec;         /* owned */
+    unsigned char *scratch;  /* stored chunk bytes, scratch_cap bytes */
+    size_t scratch_cap;
+    unsigned char *chunkbuf; /* one decoded chunk, L->chunk_bytes */
+    plan plans[MAX_BATCH];
+    ml_io_req reqs[MAX_BATCH];
+};
+
+int ml_fetcher_open(ml_fetcher **out, ml_layout *L, ml_io_mode mode, ml_error *err) {
+    int rc;
+    ml_fetcher *f = calloc(1, sizeof *f);
+    if (!f || ml_fault_alloc() < 0) {
+        free(f);
+        return ml_error_set(err, -ENOMEM, "out of memory opening a reader for dataset '%s'", L->path);
+    }
+    f->fd = open(L->filename, O_RDONLY | O_CLOEXEC);
+    if (f->fd < 0) {
+        rc = ml_error_set(err, -errno, "cannot open '%s': %s", L->filename, strerror(errno));
+        goto fail;
+    }
+    if ((rc = ml_io_open(&f->io, MAX_BATCH, mode)) < 0 || (rc = ml_decoder_open(&f->dec)) < 0) {
+        ml_error_set(err, rc, "cannot set up the read engine: %s", ml_strerror(rc));
+        goto fail;
+    }
+    ml_layout_ref(L);
+    f->L = L;
+    *out = f;
+    return 0;
+fail:
+    ml_fetcher_close(f);
+    return rc;
+}
+
+void ml_fetcher_close(ml_fetcher *f) {
+    if (!f)
+        return;
+    if (f->fd >= 0)
+        close(f->fd);
+    ml_io_close(f->io);
+    ml_decoder_close(f->dec);
+    free(f->scratch);
+    free(f->chunkbuf);
+    ml_layout_unref(f->L);
+    free(f);
+}
+
+ml_io_mode ml_fetcher_io_mode(const ml_fetcher *f) { return ml_io_get_mode(f->io); }
+
+static void fill_elems(unsigned char *dst, size_t n_elems, const unsigned char *fill, size_t size) {
+    if (!fill) {
+        memset(dst, 0, n_elems * size);
+        return;
+    }
+    for (size_t i = 0; i < n_elems; i++)
+        memcpy(dst + i * size, fill, size);
+}
+
+
+/* Message for a failed read or decode of rows [row0, row0+n). */
+static int report(ml_error *err, ml_fetcher *f, int rc, uint64_t row0, uint64_t n,
+                  const char *what, uint64_t chunk) {
+    const ml_layout *L = f->L;
+    if (chunk == UINT64_MAX)
+        return ml_error_set(err, rc, "%s reading rows %llu..%llu of dataset '%s' in file '%s': %s",
+                            what, (unsigned long long)row0, (unsigned long long)(row0 + n),
+                            L->path, L->filename, ml_strerror(rc));
+    return ml_error_set(err, rc, "%s in chunk %llu (rows %llu..%llu) of dataset '%s' in file '%s': %s",
+                        what, (unsigned long long)chunk, (unsigned long long)row0,
+                        (unsigned long long)(row0 + n), L->path, L->filename, ml_strerror(rc));
+}
+
+static int grow_scratch(ml_fetcher *f, size_t need) {
+    if (f->scratch_cap >= need)
+        return 0;
+    free(f->scratch);
+    f->scratch = NULL;
+    f->scratch_cap = 0;
+    if (ml_fault_alloc() < 0)
+        return -ENOMEM;
+    f->scratch = malloc(need);
+    if (!f->scratch)
+        return -ENOMEM;
+    f->scratch_cap = need;
+    return 0;
+}
+
+/* Copy the part of a decoded chunk (shape L->chunk, corner `origin`) that
+ * falls in rows [row0, row0+n) into dest (shape (n, dims[1:])). If chunk
+ * is NULL, write the fill value there instead. */
+static void copy_region(const ml_layout *L, const unsigned char *chunk, const uint64_t *origin,
+                        uint64_t row0, uint64_t n, unsigned char *dest) {
+    unsigned nd = L->ndim;
+    size_t esz = L->type->size;
+    uint64_t lo[ML_MAX_DIMS], cnt[ML_MAX_DIMS];
+    size_t sstride[ML_MAX_DIMS], dstride[ML_MAX_DIMS];
+    uint64_t row_end = row0 + n < L->n_rows ? row0 + n : L->n_rows;
+    for (unsigned d = 0; d < nd; d++) {
+        uint64_t a = origin[d], b = origin[d] + L->chunk[d];
+        uint64_t lim_lo = d == 0 ? row0 : 0, lim_hi = d == 0 ? row_end : L->dims[d];
+        lo[d] = a > lim_lo ? a : lim_lo;
+        uint64_t hi = b < lim_hi ? b : lim_hi;
+        if (hi <= lo[d])
+            return;
+        cnt[d] = hi - lo[d];
+    }
+    sstride[nd - 1] = dstride[nd - 1] = esz;
+    for (int d = (int)nd - 2; d >= 0; d--) {
+        sstride[d] = sstride[d + 1] * L->chunk[d + 1];
+        dstride[d] = dstride[d + 1] * L->dims[d + 1];
+    }
+    size_t run = cnt[nd - 1] * esz;
+    uint64_t idx[ML_MAX_DIMS] = {0};
+    for (;;) {
+        size_t so = 0, dof = 0;
+        for (unsigned d = 0; d < nd; d++) {
+            so += (lo[d] - origin[d] + idx[d]) * sstride[d];
+            dof += (lo[d] - (d == 0 ? row0 : 0) + idx[d]) * dstride[d];
+        }
+        if (chunk)
+            memcpy(dest + dof, chunk + so, run);
+        else
+            fill_elems(dest + dof, cnt[nd - 1], L->fill, esz);
+        /* odometer over all dims but the innermost */
+        int d = (int)nd - 2;
+        for (; d >= 0; d--) {
+            if (++idx[d] < cnt[d])
+                break;
+            idx[d] = 0;
+        }
+        if (d < 0)
+            break;
+    }
+}
+
+/* Read and decode one batch of planned chunks. */
+static int run_batch(ml_fetcher *f, plan *p, size_t np, uint64_t row0, uint64_t n,
+                     unsigned char *dest, ml_error *err) {
+    const ml_layout *L = f->L;
+    size_t need = 0, nreq = 0;
+    int rc;
+    for (size_t i = 0; i < np; i++)
+        if (p[i].info.addr != UINT64_MAX && !(p[i].direct && L->n_filters == 0))
+            need += (p[i].info.size + 63) & ~(size_t)63;
+    if ((rc = grow_scratch(f, need)) < 0)
+        return report(err, f, rc, row0, n, "out of memory", UINT64_MAX);
+    size_t off = 0;
+    for (size_t i = 0; i < np; i++) {
+        plan *c = &p[i];
+        if (c->info.addr == UINT64_MAX)
+            continue;
+        if (c->direct && L->n_filters == 0) {
+            if (c->info.size != L->chunk_bytes)
+                return report(err, f, -ML_ECORRUPT, row0, n, "stored size differs from chunk size", c->index);
+            c->stored = c->dest;
+        } else {
+            c->stored = f->scratch + off;
+            off += (c->info.size + 63) & ~(size_t)63;
+        }
+        f->reqs[nreq++] = (ml_io_req){.fd = f->fd, .offset = c->info.addr,
+                                      .len = c->info.size, .buf = c->stored};
+    }
+    if (nreq && (rc = ml_io_read(f->io, f->reqs, nreq)) < 0)
+        return report(err, f, rc, row0, n, rc == -ML_ETRUNC ? "chunk past the end of the file" : "I/O error",
+                      UINT64_MAX);
+    for (size_t i = 0; i < np; i++) {
+        plan *c = &p[i];
+        if (c->info.addr == UINT64_MAX) {
+            if (c->direct)
+                fill_elems(c->dest, L->chunk_bytes / L->type->size, L->fill, L->type->size);
+            else
+                copy_region(L, NULL, c->origin, row0, n, dest);
+            continue;
+        }
+        if (c->direct && L->n_filters == 0)
+            continue; /* already in place */
+        const unsigned char *decoded = c->stored;
+        if (L->n_filters > 0) {
+            unsigned char *to = c->direct ? c->dest : f->chunkbuf;
+            if (!c->direct && !f->chunkbuf) {
+                f->chunkbuf = malloc(L->chunk_bytes);
+                if (!f->chunkbuf)
+                    return report(err, f, -ENOMEM, row0, n, "out of memory", c->index);
+                to = f->chunkbuf;
+            }
+            rc = ml_decode_chunk(f->dec, L, c->info.filter_mask, c->stored, c->info.size, to);
+            if (rc < 0)
+                return report(err, f, rc, row0, n,
+                              rc == -ML_ECHECKSUM ? "fletcher32 checksum mismatch" : "cannot decode", c->index);
+            if (c->direct)
+                continue;
+            decoded = to;
+        } else if (c->info.size < L->chunk_bytes) {
+            return report(err, f, -ML_ECORRUPT, row0, n, "stored chunk is shorter than the chunk size", c->index);
+        }
+        copy_region(L, decoded, c->origin, row0, n, dest);
+    }
+    return 0;
+}
+
+static int fetch_chunked(ml_fetcher *f, uint64_t row0, uint64_t n, unsigned char *dest,
+                         ml_error *err) {
+    ml_layout *L = f->L;
+    uint64_t c0 = L->chunk[0];
+    uint64_t inner = L->n_chunks / L->grid[0];
+    uint64_t first = row0 / c0, last = (row0 + n - 1) / c0;
+    /* A chunk maps onto whole destination rows when its trailing dims equal
+     * the dataset's (then its rows are contiguous, like the destination's). */
+    int whole_rows = inner == 1;
+    for (unsigned d = 1; d < L->ndim && whole_rows; d++)
+        whole_rows = L->chunk[d] == L->dims[d];
+    size_t np = 0;
+    for (uint64_t cr = first; cr <= last; cr++) {
+        for (uint64_t j = 0; j < inner; j++) {
+            plan *c = &f->plans[np];
+            c->index = cr * inner + j;
+            int rc = ml_layout_chunk(L, c->index, &c->info, err);
+            if (rc < 0)
+                return rc;
+            uint64_t rest = c->index;
+            for (int d = (int)L->ndim - 1; d >= 0; d--) {
+                c->origin[d] = (rest % L->grid[d]) * L->chunk[d];
+                rest /= L->grid[d];
+            }
+            c->direct = whole_rows && c->origin[0] >= row0 && c->origin[0] + c0 <= row0 + n &&
+                        c->origin[0] + c0 <= L->n_rows;
+            c->dest = dest + (c->origin[0] - (c->direct ? row0 : c->origin[0])) * L->row_bytes;
+            if (++np == MAX_BATCH) {
+                if ((rc = run_batch(f, f->plans, np, row0, n, dest, err)) < 0)
+                    return rc;
+                np = 0;
+            }
+        }
+    }
+    return np ? run_batch(f, f->plans, np, row0, n, dest, err) : 0;
+}
+
+int ml_fetch_rows(ml_fetcher *f, uint64_t row0, uint64_t n, void *dest_, ml_error *err) {
+    ml_layout *L = f->L;
+    unsigned char *dest = dest_;
+    if (n == 0 || L->row_bytes == 0)
+        return 0;
+    if (row0 > L->n_rows || n > L->n_rows - row0)
+        return ml_error_set(err, -ML_EINVAL, "rows %llu..%llu are outside dataset '%s' (%llu rows)",
+                            (unsigned long long)row0, (unsigned long long)(row0 + n), L->path,
+                            (unsigned long long)L->n_rows);
+    switch (L->storage) {
+    case ML_STORE_CONTIGUOUS: {
+        if (L->offset == UINT64_MAX) {
+            fill_elems(dest, n * L->row_elems, L->fill, L->type->size);
+            return 0;
+        }
+        ml_io_req r = {.fd = f->fd, .offset = L->offset + row0 * L->row_bytes,
+                       .len = n * L->row_bytes, .buf = dest};
+        int rc = ml_io_read(f->io, &r, 1);
+        if (rc < 0)
+            return report(err, f, rc, row0, n, rc == -ML_ETRUNC ? "file truncated" : "I/O error", UINT64_MAX);
+        return 0;
+    }
+    case ML_STORE_CHUNKED:
+        return fetch_chunked(f, row0, n, dest, err);
+    case ML_STORE_MEMORY:
+        memcpy(dest, (unsigned char *)L->mem + row0 * L->row_bytes, n * L->row_bytes);
+        return 0;
+    case ML_STORE_SLOW:
+        return ml_layout_read_slow(L, row0, n, dest, err);
+    }
+    return -ML_EINVAL;
+}

@@ -1,0 +1,32 @@
+/* fetch.h - read whole rows of a dataset into memory, whatever its storage:
+ * the one data path that the Streamer and the Reader share. */
+#ifndef ML_FETCH_H
+#define ML_FETCH_H
+
+#include <stdint.h>
+
+#include "error.h"
+#include "h5layout.h"
+#include "io.h"
+
+/* Per-thread read state: a file descriptor, an I/O engine, a decoder and
+ * scratch buffers. Not thread-safe; one per worker. */
+typedef struct ml_fetcher ml_fetcher;
+
+/* Open a fetcher on L (takes its own reference). Opens L->filename with
+ * O_RDONLY. Returns 0 or -errno with detail in err. */
+int ml_fetcher_open(ml_fetcher **out, ml_layout *L, ml_io_mode mode,
+                    ml_error *err);
+
+/* Accepts NULL. */
+void ml_fetcher_close(ml_fetcher *f);
+
+/* Read rows [row0, row0 + n) of the dataset into dest, which must hold
+ * n * L->row_bytes bytes, row-major. Unallocated storage reads as the fill
+ * value. Returns 0 or a negative code with file, dataset and rows in err. */
+int ml_fetch_rows(ml_fetcher *f, uint64_t row0, uint64_t n, void *dest,
+                  ml_error *err);
+
+ml_io_mode ml_fetcher_io_mode(const ml_fetcher *f);
+
+#endif

@@ -1,0 +1,537 @@
+/* h5layout.c - HDF5 metadata to an ml_layout.
+ *
+ * Invariants:
+ *  - Every HDF5 call in the process (ours) runs with h5_mutex held. HDF5 is
+ *    not thread-safe, and a serial build crashes if two threads enter it.
+ *  - An ml_layout is immutable after ml_layout_open() except for the chunk
+ *    table, which fills lazily: chunks[i] is written under h5_mutex and
+ *    then known[i] is set with release order; readers test known[i] with
+ *    acquire order and read chunks[i] without the lock.
+ *  - Types and storage the core cannot read byte-exactly are refused
+ *    (-ML_ETYPE) or routed to ML_STORE_SLOW, which calls H5Dread with the
+ *    file's own type as the memory type (no conversion): never wrong bytes.
+ *
+ * Workload: one open per queue or dataset (milliseconds), then one chunk
+ * look-up per chunk on first touch (microseconds, under the lock).
+ */
+#define _GNU_SOURCE
+#include "h5layout.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <hdf5.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static pthread_mutex_t h5_mutex = PTHREAD_MUTEX_INITIALIZER;
+static int h5_quiet_done; /* guarded by h5_mutex */
+
+static void h5_lock(void) {
+    pthread_mutex_lock(&h5_mutex);
+    if (!h5_quiet_done) {
+        /* Errors are reported through ml_error, not printed to stderr. */
+        H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+        h5_quiet_done = 1;
+    }
+}
+
+static void h5_unlock(void) { pthread_mutex_unlock(&h5_mutex); }
+
+void ml_type_free(ml_type *t) {
+    if (!t)
+        return;
+    for (unsigned i = 0; i < t->n_members; i++) {
+        free(t->member_names ? t->member_names[i] : NULL);
+        ml_type_free(t->members ? t->members[i] : NULL);
+    }
+    free(t->member_names);
+    free(t->member_offsets);
+    free(t->members);
+    ml_type_free(t->base);
+    free(t);
+}
+
+/* Is this float type laid out as IEEE binary16/32/64? */
+static int float_is_ieee(hid_t tid, size_t size) {
+    size_t spos, epos, esize, mpos, msize;
+    if (H5Tget_fields(tid, &spos, &epos, &esize, &mpos, &msize) < 0)
+        return 0;
+    if (size == 2)
+        return spos == 15 && epos == 10 && esize == 5 && mpos == 0 && msize == 10;
+    if (size == 4)
+        return spos == 31 && epos == 23 && esize == 8 && mpos == 0 && msize == 23;
+    if (size == 8)
+        return spos == 63 && epos == 52 && esize == 11 && mpos == 0 && msize == 52;
+    return 0;
+}
+
+/* h5py stores numpy bool as enum {FALSE=0, TRUE=1} over a 1-byte integer. */
+static int enum_is_bool(hid_t tid) {
+    if (H5Tget_size(tid) != 1 || H5Tget_nmembers(tid) != 2)
+        return 0;
+    int ok = 1;
+    for (unsigned i = 0; i < 2 && ok; i++) {
+        char *name = H5Tget_member_name(tid, i);
+        signed char v = 0;
+        if (!name || H5Tget_member_value(tid, i, &v) < 0) {
+            ok = 0;
+        } else if (!((strcmp(name, "FALSE") == 0 && v == 0) ||
+                     (strcmp(name, "TRUE") == 0 && v == 1))) {
+            ok = 0;
+        }
+        if (name)
+            H5free_memory(name);
+    }
+    return ok;
+}
+
+/* Build an ml_type from an HDF5 type. Returns 0 or -ML_ETYPE with a message
+ * naming the offending type. Caller holds h5_mutex. */
+static int type_from_h5(hid_t tid, ml_type **out, ml_error *err,
+                        const char *where) {
+    ml_type *t = calloc(1, sizeof *t);
+    int rc = 0;
+    if (!t)
+        return ml_error_set(err, -ENOMEM, "out of memory");
+    t->size = H5Tget_size(tid);
+    H5T_class_t cls = H5Tget_class(tid);
+    switch (cls) {
+    case H5T_INTEGER:
+    case H5T_BITFIELD:
+        t->kind = (cls == H5T_INTEGER && H5Tget_sign(tid) == H5T_SGN_2)
+                      ? ML_T_INT : ML_T_UINT;
+        t->big_endian = H5Tget_order(tid) == H5T_ORDER_BE;
+        if (t->size != 1 && t->size != 2 && t->size != 4 && t->size != 8)
+            rc = ml_error_set(err, -ML_ETYPE,
+                              "unsupported datatype: %zu-byte integer in %s",
+                              t->size, where);
+        break;
+    case H5T_FLOAT:
+        t->kind = ML_T_FLOAT;
+        t->big_endian = H5Tget_order(tid) == H5T_ORDER_BE;
+        if (!float_is_ieee(tid, t->size))
+            rc = ml_error_set(err, -ML_ETYPE,
+                              "unsupported datatype: %zu-byte non-IEEE float in %s",
+                              t->size, where);
+        break;
+    case H5T_STRING:
+        if (H5Tis_variable_str(tid) > 0) {
+            rc = ml_error_set(err, -ML_ETYPE,
+                              "unsupported datatype: variable-length string in %s",
+                              where);
+            break;
+        }
+        t->kind = ML_T_STRING;
+        break;
+    case H5T_ENUM: {
+        if (enum_is_bool(tid)) {
+            t->kind = ML_T_BOOL;
+            break;
+        }
+        hid_t super = H5Tget_super(tid);
+        ml_type *base = NULL;
+        rc = super < 0 ? ml_error_set(err, -ML_EHDF5, "cannot read enum base type in %s", where)
+                       : type_from_h5(super, &base, err, where);
+        if (super >= 0)
+            H5Tclose(super);
+        if (rc == 0) {
+            /* Enums read as their base integer, as h5py reports them. */
+            *t = *base;
+            free(base);
+        }
+        break;
+    }
+    case H5T_COMPOUND: {
+        int n = H5Tget_nmembers(tid);
+        t->kind = ML_T_COMPOUND;
+        if (n <= 0) {
+            rc = ml_error_set(err, -ML_ETYPE, "unsupported datatype: empty compound in %s", where);
+            break;
+        }
+        t->member_names = calloc((size_t)n, sizeof(char *));
+        t->member_offsets = calloc((size_t)n, sizeof(size_t));
+        t->members = calloc((size_t)n, sizeof(ml_type *));
+        if (!t->member_names || !t->member_offsets || !t->members) {
+            rc = ml_error_set(err, -ENOMEM, "out of memory");
+            break;
+        }
+        t->n_members = (unsigned)n;
+        for (unsigned i = 0; i < (unsigned)n && rc == 0; i++) {
+            char *name = H5Tget_member_name(tid, i);
+            t->member_names[i] = name ? strdup(name) : NULL;
+            if (name)
+                H5free_memory(name);
+            if (!t->member_names[i]) {
+                rc = ml_error_set(err, -ML_EHDF5, "cannot read compound member name in %s", where);
+                break;
+            }
+            t->member_offsets[i] = H5Tget_member_offset(tid, i);
+            hid_t mt = H5Tget_member_type(tid, i);
+            if (mt < 0) {
+                rc = ml_error_set(err, -ML_EHDF5, "cannot read compound member type in %s", where);
+                break;
+            }
+            rc = type_from_h5(mt, &t->members[i], err, where);
+            H5Tclose(mt);
+        }
+        break;
+    }
+    case H5T_ARRAY: {
+        int nd = H5Tget_array_ndims(tid);
+        hsize_t dims[H5S_MAX_RANK];
+        t->kind = ML_T_ARRAY;
+        if (nd <= 0 || nd > ML_MAX_DIMS || H5Tget_array_dims2(tid, dims) < 0) {
+            rc = ml_error_set(err, -ML_ETYPE, "unsupported datatype: array member in %s", where);
+            break;
+        }
+        t->ndim = (unsigned)nd;
+        for (int i = 0; i < nd; i++)
+            t->dims[i] = dims[i];
+        hid_t super = H5Tget_super(tid);
+        if (super < 0) {
+            rc = ml_error_set(err, -ML_EHDF5, "cannot read array base type in %s", where);
+            break;
+        }
+        rc = type_from_h5(super, &t->base, err, where);
+        H5Tclose(super);
+        break;
+    }
+    case H5T_VLEN:
+        rc = ml_error_set(err, -ML_ETYPE, "unsupported datatype: variable-length sequence in %s", where);
+        break;
+    case H5T_REFERENCE:
+        rc = ml_error_set(err, -ML_ETYPE, "unsupported datatype: object/region reference in %s", where);
+        break;
+    case H5T_OPAQUE:
+        rc = ml_error_set(err, -ML_ETYPE, "unsupported datatype: opaque in %s", where);
+        break;
+    case H5T_TIME:
+        rc = ml_error_set(err, -ML_ETYPE, "unsupported datatype: time in %s", where);
+        break;
+    default:
+        rc = ml_error_set(err, -ML_ETYPE, "unsupported datatype class %d in %s", (int)cls, where);
+        break;
+    }
+    if (rc < 0) {
+        ml_type_free(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
+}
+
+/* Check the file is there and readable, so the caller gets the OS's errno
+ * (ENOENT, EACCES, EISDIR) rather than HDF5's generic failure. */
+static int check_file(const char *filename, ml_error *err) {
+    struct stat st;
+    if (stat(filename, &st) < 0)
+        return ml_error_set(err, -errno, "cannot open '%s': %s", filename, strerror(errno));
+    if (S_ISDIR(st.st_mode))
+        return ml_error_set(err, -EISDIR, "cannot open '%s': is a directory", filename);
+    int fd = open(filename, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return ml_error_set(err, -errno, "cannot open '%s': %s", filename, strerror(errno));
+    close(fd);
+    return 0;
+}
+
+static int read_chunk_meta(ml_layout *L, hid_t dcpl, ml_error *err,
+                           const char *where) {
+    hsize_t chunk[H5S_MAX_RANK];
+    if (H5Pget_chunk(dcpl, (int)L->ndim, chunk) != (int)L->ndim)
+        return ml_error_set(err, -ML_EHDF5, "cannot read chunk shape of %s", where);
+    L->n_chunks = 1;
+    L->chunk_bytes = L->type->size;
+    for (unsigned d = 0; d < L->ndim; d++) {
+        if (chunk[d] == 0)
+            return ml_error_set(err, -ML_ESHAPE, "zero chunk dimension in %s", where);
+        L->chunk[d] = chunk[d];
+        L->grid[d] = (L->dims[d] + chunk[d] - 1) / chunk[d];
+        L->n_chunks *= L->grid[d];
+        L->chunk_bytes *= chunk[d];
+    }
+    int nf = H5Pget_nfilters(dcpl);
+    if (nf < 0 || nf > ML_MAX_FILTERS)
+        return ml_error_set(err, -ML_EHDF5, "cannot read filter pipeline of %s", where);
+    L->n_filters = (unsigned)nf;
+    for (int i = 0; i < nf; i++) {
+        ml_filter *f = &L->filters[i];
+        size_t nv = 8;
+        unsigned cfg = 0;
+        char name[64];
+        f->id = H5Pget_filter2(dcpl, (unsigned)i, &f->flags, &nv, f->values,
+                               sizeof name, name, &cfg);
+        f->n_values = nv;
+        if (f->id < 0)
+            return ml_error_set(err, -ML_EHDF5, "cannot read filter %d of %s", i, where);
+        if (f->id != H5Z_FILTER_DEFLATE && f->id != H5Z_FILTER_SHUFFLE &&
+            f->id != H5Z_FILTER_FLETCHER32) {
+            L->storage = ML_STORE_SLOW;
+            L->slow_reason = "a filter other than deflate, shuffle and fletcher32";
+        }
+    }
+    if (L->storage == ML_STORE_SLOW)
+        return 0;
+    L->chunks = calloc(L->n_chunks, sizeof *L->chunks);
+    L->known = calloc(L->n_chunks, sizeof *L->known);
+    if (!L->chunks || !L->known)
+        return ml_error_set(err, -ENOMEM, "out of memory for the chunk table of %s (%llu chunks)",
+                            where, (unsigned long long)L->n_chunks);
+    return 0;
+}
+
+static int read_fill(ml_layout *L, hid_t dcpl, ml_error *err, const char *where) {
+    H5D_fill_value_t status;
+    if (H5Pfill_value_defined(dcpl, &status) < 0)
+        return ml_error_set(err, -ML_EHDF5, "cannot read fill value of %s", where);
+    if (status != H5D_FILL_VALUE_USER_DEFINED)
+        return 0; /* zeros */
+    L->fill = calloc(1, L->type->size);
+    if (!L->fill)
+        return ml_error_set(err, -ENOMEM, "out of memory");
+    if (H5Pget_fill_value(dcpl, (hid_t)L->h5_type, L->fill) < 0)
+        return ml_error_set(err, -ML_EHDF5, "cannot read fill value of %s", where);
+    /* An all-zero fill is the same as none: keep the memset fast path. */
+    for (size_t i = 0; i < L->type->size; i++)
+        if (L->fill[i])
+            return 0;
+    free(L->fill);
+    L->fill = NULL;
+    return 0;
+}
+
+/* Fill everything after the HDF5 handles are open. Caller holds h5_mutex. */
+static int describe(ml_layout *L, ml_error *err) {
+    char where[600];
+    snprintf(where, sizeof where, "dataset '%s' of file '%s'", L->path, L->filename);
+    hid_t dset = (hid_t)L->h5_dset;
+    hid_t space = -1, dcpl = -1;
+    int rc = 0;
+
+    L->h5_type = H5Dget_type(dset);
+    if (L->h5_type < 0) {
+        rc = ml_error_set(err, -ML_EHDF5, "cannot read the datatype of %s", where);
+        goto out;
+    }
+    rc = type_from_h5((hid_t)L->h5_type, &L->type, err, where);
+    if (rc < 0)
+        goto out;
+
+    space = H5Dget_space(dset);
+    int nd = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
+    if (nd < 0) {
+        rc = ml_error_set(err, -ML_EHDF5, "cannot read the shape of %s", where);
+        goto out;
+    }
+    if (nd == 0 || H5Sget_simple_extent_type(space) != H5S_SIMPLE) {
+        rc = ml_error_set(err, -ML_ESHAPE, "%s is scalar or empty-typed and has no rows to stream", where);
+        goto out;
+    }
+    if (nd > ML_MAX_DIMS) {
+        rc = ml_error_set(err, -ML_ESHAPE, "%s has %d dimensions, more than %d", where, nd, ML_MAX_DIMS);
+        goto out;
+    }
+    hsize_t dims[H5S_MAX_RANK];
+    H5Sget_simple_extent_dims(space, dims, NULL);
+    L->ndim = (unsigned)nd;
+    L->row_elems = 1;
+    for (int d = 0; d < nd; d++) {
+        L->dims[d] = dims[d];
+        if (d > 0)
+            L->row_elems *= dims[d];
+    }
+    L->n_rows = dims[0];
+    L->row_bytes = L->row_elems * L->type->size;
+
+    dcpl = H5Dget_create_plist(dset);
+    if (dcpl < 0) {
+        rc = ml_error_set(err, -ML_EHDF5, "cannot read the creation properties of %s", where);
+        goto out;
+    }
+    rc = read_fill(L, dcpl, err, where);
+    if (rc < 0)
+        goto out;
+
+    H5D_layout_t lay = H5Pget_layout(dcpl);
+    if (H5Pget_external_count(dcpl) > 0) {
+        L->storage = ML_STORE_SLOW;
+        L->slow_reason = "external storage";
+    } else if (lay == H5D_CONTIGUOUS) {
+        L->storage = ML_STORE_CONTIGUOUS;
+        haddr_t off = H5Dget_offset(dset);
+        L->offset = off == HADDR_UNDEF ? UINT64_MAX : (uint64_t)off;
+    } else if (lay == H5D_CHUNKED) {
+        L->storage = ML_STORE_CHUNKED;
+        rc = read_chunk_meta(L, dcpl, err, where);
+    } else if (lay == H5D_COMPACT) {
+        L->storage = ML_STORE_MEMORY;
+        size_t total = (size_t)L->n_rows * L->row_bytes;
+        L->mem = malloc(total ? total : 1);
+        if (!L->mem)
+            rc = ml_error_set(err, -ENOMEM, "out of memory");
+        else if (total && H5Dread(dset, (hid_t)L->h5_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, L->mem) < 0)
+            rc = ml_error_set(err, -ML_EHDF5, "cannot read compact %s", where);
+    } else {
+        L->storage = ML_STORE_SLOW;
+        L->slow_reason = "a virtual dataset";
+    }
+out:
+    if (dcpl >= 0)
+        H5Pclose(dcpl);
+    if (space >= 0)
+        H5Sclose(space);
+    return rc;
+}
+
+int ml_layout_open(const char *filename, const char *path, ml_layout **out,
+                   ml_error *err) {
+    ml_layout *L = NULL;
+    int rc = check_file(filename, err);
+    if (rc < 0)
+        return rc;
+    L = calloc(1, sizeof *L);
+    if (!L)
+        return ml_error_set(err, -ENOMEM, "out of memory");
+    atomic_init(&L->refcount, 1);
+    L->h5_file = L->h5_dset = L->h5_type = -1;
+    L->offset = UINT64_MAX;
+    L->filename = strdup(filename);
+    L->path = strdup(path);
+    if (!L->filename || !L->path) {
+        rc = ml_error_set(err, -ENOMEM, "out of memory");
+        goto fail;
+    }
+
+    h5_lock();
+    htri_t is = H5Fis_hdf5(filename);
+    if (is <= 0) {
+        h5_unlock();
+        rc = ml_error_set(err, -ML_ENOTHDF5, "'%s' is not an HDF5 file (no valid superblock)", filename);
+        goto fail;
+    }
+    L->h5_file = H5Fopen(filename, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (L->h5_file < 0) {
+        h5_unlock();
+        rc = ml_error_set(err, -ML_ENOTHDF5, "HDF5 cannot open '%s' (damaged or locked file)", filename);
+        goto fail;
+    }
+    hid_t obj = H5Oopen((hid_t)L->h5_file, path, H5P_DEFAULT);
+    if (obj < 0) {
+        h5_unlock();
+        rc = ml_error_set(err, -ML_ENOTFOUND, "no dataset '%s' in file '%s' (missing path or dangling link)",
+                          path, filename);
+        goto fail;
+    }
+    if (H5Iget_type(obj) != H5I_DATASET) {
+        H5I_type_t it = H5Iget_type(obj);
+        H5Oclose(obj);
+        h5_unlock();
+        rc = ml_error_set(err, -ML_ENOTDSET, "'%s' in file '%s' is a %s, not a dataset", path, filename,
+                          it == H5I_GROUP ? "group" : it == H5I_DATATYPE ? "named datatype" : "non-dataset object");
+        goto fail;
+    }
+    L->h5_dset = obj;
+    rc = describe(L, err);
+    h5_unlock();
+    if (rc < 0)
+        goto fail;
+    *out = L;
+    return 0;
+fail:
+    ml_layout_unref(L);
+    return rc;
+}
+
+void ml_layout_ref(ml_layout *L) {
+    /* Relaxed: the caller already holds a reference, so L cannot vanish. */
+    atomic_fetch_add_explicit(&L->refcount, 1, memory_order_relaxed);
+}
+
+void ml_layout_unref(ml_layout *L) {
+    if (!L)
+        return;
+    /* acq_rel: the last owner must see every other owner's writes before freeing. */
+    if (atomic_fetch_sub_explicit(&L->refcount, 1, memory_order_acq_rel) != 1)
+        return;
+    if (L->h5_type >= 0 || L->h5_dset >= 0 || L->h5_file >= 0) {
+        h5_lock();
+        if (L->h5_type >= 0)
+            H5Tclose((hid_t)L->h5_type);
+        if (L->h5_dset >= 0)
+            H5Dclose((hid_t)L->h5_dset);
+        if (L->h5_file >= 0)
+            H5Fclose((hid_t)L->h5_file);
+        h5_unlock();
+    }
+    ml_type_free(L->type);
+    free(L->fill);
+    free(L->chunks);
+    free((void *)L->known);
+    free(L->mem);
+    free(L->filename);
+    free(L->path);
+    free(L);
+}
+
+int ml_layout_chunk(ml_layout *L, uint64_t index, ml_chunk_info *info,
+                    ml_error *err) {
+    /* acquire: pairs with the release store below, so chunks[index] is complete. */
+    if (atomic_load_explicit(&L->known[index], memory_order_acquire)) {
+        *info = L->chunks[index];
+        return 0;
+    }
+    hsize_t coord[H5S_MAX_RANK];
+    uint64_t rest = index;
+    for (int d = (int)L->ndim - 1; d >= 0; d--) {
+        coord[d] = (rest % L->grid[d]) * L->chunk[d];
+        rest /= L->grid[d];
+    }
+    unsigned mask = 0;
+    haddr_t addr = HADDR_UNDEF;
+    hsize_t size = 0;
+    h5_lock();
+    herr_t st = H5Dget_chunk_info_by_coord((hid_t)L->h5_dset, coord, &mask, &addr, &size);
+    h5_unlock();
+    if (st < 0)
+        return ml_error_set(err, -ML_EHDF5, "cannot look up chunk %llu of dataset '%s' in file '%s'",
+                            (unsigned long long)index, L->path, L->filename);
+    ml_chunk_info ci = {
+        .addr = (addr == HADDR_UNDEF || size == 0) ? UINT64_MAX : (uint64_t)addr,
+        .size = size,
+        .filter_mask = mask,
+    };
+    L->chunks[index] = ci;
+    /* release: publishes chunks[index] to lock-free readers above. Two
+     * threads may both look the chunk up; they store identical values. */
+    atomic_store_explicit(&L->known[index], 1, memory_order_release);
+    *info = ci;
+    return 0;
+}
+
+int ml_layout_read_slow(ml_layout *L, uint64_t row0, uint64_t n, void *dest,
+                        ml_error *err) {
+    hsize_t start[H5S_MAX_RANK] = {0}, count[H5S_MAX_RANK];
+    for (unsigned d = 0; d < L->ndim; d++)
+        count[d] = L->dims[d];
+    start[0] = row0;
+    count[0] = n;
+    int rc = 0;
+    h5_lock();
+    hid_t fspace = H5Dget_space((hid_t)L->h5_dset);
+    hid_t mspace = H5Screate_simple((int)L->ndim, count, NULL);
+    if (fspace < 0 || mspace < 0 ||
+        H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
+        H5Dread((hid_t)L->h5_dset, (hid_t)L->h5_type, mspace, fspace, H5P_DEFAULT, dest) < 0)
+        rc = -ML_EHDF5;
+    if (mspace >= 0)
+        H5Sclose(mspace);
+    if (fspace >= 0)
+        H5Sclose(fspace);
+    h5_unlock();
+    if (rc < 0)
+        ml_error_set(err, rc, "HDF5 failed to read rows %llu..%llu of dataset '%s' in file '%s'",
+                     (unsigned long long)row0, (unsigned long long)(row0 + n), L->path, L->filename);
+    return rc;
+}

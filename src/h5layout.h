@@ -1,0 +1,121 @@
+/* h5layout.h - what the core needs to know about one HDF5 dataset to read
+ * its bytes without the HDF5 library: dtype, shape, storage layout, chunk
+ * grid, chunk addresses, filter pipeline and fill value.
+ *
+ * Every HDF5 call in multiload goes through this module and runs under
+ * ml_h5_lock(): the HDF5 library is not thread-safe.
+ */
+#ifndef ML_H5LAYOUT_H
+#define ML_H5LAYOUT_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stddef.h>
+#include <pthread.h>
+
+#include "error.h"
+
+#define ML_MAX_DIMS 32
+#define ML_MAX_FILTERS 16
+
+/* Element type, a tree for compound and array types. */
+typedef enum ml_type_kind {
+    ML_T_INT,      /* signed integer (also enums other than bool) */
+    ML_T_UINT,     /* unsigned integer */
+    ML_T_FLOAT,    /* IEEE float, 2/4/8 bytes */
+    ML_T_BOOL,     /* h5py's enum {FALSE=0, TRUE=1} on a 1-byte int */
+    ML_T_STRING,   /* fixed-length byte string */
+    ML_T_COMPOUND, /* struct with named members at offsets */
+    ML_T_ARRAY,    /* fixed-shape array of a base type */
+} ml_type_kind;
+
+typedef struct ml_type {
+    ml_type_kind kind;
+    size_t size;             /* bytes of one element */
+    int big_endian;          /* numeric kinds: 1 = stored big-endian */
+    unsigned n_members;      /* compound: number of members */
+    char **member_names;     /* compound: owned strings */
+    size_t *member_offsets;  /* compound: byte offsets */
+    struct ml_type **members;/* compound: owned member types */
+    unsigned ndim;           /* array: number of dims */
+    uint64_t dims[ML_MAX_DIMS]; /* array: shape */
+    struct ml_type *base;    /* array: owned element type */
+} ml_type;
+
+/* How the data is stored, and so how fetch.c reads it. */
+typedef enum ml_storage {
+    ML_STORE_CONTIGUOUS, /* one extent at `offset`, or unallocated */
+    ML_STORE_CHUNKED,    /* chunks, decoded natively */
+    ML_STORE_MEMORY,     /* compact layout: held in `mem` */
+    ML_STORE_SLOW,       /* H5Dread under the lock (other filters, external, virtual) */
+} ml_storage;
+
+typedef struct ml_filter {
+    int id;                  /* H5Z filter id (1 deflate, 2 shuffle, 3 fletcher32) */
+    unsigned flags;          /* H5Z_FLAG_* */
+    size_t n_values;         /* client data count */
+    unsigned values[8];      /* client data (first 8) */
+} ml_filter;
+
+/* One chunk's place in the file, looked up lazily by coordinate. */
+typedef struct ml_chunk_info {
+    uint64_t addr;           /* file offset; UINT64_MAX = not allocated */
+    uint64_t size;           /* stored bytes */
+    unsigned filter_mask;    /* bit i set: filter i was skipped */
+} ml_chunk_info;
+
+typedef struct ml_layout {
+    _Atomic int refcount;        /* ml_layout_ref / ml_layout_unref */
+    char *filename;              /* owned */
+    char *path;                  /* owned, dataset path as given */
+    unsigned ndim;               /* >= 1 */
+    uint64_t dims[ML_MAX_DIMS];  /* dataset shape */
+    uint64_t n_rows;             /* dims[0] */
+    size_t row_elems;            /* elements in one row (product of dims[1:]) */
+    size_t row_bytes;            /* row_elems * type->size */
+    ml_type *type;               /* owned */
+    ml_storage storage;
+    const char *slow_reason;     /* static string, set when storage == SLOW */
+    /* contiguous */
+    uint64_t offset;             /* UINT64_MAX = not allocated (all fill) */
+    /* chunked */
+    uint64_t chunk[ML_MAX_DIMS]; /* chunk shape */
+    uint64_t grid[ML_MAX_DIMS];  /* chunks per dim (ceil) */
+    uint64_t n_chunks;           /* product of grid */
+    size_t chunk_bytes;          /* decoded bytes of one chunk */
+    unsigned n_filters;
+    ml_filter filters[ML_MAX_FILTERS];
+    unsigned char *fill;         /* type->size bytes, NULL = zeros; owned */
+    ml_chunk_info *chunks;       /* n_chunks entries, owned; valid where known[i] */
+    _Atomic unsigned char *known;/* per chunk: 1 once chunks[i] is filled (release/acquire) */
+    /* compact */
+    void *mem;                   /* whole dataset bytes, owned */
+    /* HDF5 handles, used only under ml_h5_lock() */
+    int64_t h5_file, h5_dset, h5_type;
+} ml_layout;
+
+/* Open `path` in `filename` read-only and describe it. On success *out owns
+ * one reference. Errors: -ENOENT (file), -ML_ENOTHDF5, -ML_ENOTFOUND,
+ * -ML_ENOTDSET, -ML_ETYPE, -ML_ESHAPE, -ML_EHDF5; detail in err. */
+int ml_layout_open(const char *filename, const char *path, ml_layout **out,
+                   ml_error *err);
+
+void ml_layout_ref(ml_layout *L);
+/* Drop a reference; frees at zero. Accepts NULL. */
+void ml_layout_unref(ml_layout *L);
+
+/* Fill *info for the chunk at linear index `index` (row-major over grid).
+ * Thread-safe; the first look-up of a chunk takes the HDF5 lock.
+ * Returns 0 or -ML_EHDF5. */
+int ml_layout_chunk(ml_layout *L, uint64_t index, ml_chunk_info *info,
+                    ml_error *err);
+
+/* Slow path: read rows [row0, row0+n) with H5Dread into dest (n*row_bytes
+ * bytes) under the HDF5 lock. Returns 0 or -ML_EHDF5. */
+int ml_layout_read_slow(ml_layout *L, uint64_t row0, uint64_t n, void *dest,
+                        ml_error *err);
+
+/* Free a type tree. Accepts NULL. */
+void ml_type_free(ml_type *t);
+
+#endif

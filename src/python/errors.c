@@ -1,0 +1,54 @@
+/* errors.c - the one place that turns core error codes into Python
+ * exceptions. Built-in classes only: callers catch what they know. */
+#include "ml_python.h"
+
+#include <errno.h>
+
+static PyObject *os_error(int errnum, const char *msg, const char *filename) {
+    /* OSError(errno, msg, filename) picks the subclass (FileNotFoundError, ...). */
+    PyObject *args = filename ? Py_BuildValue("(iss)", errnum, msg, filename)
+                              : Py_BuildValue("(is)", errnum, msg);
+    if (args) {
+        PyErr_SetObject(PyExc_OSError, args);
+        Py_DECREF(args);
+    }
+    return NULL;
+}
+
+PyObject *ml_py_raise(const ml_error *err, const char *filename) {
+    int code = err->code;
+    const char *msg = err->msg[0] ? err->msg : ml_strerror(code);
+    switch (-code) {
+    case ML_ENOTFOUND:
+        PyErr_SetString(PyExc_KeyError, msg);
+        return NULL;
+    case ML_ENOTDSET:
+    case ML_ETYPE:
+    case ML_ESHAPE:
+        PyErr_SetString(PyExc_TypeError, msg);
+        return NULL;
+    case ML_EINVAL:
+        PyErr_SetString(PyExc_ValueError, msg);
+        return NULL;
+    case ML_EDEADLOCK:
+        PyErr_SetString(PyExc_RuntimeError, msg);
+        return NULL;
+    case ML_ENOTHDF5:
+        PyErr_SetString(PyExc_OSError, msg);
+        return NULL;
+    case ML_ECORRUPT:
+    case ML_ECHECKSUM:
+    case ML_ETRUNC:
+    case ML_EHDF5:
+    case ML_EFILTER:
+        return os_error(EIO, msg, filename);
+    case ENOMEM:
+        PyErr_SetString(PyExc_MemoryError, msg);
+        return NULL;
+    default:
+        if (code < 0 && -code < 10000)
+            return os_error(-code, msg, filename);
+        PyErr_SetString(PyExc_RuntimeError, msg);
+        return NULL;
+    }
+}

@@ -1,0 +1,233 @@
+/* layout_type.c - Layout: one opened dataset (dtype, shape, storage), the
+ * factory for streams, and a synchronous row reader. Opening runs with the
+ * GIL released (HDF5 metadata reads can take milliseconds). */
+#include "ml_python.h"
+
+#include "../fetch.h"
+
+typedef struct LayoutObject {
+    PyObject_HEAD
+    ml_layout *L;          /* owned reference */
+    PyArray_Descr *descr;  /* owned */
+} LayoutObject;
+
+static PyObject *layout_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"filename", "path", NULL};
+    PyObject *fname_obj = NULL;
+    const char *path;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&s:Layout", kwlist, PyUnicode_FSConverter, &fname_obj, &path))
+        return NULL;
+    const char *fname = PyBytes_AS_STRING(fname_obj);
+    ml_error err;
+    ml_error_clear(&err);
+    ml_layout *L = NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = ml_layout_open(fname, path, &L, &err);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        ml_py_raise(&err, fname);
+        Py_DECREF(fname_obj);
+        return NULL;
+    }
+    Py_DECREF(fname_obj);
+    PyArray_Descr *descr = ml_py_descr(L->type);
+    if (!descr) {
+        ml_layout_unref(L);
+        return NULL;
+    }
+    LayoutObject *self = (LayoutObject *)tp->tp_alloc(tp, 0);
+    if (!self) {
+        Py_DECREF(descr);
+        ml_layout_unref(L);
+        return NULL;
+    }
+    self->L = L;
+    self->descr = descr;
+    return (PyObject *)self;
+}
+
+static void layout_dealloc(LayoutObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    Py_CLEAR(self->descr);
+    if (self->L) {
+        ml_layout *L = self->L;
+        self->L = NULL;
+        Py_BEGIN_ALLOW_THREADS
+        ml_layout_unref(L);
+        Py_END_ALLOW_THREADS
+    }
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static int layout_traverse(LayoutObject *self, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(self));
+    return 0;
+}
+
+static PyObject *dims_tuple(const uint64_t *dims, unsigned n) {
+    PyObject *t = PyTuple_New(n);
+    for (unsigned i = 0; t && i < n; i++)
+        PyTuple_SET_ITEM(t, i, PyLong_FromUnsignedLongLong(dims[i]));
+    return t;
+}
+
+static PyObject *layout_get_dtype(LayoutObject *self, void *c) {
+    (void)c;
+    Py_INCREF(self->descr);
+    return (PyObject *)self->descr;
+}
+
+static PyObject *layout_get_shape(LayoutObject *self, void *c) {
+    (void)c;
+    return dims_tuple(self->L->dims, self->L->ndim);
+}
+
+static PyObject *layout_get_chunks(LayoutObject *self, void *c) {
+    (void)c;
+    if (self->L->storage != ML_STORE_CHUNKED && !(self->L->storage == ML_STORE_SLOW && self->L->n_chunks))
+        Py_RETURN_NONE;
+    return dims_tuple(self->L->chunk, self->L->ndim);
+}
+
+static PyObject *layout_get_storage(LayoutObject *self, void *c) {
+    (void)c;
+    static const char *names[] = {"contiguous", "chunked", "compact", "slow"};
+    return PyUnicode_FromString(names[self->L->storage]);
+}
+
+static PyObject *layout_get_slow_reason(LayoutObject *self, void *c) {
+    (void)c;
+    if (self->L->storage != ML_STORE_SLOW)
+        Py_RETURN_NONE;
+    return PyUnicode_FromString(self->L->slow_reason);
+}
+
+static PyObject *layout_get_row_bytes(LayoutObject *self, void *c) {
+    (void)c;
+    return PyLong_FromSize_t(self->L->row_bytes);
+}
+
+static PyObject *layout_get_filters(LayoutObject *self, void *c) {
+    (void)c;
+    PyObject *l = PyList_New(self->L->n_filters);
+    for (unsigned i = 0; l && i < self->L->n_filters; i++)
+        PyList_SET_ITEM(l, i, PyLong_FromLong(self->L->filters[i].id));
+    return l;
+}
+
+static PyObject *layout_get_offset(LayoutObject *self, void *c) {
+    (void)c;
+    if (self->L->storage != ML_STORE_CONTIGUOUS || self->L->offset == UINT64_MAX)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(self->L->offset);
+}
+
+/* New C-contiguous array of `n` rows of this dataset. */
+static PyArrayObject *new_rows_array(LayoutObject *self, uint64_t n) {
+    npy_intp dims[ML_MAX_DIMS];
+    dims[0] = (npy_intp)n;
+    for (unsigned i = 1; i < self->L->ndim; i++)
+        dims[i] = (npy_intp)self->L->dims[i];
+    Py_INCREF(self->descr);
+    return (PyArrayObject *)PyArray_NewFromDescr(&PyArray_Type, self->descr, (int)self->L->ndim, dims,
+                                                 NULL, NULL, 0, NULL);
+}
+
+static PyObject *layout_read(LayoutObject *self, PyObject *args) {
+    unsigned long long start, stop;
+    if (!PyArg_ParseTuple(args, "KK:read", &start, &stop))
+        return NULL;
+    if (stop > self->L->n_rows || start > stop) {
+        PyErr_Format(PyExc_IndexError, "rows %llu..%llu outside dataset '%s' with %llu rows", start, stop,
+                     self->L->path, (unsigned long long)self->L->n_rows);
+        return NULL;
+    }
+    PyArrayObject *arr = new_rows_array(self, stop - start);
+    if (!arr)
+        return NULL;
+    ml_error err;
+    ml_error_clear(&err);
+    ml_fetcher *f = NULL;
+    int rc;
+    void *dest = PyArray_DATA(arr);
+    ml_layout *L = self->L;
+    Py_BEGIN_ALLOW_THREADS
+    rc = ml_fetcher_open(&f, L, ML_IO_AUTO, &err);
+    if (rc == 0)
+        rc = ml_fetch_rows(f, start, stop - start, dest, &err);
+    ml_fetcher_close(f);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        Py_DECREF(arr);
+        return ml_py_raise(&err, L->filename);
+    }
+    return (PyObject *)arr;
+}
+
+static PyObject *layout_stream(LayoutObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"n_workers", "read_ahead", "block_rows", "cyclic", "ordered", "remainder",
+                             "field", "io_mode", NULL};
+    unsigned n_workers, read_ahead;
+    unsigned long long block_rows;
+    int cyclic, ordered, remainder, io_mode = 0;
+    PyObject *field = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "IIKppp|Oi:stream", kwlist, &n_workers, &read_ahead,
+                                     &block_rows, &cyclic, &ordered, &remainder, &field, &io_mode))
+        return NULL;
+    ml_module_state *st = ml_state_of_type(Py_TYPE(self));
+    return PyObject_CallFunction((PyObject *)st->stream_type, "OIIKiiiOi", self, n_workers, read_ahead,
+                                 block_rows, cyclic, ordered, remainder, field, io_mode);
+}
+
+static PyMethodDef layout_methods[] = {
+    {"read", (PyCFunction)layout_read, METH_VARARGS, "read(start, stop) -> new array of rows [start, stop)."},
+    {"stream", (PyCFunction)(void (*)(void))layout_stream, METH_VARARGS | METH_KEYWORDS,
+     "stream(n_workers, read_ahead, block_rows, cyclic, ordered, remainder, field=None, io_mode=0) -> Stream"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef layout_getset[] = {
+    {"dtype", (getter)layout_get_dtype, NULL, "numpy dtype, as h5py reports it.", NULL},
+    {"shape", (getter)layout_get_shape, NULL, "Dataset shape.", NULL},
+    {"chunks", (getter)layout_get_chunks, NULL, "Chunk shape, or None.", NULL},
+    {"storage", (getter)layout_get_storage, NULL, "'contiguous', 'chunked', 'compact' or 'slow'.", NULL},
+    {"slow_reason", (getter)layout_get_slow_reason, NULL, "Why the slow path is used, or None.", NULL},
+    {"row_bytes", (getter)layout_get_row_bytes, NULL, "Bytes in one row.", NULL},
+    {"filters", (getter)layout_get_filters, NULL, "HDF5 filter ids of the pipeline.", NULL},
+    {"offset", (getter)layout_get_offset, NULL, "File offset of contiguous data, or None.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot layout_slots[] = {
+    {Py_tp_new, layout_new},
+    {Py_tp_dealloc, layout_dealloc},
+    {Py_tp_traverse, layout_traverse},
+    {Py_tp_methods, layout_methods},
+    {Py_tp_getset, layout_getset},
+    {Py_tp_doc, "Layout(filename, path): an opened HDF5 dataset described for native reads."},
+    {0, NULL},
+};
+
+static PyType_Spec layout_spec = {
+    .name = "multiload._core.Layout",
+    .basicsize = sizeof(LayoutObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = layout_slots,
+};
+
+int ml_py_add_layout_type(PyObject *m, ml_module_state *st) {
+    st->layout_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &layout_spec, NULL);
+    if (!st->layout_type)
+        return -1;
+    return PyModule_AddType(m, st->layout_type);
+}
+
+/* For stream_type.c: the core layout and dtype of a Layout object. */
+ml_layout *ml_py_layout_core(PyObject *o, PyArray_Descr **descr) {
+    LayoutObject *self = (LayoutObject *)o;
+    *descr = self->descr;
+    return self->L;
+}

@@ -1,0 +1,53 @@
+/* ml_python.h - declarations shared by the CPython binding files. */
+#ifndef ML_PYTHON_H
+#define ML_PYTHON_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#define PY_ARRAY_UNIQUE_SYMBOL multiload_ARRAY_API
+#ifndef ML_IMPORT_ARRAY_HERE
+#define NO_IMPORT_ARRAY
+#endif
+#include <numpy/arrayobject.h>
+
+#include "../error.h"
+#include "../h5layout.h"
+#include "../ring.h"
+#include "../streamer.h"
+
+/* Per-module state (multi-phase init): the heap types. */
+typedef struct ml_module_state {
+    PyTypeObject *layout_type;
+    PyTypeObject *stream_type;
+    PyTypeObject *guard_type;
+} ml_module_state;
+
+extern PyModuleDef ml_moduledef;
+
+static inline ml_module_state *ml_state_of_type(PyTypeObject *tp) {
+    return (ml_module_state *)PyType_GetModuleState(tp);
+}
+
+/* Raise the Python exception that matches a core error (errors.c).
+ * `filename` may be NULL. Always returns NULL. */
+PyObject *ml_py_raise(const ml_error *err, const char *filename);
+
+/* numpy dtype for a core type (dtype.c). Returns a new reference or NULL. */
+PyArray_Descr *ml_py_descr(const ml_type *t);
+
+/* A guard over one reserved slot (guard_type.c). Takes a ring reference
+ * and a descr reference of its own. row_dims: the trailing dims. */
+PyObject *ml_py_guard_new(PyTypeObject *tp, ml_ring *ring, const ml_taken *t,
+                          PyArray_Descr *descr, int ndim, const npy_intp *row_dims,
+                          PyObject *field, uint64_t start_row);
+
+/* The core layout and dtype of a Layout object (borrowed). */
+ml_layout *ml_py_layout_core(PyObject *layout, PyArray_Descr **descr);
+
+int ml_py_add_layout_type(PyObject *m, ml_module_state *st);
+int ml_py_add_stream_type(PyObject *m, ml_module_state *st);
+int ml_py_add_guard_type(PyObject *m, ml_module_state *st);
+
+#endif

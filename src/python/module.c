@@ -1,0 +1,106 @@
+/* module.c - multiload._core: multi-phase init, module state, and the few
+ * module-level functions. */
+#define ML_IMPORT_ARRAY_HERE
+#include "ml_python.h"
+
+#include "../fault.h"
+#include "../io.h"
+
+static PyObject *mod_default_io_mode(PyObject *m, PyObject *Py_UNUSED(ignored)) {
+    (void)m;
+    return PyUnicode_FromString(ml_io_default_mode() == ML_IO_URING ? "io_uring" : "pread");
+}
+
+static PyObject *mod_fault_reload(PyObject *m, PyObject *Py_UNUSED(ignored)) {
+    (void)m;
+    ml_fault_reload();
+    Py_RETURN_NONE;
+}
+
+static PyObject *mod_block_runs(PyObject *m, PyObject *args) {
+    (void)m;
+    unsigned long long n_rows, block_rows, k;
+    int cyclic;
+    if (!PyArg_ParseTuple(args, "KKpK:block_runs", &n_rows, &block_rows, &cyclic, &k))
+        return NULL;
+    if (n_rows == 0 || block_rows == 0) {
+        PyErr_SetString(PyExc_ValueError, "n_rows and block_rows must be positive");
+        return NULL;
+    }
+    ml_block_runs r;
+    ml_stream_block_runs(n_rows, block_rows, cyclic, k, &r);
+    PyObject *out = PyList_New(r.n);
+    for (unsigned i = 0; out && i < r.n; i++)
+        PyList_SET_ITEM(out, i, Py_BuildValue("(KK)", (unsigned long long)r.start[i],
+                                              (unsigned long long)r.count[i]));
+    return out;
+}
+
+static PyObject *mod_n_blocks(PyObject *m, PyObject *args) {
+    (void)m;
+    unsigned long long n_rows, block_rows;
+    int cyclic, remainder;
+    if (!PyArg_ParseTuple(args, "KKpp:n_blocks", &n_rows, &block_rows, &cyclic, &remainder))
+        return NULL;
+    uint64_t n = ml_stream_n_blocks(n_rows, block_rows, cyclic, remainder);
+    if (n == UINT64_MAX)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(n);
+}
+
+static PyMethodDef module_methods[] = {
+    {"default_io_mode", mod_default_io_mode, METH_NOARGS,
+     "The I/O engine new streams use: 'io_uring' or 'pread' (MULTILOAD_IO overrides)."},
+    {"fault_reload", mod_fault_reload, METH_NOARGS, "Re-read MULTILOAD_FAULTS (tests only)."},
+    {"block_runs", mod_block_runs, METH_VARARGS,
+     "block_runs(n_rows, block_rows, cyclic, k) -> [(start, count), ...] rows of block k."},
+    {"n_blocks", mod_n_blocks, METH_VARARGS,
+     "n_blocks(n_rows, block_rows, cyclic, remainder) -> blocks per stream (None: endless)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static int module_exec(PyObject *m) {
+    import_array1(-1);
+    ml_module_state *st = PyModule_GetState(m);
+    if (ml_py_add_guard_type(m, st) < 0 || ml_py_add_layout_type(m, st) < 0 ||
+        ml_py_add_stream_type(m, st) < 0)
+        return -1;
+    return 0;
+}
+
+static int module_traverse(PyObject *m, visitproc visit, void *arg) {
+    ml_module_state *st = PyModule_GetState(m);
+    Py_VISIT(st->layout_type);
+    Py_VISIT(st->stream_type);
+    Py_VISIT(st->guard_type);
+    return 0;
+}
+
+static int module_clear(PyObject *m) {
+    ml_module_state *st = PyModule_GetState(m);
+    Py_CLEAR(st->layout_type);
+    Py_CLEAR(st->stream_type);
+    Py_CLEAR(st->guard_type);
+    return 0;
+}
+
+static void module_free(void *m) { module_clear((PyObject *)m); }
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
+};
+
+PyModuleDef ml_moduledef = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "multiload._core",
+    .m_doc = "multiload's native core: HDF5 layout, io_uring reads, decode, ring buffer.",
+    .m_size = sizeof(ml_module_state),
+    .m_methods = module_methods,
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC PyInit__core(void) { return PyModuleDef_Init(&ml_moduledef); }

@@ -1,0 +1,227 @@
+/* stream_type.c - Stream: one running block stream. take() waits for the
+ * next block with the GIL released, waking every 100 ms to let Python run
+ * signal handlers, so Ctrl-C interrupts a blocked get(). */
+#include "ml_python.h"
+
+#include <errno.h>
+#include <pythread.h>
+#include <time.h>
+
+typedef struct StreamObject {
+    PyObject_HEAD
+    ml_stream *s;            /* owned */
+    ml_layout *L;            /* borrowed from `layout` */
+    PyObject *layout;        /* owned: keeps L and descr alive */
+    PyArray_Descr *descr;    /* owned */
+    PyObject *field;         /* owned or NULL */
+    int ndim;
+    npy_intp row_dims[ML_MAX_DIMS];
+    uint64_t block_rows;
+    int cyclic;
+} StreamObject;
+
+static PyObject *stream_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"layout", "n_workers", "read_ahead", "block_rows", "cyclic", "ordered",
+                             "remainder", "field", "io_mode", NULL};
+    PyObject *layout, *field = Py_None;
+    ml_stream_config cfg = {0};
+    unsigned long long block_rows;
+    int cyclic, ordered, remainder, io_mode = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OIIKppp|Oi:Stream", kwlist, &layout, &cfg.n_workers,
+                                     &cfg.read_ahead, &block_rows, &cyclic, &ordered, &remainder, &field,
+                                     &io_mode))
+        return NULL;
+    ml_module_state *st = ml_state_of_type(tp);
+    if (!PyObject_TypeCheck(layout, st->layout_type)) {
+        PyErr_SetString(PyExc_TypeError, "Stream() needs a Layout");
+        return NULL;
+    }
+    cfg.block_rows = block_rows;
+    cfg.cyclic = cyclic;
+    cfg.ordered = ordered;
+    cfg.remainder = remainder;
+    cfg.io_mode = (ml_io_mode)io_mode;
+    PyArray_Descr *descr;
+    ml_layout *L = ml_py_layout_core(layout, &descr);
+    StreamObject *self = (StreamObject *)tp->tp_alloc(tp, 0);
+    if (!self)
+        return NULL;
+    Py_INCREF(layout);
+    self->layout = layout;
+    self->L = L;
+    Py_INCREF(descr);
+    self->descr = descr;
+    if (field != Py_None) {
+        Py_INCREF(field);
+        self->field = field;
+    }
+    self->ndim = (int)L->ndim;
+    for (unsigned i = 1; i < L->ndim; i++)
+        self->row_dims[i - 1] = (npy_intp)L->dims[i];
+    self->block_rows = block_rows;
+    self->cyclic = cyclic;
+    ml_error err;
+    ml_error_clear(&err);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = ml_stream_open(&self->s, L, &cfg, &err);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        Py_DECREF(self);
+        return ml_py_raise(&err, L->filename);
+    }
+    return (PyObject *)self;
+}
+
+static void stream_free_core(StreamObject *self) {
+    if (self->s) {
+        ml_stream *s = self->s;
+        self->s = NULL;
+        Py_BEGIN_ALLOW_THREADS
+        ml_stream_free(s);
+        Py_END_ALLOW_THREADS
+    }
+}
+
+static void stream_dealloc(StreamObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    stream_free_core(self);
+    Py_CLEAR(self->descr);
+    Py_CLEAR(self->field);
+    Py_CLEAR(self->layout);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static int stream_traverse(StreamObject *self, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->layout);
+    return 0;
+}
+
+static double mono_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static PyObject *stream_take(StreamObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"timeout", NULL};
+    PyObject *timeout_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:take", kwlist, &timeout_obj))
+        return NULL;
+    double timeout = -1;
+    if (timeout_obj != Py_None) {
+        timeout = PyFloat_AsDouble(timeout_obj);
+        if (timeout == -1 && PyErr_Occurred())
+            return NULL;
+        if (timeout < 0) {
+            PyErr_SetString(PyExc_ValueError, "timeout must be a non-negative number or None");
+            return NULL;
+        }
+    }
+    if (!self->s)
+        Py_RETURN_NONE;
+    ml_stream *s = self->s;
+    uint64_t owner = (uint64_t)PyThread_get_thread_ident();
+    double deadline = timeout >= 0 ? mono_seconds() + timeout : 0;
+    ml_taken t;
+    int rc;
+    for (;;) {
+        long step = 100;
+        if (timeout >= 0) {
+            double left = deadline - mono_seconds();
+            step = left <= 0 ? 0 : left < 0.1 ? (long)(left * 1000) : 100;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        rc = ml_stream_take(s, owner, step, &t);
+        Py_END_ALLOW_THREADS
+        if (rc != -ETIMEDOUT)
+            break;
+        if (PyErr_CheckSignals() < 0)
+            return NULL;
+        if (timeout >= 0 && mono_seconds() >= deadline) {
+            PyErr_Format(PyExc_TimeoutError, "no block became ready within %g s", timeout);
+            return NULL;
+        }
+    }
+    if (rc == -ML_EEND || rc == -ML_ECLOSED)
+        Py_RETURN_NONE;
+    if (rc == -ML_EDEADLOCK) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "every one of the queue's %u slots is held by an unreleased guard of this thread; "
+                     "release a guard (leave its with-block) or raise read_ahead",
+                     ml_ring_n_slots(ml_stream_ring(s)));
+        return NULL;
+    }
+    if (rc < 0) {
+        ml_error e;
+        ml_error_clear(&e);
+        ml_error_set(&e, rc, "waiting for a block of dataset '%s' failed: %s", self->L->path, ml_strerror(rc));
+        return ml_py_raise(&e, self->L->filename);
+    }
+    if (t.error.code) {
+        /* The slot carries nothing usable: give it back, then raise. */
+        ml_ring_release(ml_stream_ring(s), t.slot);
+        return ml_py_raise(&t.error, self->L->filename);
+    }
+    ml_block_runs runs;
+    ml_stream_block_runs(self->L->n_rows, self->block_rows, self->cyclic, t.seq, &runs);
+    ml_module_state *st = ml_state_of_type(Py_TYPE(self));
+    return ml_py_guard_new(st->guard_type, ml_stream_ring(s), &t, self->descr, self->ndim, self->row_dims,
+                           self->field, runs.start[0]);
+}
+
+static PyObject *stream_close(StreamObject *self, PyObject *Py_UNUSED(ignored)) {
+    if (self->s) {
+        ml_stream *s = self->s;
+        Py_BEGIN_ALLOW_THREADS
+        ml_stream_close(s);
+        Py_END_ALLOW_THREADS
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *stream_stats(StreamObject *self, PyObject *Py_UNUSED(ignored)) {
+    ml_stream_stats st = {0};
+    const char *mode = "closed";
+    if (self->s) {
+        ml_stream_get_stats(self->s, &st);
+        mode = ml_stream_io_mode(self->s) == ML_IO_URING ? "io_uring" : "pread";
+    }
+    return Py_BuildValue("{sKsKsdsKss}", "blocks", (unsigned long long)st.blocks, "bytes",
+                         (unsigned long long)st.bytes, "wait_seconds", st.wait_ns * 1e-9, "errors",
+                         (unsigned long long)st.errors, "io_mode", mode);
+}
+
+static PyMethodDef stream_methods[] = {
+    {"take", (PyCFunction)(void (*)(void))stream_take, METH_VARARGS | METH_KEYWORDS,
+     "take(timeout=None) -> Guard, or None at the end of the stream or after close()."},
+    {"close", (PyCFunction)stream_close, METH_NOARGS, "Stop the workers and wait for them."},
+    {"stats", (PyCFunction)stream_stats, METH_NOARGS, "Counters: blocks, bytes, wait_seconds, errors, io_mode."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot stream_slots[] = {
+    {Py_tp_new, stream_new},
+    {Py_tp_dealloc, stream_dealloc},
+    {Py_tp_traverse, stream_traverse},
+    {Py_tp_methods, stream_methods},
+    {Py_tp_doc, "A running block stream over one dataset (internal; see multiload.Streamer)."},
+    {0, NULL},
+};
+
+static PyType_Spec stream_spec = {
+    .name = "multiload._core.Stream",
+    .basicsize = sizeof(StreamObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = stream_slots,
+};
+
+int ml_py_add_stream_type(PyObject *m, ml_module_state *st) {
+    st->stream_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &stream_spec, NULL);
+    if (!st->stream_type)
+        return -1;
+    return PyModule_AddType(m, st->stream_type);
+}

@@ -1,0 +1,208 @@
+/* streamer.c - block scheduling for sequential streams.
+ *
+ * n_workers threads loop: claim (slot, block number) from the ring, read
+ * the block's rows into the slot with their own fetcher (fd, io_uring,
+ * decoder), publish. Block numbers come from the ring together with a free
+ * slot, which keeps ordered mode deadlock-free (see ring.c). A failed
+ * block is published with its error and the worker carries on: the error
+ * reaches the consumer with that block and other blocks are unaffected.
+ *
+ * A worker that cannot even start (no memory, no fd) publishes its failure
+ * on the first block it would have read, so nothing is lost silently.
+ *
+ * Close: ring close wakes every worker waiting for a slot; workers in the
+ * middle of a read finish that read, then exit; close joins them.
+ */
+#define _GNU_SOURCE
+#include "streamer.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fetch.h"
+
+struct ml_stream {
+    ml_layout *L;                 /* owned reference */
+    ml_ring *ring;                /* owned reference */
+    ml_stream_config cfg;         /* immutable */
+    uint64_t n_blocks;            /* immutable; UINT64_MAX when cyclic */
+    pthread_t *threads;           /* n_started entries */
+    unsigned n_started;
+    pthread_mutex_t close_mu;     /* serialises close */
+    int closed;                   /* guarded by close_mu */
+    _Atomic uint64_t st_blocks, st_bytes, st_wait_ns, st_errors; /* relaxed counters */
+    _Atomic int io_mode;          /* mode the first worker got */
+};
+
+uint64_t ml_stream_n_blocks(uint64_t n_rows, uint64_t block_rows, int cyclic, int remainder) {
+    if (n_rows == 0 || block_rows == 0)
+        return 0;
+    if (cyclic)
+        return UINT64_MAX;
+    return n_rows / block_rows + (remainder && n_rows % block_rows ? 1 : 0);
+}
+
+void ml_stream_block_runs(uint64_t n_rows, uint64_t block_rows, int cyclic, uint64_t k,
+                          ml_block_runs *out) {
+    if (!cyclic) {
+        uint64_t start = k * block_rows;
+        uint64_t end = start + block_rows < n_rows ? start + block_rows : n_rows;
+        out->n = 1;
+        out->start[0] = start;
+        out->count[0] = end - start;
+        return;
+    }
+    /* k*B can overflow 64 bits in an endless stream: reduce in 128 bits. */
+    uint64_t start = (uint64_t)(((unsigned __int128)k * block_rows) % n_rows);
+    uint64_t first = n_rows - start < block_rows ? n_rows - start : block_rows;
+    out->start[0] = start;
+    out->count[0] = first;
+    out->n = 1;
+    if (first < block_rows) {
+        out->n = 2;
+        out->start[1] = 0;
+        out->count[1] = block_rows - first;
+    }
+}
+
+static void *worker_main(void *arg) {
+    ml_stream *s = arg;
+    ml_layout *L = s->L;
+    ml_fetcher *f = NULL;
+    ml_error start_err;
+    ml_error_clear(&start_err);
+    int start_rc = ml_fetcher_open(&f, L, s->cfg.io_mode, &start_err);
+    if (start_rc == 0) {
+        int expected = -1;
+        atomic_compare_exchange_strong(&s->io_mode, &expected, (int)ml_fetcher_io_mode(f));
+    }
+    for (;;) {
+        unsigned slot;
+        uint64_t k;
+        void *data;
+        if (ml_ring_claim(s->ring, &slot, &k, &data) < 0)
+            break;
+        ml_block_runs runs;
+        ml_stream_block_runs(L->n_rows, s->cfg.block_rows, s->cfg.cyclic, k, &runs);
+        ml_error err;
+        ml_error_clear(&err);
+        uint64_t rows = 0;
+        int rc = start_rc;
+        if (rc < 0)
+            err = start_err;
+        for (unsigned i = 0; i < runs.n && rc == 0; i++) {
+            rc = ml_fetch_rows(f, runs.start[i], runs.count[i],
+                               (unsigned char *)data + rows * L->row_bytes, &err);
+            rows += runs.count[i];
+        }
+        if (rc < 0) {
+            /* Prefix the block so the consumer knows which one failed. */
+            char msg[ML_ERROR_MSG_MAX];
+            snprintf(msg, sizeof msg, "block %llu: %s", (unsigned long long)k, err.msg);
+            memcpy(err.msg, msg, sizeof msg);
+            err.code = rc;
+        }
+        ml_ring_publish(s->ring, slot, rows, rc < 0 ? &err : NULL);
+    }
+    ml_fetcher_close(f);
+    return NULL;
+}
+
+int ml_stream_open(ml_stream **out, ml_layout *L, const ml_stream_config *cfg, ml_error *err) {
+    if (cfg->n_workers < 1 || cfg->read_ahead < 1 ||
+        (L->n_rows > 0 && (cfg->block_rows < 1 || cfg->block_rows > L->n_rows)))
+        return ml_error_set(err, -ML_EINVAL, "invalid stream configuration");
+    ml_stream *s = calloc(1, sizeof *s);
+    if (!s)
+        return ml_error_set(err, -ENOMEM, "out of memory");
+    int rc;
+    s->cfg = *cfg;
+    s->n_blocks = ml_stream_n_blocks(L->n_rows, cfg->block_rows, cfg->cyclic, cfg->remainder);
+    atomic_init(&s->io_mode, -1);
+    pthread_mutex_init(&s->close_mu, NULL);
+    ml_layout_ref(L);
+    s->L = L;
+    size_t slot_bytes = (size_t)cfg->block_rows * L->row_bytes;
+    rc = ml_ring_create(&s->ring, cfg->read_ahead, slot_bytes, s->n_blocks);
+    if (rc < 0) {
+        ml_error_set(err, rc, "cannot allocate %u slots of %zu bytes for dataset '%s'",
+                     cfg->read_ahead, slot_bytes, L->path);
+        goto fail;
+    }
+    unsigned nw = s->n_blocks == 0 ? 0 : cfg->n_workers;
+    s->threads = calloc(nw ? nw : 1, sizeof *s->threads);
+    if (!s->threads) {
+        rc = ml_error_set(err, -ENOMEM, "out of memory");
+        goto fail;
+    }
+    for (unsigned i = 0; i < nw; i++) {
+        int e = pthread_create(&s->threads[i], NULL, worker_main, s);
+        if (e) {
+            if (i > 0)
+                break; /* run with the workers we have */
+            rc = ml_error_set(err, -e, "cannot start a worker thread: %s", strerror(e));
+            goto fail;
+        }
+        s->n_started++;
+    }
+    *out = s;
+    return 0;
+fail:
+    ml_stream_free(s);
+    return rc;
+}
+
+int ml_stream_take(ml_stream *s, uint64_t owner, long timeout_ms, ml_taken *out) {
+    uint64_t waited = 0;
+    int rc = ml_ring_take(s->ring, s->cfg.ordered, owner, timeout_ms, out, &waited);
+    atomic_fetch_add_explicit(&s->st_wait_ns, waited, memory_order_relaxed);
+    if (rc == 0) {
+        atomic_fetch_add_explicit(&s->st_blocks, 1, memory_order_relaxed);
+        if (out->error.code)
+            atomic_fetch_add_explicit(&s->st_errors, 1, memory_order_relaxed);
+        else
+            atomic_fetch_add_explicit(&s->st_bytes, out->rows * s->L->row_bytes, memory_order_relaxed);
+    }
+    return rc;
+}
+
+void ml_stream_close(ml_stream *s) {
+    pthread_mutex_lock(&s->close_mu);
+    if (!s->closed) {
+        s->closed = 1;
+        if (s->ring)
+            ml_ring_close(s->ring);
+        for (unsigned i = 0; i < s->n_started; i++)
+            pthread_join(s->threads[i], NULL);
+    }
+    pthread_mutex_unlock(&s->close_mu);
+}
+
+void ml_stream_free(ml_stream *s) {
+    if (!s)
+        return;
+    ml_stream_close(s);
+    ml_ring_unref(s->ring);
+    ml_layout_unref(s->L);
+    free(s->threads);
+    pthread_mutex_destroy(&s->close_mu);
+    free(s);
+}
+
+ml_ring *ml_stream_ring(ml_stream *s) { return s->ring; }
+
+void ml_stream_get_stats(ml_stream *s, ml_stream_stats *st) {
+    st->blocks = atomic_load_explicit(&s->st_blocks, memory_order_relaxed);
+    st->bytes = atomic_load_explicit(&s->st_bytes, memory_order_relaxed);
+    st->wait_ns = atomic_load_explicit(&s->st_wait_ns, memory_order_relaxed);
+    st->errors = atomic_load_explicit(&s->st_errors, memory_order_relaxed);
+}
+
+ml_io_mode ml_stream_io_mode(const ml_stream *s) {
+    int m = atomic_load_explicit(&s->io_mode, memory_order_relaxed);
+    return m < 0 ? ml_io_default_mode() : (ml_io_mode)m;
+}
