@@ -33,13 +33,17 @@ deps:
 # Create .venv with the package (editable) and its test dependencies.
 venv: deps
 	@test -x $(PY) || { echo ">> creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
-	@$(PY) -c "import h5py, tables, pytest, hypothesis, pytest_timeout" 2>/dev/null || \
-	  { echo ">> installing Python test dependencies"; $(PIP) install -q --progress-bar on -U pip && $(PIP) install -q -e '.[test]'; }
+	@$(PY) -c "import h5py, tables, pytest, hypothesis, pytest_timeout, numexpr, setuptools as s, sys; sys.exit(int(s.__version__.split('.')[0]) < 77)" 2>/dev/null || \
+	  { echo ">> installing Python dependencies into $(VENV)"; $(PIP) install -q -U pip 'setuptools>=77' wheel 'numpy>=2' && \
+	    $(PIP) install -q --no-build-isolation -e '.[test]'; }
 
-# Build the extension in place (rebuilds when C sources change).
+# Build the extension (only what changed) and swap it in atomically, under a
+# lock, so a running test never maps a half-written library.
 build: venv
 	@echo ">> building multiload._core"
-	@$(PIP) install -q --no-build-isolation --no-deps -e . 2>&1 | grep -v -e '^\s*$$' -e 'Warning\|warn\|!!\|\*\*\*\|^  ' || true
+	@flock /tmp/multiload-build.lock sh -c '$(PY) setup.py -q build_ext --build-lib build/lib 2>&1 | grep -v -i "warn\|^\s*$$\|!!\|\*\*\*\|^  " ; \
+	  so=$$($(PY) -c "import sysconfig; print(\"_core\" + sysconfig.get_config_var(\"EXT_SUFFIX\"))"); \
+	  test -f build/lib/multiload/$$so && cp build/lib/multiload/$$so multiload/.$$so.tmp && mv -f multiload/.$$so.tmp multiload/$$so'
 	@$(PY) -c "import multiload; print('>> multiload', multiload.__version__, 'io:', multiload.io_mode())"
 
 build/tests/%: tests/c/%.c $(CORE_SRC) $(wildcard src/*.h) tests/c/check.h

@@ -61,6 +61,7 @@ setup(
         Extension(
             "multiload._core",
             sources=sources,
+            depends=sorted(glob("src/*.h")) + sorted(glob("src/python/*.h")),
             include_dirs=[numpy.get_include()],
             define_macros=macros,
             extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror",
