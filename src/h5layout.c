@@ -26,7 +26,9 @@
 #include <unistd.h>
 
 static pthread_mutex_t h5_mutex = PTHREAD_MUTEX_INITIALIZER;
-static int h5_quiet_done; /* guarded by h5_mutex */
+/* Per thread: a thread-safe HDF5 build keeps one error stack, and one
+ * auto-print setting, per thread, so each worker must silence its own. */
+static _Thread_local int h5_quiet_done;
 
 static void h5_lock(void) {
     pthread_mutex_lock(&h5_mutex);
@@ -268,6 +270,13 @@ static int read_chunk_meta(ml_layout *L, hid_t dcpl, ml_error *err,
             return ml_error_set(err, -ML_EHDF5, "cannot read filter %d of %s", i, where);
         if (f->id != H5Z_FILTER_DEFLATE && f->id != H5Z_FILTER_SHUFFLE &&
             f->id != H5Z_FILTER_FLETCHER32) {
+            /* The slow path decodes with HDF5: refuse up front a filter HDF5
+             * cannot load either, rather than fail on every block. */
+            if (H5Zfilter_avail((H5Z_filter_t)f->id) <= 0)
+                return ml_error_set(err, -ML_EFILTER,
+                                    "%s uses filter '%s' (id %d), which neither multiload nor the "
+                                    "HDF5 library can decode (is its HDF5 plugin installed?)",
+                                    where, name, f->id);
             L->storage = ML_STORE_SLOW;
             L->slow_reason = "a filter other than deflate, shuffle and fletcher32";
         }
