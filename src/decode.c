@@ -116,18 +116,79 @@ static int fletcher_check(const unsigned char *buf, size_t *len) {
     return 0;
 }
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+
+/* Transposes of 16 elements at a time for the common element sizes: each
+ * byte plane is one 16-byte load, interleaved with unpack instructions.
+ * Returns how many elements were done; the caller finishes the tail. */
+static size_t unshuffle_sse2(const unsigned char *src, unsigned char *dst, size_t n, size_t size) {
+    size_t i = 0;
+    if (size == 2) {
+        for (; i + 16 <= n; i += 16) {
+            __m128i a = _mm_loadu_si128((const __m128i *)(src + i));
+            __m128i b = _mm_loadu_si128((const __m128i *)(src + n + i));
+            _mm_storeu_si128((__m128i *)(dst + 2 * i), _mm_unpacklo_epi8(a, b));
+            _mm_storeu_si128((__m128i *)(dst + 2 * i + 16), _mm_unpackhi_epi8(a, b));
+        }
+    } else if (size == 4) {
+        for (; i + 16 <= n; i += 16) {
+            __m128i a = _mm_loadu_si128((const __m128i *)(src + i));
+            __m128i b = _mm_loadu_si128((const __m128i *)(src + n + i));
+            __m128i c = _mm_loadu_si128((const __m128i *)(src + 2 * n + i));
+            __m128i d = _mm_loadu_si128((const __m128i *)(src + 3 * n + i));
+            __m128i ab0 = _mm_unpacklo_epi8(a, b), ab1 = _mm_unpackhi_epi8(a, b);
+            __m128i cd0 = _mm_unpacklo_epi8(c, d), cd1 = _mm_unpackhi_epi8(c, d);
+            unsigned char *o = dst + 4 * i;
+            _mm_storeu_si128((__m128i *)o, _mm_unpacklo_epi16(ab0, cd0));
+            _mm_storeu_si128((__m128i *)(o + 16), _mm_unpackhi_epi16(ab0, cd0));
+            _mm_storeu_si128((__m128i *)(o + 32), _mm_unpacklo_epi16(ab1, cd1));
+            _mm_storeu_si128((__m128i *)(o + 48), _mm_unpackhi_epi16(ab1, cd1));
+        }
+    } else if (size == 8) {
+        for (; i + 16 <= n; i += 16) {
+            __m128i p[8];
+            for (int j = 0; j < 8; j++)
+                p[j] = _mm_loadu_si128((const __m128i *)(src + (size_t)j * n + i));
+            __m128i q[8], r[8];
+            for (int j = 0; j < 4; j++) {
+                q[2 * j] = _mm_unpacklo_epi8(p[2 * j], p[2 * j + 1]);
+                q[2 * j + 1] = _mm_unpackhi_epi8(p[2 * j], p[2 * j + 1]);
+            }
+            /* r[0..3]: bytes 0-3 of elements 0-3, 4-7, 8-11, 12-15; r[4..7]: bytes 4-7. */
+            for (int h = 0; h < 2; h++) {
+                r[4 * h + 0] = _mm_unpacklo_epi16(q[4 * h + 0], q[4 * h + 2]);
+                r[4 * h + 1] = _mm_unpackhi_epi16(q[4 * h + 0], q[4 * h + 2]);
+                r[4 * h + 2] = _mm_unpacklo_epi16(q[4 * h + 1], q[4 * h + 3]);
+                r[4 * h + 3] = _mm_unpackhi_epi16(q[4 * h + 1], q[4 * h + 3]);
+            }
+            unsigned char *o = dst + 8 * i;
+            for (int k = 0; k < 4; k++) {
+                _mm_storeu_si128((__m128i *)(o + 32 * k), _mm_unpacklo_epi32(r[k], r[4 + k]));
+                _mm_storeu_si128((__m128i *)(o + 32 * k + 16), _mm_unpackhi_epi32(r[k], r[4 + k]));
+            }
+        }
+    }
+    return i;
+}
+#endif
+
 void ml_unshuffle(const void *src_, void *dst_, size_t n_bytes, size_t size) {
     const unsigned char *src = src_;
     unsigned char *dst = dst_;
-    size_t n = n_bytes / size;
+    size_t n = size ? n_bytes / size : 0;
     if (size <= 1 || n <= 1) {
         memcpy(dst, src, n_bytes);
         return;
     }
+    size_t done = 0;
+#if defined(__SSE2__)
+    done = unshuffle_sse2(src, dst, n, size);
+#endif
     /* Blocked so each pass reads `size` sequential streams and writes one
      * contiguous run that stays in L1. */
     enum { B = 256 };
-    for (size_t i0 = 0; i0 < n; i0 += B) {
+    for (size_t i0 = done; i0 < n; i0 += B) {
         size_t m = n - i0 < B ? n - i0 : B;
         for (size_t j = 0; j < size; j++) {
             const unsigned char *s = src + j * n + i0;
