@@ -4,6 +4,7 @@ worker threads into a ring buffer and handed out as zero-copy numpy views.
 Drop-in compatible with ``multitables.Streamer``; see docs/streamer.md.
 """
 
+import atexit
 import os
 import threading
 import warnings
@@ -27,6 +28,19 @@ DEFAULT_CONTIGUOUS_BYTES = 1024 * 1024
 DEFAULT_CHUNKED_BYTES = 1024 * 1024
 
 _IO_MODES = {None: 0, "auto": 0, "io_uring": 1, "uring": 1, "pread": 2}
+
+# Every live queue, so that interpreter exit stops worker threads before
+# HDF5's own atexit handler tears the library down under them.
+_live_queues = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all_queues():
+    for q in list(_live_queues):
+        try:
+            q.close()
+        except Exception:
+            pass
 
 
 def io_mode():
@@ -265,6 +279,7 @@ class Streamer:
         queue = Queue(stream, layout, block_size, n_blocks, field, bool(cyclic), bool(ordered))
         with self._lock:
             self._queues.add(queue)
+        _live_queues.add(queue)
         return queue
 
     def get_remainder(self, path, block_size, field=None):

@@ -9,6 +9,8 @@
  */
 #include "ml_python.h"
 
+#include <unistd.h>
+
 typedef struct GuardObject {
     PyObject_HEAD
     ml_ring *ring;           /* owned reference */
@@ -21,6 +23,7 @@ typedef struct GuardObject {
     npy_intp dims[ML_MAX_DIMS];
     uint64_t seq;            /* block number */
     uint64_t start;          /* first row of the block */
+    pid_t pid;               /* process that took the block */
 } GuardObject;
 
 PyObject *ml_py_guard_new(PyTypeObject *tp, ml_ring *ring, const ml_taken *t,
@@ -44,10 +47,15 @@ PyObject *ml_py_guard_new(PyTypeObject *tp, ml_ring *ring, const ml_taken *t,
         g->dims[i] = row_dims[i - 1];
     g->seq = t->seq;
     g->start = start_row;
+    g->pid = getpid();
     return (PyObject *)g;
 }
 
 static void guard_release_slot(GuardObject *g) {
+    if (g->pid != getpid()) {
+        g->released = 1; /* forked child: the ring's lock may be held by a thread that no longer exists */
+        return;
+    }
     if (!g->released) {
         g->released = 1;
         ml_ring_release(g->ring, g->slot);
@@ -57,7 +65,8 @@ static void guard_release_slot(GuardObject *g) {
 static void guard_dealloc(GuardObject *g) {
     PyTypeObject *tp = Py_TYPE(g);
     guard_release_slot(g);
-    ml_ring_unref(g->ring);
+    if (g->pid == getpid())
+        ml_ring_unref(g->ring);
     Py_XDECREF(g->descr);
     Py_XDECREF(g->field);
     PyObject_Free(g);

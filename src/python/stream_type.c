@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <pythread.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef struct StreamObject {
     PyObject_HEAD
@@ -18,7 +19,19 @@ typedef struct StreamObject {
     npy_intp row_dims[ML_MAX_DIMS];
     uint64_t block_rows;
     int cyclic;
+    pid_t pid;               /* process that started the workers */
 } StreamObject;
+
+/* After fork() the child has the stream's memory but none of its worker
+ * threads, and its locks may have been held by them: never touch it. */
+static int stream_forked(StreamObject *self) {
+    if (self->pid == getpid())
+        return 0;
+    PyErr_SetString(PyExc_RuntimeError,
+                    "this multiload queue was created in another process (before fork()); "
+                    "create a new Streamer queue in this process");
+    return 1;
+}
 
 static PyObject *stream_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"layout", "n_workers", "read_ahead", "block_rows", "cyclic", "ordered",
@@ -60,6 +73,7 @@ static PyObject *stream_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
         self->row_dims[i - 1] = (npy_intp)L->dims[i];
     self->block_rows = block_rows;
     self->cyclic = cyclic;
+    self->pid = getpid();
     ml_error err;
     ml_error_clear(&err);
     int rc;
@@ -74,6 +88,10 @@ static PyObject *stream_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
 }
 
 static void stream_free_core(StreamObject *self) {
+    if (self->s && self->pid != getpid()) {
+        self->s = NULL; /* a forked child leaks the parent's stream rather than deadlock */
+        return;
+    }
     if (self->s) {
         ml_stream *s = self->s;
         self->s = NULL;
@@ -123,6 +141,8 @@ static PyObject *stream_take(StreamObject *self, PyObject *args, PyObject *kw) {
     }
     if (!self->s)
         Py_RETURN_NONE;
+    if (stream_forked(self))
+        return NULL;
     ml_stream *s = self->s;
     uint64_t owner = (uint64_t)PyThread_get_thread_ident();
     double deadline = timeout >= 0 ? mono_seconds() + timeout : 0;
@@ -174,6 +194,10 @@ static PyObject *stream_take(StreamObject *self, PyObject *args, PyObject *kw) {
 }
 
 static PyObject *stream_close(StreamObject *self, PyObject *Py_UNUSED(ignored)) {
+    if (self->s && self->pid != getpid()) {
+        self->s = NULL; /* closing in a forked child: just forget the parent's stream */
+        Py_RETURN_NONE;
+    }
     if (self->s) {
         ml_stream *s = self->s;
         Py_BEGIN_ALLOW_THREADS
@@ -186,6 +210,8 @@ static PyObject *stream_close(StreamObject *self, PyObject *Py_UNUSED(ignored)) 
 static PyObject *stream_stats(StreamObject *self, PyObject *Py_UNUSED(ignored)) {
     ml_stream_stats st = {0};
     const char *mode = "closed";
+    if (self->s && stream_forked(self))
+        return NULL;
     if (self->s) {
         ml_stream_get_stats(self->s, &st);
         mode = ml_stream_io_mode(self->s) == ML_IO_URING ? "io_uring" : "pread";
