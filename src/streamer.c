@@ -50,7 +50,8 @@ void ml_stream_block_runs(uint64_t n_rows, uint64_t block_rows, int cyclic, uint
                           ml_block_runs *out) {
     if (!cyclic) {
         uint64_t start = k * block_rows;
-        uint64_t end = start + block_rows < n_rows ? start + block_rows : n_rows;
+        /* Compare without forming start + block_rows, which can wrap. */
+        uint64_t end = block_rows < n_rows - start ? start + block_rows : n_rows;
         out->n = 1;
         out->start[0] = start;
         out->count[0] = end - start;
