@@ -29,8 +29,16 @@ static pthread_mutex_t h5_mutex = PTHREAD_MUTEX_INITIALIZER;
 /* Per thread: a thread-safe HDF5 build keeps one error stack, and one
  * auto-print setting, per thread, so each worker must silence its own. */
 static _Thread_local int h5_quiet_done;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+/* fork() while a worker is inside HDF5 would leave the child with a held
+ * lock and half-updated HDF5 state: hold the lock across fork instead. */
+static void fork_prepare(void) { pthread_mutex_lock(&h5_mutex); }
+static void fork_release(void) { pthread_mutex_unlock(&h5_mutex); }
+static void register_atfork(void) { pthread_atfork(fork_prepare, fork_release, fork_release); }
 
 static void h5_lock(void) {
+    pthread_once(&atfork_once, register_atfork);
     pthread_mutex_lock(&h5_mutex);
     if (!h5_quiet_done) {
         /* Errors are reported through ml_error, not printed to stderr. */
