@@ -46,9 +46,9 @@ build: venv
 	  test -f build/lib/multiload/$$so && cp build/lib/multiload/$$so multiload/.$$so.tmp && mv -f multiload/.$$so.tmp multiload/$$so'
 	@$(PY) -c "import multiload; print('>> multiload', multiload.__version__, 'io:', multiload.io_mode())"
 
-build/tests/%: tests/c/%.c $(CORE_SRC) $(wildcard src/*.h) tests/c/check.h
+build/tests/%: tests/c/%.c $(CORE_SRC) $(wildcard src/*.h) $(wildcard tests/c/*.h)
 	@mkdir -p build/tests
-	$(CC) $(CORE_FLAGS) $(SAN) -Isrc -o $@ $< $(CORE_SRC) $(CORE_LIBS)
+	$(CC) $(CORE_FLAGS) $(SAN) -Isrc -o $@ $< $(CORE_SRC) $(CORE_LIBS) -lz
 
 # C unit tests: each program exits 0 (pass), 1 (fail) or 77 (skip).
 test-c: deps $(C_TESTS)
