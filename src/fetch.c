@@ -305,3 +305,44 @@ int ml_fetch_rows(ml_fetcher *f, uint64_t row0, uint64_t n, void *dest_, ml_erro
     }
     return -ML_EINVAL;
 }
+
+int ml_fetch_runs(ml_fetcher *f, const ml_row_run *runs, size_t n, void *dest_, ml_error *err) {
+    ml_layout *L = f->L;
+    unsigned char *dest = dest_;
+    for (size_t i = 0; i < n; i++)
+        if (runs[i].start > L->n_rows || runs[i].count > L->n_rows - runs[i].start)
+            return ml_error_set(err, -ML_EINVAL, "rows %llu..%llu are outside dataset '%s' (%llu rows)",
+                                (unsigned long long)runs[i].start,
+                                (unsigned long long)(runs[i].start + runs[i].count), L->path,
+                                (unsigned long long)L->n_rows);
+    if (L->storage != ML_STORE_CONTIGUOUS || L->offset == UINT64_MAX || n == 1 || L->row_bytes == 0) {
+        for (size_t i = 0; i < n; i++) {
+            int rc = ml_fetch_rows(f, runs[i].start, runs[i].count, dest, err);
+            if (rc < 0)
+                return rc;
+            dest += runs[i].count * L->row_bytes;
+        }
+        return 0;
+    }
+    /* One batch: the engine keeps up to its depth in flight and resubmits
+     * short reads, so n may exceed the depth. */
+    ml_io_req *reqs = n <= MAX_BATCH ? f->reqs : NULL;
+    if (!reqs && (ml_fault_alloc() < 0 || !(reqs = malloc(n * sizeof *reqs))))
+        return report(err, f, -ENOMEM, runs[0].start, runs[0].count, "out of memory", UINT64_MAX);
+    for (size_t i = 0; i < n; i++) {
+        reqs[i] = (ml_io_req){.fd = f->fd, .offset = L->offset + runs[i].start * L->row_bytes,
+                              .len = runs[i].count * L->row_bytes, .buf = dest};
+        dest += runs[i].count * L->row_bytes;
+    }
+    int rc = ml_io_read(f->io, reqs, n);
+    size_t bad = 0;
+    if (rc < 0)
+        while (bad + 1 < n && reqs[bad].result >= 0 && (size_t)reqs[bad].result == reqs[bad].len)
+            bad++;
+    if (reqs != f->reqs)
+        free(reqs);
+    if (rc < 0)
+        return report(err, f, rc, runs[bad].start, runs[bad].count,
+                      rc == -ML_ETRUNC ? "file truncated" : "I/O error", UINT64_MAX);
+    return 0;
+}

@@ -29,4 +29,18 @@ int ml_fetch_rows(ml_fetcher *f, uint64_t row0, uint64_t n, void *dest,
 
 ml_io_mode ml_fetcher_io_mode(const ml_fetcher *f);
 
+/* A run of consecutive rows: [start, start + count). */
+typedef struct ml_row_run {
+    uint64_t start;
+    uint64_t count;
+} ml_row_run;
+
+/* Read n runs of rows, one after another, into dest (which must hold the
+ * sum of the counts times L->row_bytes). Contiguous data goes to the I/O
+ * engine as one batch of n reads; other storage reads run by run through
+ * ml_fetch_rows(). Runs must lie inside the dataset. Borrows runs and dest.
+ * Returns 0 or a negative code with file, dataset and rows in err. */
+int ml_fetch_runs(ml_fetcher *f, const ml_row_run *runs, size_t n, void *dest,
+                  ml_error *err);
+
 #endif

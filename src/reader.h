@@ -1,0 +1,93 @@
+/* reader.h - random-access requests: worker threads serve "these rows of
+ * this dataset, in this order, into this buffer" from a shared queue. */
+#ifndef ML_READER_H
+#define ML_READER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "h5layout.h"
+#include "io.h"
+
+typedef struct ml_reader ml_reader;
+typedef struct ml_request ml_request;
+
+typedef struct ml_reader_config {
+    unsigned n_workers;  /* worker threads, >= 1 */
+    ml_io_mode io_mode;
+    size_t cache_bytes;  /* decoded-chunk cache; 0 = auto (see reader.c) */
+} ml_reader_config;
+
+/* What to read. Rows are given either as a list (any order, duplicates
+ * allowed) or as the range [row0, row0 + n_rows). Each row, or only bytes
+ * [col_offset, col_offset + col_size) of it, lands at dest + i * out_size
+ * where out_size is col_size, or L->row_bytes when col_size is 0. */
+typedef struct ml_request_spec {
+    ml_layout *L;          /* borrowed; the request takes its own reference */
+    const uint64_t *rows;  /* borrowed and copied; NULL = range */
+    uint64_t row0;         /* range start (rows == NULL) */
+    uint64_t n_rows;       /* rows in the list or the range */
+    size_t col_offset;     /* bytes into a row */
+    size_t col_size;       /* bytes per row to copy; 0 = whole row */
+    void *dest;            /* borrowed: must stay valid until the request is done */
+    size_t dest_bytes;     /* capacity of dest */
+    uint64_t tag;          /* caller's identity for ml_reader_pop_done */
+    int notify;            /* 1: queue tag for ml_reader_pop_done when done */
+} ml_request_spec;
+
+/* Start n_workers threads. Returns 0 or -errno with detail in err. */
+int ml_reader_open(ml_reader **out, const ml_reader_config *cfg, ml_error *err);
+
+/* Refuse new requests. drain=1: workers finish every queued request, then
+ * exit; drain=0: queued requests complete at once with -ML_ECLOSED
+ * (a running one finishes). Does not wait. Idempotent. */
+void ml_reader_shutdown(ml_reader *r, int drain);
+
+/* Wait for every worker to exit (after ml_reader_shutdown). */
+void ml_reader_join(ml_reader *r);
+
+/* Shut down (drain=0), join, free. Requests still held by callers stay
+ * valid until ml_request_free. Accepts NULL. */
+void ml_reader_free(ml_reader *r);
+
+/* Queue a request. On success *out is the caller's reference (free it
+ * with ml_request_free). Errors: -ML_ECLOSED (reader shut down),
+ * -ML_EINVAL (row outside the dataset, dest too small), -ENOMEM. */
+int ml_request_submit(ml_reader *r, const ml_request_spec *spec, ml_request **out, ml_error *err);
+
+/* Wait up to timeout_ms (<0: forever) for the request to finish.
+ * Returns 0 when done, -ETIMEDOUT otherwise. */
+int ml_request_wait(ml_request *q, long timeout_ms);
+
+int ml_request_done(ml_request *q);
+
+/* Cancel q, a request submitted to r, if it is still queued: returns 1
+ * and q completes with -ECANCELED without touching its dest. Returns 0
+ * if it is running or done. */
+int ml_reader_cancel(ml_reader *r, ml_request *q);
+
+/* The outcome of a finished request (code 0 = success). Borrowed. */
+const ml_error *ml_request_error(const ml_request *q);
+
+/* Drop the caller's reference. A request that is still running keeps
+ * its own until the worker is done with it, but its dest must stay valid:
+ * wait (or cancel) first. Accepts NULL. */
+void ml_request_free(ml_request *q);
+
+/* Take up to max tags of finished notify-requests, waiting up to
+ * timeout_ms for the first. Returns the number taken (0 on timeout), or
+ * -ML_ECLOSED once the reader is shut down, its workers are gone and no
+ * tag is left. */
+int ml_reader_pop_done(ml_reader *r, long timeout_ms, uint64_t *tags, size_t max);
+
+typedef struct ml_reader_stats {
+    uint64_t requests;    /* requests completed */
+    uint64_t rows;        /* rows copied out */
+    uint64_t cache_hits;  /* chunk bands served from the cache */
+    uint64_t cache_misses;/* chunk bands read and decoded */
+} ml_reader_stats;
+
+void ml_reader_get_stats(ml_reader *r, ml_reader_stats *st);
+
+#endif
