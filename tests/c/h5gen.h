@@ -11,8 +11,14 @@
 
 #include "check.h"
 
+/* HDF5's type ids are run-time values, so static tables name types by code. */
+typedef enum h5gen_tcode {
+    TC_NONE = 0, TC_U8, TC_I16, TC_I32, TC_I64, TC_F64, TC_U16BE,
+} h5gen_tcode;
+
 typedef struct h5spec {
     const char *path;      /* dataset path (parent groups are created) */
+    h5gen_tcode tc;        /* sets `type` (h5gen_type) when type is 0 */
     hid_t type;            /* file and memory type, e.g. H5T_NATIVE_INT32 */
     int ndim;
     hsize_t dims[8];
@@ -28,6 +34,21 @@ typedef struct h5spec {
         if ((expr) < 0)                                                           \
             FAIL("HDF5 call failed: %s", #expr);                                  \
     } while (0)
+
+static inline hid_t h5gen_type(h5spec *s) {
+    if (!s->type) {
+        switch (s->tc) {
+        case TC_U8: s->type = H5T_NATIVE_UINT8; break;
+        case TC_I16: s->type = H5T_NATIVE_INT16; break;
+        case TC_I32: s->type = H5T_NATIVE_INT32; break;
+        case TC_I64: s->type = H5T_NATIVE_INT64; break;
+        case TC_F64: s->type = H5T_NATIVE_DOUBLE; break;
+        case TC_U16BE: s->type = H5T_STD_U16BE; break;
+        case TC_NONE: FAIL("h5spec %s has no type", s->path);
+        }
+    }
+    return s->type;
+}
 
 static inline size_t h5gen_elems(const h5spec *s) {
     size_t n = 1;

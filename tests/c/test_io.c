@@ -1,0 +1,232 @@
+/* test_io.c - ml_io_read in both modes (io_uring and pread) on a temp
+ * file: batches larger than the queue depth, offsets, end of file, bad
+ * descriptors; and fault injection through MULTILOAD_FAULTS: eio@N,
+ * short@N (the data must still arrive intact), eagain@N (retried) and
+ * probabilistic eio~p/seed. The io_uring half is skipped, with a message,
+ * where io_uring cannot be set up. */
+#include "check.h"
+
+#include <fcntl.h>
+#include <liburing.h>
+
+#include "fault.h"
+#include "io.h"
+#include "ring.h"
+
+#define FILE_BYTES (1u << 20)
+
+static unsigned char expect_byte(uint64_t off) { return (unsigned char)((off * 131u) ^ (off >> 9)); }
+
+static int make_file(const char *path) {
+    unsigned char *buf = malloc(FILE_BYTES);
+    for (uint64_t i = 0; i < FILE_BYTES; i++)
+        buf[i] = expect_byte(i);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    CHECK_GE(fd, 0);
+    CHECK_EQ(write(fd, buf, FILE_BYTES), FILE_BYTES);
+    free(buf);
+    return fd;
+}
+
+static void check_bytes(const ml_io_req *r, size_t n) {
+    const unsigned char *b = r->buf;
+    for (size_t i = 0; i < n; i++)
+        if (b[i] != expect_byte(r->offset + i))
+            FAIL("byte %zu of a read at offset %llu: %02x, want %02x", i,
+                 (unsigned long long)r->offset, b[i], expect_byte(r->offset + i));
+}
+
+static void set_faults(const char *spec) {
+    if (spec)
+        setenv("MULTILOAD_FAULTS", spec, 1);
+    else
+        unsetenv("MULTILOAD_FAULTS");
+    ml_fault_reload();
+}
+
+/* One read of len bytes at off; returns ml_io_read's code. */
+static int read_one(ml_io *io, int fd, uint64_t off, size_t len, unsigned char *buf, ml_io_req *r) {
+    *r = (ml_io_req){.fd = fd, .offset = off, .len = len, .buf = buf};
+    return ml_io_read(io, r, 1);
+}
+
+static void test_reads(ml_io *io, int fd) {
+    /* A batch of 100 (depth is 8) at scattered offsets and odd lengths. */
+    enum { N = 100 };
+    ml_io_req reqs[N];
+    unsigned char *bufs = malloc((size_t)N * 5000);
+    uint64_t seed = 7;
+    for (int i = 0; i < N; i++) {
+        size_t len = 1 + check_rand(&seed) % 4999;
+        uint64_t off = check_rand(&seed) % (FILE_BYTES - len);
+        reqs[i] = (ml_io_req){.fd = fd, .offset = off, .len = len, .buf = bufs + (size_t)i * 5000,
+                              .result = -12345};
+    }
+    reqs[3].len = 0; /* an empty read is fine */
+    CHECK_RC(ml_io_read(io, reqs, N));
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ(reqs[i].result, (ssize_t)reqs[i].len);
+        check_bytes(&reqs[i], reqs[i].len);
+    }
+    free(bufs);
+
+    /* The whole file in one request. */
+    ml_io_req r;
+    unsigned char *all = malloc(FILE_BYTES);
+    CHECK_RC(read_one(io, fd, 0, FILE_BYTES, all, &r));
+    CHECK_EQ(r.result, FILE_BYTES);
+    check_bytes(&r, FILE_BYTES);
+
+    /* End of file: the bytes before it arrive, the call says truncated. */
+    CHECK_ERR(read_one(io, fd, FILE_BYTES - 10, 100, all, &r), -ML_ETRUNC);
+    CHECK_EQ(r.result, 10);
+    check_bytes(&r, 10);
+    CHECK_ERR(read_one(io, fd, FILE_BYTES + 4096, 100, all, &r), -ML_ETRUNC);
+    CHECK_EQ(r.result, 0);
+
+    /* A bad descriptor fails its request; the others in the batch complete. */
+    ml_io_req mix[3] = {
+        {.fd = fd, .offset = 100, .len = 50, .buf = all},
+        {.fd = 1000000, .offset = 0, .len = 50, .buf = all + 100},
+        {.fd = fd, .offset = 300, .len = 50, .buf = all + 200},
+    };
+    CHECK_ERR(ml_io_read(io, mix, 3), -EBADF);
+    CHECK_EQ(mix[0].result, 50);
+    CHECK_EQ(mix[1].result, -EBADF);
+    CHECK_EQ(mix[2].result, 50);
+    check_bytes(&mix[0], 50);
+    check_bytes(&mix[2], 50);
+    CHECK_ERR(read_one(io, -1, 0, 10, all, &r), -EBADF);
+    free(all);
+}
+
+static void test_faults(ml_io *io, int fd) {
+    enum { N = 5 };
+    ml_io_req reqs[N], r;
+    static unsigned char buf[N * 4096];
+
+    /* eio@3: exactly one request fails with EIO; the rest are intact. */
+    set_faults("eio@3");
+    for (int i = 0; i < N; i++)
+        reqs[i] = (ml_io_req){.fd = fd, .offset = (uint64_t)i * 10000, .len = 4096,
+                              .buf = buf + i * 4096};
+    CHECK_ERR(ml_io_read(io, reqs, N), -EIO);
+    int failed = 0;
+    for (int i = 0; i < N; i++) {
+        if (reqs[i].result == -EIO) {
+            failed++;
+            continue;
+        }
+        CHECK_EQ(reqs[i].result, 4096);
+        check_bytes(&reqs[i], 4096);
+    }
+    CHECK_EQ(failed, 1);
+    /* Only the 3rd transfer: the next batch is clean. */
+    CHECK_RC(ml_io_read(io, reqs, N));
+
+    /* short@1: the read continues where it stopped; data intact. */
+    set_faults("short@1");
+    memset(buf, 0, sizeof buf);
+    CHECK_RC(read_one(io, fd, 12345, 4096, buf, &r));
+    CHECK_EQ(r.result, 4096);
+    check_bytes(&r, 4096);
+    /* Proof that it was resubmitted: the 2nd transfer is its continuation. */
+    set_faults("short@1,eio@2");
+    CHECK_ERR(read_one(io, fd, 12345, 4096, buf, &r), -EIO);
+    /* Every transfer short: progress by halves down to single bytes. */
+    set_faults("short~1.0/3");
+    memset(buf, 0, sizeof buf);
+    CHECK_RC(read_one(io, fd, 777, 3000, buf, &r));
+    CHECK_EQ(r.result, 3000);
+    check_bytes(&r, 3000);
+    for (int i = 0; i < N; i++)
+        reqs[i].result = 0;
+    memset(buf, 0, sizeof buf);
+    CHECK_RC(ml_io_read(io, reqs, N));
+    for (int i = 0; i < N; i++)
+        check_bytes(&reqs[i], 4096);
+
+    /* eagain@1 and @2: retried, the caller never sees it. */
+    set_faults("eagain@1,eagain@2");
+    memset(buf, 0, sizeof buf);
+    CHECK_RC(read_one(io, fd, 5, 4096, buf, &r));
+    check_bytes(&r, 4096);
+
+    /* eio~0.3/seed: about 30% of reads fail, the same ones for the same seed. */
+    enum { M = 200 };
+    char pattern[2][M];
+    for (int run = 0; run < 2; run++) {
+        set_faults("eio~0.3/11");
+        int fails = 0;
+        for (int i = 0; i < M; i++) {
+            memset(buf, 0, 512);
+            int rc = read_one(io, fd, (uint64_t)i * 512, 512, buf, &r);
+            pattern[run][i] = rc < 0;
+            if (rc < 0) {
+                CHECK_ERR(rc, -EIO);
+                CHECK_EQ(r.result, -EIO);
+                fails++;
+            } else {
+                check_bytes(&r, 512);
+            }
+        }
+        CHECK_GT(fails, M / 10);
+        CHECK_LT(fails, M / 2);
+    }
+    CHECK_MEM_EQ(pattern[0], pattern[1], M);
+
+    /* enomem@1: the first checked allocation fails, the next succeeds. */
+    set_faults("enomem@1");
+    ml_ring *ring = NULL;
+    CHECK_ERR(ml_ring_create(&ring, 2, 64, 4), -ENOMEM);
+    CHECK_RC(ml_ring_create(&ring, 2, 64, 4));
+    ml_ring_unref(ring);
+    /* A read is not an allocation: enomem rules leave reads alone. */
+    CHECK_RC(read_one(io, fd, 0, 100, buf, &r));
+
+    /* Junk rules are ignored. */
+    set_faults("bogus@1,eio,eio@");
+    CHECK_RC(read_one(io, fd, 0, 100, buf, &r));
+    set_faults(NULL);
+    CHECK_RC(read_one(io, fd, 0, 100, buf, &r));
+}
+
+static void run_mode(ml_io_mode mode, int fd) {
+    ml_io *io = NULL;
+    CHECK_RC(ml_io_open(&io, 8, mode));
+    CHECK_EQ(ml_io_get_mode(io), mode);
+    test_reads(io, fd);
+    test_faults(io, fd);
+    ml_io_close(io);
+}
+
+int main(void) {
+    unsetenv("MULTILOAD_IO");
+    set_faults(NULL);
+    int fd = make_file(check_path("data.bin"));
+    ml_io_close(NULL);
+
+    run_mode(ML_IO_PREAD, fd);
+    printf("pread: ok\n");
+
+    struct io_uring probe;
+    int e = io_uring_queue_init(4, &probe, 0);
+    if (e < 0) {
+        close(fd);
+        SKIP("io_uring unavailable (io_uring_queue_init: %s); pread mode passed", strerror(-e));
+    }
+    io_uring_queue_exit(&probe);
+    CHECK_EQ(ml_io_default_mode(), ML_IO_URING);
+    run_mode(ML_IO_URING, fd);
+    printf("io_uring: ok\n");
+
+    /* MULTILOAD_IO overrides the automatic choice. */
+    setenv("MULTILOAD_IO", "pread", 1);
+    ml_io *io;
+    CHECK_RC(ml_io_open(&io, 4, ML_IO_AUTO));
+    CHECK_EQ(ml_io_get_mode(io), ML_IO_PREAD);
+    ml_io_close(io);
+    unsetenv("MULTILOAD_IO");
+    close(fd);
+    CHECK_DONE();
+}
