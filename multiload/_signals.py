@@ -37,17 +37,25 @@ QueueClosed = QueueClosedType()
 
 
 class QueueClosedException(Exception):
-    """Raised where a closed queue cannot return :data:`QueueClosed`."""
+    """Raised where a closed queue cannot return :data:`QueueClosed`.
+
+    Kept for multitables compatibility; the Streamer's ``get()`` returns
+    :data:`QueueClosed` instead of raising it.
+    """
 
 
 class SubprocessException(Exception):
-    """Base of errors that happened in the background and were re-raised in
-    the consumer. Each raised instance is also an instance of the original
-    error's type, so ``except OSError`` keeps working."""
+    """multitables' wrapper for errors raised in its reader processes.
+
+    Kept so that code catching it still imports. multiload raises the
+    original error type directly in the consumer (``OSError`` for I/O
+    errors and corrupt data), so ``except OSError`` is what catches
+    background failures.
+    """
 
 
 class SharedMemoryError(Exception):
-    """A request's result does not fit in its stage."""
+    """A request's result does not fit in its stage (multitables' Reader)."""
 
 
 class SlowPathWarning(RuntimeWarning):

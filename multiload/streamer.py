@@ -45,10 +45,16 @@ def _close_all_queues():
 
 
 def io_mode():
-    """Return the I/O engine new queues use: ``'io_uring'`` or ``'pread'``.
+    """Return the I/O engine new queues use.
 
     ``MULTILOAD_IO=pread`` (or ``=uring``) in the environment forces one; by
-    default io_uring is used where the kernel allows it.
+    default io_uring is used where the kernel allows it, else pread. An
+    ``io_mode`` argument to :meth:`Streamer.get_queue` overrides both.
+
+    Returns
+    -------
+    str
+        ``'io_uring'`` or ``'pread'``.
     """
     return _core.default_io_mode()
 
@@ -84,11 +90,17 @@ def _check_field(layout, field, filename, path):
 
 
 class Queue:
-    """Direct access to a stream's ring buffer.
+    """Direct access to a stream's ring buffer; made by :meth:`Streamer.get_queue`.
 
     ``get()`` returns a guard for the next block, or :data:`QueueClosed` once
     the stream has ended or the queue was closed. ``with guard as block:``
-    gives a zero-copy numpy view of the block, valid inside the with-block.
+    gives a zero-copy numpy view of the block, valid inside the with-block
+    (copy it to keep it: the slot is reused). A guard also has ``index``
+    (block number), ``start`` (dataset row of the block's first row),
+    ``rows``, ``array`` (another view), ``release()`` and ``released``.
+
+    A queue is an iterator of guards and a context manager that closes it.
+    ``get()`` is thread-safe.
 
     Attributes
     ----------
@@ -101,6 +113,10 @@ class Queue:
         Dtype of the blocks (of the field, when one was selected).
     shape : tuple
         Shape of the dataset.
+    cyclic, ordered : bool
+        The modes the queue was made with.
+    field : str or None
+        The column streamed, if any.
     """
 
     def __init__(self, stream, layout, block_size, n_blocks, field, cyclic, ordered):
@@ -128,6 +144,25 @@ class Queue:
         ----------
         timeout : float, optional
             Seconds to wait; ``TimeoutError`` after that. Default: forever.
+
+        Returns
+        -------
+        Guard or QueueClosedType
+            A guard for the next block (use ``with guard as block:``), or
+            :data:`QueueClosed` at the end of the stream or after ``close()``.
+
+        Raises
+        ------
+        OSError
+            The block failed in the background (``errno``, ``filename``, and
+            a message naming the block, rows and dataset).
+        RuntimeError
+            Every slot of the ring is held by unreleased guards of the
+            calling thread, so waiting could never end.
+        TimeoutError
+            ``timeout`` passed without a block.
+        KeyboardInterrupt
+            Ctrl-C while waiting.
         """
         stream = self._stream
         if stream is None:
@@ -136,7 +171,13 @@ class Queue:
         return QueueClosed if guard is None else guard
 
     def iter(self):
-        """Yield guards until the queue is closed or the stream ends."""
+        """Yield guards until the queue is closed or the stream ends.
+
+        Yields
+        ------
+        Guard
+            One per block, as :meth:`get` returns them.
+        """
         while True:
             guard = self.get()
             if guard is QueueClosed:
@@ -147,8 +188,12 @@ class Queue:
         return self.iter()
 
     def close(self):
-        """Stop the background workers. Idempotent; blocks already handed out
-        stay readable while their guards or views are alive."""
+        """Stop the background workers and wait for them.
+
+        Idempotent. Later ``get()`` calls return :data:`QueueClosed`. Blocks
+        already handed out stay readable while their guards or views are
+        alive; the ring's memory is freed when the last of them goes.
+        """
         self._closed = True
         stream = self._stream
         if stream is not None:
@@ -156,15 +201,20 @@ class Queue:
 
     @property
     def closed(self):
+        """bool: True once the queue was closed (or was empty from the start)."""
         return self._closed
 
     def stats(self):
         """Counters since the queue started.
 
-        Returns a dict with ``blocks`` (handed out), ``bytes`` (in those
-        blocks), ``wait_seconds`` (time consumers spent blocked in get()),
-        ``errors`` (blocks that raised), ``io_mode`` ('io_uring' or 'pread'),
-        ``block_size`` and ``n_blocks``.
+        Returns
+        -------
+        dict
+            ``blocks`` (handed out), ``bytes`` (in those blocks),
+            ``wait_seconds`` (time consumers spent blocked in ``get()``),
+            ``errors`` (blocks that raised), ``io_mode`` (``'io_uring'`` or
+            ``'pread'``: the engine the workers use), ``block_size`` and
+            ``n_blocks``.
         """
         if self._stream is None:
             st = {"blocks": 0, "bytes": 0, "wait_seconds": 0.0, "errors": 0, "io_mode": io_mode()}
@@ -213,6 +263,7 @@ class Streamer:
 
     @property
     def filename(self):
+        """str: The HDF5 file this Streamer reads."""
         return self._filename
 
     def _layout(self, path):
@@ -222,7 +273,10 @@ class Streamer:
 
     def get_queue(self, path, n_procs=None, read_ahead=None, cyclic=False, block_size=None,
                   ordered=False, field=None, remainder=False, io_mode=None):
-        """Start streaming the dataset at ``path`` and return a :class:`Queue`.
+        """Start streaming the dataset at ``path``.
+
+        Each call starts its own workers and ring; queues on one Streamer are
+        independent of each other.
 
         Parameters
         ----------
@@ -247,7 +301,13 @@ class Streamer:
         remainder : bool, default False
             Non-cyclic only: also hand out the last, shorter block.
         io_mode : {'io_uring', 'pread'}, optional
-            Force an I/O engine (default: io_uring where available).
+            Force an I/O engine (default: :func:`io_mode`). Where io_uring
+            cannot be set up the workers use pread regardless.
+
+        Returns
+        -------
+        Queue
+            Already closed when the dataset has no rows.
 
         Raises
         ------
@@ -284,17 +344,26 @@ class Streamer:
         return queue
 
     def get_remainder(self, path, block_size, field=None):
-        """Return a copy of the rows a non-cyclic queue without ``remainder``
-        leaves out: the last ``n_rows % block_size`` rows (possibly none).
+        """Return the rows a non-cyclic queue without ``remainder`` leaves out.
 
         Parameters
         ----------
         path : str
             HDF5 path of the dataset.
-        block_size : int
+        block_size : int or None
             The queue's ``block_size`` (``None``: the default block size).
         field : str, optional
             Return only this column.
+
+        Returns
+        -------
+        numpy.ndarray
+            A copy of the last ``n_rows % block_size`` rows (possibly none).
+
+        Raises
+        ------
+        FileNotFoundError, OSError, KeyError, TypeError, ValueError
+            As :meth:`get_queue`.
         """
         layout = self._layout(path)
         _check_field(layout, field, self._filename, path)
@@ -311,9 +380,22 @@ class Streamer:
                       ordered=False, field=None, remainder=True, io_mode=None):
         """Yield the dataset row by row (copies), remainder included.
 
-        Arguments are those of :meth:`get_queue`; ``remainder`` defaults to
-        True here so that every row is produced. With ``cyclic=True`` the
-        generator is endless. The queue is closed when the generator is
+        Parameters
+        ----------
+        path, n_procs, read_ahead, cyclic, block_size, ordered, field, io_mode
+            As :meth:`get_queue`.
+        remainder : bool, default True
+            True here (unlike :meth:`get_queue`) so that every row is produced.
+
+        Yields
+        ------
+        numpy.ndarray or numpy.void
+            One row at a time, a copy that stays valid. With ``cyclic=True``
+            the generator is endless.
+
+        Notes
+        -----
+        The queue behind the generator is closed when the generator is
         closed or garbage-collected.
         """
         queue = self.get_queue(path, n_procs=n_procs, read_ahead=read_ahead, cyclic=cyclic,
@@ -328,7 +410,7 @@ class Streamer:
             queue.close()
 
     def close(self):
-        """Close every queue this Streamer started."""
+        """Close every queue this Streamer started (idempotent)."""
         with self._lock:
             queues = list(self._queues)
         for q in queues:
