@@ -4,7 +4,7 @@
 #include "ml_python.h"
 
 #include <errno.h>
-#include <pythread.h>
+#include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -124,6 +124,18 @@ static double mono_seconds(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* This thread's identity for reservations: unique for the life of the
+ * process. Thread idents (pthread_self) are reused once a thread ends, so a
+ * guard left by a finished thread would make a new thread that got the same
+ * ident look like the owner of every slot (a false deadlock report). */
+static uint64_t thread_owner(void) {
+    static _Atomic uint64_t next_owner = 1; /* relaxed: only uniqueness matters */
+    static _Thread_local uint64_t owner;
+    if (!owner)
+        owner = atomic_fetch_add_explicit(&next_owner, 1, memory_order_relaxed);
+    return owner;
+}
+
 static PyObject *stream_take(StreamObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"timeout", NULL};
     PyObject *timeout_obj = Py_None;
@@ -144,7 +156,7 @@ static PyObject *stream_take(StreamObject *self, PyObject *args, PyObject *kw) {
     if (stream_forked(self))
         return NULL;
     ml_stream *s = self->s;
-    uint64_t owner = (uint64_t)PyThread_get_thread_ident();
+    uint64_t owner = thread_owner();
     double deadline = timeout >= 0 ? mono_seconds() + timeout : 0;
     ml_taken t;
     int rc;
