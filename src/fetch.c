@@ -35,7 +35,7 @@ typedef struct plan {
 
 struct ml_fetcher {
     ml_layout *L;            /* owned reference */
-    int fd;                  /* owned */
+    int fd;                  /* borrowed from L (see ml_layout.fd) */
     ml_io *io;               /* owned */
     ml_decoder *dec;         /* owned */
     unsigned char *scratch;  /* stored chunk bytes, scratch_cap bytes */
@@ -52,11 +52,9 @@ int ml_fetcher_open(ml_fetcher **out, ml_layout *L, ml_io_mode mode, ml_error *e
         free(f);
         return ml_error_set(err, -ENOMEM, "out of memory opening a reader for dataset '%s'", L->path);
     }
-    f->fd = open(L->filename, O_RDONLY | O_CLOEXEC);
-    if (f->fd < 0) {
-        rc = ml_error_set(err, -errno, "cannot open '%s': %s", L->filename, strerror(errno));
-        goto fail;
-    }
+    /* The layout's descriptor, not a new open by name: a file replaced or
+     * deleted since the layout was opened is still the one we read. */
+    f->fd = L->fd;
     if ((rc = ml_io_open(&f->io, MAX_BATCH, mode)) < 0 || (rc = ml_decoder_open(&f->dec)) < 0) {
         ml_error_set(err, rc, "cannot set up the read engine: %s", ml_strerror(rc));
         goto fail;
@@ -73,8 +71,6 @@ fail:
 void ml_fetcher_close(ml_fetcher *f) {
     if (!f)
         return;
-    if (f->fd >= 0)
-        close(f->fd);
     ml_io_close(f->io);
     ml_decoder_close(f->dec);
     free(f->scratch);

@@ -13,8 +13,8 @@
  * scratch buffers. Not thread-safe; one per worker. */
 typedef struct ml_fetcher ml_fetcher;
 
-/* Open a fetcher on L (takes its own reference). Opens L->filename with
- * O_RDONLY. Returns 0 or -errno with detail in err. */
+/* Open a fetcher on L (takes its own reference). Reads through L's file
+ * descriptor (borrowed). Returns 0 or -errno with detail in err. */
 int ml_fetcher_open(ml_fetcher **out, ml_layout *L, ml_io_mode mode,
                     ml_error *err);
 

@@ -232,9 +232,10 @@ static int type_from_h5(hid_t tid, ml_type **out, ml_error *err,
     return 0;
 }
 
-/* Check the file is there and readable, so the caller gets the OS's errno
- * (ENOENT, EACCES, EISDIR) rather than HDF5's generic failure. */
-static int check_file(const char *filename, ml_error *err) {
+/* Open the file for our own reads, so the caller gets the OS's errno
+ * (ENOENT, EACCES, EISDIR) rather than HDF5's generic failure. On success
+ * *fd_out is an O_RDONLY descriptor the caller owns. */
+static int open_file(const char *filename, int *fd_out, ml_error *err) {
     struct stat st;
     if (stat(filename, &st) < 0)
         return ml_error_set(err, -errno, "cannot open '%s': %s", filename, strerror(errno));
@@ -243,8 +244,15 @@ static int check_file(const char *filename, ml_error *err) {
     int fd = open(filename, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return ml_error_set(err, -errno, "cannot open '%s': %s", filename, strerror(errno));
-    close(fd);
+    *fd_out = fd;
     return 0;
+}
+
+/* Is `fd` still the file that `filename` names (same device and inode)?
+ * Checked after H5Fopen so that metadata and data come from one file. */
+static int same_file(int fd, const char *filename) {
+    struct stat a, b;
+    return fstat(fd, &a) == 0 && stat(filename, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
 static int read_chunk_meta(ml_layout *L, hid_t dcpl, ml_error *err,
@@ -405,13 +413,17 @@ out:
 int ml_layout_open(const char *filename, const char *path, ml_layout **out,
                    ml_error *err) {
     ml_layout *L = NULL;
-    int rc = check_file(filename, err);
+    int fd = -1;
+    int rc = open_file(filename, &fd, err);
     if (rc < 0)
         return rc;
     L = calloc(1, sizeof *L);
-    if (!L)
+    if (!L) {
+        close(fd);
         return ml_error_set(err, -ENOMEM, "out of memory");
+    }
     atomic_init(&L->refcount, 1);
+    L->fd = fd;
     L->h5_file = L->h5_dset = L->h5_type = -1;
     L->offset = UINT64_MAX;
     L->filename = strdup(filename);
@@ -432,6 +444,11 @@ int ml_layout_open(const char *filename, const char *path, ml_layout **out,
     if (L->h5_file < 0) {
         h5_unlock();
         rc = ml_error_set(err, -ML_ENOTHDF5, "HDF5 cannot open '%s' (damaged or locked file)", filename);
+        goto fail;
+    }
+    if (!same_file(L->fd, filename)) {
+        h5_unlock();
+        rc = ml_error_set(err, -ML_EHDF5, "'%s' was replaced or removed while it was being opened", filename);
         goto fail;
     }
     hid_t obj = H5Oopen((hid_t)L->h5_file, path, H5P_DEFAULT);
@@ -482,6 +499,8 @@ void ml_layout_unref(ml_layout *L) {
             H5Fclose((hid_t)L->h5_file);
         h5_unlock();
     }
+    if (L->fd >= 0)
+        close(L->fd);
     ml_type_free(L->type);
     free(L->fill);
     free(L->chunks);

@@ -68,6 +68,9 @@ typedef struct ml_layout {
     _Atomic int refcount;        /* ml_layout_ref / ml_layout_unref */
     char *filename;              /* owned */
     char *path;                  /* owned, dataset path as given */
+    int fd;                      /* owned O_RDONLY descriptor of the file HDF5 opened: every
+                                    data read uses it, so a file renamed over or deleted
+                                    after open is still the one read (never mixed) */
     unsigned ndim;               /* >= 1 */
     uint64_t dims[ML_MAX_DIMS];  /* dataset shape */
     uint64_t n_rows;             /* dims[0] */
