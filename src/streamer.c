@@ -7,8 +7,11 @@
  * block is published with its error and the worker carries on: the error
  * reaches the consumer with that block and other blocks are unaffected.
  *
- * A worker that cannot even start (no memory, no fd) publishes its failure
- * on the first block it would have read, so nothing is lost silently.
+ * A worker that cannot even start (no memory for its fetcher) publishes
+ * its failure on the first block it claims, so nothing is lost silently,
+ * then exits if another worker did start, leaving it the other blocks. The
+ * last worker never gives up: if none could start, every block carries the
+ * error, so consumers are never left waiting.
  *
  * Close: ring close wakes every worker waiting for a slot; workers in the
  * middle of a read finish that read, then exit; close joins them.
@@ -36,6 +39,8 @@ struct ml_stream {
     int closed;                   /* guarded by close_mu */
     _Atomic uint64_t st_blocks, st_bytes, st_wait_ns, st_errors; /* relaxed counters */
     _Atomic int io_mode;          /* mode the first worker got */
+    _Atomic unsigned n_healthy;   /* workers whose fetcher opened; relaxed: only
+                                     lets a failed worker leave, never ordering */
 };
 
 uint64_t ml_stream_n_blocks(uint64_t n_rows, uint64_t block_rows, int cyclic, int remainder) {
@@ -80,6 +85,7 @@ static void *worker_main(void *arg) {
     if (start_rc == 0) {
         int expected = -1;
         atomic_compare_exchange_strong(&s->io_mode, &expected, (int)ml_fetcher_io_mode(f));
+        atomic_fetch_add_explicit(&s->n_healthy, 1, memory_order_relaxed);
     }
     for (;;) {
         unsigned slot;
@@ -111,6 +117,8 @@ static void *worker_main(void *arg) {
             err.code = rc;
         }
         ml_ring_publish(s->ring, slot, rows, rc < 0 ? &err : NULL);
+        if (start_rc < 0 && atomic_load_explicit(&s->n_healthy, memory_order_relaxed) > 0)
+            break; /* reported once; a healthy worker reads the rest */
     }
     ml_fetcher_close(f);
     return NULL;
