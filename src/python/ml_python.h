@@ -22,6 +22,8 @@ typedef struct ml_module_state {
     PyTypeObject *layout_type;
     PyTypeObject *stream_type;
     PyTypeObject *guard_type;
+    PyTypeObject *reader_type;   /* reader_type.c: ReaderCore */
+    PyTypeObject *request_type;  /* reader_type.c: Request */
 } ml_module_state;
 
 extern PyModuleDef ml_moduledef;
@@ -49,5 +51,6 @@ ml_layout *ml_py_layout_core(PyObject *layout, PyArray_Descr **descr);
 int ml_py_add_layout_type(PyObject *m, ml_module_state *st);
 int ml_py_add_stream_type(PyObject *m, ml_module_state *st);
 int ml_py_add_guard_type(PyObject *m, ml_module_state *st);
+int ml_py_add_reader_types(PyObject *m, ml_module_state *st);
 
 #endif

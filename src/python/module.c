@@ -65,6 +65,8 @@ static int module_exec(PyObject *m) {
     if (ml_py_add_guard_type(m, st) < 0 || ml_py_add_layout_type(m, st) < 0 ||
         ml_py_add_stream_type(m, st) < 0)
         return -1;
+    if (ml_py_add_reader_types(m, st) < 0)
+        return -1;
     return 0;
 }
 
@@ -73,6 +75,8 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg) {
     Py_VISIT(st->layout_type);
     Py_VISIT(st->stream_type);
     Py_VISIT(st->guard_type);
+    Py_VISIT(st->reader_type);
+    Py_VISIT(st->request_type);
     return 0;
 }
 
@@ -81,6 +85,8 @@ static int module_clear(PyObject *m) {
     Py_CLEAR(st->layout_type);
     Py_CLEAR(st->stream_type);
     Py_CLEAR(st->guard_type);
+    Py_CLEAR(st->reader_type);
+    Py_CLEAR(st->request_type);
     return 0;
 }
 

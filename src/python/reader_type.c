@@ -1,0 +1,364 @@
+/* reader_type.c - ReaderCore and Request: the binding of src/reader.c.
+ *
+ * ReaderCore.submit() queues rows of a Layout into a writable buffer
+ * (the stage) and returns a Request. The Request holds the buffer (a
+ * Py_buffer export) and the layout until the request is done, so the
+ * memory the workers write into outlives them; its dealloc cancels a
+ * queued request and waits (GIL released) for a running one first.
+ * Waits release the GIL in <= 100 ms steps and run signal handlers in
+ * between, so Ctrl-C interrupts a blocked get().
+ */
+#include "ml_python.h"
+
+#include <errno.h>
+
+#include "../reader.h"
+
+typedef struct ReaderCoreObject {
+    PyObject_HEAD
+    ml_reader *r;            /* owned */
+} ReaderCoreObject;
+
+typedef struct RequestObject {
+    PyObject_HEAD
+    ml_request *q;           /* owned reference */
+    PyObject *reader;        /* owned: keeps the core reader alive for cancel */
+    PyObject *layout;        /* owned */
+    Py_buffer view;          /* the destination, exported until dealloc */
+    int have_view;
+} RequestObject;
+
+static PyObject *core_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"n_workers", "io_mode", "cache_bytes", NULL};
+    unsigned n_workers;
+    int io_mode = 0;
+    unsigned long long cache_bytes = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "I|iK:ReaderCore", kwlist, &n_workers, &io_mode, &cache_bytes))
+        return NULL;
+    if (n_workers < 1) {
+        PyErr_SetString(PyExc_ValueError, "n_workers must be >= 1");
+        return NULL;
+    }
+    ReaderCoreObject *self = (ReaderCoreObject *)tp->tp_alloc(tp, 0);
+    if (!self)
+        return NULL;
+    ml_reader_config cfg = {.n_workers = n_workers, .io_mode = (ml_io_mode)io_mode,
+                            .cache_bytes = (size_t)cache_bytes};
+    ml_error err;
+    ml_error_clear(&err);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = ml_reader_open(&self->r, &cfg, &err);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        Py_DECREF(self);
+        return ml_py_raise(&err, NULL);
+    }
+    return (PyObject *)self;
+}
+
+static void core_dealloc(ReaderCoreObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (self->r) {
+        ml_reader *r = self->r;
+        self->r = NULL;
+        Py_BEGIN_ALLOW_THREADS
+        ml_reader_free(r);
+        Py_END_ALLOW_THREADS
+    }
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static int core_traverse(ReaderCoreObject *self, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(self));
+    return 0;
+}
+
+/* submit(layout, rows, row0, n, col_offset, col_size, dest, tag, notify) */
+static PyObject *core_submit(ReaderCoreObject *self, PyObject *args) {
+    PyObject *layout, *rows_obj, *dest;
+    unsigned long long row0, n, tag;
+    Py_ssize_t col_offset, col_size;
+    int notify;
+    if (!PyArg_ParseTuple(args, "OOKKnnOKp:submit", &layout, &rows_obj, &row0, &n, &col_offset, &col_size,
+                          &dest, &tag, &notify))
+        return NULL;
+    ml_module_state *st = ml_state_of_type(Py_TYPE(self));
+    if (!PyObject_TypeCheck(layout, st->layout_type)) {
+        PyErr_SetString(PyExc_TypeError, "submit() needs a Layout");
+        return NULL;
+    }
+    if (!self->r) {
+        PyErr_SetString(PyExc_RuntimeError, "the reader is closed");
+        return NULL;
+    }
+    PyArray_Descr *descr;
+    ml_layout *L = ml_py_layout_core(layout, &descr);
+    PyArrayObject *rows = NULL;
+    if (rows_obj != Py_None) {
+        rows = (PyArrayObject *)PyArray_FROMANY(rows_obj, NPY_INT64, 1, 1, NPY_ARRAY_CARRAY_RO) /* negatives read as huge: refused as out of range */;
+        if (!rows)
+            return NULL;
+        n = (unsigned long long)PyArray_DIM(rows, 0);
+    }
+    RequestObject *req = PyObject_GC_New(RequestObject, st->request_type);
+    if (!req) {
+        Py_XDECREF(rows);
+        return NULL;
+    }
+    req->q = NULL;
+    req->have_view = 0;
+    Py_INCREF(self);
+    req->reader = (PyObject *)self;
+    Py_INCREF(layout);
+    req->layout = layout;
+    PyObject_GC_Track(req);
+    if (PyObject_GetBuffer(dest, &req->view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        Py_XDECREF(rows);
+        Py_DECREF(req);
+        return NULL;
+    }
+    req->have_view = 1;
+    ml_request_spec spec = {.L = L, .rows = rows ? (const uint64_t *)PyArray_DATA(rows) : NULL,
+                            .row0 = row0, .n_rows = n, .col_offset = (size_t)col_offset,
+                            .col_size = (size_t)col_size, .dest = req->view.buf,
+                            .dest_bytes = (size_t)req->view.len, .tag = tag, .notify = notify};
+    ml_error err;
+    ml_error_clear(&err);
+    int rc;
+    ml_reader *r = self->r;
+    if (n <= 4096) {
+        rc = ml_request_submit(r, &spec, &req->q, &err);
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        rc = ml_request_submit(r, &spec, &req->q, &err);
+        Py_END_ALLOW_THREADS
+    }
+    Py_XDECREF(rows);
+    if (rc < 0) {
+        Py_DECREF(req);
+        if (rc == -ML_ECLOSED) {
+            PyErr_SetString(PyExc_RuntimeError, "Attempt to request data from a closed reader.");
+            return NULL;
+        }
+        if (rc == -ML_EINVAL) {
+            PyErr_SetString(PyExc_IndexError, err.msg);
+            return NULL;
+        }
+        return ml_py_raise(&err, L->filename);
+    }
+    return (PyObject *)req;
+}
+
+static PyObject *core_shutdown(ReaderCoreObject *self, PyObject *args) {
+    int drain, join;
+    if (!PyArg_ParseTuple(args, "pp:shutdown", &drain, &join))
+        return NULL;
+    if (self->r) {
+        ml_reader *r = self->r;
+        Py_BEGIN_ALLOW_THREADS
+        ml_reader_shutdown(r, drain);
+        if (join)
+            ml_reader_join(r);
+        Py_END_ALLOW_THREADS
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *core_pop_done(ReaderCoreObject *self, PyObject *args) {
+    double timeout;
+    if (!PyArg_ParseTuple(args, "d:pop_done", &timeout))
+        return NULL;
+    if (!self->r)
+        Py_RETURN_NONE;
+    uint64_t tags[256];
+    int n;
+    ml_reader *r = self->r;
+    Py_BEGIN_ALLOW_THREADS
+    n = ml_reader_pop_done(r, (long)(timeout * 1000), tags, 256);
+    Py_END_ALLOW_THREADS
+    if (n == -ML_ECLOSED)
+        Py_RETURN_NONE;
+    PyObject *l = PyList_New(n);
+    for (int i = 0; l && i < n; i++)
+        PyList_SET_ITEM(l, i, PyLong_FromUnsignedLongLong(tags[i]));
+    return l;
+}
+
+static PyObject *core_stats(ReaderCoreObject *self, PyObject *Py_UNUSED(ignored)) {
+    ml_reader_stats s = {0};
+    if (self->r)
+        ml_reader_get_stats(self->r, &s);
+    return Py_BuildValue("{sKsKsKsK}", "requests", (unsigned long long)s.requests, "rows",
+                         (unsigned long long)s.rows, "cache_hits", (unsigned long long)s.cache_hits,
+                         "cache_misses", (unsigned long long)s.cache_misses);
+}
+
+static PyMethodDef core_methods[] = {
+    {"submit", (PyCFunction)core_submit, METH_VARARGS,
+     "submit(layout, rows|None, row0, n, col_offset, col_size, dest, tag, notify) -> Request"},
+    {"shutdown", (PyCFunction)core_shutdown, METH_VARARGS,
+     "shutdown(drain, join): refuse new requests; drain=False fails the queued ones."},
+    {"pop_done", (PyCFunction)core_pop_done, METH_VARARGS,
+     "pop_done(timeout) -> [tags] of finished notify-requests ([] on timeout, None once closed)."},
+    {"stats", (PyCFunction)core_stats, METH_NOARGS, "Counters: requests, rows, cache_hits, cache_misses."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot core_slots[] = {
+    {Py_tp_new, core_new},
+    {Py_tp_dealloc, core_dealloc},
+    {Py_tp_traverse, core_traverse},
+    {Py_tp_methods, core_methods},
+    {Py_tp_doc, "ReaderCore(n_workers, io_mode=0, cache_bytes=0): request worker threads (internal)."},
+    {0, NULL},
+};
+
+static PyType_Spec core_spec = {
+    .name = "multiload._core.ReaderCore",
+    .basicsize = sizeof(ReaderCoreObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = core_slots,
+};
+
+/* ---- Request ----------------------------------------------------------- */
+
+/* Cancel if queued, else wait until the workers are done with dest. */
+static void request_settle(RequestObject *self) {
+    if (!self->q)
+        return;
+    ReaderCoreObject *core = (ReaderCoreObject *)self->reader;
+    ml_request *q = self->q;
+    if (core && core->r && ml_reader_cancel(core->r, q))
+        return;
+    Py_BEGIN_ALLOW_THREADS
+    ml_request_wait(q, -1);
+    Py_END_ALLOW_THREADS
+}
+
+static void request_dealloc(RequestObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    request_settle(self);
+    ml_request_free(self->q);
+    self->q = NULL;
+    if (self->have_view)
+        PyBuffer_Release(&self->view);
+    Py_CLEAR(self->layout);
+    Py_CLEAR(self->reader);
+    PyObject_GC_Del(self);
+    Py_DECREF(tp);
+}
+
+static int request_traverse(RequestObject *self, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->reader);
+    Py_VISIT(self->layout);
+    if (self->have_view)
+        Py_VISIT(self->view.obj);
+    return 0;
+}
+
+static PyObject *request_wait(RequestObject *self, PyObject *args) {
+    PyObject *timeout_obj = Py_None;
+    if (!PyArg_ParseTuple(args, "|O:wait", &timeout_obj))
+        return NULL;
+    double timeout = -1;
+    if (timeout_obj != Py_None) {
+        timeout = PyFloat_AsDouble(timeout_obj);
+        if (timeout == -1 && PyErr_Occurred())
+            return NULL;
+        if (timeout < 0)
+            timeout = 0;
+    }
+    ml_request *q = self->q;
+    if (ml_request_done(q))
+        Py_RETURN_TRUE;
+    double left = timeout;
+    for (;;) {
+        long step = timeout < 0 || left > 0.1 ? 100 : (long)(left * 1000);
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = ml_request_wait(q, step);
+        Py_END_ALLOW_THREADS
+        if (rc == 0)
+            Py_RETURN_TRUE;
+        if (PyErr_CheckSignals() < 0)
+            return NULL;
+        if (timeout >= 0) {
+            left -= step / 1000.0;
+            if (left <= 0)
+                Py_RETURN_FALSE;
+        }
+    }
+}
+
+static PyObject *request_done(RequestObject *self, PyObject *Py_UNUSED(ignored)) {
+    return PyBool_FromLong(ml_request_done(self->q));
+}
+
+static PyObject *request_cancel(RequestObject *self, PyObject *Py_UNUSED(ignored)) {
+    ReaderCoreObject *core = (ReaderCoreObject *)self->reader;
+    if (!core->r)
+        Py_RETURN_FALSE;
+    return PyBool_FromLong(ml_reader_cancel(core->r, self->q));
+}
+
+/* Raise the request's error, if it has one (call when done). */
+static PyObject *request_check(RequestObject *self, PyObject *Py_UNUSED(ignored)) {
+    const ml_error *e = ml_request_error(self->q);
+    if (!ml_request_done(self->q)) {
+        PyErr_SetString(PyExc_RuntimeError, "the request is not done");
+        return NULL;
+    }
+    if (e->code == 0)
+        Py_RETURN_NONE;
+    PyArray_Descr *descr;
+    ml_layout *L = ml_py_layout_core(self->layout, &descr);
+    return ml_py_raise(e, L->filename);
+}
+
+static PyObject *request_status(RequestObject *self, PyObject *Py_UNUSED(ignored)) {
+    /* 'pending', 'ok', 'cancelled', 'closed' or 'error' */
+    if (!ml_request_done(self->q))
+        return PyUnicode_FromString("pending");
+    int code = ml_request_error(self->q)->code;
+    return PyUnicode_FromString(code == 0 ? "ok" : code == -ECANCELED ? "cancelled"
+                                                 : code == -ML_ECLOSED ? "closed" : "error");
+}
+
+static PyMethodDef request_methods[] = {
+    {"wait", (PyCFunction)request_wait, METH_VARARGS, "wait(timeout=None) -> True once done, False on timeout."},
+    {"done", (PyCFunction)request_done, METH_NOARGS, "True once the request finished (any outcome)."},
+    {"cancel", (PyCFunction)request_cancel, METH_NOARGS, "Cancel if still queued; True if it was."},
+    {"check", (PyCFunction)request_check, METH_NOARGS, "Raise the request's error, if any."},
+    {"status", (PyCFunction)request_status, METH_NOARGS, "'pending', 'ok', 'cancelled', 'closed' or 'error'."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot request_slots[] = {
+    {Py_tp_dealloc, request_dealloc},
+    {Py_tp_traverse, request_traverse},
+    {Py_tp_methods, request_methods},
+    {Py_tp_doc, "One queued read into a stage (internal; see multiload.Reader)."},
+    {0, NULL},
+};
+
+static PyType_Spec request_spec = {
+    .name = "multiload._core.Request",
+    .basicsize = sizeof(RequestObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = request_slots,
+};
+
+int ml_py_add_reader_types(PyObject *m, ml_module_state *st) {
+    st->reader_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &core_spec, NULL);
+    if (!st->reader_type || PyModule_AddType(m, st->reader_type) < 0)
+        return -1;
+    st->request_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &request_spec, NULL);
+    if (!st->request_type)
+        return -1;
+    return PyModule_AddType(m, st->request_type);
+}
