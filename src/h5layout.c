@@ -528,20 +528,31 @@ int ml_layout_chunk(ml_layout *L, uint64_t index, ml_chunk_info *info,
     haddr_t addr = HADDR_UNDEF;
     hsize_t size = 0;
     h5_lock();
+    /* Another thread may have filled the entry while we waited for the
+     * lock: then chunks[index] must not be written again (a reader that
+     * saw known[index] may be reading it). Relaxed suffices here: every
+     * store to known[] happens under h5_mutex, which orders it. */
+    if (atomic_load_explicit(&L->known[index], memory_order_relaxed)) {
+        *info = L->chunks[index];
+        h5_unlock();
+        return 0;
+    }
     herr_t st = H5Dget_chunk_info_by_coord((hid_t)L->h5_dset, coord, &mask, &addr, &size);
-    h5_unlock();
-    if (st < 0)
+    if (st < 0) {
+        h5_unlock();
         return ml_error_set(err, -ML_EHDF5, "cannot look up chunk %llu of dataset '%s' in file '%s'",
                             (unsigned long long)index, L->path, L->filename);
+    }
     ml_chunk_info ci = {
         .addr = (addr == HADDR_UNDEF || size == 0) ? UINT64_MAX : (uint64_t)addr,
         .size = size,
         .filter_mask = mask,
     };
     L->chunks[index] = ci;
-    /* release: publishes chunks[index] to lock-free readers above. Two
-     * threads may both look the chunk up; they store identical values. */
+    /* release: publishes chunks[index] to the lock-free readers above.
+     * Written once, under the lock, before known[index] becomes 1. */
     atomic_store_explicit(&L->known[index], 1, memory_order_release);
+    h5_unlock();
     *info = ci;
     return 0;
 }
