@@ -9,9 +9,9 @@
  *
  * A worker that cannot even start (no memory for its fetcher) publishes
  * its failure on the first block it claims, so nothing is lost silently,
- * then exits if another worker did start, leaving it the other blocks. The
- * last worker never gives up: if none could start, every block carries the
- * error, so consumers are never left waiting.
+ * then exits while some other worker has not failed, leaving it the other
+ * blocks. The last worker to fail never exits: if none could start, every
+ * block carries the error, so consumers are never left waiting.
  *
  * Close: ring close wakes every worker waiting for a slot; workers in the
  * middle of a read finish that read, then exit; close joins them.
@@ -39,8 +39,8 @@ struct ml_stream {
     int closed;                   /* guarded by close_mu */
     _Atomic uint64_t st_blocks, st_bytes, st_wait_ns, st_errors; /* relaxed counters */
     _Atomic int io_mode;          /* mode the first worker got */
-    _Atomic unsigned n_healthy;   /* workers whose fetcher opened; relaxed: only
-                                     lets a failed worker leave, never ordering */
+    _Atomic unsigned n_alive;     /* threads created (counted after pthread_create) */
+    _Atomic unsigned n_failed;    /* workers whose fetcher could not open */
 };
 
 uint64_t ml_stream_n_blocks(uint64_t n_rows, uint64_t block_rows, int cyclic, int remainder) {
@@ -85,7 +85,8 @@ static void *worker_main(void *arg) {
     if (start_rc == 0) {
         int expected = -1;
         atomic_compare_exchange_strong(&s->io_mode, &expected, (int)ml_fetcher_io_mode(f));
-        atomic_fetch_add_explicit(&s->n_healthy, 1, memory_order_relaxed);
+    } else {
+        atomic_fetch_add(&s->n_failed, 1);
     }
     for (;;) {
         unsigned slot;
@@ -117,8 +118,11 @@ static void *worker_main(void *arg) {
             err.code = rc;
         }
         ml_ring_publish(s->ring, slot, rows, rc < 0 ? &err : NULL);
-        if (start_rc < 0 && atomic_load_explicit(&s->n_healthy, memory_order_relaxed) > 0)
-            break; /* reported once; a healthy worker reads the rest */
+        /* Reported once; leave the rest to a worker that has not failed.
+         * seq_cst: of the failed workers, the last to count itself sees
+         * n_failed == n_alive and stays. */
+        if (start_rc < 0 && atomic_load(&s->n_failed) < atomic_load(&s->n_alive))
+            break;
     }
     ml_fetcher_close(f);
     return NULL;
@@ -160,6 +164,7 @@ int ml_stream_open(ml_stream **out, ml_layout *L, const ml_stream_config *cfg, m
             goto fail;
         }
         s->n_started++;
+        atomic_fetch_add(&s->n_alive, 1);
     }
     *out = s;
     return 0;
