@@ -13,13 +13,15 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define MAX_RULES 8
 
 typedef struct rule {
-    int kind;            /* 0 eio, 1 short, 2 eagain, 3 enomem */
+    int kind;            /* 0 eio, 1 short, 2 eagain, 3 enomem, 4 slow */
     unsigned long nth;   /* fire on this count (1-based), 0 = probabilistic */
     double p;            /* probability per check */
+    long ms;             /* slow: milliseconds the read sleeps */
 } rule;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -51,7 +53,10 @@ static void parse(void) {
         else if (strncmp(tok, "short", klen) == 0 && klen == 5) r.kind = 1;
         else if (strncmp(tok, "eagain", klen) == 0 && klen == 6) r.kind = 2;
         else if (strncmp(tok, "enomem", klen) == 0 && klen == 6) r.kind = 3;
+        else if (strncmp(tok, "slow", klen) == 0 && klen == 4) r.kind = 4;
         else continue;
+        char *colon = strchr(sep, ':');
+        r.ms = colon ? strtol(colon + 1, NULL, 10) : 200;
         if (*sep == '@') {
             r.nth = strtoul(sep + 1, NULL, 10);
         } else {
@@ -106,6 +111,12 @@ int ml_fault_check(size_t *want) {
             return -EIO;
         if (rules[i].kind == 2)
             return -EAGAIN;
+        if (rules[i].kind == 4) {
+            struct timespec ts = {rules[i].ms / 1000, (rules[i].ms % 1000) * 1000000L};
+            while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                ;
+            continue;
+        }
         if (*want > 1)
             *want /= 2;
     }

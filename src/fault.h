@@ -7,6 +7,8 @@
  *   MULTILOAD_FAULTS="eagain@1"       the 1st read fails with EAGAIN (retried)
  *   MULTILOAD_FAULTS="eio~0.25/7"     each read fails with probability 0.25, seed 7
  *   MULTILOAD_FAULTS="enomem@1"       the 1st checked allocation fails
+ *   MULTILOAD_FAULTS="slow~1:300"     every read takes 300 ms longer (slow@N,
+ *                                     slow~p/seed; default 200 ms): a stuck disk
  * Several rules are separated by ','. Unset: every check is one branch.
  */
 #ifndef ML_FAULT_H
