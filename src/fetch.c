@@ -95,13 +95,16 @@ static void fill_elems(unsigned char *dst, size_t n_elems, const unsigned char *
 static int report(ml_error *err, ml_fetcher *f, int rc, uint64_t row0, uint64_t n,
                   const char *what, uint64_t chunk) {
     const ml_layout *L = f->L;
+    /* OS errors get their strerror text; our own codes are already said by `what`. */
+    const char *sep = rc < 0 && -rc < 10000 ? ": " : "";
+    const char *why = *sep ? ml_strerror(rc) : "";
     if (chunk == UINT64_MAX)
-        return ml_error_set(err, rc, "%s reading rows %llu..%llu of dataset '%s' in file '%s': %s",
+        return ml_error_set(err, rc, "%s reading rows %llu..%llu of dataset '%s' in file '%s'%s%s",
                             what, (unsigned long long)row0, (unsigned long long)(row0 + n),
-                            L->path, L->filename, ml_strerror(rc));
-    return ml_error_set(err, rc, "%s in chunk %llu (rows %llu..%llu) of dataset '%s' in file '%s': %s",
+                            L->path, L->filename, sep, why);
+    return ml_error_set(err, rc, "%s in chunk %llu (rows %llu..%llu) of dataset '%s' in file '%s'%s%s",
                         what, (unsigned long long)chunk, (unsigned long long)row0,
-                        (unsigned long long)(row0 + n), L->path, L->filename, ml_strerror(rc));
+                        (unsigned long long)(row0 + n), L->path, L->filename, sep, why);
 }
 
 static int grow_scratch(ml_fetcher *f, size_t need) {
@@ -195,7 +198,7 @@ static int run_batch(ml_fetcher *f, plan *p, size_t np, uint64_t row0, uint64_t 
                                       .len = c->info.size, .buf = c->stored};
     }
     if (nreq && (rc = ml_io_read(f->io, f->reqs, nreq)) < 0)
-        return report(err, f, rc, row0, n, rc == -ML_ETRUNC ? "chunk past the end of the file" : "I/O error",
+        return report(err, f, rc, row0, n, rc == -ML_ETRUNC ? "chunk past the end of the file" : "read failed",
                       UINT64_MAX);
     for (size_t i = 0; i < np; i++) {
         plan *c = &p[i];
@@ -220,7 +223,7 @@ static int run_batch(ml_fetcher *f, plan *p, size_t np, uint64_t row0, uint64_t 
             rc = ml_decode_chunk(f->dec, L, c->info.filter_mask, c->stored, c->info.size, to);
             if (rc < 0)
                 return report(err, f, rc, row0, n,
-                              rc == -ML_ECHECKSUM ? "fletcher32 checksum mismatch" : "cannot decode", c->index);
+                              rc == -ML_ECHECKSUM ? "fletcher32 checksum mismatch" : "cannot decode corrupt data", c->index);
             if (c->direct)
                 continue;
             decoded = to;
@@ -288,7 +291,7 @@ int ml_fetch_rows(ml_fetcher *f, uint64_t row0, uint64_t n, void *dest_, ml_erro
                        .len = n * L->row_bytes, .buf = dest};
         int rc = ml_io_read(f->io, &r, 1);
         if (rc < 0)
-            return report(err, f, rc, row0, n, rc == -ML_ETRUNC ? "file truncated" : "I/O error", UINT64_MAX);
+            return report(err, f, rc, row0, n, rc == -ML_ETRUNC ? "file truncated" : "read failed", UINT64_MAX);
         return 0;
     }
     case ML_STORE_CHUNKED:
@@ -339,6 +342,6 @@ int ml_fetch_runs(ml_fetcher *f, const ml_row_run *runs, size_t n, void *dest_, 
         free(reqs);
     if (rc < 0)
         return report(err, f, rc, runs[bad].start, runs[bad].count,
-                      rc == -ML_ETRUNC ? "file truncated" : "I/O error", UINT64_MAX);
+                      rc == -ML_ETRUNC ? "file truncated" : "read failed", UINT64_MAX);
     return 0;
 }

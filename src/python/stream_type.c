@@ -174,7 +174,12 @@ static PyObject *stream_take(StreamObject *self, PyObject *args, PyObject *kw) {
         if (PyErr_CheckSignals() < 0)
             return NULL;
         if (timeout >= 0 && mono_seconds() >= deadline) {
-            PyErr_Format(PyExc_TimeoutError, "no block became ready within %g s", timeout);
+            PyObject *t = PyFloat_FromDouble(timeout);
+            if (t) {
+                /* PyErr_Format has no %g: format the float object with %R. */
+                PyErr_Format(PyExc_TimeoutError, "no block became ready within %R s", t);
+                Py_DECREF(t);
+            }
             return NULL;
         }
     }
