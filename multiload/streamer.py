@@ -13,7 +13,7 @@ import weakref
 import numpy as np
 
 from . import _core
-from ._args import positive_int
+from ._args import UINT_MAX, positive_int
 from ._signals import QueueClosed, SlowPathWarning
 
 __all__ = ["Streamer", "Queue", "io_mode"]
@@ -315,8 +315,8 @@ class Streamer:
             Missing file; not an HDF5 file; no such dataset or field; a group
             or an unsupported type; a bad argument.
         """
-        n_procs = positive_int("n_procs", n_procs, 4)
-        read_ahead = positive_int("read_ahead", read_ahead, 2 * n_procs + 1)
+        n_procs = positive_int("n_procs", n_procs, 4, maximum=UINT_MAX)
+        read_ahead = positive_int("read_ahead", read_ahead, min(2 * n_procs + 1, UINT_MAX), maximum=UINT_MAX)
         block_size = positive_int("block_size", block_size)
         if io_mode not in _IO_MODES:
             raise ValueError(f"io_mode must be 'io_uring' or 'pread', got {io_mode!r}")
