@@ -149,7 +149,13 @@ int ml_stream_open(ml_stream **out, ml_layout *L, const ml_stream_config *cfg, m
                      cfg->read_ahead, slot_bytes, L->path);
         goto fail;
     }
+    /* At most one worker per slot (a worker loads into a slot it claimed)
+     * and per block: more would only sleep, so n_procs=10**6 costs nothing. */
     unsigned nw = s->n_blocks == 0 ? 0 : cfg->n_workers;
+    if (nw > cfg->read_ahead)
+        nw = cfg->read_ahead;
+    if (nw > s->n_blocks)
+        nw = (unsigned)s->n_blocks;
     s->threads = calloc(nw ? nw : 1, sizeof *s->threads);
     if (!s->threads) {
         rc = ml_error_set(err, -ENOMEM, "out of memory");
