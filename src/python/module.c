@@ -42,9 +42,9 @@ static PyObject *mod_n_blocks(PyObject *m, PyObject *args) {
     int cyclic, remainder;
     if (!PyArg_ParseTuple(args, "KKpp:n_blocks", &n_rows, &block_rows, &cyclic, &remainder))
         return NULL;
+    if (cyclic && n_rows > 0 && block_rows > 0)
+        Py_RETURN_NONE; /* endless; not UINT64_MAX, which a huge finite stream can also reach */
     uint64_t n = ml_stream_n_blocks(n_rows, block_rows, cyclic, remainder);
-    if (n == UINT64_MAX)
-        Py_RETURN_NONE;
     return PyLong_FromUnsignedLongLong(n);
 }
 
