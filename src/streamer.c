@@ -227,5 +227,8 @@ void ml_stream_get_stats(ml_stream *s, ml_stream_stats *st) {
 
 ml_io_mode ml_stream_io_mode(const ml_stream *s) {
     int m = atomic_load_explicit(&s->io_mode, memory_order_relaxed);
-    return m < 0 ? ml_io_default_mode() : (ml_io_mode)m;
+    if (m >= 0)
+        return (ml_io_mode)m;
+    /* No worker has opened its engine yet: report what it will ask for. */
+    return s->cfg.io_mode == ML_IO_AUTO ? ml_io_default_mode() : s->cfg.io_mode;
 }
