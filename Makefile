@@ -6,13 +6,22 @@ PIP := $(VENV)/bin/pip
 CACHE ?= $(HOME)/.cache/multiload
 APT_PKGS := liburing-dev libhdf5-dev libdeflate-dev pkg-config
 CC ?= gcc
-C_TESTS := $(patsubst tests/c/%.c,build/tests/%,$(wildcard tests/c/test_*.c))
+# Sanitizer builds of the C tests live in their own directories (TEST_BUILD),
+# so they never mix with, or delete, the plain build another run is using.
+TEST_BUILD ?= build/tests
+C_TESTS := $(patsubst tests/c/%.c,$(TEST_BUILD)/%,$(wildcard tests/c/test_*.c))
+C_TEST_TIMEOUT ?= 300
+ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+# pytest files run against the ASan build of the extension.
+ASAN_PYTESTS ?= tests/test_streamer_api.py
+VALGRIND := valgrind -q --error-exitcode=1 --leak-check=full --show-leak-kinds=definite \
+	--errors-for-leak-kinds=definite
 CORE_SRC := $(filter-out src/python/%,$(wildcard src/*.c))
 CORE_FLAGS = -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-missing-field-initializers -DML_HAVE_LIBDEFLATE \
 	$(shell pkg-config --cflags hdf5 liburing libdeflate)
 CORE_LIBS = $(shell pkg-config --libs hdf5 liburing libdeflate) -lpthread
 
-.PHONY: demo test test-c test-py test-pread bench deps venv build check-asan check-tsan clean
+.PHONY: demo test test-c test-py test-pread bench deps venv build check-asan check-tsan check-valgrind clean
 
 # Install, build, stream a generated sample file and print throughput beside h5py.
 demo: build
@@ -46,13 +55,13 @@ build: venv
 	  test -f build/lib/multiload/$$so && cp build/lib/multiload/$$so multiload/.$$so.tmp && mv -f multiload/.$$so.tmp multiload/$$so'
 	@$(PY) -c "import multiload; print('>> multiload', multiload.__version__, 'io:', multiload.io_mode())"
 
-build/tests/%: tests/c/%.c $(CORE_SRC) $(wildcard src/*.h) $(wildcard tests/c/*.h)
-	@mkdir -p build/tests
+$(TEST_BUILD)/%: tests/c/%.c $(CORE_SRC) $(wildcard src/*.h) $(wildcard tests/c/*.h)
+	@mkdir -p $(TEST_BUILD)
 	$(CC) $(CORE_FLAGS) $(SAN) -Isrc -o $@ $< $(CORE_SRC) $(CORE_LIBS) -lz
 
-# C unit tests: each program exits 0 (pass), 1 (fail) or 77 (skip).
+# C unit tests: each program exits 0 (pass), 1 (fail) or 77 (skip); a hang fails after C_TEST_TIMEOUT s.
 test-c: deps $(C_TESTS)
-	@fail=0; for t in $(C_TESTS); do $(RUN) $$t; rc=$$?; \
+	@fail=0; for t in $(C_TESTS); do timeout -k 5 $(C_TEST_TIMEOUT) $(RUN) $$t; rc=$$?; \
 	  if [ $$rc = 0 ]; then echo "PASS $$t"; elif [ $$rc = 77 ]; then echo "SKIP $$t"; else echo "FAIL $$t"; fail=1; fi; done; exit $$fail
 
 # pytest in the default I/O mode, then the streaming tests again with pread forced.
@@ -64,20 +73,27 @@ test-py: build
 bench: build
 	$(PY) benchmarks/run.py --cache $(CACHE) $(if $(FULL),--full,)
 
-# AddressSanitizer + UBSan: C tests and a pytest subset.
+# AddressSanitizer + UBSan: C tests, then pytest on an ASan build of the extension in build/asan (the installed one is untouched).
 check-asan: venv
-	rm -rf build/tests
-	$(MAKE) test-c SAN="-fsanitize=address,undefined -fno-omit-frame-pointer"
-	MULTILOAD_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" MULTILOAD_LDFLAGS="-fsanitize=address,undefined" \
-	  $(PIP) install -q --no-build-isolation --no-deps -e . >/dev/null 2>&1
+	$(MAKE) test-c TEST_BUILD=build/tests-asan SAN="$(ASAN_FLAGS)"
+	MULTILOAD_CFLAGS="$(ASAN_FLAGS)" MULTILOAD_LDFLAGS="-fsanitize=address,undefined" \
+	  $(PY) setup.py -q build_ext --build-temp build/asan/temp --build-lib build/asan/lib 2>&1 | grep -v -i "warn\|^\s*$$\|!!\|\*\*\*\|^  " ; \
+	  cp multiload/*.py build/asan/lib/multiload/
+	@# -P: no current directory on sys.path, so PYTHONPATH's ASan copy is the multiload imported.
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" PYTHONMALLOC=malloc \
-	  ASAN_OPTIONS=detect_leaks=0 $(PY) -m pytest -q -x -m "not slow" tests/test_streamer_api.py; rc=$$?; \
-	  $(PIP) install -q --no-build-isolation --no-deps -e . >/dev/null 2>&1; rm -rf build/tests; exit $$rc
+	  ASAN_OPTIONS=detect_leaks=0 PYTHONPATH=build/asan/lib $(PY) -P -c \
+	  "import multiload._core as c, sys; assert c.__file__.startswith('$(CURDIR)/build/asan/'), c.__file__; print('>> ASan build:', c.__file__)"
+	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" PYTHONMALLOC=malloc \
+	  ASAN_OPTIONS=detect_leaks=0 PYTHONPATH=build/asan/lib $(PY) -P -m pytest -q -x -m "not slow" -p no:cacheprovider $(ASAN_PYTESTS)
 
 # ThreadSanitizer on the C tests.
 check-tsan: deps
-	rm -rf build/tests
-	$(MAKE) test-c SAN="-fsanitize=thread"; rc=$$?; rm -rf build/tests; exit $$rc
+	$(MAKE) test-c TEST_BUILD=build/tests-tsan SAN="-fsanitize=thread"
+
+# valgrind memcheck on the C tests: any memory error or definite leak fails.
+check-valgrind: deps
+	@command -v valgrind >/dev/null || { echo "check-valgrind needs valgrind: apt-get install -y valgrind"; exit 1; }
+	$(MAKE) test-c RUN="$(VALGRIND)"
 
 clean:
 	rm -rf build multiload/*.so *.egg-info
