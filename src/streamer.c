@@ -9,9 +9,11 @@
  *
  * A worker that cannot even start (no memory for its fetcher) publishes
  * its failure on the first block it claims, so nothing is lost silently,
- * then exits while some other worker has not failed, leaving it the other
- * blocks. The last worker to fail never exits: if none could start, every
- * block carries the error, so consumers are never left waiting.
+ * then exits if some other worker has not failed, leaving it the other
+ * blocks. It decides only once every worker thread exists (the start
+ * gate), so the count it compares with is final. The last worker to fail
+ * never exits: if none could start, every block carries the error, so
+ * consumers are never left waiting.
  *
  * Close: ring close wakes every worker waiting for a slot; workers in the
  * middle of a read finish that read, then exit; close joins them.
@@ -39,7 +41,9 @@ struct ml_stream {
     int closed;                   /* guarded by close_mu */
     _Atomic uint64_t st_blocks, st_bytes, st_wait_ns, st_errors; /* relaxed counters */
     _Atomic int io_mode;          /* mode the first worker got */
-    _Atomic unsigned n_alive;     /* threads created (counted after pthread_create) */
+    pthread_mutex_t start_mu;     /* start gate: guards started */
+    pthread_cond_t start_cv;      /* signalled once, when started becomes 1 */
+    int started;                  /* 1 once every worker thread was created (n_started final) */
     _Atomic unsigned n_failed;    /* workers whose fetcher could not open */
 };
 
@@ -87,6 +91,10 @@ static void *worker_main(void *arg) {
         atomic_compare_exchange_strong(&s->io_mode, &expected, (int)ml_fetcher_io_mode(f));
     } else {
         atomic_fetch_add(&s->n_failed, 1);
+        pthread_mutex_lock(&s->start_mu); /* n_started is final after the gate */
+        while (!s->started)
+            pthread_cond_wait(&s->start_cv, &s->start_mu);
+        pthread_mutex_unlock(&s->start_mu);
     }
     for (;;) {
         unsigned slot;
@@ -120,12 +128,20 @@ static void *worker_main(void *arg) {
         ml_ring_publish(s->ring, slot, rows, rc < 0 ? &err : NULL);
         /* Reported once; leave the rest to a worker that has not failed.
          * seq_cst: of the failed workers, the last to count itself sees
-         * n_failed == n_alive and stays. */
-        if (start_rc < 0 && atomic_load(&s->n_failed) < atomic_load(&s->n_alive))
+         * n_failed == n_started and stays. */
+        if (start_rc < 0 && atomic_load(&s->n_failed) < s->n_started)
             break;
     }
     ml_fetcher_close(f);
     return NULL;
+}
+
+/* Let workers that wait for n_started to be final proceed. */
+static void open_gate(ml_stream *s) {
+    pthread_mutex_lock(&s->start_mu);
+    s->started = 1;
+    pthread_cond_broadcast(&s->start_cv);
+    pthread_mutex_unlock(&s->start_mu);
 }
 
 int ml_stream_open(ml_stream **out, ml_layout *L, const ml_stream_config *cfg, ml_error *err) {
@@ -140,6 +156,8 @@ int ml_stream_open(ml_stream **out, ml_layout *L, const ml_stream_config *cfg, m
     s->n_blocks = ml_stream_n_blocks(L->n_rows, cfg->block_rows, cfg->cyclic, cfg->remainder);
     atomic_init(&s->io_mode, -1);
     pthread_mutex_init(&s->close_mu, NULL);
+    pthread_mutex_init(&s->start_mu, NULL);
+    pthread_cond_init(&s->start_cv, NULL);
     ml_layout_ref(L);
     s->L = L;
     size_t slot_bytes = (size_t)cfg->block_rows * L->row_bytes;
@@ -170,11 +188,12 @@ int ml_stream_open(ml_stream **out, ml_layout *L, const ml_stream_config *cfg, m
             goto fail;
         }
         s->n_started++;
-        atomic_fetch_add(&s->n_alive, 1);
     }
+    open_gate(s);
     *out = s;
     return 0;
 fail:
+    open_gate(s);
     ml_stream_free(s);
     return rc;
 }
@@ -213,6 +232,8 @@ void ml_stream_free(ml_stream *s) {
     ml_layout_unref(s->L);
     free(s->threads);
     pthread_mutex_destroy(&s->close_mu);
+    pthread_mutex_destroy(&s->start_mu);
+    pthread_cond_destroy(&s->start_cv);
     free(s);
 }
 
