@@ -89,6 +89,16 @@ def _check_field(layout, field, filename, path):
         )
 
 
+def _check_direct(filename):
+    """Fail at get_queue() rather than on every block if O_DIRECT is refused."""
+    try:
+        fd = os.open(filename, os.O_RDONLY | getattr(os, "O_DIRECT", 0))
+    except OSError as e:
+        raise OSError(e.errno, f"direct=True: cannot open {filename!r} with O_DIRECT "
+                      f"({e.strerror}); this filesystem may not support it", filename) from None
+    os.close(fd)
+
+
 class Queue:
     """Direct access to a stream's ring buffer; made by :meth:`Streamer.get_queue`.
 
@@ -272,7 +282,7 @@ class Streamer:
         return _core.Layout(self._filename, path)
 
     def get_queue(self, path, n_procs=None, read_ahead=None, cyclic=False, block_size=None,
-                  ordered=False, field=None, remainder=False, io_mode=None):
+                  ordered=False, field=None, remainder=False, io_mode=None, direct=False):
         """Start streaming the dataset at ``path``.
 
         Each call starts its own workers and ring; queues on one Streamer are
@@ -303,6 +313,11 @@ class Streamer:
         io_mode : {'io_uring', 'pread'}, optional
             Force an I/O engine (default: :func:`io_mode`). Where io_uring
             cannot be set up the workers use pread regardless.
+        direct : bool, default False
+            Read with O_DIRECT, bypassing the page cache (for data larger
+            than memory, read once). Reads are widened to 4 KiB boundaries
+            into an aligned buffer. ``OSError`` if the filesystem does not
+            support O_DIRECT (tmpfs, some network filesystems).
 
         Returns
         -------
@@ -322,6 +337,8 @@ class Streamer:
             raise ValueError(f"io_mode must be 'io_uring' or 'pread', got {io_mode!r}")
         layout = self._layout(path)
         _check_field(layout, field, self._filename, path)
+        if direct:
+            _check_direct(self._filename)
         if layout.slow_reason:
             warnings.warn(
                 f"dataset {path!r} of file {self._filename!r} uses {layout.slow_reason}; "
@@ -335,7 +352,7 @@ class Streamer:
             return queue
         block_size = min(block_size, n_rows)
         stream = layout.stream(n_procs, read_ahead, block_size, bool(cyclic), bool(ordered),
-                               bool(remainder), field, _IO_MODES[io_mode])
+                               bool(remainder), field, _IO_MODES[io_mode], bool(direct))
         n_blocks = _core.n_blocks(n_rows, block_size, bool(cyclic), bool(remainder))
         queue = Queue(stream, layout, block_size, n_blocks, field, bool(cyclic), bool(ordered))
         with self._lock:

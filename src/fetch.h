@@ -29,6 +29,12 @@ int ml_fetch_rows(ml_fetcher *f, uint64_t row0, uint64_t n, void *dest,
 
 ml_io_mode ml_fetcher_io_mode(const ml_fetcher *f);
 
+/* Read file data with O_DIRECT from now on (bypassing the page cache),
+ * through a 4 KiB-aligned bounce buffer. Reopens the layout's descriptor,
+ * so it is the same file. Returns 0, or -EINVAL where the filesystem does
+ * not support O_DIRECT (the fetcher then keeps reading buffered). */
+int ml_fetcher_set_direct(ml_fetcher *f, ml_error *err);
+
 /* A run of consecutive rows: [start, start + count). */
 typedef struct ml_row_run {
     uint64_t start;

@@ -115,7 +115,7 @@ static int account(ml_io_req *r, size_t done, ssize_t got) {
         return 0;
     }
     r->result = (ssize_t)(done + (size_t)got);
-    return got > 0 && (size_t)r->result < r->len;
+    return got > 0 && (size_t)r->result < r->len && !r->no_resume;
 }
 
 static int read_pread(ml_io_req *reqs, size_t n) {

@@ -22,6 +22,8 @@ typedef struct ml_io_req {
     size_t len;       /* bytes wanted */
     void *buf;        /* borrowed destination */
     ssize_t result;   /* out: bytes read (len unless EOF came first) or -errno */
+    int no_resume;    /* 1: a short read is final (O_DIRECT reads at EOF, whose
+                         continuation would be unaligned) */
 } ml_io_req;
 
 typedef struct ml_io ml_io;

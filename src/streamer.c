@@ -86,6 +86,8 @@ static void *worker_main(void *arg) {
     ml_error start_err;
     ml_error_clear(&start_err);
     int start_rc = ml_fetcher_open(&f, L, s->cfg.io_mode, &start_err);
+    if (start_rc == 0 && s->cfg.direct)
+        start_rc = ml_fetcher_set_direct(f, &start_err);
     if (start_rc == 0) {
         int expected = -1;
         atomic_compare_exchange_strong(&s->io_mode, &expected, (int)ml_fetcher_io_mode(f));

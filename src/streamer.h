@@ -18,6 +18,7 @@ typedef struct ml_stream_config {
     int ordered;          /* hand out blocks in dataset order */
     int remainder;        /* non-cyclic: also stream the last short block */
     ml_io_mode io_mode;
+    int direct;           /* read with O_DIRECT (bypass the page cache) */
 } ml_stream_config;
 
 /* Block arithmetic, shared with tests. Non-cyclic streams have

@@ -168,24 +168,28 @@ static PyObject *layout_read(LayoutObject *self, PyObject *args) {
 }
 
 static PyObject *layout_stream(LayoutObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"n_workers", "read_ahead", "block_rows", "cyclic", "ordered", "remainder",
-                             "field", "io_mode", NULL};
-    unsigned n_workers, read_ahead;
-    unsigned long long block_rows;
-    int cyclic, ordered, remainder, io_mode = 0;
-    PyObject *field = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "IIKppp|Oi:stream", kwlist, &n_workers, &read_ahead,
-                                     &block_rows, &cyclic, &ordered, &remainder, &field, &io_mode))
-        return NULL;
+    /* Same arguments as Stream(), with this layout first. */
     ml_module_state *st = ml_state_of_type(Py_TYPE(self));
-    return PyObject_CallFunction((PyObject *)st->stream_type, "OIIKiiiOi", self, n_workers, read_ahead,
-                                 block_rows, cyclic, ordered, remainder, field, io_mode);
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    PyObject *full = PyTuple_New(n + 1);
+    if (!full)
+        return NULL;
+    Py_INCREF(self);
+    PyTuple_SET_ITEM(full, 0, (PyObject *)self);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *a = PyTuple_GET_ITEM(args, i);
+        Py_INCREF(a);
+        PyTuple_SET_ITEM(full, i + 1, a);
+    }
+    PyObject *r = PyObject_Call((PyObject *)st->stream_type, full, kw);
+    Py_DECREF(full);
+    return r;
 }
 
 static PyMethodDef layout_methods[] = {
     {"read", (PyCFunction)layout_read, METH_VARARGS, "read(start, stop) -> new array of rows [start, stop)."},
     {"stream", (PyCFunction)(void (*)(void))layout_stream, METH_VARARGS | METH_KEYWORDS,
-     "stream(n_workers, read_ahead, block_rows, cyclic, ordered, remainder, field=None, io_mode=0) -> Stream"},
+     "stream(n_workers, read_ahead, block_rows, cyclic, ordered, remainder, field=None, io_mode=0, direct=False) -> Stream"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -35,14 +35,14 @@ static int stream_forked(StreamObject *self) {
 
 static PyObject *stream_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"layout", "n_workers", "read_ahead", "block_rows", "cyclic", "ordered",
-                             "remainder", "field", "io_mode", NULL};
+                             "remainder", "field", "io_mode", "direct", NULL};
     PyObject *layout, *field = Py_None;
     ml_stream_config cfg = {0};
     unsigned long long block_rows;
-    int cyclic, ordered, remainder, io_mode = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OIIKppp|Oi:Stream", kwlist, &layout, &cfg.n_workers,
+    int cyclic, ordered, remainder, io_mode = 0, direct = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OIIKppp|Oip:Stream", kwlist, &layout, &cfg.n_workers,
                                      &cfg.read_ahead, &block_rows, &cyclic, &ordered, &remainder, &field,
-                                     &io_mode))
+                                     &io_mode, &direct))
         return NULL;
     ml_module_state *st = ml_state_of_type(tp);
     if (!PyObject_TypeCheck(layout, st->layout_type)) {
@@ -54,6 +54,7 @@ static PyObject *stream_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
     cfg.ordered = ordered;
     cfg.remainder = remainder;
     cfg.io_mode = (ml_io_mode)io_mode;
+    cfg.direct = direct;
     PyArray_Descr *descr;
     ml_layout *L = ml_py_layout_core(layout, &descr);
     StreamObject *self = (StreamObject *)tp->tp_alloc(tp, 0);
