@@ -23,12 +23,17 @@ from ._signals import (
     SubprocessException,
 )
 from .streamer import Queue, Streamer, io_mode
+from . import dataset_ops
+from .reader import Reader, RequestPool
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Streamer",
     "Queue",
+    "Reader",
+    "RequestPool",
+    "dataset_ops",
     "QueueClosed",
     "QueueClosedType",
     "QueueClosedException",

@@ -1,0 +1,261 @@
+"""Request expressions: what ``dataset[...]`` and the table methods build.
+
+The class names (and the ``_path``, ``_col``, ``_index`` attributes) are
+multitables' so that code which inspects requests keeps working; the
+behaviour is multiload's own. An expression does no I/O. The Reader turns
+it into a plan (:mod:`multiload.reader`):
+
+* a *column* to extract from each row (tables),
+* a *head* key applied to the dataset (or the column) as numpy would,
+* *post* keys applied, in order, to the head's result (numpy semantics).
+
+``_parts(dataset)`` returns ``(col, head, post)``. ``head`` None means
+"every row".
+"""
+
+import numbers
+
+import numpy as np
+
+__all__ = [
+    "ColumnError",
+    "OpBase",
+    "IndexOp",
+    "ColOp",
+    "ReadOpBase",
+    "ReadOpTable",
+    "ReadOpArray",
+    "ReadScalarOpBase",
+    "ReadScalarOpTable",
+    "ReadScalarOpArray",
+    "JoinedSlicesOp",
+    "CoordOp",
+    "SortOp",
+    "WhereOp",
+]
+
+
+class ColumnError(KeyError, NameError):
+    """An unknown column. Both KeyError (as numpy and h5py raise) and
+    NameError (as multitables raises)."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
+
+
+def _is_int(k):
+    return isinstance(k, numbers.Integral) and not isinstance(k, (bool, np.bool_))
+
+
+def _is_simple_slice(key):
+    """A tuple whose first entry is a slice and whose others are ``:`` or ``...``."""
+    return (
+        isinstance(key, tuple)
+        and len(key) > 0
+        and isinstance(key[0], slice)
+        and all(k is Ellipsis or (isinstance(k, slice) and k == slice(None)) for k in key[1:])
+    )
+
+
+def _is_coords(key):
+    """A point selection: a list, or an integer numpy array."""
+    return isinstance(key, list) or (isinstance(key, np.ndarray) and np.issubdtype(key.dtype, np.integer))
+
+
+class OpBase:
+    """Base of request expressions: ``op[key]`` appends a numpy-style key
+    applied to the result so far (and returns the same object, as in
+    multitables)."""
+
+    def __init__(self, path):
+        self._path = path
+        self._index = None
+
+    def __getitem__(self, key):
+        if self._index is None:
+            self._index = [key]
+        else:
+            self._index.append(key)
+        return self
+
+    def _post(self):
+        return list(self._index or ())
+
+    def _parts(self, ds):
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self._path!r}>"
+
+
+class IndexOp(OpBase):
+    """``dataset[key]`` for keys that are not a plain slice or row list."""
+
+    def __init__(self, path, key):
+        super().__init__(path)
+        self.__getitem__(key)
+
+    def _parts(self, ds):
+        keys = self._post()
+        return None, keys[0], keys[1:]
+
+
+class ColOp(OpBase):
+    """``table.col(name)`` / ``table[name]``: one column of every row."""
+
+    def __init__(self, path, col):
+        super().__init__(path)
+        self._col = col
+
+    def __getitem__(self, key):
+        if self._index is None:
+            if _is_int(key):
+                return ReadScalarOpTable(self._path, self._col, key)
+            if isinstance(key, slice):
+                return ReadOpTable(self._path, self._col, key.start, key.stop, key.step)
+            if _is_simple_slice(key):
+                return ReadOpTable(self._path, self._col, key[0].start, key[0].stop, key[0].step)
+            if _is_coords(key):
+                return CoordOp(self._path, self._col, key)
+        return super().__getitem__(key)
+
+    def _parts(self, ds):
+        keys = self._post()
+        if keys:
+            return self._col, keys[0], keys[1:]
+        return self._col, None, []
+
+
+class ReadOpBase(OpBase):
+    """Rows ``start:stop:step`` (Python slice semantics), optionally one column."""
+
+    def __init__(self, path, col, start, stop, step):
+        super().__init__(path)
+        self._col = col
+        self._start = start
+        self._stop = stop
+        self._step = step
+
+    def _head(self, ds):
+        return slice(self._start, self._stop, self._step)
+
+    def _parts(self, ds):
+        return self._col, self._head(ds), self._post()
+
+
+class ReadOpTable(ReadOpBase):
+    """``table[a:b]``, ``table.read(...)``; ``['col']`` next selects a column."""
+
+    def __getitem__(self, key):
+        if isinstance(key, str) and self._col is None and self._index is None:
+            return ReadOpTable(self._path, key, self._start, self._stop, self._step)
+        return super().__getitem__(key)
+
+
+class ReadOpArray(ReadOpBase):
+    """``array[a:b]`` and ``array.read(...)``."""
+
+    def __init__(self, path, col, start, stop, step, _single=False):
+        super().__init__(path, col, start, stop, step)
+        self._single = _single  # array.read(start): PyTables reads one row
+
+    def _head(self, ds):
+        if self._single:
+            n = ds.shape[0]
+            start = self._start + n if self._start < 0 else self._start
+            return slice(start, start + 1)
+        return super()._head(ds)
+
+
+class ReadScalarOpBase(ReadOpBase):
+    """One row, ``dataset[i]``: the first dimension is dropped."""
+
+    def __init__(self, path, col, idx):
+        super().__init__(path, col, idx, None if idx == -1 else idx + 1, None)
+        self._idx = idx
+
+    def _head(self, ds):
+        return self._idx
+
+
+class ReadScalarOpTable(ReadScalarOpBase, ReadOpTable):
+    """``table[i]``, and ``table[i]['col']`` / ``table['col'][i]``."""
+
+    def __getitem__(self, key):
+        if isinstance(key, str) and self._col is None and self._index is None:
+            return ReadScalarOpTable(self._path, key, self._idx)
+        return OpBase.__getitem__(self, key)
+
+
+class ReadScalarOpArray(ReadScalarOpBase, ReadOpArray):
+    """``array[i]``."""
+
+    def _head(self, ds):
+        return self._idx
+
+
+class JoinedSlicesOp(OpBase):
+    """Two row slices, concatenated."""
+
+    def __init__(self, path, col, start1, stop1, step1, start2, stop2, step2):
+        super().__init__(path)
+        self._col = col
+        self._start1, self._stop1, self._step1 = start1, stop1, step1
+        self._start2, self._stop2, self._step2 = start2, stop2, step2
+
+    def _parts(self, ds):
+        n = ds.shape[0]
+        a = np.arange(*slice(self._start1, self._stop1, self._step1).indices(n))
+        b = np.arange(*slice(self._start2, self._stop2, self._step2).indices(n))
+        return self._col, np.concatenate([a, b]).astype(np.intp), self._post()
+
+
+class CoordOp(OpBase):
+    """``table.read_coordinates(coords, field)`` and ``dataset[[i, j, ...]]``."""
+
+    def __init__(self, path, col, coords):
+        super().__init__(path)
+        self._col = col
+        self._coords = coords
+
+    def __getitem__(self, key):
+        if isinstance(key, str) and self._col is None and self._index is None:
+            return CoordOp(self._path, key, self._coords)
+        return super().__getitem__(key)
+
+    def _parts(self, ds):
+        coords = self._coords
+        if isinstance(coords, list) and len(coords) == 0:
+            coords = np.zeros(0, np.intp)
+        return self._col, coords, self._post()
+
+
+class SortOp(OpBase):
+    """``table.read_sorted(sortby, checkCSI, field, start, stop, step)``.
+
+    The Reader sorts the ``sortby`` column (stable), takes
+    ``order[start:stop:step]`` and reads those rows."""
+
+    def __init__(self, path, sortby, checkCSI, col, start, stop, step):
+        super().__init__(path)
+        self._sortby = sortby
+        self._checkCSI = checkCSI
+        self._col = col
+        self._start, self._stop, self._step = start, stop, step
+
+    def __getitem__(self, key):
+        if isinstance(key, str) and self._col is None and self._index is None:
+            return SortOp(self._path, self._sortby, self._checkCSI, key, self._start, self._stop, self._step)
+        return super().__getitem__(key)
+
+
+class WhereOp(OpBase):
+    """``table.where(condition, condvars, start, stop, step)``: the rows
+    where a numexpr condition over the columns holds."""
+
+    def __init__(self, path, condition, condvars, start, stop, step, _frame_vars=None):
+        super().__init__(path)
+        self._condition = condition
+        self._condvars = condvars
+        self._start, self._stop, self._step = start, stop, step
+        self._frame_vars = _frame_vars
