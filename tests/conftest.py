@@ -1,7 +1,6 @@
 """Fixtures shared by the Streamer tests: the generated file matrix."""
 
 import os
-import shutil
 import sys
 
 import pytest
@@ -17,10 +16,8 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def h5dir():
-    """Directory of this session's generated files; removed at the end."""
-    d, _, _ = h5files.session_files()
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+    """Directory of this session's generated files (removed at exit)."""
+    return h5files.session_files()[0]
 
 
 @pytest.fixture(scope="session")

@@ -325,6 +325,12 @@ def write_bad_file(fn):
         cmp_vlen = np.dtype([("a", "<i4"), ("s", h5py.string_dtype())])
         f.create_dataset("compound_vlen", shape=(3,), dtype=cmp_vlen)
         f["dangling"] = h5py.SoftLink("/nowhere")
+    # multitables users' usual compression: PyTables' built-in blosc, which
+    # the system HDF5 cannot load.
+    with tables.open_file(fn, "a") as h:
+        t = h.create_table("/", "blosc", {"a": tables.Int32Col(), "b": tables.Float64Col()},
+                           filters=tables.Filters(5, "blosc"), chunkshape=(16,))
+        t.append([(i, i / 2) for i in range(100)])
 
 
 def write_all(directory):
@@ -348,13 +354,16 @@ def session_files():
     """Write the files once per process into a fresh temporary directory.
 
     Returns (directory, {key: filename}, [Case]). Parametrisation needs the
-    cases at collection time, so this is a process-wide cache; conftest's
-    session fixture removes the directory at the end of the session.
+    cases at collection time, so this is a process-wide cache; the
+    directory is removed when the process exits.
     """
     global _SESSION
     if _SESSION is None:
+        import atexit
+        import shutil
         import tempfile
         d = tempfile.mkdtemp(prefix="multiload-tests-")
+        atexit.register(shutil.rmtree, d, True)
         files, cases = write_all(d)
         _SESSION = (d, files, cases)
     return _SESSION

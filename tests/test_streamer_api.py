@@ -475,6 +475,62 @@ def test_get_times_out_while_another_thread_holds_every_slot(api_file, seq):
     q.close()
 
 
+def test_wait_seconds_counts_a_blocked_get(api_file):
+    """wait_seconds is in seconds: a get() that timed out after 0.3 s while
+    every slot was pinned by another thread waited at least 0.1 s."""
+    q = multiload.Streamer(api_file).get_queue("seq", n_procs=1, read_ahead=1, block_size=10)
+    held = []
+    t = threading.Thread(target=lambda: held.append(q.get(timeout=GET_TIMEOUT)))
+    t.start()
+    t.join(GET_TIMEOUT)
+    assert q.stats()["blocks"] == 1
+    with pytest.raises(TimeoutError):
+        q.get(timeout=0.3)
+    assert 0.1 <= q.stats()["wait_seconds"] < GET_TIMEOUT
+    held[0].release()
+    q.close()
+
+
+@pytest.mark.parametrize("n_procs", [1, 4])
+def test_default_read_ahead_is_two_per_worker_plus_one(api_file, n_procs):
+    q = multiload.Streamer(api_file).get_queue("seq", n_procs=n_procs, block_size=10)
+    slots = 2 * n_procs + 1
+    held = [q.get(timeout=GET_TIMEOUT) for _ in range(slots)]
+    assert all(g is not multiload.QueueClosed for g in held)
+    with pytest.raises(RuntimeError, match=f"{slots} slots"):
+        q.get()
+    q.close()
+
+
+def _tasks_and_fds():
+    return len(os.listdir("/proc/self/task")), len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
+def test_dropped_queues_and_generators_stop_their_threads_and_files(api_file, seq2d):
+    s = multiload.Streamer(api_file)
+    gc.collect()
+    before = _tasks_and_fds()
+    for i in range(10):
+        q = s.get_queue("seq2d", n_procs=4, block_size=16, cyclic=i % 2 == 0)
+        q.get(timeout=GET_TIMEOUT).release()
+        del q
+        gen = s.get_generator("seq2d", n_procs=3, block_size=16, ordered=True)
+        assert_same(next(gen), seq2d[0])
+        del gen
+    # a guard (and a view) that outlives its queue keeps its block intact
+    q = s.get_queue("seq2d", n_procs=2, block_size=16, ordered=True)
+    g = q.get(timeout=GET_TIMEOUT)
+    view = g.array
+    del q
+    gc.collect()
+    assert _tasks_and_fds() == before
+    assert_same(view, seq2d[:16])
+    del g, view
+    gc.collect()
+    assert _tasks_and_fds() == before
+
+
 def test_get_timeout_must_be_non_negative(api_file):
     q = multiload.Streamer(api_file).get_queue("seq", block_size=10)
     with pytest.raises(ValueError, match="timeout"):
