@@ -13,7 +13,7 @@ C_TESTS := $(patsubst tests/c/%.c,$(TEST_BUILD)/%,$(wildcard tests/c/test_*.c))
 C_TEST_TIMEOUT ?= 300
 ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 # pytest files run against the ASan build of the extension.
-ASAN_PYTESTS ?= tests/test_streamer_api.py
+ASAN_PYTESTS ?= tests/test_streamer_api.py tests/test_streamer_bad_input.py
 VALGRIND := valgrind -q --error-exitcode=1 --leak-check=full --show-leak-kinds=definite \
 	--errors-for-leak-kinds=definite
 CORE_SRC := $(filter-out src/python/%,$(wildcard src/*.c))
