@@ -327,6 +327,43 @@ static int read_fill(ml_layout *L, hid_t dcpl, ml_error *err, const char *where)
     return 0;
 }
 
+/* An external link can put the dataset in another file than `filename`:
+ * then read from that file, through a duplicate of the descriptor HDF5
+ * opened for it, so data offsets and data always come from one file. If
+ * HDF5 reads the file with a driver other than sec2 (no plain descriptor
+ * to compare), a dataset in a file of another name is read by H5Dread
+ * (*slow = 1). Caller holds h5_mutex. Returns 0 or -errno. */
+static int follow_external_file(ml_layout *L, int *slow, ml_error *err) {
+    hid_t of = H5Iget_file_id((hid_t)L->h5_dset);
+    hid_t fapl = of < 0 ? -1 : H5Fget_access_plist(of);
+    void *handle = NULL;
+    struct stat a, b;
+    int rc = 0;
+    *slow = 0;
+    if (fapl >= 0 && H5Pget_driver(fapl) == H5FD_SEC2 && H5Fget_vfd_handle(of, fapl, &handle) >= 0 &&
+        handle && fstat(*(int *)handle, &a) == 0 && fstat(L->fd, &b) == 0) {
+        if (a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+            int fd = fcntl(*(int *)handle, F_DUPFD_CLOEXEC, 0);
+            if (fd < 0) {
+                rc = ml_error_set(err, -errno, "cannot open the file that '%s' in '%s' links to: %s",
+                                  L->path, L->filename, strerror(errno));
+            } else {
+                close(L->fd);
+                L->fd = fd;
+            }
+        }
+    } else {
+        char name[4096];
+        ssize_t n = of < 0 ? -1 : H5Fget_name(of, name, sizeof name);
+        *slow = !(n >= 0 && (size_t)n < sizeof name && strcmp(name, L->filename) == 0);
+    }
+    if (fapl >= 0)
+        H5Pclose(fapl);
+    if (of >= 0)
+        H5Fclose(of);
+    return rc;
+}
+
 /* Fill everything after the HDF5 handles are open. Caller holds h5_mutex. */
 static int describe(ml_layout *L, ml_error *err) {
     char where[600];
@@ -467,7 +504,14 @@ int ml_layout_open(const char *filename, const char *path, ml_layout **out,
         goto fail;
     }
     L->h5_dset = obj;
-    rc = describe(L, err);
+    int slow = 0;
+    rc = follow_external_file(L, &slow, err);
+    if (rc == 0)
+        rc = describe(L, err);
+    if (rc == 0 && slow) {
+        L->storage = ML_STORE_SLOW;
+        L->slow_reason = "an external link to a file HDF5 reads with a driver other than sec2";
+    }
     h5_unlock();
     if (rc < 0)
         goto fail;
