@@ -239,6 +239,40 @@ def test_n_blocks(api_file, block, remainder):
     q.close()
 
 
+def test_generator_remainder_false_leaves_the_tail_out(api_file, seq):
+    s = multiload.Streamer(api_file)
+    rows = list(s.get_generator("seq", block_size=64, remainder=False, ordered=True))
+    np.testing.assert_array_equal(np.array(rows), seq[:N // 64 * 64])
+    rows = list(s.get_generator("seq", block_size=64, ordered=True))  # default: remainder=True
+    np.testing.assert_array_equal(np.array(rows), seq)
+
+
+def test_queue_attributes(api_file, table):
+    s = multiload.Streamer(api_file)
+    q = s.get_queue("table", block_size=64, ordered=True)
+    assert q.dtype == table.dtype and q.shape == table.shape
+    assert q.ordered and not q.cyclic and q.field is None
+    assert "block_size=64" in repr(q)
+    q.close()
+    assert "closed" in repr(q)
+    q = s.get_queue("table", block_size=64, field="a", cyclic=True)
+    assert q.dtype == table.dtype["a"] and q.cyclic and q.field == "a"
+    q.close()
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_one_row_blocks_many_workers_few_slots(api_file, seq, ordered):
+    """A bounded stress of the ring: 1000 one-row blocks, 8 workers, 2 slots."""
+    q = multiload.Streamer(api_file).get_queue("seq", n_procs=8, read_ahead=2, block_size=1,
+                                               ordered=ordered)
+    blocks = drain(q)
+    indices = [b[0] for b in blocks]
+    assert (indices if ordered else sorted(indices)) == list(range(N))
+    for k, start, rows, data in blocks:
+        assert (start, rows) == (k, 1)
+        assert_same(data, seq[k:k + 1])
+
+
 # ------------------------------------------------------------ stats
 
 def test_stats_counts_blocks_and_bytes(api_file, seq2d):

@@ -97,6 +97,8 @@ def check_stream(files, case, mode, expected, **extra):
     with queue:
         B = min(mode.block, n)
         assert queue.block_size == B
+        if "field" not in extra:
+            assert queue.dtype == expected.dtype and queue.shape == expected.shape
         if not mode.cyclic:
             n_blocks = n // B + (1 if mode.remainder and n % B else 0)
             assert queue.n_blocks == n_blocks
