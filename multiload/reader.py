@@ -542,7 +542,7 @@ class Request:
         return self._cancelled or self._creq.done()
 
     def running(self):
-        return not self.done() and self._creq.status() == "pending"
+        return self._creq.status() == "running"
 
     def cancelled(self):
         if self._creq.done():
@@ -939,7 +939,10 @@ class Reader:
         if values.ndim != 1:
             raise ValueError(f"cannot sort by the multidimensional column {op._sortby!r}")
         order = np.argsort(values, kind="stable")
-        return order[op._start:op._stop:op._step]
+        start, stop = op._start, op._stop
+        if start is not None and stop is None and op._step is None:  # PyTables: one row
+            stop = None if start == -1 else start + 1
+        return order[start:stop:op._step]
 
     def _check_csi(self, ds, col):
         try:

@@ -255,6 +255,13 @@ int ml_request_done(ml_request *q) {
     return d;
 }
 
+int ml_request_running(ml_request *q) {
+    pthread_mutex_lock(&q->mu);
+    int running = q->state == Q_RUNNING;
+    pthread_mutex_unlock(&q->mu);
+    return running;
+}
+
 const ml_error *ml_request_error(const ml_request *q) { return &q->err; }
 
 void ml_request_free(ml_request *q) { request_unref(q); }

@@ -62,6 +62,9 @@ int ml_request_wait(ml_request *q, long timeout_ms);
 
 int ml_request_done(ml_request *q);
 
+/* 1 while a worker is reading it (no longer cancellable, not yet done). */
+int ml_request_running(ml_request *q);
+
 /* Cancel q, a request submitted to r, if it is still queued: returns 1
  * and q completes with -ECANCELED without touching its dest. Returns 0
  * if it is running or done. */

@@ -323,7 +323,7 @@ static PyObject *request_check(RequestObject *self, PyObject *Py_UNUSED(ignored)
 static PyObject *request_status(RequestObject *self, PyObject *Py_UNUSED(ignored)) {
     /* 'pending', 'ok', 'cancelled', 'closed' or 'error' */
     if (!ml_request_done(self->q))
-        return PyUnicode_FromString("pending");
+        return PyUnicode_FromString(ml_request_running(self->q) ? "running" : "pending");
     int code = ml_request_error(self->q)->code;
     return PyUnicode_FromString(code == 0 ? "ok" : code == -ECANCELED ? "cancelled"
                                                  : code == -ML_ECLOSED ? "closed" : "error");
@@ -334,7 +334,7 @@ static PyMethodDef request_methods[] = {
     {"done", (PyCFunction)request_done, METH_NOARGS, "True once the request finished (any outcome)."},
     {"cancel", (PyCFunction)request_cancel, METH_NOARGS, "Cancel if still queued; True if it was."},
     {"check", (PyCFunction)request_check, METH_NOARGS, "Raise the request's error, if any."},
-    {"status", (PyCFunction)request_status, METH_NOARGS, "'pending', 'ok', 'cancelled', 'closed' or 'error'."},
+    {"status", (PyCFunction)request_status, METH_NOARGS, "'pending', 'running', 'ok', 'cancelled', 'closed' or 'error'."},
     {NULL, NULL, 0, NULL},
 };
 
