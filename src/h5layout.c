@@ -22,6 +22,7 @@
 #include <hdf5.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -246,6 +247,16 @@ static int open_file(const char *filename, int *fd_out, ml_error *err) {
         return ml_error_set(err, -errno, "cannot open '%s': %s", filename, strerror(errno));
     *fd_out = fd;
     return 0;
+}
+
+/* Does another process hold HDF5's exclusive (writer's) lock on the file?
+ * Probes with a shared flock, released at once. */
+static int file_locked(int fd) {
+    if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
+        flock(fd, LOCK_UN);
+        return 0;
+    }
+    return errno == EWOULDBLOCK;
 }
 
 /* Is `fd` still the file that `filename` names (same device and inode)?
@@ -480,7 +491,12 @@ int ml_layout_open(const char *filename, const char *path, ml_layout **out,
     L->h5_file = H5Fopen(filename, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (L->h5_file < 0) {
         h5_unlock();
-        rc = ml_error_set(err, -ML_ENOTHDF5, "HDF5 cannot open '%s' (damaged or locked file)", filename);
+        rc = file_locked(L->fd)
+                 ? ml_error_set(err, -EAGAIN,
+                                "'%s' is locked by a process writing it (HDF5 file locking): open it once "
+                                "the writer has closed it, or set HDF5_USE_FILE_LOCKING=FALSE if the writer "
+                                "uses SWMR or the file system's locks are unreliable", filename)
+                 : ml_error_set(err, -ML_ENOTHDF5, "HDF5 cannot open '%s' (damaged or locked file)", filename);
         goto fail;
     }
     if (!same_file(L->fd, filename)) {
