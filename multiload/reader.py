@@ -8,6 +8,7 @@ with ``multitables.Reader``; see docs/reader.md.
 """
 
 import collections
+import math
 import concurrent.futures
 import contextlib
 import numbers
@@ -110,6 +111,16 @@ def _plan_head(vshape, key):
     ndim = len(vshape)
     if key is None:
         return _Head(row0=0, n=n)
+    if _is_int(key):  # fast paths: one row, or a plain slice
+        i = int(key)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} is out of bounds for axis 0 with size {n}")
+        return _Head(row0=i + n if i < 0 else i, n=1, scalar=True)
+    if isinstance(key, slice):
+        start, stop, step = key.indices(n)
+        if step == 1:
+            return _Head(row0=start, n=max(0, stop - start))
+        return _Head(rows=np.arange(start, stop, step, dtype=np.int64))
     if isinstance(key, str):
         raise IndexError(f"field name {key!r} used as an index on a dataset without that column")
     tup = key if isinstance(key, tuple) else (key,)
@@ -224,7 +235,7 @@ def _make_plan(ds, col, head, post):
             res = _apply_key(res, k)
         res = np.asarray(res)
         p.shape, p.dtype = res.shape, res.dtype
-    p.nbytes = int(np.prod(p.shape, dtype=np.int64)) * p.dtype.itemsize
+    p.nbytes = math.prod(p.shape) * p.dtype.itemsize
     return p
 
 
@@ -276,7 +287,7 @@ class Stage:
             self._pool._return(self)
 
     def _view(self, dtype, shape):
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize
         return self._buf[:nbytes].view(dtype).reshape(shape)
 
     def close(self):
