@@ -13,6 +13,11 @@
  *    taken == limit the stream has ended.
  *  - Every wait is on a condition variable and every wait is woken by
  *    close(): producers wait on `space`, consumers on `ready`.
+ *  - Producers are woken in batches: a release wakes them once wake_free
+ *    (a quarter of the slots) are FREE, or at once if a consumer waits;
+ *    a consumer about to wait wakes them if any slot is FREE. So a FREE
+ *    slot never sits idle while a consumer starves, and a fast consumer
+ *    does not cost a producer wake-up per block.
  * Slot memory is one 4 KiB-aligned allocation freed with the last
  * reference, not at close, so numpy views outlive the stream safely.
  */
@@ -54,6 +59,10 @@ struct ml_ring {
     uint64_t taken;          /* blocks handed out; guarded by mu */
     uint64_t done_counter;   /* publish counter; guarded by mu */
     int closed;              /* guarded by mu */
+    unsigned n_free;         /* slots in FREE; guarded by mu */
+    unsigned wake_free;      /* wake sleeping producers once this many are FREE */
+    unsigned producers_waiting; /* threads in claim's wait; guarded by mu */
+    unsigned consumers_waiting; /* threads in take's wait; guarded by mu */
 };
 
 int ml_ring_create(ml_ring **out, unsigned n_slots, size_t slot_bytes, uint64_t limit) {
@@ -81,6 +90,8 @@ int ml_ring_create(ml_ring **out, unsigned n_slots, size_t slot_bytes, uint64_t 
     pthread_cond_init(&r->ready, &ca);
     pthread_condattr_destroy(&ca);
     r->n_slots = n_slots;
+    r->n_free = n_slots;
+    r->wake_free = n_slots / 4 > 1 ? n_slots / 4 : 1;
     r->slot_bytes = sb;
     r->limit = limit;
     *out = r;
@@ -132,6 +143,7 @@ int ml_ring_claim(ml_ring *r, unsigned *slot_out, uint64_t *seq, void **data) {
             if (r->slots[i].state == ML_SLOT_FREE) {
                 slot *s = &r->slots[i];
                 s->state = ML_SLOT_LOADING;
+                r->n_free--;
                 s->seq = r->next_seq++;
                 ml_error_clear(&s->error);
                 *slot_out = i;
@@ -141,7 +153,9 @@ int ml_ring_claim(ml_ring *r, unsigned *slot_out, uint64_t *seq, void **data) {
                 return 0;
             }
         }
+        r->producers_waiting++;
         pthread_cond_wait(&r->space, &r->mu);
+        r->producers_waiting--;
     }
 }
 
@@ -153,7 +167,8 @@ void ml_ring_publish(ml_ring *r, unsigned i, uint64_t rows, const ml_error *err)
         s->error = *err;
     s->done_order = r->done_counter++;
     s->state = ML_SLOT_READY;
-    pthread_cond_broadcast(&r->ready);
+    if (r->consumers_waiting)
+        pthread_cond_broadcast(&r->ready);
     pthread_mutex_unlock(&r->mu);
 }
 
@@ -184,7 +199,7 @@ static int all_reserved_by(ml_ring *r, uint64_t owner) {
 int ml_ring_take(ml_ring *r, int ordered, uint64_t owner, long timeout_ms, ml_taken *out,
                  uint64_t *waited_ns) {
     uint64_t t0 = 0;
-    int rc = 0;
+    int rc = 0, timed_out = 0;
     struct timespec deadline;
     if (timeout_ms >= 0) {
         clock_gettime(CLOCK_MONOTONIC, &deadline);
@@ -224,14 +239,22 @@ int ml_ring_take(ml_ring *r, int ordered, uint64_t owner, long timeout_ms, ml_ta
             rc = -ML_EDEADLOCK;
             break;
         }
-        if (!t0)
-            t0 = now_ns();
-        if (timeout_ms < 0) {
-            pthread_cond_wait(&r->ready, &r->mu);
-        } else if (pthread_cond_timedwait(&r->ready, &r->mu, &deadline) == ETIMEDOUT) {
+        if (timed_out) { /* checked for a block once more after the timeout: none */
             rc = -ETIMEDOUT;
             break;
         }
+        if (!t0)
+            t0 = now_ns();
+        /* About to sleep: producers held back by the wake_free hysteresis
+         * must work now, or this wait could outlast the stream. */
+        if (r->producers_waiting && r->n_free > 0)
+            pthread_cond_broadcast(&r->space);
+        r->consumers_waiting++;
+        if (timeout_ms < 0)
+            pthread_cond_wait(&r->ready, &r->mu);
+        else if (pthread_cond_timedwait(&r->ready, &r->mu, &deadline) == ETIMEDOUT)
+            timed_out = 1;
+        r->consumers_waiting--;
     }
     pthread_mutex_unlock(&r->mu);
     if (waited_ns)
@@ -243,9 +266,12 @@ void ml_ring_release(ml_ring *r, unsigned i) {
     pthread_mutex_lock(&r->mu);
     if (i < r->n_slots && r->slots[i].state == ML_SLOT_RESERVED) {
         r->slots[i].state = ML_SLOT_FREE;
-        pthread_cond_broadcast(&r->space);
-        /* A consumer that saw "all reserved by me" from another thread may now proceed. */
-        pthread_cond_broadcast(&r->ready);
+        r->n_free++;
+        /* Wake producers in batches (fewer context switches per block), or
+         * at once when a consumer is starved. A release never makes a
+         * waiting consumer's deadlock check true, so consumers sleep on. */
+        if (r->producers_waiting && (r->n_free >= r->wake_free || r->consumers_waiting))
+            pthread_cond_broadcast(&r->space);
     }
     pthread_mutex_unlock(&r->mu);
 }
