@@ -7,16 +7,23 @@
  * queued request and waits (GIL released) for a running one first.
  * Waits release the GIL in <= 100 ms steps and run signal handlers in
  * between, so Ctrl-C interrupts a blocked get().
+ *
+ * After fork() the child has the reader's memory but none of its worker
+ * threads, and their locks may have been held at fork: a reader or request
+ * from the parent raises RuntimeError in the child and is leaked, never
+ * waited for (which would hang) or freed (which could deadlock).
  */
 #include "ml_python.h"
 
 #include <errno.h>
+#include <unistd.h>
 
 #include "../reader.h"
 
 typedef struct ReaderCoreObject {
     PyObject_HEAD
     ml_reader *r;            /* owned */
+    pid_t pid;               /* process that started the workers */
 } ReaderCoreObject;
 
 typedef struct RequestObject {
@@ -26,7 +33,17 @@ typedef struct RequestObject {
     PyObject *layout;        /* owned */
     Py_buffer view;          /* the destination, exported until dealloc */
     int have_view;
+    pid_t pid;               /* process that submitted it */
 } RequestObject;
+
+static int forked(pid_t pid) {
+    if (pid == getpid())
+        return 0;
+    PyErr_SetString(PyExc_RuntimeError,
+                    "this multiload Reader was created in another process (before fork()); "
+                    "create a new Reader in this process");
+    return 1;
+}
 
 static PyObject *core_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"n_workers", "io_mode", "cache_bytes", NULL};
@@ -42,6 +59,7 @@ static PyObject *core_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
     ReaderCoreObject *self = (ReaderCoreObject *)tp->tp_alloc(tp, 0);
     if (!self)
         return NULL;
+    self->pid = getpid();
     ml_reader_config cfg = {.n_workers = n_workers, .io_mode = (ml_io_mode)io_mode,
                             .cache_bytes = (size_t)cache_bytes};
     ml_error err;
@@ -60,6 +78,8 @@ static PyObject *core_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
 static void core_dealloc(ReaderCoreObject *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
+    if (self->r && self->pid != getpid())
+        self->r = NULL; /* forked child: leak the parent's reader rather than deadlock */
     if (self->r) {
         ml_reader *r = self->r;
         self->r = NULL;
@@ -94,6 +114,8 @@ static PyObject *core_submit(ReaderCoreObject *self, PyObject *args) {
         PyErr_SetString(PyExc_RuntimeError, "the reader is closed");
         return NULL;
     }
+    if (forked(self->pid))
+        return NULL;
     PyArray_Descr *descr;
     ml_layout *L = ml_py_layout_core(layout, &descr);
     PyArrayObject *rows = NULL;
@@ -110,6 +132,7 @@ static PyObject *core_submit(ReaderCoreObject *self, PyObject *args) {
     }
     req->q = NULL;
     req->have_view = 0;
+    req->pid = getpid();
     Py_INCREF(self);
     req->reader = (PyObject *)self;
     Py_INCREF(layout);
@@ -156,6 +179,8 @@ static PyObject *core_shutdown(ReaderCoreObject *self, PyObject *args) {
     int drain, join;
     if (!PyArg_ParseTuple(args, "pp:shutdown", &drain, &join))
         return NULL;
+    if (self->r && self->pid != getpid())
+        self->r = NULL; /* forked child: just forget the parent's reader */
     if (self->r) {
         ml_reader *r = self->r;
         Py_BEGIN_ALLOW_THREADS
@@ -171,7 +196,7 @@ static PyObject *core_pop_done(ReaderCoreObject *self, PyObject *args) {
     double timeout;
     if (!PyArg_ParseTuple(args, "d:pop_done", &timeout))
         return NULL;
-    if (!self->r)
+    if (!self->r || self->pid != getpid())
         Py_RETURN_NONE;
     uint64_t tags[256];
     int n;
@@ -227,8 +252,8 @@ static PyType_Spec core_spec = {
 
 /* Cancel if queued, else wait until the workers are done with dest. */
 static void request_settle(RequestObject *self) {
-    if (!self->q)
-        return;
+    if (!self->q || self->pid != getpid())
+        return; /* forked child: no worker will write into dest */
     ReaderCoreObject *core = (ReaderCoreObject *)self->reader;
     ml_request *q = self->q;
     if (core && core->r && ml_reader_cancel(core->r, q))
@@ -242,7 +267,8 @@ static void request_dealloc(RequestObject *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     request_settle(self);
-    ml_request_free(self->q);
+    if (self->pid == getpid())
+        ml_request_free(self->q);
     self->q = NULL;
     if (self->have_view)
         PyBuffer_Release(&self->view);
@@ -276,6 +302,8 @@ static PyObject *request_wait(RequestObject *self, PyObject *args) {
     ml_request *q = self->q;
     if (ml_request_done(q))
         Py_RETURN_TRUE;
+    if (forked(self->pid))
+        return NULL;
     double left = timeout;
     for (;;) {
         long step = timeout < 0 || left > 0.1 ? 100 : (long)(left * 1000);
