@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 CACHE ?= $(HOME)/.cache/multiload
-APT_PKGS := liburing-dev libhdf5-dev libdeflate-dev pkg-config
+APT_PKGS := liburing-dev libhdf5-dev libdeflate-dev libblosc-dev liblzf-dev pkg-config
 CC ?= gcc
 # Sanitizer builds of the C tests live in their own directories (TEST_BUILD),
 # so they never mix with, or delete, the plain build another run is using.
@@ -17,9 +17,9 @@ ASAN_PYTESTS ?= tests/test_streamer_api.py tests/test_streamer_bad_input.py
 VALGRIND := valgrind -q --error-exitcode=1 --leak-check=full --show-leak-kinds=definite \
 	--errors-for-leak-kinds=definite
 CORE_SRC := $(filter-out src/python/%,$(wildcard src/*.c))
-CORE_FLAGS = -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-missing-field-initializers -DML_HAVE_LIBDEFLATE \
-	$(shell pkg-config --cflags hdf5 liburing libdeflate)
-CORE_LIBS = $(shell pkg-config --libs hdf5 liburing libdeflate) -lpthread
+CORE_FLAGS = -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-missing-field-initializers -DML_HAVE_LIBDEFLATE -DML_HAVE_BLOSC -DML_HAVE_LZF \
+	$(shell pkg-config --cflags hdf5 liburing libdeflate blosc liblzf)
+CORE_LIBS = $(shell pkg-config --libs hdf5 liburing libdeflate blosc liblzf) -lpthread
 
 .PHONY: demo test test-c test-py test-pread bench deps venv build check-asan check-tsan check-valgrind clean
 

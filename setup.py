@@ -54,6 +54,16 @@ else:
     print("multiload: libdeflate not found, decoding deflate with zlib (slower)", file=sys.stderr)
     libs += ["-lz"]
 
+# Optional native decoders for PyTables' blosc and h5py's lzf filters.
+for pc, macro, lib in (("blosc", "ML_HAVE_BLOSC", "c-blosc"), ("liblzf", "ML_HAVE_LZF", "liblzf")):
+    found = pkg_config(pc)
+    if found:
+        cflags += found[0]
+        libs += found[1]
+        macros.append((macro, "1"))
+    else:
+        print(f"multiload: {lib} not found, that filter reads through HDF5 if it can", file=sys.stderr)
+
 extra = os.environ.get("MULTILOAD_CFLAGS", "")
 sources = sorted(glob("src/*.c")) + sorted(glob("src/python/*.c"))
 setup(

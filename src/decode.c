@@ -8,7 +8,10 @@
  * short or long result means the stored chunk is damaged.
  *
  * Decompression uses libdeflate (2-3x faster than zlib on one core) when
- * the build found it, else zlib. Each worker owns a decoder, so the
+ * the build found it, else zlib. PyTables' blosc (id 32001, via c-blosc)
+ * and h5py's lzf (id 32000, via liblzf) are decoded natively too when the
+ * build found those libraries; they live in h5py's and PyTables' own HDF5
+ * copies, not in the system HDF5, so without this they could not be read. Each worker owns a decoder, so the
  * decompressor object is never shared.
  */
 #include "decode.h"
@@ -21,6 +24,12 @@
 #include <libdeflate.h>
 #else
 #include <zlib.h>
+#endif
+#ifdef ML_HAVE_BLOSC
+#include <blosc.h>
+#endif
+#ifdef ML_HAVE_LZF
+#include <lzf.h>
 #endif
 
 struct ml_decoder {
@@ -215,6 +224,56 @@ static int inflate_into(ml_decoder *d, const void *src, size_t len, void *dst,
 #endif
 }
 
+int ml_decode_supports(int filter_id) {
+    switch (filter_id) {
+    case ML_FILTER_DEFLATE:
+    case ML_FILTER_SHUFFLE:
+    case ML_FILTER_FLETCHER32:
+        return 1;
+#ifdef ML_HAVE_BLOSC
+    case ML_FILTER_BLOSC:
+        return 1;
+#endif
+#ifdef ML_HAVE_LZF
+    case ML_FILTER_LZF:
+        return 1;
+#endif
+    default:
+        return 0;
+    }
+}
+
+#ifdef ML_HAVE_BLOSC
+/* PyTables' blosc filter stores one Blosc buffer per chunk. The _ctx call
+ * keeps no global state (plain blosc_decompress takes a global lock), and
+ * the header is validated first so a damaged chunk cannot make Blosc read
+ * or write out of bounds. */
+static int blosc_into(const void *src, size_t len, void *dst, size_t cap, size_t *out_len) {
+    size_t nbytes = 0, cbytes = 0, blocksize = 0;
+    if (len < BLOSC_MIN_HEADER_LENGTH)
+        return -ML_ECORRUPT;
+    blosc_cbuffer_sizes(src, &nbytes, &cbytes, &blocksize);
+    if (cbytes > len || nbytes > cap)
+        return -ML_ECORRUPT;
+    int n = blosc_decompress_ctx(src, dst, cap, 1);
+    if (n < 0)
+        return -ML_ECORRUPT;
+    *out_len = (size_t)n;
+    return 0;
+}
+#endif
+
+#ifdef ML_HAVE_LZF
+/* h5py's lzf filter stores a raw LZF stream; liblzf checks bounds. */
+static int lzf_into(const void *src, size_t len, void *dst, size_t cap, size_t *out_len) {
+    unsigned n = lzf_decompress(src, (unsigned)len, dst, (unsigned)cap);
+    if (n == 0)
+        return -ML_ECORRUPT;
+    *out_len = n;
+    return 0;
+}
+#endif
+
 int ml_decode_chunk(ml_decoder *d, const ml_layout *L, unsigned mask, void *src,
                     size_t src_len, void *dst) {
     size_t want = L->chunk_bytes;
@@ -225,7 +284,7 @@ int ml_decode_chunk(ml_decoder *d, const ml_layout *L, unsigned mask, void *src,
             active[n_active++] = i;
     int last_transform = -1;
     for (int k = 0; k < n_active; k++)
-        if (L->filters[active[k]].id != 3 /* fletcher32 */)
+        if (L->filters[active[k]].id != ML_FILTER_FLETCHER32)
             last_transform = k;
     if (last_transform >= 0 && reserve(d, want) < 0)
         return -ENOMEM;
@@ -235,16 +294,34 @@ int ml_decode_chunk(ml_decoder *d, const ml_layout *L, unsigned mask, void *src,
     int which = 0, rc;
     for (int k = 0; k < n_active; k++) {
         const ml_filter *f = &L->filters[active[k]];
-        if (f->id == 3) {
+        if (f->id == ML_FILTER_FLETCHER32) {
             if ((rc = fletcher_check(cur, &len)) < 0)
                 return rc;
             continue;
         }
         unsigned char *out = k == last_transform ? dst : d->tmp[which];
         which ^= 1;
-        if (f->id == 1) {
+        if (f->id != ML_FILTER_SHUFFLE) {
             size_t got = 0;
-            if ((rc = inflate_into(d, cur, len, out, want, &got)) < 0)
+            switch (f->id) {
+            case ML_FILTER_DEFLATE:
+                rc = inflate_into(d, cur, len, out, want, &got);
+                break;
+#ifdef ML_HAVE_BLOSC
+            case ML_FILTER_BLOSC:
+                rc = blosc_into(cur, len, out, want, &got);
+                break;
+#endif
+#ifdef ML_HAVE_LZF
+            case ML_FILTER_LZF:
+                rc = lzf_into(cur, len, out, want, &got);
+                break;
+#endif
+            default:
+                rc = -ML_EFILTER; /* h5layout routes other filters to the slow path */
+                break;
+            }
+            if (rc < 0)
                 return rc;
             len = got;
         } else { /* shuffle: client data 0 is the element size */

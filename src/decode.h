@@ -9,6 +9,19 @@
 #include "error.h"
 #include "h5layout.h"
 
+/* HDF5 filter ids we may decode natively. */
+enum {
+    ML_FILTER_DEFLATE = 1,
+    ML_FILTER_SHUFFLE = 2,
+    ML_FILTER_FLETCHER32 = 3,
+    ML_FILTER_LZF = 32000,   /* h5py */
+    ML_FILTER_BLOSC = 32001, /* PyTables */
+};
+
+/* 1 if this build decodes filter_id natively (blosc and lzf depend on the
+ * libraries the build found). */
+int ml_decode_supports(int filter_id);
+
 /* Per-thread decode state (decompressor, scratch). Not thread-safe. */
 typedef struct ml_decoder ml_decoder;
 

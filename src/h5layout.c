@@ -17,6 +17,8 @@
 #define _GNU_SOURCE
 #include "h5layout.h"
 
+#include "decode.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
@@ -295,8 +297,7 @@ static int read_chunk_meta(ml_layout *L, hid_t dcpl, ml_error *err,
         f->n_values = nv;
         if (f->id < 0)
             return ml_error_set(err, -ML_EHDF5, "cannot read filter %d of %s", i, where);
-        if (f->id != H5Z_FILTER_DEFLATE && f->id != H5Z_FILTER_SHUFFLE &&
-            f->id != H5Z_FILTER_FLETCHER32) {
+        if (!ml_decode_supports(f->id)) {
             /* The slow path decodes with HDF5: refuse up front a filter HDF5
              * cannot load either, rather than fail on every block. */
             if (H5Zfilter_avail((H5Z_filter_t)f->id) <= 0)
@@ -305,7 +306,7 @@ static int read_chunk_meta(ml_layout *L, hid_t dcpl, ml_error *err,
                                     "HDF5 library can decode (is its HDF5 plugin installed?)",
                                     where, name, f->id);
             L->storage = ML_STORE_SLOW;
-            L->slow_reason = "a filter other than deflate, shuffle and fletcher32";
+            L->slow_reason = "a filter multiload does not decode natively";
         }
     }
     if (L->storage == ML_STORE_SLOW)

@@ -326,11 +326,17 @@ def write_bad_file(fn):
         f.create_dataset("compound_vlen", shape=(3,), dtype=cmp_vlen)
         f["dangling"] = h5py.SoftLink("/nowhere")
     # multitables users' usual compression: PyTables' built-in blosc, which
-    # the system HDF5 cannot load.
+    # the system HDF5 cannot load (multiload decodes it natively).
     with tables.open_file(fn, "a") as h:
         t = h.create_table("/", "blosc", {"a": tables.Int32Col(), "b": tables.Float64Col()},
                            filters=tables.Filters(5, "blosc"), chunkshape=(16,))
         t.append([(i, i / 2) for i in range(100)])
+        # Blosc2 and bzip2 exist only inside PyTables' own HDF5: neither
+        # multiload nor the system HDF5 can decode them.
+        for name, complib in (("blosc2", "blosc2"), ("bzip2", "bzip2")):
+            t = h.create_table("/", name, {"a": tables.Int32Col(), "b": tables.Float64Col()},
+                               filters=tables.Filters(5, complib), chunkshape=(16,))
+            t.append([(i, i / 2) for i in range(100)])
 
 
 def write_all(directory):
