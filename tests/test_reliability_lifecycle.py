@@ -236,7 +236,7 @@ def test_h5py_writer_lock_is_reported(data_file, tmp_path):
     code = f"""
 import h5py, multiload, numpy as np
 with h5py.File({fn!r}, "a"):
-    q = multiload.Streamer({fn!r}).get_queue("contig", block_size={BLOCK})
+    q = multiload.Streamer({fn!r}).get_queue("contig", block_size={BLOCK}, ordered=True)
     with q.get(timeout=20) as b:
         assert np.array_equal(b, np.arange({BLOCK * rf.COLS}, dtype="<i4").reshape({BLOCK}, {rf.COLS}))
     q.close()

@@ -147,7 +147,7 @@ static PyObject *stream_take(StreamObject *self, PyObject *args, PyObject *kw) {
         timeout = PyFloat_AsDouble(timeout_obj);
         if (timeout == -1 && PyErr_Occurred())
             return NULL;
-        if (timeout < 0) {
+        if (!(timeout >= 0)) { /* also refuses NaN, which would wait forever */
             PyErr_SetString(PyExc_ValueError, "timeout must be a non-negative number or None");
             return NULL;
         }
