@@ -38,6 +38,8 @@ typedef struct plan {
     int direct;          /* 1: whole chunk maps to contiguous dest rows */
     unsigned char *dest; /* direct: where the chunk's first row goes */
     unsigned char *stored; /* where the stored bytes are read to */
+    uint64_t row0, n;    /* the row range this chunk is read for ... */
+    unsigned char *base; /* ... and where row row0 of it goes */
 } plan;
 
 struct ml_fetcher {
@@ -255,9 +257,16 @@ static void copy_region(const ml_layout *L, const unsigned char *chunk, const ui
 }
 
 /* Read and decode one batch of planned chunks. */
-static int run_batch(ml_fetcher *f, plan *p, size_t np, uint64_t row0, uint64_t n,
-                     unsigned char *dest, ml_error *err) {
+static int run_batch(ml_fetcher *f, plan *p, size_t np, ml_error *err) {
     const ml_layout *L = f->L;
+    /* Errors that concern the whole batch name the rows of all its ranges. */
+    uint64_t row0 = UINT64_MAX, end = 0;
+    for (size_t i = 0; i < np; i++) {
+        row0 = p[i].row0 < row0 ? p[i].row0 : row0;
+        end = p[i].row0 + p[i].n > end ? p[i].row0 + p[i].n : end;
+    }
+    uint64_t n = end - row0;
+    size_t req_plan[MAX_BATCH]; /* plan of each read, to name a failed chunk */
     size_t need = 0, nreq = 0;
     int rc;
     for (size_t i = 0; i < np; i++)
@@ -272,25 +281,31 @@ static int run_batch(ml_fetcher *f, plan *p, size_t np, uint64_t row0, uint64_t 
             continue;
         if (c->direct && L->n_filters == 0) {
             if (c->info.size != L->chunk_bytes)
-                return report(err, f, -ML_ECORRUPT, row0, n, "stored size differs from chunk size", c->index);
+                return report(err, f, -ML_ECORRUPT, c->row0, c->n, "stored size differs from chunk size", c->index);
             c->stored = c->dest;
         } else {
             c->stored = f->scratch + off;
             off += (c->info.size + 63) & ~(size_t)63;
         }
+        req_plan[nreq] = i;
         f->reqs[nreq++] = (ml_io_req){.fd = f->fd, .offset = c->info.addr,
                                       .len = c->info.size, .buf = c->stored};
     }
-    if (nreq && (rc = read_reqs(f, f->reqs, nreq)) < 0)
-        return report(err, f, rc, row0, n, rc == -ML_ETRUNC ? "chunk past the end of the file" : "read failed",
-                      UINT64_MAX);
+    if (nreq && (rc = read_reqs(f, f->reqs, nreq)) < 0) {
+        size_t bad = 0;
+        while (bad + 1 < nreq && f->reqs[bad].result >= 0 && (size_t)f->reqs[bad].result == f->reqs[bad].len)
+            bad++;
+        const plan *c = &p[req_plan[bad]];
+        return report(err, f, rc, c->row0, c->n, rc == -ML_ETRUNC ? "chunk past the end of the file" : "read failed",
+                      c->index);
+    }
     for (size_t i = 0; i < np; i++) {
         plan *c = &p[i];
         if (c->info.addr == UINT64_MAX) {
             if (c->direct)
                 fill_elems(c->dest, L->chunk_bytes / L->type->size, L->fill, L->type->size);
             else
-                copy_region(L, NULL, c->origin, row0, n, dest);
+                copy_region(L, NULL, c->origin, c->row0, c->n, c->base);
             continue;
         }
         if (c->direct && L->n_filters == 0)
@@ -301,26 +316,29 @@ static int run_batch(ml_fetcher *f, plan *p, size_t np, uint64_t row0, uint64_t 
             if (!c->direct && !f->chunkbuf) {
                 f->chunkbuf = malloc(L->chunk_bytes);
                 if (!f->chunkbuf)
-                    return report(err, f, -ENOMEM, row0, n, "out of memory", c->index);
+                    return report(err, f, -ENOMEM, c->row0, c->n, "out of memory", c->index);
                 to = f->chunkbuf;
             }
             rc = ml_decode_chunk(f->dec, L, c->info.filter_mask, c->stored, c->info.size, to);
             if (rc < 0)
-                return report(err, f, rc, row0, n,
+                return report(err, f, rc, c->row0, c->n,
                               rc == -ML_ECHECKSUM ? "fletcher32 checksum mismatch" : "cannot decode corrupt data", c->index);
             if (c->direct)
                 continue;
             decoded = to;
         } else if (c->info.size < L->chunk_bytes) {
-            return report(err, f, -ML_ECORRUPT, row0, n, "stored chunk is shorter than the chunk size", c->index);
+            return report(err, f, -ML_ECORRUPT, c->row0, c->n, "stored chunk is shorter than the chunk size", c->index);
         }
-        copy_region(L, decoded, c->origin, row0, n, dest);
+        copy_region(L, decoded, c->origin, c->row0, c->n, c->base);
     }
     return 0;
 }
 
-static int fetch_chunked(ml_fetcher *f, uint64_t row0, uint64_t n, unsigned char *dest,
-                         ml_error *err) {
+/* Plan the chunks of rows [row0, row0 + n) into f->plans after *np,
+ * running a batch whenever MAX_BATCH chunks are planned: several ranges
+ * planned one after another share the I/O batches. */
+static int plan_chunked(ml_fetcher *f, uint64_t row0, uint64_t n, unsigned char *dest, size_t *np,
+                        ml_error *err) {
     ml_layout *L = f->L;
     uint64_t c0 = L->chunk[0];
     uint64_t inner = L->n_chunks / L->grid[0];
@@ -330,10 +348,9 @@ static int fetch_chunked(ml_fetcher *f, uint64_t row0, uint64_t n, unsigned char
     int whole_rows = inner == 1;
     for (unsigned d = 1; d < L->ndim && whole_rows; d++)
         whole_rows = L->chunk[d] == L->dims[d];
-    size_t np = 0;
     for (uint64_t cr = first; cr <= last; cr++) {
         for (uint64_t j = 0; j < inner; j++) {
-            plan *c = &f->plans[np];
+            plan *c = &f->plans[*np];
             c->index = cr * inner + j;
             int rc = ml_layout_chunk(L, c->index, &c->info, err);
             if (rc < 0)
@@ -346,14 +363,26 @@ static int fetch_chunked(ml_fetcher *f, uint64_t row0, uint64_t n, unsigned char
             c->direct = whole_rows && c->origin[0] >= row0 && c->origin[0] + c0 <= row0 + n &&
                         c->origin[0] + c0 <= L->n_rows;
             c->dest = dest + (c->origin[0] - (c->direct ? row0 : c->origin[0])) * L->row_bytes;
-            if (++np == MAX_BATCH) {
-                if ((rc = run_batch(f, f->plans, np, row0, n, dest, err)) < 0)
+            c->row0 = row0;
+            c->n = n;
+            c->base = dest;
+            if (++*np == MAX_BATCH) {
+                if ((rc = run_batch(f, f->plans, *np, err)) < 0)
                     return rc;
-                np = 0;
+                *np = 0;
             }
         }
     }
-    return np ? run_batch(f, f->plans, np, row0, n, dest, err) : 0;
+    return 0;
+}
+
+static int fetch_chunked(ml_fetcher *f, uint64_t row0, uint64_t n, unsigned char *dest,
+                         ml_error *err) {
+    size_t np = 0;
+    int rc = plan_chunked(f, row0, n, dest, &np, err);
+    if (rc < 0)
+        return rc;
+    return np ? run_batch(f, f->plans, np, err) : 0;
 }
 
 int ml_fetch_rows(ml_fetcher *f, uint64_t row0, uint64_t n, void *dest_, ml_error *err) {
@@ -428,4 +457,32 @@ int ml_fetch_runs(ml_fetcher *f, const ml_row_run *runs, size_t n, void *dest_, 
         return report(err, f, rc, runs[bad].start, runs[bad].count,
                       rc == -ML_ETRUNC ? "file truncated" : "read failed", UINT64_MAX);
     return 0;
+}
+
+int ml_fetch_rows_multi(ml_fetcher *f, const ml_row_run *runs, void *const *dests, size_t n,
+                        ml_error *err) {
+    ml_layout *L = f->L;
+    for (size_t i = 0; i < n; i++)
+        if (runs[i].start > L->n_rows || runs[i].count > L->n_rows - runs[i].start)
+            return ml_error_set(err, -ML_EINVAL, "rows %llu..%llu are outside dataset '%s' (%llu rows)",
+                                (unsigned long long)runs[i].start,
+                                (unsigned long long)(runs[i].start + runs[i].count), L->path,
+                                (unsigned long long)L->n_rows);
+    if (L->storage != ML_STORE_CHUNKED || L->row_bytes == 0) {
+        for (size_t i = 0; i < n; i++) {
+            int rc = ml_fetch_rows(f, runs[i].start, runs[i].count, dests[i], err);
+            if (rc < 0)
+                return rc;
+        }
+        return 0;
+    }
+    size_t np = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (runs[i].count == 0)
+            continue;
+        int rc = plan_chunked(f, runs[i].start, runs[i].count, dests[i], &np, err);
+        if (rc < 0)
+            return rc;
+    }
+    return np ? run_batch(f, f->plans, np, err) : 0;
 }

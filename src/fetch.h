@@ -49,4 +49,12 @@ typedef struct ml_row_run {
 int ml_fetch_runs(ml_fetcher *f, const ml_row_run *runs, size_t n, void *dest,
                   ml_error *err);
 
+/* Read n row ranges, range i into dests[i] (runs[i].count * L->row_bytes
+ * bytes each). For chunked data the chunks of all ranges are read in
+ * shared I/O batches (up to the engine's depth per submission) and decoded
+ * one by one; other storage reads range by range. Borrows runs and dests.
+ * Returns 0 or a negative code with file, dataset, chunk and rows in err. */
+int ml_fetch_rows_multi(ml_fetcher *f, const ml_row_run *runs, void *const *dests, size_t n,
+                        ml_error *err);
+
 #endif
