@@ -21,7 +21,7 @@ CORE_FLAGS = -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-missing-field-initiali
 	$(shell pkg-config --cflags hdf5 liburing libdeflate blosc liblzf)
 CORE_LIBS = $(shell pkg-config --libs hdf5 liburing libdeflate blosc liblzf) -lpthread
 
-.PHONY: demo test test-c test-py test-pread bench deps venv build check-asan check-tsan check-valgrind clean
+.PHONY: demo test test-c test-py test-pread bench bench-deps deps venv build check-asan check-tsan check-valgrind clean
 
 # Install, build, stream a generated sample file and print throughput beside h5py.
 demo: build
@@ -69,9 +69,24 @@ test-py: build
 	$(PY) -m pytest -q tests
 	MULTILOAD_IO=pread $(PY) -m pytest -q -m "not slow" tests
 
-# Benchmarks beside h5py, PyTables, multitables and torch (FULL=1: larger).
-bench: build
+# Benchmarks beside h5py, PyTables, multitables, torch and the machine's limits (FULL=1: larger).
+bench: build bench-deps
 	$(PY) benchmarks/run.py --cache $(CACHE) $(if $(FULL),--full,)
+
+# What the benchmarks need: fio (apt-get, as root), matplotlib and torch (CPU) in .venv,
+# multitables 2.0.1 in .venv-multitables (it imports only under numpy<2; wrapt<2 for its guards).
+MT_VENV := .venv-multitables
+bench-deps: venv
+	@command -v fio >/dev/null || { if [ "$$(id -u)" = 0 ]; then echo ">> installing fio"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fio >/dev/null; \
+	  else echo "benchmarks need fio -- run: sudo apt-get install -y fio"; exit 1; fi; }
+	@$(PY) -c "import matplotlib, torch" 2>/dev/null || { echo ">> installing matplotlib, torch (CPU) into $(VENV)"; \
+	  $(PIP) install -q matplotlib torch==2.13.0; }
+	@$(MT_VENV)/bin/python -c "import multitables, torch, wrapt; assert int(wrapt.__version__.split('.')[0]) < 2" 2>/dev/null || \
+	  { echo ">> installing multitables 2.0.1 (numpy<2, PyTables, torch) into $(MT_VENV)"; \
+	    { test -x $(MT_VENV)/bin/python || $(PYTHON) -m venv $(MT_VENV); } && \
+	    $(MT_VENV)/bin/pip install -q 'numpy<2' tables multitables==2.0.1 'wrapt<2' torch==2.13.0 || \
+	    echo ">> multitables could not be installed: the report will say 'not available'"; }
 
 # AddressSanitizer + UBSan: C tests, then pytest on an ASan build of the extension in build/asan (the installed one is untouched).
 check-asan: venv

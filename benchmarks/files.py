@@ -1,0 +1,131 @@
+"""The benchmark files, written once into the cache folder.
+
+All float data is the same smooth 2-D random walk quantised to 1/256
+(the idea of benchmarks/demo.py): neighbouring values and rows are close,
+so deflate+shuffle compresses it the way it compresses real measurements,
+not like zeros or noise. W1, W2 and W3 hold the same rows (W3 the first
+part of them), so only the layout differs between them.
+
+Every file is written under a temporary name and renamed when complete, so
+an interrupted run never leaves a file that looks cached. Names carry the
+size and a version: bump VERSION when the content changes.
+"""
+
+import os
+import sys
+import time
+
+import numpy as np
+
+VERSION = 1
+ROW = 256            # float32 values per row: 1 KiB rows (W1-W3, W5, W7)
+WIDE_ROW = 1024      # 4 KiB rows (W6)
+CHUNK_ROWS = 256     # 256 KiB chunks (W2, W3)
+PIECE = 8192         # rows generated and written per step
+TABLE_FLOATS = 16    # W4 row: 16 float32 + int64 label = 72 bytes
+
+
+def walk_rows(rng, level, n, width):
+    """n rows of the random walk continuing from `level`; returns (rows, level)."""
+    offsets = level + np.cumsum(rng.normal(0.0, 0.05, n))
+    steps = rng.normal(0.0, 0.02, (n, width))
+    rows = np.cumsum(steps, axis=1) + offsets[:, None]
+    return (np.round(rows * 256) / 256).astype(np.float32), float(offsets[-1])
+
+
+def progress(label, done, total):
+    pct = 100 * done // total
+    end = "\n" if done >= total else ""
+    if sys.stdout.isatty():
+        print(f"\r   {label}: {pct:3d}%", end=end, flush=True)
+    elif done >= total:
+        print(f"   {label}: done", flush=True)
+
+
+def _write_array(path, n_rows, width, label, **opts):
+    import h5py
+
+    tmp = path + ".part"
+    rng, level = np.random.default_rng(1), 0.0
+    with h5py.File(tmp, "w") as f:
+        d = f.create_dataset("data", shape=(n_rows, width), dtype=np.float32, **opts)
+        for i in range(0, n_rows, PIECE):
+            n = min(PIECE, n_rows - i)
+            d[i:i + n], level = walk_rows(rng, level, n, width)
+            progress(label, i + n, n_rows)
+    os.replace(tmp, path)
+
+
+def _write_table(path, n_rows, label):
+    import tables
+
+    tmp = path + ".part"
+    dtype = np.dtype([("x", np.float32, (TABLE_FLOATS,)), ("label", np.int64)])
+    rng, level = np.random.default_rng(2), 0.0
+    with tables.open_file(tmp, "w") as f:
+        t = f.create_table("/", "table", description=dtype, expectedrows=n_rows)
+        for i in range(0, n_rows, PIECE * 4):
+            n = min(PIECE * 4, n_rows - i)
+            rows = np.empty(n, dtype)
+            rows["x"], level = walk_rows(rng, level, n, TABLE_FLOATS)
+            rows["label"] = rng.integers(0, 1000, n)
+            t.append(rows)
+            progress(label, i + n, n_rows)
+    os.replace(tmp, path)
+
+
+def sizes(full):
+    """Rows of each file: quick keeps `make bench` under 5 minutes on 2 cores."""
+    mib = 1 << 20
+    if full:
+        return dict(w1=2048 * mib // 1024, w3=1024 * mib // 1024, w4=8 * 1024 * 1024, w6=8192 * 4)
+    return dict(w1=512 * mib // 1024, w3=256 * mib // 1024, w4=2 * 1024 * 1024, w6=8192)
+
+
+def ensure(cache, full, scale=1.0):
+    """Write missing files; return {name: path}."""
+    os.makedirs(cache, exist_ok=True)
+    n = {k: max(CHUNK_ROWS * 4, int(v * scale)) for k, v in sizes(full).items()}
+    tag = f"v{VERSION}"
+    paths = dict(
+        w1=os.path.join(cache, f"bench-{tag}-contiguous-{n['w1']}.h5"),
+        w2=os.path.join(cache, f"bench-{tag}-chunked-{n['w1']}.h5"),
+        w3=os.path.join(cache, f"bench-{tag}-deflate-{n['w3']}.h5"),
+        w4=os.path.join(cache, f"bench-{tag}-table-{n['w4']}.h5"),
+        w6=os.path.join(cache, f"bench-{tag}-rows4k-{n['w6']}.h5"),
+    )
+    jobs = [
+        ("w1", lambda p: _write_array(p, n["w1"], ROW, f"W1 contiguous {n['w1'] >> 10} MiB")),
+        ("w2", lambda p: _write_array(p, n["w1"], ROW, f"W2 chunked {n['w1'] >> 10} MiB",
+                                      chunks=(CHUNK_ROWS, ROW))),
+        ("w3", lambda p: _write_array(p, n["w3"], ROW, f"W3 deflate+shuffle {n['w3'] >> 10} MiB raw",
+                                      chunks=(CHUNK_ROWS, ROW), shuffle=True, compression="gzip",
+                                      compression_opts=4)),
+        ("w4", lambda p: _write_table(p, n["w4"], f"W4 table {n['w4'] * 72 >> 20} MiB")),
+        ("w6", lambda p: _write_array(p, n["w6"], WIDE_ROW, f"W6 4 KiB rows {n['w6'] * 4 >> 10} MiB")),
+    ]
+    for key, write in jobs:
+        if not os.path.exists(paths[key]):
+            t0 = time.perf_counter()
+            write(paths[key])
+            print(f"   wrote {paths[key]} ({os.path.getsize(paths[key]) / 2**20:.0f} MiB, "
+                  f"{time.perf_counter() - t0:.0f} s)", flush=True)
+    return paths
+
+
+def chunk_list(path, dataset="data"):
+    """Write "offset size" of every stored chunk next to the file (once);
+    return (list path, decoded chunk bytes)."""
+    import h5py
+
+    out = path + ".chunks"
+    with h5py.File(path, "r") as f:
+        d = f[dataset]
+        chunk_bytes = int(np.prod(d.chunks)) * d.dtype.itemsize
+        if not os.path.exists(out):
+            with open(out + ".part", "w") as o:
+                for i in range(d.id.get_num_chunks()):
+                    info = d.id.get_chunk_info(i)
+                    o.write(f"{info.byte_offset} {info.size}\n")
+            os.replace(out + ".part", out)
+    return out, chunk_bytes

@@ -1,0 +1,485 @@
+"""One measurement of one system, in a process of its own.
+
+    python benchmarks/systems.py '{"system": "h5py-slice", "file": ..., ...}'
+
+run.py starts this script once per run, so that peak RSS and CPU time
+belong to one system alone, and prints what it measured as one JSON line
+on stdout. It must import under the multitables venv too (numpy<2, no
+multiload), so every library is imported inside the function that uses it.
+
+Every function returns a dict with at least ``seconds`` (wall time of the
+timed part), ``rows`` and ``bytes`` delivered (decoded bytes), and where
+the system hands out blocks or batches: ``first`` (seconds from opening to
+the first block) and ``lat`` (seconds per block or request, summarised
+here as p50/p99).
+"""
+
+import json
+import os
+import resource
+import sys
+import time
+
+clock = time.perf_counter
+
+
+def _result(rows, row_bytes, seconds, first=None, lat=None, **extra):
+    out = dict(rows=int(rows), bytes=int(rows) * int(row_bytes), seconds=seconds, first=first)
+    if lat:
+        lat = sorted(lat)
+        out["p50"] = lat[len(lat) // 2]
+        out["p99"] = lat[min(len(lat) - 1, (len(lat) * 99) // 100)]
+        out["n_lat"] = len(lat)
+    out.update(extra)
+    return out
+
+
+# ---------------------------------------------------------------- sequential
+
+
+def seq_multiload(spec):
+    import multiload
+
+    B, n_procs = spec["block"], spec.get("n_procs", 2)
+    lat, rows = [], 0
+    t0 = clock()
+    stream = multiload.Streamer(spec["file"])
+    kw = dict(direct=True) if spec.get("direct") else {}
+    q = stream.get_queue(spec["path"], n_procs=n_procs, block_size=B, remainder=True,
+                         read_ahead=spec.get("read_ahead"), **kw)
+    row_bytes = q.dtype.itemsize * (int(_prod(q.shape[1:])) if q.shape[1:] else 1)
+    first = None
+    t = clock()
+    while True:
+        guard = q.get()
+        if guard is multiload.QueueClosed:
+            break
+        with guard as block:
+            rows += block.shape[0]
+        t1 = clock()
+        lat.append(t1 - t)
+        t = t1
+        if first is None:
+            first = t1 - t0
+    secs = clock() - t0
+    q.close()
+    return _result(rows, row_bytes, secs, first, lat, io_mode=multiload.io_mode())
+
+
+def seq_multitables(spec):
+    import multitables
+
+    B, n_procs = spec["block"], spec.get("n_procs", 2)
+    lat, rows = [], 0
+    t0 = clock()
+    stream = multitables.Streamer(filename=spec["file"])
+    q = stream.get_queue(path=spec["path"], n_procs=n_procs, block_size=B, remainder=True)
+    first, row_bytes = None, 0
+    t = clock()
+    while True:
+        guard = q.get()
+        if guard is multitables.QueueClosed:
+            break
+        with guard as block:
+            rows += block.shape[0]
+            row_bytes = block.dtype.itemsize * (int(_prod(block.shape[1:])) if block.ndim > 1 else 1)
+        t1 = clock()
+        lat.append(t1 - t)
+        t = t1
+        if first is None:
+            first = t1 - t0
+    secs = clock() - t0
+    q.close()
+    _reap_children()
+    return _result(rows, row_bytes, secs, first, lat)
+
+
+def seq_h5py(spec):
+    import h5py
+    import numpy as np
+
+    B = spec["block"]
+    kw = {}
+    if spec.get("rdcc"):
+        kw = dict(rdcc_nbytes=spec["rdcc"], rdcc_nslots=1021)
+    lat, rows = [], 0
+    t0 = clock()
+    with h5py.File(spec["file"], "r", **kw) as f:
+        d = f[spec["path"]]
+        n = d.shape[0]
+        row_bytes = d.dtype.itemsize * int(_prod(d.shape[1:]))
+        direct = spec.get("direct")
+        if direct:
+            buf = np.empty((B,) + d.shape[1:], d.dtype)
+        first = None
+        t = clock()
+        for i in range(0, n, B):
+            m = min(B, n - i)
+            if direct:
+                d.read_direct(buf, np.s_[i:i + m], np.s_[0:m])
+            else:
+                d[i:i + m]
+            rows += m
+            t1 = clock()
+            lat.append(t1 - t)
+            t = t1
+            if first is None:
+                first = t1 - t0
+    return _result(rows, row_bytes, clock() - t0, first, lat, h5py=h5py.__version__)
+
+
+def seq_tables(spec):
+    import tables
+
+    B = spec["block"]
+    lat, rows = [], 0
+    t0 = clock()
+    with tables.open_file(spec["file"], "r") as f:
+        node = f.get_node(spec["path"])
+        n = node.nrows
+        row_bytes = node.dtype.itemsize * int(_prod(node.shape[1:]))
+        first = None
+        t = clock()
+        for i in range(0, n, B):
+            m = min(B, n - i)
+            node.read(i, i + m)
+            rows += m
+            t1 = clock()
+            lat.append(t1 - t)
+            t = t1
+            if first is None:
+                first = t1 - t0
+    return _result(rows, row_bytes, clock() - t0, first, lat)
+
+
+def seq_memmap(spec):
+    """Copy blocks out of a numpy.memmap at the dataset's file offset into
+    one reused buffer: the ceiling for reading contiguous data without HDF5."""
+    import numpy as np
+
+    B = spec["block"]
+    lat, rows = [], 0
+    t0 = clock()
+    mm = np.memmap(spec["file"], mode="r", dtype=spec["dtype"], offset=spec["offset"],
+                   shape=tuple(spec["shape"]))
+    buf = np.empty((B,) + mm.shape[1:], mm.dtype)
+    row_bytes = mm.dtype.itemsize * int(_prod(mm.shape[1:]))
+    n = mm.shape[0]
+    first = None
+    t = clock()
+    for i in range(0, n, B):
+        m = min(B, n - i)
+        np.copyto(buf[:m], mm[i:i + m])
+        rows += m
+        t1 = clock()
+        lat.append(t1 - t)
+        t = t1
+        if first is None:
+            first = t1 - t0
+    return _result(rows, row_bytes, clock() - t0, first, lat)
+
+
+# ------------------------------------------------------------ random access
+
+
+def _batches(spec):
+    import numpy as np
+
+    rng = np.random.default_rng(spec.get("seed", 0))
+    n, k, count = spec["n_rows"], spec["batch"], spec["count"]
+    out = []
+    for _ in range(count):
+        idx = rng.choice(n, size=k, replace=False) if k > 1 else rng.integers(0, n, size=1)
+        if spec.get("sorted"):
+            idx = np.sort(idx)
+        out.append(idx)
+    return out
+
+
+def rand_h5py(spec):
+    import h5py
+    import numpy as np
+
+    batches = _batches(spec)
+    kw = dict(rdcc_nbytes=spec["rdcc"], rdcc_nslots=1021) if spec.get("rdcc") else {}
+    lat, rows = [], 0
+    t0 = clock()
+    with h5py.File(spec["file"], "r", **kw) as f:
+        d = f[spec["path"]]
+        row_bytes = d.dtype.itemsize * int(_prod(d.shape[1:]))
+        first = None
+        for idx in batches:
+            t = clock()
+            if len(idx) == 1:
+                d[int(idx[0])]
+            else:
+                # h5py needs increasing indices: sort, read, put back in order.
+                order = np.argsort(idx)
+                got = d[idx[order]]
+                out = np.empty_like(got)
+                out[order] = got
+            t1 = clock()
+            lat.append(t1 - t)
+            rows += len(idx)
+            if first is None:
+                first = t1 - t0
+    return _result(rows, row_bytes, clock() - t0, first, lat)
+
+
+def rand_memmap(spec):
+    import numpy as np
+
+    batches = _batches(spec)
+    lat, rows = [], 0
+    t0 = clock()
+    mm = np.memmap(spec["file"], mode="r", dtype=spec["dtype"], offset=spec["offset"],
+                   shape=tuple(spec["shape"]))
+    row_bytes = mm.dtype.itemsize * int(_prod(mm.shape[1:]))
+    first = None
+    for idx in batches:
+        t = clock()
+        mm[idx]
+        t1 = clock()
+        lat.append(t1 - t)
+        rows += len(idx)
+        if first is None:
+            first = t1 - t0
+    return _result(rows, row_bytes, clock() - t0, first, lat)
+
+
+def rand_tables(spec):
+    import numpy as np
+    import tables
+
+    batches = _batches(spec)
+    lat, rows = [], 0
+    t0 = clock()
+    with tables.open_file(spec["file"], "r") as f:
+        node = f.get_node(spec["path"])
+        row_bytes = node.dtype.itemsize * int(_prod(node.shape[1:]))
+        first = None
+        for idx in batches:
+            t = clock()
+            if len(idx) == 1:
+                node[int(idx[0])]
+            else:
+                order = np.argsort(idx)
+                got = node[idx[order], :]  # PyTables needs the tuple for point selection in 2-D
+                out = np.empty_like(got)
+                out[order] = got
+            t1 = clock()
+            lat.append(t1 - t)
+            rows += len(idx)
+            if first is None:
+                first = t1 - t0
+    return _result(rows, row_bytes, clock() - t0, first, lat)
+
+
+def _reader_requests(mod, spec, batches, key=lambda idx: idx):
+    """Drive a multitables-style Reader: get_dataset, create_stage, request,
+    then get() (a copy) for every batch, one request in flight."""
+    lat, rows = [], 0
+    t0 = clock()
+    reader = mod.Reader(spec["file"], n_procs=spec.get("n_procs", 2))
+    ds = reader.get_dataset(spec["path"])
+    stage = ds.create_stage(max(len(b) for b in batches))
+    row_bytes = ds.dtype.itemsize * int(_prod(ds.shape[1:]))
+    first = None
+    for idx in batches:
+        t = clock()
+        req = reader.request(ds[int(idx[0]) if len(idx) == 1 else key(idx)], stage)
+        req.get()
+        t1 = clock()
+        lat.append(t1 - t)
+        rows += len(idx)
+        if first is None:
+            first = t1 - t0
+    secs = clock() - t0
+    reader.close()
+    _reap_children()
+    return _result(rows, row_bytes, secs, first, lat)
+
+
+def rand_multiload(spec):
+    import multiload
+
+    if not hasattr(multiload, "Reader"):
+        return dict(missing="multiload.Reader does not exist yet")
+    return _reader_requests(multiload, spec, _batches(spec))
+
+
+def rand_multitables(spec):
+    import multitables
+
+    # multitables reads with PyTables, which needs (rows, slice) for 2-D point selection;
+    # a list, since numpy index arrays intermittently break its msgpack messages.
+    return _reader_requests(multitables, spec, _batches(spec), key=lambda idx: ([int(i) for i in idx], slice(None)))
+
+
+# ------------------------------------------------------------ training loop
+
+
+def _work(torch, W):
+    """The fixed per-batch work of the training loop: one small matmul."""
+    def step(x):
+        return (x @ W).sum()
+    return step
+
+
+def train_loop(spec):
+    """Consume spec['batches'] batches of 256 rows with a fixed small amount
+    of work each; measure samples/s and the fraction of time spent waiting
+    for data."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    n_batches, B, feed = spec["batches"], spec["batch"], spec["feed"]
+    n_batches = min(n_batches, spec["n_rows"] // B)  # the DataLoader makes one pass
+    W = torch.randn(spec["cols"], 64)
+    step = _work(torch, W)
+    wait = 0.0
+    lat, rows = [], 0
+    first = None
+    t0 = clock()
+    if feed == "multiload":
+        import multiload
+
+        q = multiload.Streamer(spec["file"]).get_queue(spec["path"], n_procs=2, block_size=B, cyclic=True)
+        for _ in range(n_batches):
+            t = clock()
+            guard = q.get()
+            with guard as block:
+                x = torch.from_numpy(block)
+                t1 = clock()
+                step(x)
+            wait += t1 - t
+            lat.append(t1 - t)
+            rows += x.shape[0]
+            if first is None:
+                first = t1 - t0
+        q.close()
+    elif feed == "dataloader":
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(H5Rows(spec["file"], spec["path"]), batch_size=B, shuffle=False,
+                            num_workers=spec["workers"], drop_last=True)
+        it = iter(loader)
+        for _ in range(n_batches):
+            t = clock()
+            x = next(it)
+            t1 = clock()
+            step(x)
+            wait += t1 - t
+            lat.append(t1 - t)
+            rows += x.shape[0]
+            if first is None:
+                first = t1 - t0
+        del it, loader
+        _reap_children()
+    elif feed == "multitables":
+        import multitables
+
+        gen = multitables.Streamer(filename=spec["file"]).get_generator(
+            path=spec["path"], n_procs=2, block_size=B, cyclic=True)
+        buf = np.empty((B, spec["cols"]), np.float32)
+        for _ in range(n_batches):
+            t = clock()
+            for j in range(B):
+                buf[j] = next(gen)
+            x = torch.from_numpy(buf)
+            t1 = clock()
+            step(x)
+            wait += t1 - t
+            lat.append(t1 - t)
+            rows += B
+            if first is None:
+                first = t1 - t0
+        gen.close()
+        _reap_children()
+    else:
+        raise ValueError(feed)
+    secs = clock() - t0
+    return _result(rows, spec["cols"] * 4, secs, first, lat, wait_fraction=wait / secs)
+
+
+class H5Rows:
+    """A torch map-style Dataset of an h5py dataset's rows; the file is
+    opened lazily in each worker, as torch's users are told to."""
+
+    def __init__(self, filename, path):
+        import h5py
+
+        self.filename, self.path, self.f = filename, path, None
+        with h5py.File(filename, "r") as f:
+            self.n = f[path].shape[0]
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        import h5py
+        import torch
+
+        if self.f is None:
+            self.f = h5py.File(self.filename, "r")
+        return torch.from_numpy(self.f[self.path][i])
+
+
+# -------------------------------------------------------------------- misc
+
+
+def _prod(shape):
+    p = 1
+    for s in shape:
+        p *= int(s)
+    return p
+
+
+def _reap_children():
+    """Join the worker processes a peer started (so their CPU time counts
+    in RUSAGE_CHILDREN); stop any that do not finish within a second."""
+    import multiprocessing
+
+    for p in multiprocessing.active_children():
+        p.join(1.0)
+        if p.is_alive():
+            p.terminate()
+            p.join(1.0)
+
+
+FUNCS = {
+    "seq-multiload": seq_multiload, "seq-multitables": seq_multitables, "seq-h5py": seq_h5py,
+    "seq-tables": seq_tables, "seq-memmap": seq_memmap,
+    "rand-multiload": rand_multiload, "rand-multitables": rand_multitables, "rand-h5py": rand_h5py,
+    "rand-tables": rand_tables, "rand-memmap": rand_memmap,
+    "train": train_loop,
+}
+
+
+def main():
+    spec = json.loads(sys.argv[1])
+    for name in spec.get("imports", ()):  # import before the clock: CPU time is the run's alone
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:
+        out = FUNCS[spec["func"]](spec)
+    except Exception as e:  # reported, never hidden: the run says what failed
+        out = dict(error=f"{type(e).__name__}: {e}")
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out["cpu"] = (r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
+                  + c1.ru_utime - c0.ru_utime + c1.ru_stime - c0.ru_stime)
+    out["rss_mib"] = r1.ru_maxrss / 1024
+    out["rss_children_mib"] = c1.ru_maxrss / 1024
+    sys.stdout.write("\n@@RESULT " + json.dumps(out) + "\n")
+    sys.stdout.flush()
+    os._exit(0)  # do not wait for stray worker processes' atexit handlers
+
+
+if __name__ == "__main__":
+    main()
