@@ -16,7 +16,11 @@
  * consumers are never left waiting.
  *
  * Close: ring close wakes every worker waiting for a slot; workers in the
- * middle of a read finish that read, then exit; close joins them.
+ * middle of a read finish that read, then exit. close() joins them for up
+ * to CLOSE_WAIT_MS and detaches any still reading (a hung network mount
+ * must not hang close or Ctrl-C). That is safe because the stream is
+ * reference-counted: the owner holds one reference and every worker one,
+ * so a detached worker's stream, ring and layout live until it exits.
  */
 #define _GNU_SOURCE
 #include "streamer.h"
@@ -27,8 +31,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fetch.h"
+
+#define CLOSE_WAIT_MS 500
 
 struct ml_stream {
     ml_layout *L;                 /* owned reference */
@@ -45,7 +52,24 @@ struct ml_stream {
     pthread_cond_t start_cv;      /* signalled once, when started becomes 1 */
     int started;                  /* 1 once every worker thread was created (n_started final) */
     _Atomic unsigned n_failed;    /* workers whose fetcher could not open */
+    _Atomic unsigned refs;        /* owner + one per running worker; freed at 0 */
 };
+
+static void stream_destroy(ml_stream *s) {
+    ml_ring_unref(s->ring);
+    ml_layout_unref(s->L);
+    free(s->threads);
+    pthread_mutex_destroy(&s->close_mu);
+    pthread_mutex_destroy(&s->start_mu);
+    pthread_cond_destroy(&s->start_cv);
+    free(s);
+}
+
+static void stream_unref(ml_stream *s) {
+    /* acq_rel: the last holder sees every other holder's writes before freeing. */
+    if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+        stream_destroy(s);
+}
 
 uint64_t ml_stream_n_blocks(uint64_t n_rows, uint64_t block_rows, int cyclic, int remainder) {
     if (n_rows == 0 || block_rows == 0)
@@ -135,6 +159,7 @@ static void *worker_main(void *arg) {
             break;
     }
     ml_fetcher_close(f);
+    stream_unref(s);
     return NULL;
 }
 
@@ -157,6 +182,7 @@ int ml_stream_open(ml_stream **out, ml_layout *L, const ml_stream_config *cfg, m
     s->cfg = *cfg;
     s->n_blocks = ml_stream_n_blocks(L->n_rows, cfg->block_rows, cfg->cyclic, cfg->remainder);
     atomic_init(&s->io_mode, -1);
+    atomic_init(&s->refs, 1);
     pthread_mutex_init(&s->close_mu, NULL);
     pthread_mutex_init(&s->start_mu, NULL);
     pthread_cond_init(&s->start_cv, NULL);
@@ -182,8 +208,11 @@ int ml_stream_open(ml_stream **out, ml_layout *L, const ml_stream_config *cfg, m
         goto fail;
     }
     for (unsigned i = 0; i < nw; i++) {
+        /* Relaxed: the thread's creation orders this before it runs. */
+        atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
         int e = pthread_create(&s->threads[i], NULL, worker_main, s);
         if (e) {
+            atomic_fetch_sub_explicit(&s->refs, 1, memory_order_relaxed);
             if (i > 0)
                 break; /* run with the workers we have */
             rc = ml_error_set(err, -e, "cannot start a worker thread: %s", strerror(e));
@@ -220,8 +249,14 @@ void ml_stream_close(ml_stream *s) {
         s->closed = 1;
         if (s->ring)
             ml_ring_close(s->ring);
+        struct timespec deadline;
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_nsec += CLOSE_WAIT_MS * 1000000L;
+        deadline.tv_sec += deadline.tv_nsec / 1000000000L;
+        deadline.tv_nsec %= 1000000000L;
         for (unsigned i = 0; i < s->n_started; i++)
-            pthread_join(s->threads[i], NULL);
+            if (pthread_timedjoin_np(s->threads[i], NULL, &deadline) != 0)
+                pthread_detach(s->threads[i]); /* still reading: it frees its reference when done */
     }
     pthread_mutex_unlock(&s->close_mu);
 }
@@ -230,13 +265,7 @@ void ml_stream_free(ml_stream *s) {
     if (!s)
         return;
     ml_stream_close(s);
-    ml_ring_unref(s->ring);
-    ml_layout_unref(s->L);
-    free(s->threads);
-    pthread_mutex_destroy(&s->close_mu);
-    pthread_mutex_destroy(&s->start_mu);
-    pthread_cond_destroy(&s->start_cv);
-    free(s);
+    stream_unref(s);
 }
 
 ml_ring *ml_stream_ring(ml_stream *s) { return s->ring; }

@@ -51,7 +51,9 @@ int ml_stream_open(ml_stream **out, ml_layout *L, const ml_stream_config *cfg, m
 /* Take the next block (see ml_ring_take for codes and ownership). */
 int ml_stream_take(ml_stream *s, uint64_t owner, long timeout_ms, ml_taken *out);
 
-/* Stop the workers and wait for them (they finish the block in hand).
+/* Stop the workers and wait for them (they finish the block in hand) for
+ * at most about half a second; a worker still stuck in a read after that
+ * is detached and frees its share of the stream when the read returns.
  * Idempotent. Slot memory stays alive while ring references remain. */
 void ml_stream_close(ml_stream *s);
 
