@@ -2,40 +2,54 @@
  *
  * Workload: many small requests ("these 256 rows, in this order") arriving
  * from Python threads, served by n_workers native threads that share one
- * FIFO queue. Requests are independent; a request is executed by one
- * worker from start to end, so its destination is written by one thread.
+ * FIFO queue, and by the consumer itself: a thread that waits for a request
+ * no worker has started yet takes it out of the queue and runs it
+ * (ml_reader_help), which saves two thread hand-offs for synchronous use.
  *
- * Request life:  QUEUED --(worker pops)--> RUNNING --> DONE
+ * Request life:  QUEUED --(worker or helping waiter takes it)--> RUNNING --> DONE
  *                QUEUED --(cancel / shutdown without drain)--> DONE
  * A DONE request carries its outcome in `err` (-ECANCELED, -ML_ECLOSED
  * or a read error). Each request has its own mutex and condition variable
  * so that waiting on one never wakes the waiters of another, and so a
  * request outlives the reader that ran it. It is reference counted: the
- * caller holds one reference, the queue/worker another while it is queued
- * or running.
+ * caller holds one reference, the queue/executor another while it is
+ * queued or running, the parallel list (below) one while it is on it, and
+ * every thread running its parts one.
  *
- * How rows are read:
- *   - a range of whole rows: one ml_fetch_rows() straight into dest;
- *   - a strictly increasing list of whole rows of contiguous data: rows
- *     are merged into runs, all runs go to the I/O engine as one batch,
- *     straight into dest (no copy);
- *   - anything else on contiguous data (unsorted, duplicates, a column of
- *     a compound row): the distinct rows are sorted, merged into runs
- *     (small gaps are read through, cheaper than another read), read as
- *     one batch into the worker's scratch buffer, then each requested row
- *     (or its column bytes) is copied to its place in dest;
- *   - chunked data is read by "bands" (the chunk rows k*c0 .. (k+1)*c0,
- *     every chunk across the trailing dims): each band a request touches
- *     is decoded once, from the reader's cache of decoded bands when it is
- *     there, and the requested rows copied out. Ranges that cover whole
- *     bands bypass the cache (ml_fetch_rows decodes them into place).
+ * Parts. The thread that takes a request (its executor) plans it and cuts
+ * it into parts: disjoint slices of its work, each written to its own bytes
+ * of dest. A request with more than one part is put on the reader's
+ * parallel list; idle workers, and the waiter in ml_reader_help, claim its
+ * parts (an atomic counter) beside the executor, so the chunks of one
+ * request decode on every core. The thread that finishes the last part
+ * completes the request. Parts of chunked data never split a band, so every
+ * band is read and decoded once per request; the chunk reads of one part
+ * go to the I/O engine as one batch (ml_fetch_rows_multi).
  *
- * Locks: r->mu guards the queue, `closed`, `draining`, the notify tags
- * and n_exited. q->mu guards q->state and q->err. r->cache_mu guards the
- * band cache. Order: r->mu before q->mu; cache_mu is never held with
- * another lock. No wait is unbounded without a way to wake it: workers
- * wait on work_cv (shutdown broadcasts it), request waiters on q->cv
- * (completion or shutdown broadcasts it), pop_done on notify_cv.
+ * How rows are read (a part runs one of these on its slice):
+ *   - RANGE: a range of whole rows: ml_fetch_rows() straight into dest;
+ *   - DIRECT: a strictly increasing list of whole rows of contiguous data:
+ *     rows are merged into runs, all runs go to the I/O engine as one
+ *     batch, straight into dest (no copy);
+ *   - SCATTER: anything else on contiguous data (unsorted, duplicates, a
+ *     column of a compound row): the distinct rows are sorted, merged into
+ *     runs (small gaps are read through, cheaper than another read), read
+ *     as one batch into the thread's scratch buffer, then each requested
+ *     row (or its column bytes) is copied to its place in dest;
+ *   - BANDS: chunked data is read by "bands" (the chunk rows k*c0 ..
+ *     (k+1)*c0, every chunk across the trailing dims): each band a request
+ *     touches is decoded once, from the reader's cache of decoded bands
+ *     when it is there, and the requested rows copied out. Ranges that
+ *     cover whole bands are RANGE parts (ml_fetch_rows decodes into place).
+ *
+ * Locks: r->mu guards the queue, the parallel list, `closed`, `draining`,
+ * the notify tags, the helper contexts, n_idle and n_exited. q->mu guards
+ * q->state and q->err. r->cache_mu guards the band cache. Order: r->mu
+ * before q->mu; cache_mu is never held with another lock. No wait is
+ * unbounded without a way to wake it: workers wait on work_cv (shutdown
+ * broadcasts it), request waiters on q->cv (completion or shutdown
+ * broadcasts it), pop_done on notify_cv. Running a request on a waiter's
+ * thread is bounded work, not a wait.
  */
 #define _GNU_SOURCE
 #include "reader.h"
@@ -51,15 +65,34 @@
 #include "fetch.h"
 
 #define N_FETCHERS 8          /* fetchers (open files) cached per worker */
-#define CACHE_ENTRIES 256     /* band cache slots */
+#define N_HELPERS 4           /* waiter threads that may run requests at once */
+#define CACHE_ENTRIES 1024    /* band cache slots */
 #define AUTO_CACHE_BYTES (64u << 20)
-#define GAP_BYTES 16384       /* read through gaps smaller than this */
+#define GAP_BYTES 2048        /* read through gaps smaller than this (measured: a
+                                 page-cache read costs ~1 us, a copy ~0.3 us/KiB) */
+#define MAX_PARTS 16          /* parts per request */
+#define BAND_GROUP 16         /* bands read in one I/O batch by a part */
+#define PART_MIN_ROWS 64      /* contiguous row lists: rows per part, at least */
+#define PART_MIN_BYTES (256u << 10) /* ranges: bytes per part, at least */
 
 enum { Q_QUEUED, Q_RUNNING, Q_DONE };
+enum { M_RANGE, M_DIRECT, M_SCATTER, M_BANDS };
+
+typedef struct pair {
+    uint64_t row;             /* dataset row */
+    uint64_t pos;             /* index in the request */
+} pair;
+
+typedef struct part {
+    uint64_t k0, k1;          /* slice [k0, k1) of the rows (or pairs) */
+} part;
 
 struct ml_request {
-    _Atomic int refs;         /* caller + queue/worker */
-    ml_request *next;         /* queue link; r->mu */
+    _Atomic int refs;         /* see the file comment */
+    ml_request *next, *prev;  /* queue links; r->mu */
+    ml_request *par_next;     /* parallel list link; r->mu */
+    int on_par;               /* on the parallel list; r->mu */
+    int in_queue;             /* on the FIFO; r->mu */
     pthread_mutex_t mu;
     pthread_cond_t cv;        /* signalled when state becomes Q_DONE */
     int state;                /* Q_*; mu */
@@ -71,6 +104,16 @@ struct ml_request {
     unsigned char *dest;      /* borrowed from the caller */
     uint64_t tag;
     int notify;
+    /* The plan: written by the executor before the parts are published
+     * (the r->mu release that publishes them orders these writes). */
+    int mode;                 /* M_* */
+    pair *pairs;              /* owned, sorted by row; NULL: k-th row is row_at(q, k), pos k */
+    part parts[MAX_PARTS];
+    size_t n_parts;
+    _Atomic size_t next_part; /* next part to claim */
+    _Atomic size_t parts_left;/* parts not finished; the one that reaches 0 completes q */
+    _Atomic int failed;       /* a part failed: the rest skip their work */
+    ml_error part_err;        /* first part error; mu */
 };
 
 typedef struct band {
@@ -78,11 +121,13 @@ typedef struct band {
     uint64_t index;           /* band number: rows index*c0 .. */
     unsigned char *buf;       /* owned, decoded rows */
     size_t bytes;
-    unsigned pins;            /* workers copying out of it */
+    unsigned pins;            /* threads copying out of it */
     uint64_t tick;            /* last use, for LRU */
     int valid;
 } band;
 
+/* Per-thread execution context: a worker's, or a helper's (lent to a
+ * waiting thread under r->mu). */
 typedef struct worker {
     ml_reader *r;
     pthread_t thread;
@@ -93,30 +138,35 @@ typedef struct worker {
     size_t scratch_cap;
     ml_row_run *runs;
     size_t runs_cap;
+    uint64_t *src;            /* SCATTER: scratch row of each requested row */
+    size_t src_cap;
 } worker;
 
 struct ml_reader {
     pthread_mutex_t mu;
-    pthread_cond_t work_cv;   /* queue non-empty or shutdown */
+    pthread_cond_t work_cv;   /* queue or parallel list non-empty, or shutdown */
     pthread_cond_t notify_cv; /* a tag was queued or a worker exited */
     ml_request *head, *tail;  /* FIFO; mu */
+    ml_request *par;          /* requests with parts to claim; mu */
     int closed;               /* no new requests; mu */
     int draining;             /* closed with drain=1; mu */
     unsigned n_exited;        /* workers that left their loop; mu */
+    unsigned n_idle;          /* workers waiting on work_cv; mu */
     uint64_t *tags;           /* finished notify tags; mu */
     size_t n_tags, tags_cap;
     int joined;
     unsigned n_workers;
     worker *workers;
+    worker helpers[N_HELPERS];/* lent to waiters; mu */
+    unsigned helpers_busy;    /* bit i: helpers[i] lent; mu */
     ml_io_mode io_mode;
     pthread_mutex_t cache_mu;
     band cache[CACHE_ENTRIES];/* cache_mu */
     size_t cache_used;        /* bytes in valid entries; cache_mu */
     size_t cache_limit;       /* 0 = auto */
     uint64_t cache_tick;      /* cache_mu */
-    _Atomic uint64_t n_requests, n_rows, n_hits, n_misses; /* stats, relaxed */
+    _Atomic uint64_t n_requests, n_rows, n_hits, n_misses, n_parallel, n_helped; /* stats, relaxed */
 };
-
 /* ---- requests ---------------------------------------------------------- */
 
 static void deadline_after(struct timespec *ts, long ms) {
@@ -143,6 +193,7 @@ static void request_unref(ml_request *q) {
         return;
     ml_layout_unref(q->L);
     free(q->rows);
+    free(q->pairs);
     pthread_mutex_destroy(&q->mu);
     pthread_cond_destroy(&q->cv);
     free(q);
@@ -224,12 +275,15 @@ int ml_request_submit(ml_reader *r, const ml_request_spec *s, ml_request **out, 
         request_unref(q);
         return ml_error_set(err, -ML_ECLOSED, "the reader is closed");
     }
+    q->prev = r->tail;
+    q->in_queue = 1;
     if (r->tail)
         r->tail->next = q;
     else
         r->head = q;
     r->tail = q;
-    pthread_cond_signal(&r->work_cv);
+    if (r->n_idle)
+        pthread_cond_signal(&r->work_cv);
     pthread_mutex_unlock(&r->mu);
     *out = q;
     return 0;
@@ -287,12 +341,14 @@ static void band_release(ml_reader *r, band_ref *b) {
     b->index = UINT64_MAX;
 }
 
-/* Pin band `index` of L (decoding it on a miss). Returns 0 or an error. */
-static int band_get(ml_reader *r, ml_fetcher *f, ml_layout *L, uint64_t index, band_ref *out,
-                    ml_error *err) {
+static void band_rows(const ml_layout *L, uint64_t index, uint64_t *row0, uint64_t *n) {
     uint64_t c0 = L->chunk[0];
-    uint64_t row0 = index * c0, n = row0 + c0 <= L->n_rows ? c0 : L->n_rows - row0;
-    size_t bytes = n * L->row_bytes;
+    *row0 = index * c0;
+    *n = *row0 + c0 <= L->n_rows ? c0 : L->n_rows - *row0;
+}
+
+/* Pin band `index` of L if the cache has it: returns 1, else 0. */
+static int band_lookup(ml_reader *r, ml_layout *L, uint64_t index, band_ref *out) {
     pthread_mutex_lock(&r->cache_mu);
     for (unsigned i = 0; i < CACHE_ENTRIES; i++) {
         band *e = &r->cache[i];
@@ -302,22 +358,19 @@ static int band_get(ml_reader *r, ml_fetcher *f, ml_layout *L, uint64_t index, b
             pthread_mutex_unlock(&r->cache_mu);
             atomic_fetch_add_explicit(&r->n_hits, 1, memory_order_relaxed);
             *out = (band_ref){.e = e, .buf = e->buf, .index = index};
-            return 0;
+            return 1;
         }
     }
     pthread_mutex_unlock(&r->cache_mu);
     atomic_fetch_add_explicit(&r->n_misses, 1, memory_order_relaxed);
-    unsigned char *buf = ml_fault_alloc() < 0 ? NULL : malloc(bytes ? bytes : 1);
-    if (!buf)
-        return ml_error_set(err, -ENOMEM, "out of memory decoding rows %llu..%llu of dataset '%s'",
-                            (unsigned long long)row0, (unsigned long long)(row0 + n), L->path);
-    int rc = ml_fetch_rows(f, row0, n, buf, err);
-    if (rc < 0) {
-        free(buf);
-        return rc;
-    }
-    *out = (band_ref){.buf = buf, .index = index, .private_buf = 1};
-    /* Insert: evict unpinned least-recently-used bands until it fits. */
+    return 0;
+}
+
+/* Hand a freshly decoded private band (b->private_buf) to the cache,
+ * evicting unpinned least-recently-used bands until it fits; b then pins
+ * the entry. Leaves b private when it does not fit or another thread
+ * cached the same band meanwhile. */
+static void band_insert(ml_reader *r, ml_layout *L, band_ref *b, size_t bytes) {
     size_t limit = r->cache_limit;
     if (!limit) {
         limit = AUTO_CACHE_BYTES;
@@ -325,11 +378,18 @@ static int band_get(ml_reader *r, ml_fetcher *f, ml_layout *L, uint64_t index, b
             limit = 4 * (size_t)r->n_workers * bytes;
     }
     if (bytes > limit)
-        return 0;
+        return;
     ml_layout *drop[CACHE_ENTRIES];
     unsigned n_drop = 0;
     pthread_mutex_lock(&r->cache_mu);
     band *slot = NULL;
+    for (unsigned i = 0; i < CACHE_ENTRIES; i++) {
+        band *e = &r->cache[i];
+        if (e->valid && e->L == L && e->index == b->index) {
+            pthread_mutex_unlock(&r->cache_mu);
+            return;
+        }
+    }
     for (;;) {
         band *lru = NULL;
         slot = NULL;
@@ -354,18 +414,17 @@ static int band_get(ml_reader *r, ml_fetcher *f, ml_layout *L, uint64_t index, b
     }
     if (slot) {
         ml_layout_ref(L);
-        *slot = (band){.L = L, .index = index, .buf = buf, .bytes = bytes, .pins = 1,
+        *slot = (band){.L = L, .index = b->index, .buf = b->buf, .bytes = bytes, .pins = 1,
                        .tick = ++r->cache_tick, .valid = 1};
         r->cache_used += bytes;
-        *out = (band_ref){.e = slot, .buf = buf, .index = index};
+        *b = (band_ref){.e = slot, .buf = b->buf, .index = b->index};
     }
     pthread_mutex_unlock(&r->cache_mu);
     for (unsigned i = 0; i < n_drop; i++)
         ml_layout_unref(drop[i]);
-    return 0;
 }
 
-/* ---- workers ----------------------------------------------------------- */
+/* ---- executing parts --------------------------------------------------- */
 
 static ml_fetcher *fetcher_for(worker *w, ml_layout *L, ml_error *err) {
     unsigned victim = 0;
@@ -387,11 +446,26 @@ static ml_fetcher *fetcher_for(worker *w, ml_layout *L, ml_error *err) {
     return f;
 }
 
+static void worker_release(worker *w) {
+    for (unsigned i = 0; i < N_FETCHERS; i++)
+        ml_fetcher_close(w->fetchers[i].f);
+    memset(w->fetchers, 0, sizeof w->fetchers);
+    free(w->scratch);
+    free(w->runs);
+    free(w->src);
+    w->scratch = NULL;
+    w->runs = NULL;
+    w->src = NULL;
+    w->scratch_cap = w->runs_cap = w->src_cap = 0;
+}
+
 static int grow(void **p, size_t *cap, size_t need) {
     if (*cap >= need)
         return 0;
     if (ml_fault_alloc() < 0)
         return -ENOMEM;
+    if (need < 2 * *cap)
+        need = 2 * *cap;
     void *n = realloc(*p, need);
     if (!n)
         return -ENOMEM;
@@ -399,11 +473,6 @@ static int grow(void **p, size_t *cap, size_t need) {
     *cap = need;
     return 0;
 }
-
-typedef struct pair {
-    uint64_t row;             /* dataset row */
-    uint64_t pos;             /* index in the request; later: scratch row */
-} pair;
 
 static int pair_cmp(const void *a, const void *b) {
     const pair *x = a, *y = b;
@@ -413,86 +482,95 @@ static int pair_cmp(const void *a, const void *b) {
 }
 
 static inline uint64_t row_at(const ml_request *q, uint64_t i) { return q->rows ? q->rows[i] : q->row0 + i; }
+/* The k-th row in reading order and its place in the request. */
+static inline uint64_t row_k(const ml_request *q, uint64_t k) { return q->pairs ? q->pairs[k].row : row_at(q, k); }
+static inline uint64_t pos_k(const ml_request *q, uint64_t k) { return q->pairs ? q->pairs[k].pos : k; }
 
 static int oom(ml_error *err, const ml_request *q) {
     return ml_error_set(err, -ENOMEM, "out of memory reading %llu rows of dataset '%s'",
                         (unsigned long long)q->n_rows, q->L->path);
 }
 
-/* Chunked data: copy each requested row out of its decoded band. */
-static int exec_bands(worker *w, ml_fetcher *f, ml_request *q, pair *p, uint64_t n, ml_error *err) {
+/* BANDS: rows k0..k1 (in reading order) out of their decoded bands, up to
+ * BAND_GROUP bands at a time, the missing ones read in one I/O batch. */
+static int exec_bands(worker *w, ml_fetcher *f, ml_request *q, uint64_t k0, uint64_t k1, ml_error *err) {
+    ml_reader *r = w->r;
     ml_layout *L = q->L;
     uint64_t c0 = L->chunk[0];
-    band_ref b = {.index = UINT64_MAX};
     int rc = 0;
-    for (uint64_t k = 0; k < n; k++) {
-        uint64_t row = p ? p[k].row : row_at(q, k), pos = p ? p[k].pos : k;
-        if (row / c0 != b.index) {
-            band_release(w->r, &b);
-            if ((rc = band_get(w->r, f, L, row / c0, &b, err)) < 0)
-                break;
+    for (uint64_t k = k0; k < k1 && rc == 0;) {
+        band_ref refs[BAND_GROUP];
+        uint64_t kend[BAND_GROUP];
+        ml_row_run miss[BAND_GROUP];
+        void *mdest[BAND_GROUP];
+        size_t mi[BAND_GROUP], nb = 0, nm = 0;
+        uint64_t j = k;
+        while (j < k1 && nb < BAND_GROUP) {
+            uint64_t b = row_k(q, j) / c0, e = j + 1;
+            while (e < k1 && row_k(q, e) / c0 == b)
+                e++;
+            kend[nb] = e;
+            if (!band_lookup(r, L, b, &refs[nb])) {
+                uint64_t row0, n;
+                band_rows(L, b, &row0, &n);
+                unsigned char *buf = ml_fault_alloc() < 0 ? NULL : malloc(n * L->row_bytes + 1);
+                if (!buf) {
+                    rc = ml_error_set(err, -ENOMEM, "out of memory decoding rows %llu..%llu of dataset '%s'",
+                                      (unsigned long long)row0, (unsigned long long)(row0 + n), L->path);
+                    break;
+                }
+                refs[nb] = (band_ref){.buf = buf, .index = b, .private_buf = 1};
+                miss[nm] = (ml_row_run){row0, n};
+                mdest[nm] = buf;
+                mi[nm++] = nb;
+            }
+            nb++;
+            j = e;
         }
-        memcpy(q->dest + pos * q->out_size, b.buf + (row % c0) * L->row_bytes + q->col_offset, q->out_size);
+        if (rc == 0 && nm)
+            rc = ml_fetch_rows_multi(f, miss, mdest, nm, err);
+        for (size_t i = 0; rc == 0 && i < nm; i++)
+            band_insert(r, L, &refs[mi[i]], miss[i].count * L->row_bytes);
+        for (size_t i = 0, kk = k; rc == 0 && i < nb; i++)
+            for (; kk < kend[i]; kk++)
+                memcpy(q->dest + pos_k(q, kk) * q->out_size,
+                       refs[i].buf + (row_k(q, kk) % c0) * L->row_bytes + q->col_offset, q->out_size);
+        for (size_t i = 0; i < nb; i++)
+            band_release(r, &refs[i]);
+        k = j;
     }
-    band_release(w->r, &b);
     return rc;
 }
 
-static int execute(worker *w, ml_request *q, ml_error *err) {
-    ml_layout *L = q->L;
-    uint64_t n = q->n_rows;
-    if (n == 0 || q->out_size == 0)
-        return 0;
-    ml_fetcher *f = fetcher_for(w, L, err);
-    if (!f)
-        return err->code;
-    int chunked = L->storage == ML_STORE_CHUNKED;
-    int whole = q->col_size == 0;
-    if (!q->rows && whole && (!chunked || n >= L->chunk[0]))
-        return ml_fetch_rows(f, q->row0, n, q->dest, err);
-    if (!q->rows && chunked)
-        return exec_bands(w, f, q, NULL, n, err);
-    int increasing = 1;
-    for (uint64_t i = 1; q->rows && i < n && increasing; i++)
-        increasing = q->rows[i] > q->rows[i - 1];
-    if (chunked && increasing)
-        return exec_bands(w, f, q, NULL, n, err);
-    if (whole && q->rows && increasing) {
-        /* Runs of adjacent rows, read straight into dest in one batch. */
-        size_t nr = 0;
-        for (uint64_t i = 0; i < n; i++) {
-            if (nr && w->runs[nr - 1].start + w->runs[nr - 1].count == q->rows[i]) {
-                w->runs[nr - 1].count++;
-                continue;
-            }
-            if (grow((void **)&w->runs, &w->runs_cap, (nr + 1) * sizeof *w->runs) < 0)
-                return oom(err, q);
-            w->runs[nr++] = (ml_row_run){q->rows[i], 1};
+/* DIRECT: strictly increasing whole rows k0..k1, merged into runs, read in
+ * one batch straight to their place in dest. */
+static int exec_direct(worker *w, ml_fetcher *f, ml_request *q, uint64_t k0, uint64_t k1, ml_error *err) {
+    size_t nr = 0;
+    for (uint64_t i = k0; i < k1; i++) {
+        if (nr && w->runs[nr - 1].start + w->runs[nr - 1].count == q->rows[i]) {
+            w->runs[nr - 1].count++;
+            continue;
         }
-        return ml_fetch_runs(f, w->runs, nr, q->dest, err);
+        if (grow((void **)&w->runs, &w->runs_cap, (nr + 1) * sizeof *w->runs) < 0)
+            return oom(err, q);
+        w->runs[nr++] = (ml_row_run){q->rows[i], 1};
     }
-    pair *p = ml_fault_alloc() < 0 ? NULL : malloc(n * sizeof *p);
-    if (!p)
-        return oom(err, q);
-    for (uint64_t i = 0; i < n; i++)
-        p[i] = (pair){row_at(q, i), i};
-    if (!increasing)
-        qsort(p, n, sizeof *p, pair_cmp);
-    int rc;
-    if (chunked) {
-        rc = exec_bands(w, f, q, p, n, err);
-        free(p);
-        return rc;
-    }
-    /* Distinct rows into runs (reading through small gaps); row k of the
-     * request comes from scratch row src[k]. */
+    return ml_fetch_runs(f, w->runs, nr, q->dest + k0 * q->out_size, err);
+}
+
+/* SCATTER: sorted pairs k0..k1: distinct rows into runs (reading through
+ * small gaps) into scratch, then each row (or its column) to its place. */
+static int exec_scatter(worker *w, ml_fetcher *f, ml_request *q, uint64_t k0, uint64_t k1, ml_error *err) {
+    ml_layout *L = q->L;
+    uint64_t n = k1 - k0;
     uint64_t gap = L->row_bytes ? GAP_BYTES / L->row_bytes : 0;
-    uint64_t *src = ml_fault_alloc() < 0 ? NULL : malloc(n * sizeof *src);
+    if (grow((void **)&w->src, &w->src_cap, n * sizeof *w->src) < 0)
+        return oom(err, q);
+    uint64_t *src = w->src;
     size_t nr = 0;
     uint64_t total = 0;
-    rc = src ? 0 : oom(err, q);
-    for (uint64_t k = 0; k < n && rc == 0; k++) {
-        uint64_t row = p[k].row;
+    for (uint64_t k = 0; k < n; k++) {
+        uint64_t row = row_k(q, k0 + k);
         ml_row_run *last = nr ? &w->runs[nr - 1] : NULL;
         if (last && row < last->start + last->count) {
             /* duplicate of a row already in the last run */
@@ -501,25 +579,20 @@ static int execute(worker *w, ml_request *q, ml_error *err) {
             last->count += add;
             total += add;
         } else {
-            if (grow((void **)&w->runs, &w->runs_cap, (nr + 1) * sizeof *w->runs) < 0) {
-                rc = oom(err, q);
-                break;
-            }
+            if (grow((void **)&w->runs, &w->runs_cap, (nr + 1) * sizeof *w->runs) < 0)
+                return oom(err, q);
             w->runs[nr++] = (ml_row_run){row, 1};
             total++;
         }
         last = &w->runs[nr - 1];
         src[k] = total - (last->start + last->count - row);
     }
-    if (rc == 0 && grow((void **)&w->scratch, &w->scratch_cap, total * L->row_bytes) < 0)
-        rc = oom(err, q);
-    if (rc == 0)
-        rc = ml_fetch_runs(f, w->runs, nr, w->scratch, err);
+    if (grow((void **)&w->scratch, &w->scratch_cap, total * L->row_bytes) < 0)
+        return oom(err, q);
+    int rc = ml_fetch_runs(f, w->runs, nr, w->scratch, err);
     for (uint64_t k = 0; k < n && rc == 0; k++)
-        memcpy(q->dest + p[k].pos * q->out_size, w->scratch + src[k] * L->row_bytes + q->col_offset,
+        memcpy(q->dest + pos_k(q, k0 + k) * q->out_size, w->scratch + src[k] * L->row_bytes + q->col_offset,
                q->out_size);
-    free(src);
-    free(p);
     /* Keep at most 16 MiB of scratch between requests. */
     if (w->scratch_cap > (16u << 20)) {
         free(w->scratch);
@@ -529,13 +602,244 @@ static int execute(worker *w, ml_request *q, ml_error *err) {
     return rc;
 }
 
+static int exec_part(worker *w, ml_request *q, const part *pt, ml_error *err) {
+    ml_fetcher *f = fetcher_for(w, q->L, err);
+    if (!f)
+        return err->code;
+    switch (q->mode) {
+    case M_RANGE:
+        return ml_fetch_rows(f, q->row0 + pt->k0, pt->k1 - pt->k0, q->dest + pt->k0 * q->out_size, err);
+    case M_DIRECT:
+        return exec_direct(w, f, q, pt->k0, pt->k1, err);
+    case M_SCATTER:
+        return exec_scatter(w, f, q, pt->k0, pt->k1, err);
+    default:
+        return exec_bands(w, f, q, pt->k0, pt->k1, err);
+    }
+}
+
+/* Cut [0, n) into at most `max` parts of at least `min` rows; with c0,
+ * only at k where row_k(q, k) starts a new band of c0 rows. */
+static void cut_parts(ml_request *q, uint64_t n, uint64_t min, size_t max, uint64_t c0) {
+    uint64_t want = n / max > min ? n / max : min;
+    size_t np = 0;
+    uint64_t k0 = 0;
+    while (k0 < n) {
+        uint64_t k1 = np + 1 == max || n - k0 <= want ? n : k0 + want;
+        if (c0 && k1 < n) { /* move the cut to the next band boundary */
+            uint64_t b = row_k(q, k1 - 1) / c0;
+            while (k1 < n && row_k(q, k1) / c0 == b)
+                k1++;
+        }
+        q->parts[np++] = (part){k0, k1};
+        k0 = k1;
+    }
+    q->n_parts = np;
+}
+
+/* Decide how q is read and cut it into parts. Returns 0 or an error. */
+static int plan_request(worker *w, ml_request *q, ml_error *err) {
+    ml_layout *L = q->L;
+    uint64_t n = q->n_rows;
+    size_t threads = (size_t)w->r->n_workers + 1; /* the workers and a waiter */
+    size_t max_parts = 2 * threads < MAX_PARTS ? 2 * threads : MAX_PARTS;
+    int chunked = L->storage == ML_STORE_CHUNKED;
+    int splittable = chunked || L->storage == ML_STORE_CONTIGUOUS;
+    int whole = q->col_size == 0;
+    uint64_t c0 = chunked ? L->chunk[0] : 0;
+    q->n_parts = 1;
+    q->parts[0] = (part){0, n};
+    if (!q->rows && whole && (!chunked || n >= c0)) {
+        q->mode = M_RANGE;
+        if (!splittable || n * L->row_bytes < 2 * (uint64_t)PART_MIN_BYTES)
+            return 0;
+        uint64_t min = PART_MIN_BYTES / L->row_bytes + 1;
+        if (c0)
+            min = (min + c0 - 1) / c0 * c0;
+        /* cut at absolute band boundaries: every chunk stays in one part */
+        uint64_t want = n / max_parts > min ? n / max_parts : min;
+        size_t np = 0;
+        uint64_t k0 = 0;
+        while (k0 < n) {
+            uint64_t k1 = np + 1 == max_parts || n - k0 <= want ? n : k0 + want;
+            if (c0 && k1 < n)
+                k1 = ((q->row0 + k1 + c0 - 1) / c0) * c0 - q->row0;
+            if (k1 > n)
+                k1 = n;
+            q->parts[np++] = (part){k0, k1};
+            k0 = k1;
+        }
+        q->n_parts = np;
+        return 0;
+    }
+    int increasing = 1;
+    for (uint64_t i = 1; q->rows && i < n && increasing; i++)
+        increasing = q->rows[i] > q->rows[i - 1];
+    if (!chunked && whole && q->rows && increasing) {
+        q->mode = M_DIRECT;
+        if (splittable && n >= 2 * PART_MIN_ROWS)
+            cut_parts(q, n, PART_MIN_ROWS, max_parts, 0);
+        return 0;
+    }
+    if (!increasing) {
+        q->pairs = ml_fault_alloc() < 0 ? NULL : malloc(n * sizeof *q->pairs);
+        if (!q->pairs)
+            return oom(err, q);
+        for (uint64_t i = 0; i < n; i++)
+            q->pairs[i] = (pair){row_at(q, i), i};
+        qsort(q->pairs, n, sizeof *q->pairs, pair_cmp);
+    }
+    if (chunked) {
+        q->mode = M_BANDS;
+        if (row_k(q, 0) / c0 != row_k(q, n - 1) / c0)
+            cut_parts(q, n, 1, max_parts, c0);
+        return 0;
+    }
+    q->mode = M_SCATTER;
+    if (splittable && n >= 2 * PART_MIN_ROWS)
+        cut_parts(q, n, PART_MIN_ROWS, max_parts, 0);
+    return 0;
+}
+
+/* Complete q once its last part is done. Drops the executor's reference. */
+static void part_done(ml_reader *r, ml_request *q, int rc, const ml_error *e) {
+    if (rc < 0) {
+        pthread_mutex_lock(&q->mu);
+        if (!atomic_load_explicit(&q->failed, memory_order_relaxed)) {
+            q->part_err = *e;
+            if (q->part_err.code == 0)
+                ml_error_set(&q->part_err, rc, "reading dataset '%s': %s", q->L->path, ml_strerror(rc));
+            atomic_store_explicit(&q->failed, 1, memory_order_relaxed);
+        }
+        pthread_mutex_unlock(&q->mu);
+    }
+    /* acq_rel: the finisher sees every part's writes to dest and part_err */
+    if (atomic_fetch_sub_explicit(&q->parts_left, 1, memory_order_acq_rel) != 1)
+        return;
+    int failed = atomic_load_explicit(&q->failed, memory_order_relaxed);
+    if (!failed)
+        atomic_fetch_add_explicit(&r->n_rows, q->n_rows, memory_order_relaxed);
+    ml_error fe = q->part_err; /* stable: every part is done */
+    request_finish(r, q, failed ? &fe : NULL);
+    request_unref(q);
+}
+
+/* Claim and run parts of q until none is left. The caller holds a reference. */
+static void run_parts(worker *w, ml_request *q) {
+    for (;;) {
+        size_t i = atomic_fetch_add_explicit(&q->next_part, 1, memory_order_relaxed);
+        if (i >= q->n_parts)
+            return;
+        ml_error e;
+        ml_error_clear(&e);
+        int rc = 0;
+        if (!atomic_load_explicit(&q->failed, memory_order_relaxed))
+            rc = exec_part(w, q, &q->parts[i], &e);
+        part_done(w->r, q, rc, &e);
+    }
+}
+
+/* Take q off the parallel list if it is on it. Call with r->mu held. */
+static void par_remove_locked(ml_reader *r, ml_request *q) {
+    if (!q->on_par)
+        return;
+    ml_request **pp = &r->par;
+    while (*pp != q)
+        pp = &(*pp)->par_next;
+    *pp = q->par_next;
+    q->par_next = NULL;
+    q->on_par = 0;
+    request_unref(q); /* the list's reference; never the last: the caller holds one */
+}
+
+/* Run q, which the caller took from the queue (state RUNNING), owning the
+ * queue's reference. */
+static void run_request(worker *w, ml_request *q) {
+    ml_reader *r = w->r;
+    ml_error e;
+    ml_error_clear(&e);
+    if (q->n_rows == 0 || q->out_size == 0) {
+        request_finish(r, q, NULL);
+        request_unref(q);
+        return;
+    }
+    int rc = plan_request(w, q, &e);
+    if (rc < 0) {
+        if (e.code == 0)
+            ml_error_set(&e, rc, "reading dataset '%s': %s", q->L->path, ml_strerror(rc));
+        request_finish(r, q, &e);
+        request_unref(q);
+        return;
+    }
+    atomic_store_explicit(&q->next_part, 0, memory_order_relaxed);
+    atomic_store_explicit(&q->parts_left, q->n_parts, memory_order_relaxed);
+    if (q->n_parts == 1) {
+        run_parts(w, q); /* completes q and drops the queue's reference */
+        return;
+    }
+    /* Publish the parts: the list's reference, and ours for run_parts (the
+     * queue's passes to whoever finishes the last part). */
+    atomic_fetch_add_explicit(&q->refs, 2, memory_order_relaxed);
+    pthread_mutex_lock(&r->mu);
+    q->on_par = 1;
+    q->par_next = r->par;
+    r->par = q;
+    for (unsigned i = 0; i < r->n_idle && i + 1 < q->n_parts; i++)
+        pthread_cond_signal(&r->work_cv);
+    pthread_mutex_unlock(&r->mu);
+    atomic_fetch_add_explicit(&r->n_parallel, 1, memory_order_relaxed);
+    run_parts(w, q);
+    pthread_mutex_lock(&r->mu);
+    par_remove_locked(r, q);
+    pthread_mutex_unlock(&r->mu);
+    request_unref(q);
+}
+
+/* A request on the parallel list with parts left, with a reference for
+ * the caller, or NULL; drops exhausted ones. Call with r->mu held. */
+static ml_request *par_take_locked(ml_reader *r) {
+    while (r->par) {
+        ml_request *q = r->par;
+        if (atomic_load_explicit(&q->next_part, memory_order_relaxed) < q->n_parts) {
+            atomic_fetch_add_explicit(&q->refs, 1, memory_order_relaxed);
+            return q;
+        }
+        par_remove_locked(r, q);
+    }
+    return NULL;
+}
+
+/* Unlink q from the queue. Call with r->mu held. */
+static void queue_unlink_locked(ml_reader *r, ml_request *q) {
+    if (q->prev)
+        q->prev->next = q->next;
+    else
+        r->head = q->next;
+    if (q->next)
+        q->next->prev = q->prev;
+    else
+        r->tail = q->prev;
+    q->next = q->prev = NULL;
+    q->in_queue = 0;
+}
+
 static void *worker_main(void *arg) {
     worker *w = arg;
     ml_reader *r = w->r;
     for (;;) {
         pthread_mutex_lock(&r->mu);
-        while (!r->head && !r->closed)
+        ml_request *pq = NULL;
+        while (!(pq = par_take_locked(r)) && !r->head && !r->closed) {
+            r->n_idle++;
             pthread_cond_wait(&r->work_cv, &r->mu);
+            r->n_idle--;
+        }
+        if (pq) {
+            pthread_mutex_unlock(&r->mu);
+            run_parts(w, pq);
+            request_unref(pq);
+            continue;
+        }
         ml_request *q = r->head;
         if (!q) { /* closed and nothing left */
             r->n_exited++;
@@ -543,32 +847,50 @@ static void *worker_main(void *arg) {
             pthread_mutex_unlock(&r->mu);
             break;
         }
-        r->head = q->next;
-        if (!r->head)
-            r->tail = NULL;
-        q->next = NULL;
+        queue_unlink_locked(r, q);
         pthread_mutex_lock(&q->mu);
         q->state = Q_RUNNING;
         pthread_mutex_unlock(&q->mu);
         pthread_mutex_unlock(&r->mu);
-        ml_error e;
-        ml_error_clear(&e);
-        int rc = execute(w, q, &e);
-        if (rc < 0 && e.code == 0)
-            ml_error_set(&e, rc, "reading dataset '%s': %s", q->L->path, ml_strerror(rc));
-        if (rc == 0)
-            atomic_fetch_add_explicit(&r->n_rows, q->n_rows, memory_order_relaxed);
-        request_finish(r, q, rc < 0 ? &e : NULL);
+        run_request(w, q);
+    }
+    worker_release(w);
+    return NULL;
+}
+
+int ml_reader_help(ml_reader *r, ml_request *q) {
+    pthread_mutex_lock(&r->mu);
+    unsigned i = 0;
+    while (i < N_HELPERS && (r->helpers_busy & (1u << i)))
+        i++;
+    int queued = q->in_queue;
+    if (i == N_HELPERS || (!queued && !q->on_par)) {
+        pthread_mutex_unlock(&r->mu);
+        return 0;
+    }
+    r->helpers_busy |= 1u << i;
+    worker *h = &r->helpers[i];
+    h->r = r;
+    if (queued) {
+        queue_unlink_locked(r, q);
+        pthread_mutex_lock(&q->mu);
+        q->state = Q_RUNNING;
+        pthread_mutex_unlock(&q->mu);
+    } else {
+        atomic_fetch_add_explicit(&q->refs, 1, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&r->mu);
+    atomic_fetch_add_explicit(&r->n_helped, 1, memory_order_relaxed);
+    if (queued) {
+        run_request(h, q);
+    } else {
+        run_parts(h, q);
         request_unref(q);
     }
-    for (unsigned i = 0; i < N_FETCHERS; i++)
-        ml_fetcher_close(w->fetchers[i].f);
-    memset(w->fetchers, 0, sizeof w->fetchers);
-    free(w->scratch);
-    free(w->runs);
-    w->scratch = NULL;
-    w->runs = NULL;
-    return NULL;
+    pthread_mutex_lock(&r->mu);
+    r->helpers_busy &= ~(1u << i);
+    pthread_mutex_unlock(&r->mu);
+    return 1;
 }
 
 /* ---- the reader -------------------------------------------------------- */
@@ -610,6 +932,8 @@ void ml_reader_shutdown(ml_reader *r, int drain) {
     if (!drain) {
         q = r->head;
         r->head = r->tail = NULL;
+        for (ml_request *it = q; it; it = it->next)
+            it->in_queue = 0;
     } else {
         r->draining = 1;
     }
@@ -642,6 +966,10 @@ void ml_reader_free(ml_reader *r) {
         return;
     ml_reader_shutdown(r, 0);
     ml_reader_join(r);
+    /* Every executor removed its request from the parallel list before
+     * returning, and no waiter can be helping: the caller frees r. */
+    for (unsigned i = 0; i < N_HELPERS; i++)
+        worker_release(&r->helpers[i]);
     for (unsigned i = 0; i < CACHE_ENTRIES; i++) {
         if (r->cache[i].valid) {
             free(r->cache[i].buf);
@@ -659,22 +987,11 @@ void ml_reader_free(ml_reader *r) {
 
 int ml_reader_cancel(ml_reader *r, ml_request *q) {
     pthread_mutex_lock(&r->mu);
-    ml_request *prev = NULL, *it = r->head;
-    while (it && it != q) {
-        prev = it;
-        it = it->next;
-    }
-    if (!it) {
+    if (!q->in_queue) {
         pthread_mutex_unlock(&r->mu);
         return 0;
     }
-    if (prev)
-        prev->next = q->next;
-    else
-        r->head = q->next;
-    if (r->tail == q)
-        r->tail = prev;
-    q->next = NULL;
+    queue_unlink_locked(r, q);
     pthread_mutex_unlock(&r->mu);
     ml_error e;
     ml_error_clear(&e);
@@ -712,4 +1029,6 @@ void ml_reader_get_stats(ml_reader *r, ml_reader_stats *st) {
     st->rows = atomic_load_explicit(&r->n_rows, memory_order_relaxed);
     st->cache_hits = atomic_load_explicit(&r->n_hits, memory_order_relaxed);
     st->cache_misses = atomic_load_explicit(&r->n_misses, memory_order_relaxed);
+    st->parallel = atomic_load_explicit(&r->n_parallel, memory_order_relaxed);
+    st->helped = atomic_load_explicit(&r->n_helped, memory_order_relaxed);
 }

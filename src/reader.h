@@ -70,6 +70,14 @@ int ml_request_running(ml_request *q);
  * if it is running or done. */
 int ml_reader_cancel(ml_reader *r, ml_request *q);
 
+/* Let the calling thread work on q, a request submitted to r, instead of
+ * only waiting for it: if no worker has started q, take it from the queue
+ * and run it here; if q is running in parts, claim parts that are left.
+ * Returns 1 if it did some of q's work, 0 if there was none to take (or
+ * every helper context is in use). Bounded work, not a wait: call it, then
+ * ml_request_wait. Call without the GIL. */
+int ml_reader_help(ml_reader *r, ml_request *q);
+
 /* The outcome of a finished request (code 0 = success). Borrowed. */
 const ml_error *ml_request_error(const ml_request *q);
 
@@ -89,6 +97,8 @@ typedef struct ml_reader_stats {
     uint64_t rows;        /* rows copied out */
     uint64_t cache_hits;  /* chunk bands served from the cache */
     uint64_t cache_misses;/* chunk bands read and decoded */
+    uint64_t parallel;    /* requests split into parts run by several threads */
+    uint64_t helped;      /* requests run, or parts claimed, by a waiting thread */
 } ml_reader_stats;
 
 void ml_reader_get_stats(ml_reader *r, ml_reader_stats *st);

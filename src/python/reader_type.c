@@ -5,8 +5,10 @@
  * Py_buffer export) and the layout until the request is done, so the
  * memory the workers write into outlives them; its dealloc cancels a
  * queued request and waits (GIL released) for a running one first.
- * Waits release the GIL in <= 100 ms steps and run signal handlers in
- * between, so Ctrl-C interrupts a blocked get().
+ * A wait first offers the waiting thread to the engine (ml_reader_help:
+ * run the request here if no worker has taken it yet), then releases the
+ * GIL in <= 100 ms steps and runs signal handlers in between, so Ctrl-C
+ * interrupts a blocked get().
  *
  * After fork() the child has the reader's memory but none of its worker
  * threads, and their locks may have been held at fork: a reader or request
@@ -216,9 +218,10 @@ static PyObject *core_stats(ReaderCoreObject *self, PyObject *Py_UNUSED(ignored)
     ml_reader_stats s = {0};
     if (self->r)
         ml_reader_get_stats(self->r, &s);
-    return Py_BuildValue("{sKsKsKsK}", "requests", (unsigned long long)s.requests, "rows",
+    return Py_BuildValue("{sKsKsKsKsKsK}", "requests", (unsigned long long)s.requests, "rows",
                          (unsigned long long)s.rows, "cache_hits", (unsigned long long)s.cache_hits,
-                         "cache_misses", (unsigned long long)s.cache_misses);
+                         "cache_misses", (unsigned long long)s.cache_misses,
+                         "parallel", (unsigned long long)s.parallel, "helped", (unsigned long long)s.helped);
 }
 
 static PyMethodDef core_methods[] = {
@@ -304,6 +307,18 @@ static PyObject *request_wait(RequestObject *self, PyObject *args) {
         Py_RETURN_TRUE;
     if (forked(self->pid))
         return NULL;
+    ReaderCoreObject *core = (ReaderCoreObject *)self->reader;
+    if (timeout != 0 && core->r) {
+        /* Run the request here if no worker has started it (or help with
+         * its parts): two thread hand-offs fewer than waiting for a worker. */
+        ml_reader *r = core->r;
+        int helped;
+        Py_BEGIN_ALLOW_THREADS
+        helped = ml_reader_help(r, q);
+        Py_END_ALLOW_THREADS
+        if (helped && ml_request_done(q))
+            Py_RETURN_TRUE;
+    }
     double left = timeout;
     for (;;) {
         long step = timeout < 0 || left > 0.1 ? 100 : (long)(left * 1000);
