@@ -221,7 +221,17 @@ static int type_from_h5(hid_t tid, ml_type **out, ml_error *err,
         rc = ml_error_set(err, -ML_ETYPE, "unsupported datatype: opaque in %s", where);
         break;
     case H5T_TIME:
-        rc = ml_error_set(err, -ML_ETYPE, "unsupported datatype: time in %s", where);
+        /* h5py cannot read HDF5 time types. PyTables' Time32Col stores
+         * plain int32 seconds: read as int32, as PyTables does. Its
+         * Time64Col stores (seconds << 32 | microseconds) and PyTables
+         * converts that to float64 on read: not a zero-copy type, refused. */
+        t->big_endian = H5Tget_order(tid) == H5T_ORDER_BE;
+        if (t->size == 4)
+            t->kind = ML_T_INT;
+        else
+            rc = ml_error_set(err, -ML_ETYPE,
+                              "unsupported datatype: %zu-byte time (PyTables Time64, converted on read) in %s",
+                              t->size, where);
         break;
     default:
         rc = ml_error_set(err, -ML_ETYPE, "unsupported datatype class %d in %s", (int)cls, where);
