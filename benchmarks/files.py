@@ -79,7 +79,7 @@ def sizes(full):
     mib = 1 << 20
     if full:
         return dict(w1=2048 * mib // 1024, w3=1024 * mib // 1024, w4=8 * 1024 * 1024, w6=8192 * 4)
-    return dict(w1=512 * mib // 1024, w3=256 * mib // 1024, w4=2 * 1024 * 1024, w6=8192)
+    return dict(w1=512 * mib // 1024, w3=128 * mib // 1024, w4=2 * 1024 * 1024, w6=4096)
 
 
 def ensure(cache, full, scale=1.0):

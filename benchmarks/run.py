@@ -53,6 +53,12 @@ SYSTEMS = os.path.join(HERE, "systems.py")
 DOCS = os.path.join(ROOT, "docs")
 DROP = "/proc/sys/vm/drop_caches"
 MIB = 1 << 20
+# numpy's OpenBLAS thread spins for ~0.1 s of CPU right after `import numpy`,
+# stealing a core from the first ~100 ms of every run on 2 cores; no
+# workload uses BLAS (W7's torch sets its own threads), so every system
+# runs with one OpenBLAS thread.
+CHILD_ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+CONTIGUOUS_BLOCK = 1 * MIB  # block bytes of every system in W1 (multiload's default is 128 KiB)
 
 
 # ------------------------------------------------------------ environment
@@ -188,7 +194,7 @@ def py_entry(system, spec, python=PY, imports=(), role="peer", note=""):
         # after the run, so no stray process loads the machine later.
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
             p = subprocess.Popen([python, SYSTEMS, json.dumps(spec)], stdout=out, stderr=err,
-                                 start_new_session=True)
+                                 start_new_session=True, env=CHILD_ENV)
             try:
                 rc = p.wait(timeout=600)
             except subprocess.TimeoutExpired:
@@ -293,6 +299,11 @@ def plan(args, paths, exe, have_mt, mt_reason, can_drop):
                              ("W2", "chunked (256 KiB chunks), uncompressed, warm", paths["w2"]),
                              ("W3", "chunked, deflate 4 + shuffle, warm", paths["w3"])):
         B, layout = block_of(path, "/data")
+        default_B = B
+        if layout.chunks is None:
+            # Contiguous: every system reads 1 MiB blocks, the size that streams
+            # fastest here; multiload's default (multitables' 128 KiB) gets a row too.
+            B = max(1, CONTIGUOUS_BLOCK // layout.row_bytes)
         base = dict(file=path, path="/data", block=B)
         e = [py_entry("multiload n_procs=2", dict(base, func="seq-multiload", n_procs=2), imports=ml,
                       role="multiload"),
@@ -302,6 +313,10 @@ def plan(args, paths, exe, have_mt, mt_reason, can_drop):
              py_entry("h5py read_direct", dict(base, func="seq-h5py", direct=True), imports=h5),
              py_entry("PyTables read()", dict(base, func="seq-tables"), imports=tb),
              mt_entry("multitables n_procs=2", dict(base, func="seq-multitables", n_procs=2))]
+        if default_B != B:
+            e.insert(2, py_entry(f"multiload n_procs=2, default block ({default_B * layout.row_bytes >> 10} KiB)",
+                                 dict(base, func="seq-multiload", n_procs=2, block=default_B), imports=ml,
+                                 role="multiload"))
         if key == "W1":
             e.append(py_entry("numpy.memmap copy", dict(base, func="seq-memmap", dtype="<f4",
                                                         offset=layout.offset, shape=layout.shape),
@@ -329,7 +344,8 @@ def plan(args, paths, exe, have_mt, mt_reason, can_drop):
     # Cold W1: page cache dropped before every run
     if can_drop:
         path = paths["w1"]
-        B, layout = block_of(path, "/data")
+        _, layout = block_of(path, "/data")
+        B = max(1, CONTIGUOUS_BLOCK // layout.row_bytes)
         base = dict(file=path, path="/data", block=B)
         bs = B * layout.row_bytes
         import multiload
@@ -376,7 +392,7 @@ def plan(args, paths, exe, have_mt, mt_reason, can_drop):
         for kind, batch, is_sorted in (("256 sorted", 256, True), ("256 unsorted", 256, False),
                                        ("single rows", 1, True)):
             if src == "contiguous":
-                count = 200 if batch > 1 else 4000
+                count = 200 if batch > 1 else 2000
             else:
                 count = 3 if batch > 1 else 60
             count = max(1, int(count * (2 if args.full else 1)))
@@ -394,7 +410,7 @@ def plan(args, paths, exe, have_mt, mt_reason, can_drop):
                 if batch > 1 and is_sorted:
                     for j in (1, 2):
                         e.append(fio_entry(f"fio io_uring randread 1 KiB, {j} job{'s' * (j > 1)}", path,
-                                           layout.row_bytes, rw="randread", jobs=j, runtime="1s"))
+                                           layout.row_bytes, rw="randread", jobs=j, runtime="400ms"))
             W.append(Workload(f"W5 {src} {kind}", f"random access, {kind} from the {src} file", path, e,
                               unit="rows/s", ref="multiload Reader"))
 
@@ -411,7 +427,7 @@ def plan(args, paths, exe, have_mt, mt_reason, can_drop):
 
     # W7: training loop
     path = paths["w1"]
-    n_batches = 400 if args.full else 150
+    n_batches = 400 if args.full else 60
     base = dict(file=path, path="/data", batch=256, batches=n_batches, cols=files.ROW, func="train",
                 n_rows=block_of(path, "/data")[1].shape[0])
     tt = ["torch", "numpy", "h5py"]
@@ -795,6 +811,8 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated workload prefixes, e.g. W1,W5")
     ap.add_argument("--scale", type=float, default=1.0, help="file size factor (development)")
     ap.add_argument("--no-docs", action="store_true", help="do not write docs/")
+    ap.add_argument("--from", dest="from_json", default=None,
+                    help="no measuring: rebuild the report and charts from a results JSON")
     args = ap.parse_args()
     reps = args.reps or (7 if args.full else 5)
     t_start = time.perf_counter()
@@ -817,24 +835,36 @@ def main():
     if args.only:
         keys = [k.strip() for k in args.only.split(",") if k.strip()]
         W = [w for w in W if any(w.key.startswith(k) for k in keys)]
-    n_runs = sum(len([e for e in w.entries if e.run]) for w in W) * reps
-    print(f">> {len(W)} workloads, {n_runs} runs ({reps} per system), load now "
-          f"{os.getloadavg()[0]:.2f}", flush=True)
-    runs = execute(W, reps, can_drop)
-    S = summarise(W, runs)
-    T = targets(W, S)
+    if args.from_json:
+        old = json.load(open(args.from_json))
+        runs, meta = old["runs"], old["meta"]
+        have = {r["workload"] for r in runs}
+        W = [w for w in W if w.key in have]
+        S = summarise(W, runs)
+        T = targets(W, S)
+        doc = dict(meta=meta, runs=runs, summary=[dict(s) for s in S.values()], targets=T)
+        res_path = args.from_json
+    else:
+        n_runs = sum(len([e for e in w.entries if e.run]) for w in W) * reps
+        print(f">> {len(W)} workloads, {n_runs} runs ({reps} per system), load now "
+              f"{os.getloadavg()[0]:.2f}", flush=True)
+        runs = execute(W, reps, can_drop)
+        S = summarise(W, runs)
+        T = targets(W, S)
 
-    meta = dict(mode="full" if args.full else "quick", reps=reps, started=started,
-                duration_s=time.perf_counter() - t_start, machine=machine(), versions=versions(have_mt),
-                files=paths, scale=args.scale, drop_caches=drop_reason if can_drop else f"not possible: {drop_reason}",
-                multitables=("available" if have_mt else f"not available: {mt_reason}"))
-    doc = dict(meta=meta, runs=runs,
-               summary=[dict(s) for s in S.values()], targets=T)
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    res_path = os.path.join(HERE, "results", f"{stamp}.json")
-    with open(res_path, "w") as f:
-        json.dump(doc, f, indent=1)
+        meta = dict(mode="full" if args.full else "quick", reps=reps, started=started,
+                    duration_s=time.perf_counter() - t_start, machine=machine(), versions=versions(have_mt),
+                    files=paths, scale=args.scale,
+                    drop_caches=drop_reason if can_drop else f"not possible: {drop_reason}",
+                    multitables=("available" if have_mt else f"not available: {mt_reason}"),
+                    child_env="OPENBLAS_NUM_THREADS=1")
+        doc = dict(meta=meta, runs=runs,
+                   summary=[dict(s) for s in S.values()], targets=T)
+        os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        res_path = os.path.join(HERE, "results", f"{stamp}.json")
+        with open(res_path, "w") as f:
+            json.dump(doc, f, indent=1)
 
     notes_path = os.path.join(HERE, "notes.md")
     notes = open(notes_path).read() if os.path.exists(notes_path) else ""

@@ -410,7 +410,7 @@ class H5Rows:
     def __init__(self, filename, path):
         import h5py
 
-        self.filename, self.path, self.f = filename, path, None
+        self.filename, self.path, self.d = filename, path, None
         with h5py.File(filename, "r") as f:
             self.n = f[path].shape[0]
 
@@ -421,9 +421,9 @@ class H5Rows:
         import h5py
         import torch
 
-        if self.f is None:
-            self.f = h5py.File(self.filename, "r")
-        return torch.from_numpy(self.f[self.path][i])
+        if self.d is None:  # first use in this worker: open the file, keep the dataset
+            self.d = h5py.File(self.filename, "r")[self.path]
+        return torch.from_numpy(self.d[i])
 
 
 # -------------------------------------------------------------------- misc
