@@ -44,6 +44,8 @@ class ColumnError(KeyError, NameError):
 
 
 def _is_int(k):
+    if type(k) is int:  # the common case, without the ABC check
+        return True
     return isinstance(k, numbers.Integral) and not isinstance(k, (bool, np.bool_))
 
 
@@ -171,7 +173,13 @@ class ReadScalarOpBase(ReadOpBase):
     """One row, ``dataset[i]``: the first dimension is dropped."""
 
     def __init__(self, path, col, idx):
-        super().__init__(path, col, idx, None if idx == -1 else idx + 1, None)
+        # ReadOpBase's fields, set directly: this runs once per one-row request.
+        self._path = path
+        self._index = None
+        self._col = col
+        self._start = idx
+        self._stop = None if idx == -1 else idx + 1
+        self._step = None
         self._idx = idx
 
     def _head(self, ds):

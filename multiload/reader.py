@@ -8,6 +8,7 @@ with ``multitables.Reader``; see docs/reader.md.
 """
 
 import collections
+import itertools
 import math
 import concurrent.futures
 import contextlib
@@ -98,10 +99,11 @@ class _Head:
     row list; `kprime` (None = identity) indexes the fetched rows to give
     the head's result."""
 
-    __slots__ = ("rows", "row0", "n", "kprime", "scalar")
+    __slots__ = ("rows", "row0", "n", "kprime", "scalar", "wrap")
 
     def __init__(self, rows=None, row0=0, n=0, kprime=None, scalar=False):
         self.rows, self.row0, self.n, self.kprime, self.scalar = rows, row0, n, kprime, scalar
+        self.wrap = False  # rows may be negative: C wraps them and checks bounds
 
 
 def _plan_head(vshape, key):
@@ -236,6 +238,77 @@ def _make_plan(ds, col, head, post):
         res = np.asarray(res)
         p.shape, p.dtype = res.shape, res.dtype
     p.nbytes = math.prod(p.shape) * p.dtype.itemsize
+    return p
+
+
+_SCALAR_OPS = (ops.ReadScalarOpArray, ops.ReadScalarOpTable)
+_SLICE_OPS = (ops.ReadOpArray, ops.ReadOpTable)
+
+
+def _fast_plan(ds, key):
+    """The plan of the common expressions - one row, a slice, a 1-D integer
+    array or list of rows, with no column and no further keys - without the
+    generic planning (which costs tens of microseconds); None for anything
+    else. Row bounds of arrays are checked (and negative rows wrapped) by
+    the C submit, which raises IndexError as numpy does."""
+    tp = type(key)
+    if tp is ops.IndexOp:
+        keys = key._index
+        if len(keys) != 1:
+            return None
+        k = keys[0]
+    elif key._index is not None or getattr(key, "_col", None) is not None:
+        return None
+    elif tp is ops.CoordOp:
+        k = key._coords
+    elif tp in _SCALAR_OPS:
+        k = key._idx
+    elif tp in _SLICE_OPS:
+        if tp is ops.ReadOpArray and key._single:
+            return None
+        k = slice(key._start, key._stop, key._step)
+    else:
+        return None
+    shape = ds.shape
+    n = shape[0]
+    tk = type(k)
+    if tk is int:
+        if not -n <= k < n:
+            raise IndexError(f"index {k} is out of bounds for axis 0 with size {n}")
+        h = _Head(row0=k + n if k < 0 else k, n=1, scalar=True)
+        rshape = shape[1:]
+        m = 1
+    elif tk is slice:
+        start, stop, step = k.indices(n)
+        if step == 1:
+            m = max(0, stop - start)
+            h = _Head(row0=start, n=m)
+        else:
+            rows = np.arange(start, stop, step, dtype=np.int64)
+            m = len(rows)
+            h = _Head(rows=rows)
+        rshape = (m,) + shape[1:]
+    else:
+        if tk is list:
+            if not k:
+                return None
+            k = np.asarray(k)
+        elif tk is not np.ndarray:
+            return None
+        if k.ndim != 1 or k.dtype.kind != "i":
+            return None
+        m = k.shape[0]
+        h = _Head(rows=k)
+        h.wrap = True
+        rshape = (m,) + shape[1:]
+    p = _Plan()
+    p.ds = ds
+    p.head = h
+    p.col_offset = p.col_size = 0
+    p.post = None
+    p.shape = rshape
+    p.dtype = p.fetch_dtype = ds.dtype
+    p.nbytes = m * ds._row_nbytes
     return p
 
 
@@ -456,6 +529,7 @@ class Request:
         self._result = None
         self._callbacks = []
         self._callbacks_ran = False
+        self._released = False
 
     # -- completion
     def _wait(self, timeout=None):
@@ -469,7 +543,13 @@ class Request:
             if self._finished:
                 return
             status = self._creq.status()
-            if status == "cancelled":
+            if status == "ok":
+                if self._plan is not None and self._plan.post is not None:
+                    try:
+                        self._postprocess()
+                    except BaseException as e:  # noqa: BLE001 - delivered to the consumer
+                        self._exc = e if isinstance(e, SubprocessException) else _background_error(e)
+            elif status == "cancelled":
                 self._cancelled = True
             elif status == "closed":
                 self._exc = _background_error(QueueClosedException("This reader has been closed."))
@@ -492,7 +572,8 @@ class Request:
         out[...] = res
 
     def _view(self):
-        return self._stage._view(self._plan.dtype, self._plan.shape)
+        p = self._plan
+        return self._stage._buf[:p.nbytes].view(p.dtype).reshape(p.shape)
 
     def _take(self):
         """Wait, then mark consumed; raise the request's error (after
@@ -513,7 +594,7 @@ class Request:
         return self._wait(timeout)
 
     def _stage_release(self):
-        if getattr(self, "_released", False):
+        if self._released:
             return
         self._released = True
         self._stage._release()
@@ -545,8 +626,11 @@ class Request:
 
     def get(self):
         """Wait and return a copy of the result (frees the stage)."""
-        with self.get_unsafe() as data:
-            return data.copy()
+        self._take()
+        try:
+            return self._view().copy()
+        finally:
+            self._stage_release()
 
     # -- concurrent.futures.Future
     def done(self):
@@ -704,6 +788,9 @@ class DatasetBase:
         self._layout = layout
         self.dtype = dtype
         self.shape = tuple(shape)
+        # The Reader plans common expressions on this dataset without the generic planner.
+        self._fast = layout is not None and len(self.shape) > 0
+        self._row_nbytes = dtype.itemsize * math.prod(self.shape[1:])
 
     def create_stage_natoms(self, size_natoms):
         """A stage of ``size_natoms`` elements of the dataset's dtype."""
@@ -791,6 +878,8 @@ class ArrayDataset(Dataset):
         return ops.ReadOpArray(self._path, None, start, stop, step, _single=single)
 
     def __getitem__(self, key):
+        if type(key) is int:
+            return ops.ReadScalarOpArray(self._path, None, key)
         if key is Ellipsis:
             raise IndexError("a single Ellipsis is not a request (PyTables does not support it); use [:]")
         if _is_int(key):
@@ -849,7 +938,7 @@ class Reader:
         self._lock = threading.Lock()
         self._closed = False
         self._notify_fn = notify
-        self._next_tag = 1
+        self._tags = itertools.count(1)
         self._pending = {}  # tag -> Request, for requests submitted with notification
         self._watched = []  # requests without notification that gained callbacks
         self._dispatcher = None
@@ -976,9 +1065,12 @@ class Reader:
         IndexError / KeyError for a bad expression, before any I/O."""
         if self._closed:
             raise RuntimeError("Attempt to request data from a closed reader.")
-        ds, plan = self._plan(key)
+        ds = self._datasets.get(getattr(key, "_path", None))
+        plan = _fast_plan(ds, key) if ds is not None and ds._fast else None
         if plan is None:
-            return self._request_vlarray(ds, key, stage)
+            ds, plan = self._plan(key)
+            if plan is None:
+                return self._request_vlarray(ds, key, stage)
         cap = stage._capacity()
         if plan.nbytes > cap:
             raise SharedMemoryError(f"Stage is smaller than requested array: {cap} < {plan.nbytes} "
@@ -998,14 +1090,13 @@ class Reader:
                 dest = st._buf
             else:
                 temp = np.empty(plan.fetch_shape, dtype=plan.fetch_dtype)
-                dest = temp
+                dest = temp.reshape(-1).view(np.uint8) if temp.size else np.empty(1, np.uint8)
+        elif dest.dtype != np.uint8 or dest.ndim != 1:
+            dest = dest.reshape(-1).view(np.uint8) if dest.size else np.empty(1, np.uint8)
         notify = self._dispatcher is not None
-        with self._lock:
-            tag = self._next_tag
-            self._next_tag += 1
+        tag = next(self._tags)  # itertools.count: atomic under the GIL
         creq = self._core.submit(plan.ds._layout, h.rows, h.row0, h.n, plan.col_offset, plan.col_size,
-                                 dest.reshape(-1).view(np.uint8) if dest.size else np.empty(1, np.uint8),
-                                 tag, notify)
+                                 dest, tag, notify, h.wrap)
         fut = Request(self, st, creq, plan, temp)
         if notify:
             with self._lock:

@@ -34,6 +34,7 @@ typedef struct ml_request_spec {
     size_t dest_bytes;     /* capacity of dest */
     uint64_t tag;          /* caller's identity for ml_reader_pop_done */
     int notify;            /* 1: queue tag for ml_reader_pop_done when done */
+    int wrap;              /* 1: rows are int64 and a negative one counts from the end */
 } ml_request_spec;
 
 /* Start n_workers threads. Returns 0 or -errno with detail in err. */

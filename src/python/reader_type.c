@@ -98,14 +98,14 @@ static int core_traverse(ReaderCoreObject *self, visitproc visit, void *arg) {
     return 0;
 }
 
-/* submit(layout, rows, row0, n, col_offset, col_size, dest, tag, notify) */
+/* submit(layout, rows, row0, n, col_offset, col_size, dest, tag, notify[, wrap]) */
 static PyObject *core_submit(ReaderCoreObject *self, PyObject *args) {
     PyObject *layout, *rows_obj, *dest;
     unsigned long long row0, n, tag;
     Py_ssize_t col_offset, col_size;
-    int notify;
-    if (!PyArg_ParseTuple(args, "OOKKnnOKp:submit", &layout, &rows_obj, &row0, &n, &col_offset, &col_size,
-                          &dest, &tag, &notify))
+    int notify, wrap = 0;
+    if (!PyArg_ParseTuple(args, "OOKKnnOKp|p:submit", &layout, &rows_obj, &row0, &n, &col_offset, &col_size,
+                          &dest, &tag, &notify, &wrap))
         return NULL;
     ml_module_state *st = ml_state_of_type(Py_TYPE(self));
     if (!PyObject_TypeCheck(layout, st->layout_type)) {
@@ -149,7 +149,8 @@ static PyObject *core_submit(ReaderCoreObject *self, PyObject *args) {
     ml_request_spec spec = {.L = L, .rows = rows ? (const uint64_t *)PyArray_DATA(rows) : NULL,
                             .row0 = row0, .n_rows = n, .col_offset = (size_t)col_offset,
                             .col_size = (size_t)col_size, .dest = req->view.buf,
-                            .dest_bytes = (size_t)req->view.len, .tag = tag, .notify = notify};
+                            .dest_bytes = (size_t)req->view.len, .tag = tag, .notify = notify,
+                            .wrap = wrap};
     ml_error err;
     ml_error_clear(&err);
     int rc;
@@ -226,7 +227,8 @@ static PyObject *core_stats(ReaderCoreObject *self, PyObject *Py_UNUSED(ignored)
 
 static PyMethodDef core_methods[] = {
     {"submit", (PyCFunction)core_submit, METH_VARARGS,
-     "submit(layout, rows|None, row0, n, col_offset, col_size, dest, tag, notify) -> Request"},
+     "submit(layout, rows|None, row0, n, col_offset, col_size, dest, tag, notify, wrap=False) -> Request\n"
+     "wrap: negative rows count from the end (numpy's rule)."},
     {"shutdown", (PyCFunction)core_shutdown, METH_VARARGS,
      "shutdown(drain, join): refuse new requests; drain=False fails the queued ones."},
     {"pop_done", (PyCFunction)core_pop_done, METH_VARARGS,
