@@ -188,9 +188,14 @@ static int report(ml_error *err, ml_fetcher *f, int rc, uint64_t row0, uint64_t 
         return ml_error_set(err, rc, "%s reading rows %llu..%llu of dataset '%s' in file '%s'%s%s",
                             what, (unsigned long long)row0, (unsigned long long)(row0 + n),
                             L->path, L->filename, sep, why);
+    /* Name the chunk's own rows, not the whole range being read. */
+    uint64_t c_row0 = (chunk / (L->n_chunks / L->grid[0])) * L->chunk[0];
+    uint64_t c_end = c_row0 + L->chunk[0] < L->n_rows ? c_row0 + L->chunk[0] : L->n_rows;
+    (void)row0;
+    (void)n;
     return ml_error_set(err, rc, "%s in chunk %llu (rows %llu..%llu) of dataset '%s' in file '%s'%s%s",
-                        what, (unsigned long long)chunk, (unsigned long long)row0,
-                        (unsigned long long)(row0 + n), L->path, L->filename, sep, why);
+                        what, (unsigned long long)chunk, (unsigned long long)c_row0,
+                        (unsigned long long)c_end, L->path, L->filename, sep, why);
 }
 
 static int grow_scratch(ml_fetcher *f, size_t need) {
