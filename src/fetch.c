@@ -473,6 +473,22 @@ int ml_fetch_rows_multi(ml_fetcher *f, const ml_row_run *runs, void *const *dest
                                 (unsigned long long)runs[i].start,
                                 (unsigned long long)(runs[i].start + runs[i].count), L->path,
                                 (unsigned long long)L->n_rows);
+    if (L->storage == ML_STORE_CONTIGUOUS && L->offset != UINT64_MAX && L->row_bytes && n > 1 &&
+        n <= MAX_BATCH) {
+        /* One batch of reads, each straight into its destination. */
+        for (size_t i = 0; i < n; i++)
+            f->reqs[i] = (ml_io_req){.fd = f->fd, .offset = L->offset + runs[i].start * L->row_bytes,
+                                     .len = runs[i].count * L->row_bytes, .buf = dests[i]};
+        int rc = read_reqs(f, f->reqs, n);
+        if (rc < 0) {
+            size_t bad = 0;
+            while (bad + 1 < n && f->reqs[bad].result >= 0 && (size_t)f->reqs[bad].result == f->reqs[bad].len)
+                bad++;
+            return report(err, f, rc, runs[bad].start, runs[bad].count,
+                          rc == -ML_ETRUNC ? "file truncated" : "read failed", UINT64_MAX);
+        }
+        return 0;
+    }
     if (L->storage != ML_STORE_CHUNKED || L->row_bytes == 0) {
         for (size_t i = 0; i < n; i++) {
             int rc = ml_fetch_rows(f, runs[i].start, runs[i].count, dests[i], err);

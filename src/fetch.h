@@ -52,7 +52,8 @@ int ml_fetch_runs(ml_fetcher *f, const ml_row_run *runs, size_t n, void *dest,
 /* Read n row ranges, range i into dests[i] (runs[i].count * L->row_bytes
  * bytes each). For chunked data the chunks of all ranges are read in
  * shared I/O batches (up to the engine's depth per submission) and decoded
- * one by one; other storage reads range by range. Borrows runs and dests.
+ * one by one; contiguous data up to 64 ranges is one batch of reads;
+ * other storage reads range by range. Borrows runs and dests.
  * Returns 0 or a negative code with file, dataset, chunk and rows in err. */
 int ml_fetch_rows_multi(ml_fetcher *f, const ml_row_run *runs, void *const *dests, size_t n,
                         ml_error *err);
