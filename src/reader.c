@@ -26,6 +26,10 @@
  * band is read and decoded once per request; the chunk reads of one part
  * go to the I/O engine as one batch (ml_fetch_rows_multi).
  *
+ * Small requests (a range of contiguous rows up to SMALL_BYTES) that are
+ * queued together are taken by one worker, up to SMALL_BATCH at a time,
+ * and read in one I/O batch (one io_uring submission).
+ *
  * How rows are read (a part runs one of these on its slice):
  *   - RANGE: a range of whole rows: ml_fetch_rows() straight into dest;
  *   - DIRECT: a strictly increasing list of whole rows of contiguous data:
@@ -76,6 +80,10 @@
 #define BAND_GROUP 16         /* bands read in one I/O batch by a part */
 #define PART_MIN_ROWS 64      /* contiguous row lists: rows per part, at least */
 #define PART_MIN_BYTES (256u << 10) /* ranges: bytes per part, at least */
+#define SMALL_BATCH 8         /* small queued requests read in one I/O batch (a taken
+                                 request is running: no longer cancellable) */
+#define SMALL_BYTES (64u << 10) /* "small": a range of contiguous rows up to this size */
+#define SMALL_SCAN 64         /* queue entries a worker looks at for more small requests */
 
 enum { Q_QUEUED, Q_RUNNING, Q_DONE };
 enum { M_RANGE, M_DIRECT, M_SCATTER, M_BANDS };
@@ -168,7 +176,7 @@ struct ml_reader {
     size_t cache_used;        /* bytes in valid entries; cache_mu */
     size_t cache_limit;       /* 0 = auto */
     uint64_t cache_tick;      /* cache_mu */
-    _Atomic uint64_t n_requests, n_rows, n_hits, n_misses, n_parallel, n_helped; /* stats, relaxed */
+    _Atomic uint64_t n_requests, n_rows, n_hits, n_misses, n_parallel, n_helped, n_batched; /* stats, relaxed */
 };
 /* ---- requests ---------------------------------------------------------- */
 
@@ -837,6 +845,59 @@ static void queue_unlink_locked(ml_reader *r, ml_request *q) {
     q->in_queue = 0;
 }
 
+/* A request that is one short read of contiguous rows straight into dest. */
+static int small_request(const ml_request *q) {
+    const ml_layout *L = q->L;
+    return !q->rows && q->col_size == 0 && q->n_rows > 0 && L->storage == ML_STORE_CONTIGUOUS &&
+           L->offset != UINT64_MAX && L->row_bytes && q->n_rows * L->row_bytes <= SMALL_BYTES;
+}
+
+/* Take more small requests on q's dataset from the queue into batch
+ * (which holds q), marking them RUNNING. Call with r->mu held. */
+static size_t take_small_locked(ml_reader *r, ml_request **batch) {
+    size_t nb = 1;
+    unsigned seen = 0;
+    for (ml_request *it = r->head; it && nb < SMALL_BATCH && seen < SMALL_SCAN; seen++) {
+        ml_request *next = it->next;
+        if (it->L == batch[0]->L && small_request(it)) {
+            queue_unlink_locked(r, it);
+            pthread_mutex_lock(&it->mu);
+            it->state = Q_RUNNING;
+            pthread_mutex_unlock(&it->mu);
+            batch[nb++] = it;
+        }
+        it = next;
+    }
+    return nb;
+}
+
+/* Run nb small requests (taken from the queue, RUNNING) with their reads
+ * in one I/O batch. If the batch fails, each runs alone so that each gets
+ * its own outcome. */
+static void run_small_batch(worker *w, ml_request **batch, size_t nb) {
+    ml_reader *r = w->r;
+    ml_row_run runs[SMALL_BATCH];
+    void *dests[SMALL_BATCH];
+    ml_error e;
+    ml_error_clear(&e);
+    ml_fetcher *f = fetcher_for(w, batch[0]->L, &e);
+    for (size_t i = 0; i < nb; i++) {
+        runs[i] = (ml_row_run){batch[i]->row0, batch[i]->n_rows};
+        dests[i] = batch[i]->dest;
+    }
+    if (!f || ml_fetch_rows_multi(f, runs, dests, nb, &e) < 0) {
+        for (size_t i = 0; i < nb; i++)
+            run_request(w, batch[i]);
+        return;
+    }
+    atomic_fetch_add_explicit(&r->n_batched, nb, memory_order_relaxed);
+    for (size_t i = 0; i < nb; i++) {
+        atomic_fetch_add_explicit(&r->n_rows, batch[i]->n_rows, memory_order_relaxed);
+        request_finish(r, batch[i], NULL);
+        request_unref(batch[i]);
+    }
+}
+
 static void *worker_main(void *arg) {
     worker *w = arg;
     ml_reader *r = w->r;
@@ -873,8 +934,13 @@ static void *worker_main(void *arg) {
         pthread_mutex_lock(&q->mu);
         q->state = Q_RUNNING;
         pthread_mutex_unlock(&q->mu);
+        ml_request *batch[SMALL_BATCH] = {q};
+        size_t nb = small_request(q) && r->head ? take_small_locked(r, batch) : 1;
         pthread_mutex_unlock(&r->mu);
-        run_request(w, q);
+        if (nb > 1)
+            run_small_batch(w, batch, nb);
+        else
+            run_request(w, q);
     }
     worker_release(w);
     return NULL;
@@ -893,17 +959,23 @@ int ml_reader_help(ml_reader *r, ml_request *q) {
     r->helpers_busy |= 1u << i;
     worker *h = &r->helpers[i];
     h->r = r;
+    ml_request *batch[SMALL_BATCH] = {q};
+    size_t nb = 1;
     if (queued) {
         queue_unlink_locked(r, q);
         pthread_mutex_lock(&q->mu);
         q->state = Q_RUNNING;
         pthread_mutex_unlock(&q->mu);
+        if (small_request(q) && r->head) /* and the small ones queued after it, in one batch */
+            nb = take_small_locked(r, batch);
     } else {
         atomic_fetch_add_explicit(&q->refs, 1, memory_order_relaxed);
     }
     pthread_mutex_unlock(&r->mu);
     atomic_fetch_add_explicit(&r->n_helped, 1, memory_order_relaxed);
-    if (queued) {
+    if (nb > 1) {
+        run_small_batch(h, batch, nb);
+    } else if (queued) {
         run_request(h, q);
     } else {
         run_parts(h, q);
@@ -1053,4 +1125,5 @@ void ml_reader_get_stats(ml_reader *r, ml_reader_stats *st) {
     st->cache_misses = atomic_load_explicit(&r->n_misses, memory_order_relaxed);
     st->parallel = atomic_load_explicit(&r->n_parallel, memory_order_relaxed);
     st->helped = atomic_load_explicit(&r->n_helped, memory_order_relaxed);
+    st->batched = atomic_load_explicit(&r->n_batched, memory_order_relaxed);
 }

@@ -100,6 +100,7 @@ typedef struct ml_reader_stats {
     uint64_t cache_misses;/* chunk bands read and decoded */
     uint64_t parallel;    /* requests split into parts run by several threads */
     uint64_t helped;      /* requests run, or parts claimed, by a waiting thread */
+    uint64_t batched;     /* small requests read together in one I/O batch */
 } ml_reader_stats;
 
 void ml_reader_get_stats(ml_reader *r, ml_reader_stats *st);

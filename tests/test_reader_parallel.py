@@ -263,3 +263,39 @@ def test_sorted_cuts_cover_every_row_once(h5):
             before = r.stats()["cache_misses"]
             r.read(ds[rows])
             assert r.stats()["cache_misses"] - before == len(np.unique(rows // CHUNK))
+
+
+def test_small_requests_in_flight_are_batched(h5, io_mode):
+    """Many one-row requests in flight: read in shared I/O batches, each
+    result exact."""
+    fn, data = h5[0], h5[1]
+    with multiload.Reader(fn, n_procs=2, io_mode=io_mode) as r:
+        ds = r.get_dataset("/contig")
+        rows = np.random.default_rng(2).integers(0, ROWS, 2000)
+        for k in range(0, len(rows), 100):
+            futs = [r.request(ds[int(i)], ds.create_stage(1)) for i in rows[k:k + 100]]
+            for i, f in zip(rows[k:k + 100], futs):
+                np.testing.assert_array_equal(f.get(), data[i])
+        assert r.stats()["batched"] > 0
+
+
+def test_batch_with_a_failing_request(h5, tmp_path, io_mode):
+    """A batch of small requests where some rows lie past a cut end of
+    file: those fail (naming file and rows), the rest are exact."""
+    fn = str(tmp_path / "cut.h5")
+    shutil.copy(h5[0], fn)
+    data = h5[1]
+    with multiload.Reader(fn, n_procs=1, io_mode=io_mode) as r:
+        ds = r.get_dataset("/contig")
+        cut = 4000
+        with open(fn, "r+b") as f:
+            f.truncate(ds._layout.offset + cut * COLS * 4)
+        rows = [10, 4500, 20, 5999, 3999, 30, 4000] * 10
+        futs = [r.request(ds[i:i + 1], ds.create_stage(1)) for i in rows]
+        for i, f in zip(rows, futs):
+            if i < cut:
+                np.testing.assert_array_equal(f.get(), data[i:i + 1])
+            else:
+                with pytest.raises(OSError) as ei:
+                    f.get()
+                assert fn in str(ei.value) and f"rows {i}..{i + 1}" in str(ei.value), str(ei.value)

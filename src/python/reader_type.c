@@ -219,10 +219,11 @@ static PyObject *core_stats(ReaderCoreObject *self, PyObject *Py_UNUSED(ignored)
     ml_reader_stats s = {0};
     if (self->r)
         ml_reader_get_stats(self->r, &s);
-    return Py_BuildValue("{sKsKsKsKsKsK}", "requests", (unsigned long long)s.requests, "rows",
+    return Py_BuildValue("{sKsKsKsKsKsKsK}", "requests", (unsigned long long)s.requests, "rows",
                          (unsigned long long)s.rows, "cache_hits", (unsigned long long)s.cache_hits,
                          "cache_misses", (unsigned long long)s.cache_misses,
-                         "parallel", (unsigned long long)s.parallel, "helped", (unsigned long long)s.helped);
+                         "parallel", (unsigned long long)s.parallel, "helped", (unsigned long long)s.helped,
+                         "batched", (unsigned long long)s.batched);
 }
 
 static PyMethodDef core_methods[] = {
