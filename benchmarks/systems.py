@@ -448,6 +448,18 @@ def _reap_children():
             p.join(1.0)
 
 
+def _vm_hwm_mib():
+    """Peak RSS of this process alone. (ru_maxrss is no good here: Linux
+    carries the forking parent's peak over into the child across exec.)"""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 FUNCS = {
     "seq-multiload": seq_multiload, "seq-multitables": seq_multitables, "seq-h5py": seq_h5py,
     "seq-tables": seq_tables, "seq-memmap": seq_memmap,
@@ -474,7 +486,7 @@ def main():
     c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out["cpu"] = (r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
                   + c1.ru_utime - c0.ru_utime + c1.ru_stime - c0.ru_stime)
-    out["rss_mib"] = r1.ru_maxrss / 1024
+    out["rss_mib"] = _vm_hwm_mib() or r1.ru_maxrss / 1024
     out["rss_children_mib"] = c1.ru_maxrss / 1024
     sys.stdout.write("\n@@RESULT " + json.dumps(out) + "\n")
     sys.stdout.flush()
