@@ -215,7 +215,7 @@ def py_entry(system, spec, python=PY, imports=(), role="peer", note=""):
 
 
 def fio_entry(system, path, bs, rw="read", jobs=1, engine="io_uring", direct=False, cold=False,
-              runtime=None, role="limit"):
+              runtime=None, role="limit", row_bytes=1024):
     size = os.path.getsize(path)
     part = size // jobs // bs * bs
 
@@ -236,7 +236,7 @@ def fio_entry(system, path, bs, rw="read", jobs=1, engine="io_uring", direct=Fal
         out = json.loads(p.stdout[p.stdout.index("{"):])
         rd = out["jobs"][0]["read"]
         secs = rd["runtime"] / 1000
-        return dict(bytes=rd["io_bytes"], rows=rd["total_ios"], seconds=secs,
+        return dict(bytes=rd["io_bytes"], rows=rd["io_bytes"] // row_bytes, ios=rd["total_ios"], seconds=secs,
                     p50=_fio_pct(rd, "50.000000"), p99=_fio_pct(rd, "99.000000"),
                     cpu=(out["jobs"][0]["usr_cpu"] + out["jobs"][0]["sys_cpu"]) / 100 * secs * jobs)
     return Entry(system, "fio", run, role=role,
@@ -325,7 +325,8 @@ def plan(args, paths, exe, have_mt, mt_reason, can_drop):
             bs = B * layout.row_bytes
             for engine in ("io_uring", "psync"):
                 for j in (1, 2):
-                    e.append(fio_entry(f"fio {engine} {j} job{'s' * (j > 1)}", path, bs, jobs=j, engine=engine))
+                    e.append(fio_entry(f"fio {engine} {j} job{'s' * (j > 1)}", path, bs, jobs=j, engine=engine,
+                                      row_bytes=layout.row_bytes))
         if key == "W1":
             for nbytes, where in ((1 * MIB, "1 MiB, in cache"), (64 * MIB, "64 MiB, past L3")):
                 for t in (1, 2):
@@ -363,10 +364,10 @@ def plan(args, paths, exe, have_mt, mt_reason, can_drop):
               py_entry("numpy.memmap copy", dict(base, func="seq-memmap", dtype="<f4",
                                                  offset=layout.offset, shape=layout.shape), imports=["numpy"]),
               mt_entry("multitables n_procs=2", dict(base, func="seq-multitables", n_procs=2)),
-              fio_entry("fio io_uring 2 jobs, buffered", path, bs, jobs=2, cold=True),
-              fio_entry("fio psync 2 jobs, buffered", path, bs, jobs=2, engine="psync", cold=True),
-              fio_entry("fio io_uring 1 job, O_DIRECT", path, bs, jobs=1, direct=True),
-              fio_entry("fio io_uring 2 jobs, O_DIRECT", path, bs, jobs=2, direct=True)]
+              fio_entry("fio io_uring 2 jobs, buffered", path, bs, jobs=2, cold=True, row_bytes=layout.row_bytes),
+              fio_entry("fio psync 2 jobs, buffered", path, bs, jobs=2, engine="psync", cold=True, row_bytes=layout.row_bytes),
+              fio_entry("fio io_uring 1 job, O_DIRECT", path, bs, jobs=1, direct=True, row_bytes=layout.row_bytes),
+              fio_entry("fio io_uring 2 jobs, O_DIRECT", path, bs, jobs=2, direct=True, row_bytes=layout.row_bytes)]
         W.append(Workload("W1-cold", "W1 from storage (page cache dropped before each run)", path, e,
                           warm=False, ref="multiload n_procs=2"))
 
@@ -410,7 +411,8 @@ def plan(args, paths, exe, have_mt, mt_reason, can_drop):
                 if batch > 1 and is_sorted:
                     for j in (1, 2):
                         e.append(fio_entry(f"fio io_uring randread 1 KiB, {j} job{'s' * (j > 1)}", path,
-                                           layout.row_bytes, rw="randread", jobs=j, runtime="400ms"))
+                                           layout.row_bytes, rw="randread", jobs=j, runtime="400ms",
+                                           row_bytes=layout.row_bytes))
             W.append(Workload(f"W5 {src} {kind}", f"random access, {kind} from the {src} file", path, e,
                               unit="rows/s", ref="multiload Reader"))
 
@@ -701,7 +703,9 @@ def charts(W, S, outdir):
     out = {}
     for w in W:
         panels = [("GB/s", "GB/s"), ("rows/s", "rows/s")] if w.unit != "us/block" else [("µs per block", "us/block")]
-        fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.2), squeeze=False)
+        n_lims = sum(1 for e in w.entries if e.role == "limit")
+        fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 4.2 + 0.2 * ((n_lims + 1) // 2)),
+                                 squeeze=False)
         for ax, (label, unit) in zip(axes[0], panels):
             bars, lims = [], []
             for e in w.entries:
@@ -720,15 +724,19 @@ def charts(W, S, outdir):
                 ax.set_yticks(range(len(bars)))
                 ax.set_yticklabels(names, fontsize=8)
                 ax.invert_yaxis()
-            styles = ["--", ":", "-.", (0, (5, 1)), (0, (1, 3)), (0, (3, 3, 1, 3)), (0, (8, 2)), (0, (2, 2))]
+            styles = ["--", ":", "-.", (0, (5, 1))]
+            palette = ["#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#000000"]
             for i, (e, m) in enumerate(lims):
-                ax.axvline(m["median"], color="#2ca02c", linestyle=styles[i % len(styles)], linewidth=1.2,
-                           label=f"{e.system}: {fmt_num(m['median'], unit)}")
+                ax.axvline(m["median"], color=palette[i % len(palette)], linestyle=styles[i % len(styles)],
+                           linewidth=1.4, label=f"{e.system}: {fmt_num(m['median'], unit)}")
             if lims:
-                ax.legend(fontsize=7, loc="lower right")
-            ax.set_xlabel(label + (" (log)" if unit == "rows/s" else ""))
-            if unit == "rows/s" and bars:
+                ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False,
+                          title="limits (lines)", title_fontsize=7)
+            vals = [v for v in med + [m["median"] for _, m in lims] if v > 0]
+            log = bool(vals) and max(vals) / min(vals) > 200
+            if log:
                 ax.set_xscale("log")
+            ax.set_xlabel(label + (" (log scale)" if log else ""))
             ax.grid(axis="x", alpha=0.3)
         fig.suptitle(f"{w.key}: {w.title}", fontsize=10)
         fig.tight_layout()
