@@ -564,6 +564,10 @@ TARGETS = [
     # (label, workload, multiload system, other system, op, target, unit)
     ("W1 ≥ 0.85× fio warm, 2 jobs", "W1", "multiload n_procs=2", "fio io_uring 2 jobs", ">=", 0.85),
     ("W1 ≥ 0.85× fio warm, 1 job", "W1", "multiload n_procs=1", "fio io_uring 1 job", ">=", 0.85),
+    ("W1 vs fio psync, 2 jobs (reference: psync is the faster fio engine here)", "W1",
+     "multiload n_procs=2", "fio psync 2 jobs", ">=", 0.85),
+    ("W1 vs memcpy past L3, 2 threads (reference: the copy limit)", "W1", "multiload n_procs=2",
+     "memcpy 64 MiB, past L3, 2 threads", ">=", 0.85),
     ("W1 ≥ 1.8× h5py (2 workers)", "W1", "multiload n_procs=2", "h5py dset[i:i+B]", ">=", 1.8),
     ("W1 cold ≥ 0.9× fio O_DIRECT (direct=True)", "W1-cold", "multiload direct=True",
      "fio io_uring 2 jobs, O_DIRECT", ">=", 0.9),
