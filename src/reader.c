@@ -795,7 +795,11 @@ static void run_request(worker *w, ml_request *q) {
     atomic_store_explicit(&q->next_part, 0, memory_order_relaxed);
     atomic_store_explicit(&q->parts_left, q->n_parts, memory_order_relaxed);
     if (q->n_parts == 1) {
-        run_parts(w, q); /* completes q and drops the queue's reference */
+        /* Not run_parts: once part_done completes q, q may be freed (the
+         * queue's reference was the only one left to us). */
+        atomic_store_explicit(&q->next_part, 1, memory_order_relaxed);
+        rc = exec_part(w, q, &q->parts[0], &e);
+        part_done(r, q, rc, &e);
         return;
     }
     /* Publish the parts: the list's reference, and ours for run_parts (the

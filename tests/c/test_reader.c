@@ -1,0 +1,172 @@
+/* test_reader.c - the request engine (reader.c) against H5Dread: several
+ * threads submit row lists (unsorted, duplicates), ranges and one-row
+ * requests, and wait for them while helping (ml_reader_help), so requests
+ * run in parts on workers and waiters at once, small ones in shared
+ * batches; cancel and shutdown with parts in flight. Run under TSan by
+ * `make check-tsan`. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "h5gen.h"
+#include "reader.h"
+
+#define ROWS 3000
+#define COLS 8
+#define THREADS 4
+#define ROUNDS 60
+
+static const char *g_file;
+static int32_t g_truth[ROWS * COLS];
+static ml_layout *g_layouts[2]; /* contiguous, deflate+shuffle chunked */
+static ml_reader *g_reader;
+
+typedef struct job {
+    unsigned seed;
+    int fails;
+} job;
+
+static unsigned rnd(unsigned *s) {
+    *s = *s * 1103515245u + 12345u;
+    return (*s >> 8) & 0xffffff;
+}
+
+static void check_rows(const int32_t *got, const uint64_t *rows, uint64_t row0, uint64_t n) {
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t r = rows ? rows[i] : row0 + i;
+        CHECK_MEM_EQ(got + i * COLS, g_truth + r * COLS, COLS * sizeof(int32_t));
+    }
+}
+
+static void *client(void *arg) {
+    job *j = arg;
+    uint64_t rows[600];
+    int32_t *dest = malloc(sizeof rows / sizeof rows[0] * COLS * sizeof(int32_t));
+    int32_t one[8][COLS];
+    for (int round = 0; round < ROUNDS; round++) {
+        ml_layout *L = g_layouts[rnd(&j->seed) % 2];
+        uint64_t n = 1 + rnd(&j->seed) % 600;
+        int kind = (int)(rnd(&j->seed) % 4);
+        uint64_t row0 = 0;
+        if (kind == 0) { /* range */
+            row0 = rnd(&j->seed) % (ROWS - n);
+        } else {
+            for (uint64_t i = 0; i < n; i++)
+                rows[i] = kind == 1 ? rnd(&j->seed) % ROWS : (i * 5 + 7) % ROWS; /* random / increasing-ish */
+        }
+        ml_request_spec s = {.L = L, .rows = kind ? rows : NULL, .row0 = row0, .n_rows = n,
+                             .dest = dest, .dest_bytes = n * COLS * sizeof(int32_t)};
+        ml_request *q;
+        ml_error err;
+        CHECK_RC(ml_request_submit(g_reader, &s, &q, &err));
+        if (round % 2)
+            ml_reader_help(g_reader, q);
+        CHECK_EQ(ml_request_wait(q, -1), 0);
+        CHECK_EQ(ml_request_error(q)->code, 0);
+        check_rows(dest, kind ? rows : NULL, row0, n);
+        ml_request_free(q);
+        /* eight one-row requests in flight: batched */
+        ml_request *qs[8];
+        uint64_t at[8];
+        for (int k = 0; k < 8; k++) {
+            at[k] = rnd(&j->seed) % ROWS;
+            ml_request_spec o = {.L = g_layouts[0], .row0 = at[k], .n_rows = 1, .dest = one[k],
+                                 .dest_bytes = sizeof one[k]};
+            CHECK_RC(ml_request_submit(g_reader, &o, &qs[k], &err));
+        }
+        for (int k = 0; k < 8; k++) {
+            ml_reader_help(g_reader, qs[k]);
+            CHECK_EQ(ml_request_wait(qs[k], -1), 0);
+            CHECK_EQ(ml_request_error(qs[k])->code, 0);
+            check_rows(one[k], NULL, at[k], 1);
+            ml_request_free(qs[k]);
+        }
+    }
+    free(dest);
+    return NULL;
+}
+
+static void test_threads(void) {
+    ml_reader_config cfg = {.n_workers = 2, .cache_bytes = 64 << 10}; /* small: evictions */
+    ml_error err;
+    CHECK_RC(ml_reader_open(&g_reader, &cfg, &err));
+    pthread_t t[THREADS];
+    job jobs[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        jobs[i] = (job){.seed = 17u + (unsigned)i};
+        CHECK_EQ(pthread_create(&t[i], NULL, client, &jobs[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
+    ml_reader_stats st;
+    ml_reader_get_stats(g_reader, &st);
+    CHECK_GT(st.parallel, 0);
+    CHECK_GT(st.helped, 0);
+    ml_reader_free(g_reader);
+    g_reader = NULL;
+}
+
+/* Requests in parts, then cancel the queued ones and stop without drain:
+ * every request ends, each with a result or -ECANCELED / -ML_ECLOSED. */
+static void test_cancel_and_stop(void) {
+    ml_reader_config cfg = {.n_workers = 2, .cache_bytes = 1};
+    ml_error err;
+    CHECK_RC(ml_reader_open(&g_reader, &cfg, &err));
+    enum { N = 12 };
+    static uint64_t rows[ROWS];
+    for (uint64_t i = 0; i < ROWS; i++)
+        rows[i] = ROWS - 1 - i;
+    int32_t *dest = malloc((size_t)N * ROWS * COLS * sizeof(int32_t));
+    ml_request *qs[N];
+    for (int k = 0; k < N; k++) {
+        ml_request_spec s = {.L = g_layouts[1], .rows = rows, .n_rows = ROWS,
+                             .dest = dest + (size_t)k * ROWS * COLS, .dest_bytes = ROWS * COLS * sizeof(int32_t)};
+        CHECK_RC(ml_request_submit(g_reader, &s, &qs[k], &err));
+    }
+    int cancelled = 0;
+    for (int k = N - 1; k >= N / 2; k--)
+        cancelled += ml_reader_cancel(g_reader, qs[k]);
+    ml_reader_help(g_reader, qs[0]);
+    ml_reader_shutdown(g_reader, 0);
+    for (int k = 0; k < N; k++) {
+        CHECK_EQ(ml_request_wait(qs[k], -1), 0);
+        int code = ml_request_error(qs[k])->code;
+        if (code == 0)
+            check_rows(dest + (size_t)k * ROWS * COLS, rows, 0, ROWS);
+        else
+            CHECK(code == -ECANCELED || code == -ML_ECLOSED);
+    }
+    CHECK_GT(cancelled, 0);
+    ml_reader_free(g_reader); /* the requests outlive the reader */
+    g_reader = NULL;
+    for (int k = 0; k < N; k++)
+        ml_request_free(qs[k]);
+    free(dest);
+}
+
+int main(void) {
+    g_file = check_path("reader.h5");
+    for (size_t i = 0; i < ROWS * COLS; i++)
+        g_truth[i] = (int32_t)(i * 2654435761u >> 7);
+    h5spec contig = {.path = "/contig", .type = H5T_NATIVE_INT32, .ndim = 2, .dims = {ROWS, COLS}};
+    h5spec gz = {.path = "/gz", .type = H5T_NATIVE_INT32, .ndim = 2, .dims = {ROWS, COLS},
+                 .chunk = {32, COLS}, .deflate = 4, .shuffle = 1};
+    hid_t fid = h5gen_create(g_file);
+    h5gen_dataset(fid, &contig, g_truth);
+    h5gen_dataset(fid, &gz, g_truth);
+    H5Fclose(fid);
+    int32_t *back = malloc(sizeof g_truth);
+    h5gen_read_rows(g_file, "/gz", H5T_NATIVE_INT32, 0, ROWS, back);
+    CHECK_MEM_EQ(back, g_truth, sizeof g_truth);
+    free(back);
+    ml_error err;
+    CHECK_RC(ml_layout_open(g_file, "/contig", &g_layouts[0], &err));
+    CHECK_RC(ml_layout_open(g_file, "/gz", &g_layouts[1], &err));
+    test_threads();
+    test_cancel_and_stop();
+    ml_layout_unref(g_layouts[0]);
+    ml_layout_unref(g_layouts[1]);
+    printf("test_reader: ok\n");
+    return CHECK_PASS;
+}
