@@ -62,6 +62,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -84,6 +85,8 @@
                                  request is running: no longer cancellable) */
 #define SMALL_BYTES (64u << 10) /* "small": a range of contiguous rows up to this size */
 #define SMALL_SCAN 64         /* queue entries a worker looks at for more small requests */
+#define HELP_MAX_BYTES (32u << 20) /* work a waiter takes on per call (bytes read or decoded):
+                                 it cannot run signal handlers meanwhile (~50 ms) */
 
 enum { Q_QUEUED, Q_RUNNING, Q_DONE };
 enum { M_RANGE, M_DIRECT, M_SCATTER, M_BANDS };
@@ -745,9 +748,10 @@ static void part_done(ml_reader *r, ml_request *q, int rc, const ml_error *e) {
     request_unref(q);
 }
 
-/* Claim and run parts of q until none is left. The caller holds a reference. */
-static void run_parts(worker *w, ml_request *q) {
-    for (;;) {
+/* Claim and run parts of q until none is left, or `max` of them. The
+ * caller holds a reference. */
+static void run_parts_max(worker *w, ml_request *q, size_t max) {
+    for (size_t done = 0; done < max; done++) {
         size_t i = atomic_fetch_add_explicit(&q->next_part, 1, memory_order_relaxed);
         if (i >= q->n_parts)
             return;
@@ -758,6 +762,19 @@ static void run_parts(worker *w, ml_request *q) {
             rc = exec_part(w, q, &q->parts[i], &e);
         part_done(w->r, q, rc, &e);
     }
+}
+
+static void run_parts(worker *w, ml_request *q) { run_parts_max(w, q, SIZE_MAX); }
+
+/* Bytes q reads or decodes, roughly: what running it costs. */
+static uint64_t work_estimate(const ml_request *q) {
+    const ml_layout *L = q->L;
+    uint64_t bytes = q->n_rows * L->row_bytes;
+    if (L->storage == ML_STORE_CHUNKED && q->rows) {
+        uint64_t bands = L->chunk[0] ? (L->n_rows + L->chunk[0] - 1) / L->chunk[0] : 1;
+        bytes = (q->n_rows < bands ? q->n_rows : bands) * L->chunk[0] * L->row_bytes;
+    }
+    return bytes;
 }
 
 /* Take q off the parallel list if it is on it. Call with r->mu held. */
@@ -956,6 +973,10 @@ int ml_reader_help(ml_reader *r, ml_request *q) {
     while (i < N_HELPERS && (r->helpers_busy & (1u << i)))
         i++;
     int queued = q->in_queue;
+    /* Bounded work: a request too big to run here is left to the workers
+     * (this thread waits, and runs signal handlers, meanwhile). */
+    if (queued && work_estimate(q) > HELP_MAX_BYTES)
+        queued = 0;
     if (i == N_HELPERS || (!queued && !q->on_par)) {
         pthread_mutex_unlock(&r->mu);
         return 0;
@@ -982,7 +1003,8 @@ int ml_reader_help(ml_reader *r, ml_request *q) {
     } else if (queued) {
         run_request(h, q);
     } else {
-        run_parts(h, q);
+        uint64_t per_part = work_estimate(q) / (q->n_parts ? q->n_parts : 1) + 1;
+        run_parts_max(h, q, HELP_MAX_BYTES / per_part ? HELP_MAX_BYTES / per_part : 1);
         request_unref(q);
     }
     pthread_mutex_lock(&r->mu);

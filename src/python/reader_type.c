@@ -18,6 +18,7 @@
 #include "ml_python.h"
 
 #include <errno.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../reader.h"
@@ -311,33 +312,34 @@ static PyObject *request_wait(RequestObject *self, PyObject *args) {
     if (forked(self->pid))
         return NULL;
     ReaderCoreObject *core = (ReaderCoreObject *)self->reader;
-    if (timeout != 0 && core->r) {
-        /* Run the request here if no worker has started it (or help with
-         * its parts): two thread hand-offs fewer than waiting for a worker. */
-        ml_reader *r = core->r;
-        int helped;
-        Py_BEGIN_ALLOW_THREADS
-        helped = ml_reader_help(r, q);
-        Py_END_ALLOW_THREADS
-        if (helped && ml_request_done(q))
-            Py_RETURN_TRUE;
-    }
-    double left = timeout;
+    ml_reader *r = timeout != 0 ? core->r : NULL;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
-        long step = timeout < 0 || left > 0.1 ? 100 : (long)(left * 1000);
-        int rc;
+        long step = 100;
+        if (timeout >= 0) {
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            double left = timeout - ((double)(now.tv_sec - t0.tv_sec) + (now.tv_nsec - t0.tv_nsec) * 1e-9);
+            if (left <= 0 && !r)
+                Py_RETURN_FALSE;
+            step = left > 0.1 ? 100 : left > 0 ? (long)(left * 1000) : 0;
+        }
+        int rc, helped = 0;
         Py_BEGIN_ALLOW_THREADS
-        rc = ml_request_wait(q, step);
+        /* Run the request here if no worker has started it, or some of its
+         * parts (bounded work: signals are checked between calls): two
+         * thread hand-offs fewer than waiting for a worker. */
+        if (r)
+            helped = ml_reader_help(r, q);
+        rc = helped && ml_request_done(q) ? 0 : ml_request_wait(q, helped ? 0 : step);
         Py_END_ALLOW_THREADS
         if (rc == 0)
             Py_RETURN_TRUE;
         if (PyErr_CheckSignals() < 0)
             return NULL;
-        if (timeout >= 0) {
-            left -= step / 1000.0;
-            if (left <= 0)
-                Py_RETURN_FALSE;
-        }
+        if (timeout >= 0 && step == 0 && !helped)
+            Py_RETURN_FALSE;
     }
 }
 
