@@ -750,11 +750,12 @@ static void part_done(ml_reader *r, ml_request *q, int rc, const ml_error *e) {
 
 /* Claim and run parts of q until none is left, or `max` of them. The
  * caller holds a reference. */
-static void run_parts_max(worker *w, ml_request *q, size_t max) {
-    for (size_t done = 0; done < max; done++) {
+static size_t run_parts_max(worker *w, ml_request *q, size_t max) {
+    size_t done = 0;
+    for (; done < max; done++) {
         size_t i = atomic_fetch_add_explicit(&q->next_part, 1, memory_order_relaxed);
         if (i >= q->n_parts)
-            return;
+            break;
         ml_error e;
         ml_error_clear(&e);
         int rc = 0;
@@ -762,6 +763,7 @@ static void run_parts_max(worker *w, ml_request *q, size_t max) {
             rc = exec_part(w, q, &q->parts[i], &e);
         part_done(w->r, q, rc, &e);
     }
+    return done;
 }
 
 static void run_parts(worker *w, ml_request *q) { run_parts_max(w, q, SIZE_MAX); }
@@ -977,7 +979,8 @@ int ml_reader_help(ml_reader *r, ml_request *q) {
      * (this thread waits, and runs signal handlers, meanwhile). */
     if (queued && work_estimate(q) > HELP_MAX_BYTES)
         queued = 0;
-    if (i == N_HELPERS || (!queued && !q->on_par)) {
+    int parts_left = q->on_par && atomic_load_explicit(&q->next_part, memory_order_relaxed) < q->n_parts;
+    if (i == N_HELPERS || (!queued && !parts_left)) {
         pthread_mutex_unlock(&r->mu);
         return 0;
     }
@@ -997,20 +1000,22 @@ int ml_reader_help(ml_reader *r, ml_request *q) {
         atomic_fetch_add_explicit(&q->refs, 1, memory_order_relaxed);
     }
     pthread_mutex_unlock(&r->mu);
-    atomic_fetch_add_explicit(&r->n_helped, 1, memory_order_relaxed);
+    int did = 1;
     if (nb > 1) {
         run_small_batch(h, batch, nb);
     } else if (queued) {
         run_request(h, q);
     } else {
         uint64_t per_part = work_estimate(q) / (q->n_parts ? q->n_parts : 1) + 1;
-        run_parts_max(h, q, HELP_MAX_BYTES / per_part ? HELP_MAX_BYTES / per_part : 1);
+        did = run_parts_max(h, q, HELP_MAX_BYTES / per_part ? HELP_MAX_BYTES / per_part : 1) > 0;
         request_unref(q);
     }
+    if (did)
+        atomic_fetch_add_explicit(&r->n_helped, 1, memory_order_relaxed);
     pthread_mutex_lock(&r->mu);
     r->helpers_busy &= ~(1u << i);
     pthread_mutex_unlock(&r->mu);
-    return 1;
+    return did;
 }
 
 /* ---- the reader -------------------------------------------------------- */

@@ -299,3 +299,22 @@ def test_batch_with_a_failing_request(h5, tmp_path, io_mode):
                 with pytest.raises(OSError) as ei:
                     f.get()
                 assert fn in str(ei.value) and f"rows {i}..{i + 1}" in str(ei.value), str(ei.value)
+
+
+def test_waiter_sleeps_once_no_part_is_left(h5, slow_reads):
+    """A waiter whose request's parts are all taken by others sleeps (no
+    busy loop): its CPU time stays well under the wall time it waits."""
+    fn, data = h5[0], h5[1]
+    with multiload.Reader(fn, n_procs=3, cache_bytes=1) as r:
+        ds = r.get_dataset("/gz")
+        rows = np.arange(0, ROWS, 2)[::-1]
+        fut = r.request(ds[rows], ds.create_stage(len(rows)))
+        for _ in range(500):  # a worker plans it and publishes its parts
+            if fut.running():
+                break
+            time.sleep(0.002)
+        w0, c0 = time.monotonic(), time.thread_time()
+        np.testing.assert_array_equal(fut.get(), data[rows])
+        wall, cpu = time.monotonic() - w0, time.thread_time() - c0
+        assert wall > 0.05
+        assert cpu < 0.5 * wall, (cpu, wall)
