@@ -118,6 +118,7 @@ struct ml_request {
     unsigned char *dest;      /* borrowed from the caller */
     uint64_t tag;
     int notify;
+    int may_split;            /* nothing else was queued when it was taken; r->mu */
     /* The plan: written by the executor before the parts are published
      * (the r->mu release that publishes them orders these writes). */
     int mode;                 /* M_* */
@@ -719,6 +720,10 @@ static int plan_request(worker *w, ml_request *q, ml_error *err) {
     uint64_t n = q->n_rows;
     size_t threads = (size_t)w->r->n_workers + 1; /* the workers and a waiter */
     size_t max_parts = 2 * threads < MAX_PARTS ? 2 * threads : MAX_PARTS;
+    /* With other requests queued, every worker has a request of its own:
+     * cutting this one would only add hand-offs. */
+    if (!q->may_split)
+        max_parts = 1;
     int chunked = L->storage == ML_STORE_CHUNKED;
     int splittable = chunked || L->storage == ML_STORE_CONTIGUOUS;
     int whole = q->col_size == 0;
@@ -918,6 +923,7 @@ static void queue_unlink_locked(ml_reader *r, ml_request *q) {
         r->tail = q->prev;
     q->next = q->prev = NULL;
     q->in_queue = 0;
+    q->may_split = r->head == NULL;
 }
 
 /* A request that is one short read of contiguous rows straight into dest. */
