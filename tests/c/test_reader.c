@@ -167,6 +167,5 @@ int main(void) {
     test_cancel_and_stop();
     ml_layout_unref(g_layouts[0]);
     ml_layout_unref(g_layouts[1]);
-    printf("test_reader: ok\n");
-    return CHECK_PASS;
+    CHECK_DONE();
 }
