@@ -985,8 +985,9 @@ static void *worker_main(void *arg) {
     /* SCHED_BATCH: a worker woken for a request does not preempt the
      * thread that submitted it, which usually runs the request itself a few
      * microseconds later (ml_reader_help). Measured, one-row request: the
-     * waiter ran 55% of requests under SCHED_OTHER, 75-99.5% under SCHED_BATCH (less with an idle core);
-     * submit -> get() 22-32 us -> 15-18 us on 2 loaded cores. Throughput of
+     * waiter ran 55% of requests under SCHED_OTHER, 75-99.5% under
+     * SCHED_BATCH (less with an idle core); submit -> get() 22-32 us ->
+     * 15-18 us on 2 loaded cores. Throughput of
      * many requests in flight did not drop. Unprivileged; ignored if refused. */
     struct sched_param sp = {0};
     pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
