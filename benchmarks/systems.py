@@ -196,33 +196,43 @@ def _batches(spec):
     return out
 
 
+def _time_batches(batches, read, t0):
+    """Call read(idx) for every batch; returns (latencies, rows, time to first)."""
+    lat, rows, first = [], 0, None
+    for idx in batches:
+        t = clock()
+        read(idx)
+        t1 = clock()
+        lat.append(t1 - t)
+        rows += len(idx)
+        if first is None:
+            first = t1 - t0
+    return lat, rows, first
+
+
+def _sorted_gather(node, idx, key=lambda order: order):
+    """h5py and PyTables need increasing indices: sort, read, put back in order."""
+    import numpy as np
+
+    if len(idx) == 1:
+        return node[int(idx[0])]
+    order = np.argsort(idx)
+    got = node[key(idx[order])]
+    out = np.empty_like(got)
+    out[order] = got
+    return out
+
+
 def rand_h5py(spec):
     import h5py
-    import numpy as np
 
     batches = _batches(spec)
     kw = dict(rdcc_nbytes=spec["rdcc"], rdcc_nslots=1021) if spec.get("rdcc") else {}
-    lat, rows = [], 0
     t0 = clock()
     with h5py.File(spec["file"], "r", **kw) as f:
         d = f[spec["path"]]
         row_bytes = d.dtype.itemsize * int(_prod(d.shape[1:]))
-        first = None
-        for idx in batches:
-            t = clock()
-            if len(idx) == 1:
-                d[int(idx[0])]
-            else:
-                # h5py needs increasing indices: sort, read, put back in order.
-                order = np.argsort(idx)
-                got = d[idx[order]]
-                out = np.empty_like(got)
-                out[order] = got
-            t1 = clock()
-            lat.append(t1 - t)
-            rows += len(idx)
-            if first is None:
-                first = t1 - t0
+        lat, rows, first = _time_batches(batches, lambda idx: _sorted_gather(d, idx), t0)
     return _result(rows, row_bytes, clock() - t0, first, lat)
 
 
@@ -230,70 +240,40 @@ def rand_memmap(spec):
     import numpy as np
 
     batches = _batches(spec)
-    lat, rows = [], 0
     t0 = clock()
     mm = np.memmap(spec["file"], mode="r", dtype=spec["dtype"], offset=spec["offset"],
                    shape=tuple(spec["shape"]))
     row_bytes = mm.dtype.itemsize * int(_prod(mm.shape[1:]))
-    first = None
-    for idx in batches:
-        t = clock()
-        mm[idx]
-        t1 = clock()
-        lat.append(t1 - t)
-        rows += len(idx)
-        if first is None:
-            first = t1 - t0
+    lat, rows, first = _time_batches(batches, lambda idx: mm[idx], t0)
     return _result(rows, row_bytes, clock() - t0, first, lat)
 
 
 def rand_tables(spec):
-    import numpy as np
     import tables
 
     batches = _batches(spec)
-    lat, rows = [], 0
     t0 = clock()
     with tables.open_file(spec["file"], "r") as f:
         node = f.get_node(spec["path"])
         row_bytes = node.dtype.itemsize * int(_prod(node.shape[1:]))
-        first = None
-        for idx in batches:
-            t = clock()
-            if len(idx) == 1:
-                node[int(idx[0])]
-            else:
-                order = np.argsort(idx)
-                got = node[idx[order], :]  # PyTables needs the tuple for point selection in 2-D
-                out = np.empty_like(got)
-                out[order] = got
-            t1 = clock()
-            lat.append(t1 - t)
-            rows += len(idx)
-            if first is None:
-                first = t1 - t0
+        # PyTables needs the tuple for point selection in 2-D.
+        lat, rows, first = _time_batches(
+            batches, lambda idx: _sorted_gather(node, idx, key=lambda sel: (sel, slice(None))), t0)
     return _result(rows, row_bytes, clock() - t0, first, lat)
 
 
 def _reader_requests(mod, spec, batches, key=lambda idx: idx):
     """Drive a multitables-style Reader: get_dataset, create_stage, request,
     then get() (a copy) for every batch, one request in flight."""
-    lat, rows = [], 0
     t0 = clock()
     reader = mod.Reader(spec["file"], n_procs=spec.get("n_procs", 2))
     ds = reader.get_dataset(spec["path"])
     stage = ds.create_stage(max(len(b) for b in batches))
     row_bytes = ds.dtype.itemsize * int(_prod(ds.shape[1:]))
-    first = None
-    for idx in batches:
-        t = clock()
-        req = reader.request(ds[int(idx[0]) if len(idx) == 1 else key(idx)], stage)
-        req.get()
-        t1 = clock()
-        lat.append(t1 - t)
-        rows += len(idx)
-        if first is None:
-            first = t1 - t0
+    lat, rows, first = _time_batches(
+        batches,
+        lambda idx: reader.request(ds[int(idx[0]) if len(idx) == 1 else key(idx)], stage).get(),
+        t0)
     secs = clock() - t0
     reader.close()
     _reap_children()

@@ -423,15 +423,23 @@ int ml_fetch_rows(ml_fetcher *f, uint64_t row0, uint64_t n, void *dest_, ml_erro
     return -ML_EINVAL;
 }
 
-int ml_fetch_runs(ml_fetcher *f, const ml_row_run *runs, size_t n, void *dest_, ml_error *err) {
-    ml_layout *L = f->L;
-    unsigned char *dest = dest_;
+/* Every run must lie inside the dataset; checked before any read starts. */
+static int check_runs(const ml_layout *L, const ml_row_run *runs, size_t n, ml_error *err) {
     for (size_t i = 0; i < n; i++)
         if (runs[i].start > L->n_rows || runs[i].count > L->n_rows - runs[i].start)
             return ml_error_set(err, -ML_EINVAL, "rows %llu..%llu are outside dataset '%s' (%llu rows)",
                                 (unsigned long long)runs[i].start,
                                 (unsigned long long)(runs[i].start + runs[i].count), L->path,
                                 (unsigned long long)L->n_rows);
+    return 0;
+}
+
+int ml_fetch_runs(ml_fetcher *f, const ml_row_run *runs, size_t n, void *dest_, ml_error *err) {
+    ml_layout *L = f->L;
+    unsigned char *dest = dest_;
+    int bad_range = check_runs(L, runs, n, err);
+    if (bad_range < 0)
+        return bad_range;
     if (L->storage != ML_STORE_CONTIGUOUS || L->offset == UINT64_MAX || n == 1 || L->row_bytes == 0) {
         for (size_t i = 0; i < n; i++) {
             int rc = ml_fetch_rows(f, runs[i].start, runs[i].count, dest, err);
@@ -467,12 +475,9 @@ int ml_fetch_runs(ml_fetcher *f, const ml_row_run *runs, size_t n, void *dest_, 
 int ml_fetch_rows_multi(ml_fetcher *f, const ml_row_run *runs, void *const *dests, size_t n,
                         ml_error *err) {
     ml_layout *L = f->L;
-    for (size_t i = 0; i < n; i++)
-        if (runs[i].start > L->n_rows || runs[i].count > L->n_rows - runs[i].start)
-            return ml_error_set(err, -ML_EINVAL, "rows %llu..%llu are outside dataset '%s' (%llu rows)",
-                                (unsigned long long)runs[i].start,
-                                (unsigned long long)(runs[i].start + runs[i].count), L->path,
-                                (unsigned long long)L->n_rows);
+    int bad_range = check_runs(L, runs, n, err);
+    if (bad_range < 0)
+        return bad_range;
     if (L->storage == ML_STORE_CONTIGUOUS && L->offset != UINT64_MAX && L->row_bytes && n > 1 &&
         n <= MAX_BATCH) {
         /* One batch of reads, each straight into its destination. */
