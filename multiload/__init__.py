@@ -23,7 +23,7 @@ from ._signals import (
     SubprocessException,
 )
 from .streamer import Queue, Streamer, io_mode
-from . import dataset_ops
+from . import dataset, dataset_ops, request, stage
 from .reader import Reader, RequestPool
 
 __version__ = "0.1.0"

@@ -3,7 +3,7 @@
 The class names (and the ``_path``, ``_col``, ``_index`` attributes) are
 multitables' so that code which inspects requests keeps working; the
 behaviour is multiload's own. An expression does no I/O. The Reader turns
-it into a plan (:mod:`multiload.reader`):
+it into a plan (:mod:`multiload._plan`):
 
 * a *column* to extract from each row (tables),
 * a *head* key applied to the dataset (or the column) as numpy would,

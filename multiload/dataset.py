@@ -1,0 +1,158 @@
+"""Dataset proxies handed out by ``Reader.get_dataset`` (multitables'
+``TableDataset``, ``ArrayDataset`` and ``VLArrayDataset``): they build
+requests without I/O and make stages."""
+
+import math
+import numbers
+import sys
+
+import numpy as np
+
+from . import dataset_ops as ops
+from .dataset_ops import ColumnError, _is_coords, _is_int, _is_simple_slice
+from .stage import Stage, StagePool
+
+__all__ = ["DatasetBase", "Dataset", "TableDataset", "ArrayDataset", "VLArrayDataset"]
+
+
+def _fill_shape(ds_shape, shape):
+    if isinstance(shape, (numbers.Integral, type(None))) or not hasattr(shape, "__iter__"):
+        shape = [shape]
+    shape = list(shape)
+    if len(shape) > len(ds_shape):
+        raise ValueError(f"stage shape {tuple(shape)} has more dimensions than the dataset {tuple(ds_shape)}")
+    shape += [-1] * (len(ds_shape) - len(shape))
+    out = []
+    for i, s in enumerate(shape):
+        if s is None or s == -1:
+            s = ds_shape[i]
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0:
+            raise ValueError(f"bad stage dimension {s!r}")
+        out.append(int(s))
+    return out
+
+
+class DatasetBase:
+    """A dataset proxy: ``dtype``, ``shape``; builds requests without I/O."""
+
+    def __init__(self, reader, path, dtype, shape, layout=None):
+        self._reader = reader
+        self._path = path
+        self._layout = layout
+        self.dtype = dtype
+        self.shape = tuple(shape)
+        # The Reader plans common expressions on this dataset without the generic planner.
+        self._fast = layout is not None and len(self.shape) > 0
+        self._row_nbytes = dtype.itemsize * math.prod(self.shape[1:])
+
+    def create_stage_natoms(self, size_natoms):
+        """A stage of ``size_natoms`` elements of the dataset's dtype."""
+        return Stage(self.dtype.itemsize * int(size_natoms))
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __repr__(self):
+        return f"<multiload {type(self).__name__} {self._path!r} shape={self.shape} dtype={self.dtype}>"
+
+
+class Dataset(DatasetBase):
+    def create_stage(self, shape):
+        """A stage for results up to ``shape`` (an int or a partial tuple;
+        None or -1 take the dataset's dimension)."""
+        dims = _fill_shape(self.shape, shape)
+        return Stage(int(np.prod(dims, dtype=np.int64)) * self.dtype.itemsize)
+
+    def create_stage_pool(self, shape, num_stages, timeout=None):
+        """``num_stages`` stages of ``shape``, handed out in turn."""
+        return StagePool(self, shape, num_stages, timeout)
+
+
+class TableDataset(Dataset):
+    """A table (1-D compound dataset) with PyTables' read methods."""
+
+    def _check_col(self, name):
+        if not isinstance(name, str) or not self.dtype.names or name not in self.dtype.names:
+            raise ColumnError(f"Specified column name '{name}' not in dataset {self._path!r}"
+                              + (f" (columns: {', '.join(self.dtype.names)})" if self.dtype.names else ""))
+
+    def col(self, name):
+        self._check_col(name)
+        return ops.ColOp(self._path, name)
+
+    def read(self, start=None, stop=None, step=None, field=None):
+        if field is not None:
+            self._check_col(field)
+        return ops.ReadOpTable(self._path, field, start, stop, step)
+
+    def read_coordinates(self, coords, field=None):
+        if field is not None:
+            self._check_col(field)
+        return ops.CoordOp(self._path, field, coords)
+
+    def read_sorted(self, sortby, checkCSI=False, field=None, start=None, stop=None, step=None):
+        if not isinstance(sortby, str):
+            sortby = getattr(sortby, "name", sortby)
+        self._check_col(sortby)
+        if field is not None:
+            self._check_col(field)
+        return ops.SortOp(self._path, sortby, checkCSI, field, start, stop, step)
+
+    def where(self, condition, condvars=None, start=None, stop=None, step=None):
+        frame_vars = None
+        if condvars is None:
+            f = sys._getframe(1)
+            frame_vars = dict(f.f_globals)
+            frame_vars.update(f.f_locals)
+            condvars = {}
+        return ops.WhereOp(self._path, condition, condvars, start, stop, step, frame_vars)
+
+    def __getitem__(self, key):
+        if key is Ellipsis:
+            raise IndexError("a single Ellipsis is not a request (PyTables does not support it); use [:]")
+        if isinstance(key, str):
+            return self.col(key)
+        if _is_int(key):
+            return ops.ReadScalarOpTable(self._path, None, key)
+        if isinstance(key, slice):
+            return ops.ReadOpTable(self._path, None, key.start, key.stop, key.step)
+        if _is_simple_slice(key):
+            return ops.ReadOpTable(self._path, None, key[0].start, key[0].stop, key[0].step)
+        if _is_coords(key):
+            return ops.CoordOp(self._path, None, key)
+        return ops.IndexOp(self._path, key)
+
+
+class ArrayDataset(Dataset):
+    """An N-D array."""
+
+    def read(self, start=None, stop=None, step=None):
+        single = start is not None and stop is None and step is None
+        return ops.ReadOpArray(self._path, None, start, stop, step, _single=single)
+
+    def __getitem__(self, key):
+        if type(key) is int:
+            return ops.ReadScalarOpArray(self._path, None, key)
+        if key is Ellipsis:
+            raise IndexError("a single Ellipsis is not a request (PyTables does not support it); use [:]")
+        if _is_int(key):
+            return ops.ReadScalarOpArray(self._path, None, key)
+        if isinstance(key, slice):
+            return ops.ReadOpArray(self._path, None, key.start, key.stop, key.step)
+        if _is_simple_slice(key):
+            return ops.ReadOpArray(self._path, None, key[0].start, key[0].stop, key[0].step)
+        return ops.IndexOp(self._path, key)
+
+
+class VLArrayDataset(DatasetBase):
+    """A variable-length array (PyTables VLArray), read through h5py under
+    the calling thread (the slow path): ``dataset[i]`` is row i's array;
+    a slice or list gives the rows concatenated."""
+
+    def read(self, start=None, stop=None, step=None):
+        return ops.IndexOp(self._path, slice(start, stop, step))
+
+    def __getitem__(self, key):
+        if key is Ellipsis:
+            raise IndexError("a single Ellipsis is not a request (PyTables does not support it); use [:]")
+        return ops.IndexOp(self._path, key)
