@@ -24,6 +24,9 @@ __all__ = ["Streamer", "Queue", "io_mode"]
 #: (measured on 2 cores, 1 KiB rows, warm cache: 256 KiB 16 GB/s, 1 MiB
 #: 24 GB/s, 4 MiB 16 GB/s); pass block_size to choose one.
 DEFAULT_CONTIGUOUS_BYTES = 128 * 1024
+# Default read-ahead for small blocks: slots enough for this many bytes, at most this many slots.
+READ_AHEAD_MIN_BYTES = 256 * 1024
+SMALL_BLOCK_SLOTS = 64
 #: Default block bytes for chunked data, rounded to whole chunk rows so that
 #: no chunk is decoded twice.
 DEFAULT_CHUNKED_BYTES = 1024 * 1024
@@ -78,6 +81,23 @@ def default_block_size(layout, field=None):
     return max(1, min(rows, n_rows))
 
 
+def default_read_ahead(n_procs, block_bytes):
+    """The number of ring slots multiload uses when read_ahead is None.
+
+    ``2 * n_procs + 1`` (multitables' default): each worker fills one slot
+    while the others wait, ready. Small blocks get more slots, up to
+    SMALL_BLOCK_SLOTS, so that about READ_AHEAD_MIN_BYTES are in flight:
+    with one 4 KiB row per block and 3 slots the consumer and a worker take
+    turns sleeping and each block costs a cross-core wake-up (~20 us here);
+    with 64 slots the worker stays ahead and a block costs ~2.5 us (measured
+    with benchmarks' W6; see docs/streamer.md).
+    """
+    slots = 2 * n_procs + 1
+    if block_bytes > 0:
+        slots = max(slots, min(SMALL_BLOCK_SLOTS, -(-READ_AHEAD_MIN_BYTES // block_bytes)))
+    return min(slots, UINT_MAX)
+
+
 def _check_field(layout, field, filename, path):
     if field is None:
         return
@@ -119,6 +139,9 @@ class Queue:
     n_blocks : int or None
         Blocks per pass: full blocks, plus the short last block when
         ``remainder=True``; ``None`` for a cyclic (endless) queue.
+    read_ahead : int
+        Slots in the ring (the ``read_ahead`` asked for, or the default
+        chosen by :func:`default_read_ahead`); 0 for an empty dataset.
     dtype : numpy.dtype
         Dtype of the blocks (of the field, when one was selected).
     shape : tuple
@@ -129,10 +152,11 @@ class Queue:
         The column streamed, if any.
     """
 
-    def __init__(self, stream, layout, block_size, n_blocks, field, cyclic, ordered):
+    def __init__(self, stream, layout, block_size, n_blocks, field, cyclic, ordered, read_ahead=0):
         self._stream = stream
         self._layout = layout
         self.block_size = block_size
+        self.read_ahead = read_ahead
         self.n_blocks = n_blocks
         self.cyclic = cyclic
         self.ordered = ordered
@@ -297,6 +321,8 @@ class Streamer:
             Worker threads reading in parallel.
         read_ahead : int, default ``2 * n_procs + 1``
             Slots in the ring buffer (blocks read ahead or held by guards).
+            By default, small blocks get more slots (up to 64, so that
+            about 256 KiB are read ahead): see :func:`default_read_ahead`.
         cyclic : bool, default False
             Wrap around forever. The rows left over at the end travel in a
             block that continues at the start of the dataset.
@@ -331,7 +357,7 @@ class Streamer:
             or an unsupported type; a bad argument.
         """
         n_procs = positive_int("n_procs", n_procs, 4, maximum=UINT_MAX)
-        read_ahead = positive_int("read_ahead", read_ahead, min(2 * n_procs + 1, UINT_MAX), maximum=UINT_MAX)
+        read_ahead = positive_int("read_ahead", read_ahead, maximum=UINT_MAX)
         block_size = positive_int("block_size", block_size)
         if io_mode not in _IO_MODES:
             raise ValueError(f"io_mode must be 'io_uring' or 'pread', got {io_mode!r}")
@@ -351,10 +377,12 @@ class Streamer:
             queue = Queue(None, layout, block_size, 0, field, bool(cyclic), bool(ordered))
             return queue
         block_size = min(block_size, n_rows)
+        if read_ahead is None:
+            read_ahead = default_read_ahead(n_procs, block_size * layout.row_bytes)
         stream = layout.stream(n_procs, read_ahead, block_size, bool(cyclic), bool(ordered),
                                bool(remainder), field, _IO_MODES[io_mode], bool(direct))
         n_blocks = _core.n_blocks(n_rows, block_size, bool(cyclic), bool(remainder))
-        queue = Queue(stream, layout, block_size, n_blocks, field, bool(cyclic), bool(ordered))
+        queue = Queue(stream, layout, block_size, n_blocks, field, bool(cyclic), bool(ordered), read_ahead)
         with self._lock:
             self._queues.add(queue)
         _live_queues.add(queue)
