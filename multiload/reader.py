@@ -46,11 +46,18 @@ class Reader:
         Size of the cache of decoded chunk rows (chunked data). Default:
         the larger of 64 MiB and 4 x n_procs chunk rows.
     io_mode : {'io_uring', 'pread', None}
+    inline_reads : bool, default True
+        Read a small contiguous request (up to 64 KiB of whole rows) inside
+        ``request()`` when its bytes are in the page cache (``preadv2`` with
+        ``RWF_NOWAIT``, which never waits for the disk); the future is then
+        done at once. A request not in the cache goes to the workers as
+        usual. False sends every request to the workers.
     **kw_args
         Accepted for compatibility (PyTables open_file options); ignored.
     """
 
-    def __init__(self, filename, n_procs=4, notify=None, cache_bytes=None, io_mode=None, **kw_args):
+    def __init__(self, filename, n_procs=4, notify=None, cache_bytes=None, io_mode=None, inline_reads=True,
+                 **kw_args):
         self._core = None
         n_procs = positive_int("n_procs", n_procs)
         if io_mode not in _IO_MODES:
@@ -66,7 +73,7 @@ class Reader:
         self._pending = {}  # tag -> Request, for requests submitted with notification
         self._watched = []  # requests without notification that gained callbacks
         self._dispatcher = None
-        self._core = _core.ReaderCore(n_procs, _IO_MODES[io_mode], int(cache_bytes or 0))
+        self._core = _core.ReaderCore(n_procs, _IO_MODES[io_mode], int(cache_bytes or 0), bool(inline_reads))
         if notify is not None:
             self._start_dispatcher()
 
@@ -337,7 +344,11 @@ class Reader:
             self._core.shutdown(False, True)
 
     def stats(self):
-        """Counters of the request engine."""
+        """Counters of the request engine: ``requests`` completed, ``rows``
+        copied out, ``cache_hits`` / ``cache_misses`` (decoded chunk rows),
+        ``parallel`` (requests split across threads), ``helped`` (run by
+        the waiting thread), ``batched`` (small requests read in one I/O
+        batch), ``inlined`` (read inside ``request()`` from the page cache)."""
         return self._core.stats()
 
     def __enter__(self):

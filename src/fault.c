@@ -123,6 +123,11 @@ int ml_fault_check(size_t *want) {
     return 0;
 }
 
+int ml_fault_active(void) {
+    pthread_once(&once, init);
+    return n_rules != 0;
+}
+
 int ml_fault_alloc(void) {
     pthread_once(&once, init);
     if (n_rules == 0)

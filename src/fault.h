@@ -23,6 +23,10 @@ int ml_fault_check(size_t *want);
 /* Called before allocations the tests want to fail. Returns 0 or -ENOMEM. */
 int ml_fault_alloc(void);
 
+/* Nonzero when any rule is set: paths that would read around the
+ * injection points (the Reader's inline reads) stand aside. */
+int ml_fault_active(void);
+
 /* Re-read MULTILOAD_FAULTS and reset the counters (tests call this). */
 void ml_fault_reload(void);
 

@@ -26,6 +26,15 @@
  * band is read and decoded once per request; the chunk reads of one part
  * go to the I/O engine as one batch (ml_fetch_rows_multi).
  *
+ * Inline reads (config.inline_reads): a small request whose bytes are all
+ * in the page cache is read by ml_request_submit itself, with
+ * preadv2(RWF_NOWAIT), and returned done: a one-row request then costs one
+ * system call instead of a hand-off to a worker and back. RWF_NOWAIT fails
+ * instead of waiting for the disk, so submit never blocks on I/O; any
+ * failure or short read just queues the request as usual (which re-reads
+ * it and reports errors the normal way), so the inline path never produces
+ * an error of its own. It stands aside while fault injection is on.
+ *
  * Small requests (a range of contiguous rows up to SMALL_BYTES) that are
  * queued together are taken by one worker, up to SMALL_BATCH at a time,
  * and read in one I/O batch (one io_uring submission).
@@ -65,6 +74,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <time.h>
 
 #include "fault.h"
@@ -180,7 +190,9 @@ struct ml_reader {
     size_t cache_used;        /* bytes in valid entries; cache_mu */
     size_t cache_limit;       /* 0 = auto */
     uint64_t cache_tick;      /* cache_mu */
-    _Atomic uint64_t n_requests, n_rows, n_hits, n_misses, n_parallel, n_helped, n_batched; /* stats, relaxed */
+    _Atomic int inline_reads; /* set at open; cleared if the kernel or filesystem lacks RWF_NOWAIT */
+    _Atomic uint64_t n_requests, n_rows, n_hits, n_misses, n_parallel, n_helped, n_batched,
+        n_inlined; /* stats, relaxed */
 };
 /* ---- requests ---------------------------------------------------------- */
 
@@ -242,6 +254,22 @@ static void request_finish(ml_reader *r, ml_request *q, const ml_error *e) {
     }
 }
 
+static int small_request(const ml_request *q);
+
+/* Read small request q into dest on this thread if the page cache has all
+ * of it; 1 if done, 0 if it must be queued (see "Inline reads" above). */
+static int try_inline(ml_reader *r, ml_request *q) {
+    if (ml_fault_active())
+        return 0;
+    const ml_layout *L = q->L;
+    size_t len = q->n_rows * L->row_bytes;
+    struct iovec iov = {.iov_base = q->dest, .iov_len = len};
+    ssize_t got = preadv2(L->fd, &iov, 1, (off_t)(L->offset + q->row0 * L->row_bytes), RWF_NOWAIT);
+    if (got < 0 && (errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL))
+        atomic_store_explicit(&r->inline_reads, 0, memory_order_relaxed); /* stop trying */
+    return got == (ssize_t)len;
+}
+
 int ml_request_submit(ml_reader *r, const ml_request_spec *s, ml_request **out, ml_error *err) {
     ml_layout *L = s->L;
     size_t out_size = s->col_size ? s->col_size : L->row_bytes;
@@ -293,7 +321,23 @@ int ml_request_submit(ml_reader *r, const ml_request_spec *s, ml_request **out, 
     q->tag = s->tag;
     q->notify = s->notify;
     q->state = Q_QUEUED;
+    int try_first = atomic_load_explicit(&r->inline_reads, memory_order_relaxed) && small_request(q);
     pthread_mutex_lock(&r->mu);
+    /* Inline: check `closed` first (a closed reader refuses requests), read
+     * without the lock, and look again if the request must be queued. */
+    while (!r->closed && try_first) {
+        pthread_mutex_unlock(&r->mu);
+        try_first = 0;
+        if (try_inline(r, q)) {
+            atomic_fetch_add_explicit(&r->n_inlined, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&r->n_rows, q->n_rows, memory_order_relaxed);
+            request_finish(r, q, NULL);
+            request_unref(q); /* the executor's reference: there is no executor */
+            *out = q;
+            return 0;
+        }
+        pthread_mutex_lock(&r->mu);
+    }
     if (r->closed) {
         pthread_mutex_unlock(&r->mu);
         atomic_store(&q->refs, 1);
@@ -1094,6 +1138,7 @@ int ml_reader_open(ml_reader **out, const ml_reader_config *cfg, ml_error *err) 
     r->workers = ws;
     r->io_mode = cfg->io_mode;
     r->cache_limit = cfg->cache_bytes;
+    atomic_init(&r->inline_reads, cfg->inline_reads != 0);
     for (unsigned i = 0; i < nw; i++) {
         ws[i].r = r;
         int rc = pthread_create(&ws[i].thread, NULL, worker_main, &ws[i]);
@@ -1216,4 +1261,5 @@ void ml_reader_get_stats(ml_reader *r, ml_reader_stats *st) {
     st->parallel = atomic_load_explicit(&r->n_parallel, memory_order_relaxed);
     st->helped = atomic_load_explicit(&r->n_helped, memory_order_relaxed);
     st->batched = atomic_load_explicit(&r->n_batched, memory_order_relaxed);
+    st->inlined = atomic_load_explicit(&r->n_inlined, memory_order_relaxed);
 }

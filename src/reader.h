@@ -17,6 +17,7 @@ typedef struct ml_reader_config {
     unsigned n_workers;  /* worker threads, >= 1 */
     ml_io_mode io_mode;
     size_t cache_bytes;  /* decoded-chunk cache; 0 = auto (see reader.c) */
+    int inline_reads;    /* submit reads small cached ranges itself (see reader.c) */
 } ml_reader_config;
 
 /* What to read. Rows are given either as a list (any order, duplicates
@@ -101,6 +102,7 @@ typedef struct ml_reader_stats {
     uint64_t parallel;    /* requests split into parts run by several threads */
     uint64_t helped;      /* requests run, or parts claimed, by a waiting thread */
     uint64_t batched;     /* small requests read together in one I/O batch */
+    uint64_t inlined;     /* small requests read from the page cache inside submit */
 } ml_reader_stats;
 
 void ml_reader_get_stats(ml_reader *r, ml_reader_stats *st);

@@ -147,9 +147,10 @@ def test_damaged_chunk_in_parallel_request(h5, tmp_path, io_mode, path, what):
 
 
 def test_waiter_runs_its_request(h5):
-    """Synchronous use: the thread in get() runs the request itself."""
+    """Synchronous use: the thread in get() runs the request itself (inline
+    reads off, or they would serve these one-row requests in request())."""
     fn, data = h5[0], h5[1]
-    with multiload.Reader(fn, n_procs=2) as r:
+    with multiload.Reader(fn, n_procs=2, inline_reads=False) as r:
         ds = r.get_dataset("/contig")
         stage = ds.create_stage(1)
         for i in range(300):
@@ -269,7 +270,7 @@ def test_small_requests_in_flight_are_batched(h5, io_mode):
     """Many one-row requests in flight: read in shared I/O batches, each
     result exact."""
     fn, data = h5[0], h5[1]
-    with multiload.Reader(fn, n_procs=2, io_mode=io_mode) as r:
+    with multiload.Reader(fn, n_procs=2, io_mode=io_mode, inline_reads=False) as r:
         ds = r.get_dataset("/contig")
         rows = np.random.default_rng(2).integers(0, ROWS, 2000)
         for k in range(0, len(rows), 100):
@@ -279,13 +280,16 @@ def test_small_requests_in_flight_are_batched(h5, io_mode):
         assert r.stats()["batched"] > 0
 
 
-def test_batch_with_a_failing_request(h5, tmp_path, io_mode):
+@pytest.mark.parametrize("inline_reads", [False, True])
+def test_batch_with_a_failing_request(h5, tmp_path, io_mode, inline_reads):
     """A batch of small requests where some rows lie past a cut end of
-    file: those fail (naming file and rows), the rest are exact."""
+    file: those fail (naming file and rows), the rest are exact. With
+    inline reads, the short read in request() hands the request to the
+    workers, which report it."""
     fn = str(tmp_path / "cut.h5")
     shutil.copy(h5[0], fn)
     data = h5[1]
-    with multiload.Reader(fn, n_procs=1, io_mode=io_mode) as r:
+    with multiload.Reader(fn, n_procs=1, io_mode=io_mode, inline_reads=inline_reads) as r:
         ds = r.get_dataset("/contig")
         cut = 4000
         with open(fn, "r+b") as f:
@@ -299,6 +303,34 @@ def test_batch_with_a_failing_request(h5, tmp_path, io_mode):
                 with pytest.raises(OSError) as ei:
                     f.get()
                 assert fn in str(ei.value) and f"rows {i}..{i + 1}" in str(ei.value), str(ei.value)
+
+
+def test_inline_reads_serve_cached_small_requests(h5, io_mode):
+    """One-row and small-range requests on warm contiguous data are read
+    inside request(): the future is done at once and exact. Column, list
+    and chunked requests still go to the workers."""
+    fn, data = h5[0], h5[1]
+    with open(fn, "rb") as f:  # warm the page cache
+        while f.read(1 << 20):
+            pass
+    with multiload.Reader(fn, n_procs=2, io_mode=io_mode) as r:
+        ds = r.get_dataset("/contig")
+        stage = ds.create_stage(64)
+        for i in np.random.default_rng(5).integers(0, ROWS - 64, 200):
+            fut = r.request(ds[int(i)], stage)
+            assert fut.done()
+            np.testing.assert_array_equal(fut.get(), data[i])
+            np.testing.assert_array_equal(r.request(ds[int(i):int(i) + 64], stage).get(), data[i:i + 64])
+        np.testing.assert_array_equal(r.request(ds[[5, 3, 5]], stage).get(), data[[5, 3, 5]])
+        st = r.stats()
+        assert st["inlined"] >= 390, st
+        assert st["requests"] == 401 and st["rows"] == 200 * 65 + 3
+        gz = r.get_dataset("/gz")
+        np.testing.assert_array_equal(r.request(gz[7], gz.create_stage(1)).get(), data[7])
+        assert r.stats()["inlined"] == st["inlined"]
+        r.close()
+        with pytest.raises(RuntimeError, match="closed"):
+            r.request(ds[1], stage)
 
 
 def test_waiter_sleeps_once_no_part_is_left(h5, slow_reads):

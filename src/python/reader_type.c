@@ -49,11 +49,12 @@ static int forked(pid_t pid) {
 }
 
 static PyObject *core_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"n_workers", "io_mode", "cache_bytes", NULL};
+    static char *kwlist[] = {"n_workers", "io_mode", "cache_bytes", "inline_reads", NULL};
     unsigned n_workers;
-    int io_mode = 0;
+    int io_mode = 0, inline_reads = 0;
     unsigned long long cache_bytes = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "I|iK:ReaderCore", kwlist, &n_workers, &io_mode, &cache_bytes))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "I|iKp:ReaderCore", kwlist, &n_workers, &io_mode, &cache_bytes,
+                                     &inline_reads))
         return NULL;
     if (n_workers < 1) {
         PyErr_SetString(PyExc_ValueError, "n_workers must be >= 1");
@@ -64,7 +65,7 @@ static PyObject *core_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
         return NULL;
     self->pid = getpid();
     ml_reader_config cfg = {.n_workers = n_workers, .io_mode = (ml_io_mode)io_mode,
-                            .cache_bytes = (size_t)cache_bytes};
+                            .cache_bytes = (size_t)cache_bytes, .inline_reads = inline_reads};
     ml_error err;
     ml_error_clear(&err);
     int rc;
@@ -220,11 +221,11 @@ static PyObject *core_stats(ReaderCoreObject *self, PyObject *Py_UNUSED(ignored)
     ml_reader_stats s = {0};
     if (self->r)
         ml_reader_get_stats(self->r, &s);
-    return Py_BuildValue("{sKsKsKsKsKsKsK}", "requests", (unsigned long long)s.requests, "rows",
+    return Py_BuildValue("{sKsKsKsKsKsKsKsK}", "requests", (unsigned long long)s.requests, "rows",
                          (unsigned long long)s.rows, "cache_hits", (unsigned long long)s.cache_hits,
                          "cache_misses", (unsigned long long)s.cache_misses,
                          "parallel", (unsigned long long)s.parallel, "helped", (unsigned long long)s.helped,
-                         "batched", (unsigned long long)s.batched);
+                         "batched", (unsigned long long)s.batched, "inlined", (unsigned long long)s.inlined);
 }
 
 static PyMethodDef core_methods[] = {
@@ -235,7 +236,7 @@ static PyMethodDef core_methods[] = {
      "shutdown(drain, join): refuse new requests; drain=False fails the queued ones."},
     {"pop_done", (PyCFunction)core_pop_done, METH_VARARGS,
      "pop_done(timeout) -> [tags] of finished notify-requests ([] on timeout, None once closed)."},
-    {"stats", (PyCFunction)core_stats, METH_NOARGS, "Counters: requests, rows, cache_hits, cache_misses."},
+    {"stats", (PyCFunction)core_stats, METH_NOARGS, "Counters: requests, rows, cache_hits, cache_misses, parallel, helped, batched, inlined."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -244,7 +245,7 @@ static PyType_Slot core_slots[] = {
     {Py_tp_dealloc, core_dealloc},
     {Py_tp_traverse, core_traverse},
     {Py_tp_methods, core_methods},
-    {Py_tp_doc, "ReaderCore(n_workers, io_mode=0, cache_bytes=0): request worker threads (internal)."},
+    {Py_tp_doc, "ReaderCore(n_workers, io_mode=0, cache_bytes=0, inline_reads=False): request worker threads (internal)."},
     {0, NULL},
 };
 

@@ -145,6 +145,43 @@ static void test_cancel_and_stop(void) {
     free(dest);
 }
 
+/* Inline reads: small cached ranges are done when submit returns; a
+ * closed reader still refuses; a list request still goes to the workers. */
+static void test_inline_reads(void) {
+    ml_reader_config cfg = {.n_workers = 1, .inline_reads = 1};
+    ml_error err;
+    CHECK_RC(ml_reader_open(&g_reader, &cfg, &err));
+    int32_t got[4][COLS];
+    int done_at_once = 0;
+    for (uint64_t row0 = 0; row0 + 4 <= ROWS; row0 += 97) {
+        ml_request_spec s = {.L = g_layouts[0], .row0 = row0, .n_rows = 4, .dest = got,
+                             .dest_bytes = sizeof got};
+        ml_request *q;
+        CHECK_RC(ml_request_submit(g_reader, &s, &q, &err));
+        done_at_once += ml_request_done(q);
+        CHECK_EQ(ml_request_wait(q, -1), 0);
+        CHECK_EQ(ml_request_error(q)->code, 0);
+        check_rows(&got[0][0], NULL, row0, 4);
+        ml_request_free(q);
+    }
+    uint64_t list[2] = {3, 1};
+    ml_request_spec l = {.L = g_layouts[0], .rows = list, .n_rows = 2, .dest = got, .dest_bytes = sizeof got};
+    ml_request *q;
+    CHECK_RC(ml_request_submit(g_reader, &l, &q, &err));
+    CHECK_EQ(ml_request_wait(q, -1), 0);
+    check_rows(&got[0][0], list, 0, 2);
+    ml_request_free(q);
+    ml_reader_stats st;
+    ml_reader_get_stats(g_reader, &st);
+    CHECK_EQ(st.inlined, (uint64_t)done_at_once);
+    CHECK_GT(st.inlined, 0); /* the file was just written: in the page cache */
+    ml_reader_shutdown(g_reader, 1);
+    ml_request_spec s = {.L = g_layouts[0], .row0 = 0, .n_rows = 1, .dest = got, .dest_bytes = sizeof got};
+    CHECK_EQ(ml_request_submit(g_reader, &s, &q, &err), -ML_ECLOSED);
+    ml_reader_free(g_reader);
+    g_reader = NULL;
+}
+
 int main(void) {
     g_file = check_path("reader.h5");
     for (size_t i = 0; i < ROWS * COLS; i++)
@@ -165,6 +202,7 @@ int main(void) {
     CHECK_RC(ml_layout_open(g_file, "/gz", &g_layouts[1], &err));
     test_threads();
     test_cancel_and_stop();
+    test_inline_reads();
     ml_layout_unref(g_layouts[0]);
     ml_layout_unref(g_layouts[1]);
     CHECK_DONE();
