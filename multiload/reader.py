@@ -226,12 +226,28 @@ class Reader:
             dest = dest.reshape(-1).view(np.uint8) if dest.size else np.empty(1, np.uint8)
         notify = self._dispatcher is not None
         tag = next(self._tags)  # itertools.count: atomic under the GIL
-        creq = self._core.submit(plan.ds._layout, h.rows, h.row0, h.n, plan.col_offset, plan.col_size,
-                                 dest, tag, notify, h.wrap)
+        if notify:
+            # The tag may come back (request read inline, or by a fast
+            # worker) before the future exists: hold its place, so the
+            # dispatcher can tell "finished early" from "not ours".
+            with self._lock:
+                self._pending[tag] = None
+        try:
+            creq = self._core.submit(plan.ds._layout, h.rows, h.row0, h.n, plan.col_offset, plan.col_size,
+                                     dest, tag, notify, h.wrap)
+        except BaseException:
+            if notify:
+                with self._lock:
+                    self._pending.pop(tag, None)
+            raise
         fut = Request(self, st, creq, plan, temp)
         if notify:
             with self._lock:
-                self._pending[tag] = fut
+                early = tag not in self._pending  # the dispatcher took the tag already
+                if not early:
+                    self._pending[tag] = fut
+            if early:
+                self._deliver(fut, True)
         return fut
 
     def _request_vlarray(self, ds, key, stage):
@@ -295,28 +311,36 @@ class Reader:
         if fut._callbacks:
             fut._run_callbacks()
 
+    def _deliver(self, fut, notify):
+        """A finished request: its callbacks, then notify(fut) if asked."""
+        fut._finish()
+        fut._run_callbacks()
+        if notify and self._notify_fn is not None:
+            try:
+                self._notify_fn(fut)
+            except Exception:  # noqa: BLE001 - a user callback must not stop the dispatcher
+                import logging
+
+                logging.getLogger("multiload").exception("exception in the reader's notify callback")
+
     def _dispatch(self):
         core = self._core
         while True:
             tags = core.pop_done(0.1)
             with self._lock:
+                # A None entry is a request still in _submit: it delivers itself.
                 futs = [self._pending.pop(t) for t in tags or () if t in self._pending]
+                futs = [f for f in futs if f is not None]
                 watched = [f for f in self._watched if f.done()]
                 if watched:
                     self._watched = [f for f in self._watched if not f.done()]
-            for f in futs + watched:
-                f._finish()
-                f._run_callbacks()
-                if self._notify_fn is not None and f in futs:
-                    try:
-                        self._notify_fn(f)
-                    except Exception:  # noqa: BLE001
-                        import logging
-
-                        logging.getLogger("multiload").exception("exception in the reader's notify callback")
+            for f in futs:
+                self._deliver(f, True)
+            for f in watched:
+                self._deliver(f, False)
             if tags is None:
                 with self._lock:
-                    rest = list(self._pending.values()) + self._watched
+                    rest = [f for f in self._pending.values() if f is not None] + self._watched
                     self._pending.clear()
                     self._watched = []
                 for f in rest:

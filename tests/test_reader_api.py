@@ -282,6 +282,28 @@ def test_stop_fails_queued_requests_and_notify(h5, monkeypatch):
     assert all(isinstance(e, multiload.reader.Request) for e in events[:-1])
 
 
+@pytest.mark.parametrize("inline_reads", [True, False])
+def test_notify_sees_every_request_once(h5, inline_reads):
+    """Requests read inline finish inside request(), before their future
+    is registered with the notification thread: none may be lost."""
+    events = []
+    lock = threading.Lock()
+
+    def note(e):
+        with lock:
+            events.append(e)
+
+    r = multiload.Reader(h5[0], n_procs=2, notify=note, inline_reads=inline_reads)
+    a = r.get_dataset("/arr")
+    futs = [r.request(a[i % len(h5[1])], a.create_stage(1)) for i in range(500)]
+    for i, f in enumerate(futs):
+        np.testing.assert_array_equal(f.get(), h5[1][i % len(h5[1])])
+    r.close(wait=True)
+    r._dispatcher.join(10)
+    assert events[-1] is multiload.QueueClosed
+    assert len(events) == 501 and {id(e) for e in events[:-1]} == {id(f) for f in futs}
+
+
 def test_background_error_keeps_its_type(tmp_path, h5):
     import shutil
 
