@@ -25,7 +25,7 @@ __all__ = ["Streamer", "Queue", "io_mode"]
 #: 24 GB/s, 4 MiB 16 GB/s); pass block_size to choose one.
 DEFAULT_CONTIGUOUS_BYTES = 128 * 1024
 # Default read-ahead for small blocks: slots enough for this many bytes, at most this many slots.
-READ_AHEAD_MIN_BYTES = 256 * 1024
+READ_AHEAD_MIN_BYTES = 2 * 1024 * 1024
 SMALL_BLOCK_SLOTS = 64
 #: Default block bytes for chunked data, rounded to whole chunk rows so that
 #: no chunk is decoded twice.
@@ -86,11 +86,13 @@ def default_read_ahead(n_procs, block_bytes):
 
     ``2 * n_procs + 1`` (multitables' default): each worker fills one slot
     while the others wait, ready. Small blocks get more slots, up to
-    SMALL_BLOCK_SLOTS, so that about READ_AHEAD_MIN_BYTES are in flight:
-    with one 4 KiB row per block and 3 slots the consumer and a worker take
-    turns sleeping and each block costs a cross-core wake-up (~20 us here);
-    with 64 slots the worker stays ahead and a block costs ~2.5 us (measured
-    with benchmarks' W6; see docs/streamer.md).
+    SMALL_BLOCK_SLOTS, so that about READ_AHEAD_MIN_BYTES are in flight.
+    With few small slots the consumer and the workers take turns sleeping
+    and every block costs a cross-core wake-up. Measured on 2 cores, warm
+    cache: one 4 KiB row per block, 3 -> 64 slots: ~19 -> ~2.5 us per
+    block; 128 KiB blocks (the contiguous default), 5 -> 16 slots: ~8 ->
+    ~10-12 GB/s; 1 MiB blocks are best with 5 (32 slots: 18 -> 14 GB/s, the
+    slots fall out of cache), so large blocks keep multitables' count.
     """
     slots = 2 * n_procs + 1
     if block_bytes > 0:
@@ -322,7 +324,7 @@ class Streamer:
         read_ahead : int, default ``2 * n_procs + 1``
             Slots in the ring buffer (blocks read ahead or held by guards).
             By default, small blocks get more slots (up to 64, so that
-            about 256 KiB are read ahead): see :func:`default_read_ahead`.
+            about 2 MiB are read ahead): see :func:`default_read_ahead`.
         cyclic : bool, default False
             Wrap around forever. The rows left over at the end travel in a
             block that continues at the start of the dataset.

@@ -527,16 +527,16 @@ def test_wait_seconds_counts_a_blocked_get(api_file):
 
 @pytest.fixture(scope="module")
 def long_seq(tmp_path_factory):
-    """64 Ki int64 rows (512 KiB): room for blocks of 256 KiB."""
+    """512 Ki int64 rows (4 MiB): room for blocks of 2 MiB."""
     path = tmp_path_factory.mktemp("read_ahead") / "long.h5"
     with h5py.File(path, "w") as f:
-        f.create_dataset("seq", data=np.arange(1 << 16, dtype="<i8"))
+        f.create_dataset("seq", data=np.arange(1 << 19, dtype="<i8"))
     return str(path)
 
 
 @pytest.mark.parametrize("n_procs", [1, 4])
 def test_default_read_ahead_is_two_per_worker_plus_one(long_seq, n_procs):
-    # Blocks of 256 KiB or more: multitables' default, 2 * n_procs + 1 slots.
+    # Blocks of 2 MiB or more: multitables' default, 2 * n_procs + 1 slots.
     block = multiload.streamer.READ_AHEAD_MIN_BYTES // 8
     q = multiload.Streamer(long_seq).get_queue("seq", n_procs=n_procs, block_size=block, cyclic=True)
     slots = 2 * n_procs + 1
@@ -548,9 +548,9 @@ def test_default_read_ahead_is_two_per_worker_plus_one(long_seq, n_procs):
     q.close()
 
 
-@pytest.mark.parametrize("block_size, slots", [(1, 64), (4096, 8), (2048, 16)])
+@pytest.mark.parametrize("block_size, slots", [(1, 64), (32768, 8), (16384, 16)])
 def test_default_read_ahead_grows_for_small_blocks(long_seq, block_size, slots):
-    # ~256 KiB in flight, at most 64 slots: tiny blocks keep the worker ahead.
+    # ~2 MiB in flight, at most 64 slots: small blocks keep the worker ahead.
     with multiload.Streamer(long_seq).get_queue("seq", n_procs=1, block_size=block_size) as q:
         assert q.read_ahead == slots
         held = [q.get(timeout=GET_TIMEOUT) for _ in range(slots)]
