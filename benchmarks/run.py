@@ -167,6 +167,7 @@ def multitables_status():
 
 
 def build_limits(cache):
+    os.makedirs(cache, exist_ok=True)  # a fresh machine has no cache folder yet
     exe = os.path.join(cache, "limits")
     src = os.path.join(HERE, "limits.c")
     if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(src):
