@@ -1,9 +1,10 @@
 /* fault.c - MULTILOAD_FAULTS parser and counters (see fault.h).
  *
  * Counters are process-wide atomics so that "the n-th read" means the same
- * thing whichever worker thread performs it. Rules are parsed under a
- * mutex on reload; checks read them without the lock, which is safe
- * because tests reload only while no queue is open. */
+ * thing whichever worker thread performs it. Rules are written under the
+ * write side of a rwlock on reload and read under its read side, so a
+ * reload while a Reader's workers are alive (tests do that) never races
+ * with a check. With no rules a check is one relaxed atomic load. */
 #define _GNU_SOURCE
 #include "fault.h"
 
@@ -24,10 +25,10 @@ typedef struct rule {
     long ms;             /* slow: milliseconds the read sleeps */
 } rule;
 
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_rwlock_t lock = PTHREAD_RWLOCK_INITIALIZER;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
-static rule rules[MAX_RULES];      /* written under lock in reload */
-static int n_rules;                /* 0 = injection off */
+static rule rules[MAX_RULES];      /* written under the write lock, read under the read lock */
+static _Atomic int n_rules;        /* 0 = injection off; written under the write lock */
 static _Atomic unsigned long reads, allocs; /* relaxed: counters only */
 static _Atomic uint64_t rng;       /* xorshift state */
 
@@ -71,16 +72,23 @@ static void parse(void) {
 }
 
 static void init(void) {
-    pthread_mutex_lock(&lock);
+    pthread_rwlock_wrlock(&lock);
     parse();
-    pthread_mutex_unlock(&lock);
+    pthread_rwlock_unlock(&lock);
 }
 
 void ml_fault_reload(void) {
     pthread_once(&once, init);
-    pthread_mutex_lock(&lock);
+    pthread_rwlock_wrlock(&lock);
     parse();
-    pthread_mutex_unlock(&lock);
+    pthread_rwlock_unlock(&lock);
+}
+
+/* Injection off: skip the lock. Relaxed: a check racing a reload may see
+ * either rule set, as it may run just before or after it. */
+static int rules_off(void) {
+    pthread_once(&once, init);
+    return atomic_load_explicit(&n_rules, memory_order_relaxed) == 0;
 }
 
 static double next_uniform(void) {
@@ -100,41 +108,44 @@ static int fires(const rule *r, unsigned long count) {
 }
 
 int ml_fault_check(size_t *want) {
-    pthread_once(&once, init);
-    if (n_rules == 0)
+    if (rules_off())
         return 0;
+    int rc = 0;
+    long sleep_ms = 0;
+    pthread_rwlock_rdlock(&lock);
     unsigned long c = atomic_fetch_add_explicit(&reads, 1, memory_order_relaxed) + 1;
-    for (int i = 0; i < n_rules; i++) {
+    for (int i = 0; i < n_rules && rc == 0; i++) {
         if (rules[i].kind == 3 || !fires(&rules[i], c))
             continue;
         if (rules[i].kind == 0)
-            return -EIO;
-        if (rules[i].kind == 2)
-            return -EAGAIN;
-        if (rules[i].kind == 4) {
-            struct timespec ts = {rules[i].ms / 1000, (rules[i].ms % 1000) * 1000000L};
-            while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-                ;
-            continue;
-        }
-        if (*want > 1)
+            rc = -EIO;
+        else if (rules[i].kind == 2)
+            rc = -EAGAIN;
+        else if (rules[i].kind == 4)
+            sleep_ms += rules[i].ms;
+        else if (*want > 1)
             *want /= 2;
     }
-    return 0;
+    pthread_rwlock_unlock(&lock);
+    if (rc == 0 && sleep_ms > 0) { /* outside the lock: a reload need not wait for a stalled read */
+        struct timespec ts = {sleep_ms / 1000, (sleep_ms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+            ;
+    }
+    return rc;
 }
 
-int ml_fault_active(void) {
-    pthread_once(&once, init);
-    return n_rules != 0;
-}
+int ml_fault_active(void) { return !rules_off(); }
 
 int ml_fault_alloc(void) {
-    pthread_once(&once, init);
-    if (n_rules == 0)
+    if (rules_off())
         return 0;
+    int rc = 0;
+    pthread_rwlock_rdlock(&lock);
     unsigned long c = atomic_fetch_add_explicit(&allocs, 1, memory_order_relaxed) + 1;
-    for (int i = 0; i < n_rules; i++)
+    for (int i = 0; i < n_rules && rc == 0; i++)
         if (rules[i].kind == 3 && fires(&rules[i], c))
-            return -ENOMEM;
-    return 0;
+            rc = -ENOMEM;
+    pthread_rwlock_unlock(&lock);
+    return rc;
 }
