@@ -145,9 +145,23 @@ class ArrayDataset(Dataset):
 
 
 class VLArrayDataset(DatasetBase):
-    """A variable-length array (PyTables VLArray), read through h5py under
-    the calling thread (the slow path): ``dataset[i]`` is row i's array;
-    a slice or list gives the rows concatenated."""
+    """A variable-length array (PyTables VLArray): each row is a 1-D array
+    of any length of one dtype (the atom's; an atom with a shape adds
+    trailing dimensions). Read by the C core through HDF5 under its lock
+    in the calling thread (the slow path; no worker threads, no h5py).
+
+    ``dataset[i]`` is row i's array (shape ``(len,) + atom shape``);
+    a slice, a list, an integer array or a boolean mask of rows gives those
+    rows concatenated, in the order given (repeats allowed). Negative rows
+    count from the end, as in numpy; a row out of range is an IndexError.
+    Further keys (``dataset[3:9][::2]``) index that result as numpy does.
+    ``dtype`` is the element dtype as h5py reports it (PyTables'
+    VLStringAtom and ObjectAtom rows are their ``uint8`` bytes).
+    """
+
+    def __init__(self, reader, path, vlen):
+        super().__init__(reader, path, vlen.dtype, vlen.shape)
+        self._vlen = vlen  # _core.VLen: the opened dataset
 
     def read(self, start=None, stop=None, step=None):
         return ops.IndexOp(self._path, slice(start, stop, step))
@@ -156,3 +170,39 @@ class VLArrayDataset(DatasetBase):
         if key is Ellipsis:
             raise IndexError("a single Ellipsis is not a request (PyTables does not support it); use [:]")
         return ops.IndexOp(self._path, key)
+
+    def _rows(self, key):
+        """The rows ``key`` selects, as an int64 array (one row: its array
+        is the result; several: their concatenation). IndexError as numpy
+        raises it."""
+        n = self.shape[0]
+        if isinstance(key, tuple):  # ds[i, ...], ds[(i,)]: one dimension only
+            parts = [k for k in key if k is not Ellipsis]
+            if len(parts) > 1 or len(key) - len(parts) > 1:
+                raise IndexError(f"too many indices for the 1-D VLArray {self._path!r}: {key!r}")
+            key = parts[0] if parts else slice(None)
+        if _is_int(key):
+            i = int(key)
+            if not -n <= i < n:
+                raise IndexError(f"index {i} is out of bounds for VLArray {self._path!r} with {n} rows")
+            return np.array([i % n], dtype=np.int64)
+        if isinstance(key, slice):
+            return np.arange(*key.indices(n), dtype=np.int64)
+        sel = np.asarray(key)
+        if sel.dtype == bool:
+            if sel.shape != (n,):
+                raise IndexError(f"boolean index of shape {sel.shape} does not match VLArray {self._path!r} "
+                                 f"with {n} rows")
+            return np.flatnonzero(sel).astype(np.int64)
+        if sel.size == 0:
+            sel = sel.astype(np.int64)
+        if not np.issubdtype(sel.dtype, np.integer):
+            raise IndexError("only integers, slices, integer arrays and boolean masks select VLArray rows, "
+                             f"not {key!r}")
+        if sel.ndim > 1:
+            raise IndexError(f"a {sel.ndim}-D index array cannot select rows of the 1-D VLArray {self._path!r}")
+        rows = sel.astype(np.int64).reshape(-1)
+        bad = (rows < -n) | (rows >= n)
+        if bad.any():
+            raise IndexError(f"index {rows[bad][0]} is out of bounds for VLArray {self._path!r} with {n} rows")
+        return np.where(rows < 0, rows + n, rows)

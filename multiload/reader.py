@@ -79,18 +79,29 @@ class Reader:
 
     # -- datasets
     def get_dataset(self, path):
-        """A proxy of the dataset at ``path`` (dtype, shape, request builder)."""
+        """A proxy of the dataset at ``path`` (dtype, shape, request builder):
+        a :class:`TableDataset` (1-D compound), an :class:`ArrayDataset`, or
+        a :class:`VLArrayDataset` for a variable-length dataset (PyTables
+        VLArray), which the C core reads through HDF5 in the calling thread.
+
+        Raises KeyError (no such dataset), TypeError naming a type or shape
+        multiload cannot read (variable-length strings, references, a group),
+        and OSError for a missing or damaged file."""
         with self._lock:
             ds = self._datasets.get(path)
         if ds is not None:
             return ds
         try:
-            layout = _core.Layout(self._filename, path)
-        except TypeError:
-            vl = self._vlarray_info(path)
-            if vl is None:
-                raise
-            ds = VLArrayDataset(self, path, vl[0], vl[1])
+            layout, refused = _core.Layout(self._filename, path), None
+        except TypeError as e:
+            layout, refused = None, e
+        if layout is None:
+            # A type the streaming path refuses may be a VLArray's; any
+            # other refusal is raised as Layout raised it.
+            vlen = _core.vlen_open(self._filename, path)
+            if vlen is None:
+                raise refused
+            ds = VLArrayDataset(self, path, vlen)
         else:
             dtype = layout.dtype
             if dtype.names and len(layout.shape) == 1:
@@ -99,16 +110,6 @@ class Reader:
                 ds = ArrayDataset(self, path, dtype, layout.shape, layout)
         with self._lock:
             return self._datasets.setdefault(path, ds)
-
-    def _vlarray_info(self, path):
-        import h5py
-
-        with h5py.File(self._filename, "r") as f:
-            d = f[path]
-            base = h5py.check_vlen_dtype(d.dtype)
-            if base is None:
-                return None
-            return np.dtype(base), d.shape
 
     def _dataset_for(self, key):
         path = getattr(key, "_path", None)
@@ -250,23 +251,27 @@ class Reader:
                 self._deliver(fut, True)
         return fut
 
-    def _request_vlarray(self, ds, key, stage):
-        import h5py
-
+    def _vlarray_result(self, ds, key):
+        """Read a VLArray expression now (C core, HDF5 under its lock, GIL
+        released): the row, or the rows concatenated, then further keys."""
         keys = key._post()
-        with h5py.File(self._filename, "r") as f:
-            res = f[ds._path][keys[0]]
-        if isinstance(res, np.ndarray) and res.dtype == object:
-            res = np.concatenate(list(res)) if len(res) else np.zeros(0, ds.dtype)
-        res = np.asarray(res)
+        _counts, res = ds._vlen.read(ds._rows(keys[0]))
         for k in keys[1:]:
             res = res[k]
+        return np.asarray(res)
+
+    def _request_vlarray(self, ds, key, stage):
+        # A VLArray's result size is known only once its rows are read: read
+        # first, then check the stage and copy, so a refused request leaves
+        # the stage untouched and free.
+        res = self._vlarray_result(ds, key)
         plan = _Plan()
         plan.post, plan.shape, plan.dtype = None, res.shape, res.dtype
         plan.nbytes = res.nbytes
         cap = stage._capacity()
         if res.nbytes > cap:
-            raise SharedMemoryError(f"Stage is smaller than requested array: {cap} < {res.nbytes}")
+            raise SharedMemoryError(f"Stage is smaller than requested array: {cap} < {res.nbytes} "
+                                    f"(result shape {res.shape}, dtype {res.dtype})")
         st = stage._acquire()
         st._view(res.dtype, res.shape)[...] = res
         fut = Request(self, st, _Done(), plan, None)
@@ -279,8 +284,7 @@ class Reader:
             raise RuntimeError("Attempt to request data from a closed reader.")
         ds, plan = self._plan(key)
         if plan is None:
-            st = Stage(1 << 30)
-            return self._request_vlarray(ds, key, st).get()
+            return np.ascontiguousarray(self._vlarray_result(ds, key))
         out = np.empty(plan.shape, dtype=plan.dtype)
         st = _OwnStage(out)
         st._acquire()

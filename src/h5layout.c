@@ -3,6 +3,10 @@
  * Invariants:
  *  - Every HDF5 call in the process (ours) runs with h5_mutex held. HDF5 is
  *    not thread-safe, and a serial build crashes if two threads enter it.
+ *    The mutex lives here; vlen.c, the only other file that calls HDF5,
+ *    takes it through h5internal.h (ml_h5_lock), which also shares the
+ *    dataset opener and the type mapping, so both open files and name
+ *    types one way.
  *  - An ml_layout is immutable after ml_layout_open() except for the chunk
  *    table, which fills lazily: chunks[i] is written under h5_mutex and
  *    then known[i] is set with release order; readers test known[i] with
@@ -18,6 +22,7 @@
 #include "h5layout.h"
 
 #include "decode.h"
+#include "h5internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -40,7 +45,7 @@ static void fork_prepare(void) { pthread_mutex_lock(&h5_mutex); }
 static void fork_release(void) { pthread_mutex_unlock(&h5_mutex); }
 static void register_atfork(void) { pthread_atfork(fork_prepare, fork_release, fork_release); }
 
-static void h5_lock(void) {
+void ml_h5_lock(void) {
     pthread_once(&atfork_once, register_atfork);
     pthread_mutex_lock(&h5_mutex);
     if (!h5_quiet_done) {
@@ -50,7 +55,7 @@ static void h5_lock(void) {
     }
 }
 
-static void h5_unlock(void) { pthread_mutex_unlock(&h5_mutex); }
+void ml_h5_unlock(void) { pthread_mutex_unlock(&h5_mutex); }
 
 void ml_type_free(ml_type *t) {
     if (!t)
@@ -100,10 +105,8 @@ static int enum_is_bool(hid_t tid) {
     return ok;
 }
 
-/* Build an ml_type from an HDF5 type. Returns 0 or -ML_ETYPE with a message
- * naming the offending type. Caller holds h5_mutex. */
-static int type_from_h5(hid_t tid, ml_type **out, ml_error *err,
-                        const char *where) {
+int ml_type_from_h5(hid_t tid, ml_type **out, ml_error *err,
+                    const char *where) {
     ml_type *t = calloc(1, sizeof *t);
     int rc = 0;
     if (!t)
@@ -146,7 +149,7 @@ static int type_from_h5(hid_t tid, ml_type **out, ml_error *err,
         hid_t super = H5Tget_super(tid);
         ml_type *base = NULL;
         rc = super < 0 ? ml_error_set(err, -ML_EHDF5, "cannot read enum base type in %s", where)
-                       : type_from_h5(super, &base, err, where);
+                       : ml_type_from_h5(super, &base, err, where);
         if (super >= 0)
             H5Tclose(super);
         if (rc == 0) {
@@ -186,7 +189,7 @@ static int type_from_h5(hid_t tid, ml_type **out, ml_error *err,
                 rc = ml_error_set(err, -ML_EHDF5, "cannot read compound member type in %s", where);
                 break;
             }
-            rc = type_from_h5(mt, &t->members[i], err, where);
+            rc = ml_type_from_h5(mt, &t->members[i], err, where);
             H5Tclose(mt);
         }
         break;
@@ -207,7 +210,7 @@ static int type_from_h5(hid_t tid, ml_type **out, ml_error *err,
             rc = ml_error_set(err, -ML_EHDF5, "cannot read array base type in %s", where);
             break;
         }
-        rc = type_from_h5(super, &t->base, err, where);
+        rc = ml_type_from_h5(super, &t->base, err, where);
         H5Tclose(super);
         break;
     }
@@ -399,7 +402,7 @@ static int describe(ml_layout *L, ml_error *err) {
         rc = ml_error_set(err, -ML_EHDF5, "cannot read the datatype of %s", where);
         goto out;
     }
-    rc = type_from_h5((hid_t)L->h5_type, &L->type, err, where);
+    rc = ml_type_from_h5((hid_t)L->h5_type, &L->type, err, where);
     if (rc < 0)
         goto out;
 
@@ -469,20 +472,69 @@ out:
     return rc;
 }
 
-int ml_layout_open(const char *filename, const char *path, ml_layout **out,
-                   ml_error *err) {
-    ml_layout *L = NULL;
+int ml_h5_dataset_open(const char *filename, const char *path, int *fd_out, hid_t *file_out,
+                       hid_t *dset_out, ml_error *err) {
+    hid_t file = -1, obj = -1;
     int fd = -1;
     int rc = open_file(filename, &fd, err);
     if (rc < 0)
         return rc;
-    L = calloc(1, sizeof *L);
-    if (!L) {
-        close(fd);
-        return ml_error_set(err, -ENOMEM, "out of memory");
+    ml_h5_lock();
+    htri_t is = H5Fis_hdf5(filename);
+    if (is <= 0) {
+        rc = ml_error_set(err, -ML_ENOTHDF5, "'%s' is not an HDF5 file (no valid superblock)", filename);
+        goto fail;
     }
+    file = H5Fopen(filename, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (file < 0) {
+        rc = file_locked(fd)
+                 ? ml_error_set(err, -EAGAIN,
+                                "'%s' is locked by a process writing it (HDF5 file locking): open it once "
+                                "the writer has closed it, or set HDF5_USE_FILE_LOCKING=FALSE if the writer "
+                                "uses SWMR or the file system's locks are unreliable", filename)
+                 : ml_error_set(err, -ML_ENOTHDF5, "HDF5 cannot open '%s' (damaged or locked file)", filename);
+        goto fail;
+    }
+    if (!same_file(fd, filename)) {
+        rc = ml_error_set(err, -ML_EHDF5, "'%s' was replaced or removed while it was being opened", filename);
+        goto fail;
+    }
+    obj = H5Oopen(file, path, H5P_DEFAULT);
+    if (obj < 0) {
+        rc = ml_error_set(err, -ML_ENOTFOUND, "no dataset '%s' in file '%s' (missing path or dangling link)",
+                          path, filename);
+        goto fail;
+    }
+    H5I_type_t it = H5Iget_type(obj);
+    if (it != H5I_DATASET) {
+        rc = ml_error_set(err, -ML_ENOTDSET, "'%s' in file '%s' is a %s, not a dataset", path, filename,
+                          it == H5I_GROUP ? "group" : it == H5I_DATATYPE ? "named datatype" : "non-dataset object");
+        goto fail;
+    }
+    ml_h5_unlock();
+    *fd_out = fd;
+    *file_out = file;
+    *dset_out = obj;
+    return 0;
+fail:
+    if (obj >= 0)
+        H5Oclose(obj);
+    if (file >= 0)
+        H5Fclose(file);
+    ml_h5_unlock();
+    close(fd);
+    return rc;
+}
+
+int ml_layout_open(const char *filename, const char *path, ml_layout **out,
+                   ml_error *err) {
+    ml_layout *L = calloc(1, sizeof *L);
+    hid_t file = -1, dset = -1;
+    int rc = 0;
+    if (!L)
+        return ml_error_set(err, -ENOMEM, "out of memory");
     atomic_init(&L->refcount, 1);
-    L->fd = fd;
+    L->fd = -1;
     L->h5_file = L->h5_dset = L->h5_type = -1;
     L->offset = UINT64_MAX;
     L->filename = strdup(filename);
@@ -491,46 +543,12 @@ int ml_layout_open(const char *filename, const char *path, ml_layout **out,
         rc = ml_error_set(err, -ENOMEM, "out of memory");
         goto fail;
     }
-
-    h5_lock();
-    htri_t is = H5Fis_hdf5(filename);
-    if (is <= 0) {
-        h5_unlock();
-        rc = ml_error_set(err, -ML_ENOTHDF5, "'%s' is not an HDF5 file (no valid superblock)", filename);
+    rc = ml_h5_dataset_open(filename, path, &L->fd, &file, &dset, err);
+    if (rc < 0)
         goto fail;
-    }
-    L->h5_file = H5Fopen(filename, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (L->h5_file < 0) {
-        h5_unlock();
-        rc = file_locked(L->fd)
-                 ? ml_error_set(err, -EAGAIN,
-                                "'%s' is locked by a process writing it (HDF5 file locking): open it once "
-                                "the writer has closed it, or set HDF5_USE_FILE_LOCKING=FALSE if the writer "
-                                "uses SWMR or the file system's locks are unreliable", filename)
-                 : ml_error_set(err, -ML_ENOTHDF5, "HDF5 cannot open '%s' (damaged or locked file)", filename);
-        goto fail;
-    }
-    if (!same_file(L->fd, filename)) {
-        h5_unlock();
-        rc = ml_error_set(err, -ML_EHDF5, "'%s' was replaced or removed while it was being opened", filename);
-        goto fail;
-    }
-    hid_t obj = H5Oopen((hid_t)L->h5_file, path, H5P_DEFAULT);
-    if (obj < 0) {
-        h5_unlock();
-        rc = ml_error_set(err, -ML_ENOTFOUND, "no dataset '%s' in file '%s' (missing path or dangling link)",
-                          path, filename);
-        goto fail;
-    }
-    if (H5Iget_type(obj) != H5I_DATASET) {
-        H5I_type_t it = H5Iget_type(obj);
-        H5Oclose(obj);
-        h5_unlock();
-        rc = ml_error_set(err, -ML_ENOTDSET, "'%s' in file '%s' is a %s, not a dataset", path, filename,
-                          it == H5I_GROUP ? "group" : it == H5I_DATATYPE ? "named datatype" : "non-dataset object");
-        goto fail;
-    }
-    L->h5_dset = obj;
+    L->h5_file = file;
+    L->h5_dset = dset;
+    ml_h5_lock();
     int slow = 0;
     rc = follow_external_file(L, &slow, err);
     if (rc == 0)
@@ -539,7 +557,7 @@ int ml_layout_open(const char *filename, const char *path, ml_layout **out,
         L->storage = ML_STORE_SLOW;
         L->slow_reason = "an external link to a file HDF5 reads with a driver other than sec2";
     }
-    h5_unlock();
+    ml_h5_unlock();
     if (rc < 0)
         goto fail;
     *out = L;
@@ -561,14 +579,14 @@ void ml_layout_unref(ml_layout *L) {
     if (atomic_fetch_sub_explicit(&L->refcount, 1, memory_order_acq_rel) != 1)
         return;
     if (L->h5_type >= 0 || L->h5_dset >= 0 || L->h5_file >= 0) {
-        h5_lock();
+        ml_h5_lock();
         if (L->h5_type >= 0)
             H5Tclose((hid_t)L->h5_type);
         if (L->h5_dset >= 0)
             H5Dclose((hid_t)L->h5_dset);
         if (L->h5_file >= 0)
             H5Fclose((hid_t)L->h5_file);
-        h5_unlock();
+        ml_h5_unlock();
     }
     if (L->fd >= 0)
         close(L->fd);
@@ -598,19 +616,19 @@ int ml_layout_chunk(ml_layout *L, uint64_t index, ml_chunk_info *info,
     unsigned mask = 0;
     haddr_t addr = HADDR_UNDEF;
     hsize_t size = 0;
-    h5_lock();
+    ml_h5_lock();
     /* Another thread may have filled the entry while we waited for the
      * lock: then chunks[index] must not be written again (a reader that
      * saw known[index] may be reading it). Relaxed suffices here: every
      * store to known[] happens under h5_mutex, which orders it. */
     if (atomic_load_explicit(&L->known[index], memory_order_relaxed)) {
         *info = L->chunks[index];
-        h5_unlock();
+        ml_h5_unlock();
         return 0;
     }
     herr_t st = H5Dget_chunk_info_by_coord((hid_t)L->h5_dset, coord, &mask, &addr, &size);
     if (st < 0) {
-        h5_unlock();
+        ml_h5_unlock();
         return ml_error_set(err, -ML_EHDF5, "cannot look up chunk %llu of dataset '%s' in file '%s'",
                             (unsigned long long)index, L->path, L->filename);
     }
@@ -623,7 +641,7 @@ int ml_layout_chunk(ml_layout *L, uint64_t index, ml_chunk_info *info,
     /* release: publishes chunks[index] to the lock-free readers above.
      * Written once, under the lock, before known[index] becomes 1. */
     atomic_store_explicit(&L->known[index], 1, memory_order_release);
-    h5_unlock();
+    ml_h5_unlock();
     *info = ci;
     return 0;
 }
@@ -636,7 +654,7 @@ int ml_layout_read_slow(ml_layout *L, uint64_t row0, uint64_t n, void *dest,
     start[0] = row0;
     count[0] = n;
     int rc = 0;
-    h5_lock();
+    ml_h5_lock();
     hid_t fspace = H5Dget_space((hid_t)L->h5_dset);
     hid_t mspace = H5Screate_simple((int)L->ndim, count, NULL);
     if (fspace < 0 || mspace < 0 ||
@@ -647,7 +665,7 @@ int ml_layout_read_slow(ml_layout *L, uint64_t row0, uint64_t n, void *dest,
         H5Sclose(mspace);
     if (fspace >= 0)
         H5Sclose(fspace);
-    h5_unlock();
+    ml_h5_unlock();
     if (rc < 0)
         ml_error_set(err, rc, "HDF5 failed to read rows %llu..%llu of dataset '%s' in file '%s'",
                      (unsigned long long)row0, (unsigned long long)(row0 + n), L->path, L->filename);

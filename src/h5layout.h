@@ -2,8 +2,9 @@
  * its bytes without the HDF5 library: dtype, shape, storage layout, chunk
  * grid, chunk addresses, filter pipeline and fill value.
  *
- * Every HDF5 call in multiload goes through this module and runs under
- * ml_h5_lock(): the HDF5 library is not thread-safe.
+ * Every HDF5 call in multiload goes through this module (or vlen.c, which
+ * shares its lock through h5internal.h) and runs under ml_h5_lock(): the
+ * HDF5 library is not thread-safe.
  */
 #ifndef ML_H5LAYOUT_H
 #define ML_H5LAYOUT_H

@@ -24,6 +24,7 @@ typedef struct ml_module_state {
     PyTypeObject *guard_type;
     PyTypeObject *reader_type;   /* reader_type.c: ReaderCore */
     PyTypeObject *request_type;  /* reader_type.c: Request */
+    PyTypeObject *vlen_type;     /* vlen_type.c: VLen */
 } ml_module_state;
 
 extern PyModuleDef ml_moduledef;
@@ -52,5 +53,9 @@ int ml_py_add_layout_type(PyObject *m, ml_module_state *st);
 int ml_py_add_stream_type(PyObject *m, ml_module_state *st);
 int ml_py_add_guard_type(PyObject *m, ml_module_state *st);
 int ml_py_add_reader_types(PyObject *m, ml_module_state *st);
+int ml_py_add_vlen_type(PyObject *m, ml_module_state *st);
+
+/* _core.vlen_open(filename, path) -> VLen or None (vlen_type.c). */
+PyObject *ml_py_vlen_open(PyObject *m, PyObject *args, PyObject *kw);
 
 #endif

@@ -56,6 +56,9 @@ static PyMethodDef module_methods[] = {
      "block_runs(n_rows, block_rows, cyclic, k) -> [(start, count), ...] rows of block k."},
     {"n_blocks", mod_n_blocks, METH_VARARGS,
      "n_blocks(n_rows, block_rows, cyclic, remainder) -> blocks per stream (None: endless)."},
+    {"vlen_open", (PyCFunction)(void (*)(void))ml_py_vlen_open, METH_VARARGS | METH_KEYWORDS,
+     "vlen_open(filename, path) -> VLen, or None when path is not a variable-length dataset.\n"
+     "Raises TypeError for a variable-length dataset whose elements or shape the core cannot read."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -65,7 +68,7 @@ static int module_exec(PyObject *m) {
     if (ml_py_add_guard_type(m, st) < 0 || ml_py_add_layout_type(m, st) < 0 ||
         ml_py_add_stream_type(m, st) < 0)
         return -1;
-    if (ml_py_add_reader_types(m, st) < 0)
+    if (ml_py_add_reader_types(m, st) < 0 || ml_py_add_vlen_type(m, st) < 0)
         return -1;
     return 0;
 }
@@ -77,6 +80,7 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg) {
     Py_VISIT(st->guard_type);
     Py_VISIT(st->reader_type);
     Py_VISIT(st->request_type);
+    Py_VISIT(st->vlen_type);
     return 0;
 }
 
@@ -87,6 +91,7 @@ static int module_clear(PyObject *m) {
     Py_CLEAR(st->guard_type);
     Py_CLEAR(st->reader_type);
     Py_CLEAR(st->request_type);
+    Py_CLEAR(st->vlen_type);
     return 0;
 }
 

@@ -1,0 +1,42 @@
+/* h5internal.h - what h5layout.c shares with the core's other HDF5 user
+ * (vlen.c): the one HDF5 lock, the dataset opener and the type mapping.
+ * Internal to the core: the bindings and fetch.c never call HDF5.
+ *
+ * The lock lives in h5layout.c and is the only one: every HDF5 call in
+ * the process runs between ml_h5_lock() and ml_h5_unlock(), whichever
+ * file makes it. Sharing the opener and the type mapping means every
+ * dataset is opened, and every type named, one way (the same errors, the
+ * same numpy dtypes).
+ */
+#ifndef ML_H5INTERNAL_H
+#define ML_H5INTERNAL_H
+
+#include <hdf5.h>
+
+#include "error.h"
+#include "h5layout.h"
+
+/* Take / drop the process-wide HDF5 mutex. The first take in a thread
+ * also switches off HDF5's automatic error printing for that thread.
+ * Held across fork(), so a child never inherits it locked mid-call. */
+void ml_h5_lock(void);
+void ml_h5_unlock(void);
+
+/* Open `filename` read-only, with our own descriptor and with HDF5, and
+ * the object at `path`, which must be a dataset. Takes and drops the lock
+ * itself: call it without the lock. On success the caller owns *fd (an
+ * O_RDONLY descriptor of the very file HDF5 opened), *file and *dset (close
+ * them under the lock). Errors: -errno from opening the file (-ENOENT,
+ * -EISDIR, -EACCES), -EAGAIN (a writer holds HDF5's file lock),
+ * -ML_ENOTHDF5, -ML_EHDF5 (file replaced while opening), -ML_ENOTFOUND,
+ * -ML_ENOTDSET; detail, naming file and path, in err. */
+int ml_h5_dataset_open(const char *filename, const char *path, int *fd, hid_t *file, hid_t *dset,
+                       ml_error *err);
+
+/* Build an ml_type from an HDF5 type, as the numpy dtype h5py reports.
+ * Returns 0 (*out owned by the caller, free with ml_type_free) or
+ * -ML_ETYPE / -ML_EHDF5 / -ENOMEM with a message naming the offending type
+ * and `where`. Caller holds the lock. */
+int ml_type_from_h5(hid_t tid, ml_type **out, ml_error *err, const char *where);
+
+#endif

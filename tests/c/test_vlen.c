@@ -1,0 +1,242 @@
+/* test_vlen.c - ml_vlen_open + ml_vlen_read against the rows written here
+ * with the HDF5 C API: vlen of little-endian int32 (chunked, deflate), of
+ * big-endian uint16 (the bytes must come out as stored: no conversion), of
+ * an int16 array atom; empty rows; rows in any order with repeats, as one
+ * run (hyperslab) and scattered (points); the open errors (missing file,
+ * not HDF5, missing path) and what is refused (2-D and scalar vlen, vlen
+ * of vlen) or is not a vlen dataset (group, plain dataset, vlen string);
+ * and threads reading at once beside ml_layout_open, all under one lock. */
+#include "check.h"
+
+#include <pthread.h>
+
+#include "h5gen.h"
+#include "h5layout.h"
+#include "vlen.h"
+
+#define N_ROWS 100
+
+static const char *g_file;
+
+static size_t row_len(uint64_t r) { return (size_t)((r * 7) % 9); } /* 0 every 9th row */
+
+/* Element k of row r of the dataset whose elements are `esize` bytes: the
+ * bytes of r * 1000 + k, most significant first (so a big-endian file type
+ * and these bytes agree, and a little-endian one differs from them). */
+static void element(uint64_t r, size_t k, size_t esize, unsigned char *out) {
+    uint64_t v = r * 1000 + k;
+    for (size_t b = 0; b < esize; b++)
+        out[b] = (unsigned char)(v >> (8 * ((esize - 1 - b) % 8)));
+}
+
+/* Write a 1-D vlen dataset of `base` (file and memory type alike, so the
+ * bytes are stored as given). chunk 0: contiguous. */
+static void write_vlen(hid_t fid, const char *path, hid_t base, hsize_t chunk, int deflate) {
+    size_t esize = H5Tget_size(base);
+    hid_t vt = H5Tvlen_create(base);
+    hsize_t n = N_ROWS;
+    hid_t sp = H5Screate_simple(1, &n, NULL);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    if (chunk) {
+        H5_OK(H5Pset_chunk(dcpl, 1, &chunk));
+        if (deflate)
+            H5_OK(H5Pset_deflate(dcpl, 4));
+    }
+    hvl_t *rows = calloc(N_ROWS, sizeof *rows);
+    for (uint64_t r = 0; r < N_ROWS; r++) {
+        rows[r].len = row_len(r);
+        rows[r].p = malloc(rows[r].len * esize + 1);
+        for (size_t k = 0; k < rows[r].len; k++)
+            element(r, k, esize, (unsigned char *)rows[r].p + k * esize);
+    }
+    hid_t ds = H5Dcreate2(fid, path, vt, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (ds < 0)
+        FAIL("H5Dcreate2(%s) failed", path);
+    H5_OK(H5Dwrite(ds, vt, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows));
+    for (uint64_t r = 0; r < N_ROWS; r++)
+        free(rows[r].p);
+    free(rows);
+    H5Dclose(ds);
+    H5Pclose(dcpl);
+    H5Sclose(sp);
+    H5Tclose(vt);
+}
+
+static void write_files(void) {
+    hid_t fid = h5gen_create(g_file);
+    write_vlen(fid, "/i32", H5T_STD_I32LE, 16, 1);
+    write_vlen(fid, "/u16be", H5T_STD_U16BE, 0, 0);
+    hsize_t three = 3;
+    hid_t at = H5Tarray_create2(H5T_STD_I16LE, 1, &three);
+    write_vlen(fid, "/arr", at, 0, 0);
+    H5Tclose(at);
+
+    hsize_t dims[2] = {2, 2}, two = 2;
+    hid_t vi = H5Tvlen_create(H5T_NATIVE_INT32);
+    hid_t sp = H5Screate_simple(2, dims, NULL);
+    H5Dclose(H5Dcreate2(fid, "/v2d", vi, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    H5Sclose(sp);
+    sp = H5Screate(H5S_SCALAR);
+    H5Dclose(H5Dcreate2(fid, "/scalar", vi, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    H5Sclose(sp);
+    hid_t vv = H5Tvlen_create(vi);
+    sp = H5Screate_simple(1, &two, NULL);
+    H5Dclose(H5Dcreate2(fid, "/vlen_of_vlen", vv, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    H5Tclose(vv);
+    hid_t st = H5Tcopy(H5T_C_S1);
+    H5_OK(H5Tset_size(st, H5T_VARIABLE));
+    H5Dclose(H5Dcreate2(fid, "/vlstr", st, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    H5Tclose(st);
+    H5Dclose(H5Dcreate2(fid, "/plain", H5T_NATIVE_INT32, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    H5Sclose(sp);
+    H5Tclose(vi);
+    H5Gclose(H5Gcreate2(fid, "/grp", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    H5Fclose(fid);
+}
+
+/* Read rows[0..n) and check every count and byte. */
+static void check_read(ml_vlen *V, const uint64_t *rows, size_t n) {
+    uint64_t *counts = calloc(n + 1, sizeof *counts);
+    void *data = NULL;
+    size_t nbytes = 0, esize = V->base->size, off = 0;
+    ml_error err;
+    ml_error_clear(&err);
+    CHECK_RC(ml_vlen_read(V, rows, n, counts, &data, &nbytes, &err));
+    CHECK(data != NULL);
+    unsigned char want[16];
+    for (size_t i = 0; i < n; i++) {
+        CHECK_U64_EQ(counts[i], row_len(rows[i]));
+        for (size_t k = 0; k < counts[i]; k++) {
+            CHECK_LE(off + esize, nbytes);
+            element(rows[i], k, esize, want);
+            CHECK_MEM_EQ((unsigned char *)data + off, want, esize);
+            off += esize;
+        }
+    }
+    CHECK_EQ(off, nbytes);
+    free(data);
+    free(counts);
+}
+
+static void check_reads(const char *path, ml_type_kind kind, size_t esize, int big_endian) {
+    ml_vlen *V = NULL;
+    ml_error err;
+    ml_error_clear(&err);
+    CHECK_RC(ml_vlen_open(g_file, path, &V, &err));
+    CHECK(V != NULL);
+    CHECK_U64_EQ(V->n_rows, N_ROWS);
+    CHECK_EQ(V->base->kind, kind);
+    CHECK_EQ(V->base->size, esize);
+    if (kind != ML_T_ARRAY)
+        CHECK_EQ(V->base->big_endian, big_endian);
+
+    uint64_t all[N_ROWS];
+    for (uint64_t r = 0; r < N_ROWS; r++)
+        all[r] = r;
+    check_read(V, all, N_ROWS);                    /* one run: a hyperslab */
+    check_read(V, all + 9, 1);                     /* an empty row alone */
+    check_read(V, all + 40, 7);                    /* a run inside */
+    uint64_t mixed[] = {99, 3, 3, 0, 50, 9, 3, 18, 99};
+    check_read(V, mixed, sizeof mixed / sizeof mixed[0]); /* points, repeats, any order */
+    check_read(V, all, 0);                         /* nothing */
+
+    uint64_t bad[] = {5, N_ROWS};
+    uint64_t counts[2];
+    void *data = NULL;
+    size_t nbytes = 1;
+    ml_error_clear(&err);
+    CHECK_ERR(ml_vlen_read(V, bad, 2, counts, &data, &nbytes, &err), -ML_EINVAL);
+    CHECK(strstr(err.msg, path) != NULL);
+    CHECK(data == NULL);
+    CHECK_EQ(nbytes, 0);
+    ml_vlen_close(V);
+}
+
+static void check_open_errors(void) {
+    ml_vlen *V = (ml_vlen *)1;
+    ml_error err;
+
+    ml_error_clear(&err);
+    CHECK_ERR(ml_vlen_open(check_path("nope.h5"), "/i32", &V, &err), -ENOENT);
+    CHECK(V == NULL);
+    CHECK(strstr(err.msg, "nope.h5") != NULL);
+    const char *txt = check_path("text.h5");
+    FILE *fp = fopen(txt, "w");
+    CHECK(fp != NULL);
+    for (int i = 0; i < 200; i++)
+        fputs("this is not an HDF5 file\n", fp);
+    fclose(fp);
+    CHECK_ERR(ml_vlen_open(txt, "/i32", &V, NULL), -ML_ENOTHDF5);
+    ml_error_clear(&err);
+    CHECK_ERR(ml_vlen_open(g_file, "/no/such", &V, &err), -ML_ENOTFOUND);
+    CHECK(strstr(err.msg, "/no/such") != NULL);
+
+    /* Not variable-length datasets: 0 and no handle, err untouched. */
+    const char *not_vlen[] = {"/grp", "/plain", "/vlstr"};
+    for (size_t i = 0; i < 3; i++) {
+        V = (ml_vlen *)1;
+        ml_error_clear(&err);
+        CHECK_RC(ml_vlen_open(g_file, not_vlen[i], &V, &err));
+        CHECK(V == NULL);
+        CHECK_EQ(err.code, 0);
+    }
+    /* Variable-length, but not readable here: a clear refusal. */
+    ml_error_clear(&err);
+    CHECK_ERR(ml_vlen_open(g_file, "/v2d", &V, &err), -ML_ESHAPE);
+    CHECK(strstr(err.msg, "2 dimensions") != NULL);
+    CHECK_ERR(ml_vlen_open(g_file, "/scalar", &V, NULL), -ML_ESHAPE);
+    ml_error_clear(&err);
+    CHECK_ERR(ml_vlen_open(g_file, "/vlen_of_vlen", &V, &err), -ML_ETYPE);
+    CHECK(strstr(err.msg, "variable-length sequence") != NULL);
+    CHECK(V == NULL);
+    ml_vlen_close(NULL);
+}
+
+typedef struct worker_arg {
+    ml_vlen *V;
+    uint64_t seed;
+    int layouts;  /* 1: open and close ml_layouts instead (the same HDF5 lock) */
+} worker_arg;
+
+static void *worker(void *p) {
+    worker_arg *a = p;
+    for (int it = 0; it < 150; it++) {
+        if (a->layouts) {
+            ml_layout *L = NULL;
+            CHECK_RC(ml_layout_open(g_file, "/plain", &L, NULL));
+            ml_layout_unref(L);
+            continue;
+        }
+        uint64_t rows[6];
+        for (int i = 0; i < 6; i++)
+            rows[i] = check_rand(&a->seed) % N_ROWS;
+        check_read(a->V, rows, 6);
+    }
+    return NULL;
+}
+
+static void check_threads(void) {
+    ml_vlen *V = NULL;
+    CHECK_RC(ml_vlen_open(g_file, "/i32", &V, NULL));
+    pthread_t th[5];
+    worker_arg args[5];
+    for (int i = 0; i < 5; i++) {
+        args[i] = (worker_arg){.V = V, .seed = (uint64_t)i + 1, .layouts = i == 4};
+        CHECK_EQ(pthread_create(&th[i], NULL, worker, &args[i]), 0);
+    }
+    for (int i = 0; i < 5; i++)
+        CHECK_EQ(pthread_join(th[i], NULL), 0);
+    ml_vlen_close(V);
+}
+
+int main(void) {
+    g_file = check_path("vlen.h5");
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    write_files();
+    check_reads("/i32", ML_T_INT, 4, 0);
+    check_reads("/u16be", ML_T_UINT, 2, 1);
+    check_reads("/arr", ML_T_ARRAY, 6, 0);
+    check_open_errors();
+    check_threads();
+    CHECK_DONE();
+}
