@@ -138,7 +138,11 @@ class Reader:
         return self.read(op)
 
     def _where_coords(self, ds, op):
-        import numexpr
+        try:
+            import numexpr
+        except ImportError:
+            raise ImportError("where() evaluates its condition with numexpr, as PyTables does, and numexpr "
+                              "is not installed: pip install numexpr (or pip install 'multiload[where]')") from None
 
         if not isinstance(ds, TableDataset):
             raise TypeError("where() needs a table")

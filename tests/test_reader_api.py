@@ -3,6 +3,9 @@
 
 import asyncio
 import concurrent.futures
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -160,6 +163,30 @@ def test_where_uses_caller_variables(reader, h5):
     t = reader.get_dataset("/tab")
     lim = 15  # noqa: F841 - looked up by where() as PyTables does
     np.testing.assert_array_equal(reader.read(t.where("a >= lim")), h5[2][h5[2]["a"] >= 15])
+
+
+def test_where_without_numexpr_says_what_to_install(h5):
+    """numexpr is optional (numpy is the only run-time dependency): without it
+    where() raises ImportError naming it; other requests on the table work."""
+    code = f"""
+import sys
+sys.modules["numexpr"] = None  # import numexpr now raises ImportError
+import multiload
+r = multiload.Reader({h5[0]!r}, n_procs=1)
+t = r.get_dataset("/tab")
+print(r.read(t["a"][0:3]).tolist())
+try:
+    r.read(t.where("a > 3"))
+except ImportError as e:
+    print("ImportError:", e)
+r.stop()
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 0, proc.stderr
+    first, second = proc.stdout.strip().splitlines()[-2:]
+    assert first == str(h5[2]["a"][0:3].tolist())
+    assert second.startswith("ImportError:") and "pip install numexpr" in second
 
 
 def test_vlarray_slow_path(reader):
