@@ -280,33 +280,17 @@ static int run_batch(ml_fetcher *f, plan *p, size_t np, ml_error *err) {
     if ((rc = grow_scratch(f, need)) < 0)
         return report(err, f, rc, row0, n, "out of memory", UINT64_MAX);
     size_t off = 0;
-    unsigned char *scratch_end = NULL; /* end of the last stored chunk placed in scratch */
     for (size_t i = 0; i < np; i++) {
         plan *c = &p[i];
         if (c->info.addr == UINT64_MAX)
             continue;
-        ml_io_req *prev = nreq ? &f->reqs[nreq - 1] : NULL;
-        int follows = prev && prev->offset + prev->len == c->info.addr; /* next in the file */
         if (c->direct && L->n_filters == 0) {
             if (c->info.size != L->chunk_bytes)
                 return report(err, f, -ML_ECORRUPT, c->row0, c->n, "stored size differs from chunk size", c->index);
             c->stored = c->dest;
         } else {
-            /* Right after the previous stored chunk in the file: right after
-             * it in scratch too (no padding), so that one read takes both. */
-            if (follows && (unsigned char *)prev->buf + prev->len == scratch_end)
-                c->stored = scratch_end;
-            else
-                c->stored = f->scratch + off;
-            scratch_end = c->stored + c->info.size;
-            off = ((size_t)(scratch_end - f->scratch) + 63) & ~(size_t)63;
-        }
-        if (follows && (unsigned char *)prev->buf + prev->len == c->stored) {
-            /* Chunks written one after another and read into consecutive
-             * memory (whole-row chunks into the slot, stored chunks into
-             * scratch): one read instead of several, as for contiguous data. */
-            prev->len += c->info.size;
-            continue;
+            c->stored = f->scratch + off;
+            off += (c->info.size + 63) & ~(size_t)63;
         }
         req_plan[nreq] = i;
         f->reqs[nreq++] = (ml_io_req){.fd = f->fd, .offset = c->info.addr,
@@ -316,15 +300,7 @@ static int run_batch(ml_fetcher *f, plan *p, size_t np, ml_error *err) {
         size_t bad = 0;
         while (bad + 1 < nreq && f->reqs[bad].result >= 0 && (size_t)f->reqs[bad].result == f->reqs[bad].len)
             bad++;
-        /* A merged read covers the plans from req_plan[bad] to the next
-         * read's: name the chunk where it stopped (a read cut short by the
-         * end of the file), else the first. */
-        uint64_t stop = f->reqs[bad].offset + (f->reqs[bad].result > 0 ? (uint64_t)f->reqs[bad].result : 0);
-        size_t k = req_plan[bad], last = bad + 1 < nreq ? req_plan[bad + 1] : np;
-        for (size_t j = k + 1; j < last; j++)
-            if (p[j].info.addr != UINT64_MAX && p[j].info.addr <= stop && p[j].info.addr > p[k].info.addr)
-                k = j;
-        const plan *c = &p[k];
+        const plan *c = &p[req_plan[bad]];
         return report(err, f, rc, c->row0, c->n, rc == -ML_ETRUNC ? "chunk past the end of the file" : "read failed",
                       c->index);
     }

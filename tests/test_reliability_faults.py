@@ -45,7 +45,7 @@ def check_io_error(e, fn, path, block):
 @pytest.mark.parametrize("io_mode", IO_MODES)
 @pytest.mark.parametrize("path,nth,bad_block", [
     ("contig", 3, 2),  # one read per block: the 3rd read is block 2
-    ("gz", 3, 2),      # two chunks per block, adjacent in the file: one merged read per block
+    ("gz", 3, 1),      # two chunks per block, read in one batch: reads 3-4 are block 1
     ("f32", 1, 0),
 ])
 def test_eio_nth_read(data_file, expected, no_leaks, io_mode, path, nth, bad_block):
