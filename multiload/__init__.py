@@ -15,6 +15,7 @@ See docs/streamer.md for the guide.
 """
 
 from ._signals import (
+    OutOfMemoryError,
     QueueClosed,
     QueueClosedException,
     QueueClosedType,
@@ -39,6 +40,7 @@ __all__ = [
     "QueueClosedException",
     "SubprocessException",
     "SharedMemoryError",
+    "OutOfMemoryError",
     "SlowPathWarning",
     "io_mode",
     "__version__",

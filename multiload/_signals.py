@@ -58,6 +58,17 @@ class SharedMemoryError(Exception):
     """A request's result does not fit in its stage (multitables' Reader)."""
 
 
+class OutOfMemoryError(OSError, MemoryError):
+    """An allocation failed: for the ring when a queue starts, for a worker's
+    reader or scratch buffer while it reads a block, for a request.
+
+    Both a ``MemoryError`` (what Python code catches for memory) and an
+    ``OSError`` like every other failure of a block: ``errno`` is
+    ``ENOMEM``, ``filename`` the file, and the message names the dataset
+    and, from ``get()``, the block.
+    """
+
+
 class SlowPathWarning(RuntimeWarning):
     """The dataset is read through HDF5 under a lock (a filter or storage
     the native decoder does not handle): correct, but not parallel."""

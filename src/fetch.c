@@ -64,7 +64,8 @@ int ml_fetcher_open(ml_fetcher **out, ml_layout *L, ml_io_mode mode, ml_error *e
     ml_fetcher *f = calloc(1, sizeof *f);
     if (!f || ml_fault_alloc() < 0) {
         free(f);
-        return ml_error_set(err, -ENOMEM, "out of memory opening a reader for dataset '%s'", L->path);
+        return ml_error_set(err, -ENOMEM, "out of memory opening a reader for dataset '%s' in file '%s'",
+                             L->path, L->filename);
     }
     /* The layout's descriptor, not a new open by name: a file replaced or
      * deleted since the layout was opened is still the one we read. */

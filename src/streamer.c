@@ -177,7 +177,7 @@ int ml_stream_open(ml_stream **out, ml_layout *L, const ml_stream_config *cfg, m
         return ml_error_set(err, -ML_EINVAL, "invalid stream configuration");
     ml_stream *s = calloc(1, sizeof *s);
     if (!s)
-        return ml_error_set(err, -ENOMEM, "out of memory");
+        return ml_error_set(err, -ENOMEM, "out of memory starting a stream of dataset '%s'", L->path);
     int rc;
     s->cfg = *cfg;
     s->n_blocks = ml_stream_n_blocks(L->n_rows, cfg->block_rows, cfg->cyclic, cfg->remainder);
@@ -204,7 +204,7 @@ int ml_stream_open(ml_stream **out, ml_layout *L, const ml_stream_config *cfg, m
         nw = (unsigned)s->n_blocks;
     s->threads = calloc(nw ? nw : 1, sizeof *s->threads);
     if (!s->threads) {
-        rc = ml_error_set(err, -ENOMEM, "out of memory");
+        rc = ml_error_set(err, -ENOMEM, "out of memory starting a stream of dataset '%s'", L->path);
         goto fail;
     }
     for (unsigned i = 0; i < nw; i++) {

@@ -1,7 +1,7 @@
 """Injected I/O faults (MULTILOAD_FAULTS) in both I/O engines: EIO reaches
 get() as an OSError naming errno, file, dataset and block; the other blocks
-are exact; short reads and EAGAIN are invisible; allocation failure is a
-MemoryError; the queue closes; no descriptor or thread is left behind."""
+are exact; short reads and EAGAIN are invisible; allocation failure is an
+OutOfMemoryError (MemoryError and OSError, ENOMEM); the queue closes; no descriptor or thread is left behind."""
 
 import errno
 import os
@@ -32,6 +32,17 @@ def no_leaks():
     yield
     assert rf.open_fds() == fds, "file descriptors leaked"
     assert rf.n_threads() == threads, "worker threads left running"
+
+
+def check_oom(e, fn, path, block=None):
+    """Out of memory: a MemoryError that is also an OSError (ENOMEM), naming
+    the file, the dataset and, from get(), the block."""
+    assert isinstance(e, multiload.OutOfMemoryError) and isinstance(e, MemoryError), repr(e)
+    assert isinstance(e, OSError) and e.errno == errno.ENOMEM and e.filename == fn, repr(e)
+    msg = str(e)
+    assert ("out of memory" in msg or "cannot allocate" in msg) and f"'{path}'" in msg, msg
+    if block is not None:
+        assert f"block {block}:" in msg, msg
 
 
 def check_io_error(e, fn, path, block):
@@ -115,8 +126,9 @@ def test_eio_then_close_mid_stream(data_file, no_leaks, io_mode):
 def test_enomem_ring(data_file, no_leaks, io_mode):
     """The first checked allocation is the ring: get_queue raises MemoryError."""
     with faults("enomem@1"):
-        with pytest.raises(MemoryError, match=r"cannot allocate .* slots .* dataset 'contig'"):
+        with pytest.raises(MemoryError, match=r"cannot allocate .* slots .* dataset 'contig'") as ei:
             multiload.Streamer(data_file).get_queue("contig", n_procs=2, io_mode=io_mode)
+        check_oom(ei.value, data_file, "contig")
         # the next allocation succeeds: a queue works again
         q = multiload.Streamer(data_file).get_queue("contig", n_procs=2, block_size=BLOCK, io_mode=io_mode)
         with q:
@@ -135,7 +147,7 @@ def test_enomem_one_worker(data_file, expected, no_leaks, io_mode):
             blocks, errors = rf.drain(q)
     assert len(errors) == 1, errors
     for e in errors:
-        assert isinstance(e, MemoryError) and "out of memory" in str(e) and "'contig'" in str(e), e
+        check_oom(e, data_file, "contig", rf.block_of(e))
     assert len(blocks) + len(errors) == N // BLOCK
     rf.check_blocks(blocks, expected["contig"])
 
@@ -151,7 +163,8 @@ def test_enomem_only_worker(data_file, no_leaks, io_mode):
     assert blocks == {}
     assert len(errors) == N // BLOCK
     assert sorted(rf.block_of(e) for e in errors) == list(range(N // BLOCK))
-    assert all(isinstance(e, MemoryError) for e in errors)
+    for e in errors:
+        check_oom(e, data_file, "contig", rf.block_of(e))
 
 
 @pytest.mark.parametrize("io_mode", IO_MODES)
@@ -163,8 +176,8 @@ def test_enomem_chunk_scratch(data_file, expected, no_leaks, io_mode):
                                                     io_mode=io_mode)
         with q:
             blocks, errors = rf.drain(q)
-    assert len(errors) == 1 and isinstance(errors[0], MemoryError), errors
-    assert rf.block_of(errors[0]) == 0 and "'gz'" in str(errors[0])
+    assert len(errors) == 1, errors
+    check_oom(errors[0], data_file, "gz", 0)
     assert sorted(blocks) == list(range(1, N // BLOCK))
     rf.check_blocks(blocks, expected["gz"])
 

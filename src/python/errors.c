@@ -1,5 +1,6 @@
 /* errors.c - the one place that turns core error codes into Python
- * exceptions. Built-in classes only: callers catch what they know. */
+ * exceptions. Built-in classes, but for running out of memory (a
+ * MemoryError that is also an OSError): callers catch what they know. */
 #include "ml_python.h"
 
 #include <errno.h>
@@ -12,6 +13,28 @@ static PyObject *os_error(int errnum, const char *msg, const char *filename) {
         PyErr_SetObject(PyExc_OSError, args);
         Py_DECREF(args);
     }
+    return NULL;
+}
+
+/* ENOMEM: multiload.OutOfMemoryError, both MemoryError (what Python code
+ * catches for memory) and OSError (errno, filename, as for every other
+ * failure of a block). The class lives in multiload/_signals.py; should
+ * that import fail, a plain MemoryError still says what happened. */
+static PyObject *out_of_memory(const char *msg, const char *filename) {
+    PyObject *mod = PyImport_ImportModule("multiload._signals");
+    PyObject *cls = mod ? PyObject_GetAttrString(mod, "OutOfMemoryError") : NULL;
+    Py_XDECREF(mod);
+    if (!cls) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_MemoryError, msg);
+        return NULL;
+    }
+    PyObject *args = filename ? Py_BuildValue("(iss)", ENOMEM, msg, filename) : Py_BuildValue("(is)", ENOMEM, msg);
+    if (args) {
+        PyErr_SetObject(cls, args);
+        Py_DECREF(args);
+    }
+    Py_DECREF(cls);
     return NULL;
 }
 
@@ -43,8 +66,7 @@ PyObject *ml_py_raise(const ml_error *err, const char *filename) {
     case ML_EFILTER:
         return os_error(EIO, msg, filename);
     case ENOMEM:
-        PyErr_SetString(PyExc_MemoryError, msg);
-        return NULL;
+        return out_of_memory(msg, filename);
     default:
         if (code < 0 && -code < 10000)
             return os_error(-code, msg, filename);
