@@ -221,7 +221,14 @@ class Queue:
             yield guard
 
     def __iter__(self):
-        return self.iter()
+        return self
+
+    def __next__(self):
+        """The next guard, as :meth:`get`; ``StopIteration`` at the end."""
+        guard = self.get()
+        if guard is QueueClosed:
+            raise StopIteration
+        return guard
 
     def close(self):
         """Stop the background workers and wait for them.

@@ -88,6 +88,20 @@ def test_queue_iter_and_plain_iteration(api_file, seq):
         assert q.get() is multiload.QueueClosed
 
 
+def test_queue_is_an_iterator(api_file, seq):
+    """next(queue) gives guards, then StopIteration (and keeps giving it)."""
+    s = multiload.Streamer(api_file)
+    with s.get_queue("seq", n_procs=2, block_size=100, ordered=True) as q:
+        assert iter(q) is q
+        for k in range(q.n_blocks):
+            with next(q) as block:
+                assert_same(block, seq[k * 100:(k + 1) * 100])
+        for _ in range(2):
+            with pytest.raises(StopIteration):
+                next(q)
+        assert next(q, None) is None
+
+
 def test_queue_is_a_context_manager(api_file, seq):
     s = multiload.Streamer(api_file)
     with s.get_queue("seq", block_size=100, ordered=True) as q:
