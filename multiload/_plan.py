@@ -7,13 +7,14 @@ which evaluates the expression on a zero-stride dummy to learn the result's
 shape and dtype.
 """
 
+import functools
 import math
-import numbers
+import operator
 
 import numpy as np
 
 from . import dataset_ops as ops
-from .dataset_ops import ColumnError, _is_int
+from .dataset_ops import ColumnError, _as_head, _column_field, _context, _is_int
 
 _BAD_INDEX = (
     "only integers, slices (`:`), ellipsis (`...`), numpy.newaxis (`None`) "
@@ -21,11 +22,33 @@ _BAD_INDEX = (
 )
 
 
+@functools.lru_cache(maxsize=256)
+def _dummy_base(dtype):
+    """One element of ``dtype``: zeros, but every string field full (so that
+    a string scalar taken out of it keeps the field's length, as the
+    dataset's values do; an empty one would come out as S1)."""
+    base = np.zeros(1, dtype=dtype)
+    _fill_strings(base)
+    base.flags.writeable = False
+    return base
+
+
+def _fill_strings(a):
+    dt = a.dtype
+    if dt.names is not None:
+        for name in dt.names:
+            _fill_strings(a[name])
+    elif dt.kind == "S":
+        a[...] = b"x" * dt.itemsize
+    elif dt.kind == "U":
+        a[...] = "x" * (dt.itemsize // 4)
+
+
 def _dummy(shape, dtype):
     """A read-only array of `shape` that owns one element (zero strides):
     numpy indexing on it gives the result's shape and dtype without I/O."""
-    base = np.zeros(1, dtype=dtype)
-    return np.lib.stride_tricks.as_strided(base, shape=shape, strides=(0,) * len(shape), writeable=False)
+    return np.lib.stride_tricks.as_strided(_dummy_base(np.dtype(dtype)), shape=shape, strides=(0,) * len(shape),
+                                           writeable=False)
 
 
 def _as_index_array(k):
@@ -37,15 +60,30 @@ def _as_index_array(k):
     return a
 
 
-def _check_key_types(key):
-    for k in key:
-        if k is None or k is Ellipsis or isinstance(k, slice):
-            continue
-        if isinstance(k, (numbers.Integral, np.bool_)):
-            continue
-        if isinstance(k, (list, np.ndarray)):
-            continue
-        raise IndexError(_BAD_INDEX)
+def _normalize(k):
+    """One entry of a key as numpy reads it: a sequence (list, tuple, range)
+    is an index array, a 0-d integer array and anything with ``__index__``
+    an integer; IndexError for what numpy refuses."""
+    if k is None or k is Ellipsis or isinstance(k, (slice, bool, np.bool_)) or _is_int(k):
+        return k
+    if isinstance(k, (list, tuple, range, np.ndarray)):
+        a = _as_index_array(k)
+        if a.ndim == 0 and a.dtype.kind in "iu":
+            return int(a)
+        return a
+    try:
+        return operator.index(k)
+    except TypeError:
+        raise IndexError(_BAD_INDEX) from None
+
+
+def _ndims_used(k):
+    """How many dimensions of the array a (normalized) key entry indexes."""
+    if k is None or isinstance(k, (bool, np.bool_)):
+        return 0
+    if isinstance(k, np.ndarray) and k.dtype.kind == "b":
+        return k.ndim
+    return 1
 
 
 class _Head:
@@ -65,7 +103,7 @@ def _plan_head(vshape, key):
     the key that gives the same result on the fetched rows."""
     n = vshape[0]
     ndim = len(vshape)
-    if key is None:
+    if key is None:  # every row (None from a key is (None,): numpy.newaxis)
         return _Head(row0=0, n=n)
     if _is_int(key):  # fast paths: one row, or a plain slice
         i = int(key)
@@ -78,33 +116,40 @@ def _plan_head(vshape, key):
             return _Head(row0=start, n=max(0, stop - start))
         return _Head(rows=np.arange(start, stop, step, dtype=np.int64))
     if isinstance(key, str):
-        raise IndexError(f"field name {key!r} used as an index on a dataset without that column")
+        raise IndexError(f"{_BAD_INDEX} (field name {key!r} on data without fields)")
     tup = key if isinstance(key, tuple) else (key,)
-    _check_key_types(tup)
-    tup = tuple(_as_index_array(k) if isinstance(k, (list, np.ndarray)) else k for k in tup)
-    arrays = [k for k in tup if isinstance(k, np.ndarray) and k.ndim > 0]
-    n_adv = sum(max(1, a.ndim) if a.dtype.kind == "b" else 1 for a in arrays)
+    tup = tuple(_normalize(k) for k in tup)
+    # Expand the Ellipsis so that tup[i] is the key for the i-th dimension.
+    ellipsis = [i for i, k in enumerate(tup) if k is Ellipsis]
+    if len(ellipsis) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    used = sum(_ndims_used(k) for k in tup if k is not Ellipsis)
+    if ellipsis and used <= ndim:
+        i = ellipsis[0]
+        tup = tup[:i] + (slice(None),) * (ndim - used) + tup[i + 1:]
+    # At most one index array, as in PyTables. A boolean mask is one array
+    # when it indexes the leading dimensions (a[m], a[m, 2:], a[a > 5]):
+    # it picks points of those, each with its whole sub-array. A mask of k
+    # dimensions further in counts as k (a[:, m2d], refused by PyTables).
+    n_adv, dim = 0, 0
+    for k in tup:
+        if isinstance(k, np.ndarray) and k.ndim > 0:
+            n_adv += k.ndim if k.dtype.kind == "b" and dim > 0 else 1
+        dim += _ndims_used(k)
     if n_adv > 1:
-        full_bool = len(tup) == 1 and arrays[0].dtype.kind == "b" and arrays[0].shape == tuple(vshape)
         full_points = (
             len(tup) == ndim
             and all(isinstance(k, np.ndarray) and k.ndim == 1 and k.dtype.kind in "iu" for k in tup)
             and len({k.shape[0] for k in tup}) == 1
         )
-        if not (full_bool or full_points):
+        if not full_points:
             raise IndexError(
-                "only one index array is allowed per request (a mask of k dimensions counts as k), "
-                "except a point selection with one 1-D integer array per dimension or a mask of the "
-                "whole shape, as in PyTables"
+                "only one index array is allowed per request, as in PyTables (a mask on the leading dimensions "
+                "is one, a mask of k dimensions further in counts as k), except a point selection with one 1-D "
+                "integer array per dimension"
             )
     # numpy validates everything else (types, bounds, shapes) on a dummy.
     _dummy(tuple(vshape), np.bool_)[tup]
-    # Expand the Ellipsis so that tup[0] is the key for the first dimension.
-    if any(k is Ellipsis for k in tup):
-        i = next(i for i, k in enumerate(tup) if k is Ellipsis)
-        used = sum((k.ndim if isinstance(k, np.ndarray) and k.dtype.kind == "b" else 1)
-                   for k in tup if k is not None and k is not Ellipsis)
-        tup = tup[:i] + (slice(None),) * (ndim - used) + tup[i + 1:]
     if len(tup) == 0 or tup[0] is None or isinstance(tup[0], (bool, np.bool_)) or (
         isinstance(tup[0], np.ndarray) and tup[0].ndim == 0
     ):
@@ -114,6 +159,8 @@ def _plan_head(vshape, key):
     if _is_int(k0):
         i = int(k0)
         i = i + n if i < 0 else i
+        if ellipsis and all(_is_int(k) for k in rest):  # a[i, j, ...]: a 0-d array, not a scalar
+            return _Head(row0=i, n=1, kprime=(0,) + rest + (Ellipsis,))
         return _Head(row0=i, n=1, kprime=None if identity else (0,) + rest, scalar=identity)
     if isinstance(k0, slice):
         start, stop, step = k0.indices(n)
@@ -148,25 +195,48 @@ class _Plan:
 
 
 def _make_plan(ds, col, head, post):
+    """The plan of column ``col`` (None: whole rows), head key ``head``
+    (None: every row) and further keys ``post`` on ``ds``. IndexError names
+    the dataset and its file after numpy's wording."""
+    try:
+        return _generic_plan(ds, col, head, list(post))
+    except IndexError as e:
+        raise IndexError(f"{e} ({_context(ds)})") from None
+
+
+def _is_field_list(k):
+    return isinstance(k, list) and len(k) > 0 and all(isinstance(x, str) for x in k)
+
+
+def _generic_plan(ds, col, head, post):
     dtype, shape = ds.dtype, tuple(ds.shape)
+    # A field name as the head selects a column (numpy's a['x']); fields of
+    # a compound column fold into a nested column ('inner' then 'p' is
+    # PyTables' 'inner/p'), so only its bytes are read.
+    while isinstance(head, str):
+        cdt = dtype if col is None else _column_field(dtype, col, ds._path)[1]
+        if cdt.names is None:
+            break  # numpy: a field name on an array without fields is an IndexError
+        col = head if col is None else f"{col}/{head}"
+        head = _as_head(post.pop(0)) if post else None
+    if _is_field_list(head):  # several fields: every row, numpy selects them
+        post.insert(0, head)
+        head = None
     p = _Plan()
     p.ds = ds
     p.col_offset = p.col_size = 0
     pre = []
     if col is not None:
-        if not dtype.names or col not in dtype.names:
-            raise ColumnError(f"Specified column name '{col}' not in dataset {ds._path!r}"
-                              + (f" (columns: {', '.join(dtype.names)})" if dtype.names else ""))
-        cdt = dtype[col]
+        offset, cdt = _column_field(dtype, col, ds._path)
         base, sub = cdt.subdtype if cdt.subdtype else (cdt, ())
         vshape = shape + tuple(sub)
         if len(shape) == 1:
-            p.col_offset = dtype.fields[col][1]
+            p.col_offset = offset
             p.col_size = cdt.itemsize
             fdtype = base
         else:  # N-D compound: whole rows, then numpy takes the field
             fdtype = dtype
-            pre = [col]
+            pre = [col] if col in dtype.names else col.split("/")
     else:
         vshape, fdtype = shape, dtype
     if len(vshape) == 0:
@@ -177,11 +247,15 @@ def _make_plan(ds, col, head, post):
     p.fetch_shape = (m,) + (tuple(vshape[1:]) if not pre else shape[1:])
     p.fetch_dtype = fdtype
     keys = pre + ([h.kprime] if h.kprime is not None else [])
-    keys += list(post)
+    keys += post
     if not keys:
         p.post = None
         p.shape = p.fetch_shape[1:] if h.scalar else p.fetch_shape
         p.dtype = fdtype
+        if h.scalar and not p.shape and fdtype.names is None and not fdtype.isnative:
+            # numpy gives a scalar, and numpy scalars are in native byte order
+            p.post = [0]
+            p.dtype = fdtype.newbyteorder("=")
     else:
         if h.scalar:  # the head dropped the row: apply the post keys to it
             keys = [0] + keys
@@ -189,7 +263,7 @@ def _make_plan(ds, col, head, post):
         res = _dummy(p.fetch_shape, fdtype)
         for k in keys:
             res = _apply_key(res, k)
-        res = np.asarray(res)
+        res = np.asarray(res)  # a numpy scalar's dtype: native, strings of the field's length
         p.shape, p.dtype = res.shape, res.dtype
     p.nbytes = math.prod(p.shape) * p.dtype.itemsize
     return p
@@ -227,8 +301,10 @@ def _fast_plan(ds, key):
     n = shape[0]
     tk = type(k)
     if tk is int:
+        if not ds._fast_int:
+            return None
         if not -n <= k < n:
-            raise IndexError(f"index {k} is out of bounds for axis 0 with size {n}")
+            raise IndexError(f"index {k} is out of bounds for axis 0 with size {n} ({_context(ds)})")
         h = _Head(row0=k + n if k < 0 else k, n=1, scalar=True)
         rshape = shape[1:]
         m = 1
@@ -267,11 +343,12 @@ def _fast_plan(ds, key):
 
 
 def _apply_key(arr, k):
-    if isinstance(k, str):
+    if isinstance(k, str) or _is_field_list(k):
         names = arr.dtype.names
-        if not names or k not in names:
-            raise ColumnError(f"Specified column name '{k}' not in the result"
-                              + (f" (columns: {', '.join(names)})" if names else ""))
+        missing = [x for x in ([k] if isinstance(k, str) else k) if names and x not in names]
+        if missing:
+            raise ColumnError(f"Specified column name '{missing[0]}' not in the result"
+                              f" (columns: {', '.join(names)})")
     try:
         return arr[k]
     except (TypeError, ValueError) as e:

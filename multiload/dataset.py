@@ -9,22 +9,27 @@ import sys
 import numpy as np
 
 from . import dataset_ops as ops
-from .dataset_ops import ColumnError, _is_coords, _is_int, _is_simple_slice
+from .dataset_ops import _column_field, _context, _is_coords, _is_int, _is_simple_slice, _read_range
 from .stage import Stage, StagePool
 
 __all__ = ["DatasetBase", "Dataset", "TableDataset", "ArrayDataset", "VLArrayDataset"]
 
 
 def _fill_shape(ds_shape, shape):
+    """The stage shape ``shape`` (an int or a partial tuple) completed with
+    the dataset's dimensions: None or -1, and the dimensions not given,
+    take the dataset's. Only the byte count matters, so a shape with more
+    dimensions than the dataset is accepted, as in multitables."""
     if isinstance(shape, (numbers.Integral, type(None))) or not hasattr(shape, "__iter__"):
         shape = [shape]
     shape = list(shape)
-    if len(shape) > len(ds_shape):
-        raise ValueError(f"stage shape {tuple(shape)} has more dimensions than the dataset {tuple(ds_shape)}")
     shape += [-1] * (len(ds_shape) - len(shape))
     out = []
     for i, s in enumerate(shape):
-        if s is None or s == -1:
+        if s is None or (not isinstance(s, bool) and isinstance(s, numbers.Integral) and s == -1):
+            if i >= len(ds_shape):
+                raise ValueError(f"stage dimension {i} is {s!r}, which takes the dataset's, but the dataset "
+                                 f"{tuple(ds_shape)} has {len(ds_shape)} dimensions")
             s = ds_shape[i]
         if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0:
             raise ValueError(f"bad stage dimension {s!r}")
@@ -43,6 +48,9 @@ class DatasetBase:
         self.shape = tuple(shape)
         # The Reader plans common expressions on this dataset without the generic planner.
         self._fast = layout is not None and len(self.shape) > 0
+        # ds[i] on a 1-D dataset is a scalar, which numpy gives in native byte
+        # order: the generic planner converts it when the file's is not.
+        self._fast_int = len(self.shape) != 1 or dtype.names is not None or dtype.isnative
         self._row_nbytes = dtype.itemsize * math.prod(self.shape[1:])
 
     def create_stage_natoms(self, size_natoms):
@@ -72,11 +80,12 @@ class TableDataset(Dataset):
     """A table (1-D compound dataset) with PyTables' read methods."""
 
     def _check_col(self, name):
-        if not isinstance(name, str) or not self.dtype.names or name not in self.dtype.names:
-            raise ColumnError(f"Specified column name '{name}' not in dataset {self._path!r}"
-                              + (f" (columns: {', '.join(self.dtype.names)})" if self.dtype.names else ""))
+        """ColumnError unless ``name`` is a column: a field, or a PyTables
+        path of nested fields (``'inner/p'``)."""
+        _column_field(self.dtype, name, self._path)
 
     def col(self, name):
+        """Column ``name`` (``'inner/p'`` for a nested one) of every row."""
         self._check_col(name)
         return ops.ColOp(self._path, name)
 
@@ -99,17 +108,43 @@ class TableDataset(Dataset):
         return ops.SortOp(self._path, sortby, checkCSI, field, start, stop, step)
 
     def where(self, condition, condvars=None, start=None, stop=None, step=None):
+        """The rows where the numexpr ``condition`` over the columns holds,
+        as PyTables' ``read_where``: ``start`` alone means the one row
+        ``start`` (IndexError when it is past the end). A condition
+        variable may be a column of this table, ``table.col('inner/p')``
+        (PyTables' ``table.cols.inner.p``): the only way to use a nested
+        column, as in PyTables."""
         frame_vars = None
         if condvars is None:
             f = sys._getframe(1)
             frame_vars = dict(f.f_globals)
             frame_vars.update(f.f_locals)
             condvars = {}
+        rng = _read_range(start, stop, step, self)
+        start, stop, step = rng.start, rng.stop, rng.step
+        if any(isinstance(v, ops.ColOp) for v in condvars.values()):
+            condvars = {k: self._condition_column(k, v, start, stop, step) if isinstance(v, ops.ColOp) else v
+                        for k, v in condvars.items()}
         return ops.WhereOp(self._path, condition, condvars, start, stop, step, frame_vars)
+
+    def _condition_column(self, var, op, start, stop, step):
+        # PyTables' checks of a column given as a condition variable.
+        if op._path != self._path:
+            raise ValueError(f"variable ``{var}`` refers to a column which is not part of table ``{self._path}``")
+        if op._index is not None:
+            raise TypeError(f"variable ``{var}`` is an indexed column expression, not a column")
+        _, dt = _column_field(self.dtype, op._col, self._path)
+        if dt.names is not None:
+            raise TypeError(f"variable ``{var}`` refers to a nested column, not allowed in conditions")
+        if dt.subdtype is not None:
+            raise NotImplementedError(f"variable ``{var}`` refers to a multidimensional column, "
+                                      f"not yet supported in conditions, sorry")
+        return ops._ColumnVar(self, op._col, start, stop, step)
 
     def __getitem__(self, key):
         if key is Ellipsis:
-            raise IndexError("a single Ellipsis is not a request (PyTables does not support it); use [:]")
+            raise IndexError(f"a single Ellipsis is not a request (PyTables does not support it); use [:] "
+                             f"({_context(self)})")
         if isinstance(key, str):
             return self.col(key)
         if _is_int(key):
@@ -127,6 +162,9 @@ class ArrayDataset(Dataset):
     """An N-D array."""
 
     def read(self, start=None, stop=None, step=None):
+        """Rows ``start:stop:step``, as PyTables' ``Array.read``: ``start``
+        alone means the one row ``start`` (IndexError when it is past the
+        end)."""
         single = start is not None and stop is None and step is None
         return ops.ReadOpArray(self._path, None, start, stop, step, _single=single)
 
@@ -134,7 +172,8 @@ class ArrayDataset(Dataset):
         if type(key) is int:
             return ops.ReadScalarOpArray(self._path, None, key)
         if key is Ellipsis:
-            raise IndexError("a single Ellipsis is not a request (PyTables does not support it); use [:]")
+            raise IndexError(f"a single Ellipsis is not a request (PyTables does not support it); use [:] "
+                             f"({_context(self)})")
         if _is_int(key):
             return ops.ReadScalarOpArray(self._path, None, key)
         if isinstance(key, slice):
@@ -164,11 +203,15 @@ class VLArrayDataset(DatasetBase):
         self._vlen = vlen  # _core.VLen: the opened dataset
 
     def read(self, start=None, stop=None, step=None):
+        """Rows ``start:stop:step`` concatenated. Slice rules: PyTables'
+        ``VLArray.read`` defaults ``step`` to 1, so ``start`` alone reads
+        to the end (unlike ``Array.read``)."""
         return ops.IndexOp(self._path, slice(start, stop, step))
 
     def __getitem__(self, key):
         if key is Ellipsis:
-            raise IndexError("a single Ellipsis is not a request (PyTables does not support it); use [:]")
+            raise IndexError(f"a single Ellipsis is not a request (PyTables does not support it); use [:] "
+                             f"({_context(self)})")
         return ops.IndexOp(self._path, key)
 
     def _rows(self, key):
@@ -179,30 +222,31 @@ class VLArrayDataset(DatasetBase):
         if isinstance(key, tuple):  # ds[i, ...], ds[(i,)]: one dimension only
             parts = [k for k in key if k is not Ellipsis]
             if len(parts) > 1 or len(key) - len(parts) > 1:
-                raise IndexError(f"too many indices for the 1-D VLArray {self._path!r}: {key!r}")
+                raise IndexError(f"too many indices for the 1-D VLArray: {key!r} ({_context(self)})")
             key = parts[0] if parts else slice(None)
         if _is_int(key):
             i = int(key)
             if not -n <= i < n:
-                raise IndexError(f"index {i} is out of bounds for VLArray {self._path!r} with {n} rows")
+                raise IndexError(f"index {i} is out of bounds for axis 0 with size {n} (VLArray; {_context(self)})")
             return np.array([i % n], dtype=np.int64)
         if isinstance(key, slice):
             return np.arange(*key.indices(n), dtype=np.int64)
         sel = np.asarray(key)
         if sel.dtype == bool:
             if sel.shape != (n,):
-                raise IndexError(f"boolean index of shape {sel.shape} does not match VLArray {self._path!r} "
-                                 f"with {n} rows")
+                raise IndexError(f"boolean index of shape {sel.shape} does not match the {n} rows of the VLArray "
+                                 f"({_context(self)})")
             return np.flatnonzero(sel).astype(np.int64)
         if sel.size == 0:
             sel = sel.astype(np.int64)
         if not np.issubdtype(sel.dtype, np.integer):
             raise IndexError("only integers, slices, integer arrays and boolean masks select VLArray rows, "
-                             f"not {key!r}")
+                             f"not {key!r} ({_context(self)})")
         if sel.ndim > 1:
-            raise IndexError(f"a {sel.ndim}-D index array cannot select rows of the 1-D VLArray {self._path!r}")
+            raise IndexError(f"a {sel.ndim}-D index array cannot select rows of a 1-D VLArray ({_context(self)})")
         rows = sel.astype(np.int64).reshape(-1)
         bad = (rows < -n) | (rows >= n)
         if bad.any():
-            raise IndexError(f"index {rows[bad][0]} is out of bounds for VLArray {self._path!r} with {n} rows")
+            raise IndexError(f"index {rows[bad][0]} is out of bounds for axis 0 with size {n} "
+                             f"(VLArray; {_context(self)})")
         return np.where(rows < 0, rows + n, rows)

@@ -14,6 +14,7 @@ it into a plan (:mod:`multiload._plan`):
 """
 
 import numbers
+import operator
 
 import numpy as np
 
@@ -60,8 +61,61 @@ def _is_simple_slice(key):
 
 
 def _is_coords(key):
-    """A point selection: a list, or an integer numpy array."""
-    return isinstance(key, list) or (isinstance(key, np.ndarray) and np.issubdtype(key.dtype, np.integer))
+    """A point selection: a list (not of field names), or an integer numpy array."""
+    if isinstance(key, list):
+        return not (key and isinstance(key[0], str))
+    return isinstance(key, np.ndarray) and np.issubdtype(key.dtype, np.integer)
+
+
+def _column_field(dtype, name, path):
+    """``(offset, dtype)`` of column ``name`` of a compound ``dtype``: a
+    field name, or a PyTables path of nested fields (``'inner/p'``).
+    ColumnError names the dataset ``path`` when there is no such column."""
+    fields = dtype.fields
+    if fields is not None and isinstance(name, str) and name in fields:
+        f = fields[name]
+        return f[1], f[0]
+    offset, dt, parent = 0, dtype, ""
+    if isinstance(name, str):
+        for part in name.split("/"):
+            fields = dt.fields
+            if fields is None or part not in fields:
+                break
+            f = fields[part]
+            offset, dt = offset + f[1], f[0]
+            parent = f"{parent}/{part}" if parent else part
+        else:
+            return offset, dt
+    names = dt.names
+    where = f"columns of {parent!r}" if parent else "columns"
+    raise ColumnError(f"Specified column name {name!r} not in dataset {path!r}"
+                      + (f" ({where}: {', '.join(names)})" if names else ""))
+
+
+def _read_range(start, stop, step, ds):
+    """PyTables' range of a ``read()`` or ``where()`` on ``ds``
+    (``Leaf._process_range_read``) as a slice: ``start`` alone means the
+    one row ``start`` (to the end when it is -1), and IndexError when
+    ``start >= rows > 0``; otherwise slice rules."""
+    if start is not None and stop is None and step is None:
+        n = ds.shape[0]
+        start = operator.index(start)
+        if 0 < n <= start:
+            raise IndexError(f"start of range ({start}) is greater than number of rows ({n}) ({_context(ds)})")
+        return slice(start, n if start == -1 else start + 1, None)
+    return slice(start, stop, step)
+
+
+def _context(ds):
+    """Where an error happened, for its message: ``dataset '/x', file 'f.h5'``."""
+    filename = getattr(getattr(ds, "_reader", None), "_filename", None)
+    return f"dataset {ds._path!r}" + (f", file {filename!r}" if filename is not None else "")
+
+
+def _as_head(key):
+    """A head key as numpy means it: ``None`` (numpy.newaxis) is ``(None,)``,
+    since a head of None means "every row" to the planner."""
+    return (None,) if key is None else key
 
 
 class OpBase:
@@ -99,7 +153,7 @@ class IndexOp(OpBase):
 
     def _parts(self, ds):
         keys = self._post()
-        return None, keys[0], keys[1:]
+        return None, _as_head(keys[0]), keys[1:]
 
 
 class ColOp(OpBase):
@@ -124,7 +178,7 @@ class ColOp(OpBase):
     def _parts(self, ds):
         keys = self._post()
         if keys:
-            return self._col, keys[0], keys[1:]
+            return self._col, _as_head(keys[0]), keys[1:]
         return self._col, None, []
 
 
@@ -163,9 +217,7 @@ class ReadOpArray(ReadOpBase):
 
     def _head(self, ds):
         if self._single:
-            n = ds.shape[0]
-            start = self._start + n if self._start < 0 else self._start
-            return slice(start, start + 1)
+            return _read_range(self._start, None, None, ds)
         return super()._head(ds)
 
 
@@ -255,6 +307,25 @@ class SortOp(OpBase):
         if isinstance(key, str) and self._col is None and self._index is None:
             return SortOp(self._path, self._sortby, self._checkCSI, key, self._start, self._stop, self._step)
         return super().__getitem__(key)
+
+
+class _ColumnVar:
+    """A condition variable that names a column of the table being searched:
+    ``condvars={'p': table.col('inner/p')}``, as PyTables takes
+    ``table.cols.inner.p`` (the only way to use a nested column in a
+    condition). numexpr reads it, over the where() range, when it
+    evaluates the condition (numpy.asarray calls ``__array__``)."""
+
+    def __init__(self, ds, col, start, stop, step):
+        self._ds, self._col = ds, col
+        self._start, self._stop, self._step = start, stop, step
+
+    def __array__(self, dtype=None, copy=None):
+        a = self._ds._reader.read(ReadOpTable(self._ds._path, self._col, self._start, self._stop, self._step))
+        return a if dtype is None else a.astype(dtype, copy=False)
+
+    def __repr__(self):
+        return f"<column {self._col!r} of {self._ds._path!r}>"
 
 
 class WhereOp(OpBase):
