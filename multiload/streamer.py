@@ -436,8 +436,14 @@ class Streamer:
 
         Parameters
         ----------
-        path, n_procs, read_ahead, cyclic, block_size, ordered, field, io_mode
+        path, n_procs, read_ahead, cyclic, block_size, field, io_mode
             As :meth:`get_queue`.
+        ordered : bool, default False
+            Accepted for compatibility: rows always come in dataset order,
+            which unordered mode allows too. Copying rows one by one in
+            Python is far slower than reading, so waiting for the next block
+            in order costs nothing, and any prefix of a cyclic generator is
+            then whole passes plus the start of the next one.
         remainder : bool, default True
             True here (unlike :meth:`get_queue`) so that every row is produced.
 
@@ -453,7 +459,7 @@ class Streamer:
         closed or garbage-collected.
         """
         queue = self.get_queue(path, n_procs=n_procs, read_ahead=read_ahead, cyclic=cyclic,
-                               block_size=block_size, ordered=ordered, field=field,
+                               block_size=block_size, ordered=True, field=field,
                                remainder=remainder, io_mode=io_mode)
         try:
             for guard in queue.iter():

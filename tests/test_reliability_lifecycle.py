@@ -158,7 +158,9 @@ def test_all_slots_held_by_this_thread_is_an_error_not_a_hang(data_file):
 @pytest.mark.parametrize("io_mode", IO_MODES)
 def test_views_after_release_never_crash(data_file, io_mode):
     """Views kept after release see reused slots (stale data, always some
-    real block), and outlive the queue, the Streamer and a gc."""
+    real block once the workers are stopped), and outlive the queue, the
+    Streamer and a gc. While the queue runs, a worker may be writing a new
+    block into a kept view's slot, so the views are checked after close."""
     q = multiload.Streamer(data_file).get_queue("gz", n_procs=2, read_ahead=2, block_size=BLOCK, cyclic=True,
                                                 io_mode=io_mode)
     kept = []
@@ -166,9 +168,9 @@ def test_views_after_release_never_crash(data_file, io_mode):
         with q.get(timeout=rf.GET_TIMEOUT) as block:
             kept.append(block)
             kept.append(block[3:7, 1:])
+    q.close()
     assert all(is_valid_stale_block(v) for v in kept[::2])
     total = sum(int(v.sum()) for v in kept)
-    q.close()
     del q
     gc.collect()
     assert sum(int(v.sum()) for v in kept) == total  # nothing writes the slots any more
