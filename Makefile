@@ -17,7 +17,7 @@ ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize
 # they assert a flat RSS, which ASan's quarantine of freed memory makes meaningless.
 ASAN_PYTESTS ?= tests/test_streamer_api.py tests/test_streamer_bad_input.py tests/test_streamer_close.py \
 	tests/test_streamer_filters.py tests/test_streamer_types.py tests/test_streamer_direct.py \
-	tests/test_reader_api.py tests/test_reader_index.py tests/test_reader_parallel.py \
+	tests/test_reader_api.py tests/test_reader_index.py tests/test_reader_parallel.py tests/test_reader_lifecycle.py \
 	tests/test_reliability_badinput.py tests/test_reliability_faults.py tests/test_reliability_corrupt.py \
 	tests/test_reliability_lifecycle.py tests/test_reliability_fork.py tests/test_reliability_signals.py \
 	tests/test_io_fallback.py

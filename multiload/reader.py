@@ -70,8 +70,10 @@ class Reader:
         self._closed = False
         self._notify_fn = notify
         self._tags = itertools.count(1)
-        self._pending = {}  # tag -> Request, for requests submitted with notification
-        self._watched = []  # requests without notification that gained callbacks
+        # tag -> (Request, notify?) for requests the notification thread
+        # delivers: submitted with notify, or watched (callbacks, stdlib
+        # waiters); None holds the place of one still in _submit.
+        self._pending = {}
         self._dispatcher = None
         self._core = _core.ReaderCore(n_procs, _IO_MODES[io_mode], int(cache_bytes or 0), bool(inline_reads))
         if notify is not None:
@@ -245,13 +247,13 @@ class Reader:
                 with self._lock:
                     self._pending.pop(tag, None)
             raise
-        fut = Request(self, st, creq, plan, temp)
+        fut = Request(self, st, creq, plan, temp, tag)
         if notify:
             with self._lock:
                 early = tag not in self._pending  # the dispatcher took the tag already
                 if not early:
-                    self._pending[tag] = fut
-            if early:
+                    self._pending[tag] = (fut, True)
+            if early or not self._dispatcher.is_alive():  # (a dead one: stopped while we submitted)
                 self._deliver(fut, True)
         return fut
 
@@ -296,7 +298,7 @@ class Reader:
         try:
             fut._take()
         finally:
-            fut._stage_release()
+            fut._stage_release()  # interrupted: `out` stays alive until the workers let go of it
         return out
 
     # -- notifications
@@ -309,15 +311,17 @@ class Reader:
             self._dispatcher.start()
 
     def _watch(self, fut):
+        """Have the notification thread deliver ``fut`` (run its callbacks,
+        complete its concurrent.futures state) once its request is done."""
+        if fut._finished:
+            return
         self._start_dispatcher()
         with self._lock:
-            if any(f is fut for f in self._pending.values()):
-                return
-            self._watched.append(fut)
-
-    def _run_callbacks_soon(self, fut):
-        if fut._callbacks:
-            fut._run_callbacks()
+            if fut._tag not in self._pending:
+                self._pending[fut._tag] = (fut, False)
+        fut._creq.watch()  # the engine reports the tag when done (now, if it is)
+        if fut._creq.done():
+            fut._finish()  # a stdlib waiter installing itself now is woken at once
 
     def _deliver(self, fut, notify):
         """A finished request: its callbacks, then notify(fut) if asked."""
@@ -337,43 +341,49 @@ class Reader:
             tags = core.pop_done(0.1)
             with self._lock:
                 # A None entry is a request still in _submit: it delivers itself.
-                futs = [self._pending.pop(t) for t in tags or () if t in self._pending]
-                futs = [f for f in futs if f is not None]
-                watched = [f for f in self._watched if f.done()]
-                if watched:
-                    self._watched = [f for f in self._watched if not f.done()]
-            for f in futs:
-                self._deliver(f, True)
-            for f in watched:
-                self._deliver(f, False)
+                entries = [self._pending.pop(t) for t in tags or () if t in self._pending]
+            for e in entries:
+                if e is not None:
+                    self._deliver(*e)
             if tags is None:
                 with self._lock:
-                    rest = [f for f in self._pending.values() if f is not None] + self._watched
+                    rest = [e for e in self._pending.values() if e is not None]
                     self._pending.clear()
-                    self._watched = []
-                for f in rest:
-                    f._wait()
-                    f._run_callbacks()
+                for fut, notify in rest:
+                    fut._wait()
+                    self._deliver(fut, notify)
                 if self._notify_fn is not None:
                     self._notify_fn(QueueClosed)
                 return
 
     # -- shutdown
     def close(self, wait=False):
-        """Refuse new requests; queued ones are still served. ``wait=True``
-        blocks until the workers have finished them and exited."""
+        """Refuse new requests; queued and running ones are still served.
+
+        ``wait=False`` returns at once. ``wait=True`` blocks until the
+        workers have finished every request and exited -- on a hung mount,
+        until its reads return; Ctrl-C interrupts the wait (use ``stop()``
+        to give up on the requests)."""
         self._closed = True
         if self._core is not None:
-            self._core.shutdown(True, bool(wait))
-            if wait and self._dispatcher is not None and self._dispatcher is not threading.current_thread():
-                self._dispatcher.join()
+            self._core.shutdown(True)
+            if wait:
+                while not self._core.join(0.1):  # signals are handled between steps
+                    pass
+                d = self._dispatcher
+                if d is not None and d is not threading.current_thread():
+                    while d.is_alive():
+                        d.join(0.1)
 
     def stop(self):
-        """Refuse new requests and drop queued ones (their futures raise
-        QueueClosedException); a request being read finishes."""
+        """Refuse new requests and fail every request not finished: queued
+        ones and those being read, whose futures raise QueueClosedException
+        at once. Returns within about half a second: a worker still inside a
+        read then (a hung mount) is left to finish it in the background, and
+        a stage it writes into stays busy until it has."""
         self._closed = True
         if self._core is not None:
-            self._core.shutdown(False, True)
+            self._core.shutdown(False, 0.5)
 
     def stats(self):
         """Counters of the request engine: ``requests`` completed, ``rows``
@@ -407,3 +417,5 @@ class _OwnStage(Stage):
         self._lock = threading.Lock()
         self._closed = False
         self._pool = None
+        self._held_by = None
+        self._held_lock = threading.Lock()

@@ -52,6 +52,12 @@ class _Done:
     def done(self):
         return True
 
+    def busy(self):
+        return False
+
+    def watch(self):
+        pass
+
     def cancel(self):
         return False
 
@@ -125,39 +131,117 @@ for _n in ("__add__", "__sub__", "__mul__", "__truediv__", "__lt__", "__le__", "
     setattr(_Proxy, _n, _make_binop(_n))
 
 
-class Request:
-    """A future for one request (multitables' ``Request``), with
-    concurrent.futures methods and ``await`` support on top.
 
-    Take the result once, with ``get()`` (a copy), ``get_direct(fn)``,
-    ``with get_unsafe() as view`` or ``with get_proxy() as view``; that
-    frees the stage. ``result()`` may be called again (it keeps a copy).
+# ---------------------------------------------------------------- the future
+
+_FUT = concurrent.futures.Future
+_PENDING = concurrent.futures._base.PENDING
+_FINISHED = concurrent.futures._base.FINISHED
+_CANCELLED = concurrent.futures._base.CANCELLED_AND_NOTIFIED
+_TAKEN_GET, _TAKEN_RESULT = 1, 2
+_COND_LOCK = threading.Lock()  # creates a future's Condition (only when a stdlib waiter looks)
+
+
+class _Waiters(list):
+    """The future's list of concurrent.futures waiters. wait() and
+    as_completed() append to it and then only watch the future's state:
+    appending makes the reader report this request's completion (its
+    notification thread then completes the future's state)."""
+
+    __slots__ = ("_fut",)
+
+    def append(self, waiter):
+        list.append(self, waiter)
+        self._fut._reader._watch(self._fut)
+
+
+class Request(concurrent.futures.Future):
+    """A future for one request (multitables' ``Request``): a
+    :class:`concurrent.futures.Future`, so ``concurrent.futures.wait``,
+    ``as_completed`` and ``asyncio.wrap_future`` accept it, and ``await``
+    works.
+
+    multitables' methods take the result once: ``get()`` (a copy),
+    ``get_direct(fn)``, ``with get_unsafe() as view``, ``with get_proxy() as
+    view``; that frees the stage, and a second take raises RuntimeError
+    (the stage may hold other data by then). ``result()`` takes a copy the
+    first time, keeps it and returns the same array every time; ``get()``
+    (and the other get methods) after ``result()`` serve that kept copy too.
+    ``result()`` after ``get()`` raises RuntimeError, since ``get()`` keeps
+    no copy. An error is raised by every one of them, every time.
     """
 
-    def __init__(self, reader, stage, creq, plan, temp):
+    # concurrent.futures.Future state, set up lazily: Future.__init__ would
+    # make a Condition per request (~1 us); these class defaults stand in
+    # until the future completes or a stdlib waiter looks (see _complete).
+    _state = _PENDING
+    _result = None
+    _exception = None
+    _done_callbacks = ()  # callbacks live in self._callbacks, run by the reader
+
+    # Our own state: class defaults, set on the instance when they change
+    # (each instance attribute costs on the one-row fast path).
+    _taken = 0  # _TAKEN_GET or _TAKEN_RESULT once the result was taken
+    _copy = None  # result()'s copy
+    _cancelled = False
+    _finished = False
+    _exc = None
+    _callbacks = None
+    _callbacks_ran = False
+    _cond = None
+    _waiter_list = None
+
+    @property
+    def _condition(self):
+        c = self._cond
+        if c is None:
+            with _COND_LOCK:
+                c = self._cond
+                if c is None:
+                    c = self._cond = threading.Condition()
+        return c
+
+    @property
+    def _waiters(self):
+        w = self._waiter_list
+        if w is None:
+            with _COND_LOCK:
+                w = self._waiter_list
+                if w is None:
+                    w = _Waiters()
+                    w._fut = self
+                    self._waiter_list = w
+        return w
+
+    def __init__(self, reader, stage, creq, plan, temp, tag=0):
         self._reader = reader
         self._stage = stage
+        self._held = [stage]  # emptied (atomically: list.pop) when the stage is released
         self._creq = creq
         self._plan = plan
         self._temp = temp  # fetched rows when numpy indexing is left to do
+        self._tag = tag
         self._lock = threading.Lock()
-        self._consumed = False
-        self._cancelled = False
         self._finished = False
-        self._exc = None
-        self._result = None
-        self._callbacks = []
-        self._callbacks_ran = False
-        self._released = False
+        self._taken = 0
+        self._state = _PENDING
 
     # -- completion
     def _wait(self, timeout=None):
-        if not self._creq.wait(timeout):
-            return False
-        self._finish()
+        if not self._finished:
+            if not self._creq.wait(timeout):
+                return False
+            self._complete()
         return True
 
     def _finish(self):
+        """Complete the future if its C request is done."""
+        if not self._finished and self._creq.done():
+            self._complete()
+
+    def _complete(self):
+        """The C request is done: settle the outcome once, then complete the
+        concurrent.futures state (waking stdlib waiters)."""
         with self._lock:
             if self._finished:
                 return
@@ -179,8 +263,27 @@ class Request:
                         self._postprocess()
                 except BaseException as e:  # noqa: BLE001 - delivered to the consumer
                     self._exc = e if isinstance(e, SubprocessException) else _background_error(e)
-            self._temp = None
+            if self._temp is not None:
+                self._temp = None
             self._finished = True
+        # The stdlib state, as Future.set_result / set_exception / cancel
+        # leave it (result() makes the value: see there). State first, then
+        # look for a Condition: a stdlib waiter creates it before it reads
+        # the state, so it either sees the final state or is woken here.
+        if self._exc is not None:
+            self._exception = self._exc
+        self._state = _CANCELLED if self._cancelled else _FINISHED
+        cond = self._cond
+        if cond is not None:
+            with cond:
+                for w in self._waiters:
+                    if self._cancelled:
+                        w.add_cancelled(self)
+                    elif self._exc is not None:
+                        w.add_exception(self)
+                    else:
+                        w.add_result(self)
+                cond.notify_all()
 
     def _postprocess(self):
         p = self._plan
@@ -194,35 +297,60 @@ class Request:
         p = self._plan
         return self._stage._buf[:p.nbytes].view(p.dtype).reshape(p.shape)
 
-    def _take(self):
-        """Wait, then mark consumed; raise the request's error (after
-        freeing the stage)."""
-        self._wait_interruptibly()
-        with self._lock:
-            if self._consumed:
-                raise RuntimeError("this request's result was already taken; its stage may hold other data now "
-                                   "(use get() once, or keep result())")
-            if self._cancelled:
-                raise concurrent.futures.CancelledError()
-            self._consumed = True
+    def _settle(self, timeout=None):
+        """Wait; raise CancelledError, TimeoutError or the request's error
+        (freeing the stage)."""
+        if not self._finished and not self._wait(timeout):
+            raise concurrent.futures.TimeoutError(f"the request did not finish within {timeout} s")
+        if self._cancelled:
+            raise concurrent.futures.CancelledError()
         if self._exc is not None:
             self._stage_release()
             raise self._exc
 
-    def _wait_interruptibly(self, timeout=None):
-        return self._wait(timeout)
+    def _take(self):
+        """Wait, then take the result for a get method. Returns the copy
+        result() kept, or None: the result is in the stage, to be freed by
+        the caller."""
+        if not self._finished:  # _settle(), unrolled: the one-row fast path
+            self._wait()
+        if self._cancelled:
+            raise concurrent.futures.CancelledError()
+        if self._exc is not None:
+            self._stage_release()
+            raise self._exc
+        with self._lock:
+            if self._taken == _TAKEN_RESULT:
+                return self._copy
+            if self._taken == _TAKEN_GET:
+                raise RuntimeError("this request's result was already taken; its stage may hold other data now "
+                                   "(use get() once, or keep result())")
+            self._taken = _TAKEN_GET
+        return None
 
     def _stage_release(self):
-        if self._released:
+        """Free the stage (once), now or -- while a worker may still write
+        into it -- once that write is over."""
+        try:
+            stage = self._held.pop()  # atomic: one caller gets it
+        except IndexError:
             return
-        self._released = True
-        self._stage._release()
+        # A request that succeeded has released its buffer; any other may
+        # not have (running, or failed by stop() during its read).
+        if (self._exc is not None or not self._finished) and self._plan.post is None and self._creq.busy():
+            stage._release_when_written(self._creq)
+        else:
+            stage._release()
 
     @contextlib.contextmanager
     def get_unsafe(self):
         """Yield the result as a view of the stage; the stage is freed when
-        the with-block ends (the view must not be used after)."""
-        self._take()
+        the with-block ends (the view must not be used after). After
+        result(), yields its kept copy."""
+        kept = self._take()
+        if kept is not None:
+            yield kept
+            return
         try:
             yield self._view()
         finally:
@@ -244,8 +372,11 @@ class Request:
                 proxy.release()
 
     def get(self):
-        """Wait and return a copy of the result (frees the stage)."""
-        self._take()
+        """Wait and return a copy of the result (frees the stage). After
+        result(), returns the copy result() keeps."""
+        kept = self._take()
+        if kept is not None:
+            return kept
         try:
             return self._view().copy()
         finally:
@@ -253,106 +384,125 @@ class Request:
 
     # -- concurrent.futures.Future
     def done(self):
-        return self._cancelled or self._creq.done()
-
-    def running(self):
-        return self._creq.status() == "running"
-
-    def cancelled(self):
+        if self._finished:
+            return True
         if self._creq.done():
             self._finish()
-        return self._cancelled
+            return True
+        return False
+
+    def running(self):
+        return not self.done() and self._creq.status() == "running"
+
+    def cancelled(self):
+        return self.done() and self._cancelled
 
     def cancel(self):
-        """Cancel a request that is still queued (True); a running or
-        finished one is not cancelled (False) and completes as usual."""
-        if self._cancelled:
-            return True
+        """Cancel a request that is still queued (True: it never touches
+        its stage, which is free at once); a running or finished one is not
+        cancelled (False) and completes as usual."""
+        if self.done():
+            return self._cancelled
         if not self._creq.cancel():
             return False
         self._finish()
-        with self._lock:
-            self._consumed = True
         self._stage_release()
-        self._reader._run_callbacks_soon(self)
+        self._run_callbacks()
         return True
 
     def result(self, timeout=None):
-        if not self._wait(timeout):
-            raise TimeoutError(f"the request did not finish within {timeout} s")
-        if self._cancelled:
-            raise concurrent.futures.CancelledError()
-        if self._exc is not None:
-            raise self._exc
+        """The result (a copy, kept: every call returns the same array).
+        Raises TimeoutError after ``timeout`` seconds, CancelledError, or the
+        request's error."""
+        self._settle(timeout)
         with self._lock:
-            have = self._result is not None
-        if not have:
-            res = self.get()
-            with self._lock:
-                self._result = res
-        return self._result
+            if self._taken == _TAKEN_RESULT:
+                return self._copy
+            if self._taken == _TAKEN_GET:
+                raise RuntimeError("this request's result was already taken by get() (or another get method), "
+                                   "which keeps no copy; call result() alone to take it more than once")
+            self._taken = _TAKEN_RESULT
+            self._copy = self._view().copy()
+        self._stage_release()
+        return self._copy
 
     def exception(self, timeout=None):
+        """The request's error, or None; TimeoutError after ``timeout``
+        seconds, CancelledError if cancelled. Takes nothing."""
         if not self._wait(timeout):
-            raise TimeoutError(f"the request did not finish within {timeout} s")
+            raise concurrent.futures.TimeoutError(f"the request did not finish within {timeout} s")
         if self._cancelled:
             raise concurrent.futures.CancelledError()
         return self._exc
 
     def add_done_callback(self, fn):
-        """Call ``fn(future)`` once the request is done (from the reader's
-        notification thread, or at once if it is done already)."""
-        with self._lock:
-            if not self._callbacks_ran:
-                self._callbacks.append(fn)
-                fn = None
+        """Call ``fn(future)`` once the request is done: from the reader's
+        notification thread, or at once if it is done already."""
+        if not self.done():
+            with self._lock:
+                if not self._callbacks_ran:
+                    if self._callbacks is None:
+                        self._callbacks = []
+                    self._callbacks.append(fn)
+                    fn = None
+            if fn is None:
+                self._reader._watch(self)
+                return
+        self._run_callbacks()  # earlier ones first
         if fn is not None:
-            fn(self)
-        else:
-            self._reader._watch(self)
+            _call(fn, self)
+
+    def set_result(self, result):
+        raise RuntimeError("a Reader future is completed by its reader")
+
+    set_exception = set_result
+
+    def set_running_or_notify_cancel(self):
+        raise RuntimeError("a Reader future is completed by its reader")
 
     def _run_callbacks(self):
         with self._lock:
             if self._callbacks_ran:
                 return
             self._callbacks_ran = True
-            cbs, self._callbacks = self._callbacks, []
+            cbs, self._callbacks = self._callbacks or (), None
         for fn in cbs:
-            try:
-                fn(self)
-            except Exception:  # noqa: BLE001 - as concurrent.futures: log and go on
-                import logging
-
-                logging.getLogger("multiload").exception("exception calling callback for %r", self)
+            _call(fn, self)
 
     def __await__(self):
-        import asyncio
-
         if not self.done():
-            loop = asyncio.get_running_loop()
-            waiter = loop.create_future()
+            import asyncio
 
-            def wake(_):
-                loop.call_soon_threadsafe(lambda: waiter.done() or waiter.set_result(None))
-
-            self.add_done_callback(wake)
-            yield from waiter.__await__()
+            # wrap_future cancels the request if the awaiting task is cancelled
+            yield from asyncio.wrap_future(self).__await__()
         return self.result()
 
     def __del__(self):
+        # Never waits: a queued request is cancelled; the stage of one being
+        # read is freed once the read is over (see Stage._release_when_written).
         try:
-            if getattr(self, "_released", False) or not hasattr(self, "_creq"):
+            if not self._held:
                 return
-            if not self._creq.cancel():
-                self._creq.wait(None)
-            self._released = True
-            self._stage._release()
+            self._creq.cancel()
+            self._stage_release()
         except Exception:  # noqa: BLE001 - never raise from __del__
             pass
 
     def __repr__(self):
-        state = "cancelled" if self._cancelled else ("finished" if self.done() else "pending")
+        if not self.done():
+            state = "running" if self._creq.status() == "running" else "pending"
+        else:
+            state = "cancelled" if self._cancelled else ("failed" if self._exc is not None else "finished")
         return f"<multiload Request {state}>"
+
+
+def _call(fn, fut):
+    try:
+        fn(fut)
+    except Exception:  # noqa: BLE001 - as concurrent.futures: log and go on
+        import logging
+
+        logging.getLogger("multiload").exception("exception calling callback for %r", fut)
 
 
 class RequestPool:

@@ -20,7 +20,10 @@ class Stage:
     One request at a time: a request on a busy stage raises RuntimeError.
     The stage is busy from ``reader.request()`` until the future's result is
     taken (``get``, ``get_direct``, ``get_unsafe``, ``get_proxy``,
-    ``result``) or the future is cancelled or dropped."""
+    ``result``) or the future is cancelled or dropped. A future dropped
+    while a worker still writes into the stage (or whose reader was stopped
+    during its read) leaves the stage busy until that write is over; the
+    next request on it then finds it free."""
 
     def __init__(self, size_nbytes):
         size_nbytes = int(size_nbytes)
@@ -31,6 +34,8 @@ class Stage:
         self._lock = threading.Lock()
         self._closed = False
         self._pool = None
+        self._held_by = None  # a C request still writing into _buf: released once it is done
+        self._held_lock = threading.Lock()
 
     def _capacity(self):
         return self.size_nbytes
@@ -39,13 +44,32 @@ class Stage:
         if self._closed:
             raise RuntimeError("Stage has already been closed.")
         if not self._lock.acquire(False):
-            raise RuntimeError("Stage already fielding another request.")
+            if not (self._reclaim() and self._lock.acquire(False)):
+                raise RuntimeError("Stage already fielding another request.")
         return self
 
     def _release(self):
         self._lock.release()
         if self._pool is not None:
             self._pool._return(self)
+
+    def _release_when_written(self, creq):
+        """Release once ``creq`` (a C request writing into this stage) is
+        done with it: now if it is, else at the next _reclaim()."""
+        with self._held_lock:
+            self._held_by = creq
+        self._reclaim()
+
+    def _reclaim(self):
+        """Release the stage if the request that held it past its future
+        is done writing. True if it did."""
+        with self._held_lock:
+            creq = self._held_by
+            if creq is None or creq.busy():
+                return False
+            self._held_by = None
+        self._release()
+        return True
 
     def _view(self, dtype, shape):
         nbytes = math.prod(shape) * dtype.itemsize
@@ -81,13 +105,21 @@ class StagePool:
 
     def _acquire(self):
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
-        with self._cvar:
-            while not self._free:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise queue.Empty()
-                self._cvar.wait(0.1 if left is None else min(left, 0.1))
-            stage = self._free.popleft()
+        while True:
+            with self._cvar:
+                if self._free:
+                    stage = self._free.popleft()
+                    break
+            # Stages held past their futures by a write in flight come back
+            # here (_reclaim returns them to the free list).
+            if sum(s._reclaim() for s in self._stages):
+                continue
+            with self._cvar:
+                if not self._free:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise queue.Empty()
+                    self._cvar.wait(0.1 if left is None else min(left, 0.1))
         try:
             return stage._acquire()
         except BaseException:

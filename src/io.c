@@ -19,7 +19,9 @@
  * thread pool. MULTILOAD_IO=pread forces it so tests cover both paths.
  *
  * Short reads are continued from where they stopped; a read of 0 bytes
- * before `len` means end of file, reported as -ML_ETRUNC.
+ * before `len` means end of file, reported as -ML_ETRUNC. EAGAIN is retried,
+ * except for a `nowait` read (RWF_NOWAIT, in both engines), for which it
+ * means "not in the page cache" and is final.
  */
 #define _GNU_SOURCE
 #include "io.h"
@@ -29,6 +31,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "fault.h"
@@ -128,13 +131,17 @@ static int read_pread(ml_io_req *reqs, size_t n) {
             size_t want = r->len - done;
             ssize_t got;
             int fault = ml_fault_check(&want);
-            if (fault < 0)
+            if (fault < 0) {
                 got = fault;
-            else
+            } else if (r->nowait) {
+                struct iovec iov = {.iov_base = (char *)r->buf + done, .iov_len = want};
+                got = preadv2(r->fd, &iov, 1, (off_t)(r->offset + done), RWF_NOWAIT);
+            } else {
                 got = pread(r->fd, (char *)r->buf + done, want, (off_t)(r->offset + done));
+            }
             if (got < 0 && fault == 0)
                 got = -errno;
-            if (got == -EINTR || got == -EAGAIN) {
+            if (got == -EINTR || (got == -EAGAIN && !r->nowait)) {
                 again = 1; /* retry the same piece */
                 continue;
             }
@@ -152,6 +159,8 @@ static void prep(struct io_uring *ring, ml_io_req *r, size_t idx) {
     if (want > (1u << 30))
         want = 1u << 30;
     io_uring_prep_read(sqe, r->fd, (char *)r->buf + done, (unsigned)want, r->offset + done);
+    if (r->nowait)
+        sqe->rw_flags = RWF_NOWAIT; /* the kernel completes it with -EAGAIN rather than wait */
     io_uring_sqe_set_data64(sqe, idx);
 }
 
@@ -199,7 +208,7 @@ static int read_uring(ml_io *io, ml_io_req *reqs, size_t n) {
                 got = (ssize_t)want; /* injected short read */
             seen++;
             inflight--;
-            if (got == -EINTR || got == -EAGAIN) {
+            if (got == -EINTR || (got == -EAGAIN && !r->nowait)) {
                 pending[n_pending++] = idx;
                 continue;
             }

@@ -24,6 +24,9 @@ typedef struct ml_io_req {
     ssize_t result;   /* out: bytes read (len unless EOF came first) or -errno */
     int no_resume;    /* 1: a short read is final (O_DIRECT reads at EOF, whose
                          continuation would be unaligned) */
+    int nowait;       /* 1: from the page cache only (RWF_NOWAIT): a read that would
+                         wait for the device ends with -EAGAIN, not retried (the
+                         Reader's helping waiter, which must never block) */
 } ml_io_req;
 
 typedef struct ml_io ml_io;

@@ -42,15 +42,22 @@ typedef struct ml_request_spec {
 int ml_reader_open(ml_reader **out, const ml_reader_config *cfg, ml_error *err);
 
 /* Refuse new requests. drain=1: workers finish every queued request, then
- * exit; drain=0: queued requests complete at once with -ML_ECLOSED
- * (a running one finishes). Does not wait. Idempotent. */
+ * exit. drain=0 (stop): queued requests complete at once with -ML_ECLOSED
+ * and so do the ones being read (their dest is still written until the
+ * read in flight returns: see ml_request_busy); work not started is
+ * skipped. Does not wait. Idempotent. */
 void ml_reader_shutdown(ml_reader *r, int drain);
 
-/* Wait for every worker to exit (after ml_reader_shutdown). */
-void ml_reader_join(ml_reader *r);
+/* Wait up to timeout_ms (<0: forever) for every worker to leave its loop
+ * (after ml_reader_shutdown; with drain=1, once every request is done).
+ * Returns 0, or -ETIMEDOUT. */
+int ml_reader_join(ml_reader *r, long timeout_ms);
 
-/* Shut down (drain=0), join, free. Requests still held by callers stay
- * valid until ml_request_free. Accepts NULL. */
+/* Shut down (drain=0) and drop the caller's reference. Workers get up to
+ * CLOSE_WAIT_MS (500 ms) from the first stop to finish their read in
+ * flight; one still inside a read then (a hung mount) is detached and
+ * frees its share of the reader when the read returns. Requests held by
+ * callers stay valid until ml_request_free. Accepts NULL. */
 void ml_reader_free(ml_reader *r);
 
 /* Queue a request. On success *out is the caller's reference (free it
@@ -67,25 +74,43 @@ int ml_request_done(ml_request *q);
 /* 1 while a worker is reading it (no longer cancellable, not yet done). */
 int ml_request_running(ml_request *q);
 
+/* 1 while a thread may still write into q's dest. 0 once q is done, except
+ * for a request failed by ml_reader_shutdown(drain=0) while it was being
+ * read: its dest must stay valid until this returns 0. */
+int ml_request_busy(const ml_request *q);
+
+/* Wait up to timeout_ms (<0: forever) until ml_request_busy(q) is 0.
+ * Returns 0, or -ETIMEDOUT. */
+int ml_request_wait_released(ml_request *q, long timeout_ms);
+
 /* Cancel q, a request submitted to r, if it is still queued: returns 1
  * and q completes with -ECANCELED without touching its dest. Returns 0
  * if it is running or done. */
 int ml_reader_cancel(ml_reader *r, ml_request *q);
 
+/* Queue q's tag for ml_reader_pop_done once q is done (at once if it is
+ * done already), as if it had been submitted with notify=1. */
+void ml_reader_watch(ml_reader *r, ml_request *q);
+
 /* Let the calling thread work on q, a request submitted to r, instead of
- * only waiting for it: if no worker has started q, take it from the queue
- * and run it here; if q is running in parts, claim parts that are left.
- * Returns 1 if it did some of q's work, 0 if there was none to take (or
- * every helper context is in use). Bounded work, not a wait: call it, then
- * ml_request_wait. Call without the GIL. */
+ * only waiting for it -- but only work that never waits for a device:
+ * rows of contiguous data read from the page cache (preadv2 RWF_NOWAIT),
+ * rows of chunked data whose decoded bands are in the reader's cache, at
+ * most ~32 MiB of copying. If no worker has started q, take it from the
+ * queue and run it here; if q is running in parts, claim parts that are
+ * left. Work that would wait for the disk goes back to the workers. So the
+ * caller is back within milliseconds, to check signals or a timeout, even
+ * on a hung mount. Returns 1 if it did some of q's work, 0 if there was
+ * none it could do. Call it, then ml_request_wait. Call without the GIL,
+ * holding r (the owner's reference) for the duration. */
 int ml_reader_help(ml_reader *r, ml_request *q);
 
 /* The outcome of a finished request (code 0 = success). Borrowed. */
 const ml_error *ml_request_error(const ml_request *q);
 
 /* Drop the caller's reference. A request that is still running keeps
- * its own until the worker is done with it, but its dest must stay valid:
- * wait (or cancel) first. Accepts NULL. */
+ * its own until the worker is done with it, but its dest must stay valid
+ * until ml_request_busy(q) is 0 (wait, or cancel, first). Accepts NULL. */
 void ml_request_free(ml_request *q);
 
 /* Take up to max tags of finished notify-requests, waiting up to

@@ -197,9 +197,10 @@ def slow_reads(monkeypatch):
 
 
 def test_cancel_and_stop_while_parts_run(h5, slow_reads):
-    """cancel() of a request whose parts are running returns False and it
-    completes exactly; stop() and close() with parts in flight neither hang
-    nor crash, and every future ends (result or QueueClosedException)."""
+    """cancel() of a request whose parts are running returns False; stop()
+    with parts in flight neither hangs nor crashes: the running request
+    fails with QueueClosedException at once (its parts not started are
+    skipped), and every future ends (cancelled, or QueueClosedException)."""
     fn, data = h5[0], h5[1]
     r = multiload.Reader(fn, n_procs=2, cache_bytes=1)
     ds = r.get_dataset("/gz")
@@ -215,7 +216,8 @@ def test_cancel_and_stop_while_parts_run(h5, slow_reads):
     t0 = time.monotonic()
     r.stop()
     assert time.monotonic() - t0 < 30
-    np.testing.assert_array_equal(futs[0].get(), data[rows])
+    with pytest.raises(multiload.QueueClosedException):
+        futs[0].get()
     for f in futs[1:]:
         if f in cancelled:
             assert f.cancelled()
@@ -224,6 +226,7 @@ def test_cancel_and_stop_while_parts_run(h5, slow_reads):
             np.testing.assert_array_equal(f.get(), data[rows])
         except multiload.QueueClosedException:
             pass
+    assert r._core.join(10), "a worker is still reading 10 s after stop()"
 
 
 def test_close_and_drop_with_parts_in_flight(h5, slow_reads):
@@ -267,7 +270,8 @@ def test_sorted_cuts_cover_every_row_once(h5):
 
 
 def test_small_requests_in_flight_are_batched(h5, io_mode):
-    """Many one-row requests in flight: read in shared I/O batches, each
+    """Many one-row requests in flight: with io_uring read in shared I/O
+    batches (with pread there are none: the reads would be serial), each
     result exact."""
     fn, data = h5[0], h5[1]
     with multiload.Reader(fn, n_procs=2, io_mode=io_mode, inline_reads=False) as r:
@@ -277,7 +281,8 @@ def test_small_requests_in_flight_are_batched(h5, io_mode):
             futs = [r.request(ds[int(i)], ds.create_stage(1)) for i in rows[k:k + 100]]
             for i, f in zip(rows[k:k + 100], futs):
                 np.testing.assert_array_equal(f.get(), data[i])
-        assert r.stats()["batched"] > 0
+        if (io_mode or multiload.io_mode()) == "io_uring":
+            assert r.stats()["batched"] > 0
 
 
 @pytest.mark.parametrize("inline_reads", [False, True])

@@ -2,13 +2,18 @@
  *
  * ReaderCore.submit() queues rows of a Layout into a writable buffer
  * (the stage) and returns a Request. The Request holds the buffer (a
- * Py_buffer export) and the layout until the request is done, so the
- * memory the workers write into outlives them; its dealloc cancels a
- * queued request and waits (GIL released) for a running one first.
+ * Py_buffer export) and the layout, so the memory the workers write into
+ * outlives them. Its dealloc never waits: it cancels a queued request, and
+ * if a thread may still write the buffer (ml_request_busy: running, or
+ * failed by stop() while its read is in flight) it hands the export to
+ * the ReaderCore (an "orphan"), which releases it once the request lets
+ * go of it: orphans are swept at every submit and notification poll and
+ * when the core is freed. One still busy then (a worker detached in a
+ * read that never returns) is leaked, never freed under the worker.
  * A wait first offers the waiting thread to the engine (ml_reader_help:
- * run the request here if no worker has taken it yet), then releases the
- * GIL in <= 100 ms steps and runs signal handlers in between, so Ctrl-C
- * interrupts a blocked get().
+ * work on the request here, but only work that never waits for a device),
+ * then releases the GIL in <= 100 ms steps and runs signal handlers in
+ * between, so Ctrl-C interrupts a blocked get() and a timeout is kept.
  *
  * After fork() the child has the reader's memory but none of its worker
  * threads, and their locks may have been held at fork: a reader or request
@@ -23,10 +28,18 @@
 
 #include "../reader.h"
 
+/* A dropped Request's destination, kept until no thread writes it. */
+typedef struct orphan {
+    struct orphan *next;
+    ml_request *q;           /* owned reference */
+    Py_buffer view;          /* owned export of the destination */
+} orphan;
+
 typedef struct ReaderCoreObject {
     PyObject_HEAD
     ml_reader *r;            /* owned */
     pid_t pid;               /* process that started the workers */
+    orphan *orphans;         /* owned list; touched with the GIL held */
 } ReaderCoreObject;
 
 typedef struct RequestObject {
@@ -79,18 +92,41 @@ static PyObject *core_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
     return (PyObject *)self;
 }
 
+/* Release the orphans no thread writes any more. forget=1 (the reader is
+ * gone): drop the rest too, but leak their exports, since a detached
+ * worker may still write them. */
+static void core_sweep(ReaderCoreObject *self, int forget) {
+    orphan **pp = &self->orphans;
+    while (*pp) {
+        orphan *o = *pp;
+        int busy = ml_request_busy(o->q);
+        if (busy && !forget) {
+            pp = &o->next;
+            continue;
+        }
+        *pp = o->next;
+        if (!busy)
+            PyBuffer_Release(&o->view);
+        ml_request_free(o->q);
+        PyMem_Free(o);
+    }
+}
+
 static void core_dealloc(ReaderCoreObject *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
-    if (self->r && self->pid != getpid())
+    if (self->r && self->pid != getpid()) {
         self->r = NULL; /* forked child: leak the parent's reader rather than deadlock */
+        self->orphans = NULL;
+    }
     if (self->r) {
         ml_reader *r = self->r;
         self->r = NULL;
         Py_BEGIN_ALLOW_THREADS
-        ml_reader_free(r);
+        ml_reader_free(r); /* waits at most ~0.5 s from the stop */
         Py_END_ALLOW_THREADS
     }
+    core_sweep(self, 1);
     tp->tp_free(self);
     Py_DECREF(tp);
 }
@@ -120,6 +156,8 @@ static PyObject *core_submit(ReaderCoreObject *self, PyObject *args) {
     }
     if (forked(self->pid))
         return NULL;
+    if (self->orphans)
+        core_sweep(self, 0);
     PyArray_Descr *descr;
     ml_layout *L = ml_py_layout_core(layout, &descr);
     PyArrayObject *rows = NULL;
@@ -180,21 +218,42 @@ static PyObject *core_submit(ReaderCoreObject *self, PyObject *args) {
     return (PyObject *)req;
 }
 
+/* shutdown(drain, wait=0.0) -> True once every worker has left */
 static PyObject *core_shutdown(ReaderCoreObject *self, PyObject *args) {
-    int drain, join;
-    if (!PyArg_ParseTuple(args, "pp:shutdown", &drain, &join))
+    int drain;
+    double wait = 0;
+    if (!PyArg_ParseTuple(args, "p|d:shutdown", &drain, &wait))
         return NULL;
-    if (self->r && self->pid != getpid())
+    if (self->r && self->pid != getpid()) {
         self->r = NULL; /* forked child: just forget the parent's reader */
+        self->orphans = NULL;
+    }
+    int rc = 0;
     if (self->r) {
         ml_reader *r = self->r;
         Py_BEGIN_ALLOW_THREADS
         ml_reader_shutdown(r, drain);
-        if (join)
-            ml_reader_join(r);
+        rc = ml_reader_join(r, (long)(wait * 1000));
         Py_END_ALLOW_THREADS
+        core_sweep(self, 0);
     }
-    Py_RETURN_NONE;
+    return PyBool_FromLong(rc == 0);
+}
+
+/* join(timeout) -> True once every worker has left (after shutdown) */
+static PyObject *core_join(ReaderCoreObject *self, PyObject *args) {
+    double timeout;
+    if (!PyArg_ParseTuple(args, "d:join", &timeout))
+        return NULL;
+    if (!self->r || self->pid != getpid())
+        Py_RETURN_TRUE;
+    ml_reader *r = self->r;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = ml_reader_join(r, timeout < 0 ? -1 : (long)(timeout * 1000));
+    Py_END_ALLOW_THREADS
+    core_sweep(self, 0);
+    return PyBool_FromLong(rc == 0);
 }
 
 static PyObject *core_pop_done(ReaderCoreObject *self, PyObject *args) {
@@ -203,6 +262,8 @@ static PyObject *core_pop_done(ReaderCoreObject *self, PyObject *args) {
         return NULL;
     if (!self->r || self->pid != getpid())
         Py_RETURN_NONE;
+    if (self->orphans)
+        core_sweep(self, 0);
     uint64_t tags[256];
     int n;
     ml_reader *r = self->r;
@@ -233,7 +294,10 @@ static PyMethodDef core_methods[] = {
      "submit(layout, rows|None, row0, n, col_offset, col_size, dest, tag, notify, wrap=False) -> Request\n"
      "wrap: negative rows count from the end (numpy's rule)."},
     {"shutdown", (PyCFunction)core_shutdown, METH_VARARGS,
-     "shutdown(drain, join): refuse new requests; drain=False fails the queued ones."},
+     "shutdown(drain, wait=0.0) -> bool: refuse new requests; drain=False fails the queued and running ones.\n"
+     "Waits up to `wait` seconds for the workers to leave; True if they have."},
+    {"join", (PyCFunction)core_join, METH_VARARGS,
+     "join(timeout) -> bool: wait up to timeout seconds (<0: forever) for the workers to leave."},
     {"pop_done", (PyCFunction)core_pop_done, METH_VARARGS,
      "pop_done(timeout) -> [tags] of finished notify-requests ([] on timeout, None once closed)."},
     {"stats", (PyCFunction)core_stats, METH_NOARGS, "Counters: requests, rows, cache_hits, cache_misses, parallel, helped, batched, inlined."},
@@ -258,26 +322,31 @@ static PyType_Spec core_spec = {
 
 /* ---- Request ----------------------------------------------------------- */
 
-/* Cancel if queued, else wait until the workers are done with dest. */
-static void request_settle(RequestObject *self) {
-    if (!self->q || self->pid != getpid())
-        return; /* forked child: no worker will write into dest */
-    ReaderCoreObject *core = (ReaderCoreObject *)self->reader;
-    ml_request *q = self->q;
-    if (core && core->r && ml_reader_cancel(core->r, q))
-        return;
-    Py_BEGIN_ALLOW_THREADS
-    ml_request_wait(q, -1);
-    Py_END_ALLOW_THREADS
-}
-
 static void request_dealloc(RequestObject *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
-    request_settle(self);
-    if (self->pid == getpid())
+    ReaderCoreObject *core = (ReaderCoreObject *)self->reader;
+    if (self->q && self->pid == getpid()) {
+        /* Never wait here: a queued request is cancelled (its dest never
+         * touched); one that a thread may still write goes to the core. */
+        if (core && core->r)
+            ml_reader_cancel(core->r, self->q);
+        if (ml_request_busy(self->q) && self->have_view) {
+            orphan *o = core ? PyMem_Malloc(sizeof *o) : NULL;
+            if (o) {
+                o->q = self->q;
+                o->view = self->view;
+                o->next = core->orphans;
+                core->orphans = o;
+                self->q = NULL;
+            }
+            self->have_view = 0; /* the core owns it now, or (no memory) it is leaked */
+        }
         ml_request_free(self->q);
-    self->q = NULL;
+        if (core && core->orphans)
+            core_sweep(core, 0);
+    }
+    self->q = NULL; /* forked child: no worker will write into dest */
     if (self->have_view)
         PyBuffer_Release(&self->view);
     Py_CLEAR(self->layout);
@@ -313,7 +382,7 @@ static PyObject *request_wait(RequestObject *self, PyObject *args) {
     if (forked(self->pid))
         return NULL;
     ReaderCoreObject *core = (ReaderCoreObject *)self->reader;
-    ml_reader *r = timeout != 0 ? core->r : NULL;
+    ml_reader *r = timeout != 0 ? core->r : NULL; /* a zero timeout is a poll */
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
@@ -322,25 +391,25 @@ static PyObject *request_wait(RequestObject *self, PyObject *args) {
             struct timespec now;
             clock_gettime(CLOCK_MONOTONIC, &now);
             double left = timeout - ((double)(now.tv_sec - t0.tv_sec) + (now.tv_nsec - t0.tv_nsec) * 1e-9);
-            if (left <= 0 && !r)
-                Py_RETURN_FALSE;
-            step = left > 0.1 ? 100 : left > 0 ? (long)(left * 1000) : 0;
+            if (left <= 0)
+                return PyBool_FromLong(ml_request_done(q));
+            if (left < 0.1)
+                step = (long)(left * 1000) + 1;
         }
         int rc, helped = 0;
         Py_BEGIN_ALLOW_THREADS
-        /* Run the request here if no worker has started it, or some of its
-         * parts (bounded work: signals are checked between calls): two
-         * thread hand-offs fewer than waiting for a worker. */
+        /* Work on the request here if no worker has started it, or on some
+         * of its parts: two thread hand-offs fewer than waiting for a
+         * worker. Only work that never waits for a device, so signals and
+         * the timeout are checked again within milliseconds. */
         if (r)
             helped = ml_reader_help(r, q);
-        rc = helped && ml_request_done(q) ? 0 : ml_request_wait(q, helped ? 0 : step);
+        rc = ml_request_wait(q, helped ? 0 : step);
         Py_END_ALLOW_THREADS
         if (rc == 0)
             Py_RETURN_TRUE;
         if (PyErr_CheckSignals() < 0)
             return NULL;
-        if (timeout >= 0 && step == 0 && !helped)
-            Py_RETURN_FALSE;
     }
 }
 
@@ -350,9 +419,22 @@ static PyObject *request_done(RequestObject *self, PyObject *Py_UNUSED(ignored))
 
 static PyObject *request_cancel(RequestObject *self, PyObject *Py_UNUSED(ignored)) {
     ReaderCoreObject *core = (ReaderCoreObject *)self->reader;
-    if (!core->r)
+    if (!core->r || self->pid != getpid())
         Py_RETURN_FALSE;
     return PyBool_FromLong(ml_reader_cancel(core->r, self->q));
+}
+
+static PyObject *request_busy(RequestObject *self, PyObject *Py_UNUSED(ignored)) {
+    if (self->pid != getpid())
+        Py_RETURN_FALSE; /* forked child: no worker writes the child's copy */
+    return PyBool_FromLong(ml_request_busy(self->q));
+}
+
+static PyObject *request_watch(RequestObject *self, PyObject *Py_UNUSED(ignored)) {
+    ReaderCoreObject *core = (ReaderCoreObject *)self->reader;
+    if (core->r && self->pid == getpid())
+        ml_reader_watch(core->r, self->q);
+    Py_RETURN_NONE;
 }
 
 /* Raise the request's error, if it has one (call when done). */
@@ -382,6 +464,10 @@ static PyMethodDef request_methods[] = {
     {"wait", (PyCFunction)request_wait, METH_VARARGS, "wait(timeout=None) -> True once done, False on timeout."},
     {"done", (PyCFunction)request_done, METH_NOARGS, "True once the request finished (any outcome)."},
     {"cancel", (PyCFunction)request_cancel, METH_NOARGS, "Cancel if still queued; True if it was."},
+    {"busy", (PyCFunction)request_busy, METH_NOARGS,
+     "True while a thread may still write the destination (running, or stopped while being read)."},
+    {"watch", (PyCFunction)request_watch, METH_NOARGS,
+     "Have the reader's pop_done() report this request's tag once it is done (at once if it is)."},
     {"check", (PyCFunction)request_check, METH_NOARGS, "Raise the request's error, if any."},
     {"status", (PyCFunction)request_status, METH_NOARGS, "'pending', 'running', 'ok', 'cancelled', 'closed' or 'error'."},
     {NULL, NULL, 0, NULL},

@@ -2,13 +2,19 @@
  * threads submit row lists (unsorted, duplicates), ranges and one-row
  * requests, and wait for them while helping (ml_reader_help), so requests
  * run in parts on workers and waiters at once, small ones in shared
- * batches; cancel and shutdown with parts in flight. Run under TSan by
+ * batches; cancel and shutdown with parts in flight; stop while workers
+ * are inside slow reads (every request fails at once, dest released
+ * later, free does not wait for the reads); helping on data not in the
+ * page cache (handed back to the workers); watch. Run under TSan by
  * `make check-tsan`. */
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
+#include "fault.h"
 #include "h5gen.h"
 #include "reader.h"
 
@@ -140,9 +146,148 @@ static void test_cancel_and_stop(void) {
     CHECK_GT(cancelled, 0);
     ml_reader_free(g_reader); /* the requests outlive the reader */
     g_reader = NULL;
-    for (int k = 0; k < N; k++)
+    for (int k = 0; k < N; k++) {
+        CHECK_EQ(ml_request_wait_released(qs[k], 10000), 0); /* no thread writes dest now */
         ml_request_free(qs[k]);
+    }
     free(dest);
+}
+
+static void set_faults(const char *spec) {
+    if (spec)
+        setenv("MULTILOAD_FAULTS", spec, 1);
+    else
+        unsetenv("MULTILOAD_FAULTS");
+    ml_fault_reload();
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+/* Stop while the only worker is inside a 300 ms read, with more requests
+ * queued and, under io_uring, taken into its batch: every request is done
+ * when shutdown returns (-ML_ECLOSED; "before ... ran" ones untouched), a
+ * helper neither helps nor blocks, free does not wait for the read (the
+ * worker is detached) and every dest is released once the read returns. */
+static void test_stop_while_reading(ml_io_mode mode) {
+    set_faults("slow~1:300");
+    ml_reader_config cfg = {.n_workers = 1, .io_mode = mode};
+    ml_error err;
+    CHECK_RC(ml_reader_open(&g_reader, &cfg, &err));
+    enum { N = 10 };
+    int32_t (*dest)[COLS] = malloc(N * sizeof *dest);
+    memset(dest, 0xAB, N * sizeof *dest);
+    ml_request *qs[N];
+    for (int k = 0; k < N; k++) {
+        ml_request_spec s = {.L = g_layouts[0], .row0 = (uint64_t)k * 10, .n_rows = 1, .dest = dest[k],
+                             .dest_bytes = sizeof dest[k]};
+        CHECK_RC(ml_request_submit(g_reader, &s, &qs[k], &err));
+    }
+    for (int i = 0; i < 2000 && !ml_request_running(qs[0]); i++)
+        usleep(1000);
+    CHECK(ml_request_running(qs[0]));
+    CHECK_EQ(ml_reader_help(g_reader, qs[N - 1]), 0); /* faults on: a waiter only waits */
+    ml_reader_shutdown(g_reader, 0);
+    int before = 0;
+    for (int k = 0; k < N; k++) {
+        CHECK_EQ(ml_request_wait(qs[k], 0), 0); /* done at once */
+        const ml_error *e = ml_request_error(qs[k]);
+        CHECK_EQ(e->code, -ML_ECLOSED);
+        if (strstr(e->msg, "before this request ran")) {
+            before++;
+            CHECK_EQ(ml_request_busy(qs[k]), 0);
+            unsigned char pattern[sizeof dest[k]];
+            memset(pattern, 0xAB, sizeof pattern);
+            CHECK_MEM_EQ(dest[k], pattern, sizeof pattern); /* never touched */
+        }
+    }
+    CHECK(ml_request_busy(qs[0])); /* its read is still in flight */
+    CHECK_GT(before, 0);
+    double t0 = now_s();
+    ml_reader_free(g_reader); /* detaches the worker after <= 0.5 s */
+    g_reader = NULL;
+    CHECK_LT(now_s() - t0, 5.0); /* a bound against a hang, not a timing */
+    for (int k = 0; k < N; k++) {
+        CHECK_EQ(ml_request_wait_released(qs[k], 20000), 0);
+        ml_request_free(qs[k]);
+    }
+    free(dest);
+    set_faults(NULL);
+}
+
+/* Helping on data the page cache does not hold: the waiter hands the
+ * work back (requests to the queue, parts to the workers) and the results
+ * are exact. POSIX_FADV_DONTNEED drops the file's clean pages (a no-op on
+ * tmpfs: the waiter then reads them from memory; exact either way). */
+static void test_help_cold(void) {
+    ml_reader_config cfg = {.n_workers = 2, .cache_bytes = 1};
+    ml_error err;
+    CHECK_RC(ml_reader_open(&g_reader, &cfg, &err));
+    int fd = open(g_file, O_RDONLY);
+    CHECK(fd >= 0);
+    static uint64_t rows[ROWS];
+    static int32_t dest[ROWS * COLS];
+    unsigned seed = 99;
+    for (int round = 0; round < 40; round++) {
+        CHECK_EQ(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+        ml_layout *L = g_layouts[round % 2];
+        uint64_t n = 1 + rnd(&seed) % ROWS;
+        for (uint64_t i = 0; i < n; i++)
+            rows[i] = rnd(&seed) % ROWS;
+        int range = round % 4 == 3;
+        uint64_t row0 = range ? rnd(&seed) % (ROWS - n + 1) : 0;
+        ml_request_spec s = {.L = L, .rows = range ? NULL : rows, .row0 = row0, .n_rows = n, .dest = dest,
+                             .dest_bytes = sizeof dest};
+        ml_request *q;
+        CHECK_RC(ml_request_submit(g_reader, &s, &q, &err));
+        while (ml_request_wait(q, 0) != 0)
+            if (!ml_reader_help(g_reader, q))
+                CHECK_EQ(ml_request_wait(q, 10000), 0);
+        CHECK_EQ(ml_request_error(q)->code, 0);
+        CHECK_EQ(ml_request_busy(q), 0);
+        check_rows(dest, range ? NULL : rows, row0, n);
+        ml_request_free(q);
+    }
+    close(fd);
+    ml_reader_free(g_reader);
+    g_reader = NULL;
+}
+
+/* ml_reader_watch: a done request's tag comes at once, a pending one's
+ * once it is done; a request submitted with notify=1 reports once. */
+static void test_watch(void) {
+    ml_reader_config cfg = {.n_workers = 1};
+    ml_error err;
+    CHECK_RC(ml_reader_open(&g_reader, &cfg, &err));
+    int32_t a[COLS], b[COLS];
+    ml_request_spec s = {.L = g_layouts[1], .row0 = 5, .n_rows = 1, .dest = a, .dest_bytes = sizeof a, .tag = 41};
+    ml_request *q1, *q2;
+    CHECK_RC(ml_request_submit(g_reader, &s, &q1, &err));
+    CHECK_EQ(ml_request_wait(q1, 10000), 0);
+    uint64_t tags[4];
+    CHECK_EQ(ml_reader_pop_done(g_reader, 0, tags, 4), 0); /* not watched: no tag */
+    ml_reader_watch(g_reader, q1);
+    CHECK_EQ(ml_reader_pop_done(g_reader, 1000, tags, 4), 1);
+    CHECK_U64_EQ(tags[0], 41);
+    s = (ml_request_spec){.L = g_layouts[1], .row0 = 900, .n_rows = 1, .dest = b, .dest_bytes = sizeof b,
+                          .tag = 42, .notify = 1};
+    CHECK_RC(ml_request_submit(g_reader, &s, &q2, &err));
+    ml_reader_watch(g_reader, q2);
+    CHECK_EQ(ml_reader_pop_done(g_reader, 10000, tags, 4), 1);
+    CHECK_U64_EQ(tags[0], 42);
+    CHECK_EQ(ml_reader_pop_done(g_reader, 50, tags, 4), 0); /* once only */
+    check_rows(a, NULL, 5, 1);
+    check_rows(b, NULL, 900, 1);
+    ml_reader_shutdown(g_reader, 1);
+    CHECK_EQ(ml_reader_join(g_reader, 10000), 0);
+    CHECK_EQ(ml_reader_pop_done(g_reader, 0, tags, 4), -ML_ECLOSED);
+    ml_request_free(q1);
+    ml_request_free(q2);
+    ml_reader_free(g_reader);
+    g_reader = NULL;
 }
 
 /* Inline reads: small cached ranges are done when submit returns; a
@@ -203,6 +348,10 @@ int main(void) {
     test_threads();
     test_cancel_and_stop();
     test_inline_reads();
+    test_stop_while_reading(ML_IO_PREAD);
+    test_stop_while_reading(ML_IO_URING);
+    test_help_cold();
+    test_watch();
     ml_layout_unref(g_layouts[0]);
     ml_layout_unref(g_layouts[1]);
     CHECK_DONE();
