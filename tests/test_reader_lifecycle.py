@@ -430,3 +430,52 @@ def test_stop_notifies_queue_closed_at_once(data_file):
         assert events[-1] is multiload.QueueClosed
         assert {id(e) for e in events[:-1]} == {id(f) for f in fs}
     assert r._core.join(20)
+
+
+OPS = ["+", "-", "*", "/", "//", "%", "**", "<<", ">>", "&", "^", "|", "<", "<=", "==", "!=", ">", ">="]
+
+
+def test_proxy_forwards_the_array_protocol(data_file):
+    """Every operator, reflected and in place, comparisons, containers,
+    numpy conversion and ufuncs behave as on the array; after the block
+    every use raises RuntimeError."""
+    with multiload.Reader(data_file, n_procs=1) as r:
+        d = r.get_dataset("contig")
+        with r.request(d[1:4], d.create_stage(3)).get_proxy() as p:
+            a = truth()[1:4].copy()
+            for op in OPS:
+                np.testing.assert_array_equal(eval(f"p {op} 3"), eval(f"a {op} 3"), err_msg=op)
+                np.testing.assert_array_equal(eval(f"7 {op} p"), eval(f"7 {op} a"), err_msg=op)
+            np.testing.assert_array_equal(p @ np.ones(4, "i4"), a @ np.ones(4, "i4"))
+            np.testing.assert_array_equal(divmod(p, 5)[1], divmod(a, 5)[1])
+            np.testing.assert_array_equal(-p, -a)
+            np.testing.assert_array_equal(+p, a)
+            np.testing.assert_array_equal(abs(p), abs(a))
+            np.testing.assert_array_equal(~p, ~a)
+            assert (5 in p) == (5 in a) and (a[0, 0] in p) and (-1 not in p)
+            assert len(p) == 3 and p.shape == (3, 4) and p.dtype == a.dtype and p.sum() == a.sum()
+            np.testing.assert_array_equal(list(p)[1], a[1])
+            np.testing.assert_array_equal(list(reversed(p))[0], a[-1])
+            assert int(p[0, 1]) == a[0, 1] and float(p[0, 1]) == a[0, 1]
+            assert bool(p[0, 1]) is True and p[0, 1] == a[0, 1]
+            np.testing.assert_array_equal(np.asarray(p), a)
+            np.testing.assert_array_equal(np.add(p, 1), a + 1)
+            np.testing.assert_array_equal(a + p, a + a)
+            np.testing.assert_array_equal(np.mean(p, axis=0), np.mean(a, axis=0))
+            assert isinstance(p, np.ndarray)
+            assert "proxy(" in repr(p) and str(a) == str(p)
+            q = p
+            p += 1  # in place: changes the stage, keeps the proxy
+            assert p is q
+            np.testing.assert_array_equal(p, a + 1)
+            p[0] = 0
+            assert p[0].sum() == 0
+            np.add(p, 1, out=p)
+            np.testing.assert_array_equal(p[1], a[1] + 2)
+        for use in (lambda: p + 1, lambda: 1 + p, lambda: p ** 2, lambda: 5 in p, lambda: len(p), lambda: p[0],
+                    lambda: p.shape, lambda: np.asarray(p), lambda: list(p), lambda: p == 1, lambda: bool(p)):
+            with pytest.raises(RuntimeError, match="released"):
+                use()
+        with pytest.raises(RuntimeError, match="released"):
+            p += 1
+        assert "released" in repr(p)
