@@ -212,8 +212,9 @@ class Reader:
         cap = stage._capacity()
         if plan.nbytes > cap:
             raise SharedMemoryError(f"Stage is smaller than requested array: {cap} < {plan.nbytes} "
-                                    f"(result shape {plan.shape}, dtype {plan.dtype})")
-        st = stage._acquire()
+                                    f"(result shape {plan.shape}, dtype {plan.dtype}; dataset {ds._path!r} "
+                                    f"of file {self._filename!r})")
+        st = stage._acquire(ds)
         try:
             return self._submit(plan, st)
         except BaseException:
@@ -277,8 +278,9 @@ class Reader:
         cap = stage._capacity()
         if res.nbytes > cap:
             raise SharedMemoryError(f"Stage is smaller than requested array: {cap} < {res.nbytes} "
-                                    f"(result shape {res.shape}, dtype {res.dtype})")
-        st = stage._acquire()
+                                    f"(result shape {res.shape}, dtype {res.dtype}; dataset {ds._path!r} "
+                                    f"of file {self._filename!r})")
+        st = stage._acquire(ds)
         st._view(res.dtype, res.shape)[...] = res
         fut = Request(self, st, _Done(), plan, None)
         fut._finish()

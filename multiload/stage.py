@@ -14,6 +14,14 @@ from ._args import positive_int
 __all__ = ["Stage", "StagePool"]
 
 
+def _where(ds):
+    """' (request on dataset '/x' of file 'f.h5')' for an error message
+    about a request on dataset proxy ``ds`` (or None)."""
+    if ds is None:
+        return ""
+    return f" (request on dataset {ds._path!r} of file {ds._reader._filename!r})"
+
+
 class Stage:
     """Memory that holds one request's result, at most ``size_nbytes``.
 
@@ -40,12 +48,15 @@ class Stage:
     def _capacity(self):
         return self.size_nbytes
 
-    def _acquire(self):
+    def _acquire(self, ds=None):
+        """Take the stage for a request on dataset proxy ``ds`` (named in
+        the error message)."""
         if self._closed:
-            raise RuntimeError("Stage has already been closed.")
+            raise RuntimeError("Stage has already been closed." + _where(ds))
         if not self._lock.acquire(False):
             if not (self._reclaim() and self._lock.acquire(False)):
-                raise RuntimeError("Stage already fielding another request.")
+                raise RuntimeError("Stage already fielding another request: it is busy until that request's "
+                                   "result is taken, or it is cancelled or dropped" + _where(ds))
         return self
 
     def _release(self):
@@ -103,7 +114,7 @@ class StagePool:
     def _capacity(self):
         return self.size_nbytes
 
-    def _acquire(self):
+    def _acquire(self, ds=None):
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         while True:
             with self._cvar:
@@ -121,7 +132,7 @@ class StagePool:
                         raise queue.Empty()
                     self._cvar.wait(0.1 if left is None else min(left, 0.1))
         try:
-            return stage._acquire()
+            return stage._acquire(ds)
         except BaseException:
             self._return(stage)
             raise

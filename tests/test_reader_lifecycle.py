@@ -432,6 +432,25 @@ def test_stop_notifies_queue_closed_at_once(data_file):
     assert r._core.join(20)
 
 
+def test_error_messages_name_dataset_and_file(data_file):
+    with multiload.Reader(data_file, n_procs=1) as r:
+        d = r.get_dataset("contig")  # rows of 4 int32: 16 bytes
+        small = multiload.reader.Stage(9 * 16)
+        with pytest.raises(multiload.SharedMemoryError) as ei:
+            r.request(d[0:10], small)
+        msg = str(ei.value)
+        assert msg.startswith("Stage is smaller than requested array: 144 < 160"), msg
+        assert "contig'" in msg and data_file in msg, msg
+        stage = d.create_stage(10)
+        f = r.request(d[0:10], stage)
+        with pytest.raises(RuntimeError) as ei:
+            r.request(d[0:10], stage)
+        msg = str(ei.value)
+        assert msg.startswith("Stage already fielding another request"), msg
+        assert "contig'" in msg and data_file in msg, msg
+        f.get()
+
+
 OPS = ["+", "-", "*", "/", "//", "%", "**", "<<", ">>", "&", "^", "|", "<", "<=", "==", "!=", ">", ">="]
 
 
