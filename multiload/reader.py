@@ -158,6 +158,8 @@ class Reader:
             if name in op._condvars:
                 local[name] = op._condvars[name]
             elif ds.dtype.names and name in ds.dtype.names:
+                if ds.dtype[name].names is not None:  # PyTables refuses these too
+                    raise TypeError(f"variable ``{name}`` refers to a nested column, not allowed in conditions")
                 local[name] = self._column(ds, name, (start, stop, step))
             elif op._frame_vars is not None and name in op._frame_vars:
                 local[name] = op._frame_vars[name]

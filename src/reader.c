@@ -438,8 +438,8 @@ int ml_request_submit(ml_reader *r, const ml_request_spec *s, ml_request **out, 
                 free(q->rows);
                 free(q);
                 return ml_error_set(err, -ML_EINVAL, "index %lld is out of bounds for axis 0 with size %llu "
-                                    "(dataset '%s')", (long long)s->rows[i], (unsigned long long)L->n_rows,
-                                    L->path);
+                                    "(dataset '%s', file '%s')", (long long)s->rows[i],
+                                    (unsigned long long)L->n_rows, L->path, L->filename);
             }
             q->rows[i] = row;
         }

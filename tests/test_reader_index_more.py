@@ -200,6 +200,10 @@ def test_nested_columns_match_pytables(reader, h5):
             pt.read_where("x > 0", condvars={"x": pt.cols.c})
         with pytest.raises(TypeError, match="nested column"):
             t.where("x > 0", condvars={"x": t.col("c")})
+        with pytest.raises(TypeError, match="nested column"):  # a compound column named in the condition
+            pt.read_where("c > 0")
+        with pytest.raises(TypeError, match="nested column"):
+            reader.read(t.where("c > 0"))
         with pytest.raises(NotImplementedError, match="multidimensional"):
             t.where("x > 0", condvars={"x": t.col("c/z")})
         with pytest.raises(ValueError, match="not part of table"):
