@@ -21,11 +21,17 @@ def wait_child(pid):
     return os.waitstatus_to_exitcode(status)
 
 def child_streams_its_own(path):
-    q = multiload.Streamer(fn).get_queue(path, n_procs=2, block_size=rf.BLOCK)
-    with q:
-        blocks, errors = rf.drain(q)
-    assert errors == [] and len(blocks) == rf.N // rf.BLOCK
-    rf.check_blocks(blocks, rf.values())
+    try:
+        q = multiload.Streamer(fn).get_queue(path, n_procs=2, block_size=rf.BLOCK)
+        with q:
+            blocks, errors = rf.drain(q)
+        assert errors == [] and len(blocks) == rf.N // rf.BLOCK, (errors, sorted(blocks))
+        rf.check_blocks(blocks, rf.values())
+    except BaseException:  # the child leaves with os._exit: say why here
+        import traceback
+        traceback.print_exc()
+        sys.stderr.flush()
+        raise
 """
 
 
