@@ -752,16 +752,41 @@ def charts(W, S, outdir):
     return out
 
 
+def cpu_seconds():
+    """(all cores' busy CPU seconds from /proc/stat, this process tree's CPU seconds, wall time)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        busy = (sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        busy = None
+    me = os.times()
+    ours = me.user + me.system + me.children_user + me.children_system
+    return busy, ours, time.monotonic()
+
+
+def other_cpu_share(a, b):
+    """Share of the machine's CPU (0..1) that processes other than the benchmark used while it ran."""
+    if a[0] is None or b[0] is None or b[2] <= a[2]:
+        return None
+    other = (b[0] - a[0]) - (b[1] - a[1])
+    return max(0.0, other / ((b[2] - a[2]) * (os.cpu_count() or 1)))
+
+
 def markdown(meta, W, S, T, pngs, notes):
     m = meta["machine"]
     v = meta["versions"]
     loads = [r["load"][0] for r in meta["_runs"]]
     hi = max(loads) if loads else 0
     load_note = (f"Load average (1 min) over the runs: median {statistics.median(loads):.2f}, "
-                 f"max {hi:.2f} on {m.get('cores')} cores." if loads else "")
-    if loads and statistics.median(loads) > 0.5:
-        load_note += (" **These numbers were taken on a busy machine** (other jobs shared the cores): "
-                      "ratios between systems are fairer than absolute numbers, since runs were interleaved.")
+                 f"max {hi:.2f} on {m.get('cores')} cores (the benchmark's own processes count in it)."
+                 if loads else "")
+    other = meta.get("other_cpu_share")
+    if other is not None:
+        load_note += f" Other processes used {100 * other:.0f} % of the machine's CPU while it ran."
+        if other > 0.15:
+            load_note += (" **These numbers were taken on a busy machine**: ratios between systems are "
+                          "fairer than absolute numbers, since runs were interleaved.")
     out = [
         "# Benchmarks",
         "",
@@ -873,7 +898,9 @@ def main():
         n_runs = sum(len([e for e in w.entries if e.run]) for w in W) * reps
         print(f">> {len(W)} workloads, {n_runs} runs ({reps} per system), load now "
               f"{os.getloadavg()[0]:.2f}", flush=True)
+        cpu0 = cpu_seconds()
         runs = execute(W, reps, can_drop)
+        cpu1 = cpu_seconds()
         S = summarise(W, runs)
         T = targets(W, S)
 
@@ -882,7 +909,8 @@ def main():
                     files=paths, scale=args.scale,
                     drop_caches=drop_reason if can_drop else f"not possible: {drop_reason}",
                     multitables=("available" if have_mt else f"not available: {mt_reason}"),
-                    child_env="OPENBLAS_NUM_THREADS=1")
+                    child_env="OPENBLAS_NUM_THREADS=1",
+                    other_cpu_share=other_cpu_share(cpu0, cpu1))
         doc = dict(meta=meta, runs=runs,
                    summary=[dict(s) for s in S.values()], targets=T)
         os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
