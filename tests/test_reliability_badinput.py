@@ -361,3 +361,80 @@ def test_file_truncated_while_open(own_copy):
     assert sorted(bad + list(blocks)) == list(range(1, N // BLOCK))
     assert max(blocks) < min(bad)
 
+
+
+# ---------------------------------------------------------------- the Reader
+
+@pytest.fixture(scope="module")
+def reader(d):
+    r = multiload.Reader(fn(d, "data.h5"), n_procs=2)
+    yield r
+    r.stop()
+
+
+def _reader_case(r, case):
+    a, t = r.get_dataset("contig"), r.get_dataset("table")
+    st = a.create_stage(4)
+    return {
+        "stage too small": lambda: r.request(a[0:5], st),
+        "table stage too small": lambda: r.request(t[0:9], t.create_stage(8)),
+        "index past the end": lambda: r.request(a[N], st),
+        "negative index past the start": lambda: r.request(a[-N - 1], st),
+        "index list past the end": lambda: r.request(a[[0, N]], st),
+        "float index": lambda: r.request(a[1.5], st),
+        "dict index": lambda: r.request(a[{}], st),
+        "field name on an array": lambda: r.request(a["x"], st),
+        "two index arrays": lambda: r.request(a[:, [1, 2], [0, 1]], st),
+        "wrong column": lambda: t["nope"],
+        "wrong column through col()": lambda: t.col("nope"),
+        "wrong column after rows": lambda: r.read(t[2:4]["nope"]),
+        "stage shape with a None past the dataset's dimensions": lambda: a.create_stage((4, None, None)),
+        "not a request": lambda: r.request(5, st),
+        "missing dataset": lambda: r.get_dataset("/nope"),
+        "n_procs 0": lambda: multiload.Reader(r._filename, n_procs=0),
+    }[case]
+
+
+@pytest.mark.parametrize("case,exc,pattern", [
+    ("stage too small", multiload.SharedMemoryError,
+     r"Stage is smaller than requested array: 64 < 80 .*dataset 'contig' of file '.*data.h5'"),
+    ("table stage too small", multiload.SharedMemoryError, r"Stage is smaller than requested array: 96 < 108"),
+    ("index past the end", IndexError, rf"index {N} is out of bounds for axis 0 with size {N} \(dataset 'contig'"),
+    ("negative index past the start", IndexError, rf"index -{N + 1} is out of bounds for axis 0 with size {N}"),
+    ("index list past the end", IndexError, rf"index {N} is out of bounds .*file '.*data.h5'"),
+    ("float index", IndexError, r"only integers, slices .* are valid indices \(dataset 'contig'"),
+    ("dict index", IndexError, r"only integers, slices .* are valid indices"),
+    ("field name on an array", IndexError, r"field name 'x' on data without fields"),
+    ("two index arrays", IndexError, r"only one index array is allowed per request"),
+    ("wrong column", KeyError, r"column name 'nope' not in dataset 'table' \(columns: a, b\)"),
+    ("wrong column through col()", KeyError, r"column name 'nope' not in dataset 'table'"),
+    ("wrong column after rows", KeyError, r"column name 'nope'"),
+    ("stage shape with a None past the dataset's dimensions", ValueError,
+     r"stage dimension 2 is None, .* has 2 dimensions"),
+    ("not a request", TypeError, r"a request is built by indexing a dataset"),
+    ("missing dataset", KeyError, r"no dataset '/nope' in file '.*data.h5'"),
+    ("n_procs 0", ValueError, r"n_procs must be a positive integer, got 0"),
+])
+def test_reader_bad_input(reader, case, exc, pattern):
+    with pytest.raises(exc, match=pattern) as ei:
+        _reader_case(reader, case)()
+    if exc is KeyError and "column" in case:
+        assert isinstance(ei.value, NameError)  # multitables raises NameError
+
+
+def test_reader_closed(d):
+    r = multiload.Reader(fn(d, "data.h5"), n_procs=1)
+    a = r.get_dataset("contig")
+    st = a.create_stage(4)
+    r.close()
+    with pytest.raises(RuntimeError, match="closed reader"):
+        r.request(a[0], st)
+
+
+def test_reader_busy_stage(reader):
+    a = reader.get_dataset("contig")
+    st = a.create_stage(4)
+    fut = reader.request(a[0:4], st)
+    with pytest.raises(RuntimeError, match="contig"):
+        reader.request(a[4:8], st)
+    np.testing.assert_array_equal(fut.get(), rf.values()[0:4])
