@@ -8,15 +8,38 @@
  *    dataset opener and the type mapping, so both open files and name
  *    types one way.
  *  - An ml_layout is immutable after ml_layout_open() except for the chunk
- *    table, which fills lazily: chunks[i] is written under h5_mutex and
- *    then known[i] is set with release order; readers test known[i] with
- *    acquire order and read chunks[i] without the lock.
+ *    table (and the fields that say how it fills: table_state, table_why,
+ *    lookups, all under h5_mutex). Every write to chunks[] happens under
+ *    h5_mutex, and only to an entry whose known[i] is still 0; known[i] is
+ *    then set with release order. Readers test known[i] with acquire order
+ *    and read chunks[i] without the lock. So an entry, once published, is
+ *    never written again, and an entry not yet published may hold
+ *    anything (a failed one-pass fill leaves its attempt there).
+ *  - The table fills in one of two ways. By coordinate: the first touch of
+ *    a chunk asks HDF5 (H5Dget_chunk_info_by_coord, which in 1.10 iterates
+ *    the index up to that chunk: O(n) per chunk). In one pass: after
+ *    LOOKUPS_BEFORE_FILL look-ups by coordinate, one thread, holding
+ *    h5_mutex throughout, walks the index (chunk_index.c, for a layout-3
+ *    v1 B-tree; H5Dchunk_iter, where this HDF5 has it, for the other index
+ *    types), writes every unpublished entry, checks the result against
+ *    HDF5 (the chunk count, a sample of entries, every entry already
+ *    published), and only then publishes all entries. A pass that fails
+ *    or disagrees publishes nothing and leaves the table by coordinate for
+ *    good (FALLBACK): slower, never wrong.
+ *  - HDF5 before 1.14.4 reports chunk addresses relative to the file's
+ *    base address (the user block's size), H5Dget_offset absolute ones:
+ *    api_base makes every chunk address a file offset.
  *  - Types and storage the core cannot read byte-exactly are refused
  *    (-ML_ETYPE) or routed to ML_STORE_SLOW, which calls H5Dread with the
  *    file's own type as the memory type (no conversion): never wrong bytes.
  *
- * Workload: one open per queue or dataset (milliseconds), then one chunk
- * look-up per chunk on first touch (microseconds, under the lock).
+ * Workload: one open per queue or dataset (milliseconds); then a few
+ * look-ups by coordinate and, for a dataset read further, one pass over its
+ * chunk index (for 10^6 chunks ~0.2 s with its check, under the lock), after
+ * which every look-up is a lock-free table read. Waiting LOOKUPS_BEFORE_FILL
+ * look-ups first keeps a dataset of which one row is read from paying for
+ * the pass and its check (several look-ups' worth), while a dataset that
+ * is streamed pays a few cheap look-ups of its first chunks more.
  */
 #define _GNU_SOURCE
 #include "h5layout.h"
@@ -32,6 +55,17 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* H5Dchunk_iter, with this callback signature, came with 1.10.10, 1.12.3
+ * and 1.14.0. */
+#if H5_VERSION_GE(1, 14, 0) || (H5_VERSION_GE(1, 12, 3) && !H5_VERSION_GE(1, 13, 0)) || \
+    (H5_VERSION_GE(1, 10, 10) && !H5_VERSION_GE(1, 11, 0))
+#define ML_HAVE_CHUNK_ITER 1
+#endif
+
+/* Look-ups by coordinate before the chunk table is filled in one pass:
+ * the pass and its check cost about as much as this many look-ups. */
+#define LOOKUPS_BEFORE_FILL 8
 
 static pthread_mutex_t h5_mutex = PTHREAD_MUTEX_INITIALIZER;
 /* Per thread: a thread-safe HDF5 build keeps one error stack, and one
@@ -281,6 +315,100 @@ static int same_file(int fd, const char *filename) {
     return fstat(fd, &a) == 0 && stat(filename, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
+/* HDF5 address of an object's header. Caller holds h5_mutex. */
+static int object_header_addr(hid_t obj, uint64_t *out) {
+    haddr_t addr;
+#if H5_VERSION_GE(1, 12, 0)
+    H5O_info2_t oi;
+    if (H5Oget_info3(obj, &oi, H5O_INFO_BASIC) < 0 || H5VLnative_token_to_addr(obj, oi.token, &addr) < 0)
+        return -ML_EHDF5;
+#else
+    H5O_info_t oi;
+    if (H5Oget_info2(obj, &oi, H5O_INFO_BASIC) < 0)
+        return -ML_EHDF5;
+    addr = oi.addr;
+#endif
+    if (addr == HADDR_UNDEF)
+        return -ML_EHDF5;
+    *out = (uint64_t)addr;
+    return 0;
+}
+
+/* Is the HDF5 library this process runs at least maj.min.rel? */
+static int h5_lib_ge(unsigned maj, unsigned min, unsigned rel) {
+    unsigned a, b, c;
+    if (H5get_libversion(&a, &b, &c) < 0)
+        return 0;
+    return a != maj ? a > maj : b != min ? b > min : c >= rel;
+}
+
+/* What the chunk table's one-pass fill needs: the file's base address
+ * (required: HDF5's chunk addresses are relative to it, so without it
+ * nothing can be read), sizes of addresses and lengths, B-tree K, file
+ * size, and the layout message's index. Anything but the base that cannot
+ * be had leaves the table by coordinate (FALLBACK, with a reason). The
+ * dataset's own file, which an external link makes another than
+ * `filename`, is the one L->fd reads. Caller holds h5_mutex. Returns 0 or
+ * -ML_EHDF5. */
+static int setup_chunk_index(ml_layout *L, ml_error *err, const char *where) {
+    hid_t file = H5Iget_file_id((hid_t)L->h5_dset);
+    hid_t fcpl = file < 0 ? -1 : H5Fget_create_plist(file);
+    hsize_t userblock = 0;
+    size_t sa = 0, ss = 0;
+    unsigned k = 0;
+    struct stat st;
+    uint64_t ohdr;
+    int rc = 0;
+    if (fcpl < 0 || H5Pget_userblock(fcpl, &userblock) < 0 || H5Pget_sizes(fcpl, &sa, &ss) < 0 ||
+        H5Pget_istore_k(fcpl, &k) < 0) {
+        rc = ml_error_set(err, -ML_EHDF5, "cannot read the file creation properties of %s", where);
+        goto out;
+    }
+    L->api_base = h5_lib_ge(1, 14, 4) ? 0 : (uint64_t)userblock;
+    L->cfile = (ml_chunk_file){.fd = L->fd, .base = userblock, .sizeof_addr = (unsigned)sa,
+                               .sizeof_size = (unsigned)ss, .btree_k = k};
+    L->cindex.kind = ML_CHUNK_INDEX_NONE;
+    if (fstat(L->fd, &st) < 0 || object_header_addr((hid_t)L->h5_dset, &ohdr) < 0) {
+        L->table_why = "the object header's address is unknown";
+    } else {
+        L->cfile.size = (uint64_t)st.st_size;
+        if (ml_chunk_index_locate(&L->cfile, ohdr, &L->cindex) < 0) {
+            L->cindex.kind = ML_CHUNK_INDEX_NONE;
+            L->table_why = "the object header could not be parsed";
+        }
+    }
+    if (L->cindex.kind == ML_CHUNK_INDEX_BTREE1) {
+        /* The message must describe the dataset HDF5 describes. */
+        int same = L->cindex.ndims == L->ndim + 1 && L->cindex.dims[L->ndim] == L->type->size;
+        for (unsigned d = 0; d < L->ndim && same; d++)
+            same = L->cindex.dims[d] == L->chunk[d];
+        if (!same) {
+            L->cindex.kind = ML_CHUNK_INDEX_NONE;
+            L->table_why = "the layout message disagrees with HDF5";
+        }
+    } else if (!L->table_why) {
+        switch (L->cindex.kind) {
+        case ML_CHUNK_INDEX_SINGLE: L->table_why = "a single-chunk index (one look-up)"; break;
+        case ML_CHUNK_INDEX_IMPLICIT: L->table_why = "an implicit index"; break;
+        case ML_CHUNK_INDEX_FARRAY: L->table_why = "a fixed-array index"; break;
+        case ML_CHUNK_INDEX_EARRAY: L->table_why = "an extensible-array index"; break;
+        case ML_CHUNK_INDEX_BTREE2: L->table_why = "a version 2 B-tree index"; break;
+        default: L->table_why = "a layout message of version 1 or 2"; break;
+        }
+    }
+#ifndef ML_HAVE_CHUNK_ITER
+    /* Without H5Dchunk_iter only the v1 B-tree can be read in one pass. */
+    if (L->cindex.kind != ML_CHUNK_INDEX_BTREE1)
+        L->table_state = ML_TABLE_FALLBACK;
+#endif
+out:
+    if (fcpl >= 0)
+        H5Pclose(fcpl);
+    if (file >= 0)
+        H5Fclose(file);
+    return rc;
+}
+
 static int read_chunk_meta(ml_layout *L, hid_t dcpl, ml_error *err,
                            const char *where) {
     hsize_t chunk[H5S_MAX_RANK];
@@ -329,7 +457,7 @@ static int read_chunk_meta(ml_layout *L, hid_t dcpl, ml_error *err,
     if (!L->chunks || !L->known)
         return ml_error_set(err, -ENOMEM, "out of memory for the chunk table of %s (%llu chunks)",
                             where, (unsigned long long)L->n_chunks);
-    return 0;
+    return setup_chunk_index(L, err, where);
 }
 
 static int read_fill(ml_layout *L, hid_t dcpl, ml_error *err, const char *where) {
@@ -600,13 +728,9 @@ void ml_layout_unref(ml_layout *L) {
     free(L);
 }
 
-int ml_layout_chunk(ml_layout *L, uint64_t index, ml_chunk_info *info,
-                    ml_error *err) {
-    /* acquire: pairs with the release store below, so chunks[index] is complete. */
-    if (atomic_load_explicit(&L->known[index], memory_order_acquire)) {
-        *info = L->chunks[index];
-        return 0;
-    }
+/* Ask HDF5 where chunk `index` is, as a file offset (UINT64_MAX: not
+ * allocated). Caller holds h5_mutex. Returns 0 or -ML_EHDF5. */
+static int lookup_by_coord(ml_layout *L, uint64_t index, ml_chunk_info *out) {
     hsize_t coord[H5S_MAX_RANK];
     uint64_t rest = index;
     for (int d = (int)L->ndim - 1; d >= 0; d--) {
@@ -616,27 +740,203 @@ int ml_layout_chunk(ml_layout *L, uint64_t index, ml_chunk_info *info,
     unsigned mask = 0;
     haddr_t addr = HADDR_UNDEF;
     hsize_t size = 0;
+    if (H5Dget_chunk_info_by_coord((hid_t)L->h5_dset, coord, &mask, &addr, &size) < 0)
+        return -ML_EHDF5;
+    int none = addr == HADDR_UNDEF || size == 0;
+    if (!none && (uint64_t)addr > UINT64_MAX - 1 - L->api_base)
+        return -ML_EHDF5;
+    *out = (ml_chunk_info){
+        .addr = none ? UINT64_MAX : (uint64_t)addr + L->api_base,
+        .size = size,
+        .filter_mask = mask,
+    };
+    return 0;
+}
+
+static int same_chunk(const ml_chunk_info *a, const ml_chunk_info *b) {
+    return a->addr == b->addr && a->size == b->size && a->filter_mask == b->filter_mask;
+}
+
+/* The one-pass fill's state: what was written, and what to check. */
+typedef struct fill_ctx {
+    ml_layout *L;
+    uint64_t count;       /* chunks the index gave */
+    uint64_t expect;      /* chunks HDF5 counts (H5Dget_num_chunks) */
+    uint64_t ordinal[5];  /* the count at which to note a sample: first, quarters, last */
+    uint64_t sample[5];   /* linear index of each noted chunk, UINT64_MAX = none */
+    uint64_t next;        /* walk only: index after the last chunk given */
+    uint64_t gap;         /* walk only: first index of a chunk the index lacks */
+    const char *why;      /* static reason of a refusal */
+} fill_ctx;
+
+/* One chunk of the index into the table: written if unpublished, compared
+ * if published. Caller (the fill) holds h5_mutex. */
+static int fill_one(void *ctx_, uint64_t index, uint64_t offset, uint64_t size, unsigned mask) {
+    fill_ctx *c = ctx_;
+    ml_layout *L = c->L;
+    ml_chunk_info ci = {.addr = offset, .size = size, .filter_mask = mask};
+    if (index >= L->n_chunks || c->count >= c->expect) {
+        c->why = "the chunk index holds more chunks than HDF5 counts";
+        return -ML_ECORRUPT;
+    }
+    /* Relaxed: known[] is stored only under h5_mutex, which we hold. */
+    if (atomic_load_explicit(&L->known[index], memory_order_relaxed)) {
+        if (!same_chunk(&L->chunks[index], &ci)) {
+            c->why = "the chunk index disagrees with HDF5's answer for a chunk";
+            return -ML_ECORRUPT;
+        }
+    } else {
+        L->chunks[index] = ci;
+    }
+    for (unsigned s = 0; s < 5; s++)
+        if (c->ordinal[s] == c->count)
+            c->sample[s] = index;
+    if (c->gap == UINT64_MAX && index > c->next)
+        c->gap = c->next;
+    c->next = index + 1;
+    c->count++;
+    return 0;
+}
+
+#ifdef ML_HAVE_CHUNK_ITER
+/* H5Dchunk_iter's callback: a chunk by element offsets, HDF5's address. */
+static int iter_one(const hsize_t *offset, unsigned mask, haddr_t addr, hsize_t size, void *ctx_) {
+    fill_ctx *c = ctx_;
+    ml_layout *L = c->L;
+    uint64_t index = 0;
+    for (unsigned d = 0; d < L->ndim; d++) {
+        if (offset[d] % L->chunk[d] != 0 || offset[d] / L->chunk[d] >= L->grid[d]) {
+            c->why = "H5Dchunk_iter gave a chunk off the chunk grid";
+            return H5_ITER_ERROR;
+        }
+        index = index * L->grid[d] + offset[d] / L->chunk[d];
+    }
+    int none = addr == HADDR_UNDEF || size == 0;
+    if (!none && (uint64_t)addr > UINT64_MAX - 1 - L->api_base) {
+        c->why = "H5Dchunk_iter gave an address past any file";
+        return H5_ITER_ERROR;
+    }
+    uint64_t off = none ? UINT64_MAX : (uint64_t)addr + L->api_base;
+    return fill_one(c, index, off, size, mask) < 0 ? H5_ITER_ERROR : H5_ITER_CONT;
+}
+#endif
+
+/* Fill every unpublished entry in one pass over the index, check, publish
+ * (the protocol in the opening comment). Caller holds h5_mutex. */
+static void fill_table(ml_layout *L) {
+    if (L->table_state != ML_TABLE_LAZY)
+        return;
+    int walk = L->cindex.kind == ML_CHUNK_INDEX_BTREE1;
+    hid_t space = H5Dget_space((hid_t)L->h5_dset);
+    hsize_t expect = 0;
+    int ok = space >= 0 && H5Dget_num_chunks((hid_t)L->h5_dset, space, &expect) >= 0;
+    if (space >= 0)
+        H5Sclose(space);
+    if (!ok) {
+        L->table_state = ML_TABLE_FALLBACK;
+        L->table_why = "HDF5 cannot count the chunks";
+        return;
+    }
+    fill_ctx c = {.L = L, .expect = expect, .next = 0, .gap = UINT64_MAX};
+    uint64_t last = expect ? expect - 1 : 0;
+    uint64_t ord[5] = {0, last / 4, last / 2, last - last / 4, last};
+    for (unsigned s = 0; s < 5; s++) {
+        c.ordinal[s] = expect ? ord[s] : UINT64_MAX;
+        c.sample[s] = UINT64_MAX;
+    }
+    /* Chunks the index does not list were never written. */
+    for (uint64_t i = 0; i < L->n_chunks; i++)
+        if (!atomic_load_explicit(&L->known[i], memory_order_relaxed))
+            L->chunks[i] = (ml_chunk_info){.addr = UINT64_MAX};
+    int rc = 0;
+    if (walk) {
+        rc = ml_chunk_index_walk(&L->cfile, &L->cindex, L->ndim, L->dims, fill_one, &c);
+        if (rc < 0 && !c.why)
+            c.why = rc == -ENOMEM ? "out of memory walking the chunk index"
+                    : rc == -ML_ECORRUPT ? "the chunk index is malformed"
+                                         : "the chunk index could not be read";
+    }
+#ifdef ML_HAVE_CHUNK_ITER
+    else if (H5Dchunk_iter((hid_t)L->h5_dset, H5P_DEFAULT, iter_one, &c) < 0) {
+        rc = -ML_EHDF5;
+        if (!c.why)
+            c.why = "H5Dchunk_iter failed";
+    }
+#endif
+    if (rc == 0 && c.count != expect) {
+        rc = -ML_ECORRUPT;
+        c.why = "the chunk index holds fewer chunks than HDF5 counts";
+    }
+    if (rc == 0 && walk) {
+        /* Our walk against HDF5: the first, last and quartile chunks, and
+         * one the index lacks (each look-up costs up to one O(n) pass). */
+        if (c.gap == UINT64_MAX && c.next < L->n_chunks)
+            c.gap = c.next;
+        uint64_t check[6];
+        memcpy(check, c.sample, sizeof c.sample);
+        check[5] = c.gap;
+        for (unsigned s = 0; s < 6 && rc == 0; s++) {
+            ml_chunk_info h;
+            if (check[s] == UINT64_MAX || (s > 0 && check[s] == check[s - 1]))
+                continue;
+            if (lookup_by_coord(L, check[s], &h) < 0 || !same_chunk(&h, &L->chunks[check[s]])) {
+                rc = -ML_ECORRUPT;
+                c.why = "the walked chunk index disagrees with HDF5";
+            }
+        }
+    }
+    if (rc < 0) {
+        L->table_state = ML_TABLE_FALLBACK;
+        L->table_why = c.why;
+        return;
+    }
+    for (uint64_t i = 0; i < L->n_chunks; i++)
+        if (!atomic_load_explicit(&L->known[i], memory_order_relaxed))
+            /* release: publishes chunks[i], written above, to the lock-free
+             * readers of ml_layout_chunk. */
+            atomic_store_explicit(&L->known[i], 1, memory_order_release);
+    L->table_state = walk ? ML_TABLE_WALKED : ML_TABLE_ITERATED;
+    L->table_why = NULL;
+}
+
+ml_table_state ml_layout_fill_table(ml_layout *L) {
+    if (!L->chunks)
+        return ML_TABLE_FALLBACK;
     ml_h5_lock();
-    /* Another thread may have filled the entry while we waited for the
-     * lock: then chunks[index] must not be written again (a reader that
-     * saw known[index] may be reading it). Relaxed suffices here: every
-     * store to known[] happens under h5_mutex, which orders it. */
+    fill_table(L);
+    ml_table_state st = L->table_state;
+    ml_h5_unlock();
+    return st;
+}
+
+int ml_layout_chunk(ml_layout *L, uint64_t index, ml_chunk_info *info,
+                    ml_error *err) {
+    /* acquire: pairs with the release stores here and in fill_table, so
+     * chunks[index] is complete. */
+    if (atomic_load_explicit(&L->known[index], memory_order_acquire)) {
+        *info = L->chunks[index];
+        return 0;
+    }
+    ml_h5_lock();
+    if (L->table_state == ML_TABLE_LAZY && L->lookups >= LOOKUPS_BEFORE_FILL)
+        fill_table(L);
+    /* Another thread (or the fill just above) may have filled the entry
+     * while we waited for the lock: then chunks[index] must not be written
+     * again (a reader that saw known[index] may be reading it). Relaxed
+     * suffices here: every store to known[] happens under h5_mutex, which
+     * orders it. */
     if (atomic_load_explicit(&L->known[index], memory_order_relaxed)) {
         *info = L->chunks[index];
         ml_h5_unlock();
         return 0;
     }
-    herr_t st = H5Dget_chunk_info_by_coord((hid_t)L->h5_dset, coord, &mask, &addr, &size);
-    if (st < 0) {
+    L->lookups++;
+    ml_chunk_info ci;
+    if (lookup_by_coord(L, index, &ci) < 0) {
         ml_h5_unlock();
         return ml_error_set(err, -ML_EHDF5, "cannot look up chunk %llu of dataset '%s' in file '%s'",
                             (unsigned long long)index, L->path, L->filename);
     }
-    ml_chunk_info ci = {
-        .addr = (addr == HADDR_UNDEF || size == 0) ? UINT64_MAX : (uint64_t)addr,
-        .size = size,
-        .filter_mask = mask,
-    };
     L->chunks[index] = ci;
     /* release: publishes chunks[index] to the lock-free readers above.
      * Written once, under the lock, before known[index] becomes 1. */

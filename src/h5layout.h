@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <pthread.h>
 
+#include "chunk_index.h"
 #include "error.h"
 
 #define ML_MAX_DIMS 32
@@ -58,12 +59,22 @@ typedef struct ml_filter {
     unsigned values[8];      /* client data (first 8) */
 } ml_filter;
 
-/* One chunk's place in the file, looked up lazily by coordinate. */
+/* One chunk's place in the file: from a one-pass read of the chunk index,
+ * or looked up by coordinate on first touch (h5layout.c says when). */
 typedef struct ml_chunk_info {
     uint64_t addr;           /* file offset; UINT64_MAX = not allocated */
     uint64_t size;           /* stored bytes */
     unsigned filter_mask;    /* bit i set: filter i was skipped */
 } ml_chunk_info;
+
+/* How the chunk table is being filled (h5layout.c's opening comment). */
+typedef enum ml_table_state {
+    ML_TABLE_LAZY = 0,  /* by coordinate on first touch; a one-pass fill may follow */
+    ML_TABLE_WALKED,    /* filled from our own walk of the v1 B-tree, checked against HDF5 */
+    ML_TABLE_ITERATED,  /* filled by H5Dchunk_iter (HDF5 1.10.10+, 1.12.3+, 1.14+) */
+    ML_TABLE_FALLBACK,  /* no one-pass fill (index type, or the walk or its check failed):
+                           by coordinate for good */
+} ml_table_state;
 
 typedef struct ml_layout {
     _Atomic int refcount;        /* ml_layout_ref / ml_layout_unref */
@@ -92,6 +103,15 @@ typedef struct ml_layout {
     unsigned char *fill;         /* type->size bytes, NULL = zeros; owned */
     ml_chunk_info *chunks;       /* n_chunks entries, owned; valid where known[i] */
     _Atomic unsigned char *known;/* per chunk: 1 once chunks[i] is filled (release/acquire) */
+    ml_chunk_file cfile;         /* the file as the index walk reads it (fd = the layout's);
+                                    set at open, then read-only */
+    ml_chunk_index cindex;       /* the layout message's index; kind NONE if not found.
+                                    Set at open, then read-only */
+    uint64_t api_base;           /* added to HDF5's chunk addresses to make file offsets:
+                                    the user block size (0 with HDF5 >= 1.14.4) */
+    ml_table_state table_state;  /* guarded by the HDF5 lock */
+    const char *table_why;       /* static string: why FALLBACK; guarded by the HDF5 lock */
+    unsigned lookups;            /* look-ups by coordinate so far; guarded by the HDF5 lock */
     /* compact */
     void *mem;                   /* whole dataset bytes, owned */
     /* HDF5 handles, used only under ml_h5_lock() */
@@ -109,10 +129,17 @@ void ml_layout_ref(ml_layout *L);
 void ml_layout_unref(ml_layout *L);
 
 /* Fill *info for the chunk at linear index `index` (row-major over grid).
- * Thread-safe; the first look-up of a chunk takes the HDF5 lock.
- * Returns 0 or -ML_EHDF5. */
+ * Thread-safe; the first look-up of a chunk takes the HDF5 lock, and may
+ * fill the whole table in one pass. Returns 0 or -ML_EHDF5. */
 int ml_layout_chunk(ml_layout *L, uint64_t index, ml_chunk_info *info,
                     ml_error *err);
+
+/* Fill the whole chunk table in one pass now, if the index allows and no
+ * pass was tried yet (ml_layout_chunk does this by itself after a few
+ * look-ups). Thread-safe; takes the HDF5 lock. Returns the table state
+ * after the attempt: WALKED, ITERATED or FALLBACK (then L->table_why says
+ * why; look-ups by coordinate go on, correct but O(n) each). */
+ml_table_state ml_layout_fill_table(ml_layout *L);
 
 /* Slow path: read rows [row0, row0+n) with H5Dread into dest (n*row_bytes
  * bytes) under the HDF5 lock. Returns 0 or -ML_EHDF5. */

@@ -65,6 +65,23 @@ static inline hid_t h5gen_create(const char *file) {
     return fid;
 }
 
+/* Create (truncate) a file with a user block of `userblock` bytes (0:
+ * none) and, if `latest`, HDF5's newest format (layout message version 4:
+ * fixed and extensible array chunk indexes). Returns its id. */
+static inline hid_t h5gen_create_ex(const char *file, hsize_t userblock, int latest) {
+    hid_t fcpl = H5Pcreate(H5P_FILE_CREATE), fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (userblock)
+        H5_OK(H5Pset_userblock(fcpl, userblock));
+    if (latest)
+        H5_OK(H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST));
+    hid_t fid = H5Fcreate(file, H5F_ACC_TRUNC, fcpl, fapl);
+    if (fid < 0)
+        FAIL("H5Fcreate(%s) failed", file);
+    H5Pclose(fapl);
+    H5Pclose(fcpl);
+    return fid;
+}
+
 /* Create the dataset and write rows [row0, row0 + nrows) of `data` (the
  * whole dataset's buffer, row-major); other rows stay unwritten (with
  * chunked storage, chunks they alone cover stay unallocated). */

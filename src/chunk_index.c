@@ -1,0 +1,381 @@
+/* chunk_index.c - walk a chunked dataset's version 1 B-tree chunk index.
+ *
+ * HDF5 1.10's only ways to learn a chunk's address, H5Dget_chunk_info and
+ * H5Dget_chunk_info_by_coord, iterate the index up to the chunk asked for,
+ * so a pass over a dataset of n chunks costs O(n^2) under the HDF5 lock.
+ * This file reads the index itself, once: the object header (to find the
+ * Data Layout message and the B-tree's address), then the B-tree level by
+ * level, left to right, so the leaves' entries come out in key order,
+ * which is row-major chunk order.
+ *
+ * Invariants:
+ *  - Nothing here trusts the file. Every read lies inside [0, f->size)
+ *    once f->base is added, and is re-checked against what the bytes
+ *    claim (sizes, counts, levels); a read that would go past the end of
+ *    the file, a missing signature, an impossible count is -ML_ECORRUPT.
+ *  - Work is bounded by the file, not by what it claims: object header
+ *    chunks are at most HDR_MAX_CHUNKS of at most HDR_MAX_CHUNK_BYTES; a
+ *    B-tree is at most BTREE_MAX_LEVEL deep, a node has 1..2K entries,
+ *    and the keys of each level must strictly increase from left to right,
+ *    so no node is read twice on a level (a cycle or a shared child shows
+ *    up as keys out of order) and a level never lists more nodes than the
+ *    dataset has chunks. Leaf keys must lie on the chunk grid, inside the
+ *    dataset.
+ *  - No HDF5 call, no global state, no lock: the caller decides when the
+ *    walk runs and what the answers are worth (h5layout.c checks a sample
+ *    of them against HDF5).
+ *
+ * Workload: once per dataset. A node holds up to 2K = 64 chunks (HDF5's
+ * default K), so a dataset of 10^6 chunks is ~17 000 reads of ~2.6 KiB,
+ * tens of milliseconds from the page cache.
+ */
+#define _GNU_SOURCE
+#include "chunk_index.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "error.h"
+
+#define UNDEF UINT64_MAX
+#define HDR_MAX_CHUNKS 256              /* object header chunks followed (continuations) */
+#define HDR_MAX_CHUNK_BYTES (16u << 20) /* bytes of one object header chunk */
+#define HDR_PREFIX_MAX 34               /* longest v2 prefix: OHDR, version, flags, times,
+                                           attribute phase, an 8-byte chunk size */
+#define BTREE_MAX_LEVEL 64              /* 64^64 chunks: deeper is corrupt */
+#define MSG_LAYOUT 0x0008
+#define MSG_CONTINUATION 0x0010
+
+/* Little-endian unsigned integer of n <= 8 bytes. */
+static uint64_t get_le(const unsigned char *p, unsigned n) {
+    uint64_t v = 0;
+    for (unsigned i = n; i-- > 0;)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* A file address of n bytes; all ones is "undefined" (UNDEF). */
+static uint64_t get_addr(const unsigned char *p, unsigned n) {
+    uint64_t v = get_le(p, n);
+    return (n < 8 && v == (UINT64_C(1) << (8 * n)) - 1) ? UNDEF : v;
+}
+
+/* Read up to `want` bytes at HDF5 address `addr` (relative to the base),
+ * stopping at the end of the file; *got = bytes read. Returns 0,
+ * -ML_ECORRUPT (address undefined or past the end), -errno. */
+static int read_upto(const ml_chunk_file *f, uint64_t addr, void *buf, size_t want, size_t *got) {
+    if (addr == UNDEF || addr > UINT64_MAX - f->base || f->base + addr >= f->size)
+        return -ML_ECORRUPT;
+    uint64_t off = f->base + addr;
+    size_t len = want < f->size - off ? want : (size_t)(f->size - off);
+    size_t done = 0;
+    while (done < len) {
+        ssize_t r = pread(f->fd, (unsigned char *)buf + done, len - done, (off_t)(off + done));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -errno;
+        if (r == 0)
+            return -ML_ECORRUPT; /* the file shrank under us */
+        done += (size_t)r;
+    }
+    *got = done;
+    return 0;
+}
+
+/* Exactly `len` bytes at `addr`, or -ML_ECORRUPT if the file ends first. */
+static int read_exact(const ml_chunk_file *f, uint64_t addr, void *buf, size_t len) {
+    size_t got = 0;
+    int rc = read_upto(f, addr, buf, len, &got);
+    return rc < 0 ? rc : got == len ? 0 : -ML_ECORRUPT;
+}
+
+/* Decode a Data Layout message of n bytes. A layout this file does not
+ * parse (version 1/2, not chunked) leaves out->kind NONE and returns 0. */
+static int parse_layout(const ml_chunk_file *f, const unsigned char *p, size_t n, ml_chunk_index *out) {
+    unsigned sa = f->sizeof_addr;
+    if (n < 2)
+        return -ML_ECORRUPT;
+    out->layout_version = p[0];
+    if (p[0] < 3 || p[0] > 4 || p[1] != 2)
+        return 0;
+    if (p[0] == 3) {
+        /* version, class, dimensionality, B-tree address, 4-byte chunk dims */
+        if (n < 3 + (size_t)sa)
+            return -ML_ECORRUPT;
+        unsigned nd = p[2];
+        if (nd < 2 || nd > ML_CHUNK_INDEX_MAX_DIMS || n < 3 + sa + 4 * (size_t)nd)
+            return -ML_ECORRUPT;
+        out->ndims = nd;
+        out->addr = get_addr(p + 3, sa);
+        for (unsigned d = 0; d < nd; d++) {
+            out->dims[d] = get_le(p + 3 + sa + 4 * d, 4);
+            if (out->dims[d] == 0)
+                return -ML_ECORRUPT;
+        }
+        out->kind = ML_CHUNK_INDEX_BTREE1;
+        return 0;
+    }
+    /* version 4: version, class, flags, dimensionality, bytes per dim,
+     * dims, index type, index-specific fields, index address */
+    if (n < 5)
+        return -ML_ECORRUPT;
+    unsigned flags = p[2], nd = p[3], enc = p[4];
+    if (nd < 2 || nd > ML_CHUNK_INDEX_MAX_DIMS || enc < 1 || enc > 8)
+        return -ML_ECORRUPT;
+    size_t pos = 5 + (size_t)nd * enc;
+    if (n < pos + 1)
+        return -ML_ECORRUPT;
+    for (unsigned d = 0; d < nd; d++) {
+        out->dims[d] = get_le(p + 5 + (size_t)d * enc, enc);
+        if (out->dims[d] == 0)
+            return -ML_ECORRUPT;
+    }
+    unsigned type = p[pos++];
+    size_t extra;
+    switch (type) {
+    case ML_CHUNK_INDEX_SINGLE: extra = (flags & 0x02) ? f->sizeof_size + 4 : 0; break;
+    case ML_CHUNK_INDEX_IMPLICIT: extra = 0; break;
+    case ML_CHUNK_INDEX_FARRAY: extra = 1; break;  /* page bits */
+    case ML_CHUNK_INDEX_EARRAY: extra = 5; break;  /* max bits, index elements, min pointers,
+                                                      min elements, page bits */
+    case ML_CHUNK_INDEX_BTREE2: extra = 6; break;  /* node size, split and merge percent */
+    default: return -ML_ECORRUPT;
+    }
+    if (n < pos + extra + sa)
+        return -ML_ECORRUPT;
+    out->ndims = nd;
+    out->addr = get_addr(p + pos + extra, sa);
+    out->kind = (ml_chunk_index_kind)type;
+    return 0;
+}
+
+int ml_chunk_index_locate(const ml_chunk_file *f, uint64_t ohdr, ml_chunk_index *out) {
+    unsigned char pre[HDR_PREFIX_MAX];
+    uint64_t at[HDR_MAX_CHUNKS], len[HDR_MAX_CHUNKS]; /* header chunks to scan */
+    unsigned n_chunks = 1, v2, msg_hdr;
+    unsigned char *buf = NULL;
+    size_t got = 0;
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    out->addr = UNDEF;
+    if (f->sizeof_addr < 2 || f->sizeof_addr > 8 || f->sizeof_size < 2 || f->sizeof_size > 8)
+        return -ML_ECORRUPT;
+    if ((rc = read_upto(f, ohdr, pre, sizeof pre, &got)) < 0)
+        return rc;
+    if (got >= 6 && memcmp(pre, "OHDR", 4) == 0 && pre[4] == 2) {
+        /* v2: signature, version, flags, [4 times], [2 attribute limits], chunk 0 size */
+        unsigned flags = pre[5], pos = 6, csz = 1u << (flags & 3);
+        pos += (flags & 0x20) ? 16 : 0;
+        pos += (flags & 0x10) ? 4 : 0;
+        if (got < pos + csz)
+            return -ML_ECORRUPT;
+        at[0] = ohdr + pos + csz;
+        len[0] = get_le(pre + pos, csz); /* messages and gap; the checksum follows */
+        v2 = 1;
+        msg_hdr = (flags & 0x04) ? 6 : 4; /* type, size, flags, [creation order] */
+    } else if (got >= 16 && pre[0] == 1) {
+        /* v1: version, reserved, message count, refcount, header size, 4 bytes padding */
+        at[0] = ohdr + 16;
+        len[0] = get_le(pre + 8, 4);
+        v2 = 0;
+        msg_hdr = 8; /* type (2), size (2), flags, 3 reserved */
+    } else {
+        return -ML_ECORRUPT;
+    }
+    for (unsigned c = 0; c < n_chunks; c++) {
+        uint64_t start = 0, end = len[c];
+        if (len[c] > HDR_MAX_CHUNK_BYTES || len[c] < (v2 && c > 0 ? 8u : 1u)) {
+            rc = -ML_ECORRUPT;
+            goto out;
+        }
+        free(buf);
+        if (!(buf = malloc(len[c]))) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        if ((rc = read_exact(f, at[c], buf, len[c])) < 0)
+            goto out;
+        if (v2 && c > 0) {
+            /* continuation block: OCHK, messages and gap, checksum */
+            if (memcmp(buf, "OCHK", 4) != 0) {
+                rc = -ML_ECORRUPT;
+                goto out;
+            }
+            start = 4;
+            end = len[c] - 4;
+        }
+        /* Fewer bytes left than a message header: the gap at a v2 chunk's end. */
+        for (uint64_t pos = start; end - pos >= msg_hdr;) {
+            const unsigned char *m = buf + pos;
+            unsigned type = v2 ? m[0] : (unsigned)get_le(m, 2);
+            uint64_t size = v2 ? get_le(m + 1, 2) : get_le(m + 2, 2);
+            unsigned mflags = v2 ? m[3] : m[4];
+            if (size > end - pos - msg_hdr) {
+                rc = -ML_ECORRUPT;
+                goto out;
+            }
+            const unsigned char *data = m + msg_hdr;
+            if (type == MSG_LAYOUT) {
+                /* A shared layout message (flag 0x02) holds a reference, not
+                 * the layout: not ours to follow. */
+                rc = (mflags & 0x02) ? 0 : parse_layout(f, data, size, out);
+                goto out;
+            }
+            if (type == MSG_CONTINUATION) {
+                if (size < f->sizeof_addr + f->sizeof_size || n_chunks == HDR_MAX_CHUNKS) {
+                    rc = -ML_ECORRUPT;
+                    goto out;
+                }
+                at[n_chunks] = get_addr(data, f->sizeof_addr);
+                len[n_chunks] = get_le(data + f->sizeof_addr, f->sizeof_size);
+                n_chunks++;
+            }
+            pos += msg_hdr + size;
+        }
+    }
+    rc = -ML_ECORRUPT; /* a dataset without a layout message */
+out:
+    free(buf);
+    return rc;
+}
+
+/* -1, 0, 1: lexicographic order of two keys' chunk offsets. */
+static int key_cmp(const unsigned char *a, const unsigned char *b, unsigned nd) {
+    for (unsigned d = 0; d < nd; d++) {
+        uint64_t x = get_le(a + 8 + 8 * d, 8), y = get_le(b + 8 + 8 * d, 8);
+        if (x != y)
+            return x < y ? -1 : 1;
+    }
+    return 0;
+}
+
+int ml_chunk_index_walk(const ml_chunk_file *f, const ml_chunk_index *ix, unsigned rank,
+                        const uint64_t *dims, ml_chunk_emit_fn emit, void *ctx) {
+    uint64_t grid[ML_CHUNK_INDEX_MAX_DIMS], n_grid = 1;
+    uint64_t *cur = NULL, *next = NULL; /* node addresses of this level and the next */
+    size_t n_cur = 1, n_next = 0;
+    unsigned char *node = NULL, *prev_key = NULL;
+    int rc = 0;
+
+    if (ix->kind != ML_CHUNK_INDEX_BTREE1 || ix->ndims != rank + 1)
+        return -ML_EINVAL;
+    for (unsigned d = 0; d < rank; d++) {
+        if (ix->dims[d] == 0)
+            return -ML_EINVAL;
+        grid[d] = dims[d] / ix->dims[d] + (dims[d] % ix->dims[d] != 0);
+        if (grid[d] && n_grid > UINT64_MAX / grid[d])
+            return -ML_ECORRUPT;
+        n_grid *= grid[d];
+    }
+    if (ix->addr == UNDEF || n_grid == 0)
+        return 0; /* no chunk written yet */
+    if (f->btree_k == 0 || f->btree_k > 32767 || f->sizeof_addr < 2 || f->sizeof_addr > 8)
+        return -ML_ECORRUPT;
+    unsigned sa = f->sizeof_addr, nd = ix->ndims;
+    size_t key = 8 + 8 * (size_t)nd;       /* stored size, filter mask, nd offsets */
+    size_t max_entries = 2 * (size_t)f->btree_k;
+    size_t node_max = 8 + 2 * (size_t)sa + max_entries * (key + sa) + key;
+    /* A level never lists more nodes than there are chunks (each has >= 1). */
+    size_t list_max = n_grid < SIZE_MAX / sizeof(uint64_t) ? (size_t)n_grid : SIZE_MAX / sizeof(uint64_t);
+    uint64_t prev_index = UNDEF;
+    int level = -1; /* the root's level, read from the root */
+
+    node = malloc(node_max);
+    prev_key = malloc(key);
+    cur = malloc(sizeof *cur);
+    if (!node || !prev_key || !cur) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    cur[0] = ix->addr;
+    for (;;) {
+        size_t cap_next = 0;
+        int have_prev = 0;
+        n_next = 0;
+        for (size_t k = 0; k < n_cur; k++) {
+            size_t got = 0;
+            if ((rc = read_upto(f, cur[k], node, node_max, &got)) < 0)
+                goto out;
+            /* TREE, node type 1 (raw data chunks), level, entries used, siblings */
+            if (got < 8 + 2 * (size_t)sa || memcmp(node, "TREE", 4) != 0 || node[4] != 1) {
+                rc = -ML_ECORRUPT;
+                goto out;
+            }
+            if (level < 0)
+                level = node[5];
+            size_t entries = get_le(node + 6, 2);
+            if (node[5] != level || level > BTREE_MAX_LEVEL || entries == 0 || entries > max_entries ||
+                got < 8 + 2 * (size_t)sa + entries * (key + sa) + key) {
+                rc = -ML_ECORRUPT;
+                goto out;
+            }
+            const unsigned char *p = node + 8 + 2 * (size_t)sa; /* key 0, child 0, key 1, ... */
+            for (size_t i = 0; i < entries; i++, p += key + sa) {
+                uint64_t child = get_addr(p + key, sa);
+                if (child == UNDEF) {
+                    rc = -ML_ECORRUPT;
+                    goto out;
+                }
+                if (level > 0) {
+                    /* An internal key is the smallest key under its child. */
+                    if (have_prev && key_cmp(prev_key, p, nd) >= 0) {
+                        rc = -ML_ECORRUPT;
+                        goto out;
+                    }
+                    memcpy(prev_key, p, key);
+                    have_prev = 1;
+                    if (n_next == cap_next) {
+                        size_t cap = cap_next ? 2 * cap_next : 64;
+                        uint64_t *grown = n_next >= list_max ? NULL : realloc(next, cap * sizeof *next);
+                        if (!grown) {
+                            rc = n_next >= list_max ? -ML_ECORRUPT : -ENOMEM;
+                            goto out;
+                        }
+                        next = grown;
+                        cap_next = cap;
+                    }
+                    next[n_next++] = child;
+                    continue;
+                }
+                /* Leaf: the chunk whose corner is this key's offsets. The
+                 * last offset is the element-size dimension: always 0. */
+                uint64_t index = 0;
+                for (unsigned d = 0; d < rank; d++) {
+                    uint64_t o = get_le(p + 8 + 8 * (size_t)d, 8);
+                    if (o % ix->dims[d] != 0 || o / ix->dims[d] >= grid[d]) {
+                        rc = -ML_ECORRUPT;
+                        goto out;
+                    }
+                    index = index * grid[d] + o / ix->dims[d];
+                }
+                if (get_le(p + 8 + 8 * (size_t)rank, 8) != 0 || (prev_index != UNDEF && index <= prev_index) ||
+                    child > UINT64_MAX - 1 - f->base) {
+                    rc = -ML_ECORRUPT;
+                    goto out;
+                }
+                prev_index = index;
+                uint64_t size = get_le(p, 4);
+                unsigned mask = (unsigned)get_le(p + 4, 4);
+                if ((rc = emit(ctx, index, size ? f->base + child : UNDEF, size, mask)) < 0)
+                    goto out;
+            }
+        }
+        if (level == 0)
+            break;
+        free(cur);
+        cur = next;
+        next = NULL;
+        n_cur = n_next;
+        level--;
+    }
+out:
+    free(cur);
+    free(next);
+    free(prev_key);
+    free(node);
+    return rc;
+}
