@@ -91,6 +91,13 @@ void ml_h5_lock(void) {
 
 void ml_h5_unlock(void) { pthread_mutex_unlock(&h5_mutex); }
 
+void ml_h5_version(unsigned *major, unsigned *minor, unsigned *release) {
+    *major = *minor = *release = 0;
+    ml_h5_lock();
+    H5get_libversion(major, minor, release);
+    ml_h5_unlock();
+}
+
 void ml_type_free(ml_type *t) {
     if (!t)
         return;
@@ -629,8 +636,19 @@ int ml_h5_dataset_open(const char *filename, const char *path, int *fd_out, hid_
     }
     obj = H5Oopen(file, path, H5P_DEFAULT);
     if (obj < 0) {
-        rc = ml_error_set(err, -ML_ENOTFOUND, "no dataset '%s' in file '%s' (missing path or dangling link)",
-                          path, filename);
+        /* A hard link that resolves but an object HDF5 cannot open: the
+         * object exists, in a format this HDF5 cannot read (a newer one). */
+        H5L_info_t li;
+        if (H5Lget_info(file, path, &li, H5P_DEFAULT) >= 0 && li.type == H5L_TYPE_HARD) {
+            unsigned maj = 0, min = 0, rel = 0;
+            H5get_libversion(&maj, &min, &rel);
+            rc = ml_error_set(err, -ML_EHDF5, "dataset '%s' in file '%s' exists, but HDF5 %u.%u.%u cannot open "
+                              "it (its object header or layout is in a format this HDF5 does not know: "
+                              "written by a newer HDF5, or damaged)", path, filename, maj, min, rel);
+        } else {
+            rc = ml_error_set(err, -ML_ENOTFOUND, "no dataset '%s' in file '%s' (missing path or dangling link)",
+                              path, filename);
+        }
         goto fail;
     }
     H5I_type_t it = H5Iget_type(obj);

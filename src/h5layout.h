@@ -149,4 +149,7 @@ int ml_layout_read_slow(ml_layout *L, uint64_t row0, uint64_t n, void *dest,
 /* Free a type tree. Accepts NULL. */
 void ml_type_free(ml_type *t);
 
+/* The HDF5 library's version (major, minor, release), as linked at run time. */
+void ml_h5_version(unsigned *major, unsigned *minor, unsigned *release);
+
 #endif

@@ -48,7 +48,19 @@ static PyObject *mod_n_blocks(PyObject *m, PyObject *args) {
     return PyLong_FromUnsignedLongLong(n);
 }
 
+static PyObject *mod_hdf5_version(PyObject *m, PyObject *noargs) {
+    (void)m;
+    (void)noargs;
+    unsigned maj, min, rel;
+    Py_BEGIN_ALLOW_THREADS
+    ml_h5_version(&maj, &min, &rel);
+    Py_END_ALLOW_THREADS
+    return Py_BuildValue("(III)", maj, min, rel);
+}
+
 static PyMethodDef module_methods[] = {
+    {"hdf5_version", mod_hdf5_version, METH_NOARGS,
+     "The HDF5 library's version, as linked at run time: (major, minor, release)."},
     {"default_io_mode", mod_default_io_mode, METH_NOARGS,
      "The I/O engine new streams use: 'io_uring' or 'pread' (MULTILOAD_IO overrides)."},
     {"fault_reload", mod_fault_reload, METH_NOARGS, "Re-read MULTILOAD_FAULTS (tests only)."},
