@@ -26,6 +26,13 @@ ASAN_PYTESTS ?= tests/test_streamer_api.py tests/test_streamer_bad_input.py test
 	tests/test_io_fallback.py tests/test_chunk_index.py
 # TSan: the same files (it refuses threads in a child forked from a threaded process anyway).
 TSAN_PYTESTS ?= $(ASAN_PYTESTS)
+ASAN_LDFLAGS := -fsanitize=address,undefined
+# $(call sanitizer_build,NAME,CFLAGS,LDFLAGS): the extension built with those flags into
+# build/NAME/lib (log: build/NAME-build.log, shown filtered on failure), the package's .py beside it.
+sanitizer_build = mkdir -p build && MULTILOAD_CFLAGS="$(2)" MULTILOAD_LDFLAGS="$(3)" \
+	$(PY) setup.py -q build_ext --build-temp build/$(1)/temp --build-lib build/$(1)/lib >build/$(1)-build.log 2>&1 || \
+	{ grep -v -i "warn\|^\s*$$\|!!\|\*\*\*" build/$(1)-build.log; echo ">> $(1) build failed (full log: build/$(1)-build.log)"; exit 1; }; \
+	cp multiload/*.py build/$(1)/lib/multiload/
 # allocator_may_return_null: the huge-read-ahead test expects MemoryError, not an ASan abort.
 ASAN_RUN_OPTIONS := detect_leaks=0:allocator_may_return_null=1
 VALGRIND := valgrind -q --error-exitcode=1 --leak-check=full --show-leak-kinds=definite \
@@ -106,10 +113,7 @@ bench-deps: venv
 # AddressSanitizer + UBSan: C tests, then pytest on an ASan build of the extension in build/asan (the installed one is untouched).
 check-asan: venv
 	$(MAKE) test-c TEST_BUILD=build/tests-asan SAN="$(ASAN_FLAGS)"
-	MULTILOAD_CFLAGS="$(ASAN_FLAGS)" MULTILOAD_LDFLAGS="-fsanitize=address,undefined" \
-	  $(PY) setup.py -q build_ext --build-temp build/asan/temp --build-lib build/asan/lib >build/asan-build.log 2>&1 || \
-	  { grep -v -i "warn\|^\s*$$\|!!\|\*\*\*" build/asan-build.log; echo ">> ASan build failed (full log: build/asan-build.log)"; exit 1; }
-	cp multiload/*.py build/asan/lib/multiload/
+	$(call sanitizer_build,asan,$(ASAN_FLAGS),$(ASAN_LDFLAGS))
 	@# -P: no current directory on sys.path, so PYTHONPATH's ASan copy is the multiload imported.
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" PYTHONMALLOC=malloc \
 	  ASAN_OPTIONS=$(ASAN_RUN_OPTIONS) PYTHONPATH=build/asan/lib $(PY) -P -c \
@@ -120,10 +124,7 @@ check-asan: venv
 # ThreadSanitizer: C tests, then the same pytest subset on a TSan build of the extension in build/tsan.
 check-tsan: venv
 	$(MAKE) test-c TEST_BUILD=build/tests-tsan SAN="-fsanitize=thread"
-	MULTILOAD_CFLAGS="-fsanitize=thread -O1 -g" MULTILOAD_LDFLAGS="-fsanitize=thread" \
-	  $(PY) setup.py -q build_ext --build-temp build/tsan/temp --build-lib build/tsan/lib >build/tsan-build.log 2>&1 || \
-	  { grep -v -i "warn\|^\s*$$\|!!\|\*\*\*" build/tsan-build.log; echo ">> TSan build failed (full log: build/tsan-build.log)"; exit 1; }
-	cp multiload/*.py build/tsan/lib/multiload/
+	$(call sanitizer_build,tsan,-fsanitize=thread -O1 -g,-fsanitize=thread)
 	@# A report makes the process exit 66 (TSan's exitcode), so make fails; tests/tsan.supp says what is suppressed and why.
 	LD_PRELOAD="$$($(CC) -print-file-name=libtsan.so)" TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp allocator_may_return_null=1" \
 	  PYTHONPATH=build/tsan/lib $(PY) -P -m pytest -q -x -m "not slow" -p no:cacheprovider $(TSAN_PYTESTS)

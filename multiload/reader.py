@@ -211,17 +211,22 @@ class Reader:
             ds, plan = self._plan(key)
             if plan is None:
                 return self._request_vlarray(ds, key, stage)
-        cap = stage._capacity()
-        if plan.nbytes > cap:
-            raise SharedMemoryError(f"Stage is smaller than requested array: {cap} < {plan.nbytes} "
-                                    f"(result shape {plan.shape}, dtype {plan.dtype}; dataset {ds._path!r} "
-                                    f"of file {self._filename!r})")
+        self._check_fits(stage, plan.nbytes, plan.shape, plan.dtype, ds)
         st = stage._acquire(ds)
         try:
             return self._submit(plan, st)
         except BaseException:
             st._release()
             raise
+
+    def _check_fits(self, stage, nbytes, shape, dtype, ds):
+        """SharedMemoryError (multitables' wording first) unless a result of
+        ``nbytes`` fits ``stage``."""
+        cap = stage._capacity()
+        if nbytes > cap:
+            raise SharedMemoryError(f"Stage is smaller than requested array: {cap} < {nbytes} "
+                                    f"(result shape {shape}, dtype {dtype}; dataset {ds._path!r} "
+                                    f"of file {self._filename!r})")
 
     def _submit(self, plan, st, dest=None):
         h = plan.head
@@ -277,11 +282,7 @@ class Reader:
         plan = _Plan()
         plan.post, plan.shape, plan.dtype = None, res.shape, res.dtype
         plan.nbytes = res.nbytes
-        cap = stage._capacity()
-        if res.nbytes > cap:
-            raise SharedMemoryError(f"Stage is smaller than requested array: {cap} < {res.nbytes} "
-                                    f"(result shape {res.shape}, dtype {res.dtype}; dataset {ds._path!r} "
-                                    f"of file {self._filename!r})")
+        self._check_fits(stage, res.nbytes, res.shape, res.dtype, ds)
         st = stage._acquire(ds)
         st._view(res.dtype, res.shape)[...] = res
         fut = Request(self, st, _Done(), plan, None)

@@ -33,6 +33,11 @@ void ml_h5_unlock(void);
 int ml_h5_dataset_open(const char *filename, const char *path, int *fd, hid_t *file, hid_t *dset,
                        ml_error *err);
 
+/* Close whichever of a type, a dataset and a file handle are valid (>= 0),
+ * under the lock (take none: it is taken here). For the owners of
+ * handles from ml_h5_dataset_open. */
+void ml_h5_close_handles(hid_t type, hid_t dset, hid_t file);
+
 /* Build an ml_type from an HDF5 type, as the numpy dtype h5py reports.
  * Returns 0 (*out owned by the caller, free with ml_type_free) or
  * -ML_ETYPE / -ML_EHDF5 / -ENOMEM with a message naming the offending type

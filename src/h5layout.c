@@ -713,6 +713,19 @@ fail:
     return rc;
 }
 
+void ml_h5_close_handles(hid_t type, hid_t dset, hid_t file) {
+    if (type < 0 && dset < 0 && file < 0)
+        return;
+    ml_h5_lock();
+    if (type >= 0)
+        H5Tclose(type);
+    if (dset >= 0)
+        H5Dclose(dset);
+    if (file >= 0)
+        H5Fclose(file);
+    ml_h5_unlock();
+}
+
 void ml_layout_ref(ml_layout *L) {
     /* Relaxed: the caller already holds a reference, so L cannot vanish. */
     atomic_fetch_add_explicit(&L->refcount, 1, memory_order_relaxed);
@@ -724,16 +737,7 @@ void ml_layout_unref(ml_layout *L) {
     /* acq_rel: the last owner must see every other owner's writes before freeing. */
     if (atomic_fetch_sub_explicit(&L->refcount, 1, memory_order_acq_rel) != 1)
         return;
-    if (L->h5_type >= 0 || L->h5_dset >= 0 || L->h5_file >= 0) {
-        ml_h5_lock();
-        if (L->h5_type >= 0)
-            H5Tclose((hid_t)L->h5_type);
-        if (L->h5_dset >= 0)
-            H5Dclose((hid_t)L->h5_dset);
-        if (L->h5_file >= 0)
-            H5Fclose((hid_t)L->h5_file);
-        ml_h5_unlock();
-    }
+    ml_h5_close_handles((hid_t)L->h5_type, (hid_t)L->h5_dset, (hid_t)L->h5_file);
     if (L->fd >= 0)
         close(L->fd);
     ml_type_free(L->type);

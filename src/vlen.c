@@ -178,16 +178,7 @@ fail:
 void ml_vlen_close(ml_vlen *V) {
     if (!V)
         return;
-    if (V->h5_mtype >= 0 || V->h5_dset >= 0 || V->h5_file >= 0) {
-        ml_h5_lock();
-        if (V->h5_mtype >= 0)
-            H5Tclose((hid_t)V->h5_mtype);
-        if (V->h5_dset >= 0)
-            H5Dclose((hid_t)V->h5_dset);
-        if (V->h5_file >= 0)
-            H5Fclose((hid_t)V->h5_file);
-        ml_h5_unlock();
-    }
+    ml_h5_close_handles((hid_t)V->h5_mtype, (hid_t)V->h5_dset, (hid_t)V->h5_file);
     ml_type_free(V->base);
     free(V->filename);
     free(V->path);

@@ -5,15 +5,20 @@
 
 #include <errno.h>
 
-static PyObject *os_error(int errnum, const char *msg, const char *filename) {
-    /* OSError(errno, msg, filename) picks the subclass (FileNotFoundError, ...). */
+/* Raise cls(errno, msg[, filename]); for OSError, CPython picks the
+ * subclass (FileNotFoundError, ...). Borrows cls. */
+static PyObject *os_error_of(PyObject *cls, int errnum, const char *msg, const char *filename) {
     PyObject *args = filename ? Py_BuildValue("(iss)", errnum, msg, filename)
                               : Py_BuildValue("(is)", errnum, msg);
     if (args) {
-        PyErr_SetObject(PyExc_OSError, args);
+        PyErr_SetObject(cls, args);
         Py_DECREF(args);
     }
     return NULL;
+}
+
+static PyObject *os_error(int errnum, const char *msg, const char *filename) {
+    return os_error_of(PyExc_OSError, errnum, msg, filename);
 }
 
 /* ENOMEM: multiload.OutOfMemoryError, both MemoryError (what Python code
@@ -29,11 +34,7 @@ static PyObject *out_of_memory(const char *msg, const char *filename) {
         PyErr_SetString(PyExc_MemoryError, msg);
         return NULL;
     }
-    PyObject *args = filename ? Py_BuildValue("(iss)", ENOMEM, msg, filename) : Py_BuildValue("(is)", ENOMEM, msg);
-    if (args) {
-        PyErr_SetObject(cls, args);
-        Py_DECREF(args);
-    }
+    os_error_of(cls, ENOMEM, msg, filename);
     Py_DECREF(cls);
     return NULL;
 }
