@@ -4,8 +4,8 @@
  * H5Dget_chunk_info_by_coord, iterate the index up to the chunk asked for,
  * so a pass over a dataset of n chunks costs O(n^2) under the HDF5 lock.
  * This file reads the index itself, once: the object header (to find the
- * Data Layout message and the B-tree's address), then the B-tree level by
- * level, left to right, so the leaves' entries come out in key order,
+ * Data Layout message and the B-tree's address), then the B-tree depth
+ * first, left to right, so the leaves' entries come out in key order,
  * which is row-major chunk order.
  *
  * Invariants:
@@ -13,14 +13,19 @@
  *    once f->base is added, and is re-checked against what the bytes
  *    claim (sizes, counts, levels); a read that would go past the end of
  *    the file, a missing signature, an impossible count is -ML_ECORRUPT.
+ *  - The walk finds exactly what HDF5's read finds by descending from the
+ *    root by key (visit() says why): every node's keys (all n + 1 of them,
+ *    the right-most too) strictly increase, lie on the chunk grid (a left
+ *    key with the element-size offset 0), and nest inside the keys around
+ *    the node in its parent; each child is one level below its parent. A file that
+ *    breaks any of these is -ML_ECORRUPT, never a guess.
  *  - Work is bounded by the file, not by what it claims: object header
  *    chunks are at most HDR_MAX_CHUNKS of at most HDR_MAX_CHUNK_BYTES; a
- *    B-tree is at most BTREE_MAX_LEVEL deep, a node has 1..2K entries,
- *    and the keys of each level must strictly increase from left to right,
- *    so no node is read twice on a level (a cycle or a shared child shows
- *    up as keys out of order) and a level never lists more nodes than the
- *    dataset has chunks. Leaf keys must lie on the chunk grid, inside the
- *    dataset.
+ *    B-tree is at most BTREE_MAX_LEVEL deep and a node has 1..2K entries.
+ *    Nesting makes the key ranges of the nodes on a level disjoint, so a
+ *    node reached twice (a cycle or a shared child) breaks it: no node is
+ *    read twice, and the walk reads at most the nodes the file holds, plus
+ *    the one that fails. Leaf keys must lie on the chunk grid.
  *  - No HDF5 call, no global state, no lock: the caller decides when the
  *    walk runs and what the answers are worth (h5layout.c checks a sample
  *    of them against HDF5).
@@ -243,7 +248,8 @@ out:
     return rc;
 }
 
-/* -1, 0, 1: lexicographic order of two keys' chunk offsets. */
+/* -1, 0, 1: lexicographic order of two keys' chunk offsets (all nd of
+ * them, the element-size dimension too, as HDF5's comparison does). */
 static int key_cmp(const unsigned char *a, const unsigned char *b, unsigned nd) {
     for (unsigned d = 0; d < nd; d++) {
         uint64_t x = get_le(a + 8 + 8 * d, 8), y = get_le(b + 8 + 8 * d, 8);
@@ -253,129 +259,131 @@ static int key_cmp(const unsigned char *a, const unsigned char *b, unsigned nd) 
     return 0;
 }
 
+/* The walk's fixed facts and running state. */
+typedef struct walk {
+    const ml_chunk_file *f;
+    const ml_chunk_index *ix;
+    unsigned rank, nd, sa;          /* dataset rank; key dims (rank + 1); address bytes */
+    uint64_t grid[ML_CHUNK_INDEX_MAX_DIMS]; /* chunks per dimension */
+    size_t key, max_entries, node_max; /* bytes of a key; 2K; bytes of the largest node */
+    unsigned char *buf[BTREE_MAX_LEVEL + 1]; /* one node buffer per depth (owned) */
+    uint64_t prev_index;            /* last chunk emitted, UNDEF before the first */
+    ml_chunk_emit_fn emit;
+    void *ctx;
+} walk;
+
+/* A key HDF5 could have written: every offset, the element-size
+ * dimension's too, a multiple of its chunk dimension (HDF5 divides by it
+ * and would silently round). A left key (every key but a node's last)
+ * names a chunk, so its element-size offset is 0; the last key of the
+ * tree's right-most nodes is the last chunk's key plus one element there
+ * (HDF5's right key; its comparison is lexicographic over all nd). */
+static int key_aligned(const walk *w, const unsigned char *k, int left) {
+    for (unsigned d = 0; d <= w->rank; d++)
+        if (get_le(k + 8 + 8 * (size_t)d, 8) % w->ix->dims[d] != 0)
+            return 0;
+    return !left || get_le(k + 8 + 8 * (size_t)w->rank, 8) == 0;
+}
+
+/* Visit the node at `addr`, `depth` levels below the root, which must be
+ * at `level` (-1: the root, any level) and whose keys must lie inside
+ * [lo, hi] (the parent's keys around it; NULL at the root). Descent by key,
+ * as H5Dread does it, finds chunk c in a node by binary search for the
+ * child i with key[i] <= c < key[i+1], and in a leaf only where c equals
+ * key[i]. With every node's keys strictly increasing and nested inside its
+ * parent's bounds, that finds exactly the leaf entries this visit emits,
+ * left to right; any node that breaks those rules is -ML_ECORRUPT, so the
+ * walk never reports a chunk H5Dread would not read, nor misses one. */
+static int visit(walk *w, uint64_t addr, int level, const unsigned char *lo, const unsigned char *hi,
+                 unsigned depth) {
+    unsigned char *node = w->buf[depth];
+    size_t got = 0, sa = w->sa, key = w->key;
+    int rc;
+    if (!node) {
+        if (!(node = w->buf[depth] = malloc(w->node_max)))
+            return -ENOMEM;
+    }
+    if ((rc = read_upto(w->f, addr, node, w->node_max, &got)) < 0)
+        return rc;
+    /* TREE, node type 1 (raw data chunks), level, entries used, siblings */
+    if (got < 8 + 2 * sa || memcmp(node, "TREE", 4) != 0 || node[4] != 1)
+        return -ML_ECORRUPT;
+    int nlevel = node[5];
+    size_t entries = get_le(node + 6, 2);
+    if ((level >= 0 && nlevel != level) || nlevel > BTREE_MAX_LEVEL || (unsigned)nlevel + depth > BTREE_MAX_LEVEL ||
+        entries == 0 || entries > w->max_entries || got < 8 + 2 * sa + entries * (key + sa) + key)
+        return -ML_ECORRUPT;
+    const unsigned char *k0 = node + 8 + 2 * sa; /* key 0, child 0, key 1, ..., key n */
+    for (size_t i = 0; i <= entries; i++) {
+        const unsigned char *k = k0 + i * (key + sa);
+        if (!key_aligned(w, k, i < entries) || (i > 0 && key_cmp(k - key - sa, k, w->nd) >= 0))
+            return -ML_ECORRUPT;
+    }
+    const unsigned char *kn = k0 + entries * (key + sa);
+    if ((lo && key_cmp(lo, k0, w->nd) > 0) || (hi && key_cmp(kn, hi, w->nd) > 0))
+        return -ML_ECORRUPT;
+    for (size_t i = 0; i < entries; i++) {
+        const unsigned char *k = k0 + i * (key + sa);
+        uint64_t child = get_addr(k + key, sa);
+        if (nlevel > 0) {
+            if (child == UNDEF)
+                return -ML_ECORRUPT;
+            if ((rc = visit(w, child, nlevel - 1, k, k + key + sa, depth + 1)) < 0)
+                return rc;
+            /* The buffer of this depth is still ours: deeper visits use their own. */
+            continue;
+        }
+        /* Leaf: the chunk whose corner is this key, which must lie on the
+         * dataset's chunk grid (off it, no read of the dataset reaches it). */
+        uint64_t index = 0;
+        for (unsigned d = 0; d < w->rank; d++) {
+            uint64_t o = get_le(k + 8 + 8 * (size_t)d, 8) / w->ix->dims[d];
+            if (o >= w->grid[d])
+                return -ML_ECORRUPT;
+            index = index * w->grid[d] + o;
+        }
+        if ((w->prev_index != UNDEF && index <= w->prev_index) || (child != UNDEF && child > UINT64_MAX - 1 - w->f->base))
+            return -ML_ECORRUPT;
+        w->prev_index = index;
+        /* An undefined address is a chunk H5Dread reads as never written;
+         * a stored size of 0 at a defined one is for the reader to refuse. */
+        uint64_t size = get_le(k, 4);
+        unsigned mask = (unsigned)get_le(k + 4, 4);
+        if ((rc = w->emit(w->ctx, index, child == UNDEF ? UNDEF : w->f->base + child, child == UNDEF ? 0 : size,
+                          mask)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
 int ml_chunk_index_walk(const ml_chunk_file *f, const ml_chunk_index *ix, unsigned rank,
                         const uint64_t *dims, ml_chunk_emit_fn emit, void *ctx) {
-    uint64_t grid[ML_CHUNK_INDEX_MAX_DIMS], n_grid = 1;
-    uint64_t *cur = NULL, *next = NULL; /* node addresses of this level and the next */
-    size_t n_cur = 1, n_next = 0;
-    unsigned char *node = NULL, *prev_key = NULL;
-    int rc = 0;
+    walk w = {.f = f, .ix = ix, .rank = rank, .prev_index = UNDEF, .emit = emit, .ctx = ctx};
+    uint64_t n_grid = 1;
+    int rc;
 
-    if (ix->kind != ML_CHUNK_INDEX_BTREE1 || ix->ndims != rank + 1)
+    if (ix->kind != ML_CHUNK_INDEX_BTREE1 || ix->ndims != rank + 1 || rank + 1 > ML_CHUNK_INDEX_MAX_DIMS)
         return -ML_EINVAL;
-    for (unsigned d = 0; d < rank; d++) {
+    for (unsigned d = 0; d <= rank; d++)
         if (ix->dims[d] == 0)
             return -ML_EINVAL;
-        grid[d] = dims[d] / ix->dims[d] + (dims[d] % ix->dims[d] != 0);
-        if (grid[d] && n_grid > UINT64_MAX / grid[d])
+    for (unsigned d = 0; d < rank; d++) {
+        w.grid[d] = dims[d] / ix->dims[d] + (dims[d] % ix->dims[d] != 0);
+        if (w.grid[d] && n_grid > UINT64_MAX / w.grid[d])
             return -ML_ECORRUPT;
-        n_grid *= grid[d];
+        n_grid *= w.grid[d];
     }
     if (ix->addr == UNDEF || n_grid == 0)
         return 0; /* no chunk written yet */
     if (f->btree_k == 0 || f->btree_k > 32767 || f->sizeof_addr < 2 || f->sizeof_addr > 8)
         return -ML_ECORRUPT;
-    unsigned sa = f->sizeof_addr, nd = ix->ndims;
-    size_t key = 8 + 8 * (size_t)nd;       /* stored size, filter mask, nd offsets */
-    size_t max_entries = 2 * (size_t)f->btree_k;
-    size_t node_max = 8 + 2 * (size_t)sa + max_entries * (key + sa) + key;
-    /* A level never lists more nodes than there are chunks (each has >= 1). */
-    size_t list_max = n_grid < SIZE_MAX / sizeof(uint64_t) ? (size_t)n_grid : SIZE_MAX / sizeof(uint64_t);
-    uint64_t prev_index = UNDEF;
-    int level = -1; /* the root's level, read from the root */
-
-    node = malloc(node_max);
-    prev_key = malloc(key);
-    cur = malloc(sizeof *cur);
-    if (!node || !prev_key || !cur) {
-        rc = -ENOMEM;
-        goto out;
-    }
-    cur[0] = ix->addr;
-    for (;;) {
-        size_t cap_next = 0;
-        int have_prev = 0;
-        n_next = 0;
-        for (size_t k = 0; k < n_cur; k++) {
-            size_t got = 0;
-            if ((rc = read_upto(f, cur[k], node, node_max, &got)) < 0)
-                goto out;
-            /* TREE, node type 1 (raw data chunks), level, entries used, siblings */
-            if (got < 8 + 2 * (size_t)sa || memcmp(node, "TREE", 4) != 0 || node[4] != 1) {
-                rc = -ML_ECORRUPT;
-                goto out;
-            }
-            if (level < 0)
-                level = node[5];
-            size_t entries = get_le(node + 6, 2);
-            if (node[5] != level || level > BTREE_MAX_LEVEL || entries == 0 || entries > max_entries ||
-                got < 8 + 2 * (size_t)sa + entries * (key + sa) + key) {
-                rc = -ML_ECORRUPT;
-                goto out;
-            }
-            const unsigned char *p = node + 8 + 2 * (size_t)sa; /* key 0, child 0, key 1, ... */
-            for (size_t i = 0; i < entries; i++, p += key + sa) {
-                uint64_t child = get_addr(p + key, sa);
-                if (child == UNDEF) {
-                    rc = -ML_ECORRUPT;
-                    goto out;
-                }
-                if (level > 0) {
-                    /* An internal key is the smallest key under its child. */
-                    if (have_prev && key_cmp(prev_key, p, nd) >= 0) {
-                        rc = -ML_ECORRUPT;
-                        goto out;
-                    }
-                    memcpy(prev_key, p, key);
-                    have_prev = 1;
-                    if (n_next == cap_next) {
-                        size_t cap = cap_next ? 2 * cap_next : 64;
-                        uint64_t *grown = n_next >= list_max ? NULL : realloc(next, cap * sizeof *next);
-                        if (!grown) {
-                            rc = n_next >= list_max ? -ML_ECORRUPT : -ENOMEM;
-                            goto out;
-                        }
-                        next = grown;
-                        cap_next = cap;
-                    }
-                    next[n_next++] = child;
-                    continue;
-                }
-                /* Leaf: the chunk whose corner is this key's offsets. The
-                 * last offset is the element-size dimension: always 0. */
-                uint64_t index = 0;
-                for (unsigned d = 0; d < rank; d++) {
-                    uint64_t o = get_le(p + 8 + 8 * (size_t)d, 8);
-                    if (o % ix->dims[d] != 0 || o / ix->dims[d] >= grid[d]) {
-                        rc = -ML_ECORRUPT;
-                        goto out;
-                    }
-                    index = index * grid[d] + o / ix->dims[d];
-                }
-                if (get_le(p + 8 + 8 * (size_t)rank, 8) != 0 || (prev_index != UNDEF && index <= prev_index) ||
-                    child > UINT64_MAX - 1 - f->base) {
-                    rc = -ML_ECORRUPT;
-                    goto out;
-                }
-                prev_index = index;
-                uint64_t size = get_le(p, 4);
-                unsigned mask = (unsigned)get_le(p + 4, 4);
-                if ((rc = emit(ctx, index, size ? f->base + child : UNDEF, size, mask)) < 0)
-                    goto out;
-            }
-        }
-        if (level == 0)
-            break;
-        free(cur);
-        cur = next;
-        next = NULL;
-        n_cur = n_next;
-        level--;
-    }
-out:
-    free(cur);
-    free(next);
-    free(prev_key);
-    free(node);
+    w.sa = f->sizeof_addr;
+    w.nd = ix->ndims;
+    w.key = 8 + 8 * (size_t)w.nd; /* stored size, filter mask, nd offsets */
+    w.max_entries = 2 * (size_t)f->btree_k;
+    w.node_max = 8 + 2 * (size_t)w.sa + w.max_entries * (w.key + w.sa) + w.key;
+    rc = visit(&w, ix->addr, -1, NULL, NULL, 0);
+    for (unsigned i = 0; i <= BTREE_MAX_LEVEL; i++)
+        free(w.buf[i]);
     return rc;
 }

@@ -57,18 +57,20 @@ typedef struct ml_chunk_index {
 int ml_chunk_index_locate(const ml_chunk_file *f, uint64_t ohdr, ml_chunk_index *out);
 
 /* Receives one chunk of the index: its linear index (row-major over the
- * chunk grid), file offset (base included; UINT64_MAX if its stored size
- * is 0), stored size in bytes and filter mask. Returns 0 to go on, or a
+ * chunk grid), file offset (base included; UINT64_MAX if the index gives
+ * no address: never written, size 0), stored size in bytes (0 at a defined
+ * address is corrupt: the reader refuses it) and filter mask. Returns 0 to go on, or a
  * negative code, which stops the walk and is returned by it. */
 typedef int (*ml_chunk_emit_fn)(void *ctx, uint64_t index, uint64_t offset, uint64_t size,
                                 unsigned filter_mask);
 
 /* Walk the version 1 B-tree of `ix` (kind ML_CHUNK_INDEX_BTREE1) of a
  * dataset of `rank` dimensions `dims`, calling emit once for every chunk
- * it holds, in strictly increasing linear index. Returns 0, -ML_ECORRUPT
+ * it holds, in strictly increasing linear index: exactly the chunks that
+ * HDF5's read, descending by key, finds. Returns 0, -ML_ECORRUPT
  * (anything but a well-formed index of this dataset: bad signature, node
- * type or level, keys out of order or off the chunk grid, a node past the
- * end of the file), -ML_EINVAL (ix is not a v1 B-tree, its rank is not
+ * type or level, keys out of order, off the chunk grid or outside their
+ * parent's bounds, a node past the end of the file), -ML_EINVAL (ix is not a v1 B-tree, its rank is not
  * `rank`, or a chunk dimension is 0), -ENOMEM, -errno from pread, or emit's code. Chunks already
  * emitted when it fails stay emitted: the caller discards them. */
 int ml_chunk_index_walk(const ml_chunk_file *f, const ml_chunk_index *ix, unsigned rank,

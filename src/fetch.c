@@ -340,6 +340,25 @@ static int run_batch(ml_fetcher *f, plan *p, size_t np, ml_error *err) {
     return 0;
 }
 
+/* A chunk the index gives is read only if HDF5 would read those bytes:
+ * its answer is not marked bad, a defined address has a stored size, and
+ * the stored bytes lie inside the file (L->eof). Else -ML_ECORRUPT naming
+ * the chunk; never a guess. */
+static int check_chunk(ml_fetcher *f, const plan *c, ml_error *err) {
+    const ml_chunk_info *ci = &c->info;
+    if (ci->addr == UINT64_MAX)
+        return 0;
+    const char *why = ci->bad ? ci->bad
+                      : ci->size == 0 ? "a defined address with a stored size of 0"
+                      : !ml_layout_in_file(f->L, ci->addr, ci->size) ? "its stored bytes lie past the end of the file"
+                                                                     : NULL;
+    if (!why)
+        return 0;
+    char what[160];
+    snprintf(what, sizeof what, "corrupt chunk index (%s)", why);
+    return report(err, f, -ML_ECORRUPT, c->row0, c->n, what, c->index);
+}
+
 /* Plan the chunks of rows [row0, row0 + n) into f->plans after *np,
  * running a batch whenever MAX_BATCH chunks are planned: several ranges
  * planned one after another share the I/O batches. */
@@ -361,6 +380,10 @@ static int plan_chunked(ml_fetcher *f, uint64_t row0, uint64_t n, unsigned char 
             int rc = ml_layout_chunk(L, c->index, &c->info, err);
             if (rc < 0)
                 return rc;
+            c->row0 = row0;
+            c->n = n;
+            if ((rc = check_chunk(f, c, err)) < 0)
+                return rc;
             uint64_t rest = c->index;
             for (int d = (int)L->ndim - 1; d >= 0; d--) {
                 c->origin[d] = (rest % L->grid[d]) * L->chunk[d];
@@ -369,8 +392,6 @@ static int plan_chunked(ml_fetcher *f, uint64_t row0, uint64_t n, unsigned char 
             c->direct = whole_rows && c->origin[0] >= row0 && c->origin[0] + c0 <= row0 + n &&
                         c->origin[0] + c0 <= L->n_rows;
             c->dest = dest + (c->origin[0] - (c->direct ? row0 : c->origin[0])) * L->row_bytes;
-            c->row0 = row0;
-            c->n = n;
             c->base = dest;
             if (++*np == MAX_BATCH) {
                 if ((rc = run_batch(f, f->plans, *np, err)) < 0)
@@ -408,7 +429,7 @@ int ml_fetch_rows(ml_fetcher *f, uint64_t row0, uint64_t n, void *dest_, ml_erro
         }
         ml_io_req r = {.fd = f->fd, .offset = L->offset + row0 * L->row_bytes,
                        .len = n * L->row_bytes, .buf = dest};
-        int rc = read_reqs(f, &r, 1);
+        int rc = ml_layout_in_file(L, r.offset, r.len) ? read_reqs(f, &r, 1) : -ML_ETRUNC;
         if (rc < 0)
             return report(err, f, rc, row0, n, rc == -ML_ETRUNC ? "file truncated" : "read failed", UINT64_MAX);
         return 0;
@@ -455,15 +476,17 @@ int ml_fetch_runs(ml_fetcher *f, const ml_row_run *runs, size_t n, void *dest_, 
     ml_io_req *reqs = n <= MAX_BATCH ? f->reqs : NULL;
     if (!reqs && (ml_fault_alloc() < 0 || !(reqs = malloc(n * sizeof *reqs))))
         return report(err, f, -ENOMEM, runs[0].start, runs[0].count, "out of memory", UINT64_MAX);
+    size_t bad = n;
     for (size_t i = 0; i < n; i++) {
         reqs[i] = (ml_io_req){.fd = f->fd, .offset = L->offset + runs[i].start * L->row_bytes,
                               .len = runs[i].count * L->row_bytes, .buf = dest};
         dest += runs[i].count * L->row_bytes;
+        if (bad == n && !ml_layout_in_file(L, reqs[i].offset, reqs[i].len))
+            bad = i;
     }
-    int rc = read_reqs(f, reqs, n);
-    size_t bad = 0;
-    if (rc < 0)
-        while (bad + 1 < n && reqs[bad].result >= 0 && (size_t)reqs[bad].result == reqs[bad].len)
+    int rc = bad < n ? -ML_ETRUNC : read_reqs(f, reqs, n);
+    if (rc < 0 && bad == n)
+        for (bad = 0; bad + 1 < n && reqs[bad].result >= 0 && (size_t)reqs[bad].result == reqs[bad].len;)
             bad++;
     if (reqs != f->reqs)
         free(reqs);
@@ -482,14 +505,18 @@ int ml_fetch_rows_multi(ml_fetcher *f, const ml_row_run *runs, void *const *dest
     if (L->storage == ML_STORE_CONTIGUOUS && L->offset != UINT64_MAX && L->row_bytes && n > 1 &&
         n <= MAX_BATCH) {
         /* One batch of reads, each straight into its destination. */
-        for (size_t i = 0; i < n; i++)
+        size_t bad = n;
+        for (size_t i = 0; i < n; i++) {
             f->reqs[i] = (ml_io_req){.fd = f->fd, .offset = L->offset + runs[i].start * L->row_bytes,
                                      .len = runs[i].count * L->row_bytes, .buf = dests[i]};
-        int rc = read_reqs(f, f->reqs, n);
+            if (bad == n && !ml_layout_in_file(L, f->reqs[i].offset, f->reqs[i].len))
+                bad = i;
+        }
+        int rc = bad < n ? -ML_ETRUNC : read_reqs(f, f->reqs, n);
         if (rc < 0) {
-            size_t bad = 0;
-            while (bad + 1 < n && f->reqs[bad].result >= 0 && (size_t)f->reqs[bad].result == f->reqs[bad].len)
-                bad++;
+            if (bad == n)
+                for (bad = 0; bad + 1 < n && f->reqs[bad].result >= 0 && (size_t)f->reqs[bad].result == f->reqs[bad].len;)
+                    bad++;
             return report(err, f, rc, runs[bad].start, runs[bad].count,
                           rc == -ML_ETRUNC ? "file truncated" : "read failed", UINT64_MAX);
         }

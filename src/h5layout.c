@@ -8,24 +8,32 @@
  *    dataset opener and the type mapping, so both open files and name
  *    types one way.
  *  - An ml_layout is immutable after ml_layout_open() except for the chunk
- *    table (and the fields that say how it fills: table_state, table_why,
- *    lookups, all under h5_mutex). Every write to chunks[] happens under
- *    h5_mutex, and only to an entry whose known[i] is still 0; known[i] is
- *    then set with release order. Readers test known[i] with acquire order
- *    and read chunks[i] without the lock. So an entry, once published, is
- *    never written again, and an entry not yet published may hold
- *    anything (a failed one-pass fill leaves its attempt there).
+ *    table (chunk_table.c: its cache, and its one publication) and the
+ *    fields that say how it fills: table_state, table_why, lookups, all
+ *    under h5_mutex. Answers for a chunk are written once (the first
+ *    stands), so a reader never sees one change.
  *  - The table fills in one of two ways. By coordinate: the first touch of
- *    a chunk asks HDF5 (H5Dget_chunk_info_by_coord, which in 1.10 iterates
- *    the index up to that chunk: O(n) per chunk). In one pass: after
- *    LOOKUPS_BEFORE_FILL look-ups by coordinate, one thread, holding
- *    h5_mutex throughout, walks the index (chunk_index.c, for a layout-3
- *    v1 B-tree; H5Dchunk_iter, where this HDF5 has it, for the other index
- *    types), writes every unpublished entry, checks the result against
- *    HDF5 (the chunk count, a sample of entries, every entry already
- *    published), and only then publishes all entries. A pass that fails
- *    or disagrees publishes nothing and leaves the table by coordinate for
- *    good (FALLBACK): slower, never wrong.
+ *    a chunk asks HDF5 (H5Dget_chunk_info_by_coord, which in 1.10 scans
+ *    the index up to that chunk: O(n) per chunk, and in a damaged index
+ *    may find an entry H5Dread, which descends by key, would not: so each
+ *    answer is confirmed by key with H5Dget_chunk_storage_size, and one
+ *    that differs is marked bad, which reads as corrupt data). In one
+ *    pass: after LOOKUPS_BEFORE_FILL look-ups by coordinate, one thread,
+ *    holding h5_mutex throughout, walks the index (chunk_index.c, for a
+ *    layout-3 v1 B-tree, finding exactly what descent by key finds;
+ *    H5Dchunk_iter, where this HDF5 has it, for the other index types),
+ *    checks the result against HDF5 (the chunk count, a sample by key, the
+ *    ends by coordinate, every answer already given), and only then
+ *    publishes it. A pass that fails or disagrees publishes nothing and
+ *    leaves the table by coordinate for good (FALLBACK): slower, and
+ *    still never a guess.
+ *  - Nothing the file says sizes an allocation or a read unchecked: shape
+ *    products are overflow-checked and the dataset's bytes must fit in an
+ *    int64_t; the chunk table is sized by the chunks the index holds, not
+ *    by the grid; contiguous and compact data must be exactly the bytes
+ *    the shape needs and lie inside the file (eof: the smaller of its size
+ *    and the superblock's end-of-allocation); filter parameters HDF5's
+ *    filters refuse are refused at open.
  *  - HDF5 before 1.14.4 reports chunk addresses relative to the file's
  *    base address (the user block's size), H5Dget_offset absolute ones:
  *    api_base makes every chunk address a file offset.
@@ -36,7 +44,7 @@
  * Workload: one open per queue or dataset (milliseconds); then a few
  * look-ups by coordinate and, for a dataset read further, one pass over its
  * chunk index (for 10^6 chunks ~0.2 s with its check, under the lock), after
- * which every look-up is a lock-free table read. Waiting LOOKUPS_BEFORE_FILL
+ * which every look-up is a lock-free binary search of the table. Waiting LOOKUPS_BEFORE_FILL
  * look-ups first keeps a dataset of which one row is read from paying for
  * the pass and its check (several look-ups' worth), while a dataset that
  * is streamed pays a few cheap look-ups of its first chunks more.
@@ -112,6 +120,9 @@ void ml_type_free(ml_type *t) {
     free(t);
 }
 
+/* 1 and *out = a * b, or 0 if that overflows 64 bits. */
+static int mul_ok(uint64_t a, uint64_t b, uint64_t *out) { return !__builtin_mul_overflow(a, b, out); }
+
 /* Is this float type laid out as IEEE binary16/32/64? */
 static int float_is_ieee(hid_t tid, size_t size) {
     size_t spos, epos, esize, mpos, msize;
@@ -154,6 +165,10 @@ int ml_type_from_h5(hid_t tid, ml_type **out, ml_error *err,
         return ml_error_set(err, -ENOMEM, "out of memory");
     t->size = H5Tget_size(tid);
     H5T_class_t cls = H5Tget_class(tid);
+    if (t->size == 0) {
+        free(t);
+        return ml_error_set(err, -ML_EHDF5, "cannot read the size of a datatype in %s", where);
+    }
     switch (cls) {
     case H5T_INTEGER:
     case H5T_BITFIELD:
@@ -232,6 +247,10 @@ int ml_type_from_h5(hid_t tid, ml_type **out, ml_error *err,
             }
             rc = ml_type_from_h5(mt, &t->members[i], err, where);
             H5Tclose(mt);
+            /* Every member inside the compound: what numpy's dtype requires. */
+            if (rc == 0 && (t->member_offsets[i] > t->size || t->members[i]->size > t->size - t->member_offsets[i]))
+                rc = ml_error_set(err, -ML_ETYPE, "compound member '%s' lies outside its %zu-byte compound in %s",
+                                  t->member_names[i], t->size, where);
         }
         break;
     }
@@ -253,6 +272,14 @@ int ml_type_from_h5(hid_t tid, ml_type **out, ml_error *err,
         }
         rc = ml_type_from_h5(super, &t->base, err, where);
         H5Tclose(super);
+        /* The array's size must be its shape times its base: a numpy subarray. */
+        uint64_t n = 1;
+        for (unsigned i = 0; rc == 0 && i < t->ndim; i++)
+            if (!mul_ok(n, t->dims[i], &n))
+                n = 0;
+        if (rc == 0 && (!mul_ok(n, t->base->size, &n) || n != t->size))
+            rc = ml_error_set(err, -ML_ETYPE, "array type of %zu bytes is not its shape times its %zu-byte base in %s",
+                              t->size, t->base->size, where);
         break;
     }
     case H5T_VLEN:
@@ -349,40 +376,57 @@ static int h5_lib_ge(unsigned maj, unsigned min, unsigned rel) {
     return a != maj ? a > maj : b != min ? b > min : c >= rel;
 }
 
-/* What the chunk table's one-pass fill needs: the file's base address
- * (required: HDF5's chunk addresses are relative to it, so without it
- * nothing can be read), sizes of addresses and lengths, B-tree K, file
- * size, and the layout message's index. Anything but the base that cannot
- * be had leaves the table by coordinate (FALLBACK, with a reason). The
- * dataset's own file, which an external link makes another than
- * `filename`, is the one L->fd reads. Caller holds h5_mutex. Returns 0 or
- * -ML_EHDF5. */
-static int setup_chunk_index(ml_layout *L, ml_error *err, const char *where) {
+/* The file as every data read sees it: the base address (the user
+ * block's size: HDF5's chunk addresses are relative to it before 1.14.4,
+ * so without it nothing can be read), sizes of addresses and lengths,
+ * B-tree K, and the bound no read may pass, the smaller of the file's
+ * size and its end of allocation (HDF5 refuses a read past its EOA; a
+ * crafted superblock can put the EOA before the data). The dataset's own
+ * file, which an external link makes another than `filename`, is the one
+ * L->fd reads. Caller holds h5_mutex. Returns 0 or -ML_EHDF5 / -errno. */
+static int read_file_bounds(ml_layout *L, ml_error *err, const char *where) {
     hid_t file = H5Iget_file_id((hid_t)L->h5_dset);
     hid_t fcpl = file < 0 ? -1 : H5Fget_create_plist(file);
     hsize_t userblock = 0;
+    haddr_t eoa = HADDR_UNDEF;
     size_t sa = 0, ss = 0;
     unsigned k = 0;
     struct stat st;
-    uint64_t ohdr;
     int rc = 0;
     if (fcpl < 0 || H5Pget_userblock(fcpl, &userblock) < 0 || H5Pget_sizes(fcpl, &sa, &ss) < 0 ||
-        H5Pget_istore_k(fcpl, &k) < 0) {
+        H5Pget_istore_k(fcpl, &k) < 0 || H5Fget_eoa(file, &eoa) < 0 || eoa == HADDR_UNDEF) {
         rc = ml_error_set(err, -ML_EHDF5, "cannot read the file creation properties of %s", where);
         goto out;
     }
+    if (fstat(L->fd, &st) < 0) {
+        rc = ml_error_set(err, -errno, "cannot stat the file of %s: %s", where, strerror(errno));
+        goto out;
+    }
+    /* H5Fget_eoa is relative to the base, like every HDF5 address. */
+    uint64_t end = (uint64_t)eoa > UINT64_MAX - userblock ? UINT64_MAX : userblock + (uint64_t)eoa;
+    L->eof = (uint64_t)st.st_size < end ? (uint64_t)st.st_size : end;
     L->api_base = h5_lib_ge(1, 14, 4) ? 0 : (uint64_t)userblock;
-    L->cfile = (ml_chunk_file){.fd = L->fd, .base = userblock, .sizeof_addr = (unsigned)sa,
+    L->cfile = (ml_chunk_file){.fd = L->fd, .base = userblock, .size = L->eof, .sizeof_addr = (unsigned)sa,
                                .sizeof_size = (unsigned)ss, .btree_k = k};
+out:
+    if (fcpl >= 0)
+        H5Pclose(fcpl);
+    if (file >= 0)
+        H5Fclose(file);
+    return rc;
+}
+
+/* What the chunk table's one-pass fill needs beside the file's bounds:
+ * the layout message's index. Anything that cannot be had leaves the
+ * table by coordinate (FALLBACK, with a reason). Caller holds h5_mutex. */
+static void setup_chunk_index(ml_layout *L) {
+    uint64_t ohdr;
     L->cindex.kind = ML_CHUNK_INDEX_NONE;
-    if (fstat(L->fd, &st) < 0 || object_header_addr((hid_t)L->h5_dset, &ohdr) < 0) {
+    if (object_header_addr((hid_t)L->h5_dset, &ohdr) < 0) {
         L->table_why = "the object header's address is unknown";
-    } else {
-        L->cfile.size = (uint64_t)st.st_size;
-        if (ml_chunk_index_locate(&L->cfile, ohdr, &L->cindex) < 0) {
-            L->cindex.kind = ML_CHUNK_INDEX_NONE;
-            L->table_why = "the object header could not be parsed";
-        }
+    } else if (ml_chunk_index_locate(&L->cfile, ohdr, &L->cindex) < 0) {
+        L->cindex.kind = ML_CHUNK_INDEX_NONE;
+        L->table_why = "the object header could not be parsed";
     }
     if (L->cindex.kind == ML_CHUNK_INDEX_BTREE1) {
         /* The message must describe the dataset HDF5 describes. */
@@ -408,12 +452,38 @@ static int setup_chunk_index(ml_layout *L, ml_error *err, const char *where) {
     if (L->cindex.kind != ML_CHUNK_INDEX_BTREE1)
         L->table_state = ML_TABLE_FALLBACK;
 #endif
-out:
-    if (fcpl >= 0)
-        H5Pclose(fcpl);
-    if (file >= 0)
-        H5Fclose(file);
-    return rc;
+}
+
+/* HDF5 refuses a chunk of 4 GiB or more (H5Pset_chunk: "chunk size must be < 4GB"). */
+#define CHUNK_BYTES_MAX UINT64_C(0xFFFFFFFF)
+
+/* Refuse filter parameters HDF5's own filter would refuse on every read,
+ * so a chunk is never decoded with parameters HDF5 calls invalid (a
+ * shuffle of element size 0 would leave the bytes shuffled). nv: the
+ * number of client values the file holds, of which `values` has the
+ * first 8. Returns 0 or -ML_ECORRUPT. */
+static int check_filter(const ml_filter *f, const char *name, ml_error *err, const char *where) {
+    const char *bad = NULL;
+    switch (f->id) {
+    case ML_FILTER_DEFLATE: /* H5Z__filter_deflate: one value, a level of at most 9 */
+        if (f->n_values != 1 || f->values[0] > 9)
+            bad = "a deflate level other than one value of 0..9";
+        break;
+    case ML_FILTER_SHUFFLE: /* H5Z__filter_shuffle: one value, the element size, not 0 */
+        if (f->n_values != 1 || f->values[0] == 0)
+            bad = "a shuffle element size other than one non-zero value";
+        break;
+    case ML_FILTER_BLOSC: /* the blosc filter reads values 2 (type size) and 3 (chunk bytes) */
+        if (f->n_values < 4)
+            bad = "fewer than the 4 blosc parameters its filter reads";
+        break;
+    default: /* fletcher32 and lzf take no parameter they depend on to read */
+        break;
+    }
+    if (!bad)
+        return 0;
+    return ml_error_set(err, -ML_ECORRUPT, "%s has invalid parameters for filter '%s' (id %d, %zu value%s): %s",
+                        where, name, f->id, f->n_values, f->n_values == 1 ? "" : "s", bad);
 }
 
 static int read_chunk_meta(ml_layout *L, hid_t dcpl, ml_error *err,
@@ -421,16 +491,20 @@ static int read_chunk_meta(ml_layout *L, hid_t dcpl, ml_error *err,
     hsize_t chunk[H5S_MAX_RANK];
     if (H5Pget_chunk(dcpl, (int)L->ndim, chunk) != (int)L->ndim)
         return ml_error_set(err, -ML_EHDF5, "cannot read chunk shape of %s", where);
-    L->n_chunks = 1;
-    L->chunk_bytes = L->type->size;
+    uint64_t n_chunks = 1, chunk_bytes = L->type->size;
     for (unsigned d = 0; d < L->ndim; d++) {
         if (chunk[d] == 0)
             return ml_error_set(err, -ML_ESHAPE, "zero chunk dimension in %s", where);
         L->chunk[d] = chunk[d];
-        L->grid[d] = (L->dims[d] + chunk[d] - 1) / chunk[d];
-        L->n_chunks *= L->grid[d];
-        L->chunk_bytes *= chunk[d];
+        /* ceil without dims + chunk - 1, which can wrap */
+        L->grid[d] = L->dims[d] / chunk[d] + (L->dims[d] % chunk[d] != 0);
+        if (!mul_ok(n_chunks, L->grid[d], &n_chunks))
+            return ml_error_set(err, -ML_ESHAPE, "%s has more chunks than 2^64 (its chunk grid overflows)", where);
+        if (!mul_ok(chunk_bytes, chunk[d], &chunk_bytes) || chunk_bytes > CHUNK_BYTES_MAX)
+            return ml_error_set(err, -ML_ECORRUPT, "%s has chunks of 4 GiB or more, which HDF5 does not allow", where);
     }
+    L->n_chunks = n_chunks;
+    L->chunk_bytes = (size_t)chunk_bytes;
     int nf = H5Pget_nfilters(dcpl);
     if (nf < 0 || nf > ML_MAX_FILTERS)
         return ml_error_set(err, -ML_EHDF5, "cannot read filter pipeline of %s", where);
@@ -439,10 +513,10 @@ static int read_chunk_meta(ml_layout *L, hid_t dcpl, ml_error *err,
         ml_filter *f = &L->filters[i];
         size_t nv = 8;
         unsigned cfg = 0;
-        char name[64];
+        char name[64] = "";
         f->id = H5Pget_filter2(dcpl, (unsigned)i, &f->flags, &nv, f->values,
                                sizeof name, name, &cfg);
-        f->n_values = nv;
+        f->n_values = nv; /* the file's count: values[] holds the first 8 */
         if (f->id < 0)
             return ml_error_set(err, -ML_EHDF5, "cannot read filter %d of %s", i, where);
         if (!ml_decode_supports(f->id)) {
@@ -455,16 +529,15 @@ static int read_chunk_meta(ml_layout *L, hid_t dcpl, ml_error *err,
                                     where, name, f->id);
             L->storage = ML_STORE_SLOW;
             L->slow_reason = "a filter multiload does not decode natively";
+        } else {
+            int rc = check_filter(f, name, err, where);
+            if (rc < 0)
+                return rc;
         }
     }
-    if (L->storage == ML_STORE_SLOW)
-        return 0;
-    L->chunks = calloc(L->n_chunks, sizeof *L->chunks);
-    L->known = calloc(L->n_chunks, sizeof *L->known);
-    if (!L->chunks || !L->known)
-        return ml_error_set(err, -ENOMEM, "out of memory for the chunk table of %s (%llu chunks)",
-                            where, (unsigned long long)L->n_chunks);
-    return setup_chunk_index(L, err, where);
+    if (L->storage != ML_STORE_SLOW)
+        setup_chunk_index(L);
+    return 0;
 }
 
 static int read_fill(ml_layout *L, hid_t dcpl, ml_error *err, const char *where) {
@@ -524,6 +597,45 @@ static int follow_external_file(ml_layout *L, int *slow, ml_error *err) {
     return rc;
 }
 
+/* A contiguous extent must be exactly the bytes the dataspace needs: newer
+ * HDF5 refuses a size that disagrees, and 1.10 reads past the extent's end
+ * with it. That it lies inside the file is checked per read, as HDF5 does
+ * (rows before a cut still read). Caller holds h5_mutex. Returns 0 or
+ * -ML_ECORRUPT. */
+static int check_contiguous(ml_layout *L, hid_t dset, uint64_t total, ml_error *err, const char *where) {
+    if (L->offset == UINT64_MAX || total == 0)
+        return 0;
+    hsize_t stored = H5Dget_storage_size(dset);
+    if ((uint64_t)stored != total)
+        return ml_error_set(err, -ML_ECORRUPT, "%s stores %llu bytes, but its shape needs %llu (damaged layout "
+                            "or dataspace)", where, (unsigned long long)stored, (unsigned long long)total);
+    if (L->offset > UINT64_MAX - total)
+        return ml_error_set(err, -ML_ECORRUPT, "the data of %s lies past the end of any file (address %llu)",
+                            where, (unsigned long long)L->offset);
+    return 0;
+}
+
+/* HDF5's limit on a compact dataset's data: the layout message holds its
+ * size in 16 bits. */
+#define COMPACT_BYTES_MAX 65535u
+
+/* Read a compact dataset whole into L->mem. Its stored size must equal the
+ * (overflow-checked) bytes of its shape before HDF5 reads it: 1.10.8 reads
+ * past its own buffer when they disagree. Caller holds h5_mutex. Returns 0,
+ * -ML_ECORRUPT, -ENOMEM or -ML_EHDF5. */
+static int read_compact(ml_layout *L, hid_t dset, uint64_t total, ml_error *err, const char *where) {
+    hsize_t stored = H5Dget_storage_size(dset);
+    if ((uint64_t)stored != total || total > COMPACT_BYTES_MAX)
+        return ml_error_set(err, -ML_ECORRUPT, "compact %s stores %llu bytes, but its shape needs %llu (damaged "
+                            "layout or dataspace)", where, (unsigned long long)stored, (unsigned long long)total);
+    L->mem = malloc(total ? (size_t)total : 1);
+    if (!L->mem)
+        return ml_error_set(err, -ENOMEM, "out of memory");
+    if (total && H5Dread(dset, (hid_t)L->h5_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, L->mem) < 0)
+        return ml_error_set(err, -ML_EHDF5, "cannot read compact %s", where);
+    return 0;
+}
+
 /* Fill everything after the HDF5 handles are open. Caller holds h5_mutex. */
 static int describe(ml_layout *L, ml_error *err) {
     char where[600];
@@ -558,14 +670,28 @@ static int describe(ml_layout *L, ml_error *err) {
     hsize_t dims[H5S_MAX_RANK];
     H5Sget_simple_extent_dims(space, dims, NULL);
     L->ndim = (unsigned)nd;
-    L->row_elems = 1;
+    /* Every size below is a product of numbers from the file: each is
+     * overflow-checked, and the whole dataset's bytes must fit in an
+     * int64_t, so n * row_bytes is safe anywhere for n <= n_rows. */
+    uint64_t row_elems = 1, row_bytes = 0, total = 0;
+    int fits = 1;
     for (int d = 0; d < nd; d++) {
         L->dims[d] = dims[d];
         if (d > 0)
-            L->row_elems *= dims[d];
+            fits = fits && mul_ok(row_elems, dims[d], &row_elems);
     }
     L->n_rows = dims[0];
-    L->row_bytes = L->row_elems * L->type->size;
+    if (!fits || !mul_ok(row_elems, L->type->size, &row_bytes) ||
+        !mul_ok(row_bytes, L->n_rows, &total) || total > (uint64_t)INT64_MAX || row_bytes > SIZE_MAX) {
+        rc = ml_error_set(err, -ML_ESHAPE, "%s is too large to address: its shape times its %zu-byte elements "
+                          "overflows 2^63 bytes (a damaged dataspace?)", where, L->type->size);
+        goto out;
+    }
+    L->row_elems = (size_t)row_elems;
+    L->row_bytes = (size_t)row_bytes;
+    rc = read_file_bounds(L, err, where);
+    if (rc < 0)
+        goto out;
 
     dcpl = H5Dget_create_plist(dset);
     if (dcpl < 0) {
@@ -584,17 +710,13 @@ static int describe(ml_layout *L, ml_error *err) {
         L->storage = ML_STORE_CONTIGUOUS;
         haddr_t off = H5Dget_offset(dset);
         L->offset = off == HADDR_UNDEF ? UINT64_MAX : (uint64_t)off;
+        rc = check_contiguous(L, dset, total, err, where);
     } else if (lay == H5D_CHUNKED) {
         L->storage = ML_STORE_CHUNKED;
         rc = read_chunk_meta(L, dcpl, err, where);
     } else if (lay == H5D_COMPACT) {
         L->storage = ML_STORE_MEMORY;
-        size_t total = (size_t)L->n_rows * L->row_bytes;
-        L->mem = malloc(total ? total : 1);
-        if (!L->mem)
-            rc = ml_error_set(err, -ENOMEM, "out of memory");
-        else if (total && H5Dread(dset, (hid_t)L->h5_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, L->mem) < 0)
-            rc = ml_error_set(err, -ML_EHDF5, "cannot read compact %s", where);
+        rc = read_compact(L, dset, total, err, where);
     } else {
         L->storage = ML_STORE_SLOW;
         L->slow_reason = "a virtual dataset";
@@ -683,6 +805,10 @@ int ml_layout_open(const char *filename, const char *path, ml_layout **out,
     L->fd = -1;
     L->h5_file = L->h5_dset = L->h5_type = -1;
     L->offset = UINT64_MAX;
+    if ((rc = ml_chunk_table_init(&L->table)) < 0) {
+        free(L);
+        return ml_error_set(err, rc, "cannot set up the chunk table: %s", ml_strerror(rc));
+    }
     L->filename = strdup(filename);
     L->path = strdup(path);
     if (!L->filename || !L->path) {
@@ -742,81 +868,135 @@ void ml_layout_unref(ml_layout *L) {
         close(L->fd);
     ml_type_free(L->type);
     free(L->fill);
-    free(L->chunks);
-    free((void *)L->known);
+    ml_chunk_table_destroy(&L->table);
     free(L->mem);
     free(L->filename);
     free(L->path);
     free(L);
 }
 
-/* Ask HDF5 where chunk `index` is, as a file offset (UINT64_MAX: not
- * allocated). Caller holds h5_mutex. Returns 0 or -ML_EHDF5. */
-static int lookup_by_coord(ml_layout *L, uint64_t index, ml_chunk_info *out) {
-    hsize_t coord[H5S_MAX_RANK];
+/* Element coordinates of chunk `index`'s corner. */
+static void chunk_coord(const ml_layout *L, uint64_t index, hsize_t *coord) {
     uint64_t rest = index;
     for (int d = (int)L->ndim - 1; d >= 0; d--) {
         coord[d] = (rest % L->grid[d]) * L->chunk[d];
         rest /= L->grid[d];
     }
-    unsigned mask = 0;
-    haddr_t addr = HADDR_UNDEF;
-    hsize_t size = 0;
-    if (H5Dget_chunk_info_by_coord((hid_t)L->h5_dset, coord, &mask, &addr, &size) < 0)
-        return -ML_EHDF5;
-    int none = addr == HADDR_UNDEF || size == 0;
-    if (!none && (uint64_t)addr > UINT64_MAX - 1 - L->api_base)
-        return -ML_EHDF5;
-    *out = (ml_chunk_info){
-        .addr = none ? UINT64_MAX : (uint64_t)addr + L->api_base,
-        .size = size,
-        .filter_mask = mask,
-    };
+}
+
+/* HDF5's address of a chunk as a file offset, UINT64_MAX if undefined or
+ * past any file. */
+static uint64_t file_offset(const ml_layout *L, haddr_t addr) {
+    if (addr == HADDR_UNDEF || (uint64_t)addr > UINT64_MAX - 1 - L->api_base)
+        return UINT64_MAX;
+    return (uint64_t)addr + L->api_base;
+}
+
+/* H5Ewalk2's callback: count the frames, keep the innermost's text. */
+typedef struct error_walk {
+    unsigned frames;
+    const char *innermost;
+} error_walk;
+
+static herr_t note_frame(unsigned n, const H5E_error2_t *e, void *ctx) {
+    error_walk *w = ctx;
+    (void)n;
+    w->frames++;
+    w->innermost = e->desc;
     return 0;
 }
 
-static int same_chunk(const ml_chunk_info *a, const ml_chunk_info *b) {
-    return a->addr == b->addr && a->size == b->size && a->filter_mask == b->filter_mask;
+/* Did the HDF5 call that just failed fail only because the chunk it
+ * looked up by key has no storage? HDF5 1.10 says so with an error of two
+ * frames; a failed descent (a damaged index) leaves deeper ones. Caller
+ * holds h5_mutex. */
+static int failed_unallocated(void) {
+    error_walk w = {0};
+    if (H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, note_frame, &w) < 0)
+        return 0;
+    return w.frames <= 2 && w.innermost && strstr(w.innermost, "not allocated");
 }
 
-/* The one-pass fill's state: what was written, and what to check. */
+/* The stored size of chunk `index` as HDF5's read finds it: by key from
+ * the index's root (H5Dget_chunk_storage_size, O(log n) in a B-tree),
+ * 0 if never written. Caller holds h5_mutex. Returns 0 or -ML_EHDF5. */
+static int keyed_size(ml_layout *L, uint64_t index, uint64_t *size) {
+    hsize_t coord[H5S_MAX_RANK], nbytes = 0;
+    chunk_coord(L, index, coord);
+    if (H5Dget_chunk_storage_size((hid_t)L->h5_dset, coord, &nbytes) < 0) {
+        if (!failed_unallocated())
+            return -ML_EHDF5;
+        nbytes = 0;
+    }
+    *size = nbytes;
+    return 0;
+}
+
+/* Does a keyed size agree with an entry's? For unfiltered data HDF5's
+ * keyed look-up reports the chunk's full size whatever the index stores
+ * (and H5Dread reads that many bytes), so only "written or not" can be
+ * compared there. */
+static int keyed_agrees(const ml_layout *L, uint64_t keyed, const ml_chunk_info *ci) {
+    if (ci->addr == UINT64_MAX)
+        return keyed == 0;
+    return L->n_filters == 0 ? keyed != 0 || ci->size == 0 : keyed == ci->size;
+}
+
+/* Ask HDF5 where chunk `index` is. HDF5 1.10's answer by coordinate comes
+ * from a scan over every entry of the index, where H5Dread descends by
+ * key: in a damaged index the two can differ, so the answer is confirmed
+ * by key (same stored size; never written both ways) and marked bad when
+ * it is not. Caller holds h5_mutex. Returns 0 or -ML_EHDF5. */
+static int lookup_by_coord(ml_layout *L, uint64_t index, ml_chunk_info *out) {
+    hsize_t coord[H5S_MAX_RANK];
+    chunk_coord(L, index, coord);
+    unsigned mask = 0;
+    haddr_t addr = HADDR_UNDEF;
+    hsize_t size = 0;
+    uint64_t keyed = 0;
+    if (H5Dget_chunk_info_by_coord((hid_t)L->h5_dset, coord, &mask, &addr, &size) < 0 ||
+        keyed_size(L, index, &keyed) < 0)
+        return -ML_EHDF5;
+    uint64_t off = file_offset(L, addr);
+    *out = (ml_chunk_info){.addr = off, .size = off == UINT64_MAX ? 0 : size, .filter_mask = mask};
+    if (addr != HADDR_UNDEF && off == UINT64_MAX)
+        out->bad = "its address lies past any file";
+    else if (!keyed_agrees(L, keyed, out))
+        out->bad = "the chunk index answers differently by key than by coordinate";
+    return 0;
+}
+
+/* The one-pass fill's state: the entries the index gave, sorted by index. */
 typedef struct fill_ctx {
     ml_layout *L;
-    uint64_t count;       /* chunks the index gave */
-    uint64_t expect;      /* chunks HDF5 counts (H5Dget_num_chunks) */
-    uint64_t ordinal[5];  /* the count at which to note a sample: first, quarters, last */
-    uint64_t sample[5];   /* linear index of each noted chunk, UINT64_MAX = none */
-    uint64_t next;        /* walk only: index after the last chunk given */
-    uint64_t gap;         /* walk only: first index of a chunk the index lacks */
-    const char *why;      /* static reason of a refusal */
+    ml_chunk_entry *entries; /* owned until published */
+    uint64_t count, cap;     /* entries given; allocated */
+    uint64_t expect;         /* chunks HDF5 counts (H5Dget_num_chunks) */
+    const char *why;         /* static reason of a refusal */
 } fill_ctx;
 
-/* One chunk of the index into the table: written if unpublished, compared
- * if published. Caller (the fill) holds h5_mutex. */
+/* One chunk of the index into the fill's entries. Caller (the fill) holds
+ * h5_mutex. Returns 0, -ML_ECORRUPT or -ENOMEM. */
 static int fill_one(void *ctx_, uint64_t index, uint64_t offset, uint64_t size, unsigned mask) {
     fill_ctx *c = ctx_;
-    ml_layout *L = c->L;
-    ml_chunk_info ci = {.addr = offset, .size = size, .filter_mask = mask};
-    if (index >= L->n_chunks || c->count >= c->expect) {
+    if (index >= c->L->n_chunks || c->count >= c->expect) {
         c->why = "the chunk index holds more chunks than HDF5 counts";
         return -ML_ECORRUPT;
     }
-    /* Relaxed: known[] is stored only under h5_mutex, which we hold. */
-    if (atomic_load_explicit(&L->known[index], memory_order_relaxed)) {
-        if (!same_chunk(&L->chunks[index], &ci)) {
-            c->why = "the chunk index disagrees with HDF5's answer for a chunk";
-            return -ML_ECORRUPT;
+    if (c->count == c->cap) {
+        /* Bounded by HDF5's count, itself bounded by what the file holds. */
+        uint64_t cap = c->cap ? 2 * c->cap : 64;
+        cap = cap < c->expect ? cap : c->expect;
+        ml_chunk_entry *grown = cap > SIZE_MAX / sizeof *grown ? NULL : realloc(c->entries, cap * sizeof *grown);
+        if (!grown) {
+            c->why = "out of memory for the chunk table";
+            return -ENOMEM;
         }
-    } else {
-        L->chunks[index] = ci;
+        c->entries = grown;
+        c->cap = cap;
     }
-    for (unsigned s = 0; s < 5; s++)
-        if (c->ordinal[s] == c->count)
-            c->sample[s] = index;
-    if (c->gap == UINT64_MAX && index > c->next)
-        c->gap = c->next;
-    c->next = index + 1;
-    c->count++;
+    c->entries[c->count++] = (ml_chunk_entry){
+        .index = index, .info = {.addr = offset, .size = offset == UINT64_MAX ? 0 : size, .filter_mask = mask}};
     return 0;
 }
 
@@ -833,18 +1013,73 @@ static int iter_one(const hsize_t *offset, unsigned mask, haddr_t addr, hsize_t 
         }
         index = index * L->grid[d] + offset[d] / L->chunk[d];
     }
-    int none = addr == HADDR_UNDEF || size == 0;
-    if (!none && (uint64_t)addr > UINT64_MAX - 1 - L->api_base) {
+    uint64_t off = file_offset(L, addr);
+    if (addr != HADDR_UNDEF && off == UINT64_MAX) {
         c->why = "H5Dchunk_iter gave an address past any file";
         return H5_ITER_ERROR;
     }
-    uint64_t off = none ? UINT64_MAX : (uint64_t)addr + L->api_base;
     return fill_one(c, index, off, size, mask) < 0 ? H5_ITER_ERROR : H5_ITER_CONT;
+}
+
+static int entry_cmp(const void *a, const void *b) {
+    uint64_t x = ((const ml_chunk_entry *)a)->index, y = ((const ml_chunk_entry *)b)->index;
+    return x < y ? -1 : x > y;
 }
 #endif
 
-/* Fill every unpublished entry in one pass over the index, check, publish
- * (the protocol in the opening comment). Caller holds h5_mutex. */
+/* Entries sampled against HDF5's keyed look-up (cheap: O(log n) each). */
+#define KEYED_SAMPLES 64
+
+/* The filled entries against HDF5: the count, a sample of entries and a
+ * chunk the index lacks by key, the first and last by coordinate (with
+ * their addresses), and every answer already given by coordinate. Caller
+ * holds h5_mutex. Returns 1 if all agree. */
+static int fill_agrees(ml_layout *L, fill_ctx *c) {
+    if (c->count != c->expect) {
+        c->why = "the chunk index holds fewer chunks than HDF5 counts";
+        return 0;
+    }
+    for (uint64_t i = 1; i < c->count; i++)
+        if (c->entries[i].index <= c->entries[i - 1].index) {
+            c->why = "the chunk index lists a chunk twice";
+            return 0;
+        }
+    uint64_t step = c->count / KEYED_SAMPLES + 1;
+    for (uint64_t i = 0; i < c->count; i += step) {
+        uint64_t size = 0;
+        if (keyed_size(L, c->entries[i].index, &size) < 0 || !keyed_agrees(L, size, &c->entries[i].info)) {
+            c->why = "the chunk index disagrees with HDF5's keyed look-up";
+            return 0;
+        }
+    }
+    /* The first chunk the index lacks must be unwritten by key too. */
+    uint64_t gap = 0;
+    while (gap < c->count && c->entries[gap].index == gap)
+        gap++;
+    uint64_t size = 0;
+    if (gap < L->n_chunks && (keyed_size(L, gap, &size) < 0 || size != 0)) {
+        c->why = "HDF5 finds a chunk that the chunk index lacks";
+        return 0;
+    }
+    uint64_t ends[2] = {0, c->count ? c->count - 1 : 0};
+    for (unsigned e = 0; e < 2 && c->count; e++) {
+        ml_chunk_info h;
+        const ml_chunk_info *w = &c->entries[ends[e]].info;
+        if (lookup_by_coord(L, c->entries[ends[e]].index, &h) < 0 || h.bad || h.addr != w->addr ||
+            h.size != w->size || h.filter_mask != w->filter_mask) {
+            c->why = "the walked chunk index disagrees with HDF5";
+            return 0;
+        }
+    }
+    if (!ml_chunk_table_agrees(&L->table, c->entries, c->count)) {
+        c->why = "the chunk index disagrees with HDF5's answer for a chunk";
+        return 0;
+    }
+    return 1;
+}
+
+/* Fill the whole table in one pass over the index, check, publish (the
+ * protocol in the opening comment). Caller holds h5_mutex. */
 static void fill_table(ml_layout *L) {
     if (L->table_state != ML_TABLE_LAZY)
         return;
@@ -859,17 +1094,7 @@ static void fill_table(ml_layout *L) {
         L->table_why = "HDF5 cannot count the chunks";
         return;
     }
-    fill_ctx c = {.L = L, .expect = expect, .next = 0, .gap = UINT64_MAX};
-    uint64_t last = expect ? expect - 1 : 0;
-    uint64_t ord[5] = {0, last / 4, last / 2, last - last / 4, last};
-    for (unsigned s = 0; s < 5; s++) {
-        c.ordinal[s] = expect ? ord[s] : UINT64_MAX;
-        c.sample[s] = UINT64_MAX;
-    }
-    /* Chunks the index does not list were never written. */
-    for (uint64_t i = 0; i < L->n_chunks; i++)
-        if (!atomic_load_explicit(&L->known[i], memory_order_relaxed))
-            L->chunks[i] = (ml_chunk_info){.addr = UINT64_MAX};
+    fill_ctx c = {.L = L, .expect = expect};
     int rc = 0;
     if (walk) {
         rc = ml_chunk_index_walk(&L->cfile, &L->cindex, L->ndim, L->dims, fill_one, &c);
@@ -883,46 +1108,23 @@ static void fill_table(ml_layout *L) {
         rc = -ML_EHDF5;
         if (!c.why)
             c.why = "H5Dchunk_iter failed";
+    } else if (c.count > 1) {
+        qsort(c.entries, c.count, sizeof *c.entries, entry_cmp);
     }
 #endif
-    if (rc == 0 && c.count != expect) {
-        rc = -ML_ECORRUPT;
-        c.why = "the chunk index holds fewer chunks than HDF5 counts";
-    }
-    if (rc == 0 && walk) {
-        /* Our walk against HDF5: the first, last and quartile chunks, and
-         * one the index lacks (each look-up costs up to one O(n) pass). */
-        if (c.gap == UINT64_MAX && c.next < L->n_chunks)
-            c.gap = c.next;
-        uint64_t check[6];
-        memcpy(check, c.sample, sizeof c.sample);
-        check[5] = c.gap;
-        for (unsigned s = 0; s < 6 && rc == 0; s++) {
-            ml_chunk_info h;
-            if (check[s] == UINT64_MAX || (s > 0 && check[s] == check[s - 1]))
-                continue;
-            if (lookup_by_coord(L, check[s], &h) < 0 || !same_chunk(&h, &L->chunks[check[s]])) {
-                rc = -ML_ECORRUPT;
-                c.why = "the walked chunk index disagrees with HDF5";
-            }
-        }
-    }
-    if (rc < 0) {
+    if (rc < 0 || !fill_agrees(L, &c)) {
+        free(c.entries);
         L->table_state = ML_TABLE_FALLBACK;
         L->table_why = c.why;
         return;
     }
-    for (uint64_t i = 0; i < L->n_chunks; i++)
-        if (!atomic_load_explicit(&L->known[i], memory_order_relaxed))
-            /* release: publishes chunks[i], written above, to the lock-free
-             * readers of ml_layout_chunk. */
-            atomic_store_explicit(&L->known[i], 1, memory_order_release);
+    ml_chunk_table_publish(&L->table, c.entries, c.count);
     L->table_state = walk ? ML_TABLE_WALKED : ML_TABLE_ITERATED;
     L->table_why = NULL;
 }
 
 ml_table_state ml_layout_fill_table(ml_layout *L) {
-    if (!L->chunks)
+    if (L->storage != ML_STORE_CHUNKED)
         return ML_TABLE_FALLBACK;
     ml_h5_lock();
     fill_table(L);
@@ -933,37 +1135,27 @@ ml_table_state ml_layout_fill_table(ml_layout *L) {
 
 int ml_layout_chunk(ml_layout *L, uint64_t index, ml_chunk_info *info,
                     ml_error *err) {
-    /* acquire: pairs with the release stores here and in fill_table, so
-     * chunks[index] is complete. */
-    if (atomic_load_explicit(&L->known[index], memory_order_acquire)) {
-        *info = L->chunks[index];
+    if (index >= L->n_chunks)
+        return ml_error_set(err, -ML_EINVAL, "chunk %llu is off the grid of dataset '%s' in file '%s' (%llu chunks)",
+                            (unsigned long long)index, L->path, L->filename, (unsigned long long)L->n_chunks);
+    if (ml_chunk_table_get(&L->table, index, info))
         return 0;
-    }
     ml_h5_lock();
     if (L->table_state == ML_TABLE_LAZY && L->lookups >= LOOKUPS_BEFORE_FILL)
         fill_table(L);
-    /* Another thread (or the fill just above) may have filled the entry
-     * while we waited for the lock: then chunks[index] must not be written
-     * again (a reader that saw known[index] may be reading it). Relaxed
-     * suffices here: every store to known[] happens under h5_mutex, which
-     * orders it. */
-    if (atomic_load_explicit(&L->known[index], memory_order_relaxed)) {
-        *info = L->chunks[index];
+    /* Another thread (or the fill just above) may have answered while we
+     * waited for the lock: the first answer stands. */
+    if (ml_chunk_table_get(&L->table, index, info)) {
         ml_h5_unlock();
         return 0;
     }
     L->lookups++;
     ml_chunk_info ci;
-    if (lookup_by_coord(L, index, &ci) < 0) {
-        ml_h5_unlock();
-        return ml_error_set(err, -ML_EHDF5, "cannot look up chunk %llu of dataset '%s' in file '%s'",
-                            (unsigned long long)index, L->path, L->filename);
-    }
-    L->chunks[index] = ci;
-    /* release: publishes chunks[index] to the lock-free readers above.
-     * Written once, under the lock, before known[index] becomes 1. */
-    atomic_store_explicit(&L->known[index], 1, memory_order_release);
+    int rc = lookup_by_coord(L, index, &ci) < 0 ? -ML_EHDF5 : ml_chunk_table_remember(&L->table, index, &ci);
     ml_h5_unlock();
+    if (rc < 0)
+        return ml_error_set(err, rc, "cannot look up chunk %llu of dataset '%s' in file '%s'%s",
+                            (unsigned long long)index, L->path, L->filename, rc == -ENOMEM ? ": out of memory" : "");
     *info = ci;
     return 0;
 }

@@ -15,6 +15,7 @@
 #include <pthread.h>
 
 #include "chunk_index.h"
+#include "chunk_table.h"
 #include "error.h"
 
 #define ML_MAX_DIMS 32
@@ -59,14 +60,6 @@ typedef struct ml_filter {
     unsigned values[8];      /* client data (first 8) */
 } ml_filter;
 
-/* One chunk's place in the file: from a one-pass read of the chunk index,
- * or looked up by coordinate on first touch (h5layout.c says when). */
-typedef struct ml_chunk_info {
-    uint64_t addr;           /* file offset; UINT64_MAX = not allocated */
-    uint64_t size;           /* stored bytes */
-    unsigned filter_mask;    /* bit i set: filter i was skipped */
-} ml_chunk_info;
-
 /* How the chunk table is being filled (h5layout.c's opening comment). */
 typedef enum ml_table_state {
     ML_TABLE_LAZY = 0,  /* by coordinate on first touch; a one-pass fill may follow */
@@ -83,11 +76,16 @@ typedef struct ml_layout {
     int fd;                      /* owned O_RDONLY descriptor of the file HDF5 opened: every
                                     data read uses it, so a file renamed over or deleted
                                     after open is still the one read (never mixed) */
+    uint64_t eof;                /* file offset no data read may pass: the smaller of the
+                                    file's size and the superblock's end of allocation
+                                    (HDF5 refuses reads past either) */
     unsigned ndim;               /* >= 1 */
     uint64_t dims[ML_MAX_DIMS];  /* dataset shape */
     uint64_t n_rows;             /* dims[0] */
     size_t row_elems;            /* elements in one row (product of dims[1:]) */
-    size_t row_bytes;            /* row_elems * type->size */
+    size_t row_bytes;            /* row_elems * type->size; n_rows * row_bytes fits in
+                                    int64_t (checked at open), so does n * row_bytes for
+                                    any n <= n_rows */
     ml_type *type;               /* owned */
     ml_storage storage;
     const char *slow_reason;     /* static string, set when storage == SLOW */
@@ -96,13 +94,13 @@ typedef struct ml_layout {
     /* chunked */
     uint64_t chunk[ML_MAX_DIMS]; /* chunk shape */
     uint64_t grid[ML_MAX_DIMS];  /* chunks per dim (ceil) */
-    uint64_t n_chunks;           /* product of grid */
-    size_t chunk_bytes;          /* decoded bytes of one chunk */
+    uint64_t n_chunks;           /* product of grid (overflow-checked) */
+    size_t chunk_bytes;          /* decoded bytes of one chunk, < 4 GiB as HDF5 requires */
     unsigned n_filters;
     ml_filter filters[ML_MAX_FILTERS];
     unsigned char *fill;         /* type->size bytes, NULL = zeros; owned */
-    ml_chunk_info *chunks;       /* n_chunks entries, owned; valid where known[i] */
-    _Atomic unsigned char *known;/* per chunk: 1 once chunks[i] is filled (release/acquire) */
+    ml_chunk_table table;        /* where the chunks lie (chunk_table.h); initialised for
+                                    every layout, used by ML_STORE_CHUNKED */
     ml_chunk_file cfile;         /* the file as the index walk reads it (fd = the layout's);
                                     set at open, then read-only */
     ml_chunk_index cindex;       /* the layout message's index; kind NONE if not found.
@@ -118,6 +116,12 @@ typedef struct ml_layout {
     int64_t h5_file, h5_dset, h5_type;
 } ml_layout;
 
+/* 1 if the bytes [off, off + len) lie inside what a read of L's file may
+ * touch (L->eof), without overflow. */
+static inline int ml_layout_in_file(const ml_layout *L, uint64_t off, uint64_t len) {
+    return off <= L->eof && len <= L->eof - off;
+}
+
 /* Open `path` in `filename` read-only and describe it. On success *out owns
  * one reference. Errors: -ENOENT (file), -ML_ENOTHDF5, -ML_ENOTFOUND,
  * -ML_ENOTDSET, -ML_ETYPE, -ML_ESHAPE, -ML_EHDF5; detail in err. */
@@ -128,9 +132,11 @@ void ml_layout_ref(ml_layout *L);
 /* Drop a reference; frees at zero. Accepts NULL. */
 void ml_layout_unref(ml_layout *L);
 
-/* Fill *info for the chunk at linear index `index` (row-major over grid).
- * Thread-safe; the first look-up of a chunk takes the HDF5 lock, and may
- * fill the whole table in one pass. Returns 0 or -ML_EHDF5. */
+/* Fill *info for the chunk at linear index `index` (row-major over grid,
+ * < n_chunks). Thread-safe; the first look-up of a chunk takes the HDF5
+ * lock, and may fill the whole table in one pass. info->bad is set when
+ * HDF5's answers for the chunk disagree (corrupt index). Returns 0,
+ * -ML_EINVAL (index off the grid), -ENOMEM or -ML_EHDF5. */
 int ml_layout_chunk(ml_layout *L, uint64_t index, ml_chunk_info *info,
                     ml_error *err);
 

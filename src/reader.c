@@ -402,8 +402,9 @@ static int rows_cached(ml_reader *r, const ml_layout *L, uint64_t row0, uint64_t
         memcpy(dest, (const unsigned char *)L->mem + row0 * L->row_bytes, n * L->row_bytes);
         return 0;
     }
-    if (L->storage != ML_STORE_CONTIGUOUS || L->offset == UINT64_MAX)
-        return -EAGAIN;
+    if (L->storage != ML_STORE_CONTIGUOUS || L->offset == UINT64_MAX ||
+        !ml_layout_in_file(L, L->offset + row0 * L->row_bytes, n * L->row_bytes))
+        return -EAGAIN; /* past the file's end: the worker's fetch names the error */
     return read_cached(r, L->fd, L->offset + row0 * L->row_bytes, n * L->row_bytes, dest);
 }
 
@@ -861,6 +862,8 @@ static int runs_cached_batch(worker *w, const ml_layout *L, const ml_row_run *ru
         w->reqs[i] = (ml_io_req){.fd = L->fd, .offset = L->offset + runs[i].start * L->row_bytes, .len = len,
                                  .buf = dest, .nowait = 1};
         dest += len;
+        if (!ml_layout_in_file(L, w->reqs[i].offset, len))
+            return -EAGAIN; /* past the file's end: the worker's fetch names the error */
     }
     int rc = ml_io_read(w->nio, w->reqs, n);
     if (rc == -EOPNOTSUPP || rc == -EINVAL || rc == -ENOSYS) {
