@@ -1,0 +1,244 @@
+/* fuzz_chunk_index.c - coverage-guided fuzz target for the chunk-index
+ * parser the core owns (src/chunk_index.c): ml_chunk_index_locate, which
+ * parses a dataset's object header down to its Data Layout message, and
+ * ml_chunk_index_walk, which walks the version 1 B-tree it names.
+ *
+ * An input is a small parameter header (harness.h: address and length
+ * sizes, B-tree K, user-block base, object header address, rank and
+ * dataset shape - what h5layout.c would learn from HDF5) followed by a
+ * file image. The image goes into a memfd so the core reads it with its
+ * own pread, exactly as it reads a file; nothing else about the core is
+ * stubbed. The target aborts (so libFuzzer, or the plain loop in
+ * mutate_main.c, reports the input) only when the core breaks a promise
+ * of chunk_index.h:
+ *  - locate and walk return only the codes their comments list;
+ *  - emit sees linear chunk indices in strictly increasing order, each
+ *    below the number of chunks of the dataset's grid;
+ *  - a chunk at offset UINT64_MAX ("none") has stored size 0, and any
+ *    other chunk's bytes [offset, offset + size) lie inside the file,
+ *    above the base (the converse, "size 0 means none", is not checked:
+ *    a defined address with size 0 is corrupt data the caller refuses,
+ *    and the walker may pass it on for that);
+ *  - a walk stopped by emit's code returns that code and emits nothing
+ *    after it.
+ * Memory errors are ASan's and UBSan's to report. Wrong-but-consistent
+ * answers (keys that disagree with what HDF5's key-directed descent
+ * finds) are not detectable here: that takes HDF5 as the reference.
+ *
+ * Work is bounded so one input never stalls a campaign: the core's pread
+ * is wrapped at link time (-Wl,--wrap=pread) to count reads and to fail
+ * with EDQUOT past READS_MAX, and emit stops the walk with ECANCELED past
+ * EMITS_MAX. Both come back through the documented "-errno from pread"
+ * and "emit's code" returns, so the caps exercise those paths too.
+ *
+ * FUZZ_INDEX_VERBOSE=1 prints each input's outcome (2: every chunk too),
+ * for replaying one saved input by hand. FUZZ_INDEX_NO_FILE_BOUNDS=1
+ * accepts a chunk outside the file instead of aborting: the
+ * walker does not check chunk addresses against the file today, every
+ * mutated address finds that at once, and a campaign that should look
+ * past it needs the knob.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "chunk_index.h"
+#include "error.h"
+#include "harness.h"
+
+#define READS_MAX (1u << 16) /* pread calls per input before the wrapper refuses */
+#define EMITS_MAX (1u << 20) /* chunks per walk before emit stops it */
+#define READ_CAP_ERRNO EDQUOT
+#define EMIT_STOP (-ECANCELED)
+
+fuzz_index_outcome fuzz_index_last;
+
+static uint64_t reads;   /* pread calls since the input began */
+static int verbose = -1; /* FUZZ_INDEX_VERBOSE, read once */
+static int no_file_bounds; /* FUZZ_INDEX_NO_FILE_BOUNDS, read with it */
+
+ssize_t __real_pread(int fd, void *buf, size_t n, off_t off);
+
+/* Every pread of the core comes here first (the link wraps the symbol);
+ * __real_pread is the sanitizer's interceptor where there is one, so ASan
+ * still checks the buffer the kernel writes into. */
+ssize_t __wrap_pread(int fd, void *buf, size_t n, off_t off) {
+    if (++reads > READS_MAX) {
+        errno = READ_CAP_ERRNO;
+        return -1;
+    }
+    return __real_pread(fd, buf, n, off);
+}
+
+static void broken(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+/* An invariant of chunk_index.h does not hold: say which, then abort so
+ * the engine saves the input. */
+static void broken(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("fuzz_chunk_index: invariant broken: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    abort();
+}
+
+static uint64_t le(const uint8_t *p, unsigned n) {
+    uint64_t v = 0;
+    for (unsigned i = n; i-- > 0;)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* What emit checks against, and what it has seen. */
+typedef struct walk_ctx {
+    uint64_t n_grid;   /* chunks in the dataset's grid */
+    int no_grid;       /* grid undefined (a chunk dim 0) or > 2^64 chunks: no emit is valid */
+    uint64_t base;     /* ml_chunk_file.base */
+    uint64_t fsize;    /* ml_chunk_file.size */
+    uint64_t prev;     /* last index emitted */
+    uint64_t emitted;  /* chunks emitted so far */
+    int stopped;       /* emit has returned EMIT_STOP */
+} walk_ctx;
+
+static int emit(void *ctx_, uint64_t index, uint64_t offset, uint64_t size, unsigned mask) {
+    walk_ctx *c = ctx_;
+    if (verbose >= 2)
+        fprintf(stderr, "  chunk %" PRIu64 " offset %" PRIu64 " size %" PRIu64 " mask %#x\n", index, offset,
+                size, mask);
+    if (c->stopped)
+        broken("emit called again after it returned %d", EMIT_STOP);
+    if (c->no_grid)
+        broken("chunk %" PRIu64 " emitted for a dataset whose chunk grid is undefined or overflows", index);
+    if (index >= c->n_grid)
+        broken("chunk index %" PRIu64 " >= %" PRIu64 " chunks in the grid", index, c->n_grid);
+    if (c->emitted > 0 && index <= c->prev)
+        broken("chunk index %" PRIu64 " after %" PRIu64 ": not strictly increasing", index, c->prev);
+    if (offset == UINT64_MAX && size != 0)
+        broken("chunk %" PRIu64 ": no offset but stored size %" PRIu64, index, size);
+    if (offset != UINT64_MAX && (offset < c->base || offset > c->fsize || size > c->fsize - offset) &&
+        !no_file_bounds)
+        broken("chunk %" PRIu64 ": bytes [%" PRIu64 ", +%" PRIu64 ") outside the file's [%" PRIu64 ", %" PRIu64 ")",
+               index, offset, size, c->base, c->fsize);
+    c->prev = index;
+    if (++c->emitted >= EMITS_MAX) {
+        c->stopped = 1;
+        return EMIT_STOP;
+    }
+    return 0;
+}
+
+/* One file descriptor for the whole run: a memfd per input would cost a
+ * syscall and an fd slot each time, and ftruncate + pwrite replace its
+ * contents completely. */
+static int image_fd(const uint8_t *img, size_t n) {
+    static int fd = -1;
+    if (fd < 0 && (fd = memfd_create("fuzz_chunk_index", MFD_CLOEXEC)) < 0) {
+        perror("fuzz_chunk_index: memfd_create");
+        abort();
+    }
+    if (ftruncate(fd, (off_t)n) < 0) {
+        perror("fuzz_chunk_index: ftruncate");
+        abort();
+    }
+    for (size_t done = 0; done < n;) {
+        ssize_t w = pwrite(fd, img + done, n - done, (off_t)done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            perror("fuzz_chunk_index: pwrite");
+            abort();
+        }
+        done += (size_t)w;
+    }
+    return fd;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    uint64_t dims[FUZZ_INDEX_MAX_RANK];
+    ml_chunk_index ix;
+
+    memset(&fuzz_index_last, 0, sizeof fuzz_index_last);
+    if (verbose < 0) {
+        const char *v = getenv("FUZZ_INDEX_VERBOSE");
+        verbose = v ? atoi(v) : 0;
+        no_file_bounds = getenv("FUZZ_INDEX_NO_FILE_BOUNDS") != NULL;
+    }
+    if (size < FUZZ_INDEX_HEADER_FIXED)
+        return 0;
+    unsigned rank = data[4];
+    size_t hdr = FUZZ_INDEX_HEADER_FIXED + 8 * (size_t)rank;
+    if (rank > FUZZ_INDEX_MAX_RANK || size < hdr)
+        return 0;
+    for (unsigned d = 0; d < rank; d++)
+        dims[d] = le(data + FUZZ_INDEX_HEADER_FIXED + 8 * d, 8);
+    ml_chunk_file f = {
+        .fd = image_fd(data + hdr, size - hdr),
+        .base = le(data + 8, 8),
+        .size = size - hdr,
+        .sizeof_addr = data[0],
+        .sizeof_size = data[1],
+        .btree_k = (unsigned)le(data + 2, 2),
+    };
+    uint64_t ohdr = le(data + 16, 8);
+
+    reads = 0;
+    fuzz_index_last.parsed = 1;
+    int rc = ml_chunk_index_locate(&f, ohdr, &ix);
+    fuzz_index_last.locate_rc = rc;
+    fuzz_index_last.reads = reads;
+    if (rc != 0 && rc != -ML_ECORRUPT && rc != -ENOMEM && !(rc == -READ_CAP_ERRNO && reads > READS_MAX))
+        broken("ml_chunk_index_locate returned %d (%s), not 0, -ML_ECORRUPT, -ENOMEM or -errno from pread", rc,
+               ml_strerror(rc));
+    if (verbose)
+        fprintf(stderr, "locate: %d (%s) kind %d layout v%u ndims %u addr %#" PRIx64 ", %" PRIu64 " reads\n", rc,
+                rc ? ml_strerror(rc) : "ok", rc ? -1 : (int)ix.kind, ix.layout_version, ix.ndims, ix.addr, reads);
+    if (rc != 0)
+        return 0;
+    if ((unsigned)ix.kind > ML_CHUNK_INDEX_BTREE1 || ix.ndims > ML_CHUNK_INDEX_MAX_DIMS)
+        broken("locate described kind %d with %u dims", (int)ix.kind, ix.ndims);
+    fuzz_index_last.kind = (int)ix.kind;
+    /* Every kind, not only BTREE1: the walk answers -ML_EINVAL for kinds it
+     * does not walk yet, and this target covers them the day it does. */
+    if (ix.kind == ML_CHUNK_INDEX_NONE)
+        return 0;
+
+    walk_ctx c = {.n_grid = 1, .base = f.base, .fsize = f.size};
+    for (unsigned d = 0; d < rank; d++) {
+        /* The grid as chunk_index.h defines it: ceil(dims / chunk dims). */
+        uint64_t cd = ix.dims[d];
+        if (cd == 0) {
+            c.no_grid = 1;
+            break;
+        }
+        uint64_t g = dims[d] / cd + (dims[d] % cd != 0);
+        if (g && c.n_grid > UINT64_MAX / g) {
+            c.no_grid = 1;
+            break;
+        }
+        c.n_grid *= g;
+    }
+    reads = 0;
+    rc = ml_chunk_index_walk(&f, &ix, rank, dims, emit, &c);
+    fuzz_index_last.walked = 1;
+    fuzz_index_last.walk_rc = rc;
+    fuzz_index_last.emitted = c.emitted;
+    fuzz_index_last.reads += reads;
+    if (verbose)
+        fprintf(stderr, "walk: %d (%s), %" PRIu64 " chunks of %" PRIu64 ", %" PRIu64 " reads\n", rc,
+                rc ? ml_strerror(rc) : "ok", c.emitted, c.no_grid ? 0 : c.n_grid, reads);
+    if (c.stopped && rc != EMIT_STOP)
+        broken("walk returned %d after emit returned %d: not emit's code", rc, EMIT_STOP);
+    if (rc != 0 && rc != -ML_ECORRUPT && rc != -ML_EINVAL && rc != -ENOMEM &&
+        !(rc == -READ_CAP_ERRNO && reads > READS_MAX) && !(rc == EMIT_STOP && c.stopped))
+        broken("ml_chunk_index_walk returned %d (%s), not 0, -ML_ECORRUPT, -ML_EINVAL, -ENOMEM, "
+               "-errno from pread or emit's code", rc, ml_strerror(rc));
+    return 0;
+}
