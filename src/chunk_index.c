@@ -49,7 +49,8 @@
 #define HDR_MAX_CHUNK_BYTES (16u << 20) /* bytes of one object header chunk */
 #define HDR_PREFIX_MAX 34               /* longest v2 prefix: OHDR, version, flags, times,
                                            attribute phase, an 8-byte chunk size */
-#define BTREE_MAX_LEVEL 64              /* 64^64 chunks: deeper is corrupt */
+#define BTREE_MAX_LEVEL 255             /* the level is one byte; HDF5 with K=1 builds trees
+                                           one level per chunk or two */
 #define MSG_LAYOUT 0x0008
 #define MSG_CONTINUATION 0x0010
 

@@ -18,15 +18,18 @@
  *    may find an entry H5Dread, which descends by key, would not: so each
  *    answer is confirmed by key with H5Dget_chunk_storage_size, and one
  *    that differs is marked bad, which reads as corrupt data). In one
- *    pass: after LOOKUPS_BEFORE_FILL look-ups by coordinate, one thread,
+ *    pass: at the first look-up of a v1 B-tree, after LOOKUPS_BEFORE_FILL
+ *    look-ups by coordinate for other index kinds, one thread,
  *    holding h5_mutex throughout, walks the index (chunk_index.c, for a
  *    layout-3 v1 B-tree, finding exactly what descent by key finds;
  *    H5Dchunk_iter, where this HDF5 has it, for the other index types),
  *    checks the result against HDF5 (the chunk count, a sample by key, the
  *    ends by coordinate, every answer already given), and only then
- *    publishes it. A pass that fails or disagrees publishes nothing and
- *    leaves the table by coordinate for good (FALLBACK): slower, and
- *    still never a guess.
+ *    publishes it. A v1 B-tree that is malformed or disagrees is CORRUPT:
+ *    every chunk read of it is an error (H5Dread refuses such trees in
+ *    part, and which part is not ours to guess). Any other pass that
+ *    fails publishes nothing and leaves the table by coordinate for good
+ *    (FALLBACK): slower, and still never a guess.
  *  - Nothing the file says sizes an allocation or a read unchecked: shape
  *    products are overflow-checked and the dataset's bytes must fit in an
  *    int64_t; the chunk table is sized by the chunks the index holds, not
@@ -72,7 +75,10 @@
 #endif
 
 /* Look-ups by coordinate before the chunk table is filled in one pass:
- * the pass and its check cost about as much as this many look-ups. */
+ * the pass and its check cost about as much as this many look-ups. A v1
+ * B-tree is walked at the first look-up instead: an answer by coordinate
+ * comes from HDF5's scan of every leaf, which in a damaged tree can give
+ * a chunk H5Dread refuses, and the walk is what says the tree is sound. */
 #define LOOKUPS_BEFORE_FILL 8
 
 static pthread_mutex_t h5_mutex = PTHREAD_MUTEX_INITIALIZER;
@@ -499,7 +505,7 @@ static int read_chunk_meta(ml_layout *L, hid_t dcpl, ml_error *err,
         /* ceil without dims + chunk - 1, which can wrap */
         L->grid[d] = L->dims[d] / chunk[d] + (L->dims[d] % chunk[d] != 0);
         if (!mul_ok(n_chunks, L->grid[d], &n_chunks))
-            return ml_error_set(err, -ML_ESHAPE, "%s has more chunks than 2^64 (its chunk grid overflows)", where);
+            return ml_error_set(err, -ML_ECORRUPT, "%s has more chunks than 2^64 (its chunk grid overflows)", where);
         if (!mul_ok(chunk_bytes, chunk[d], &chunk_bytes) || chunk_bytes > CHUNK_BYTES_MAX)
             return ml_error_set(err, -ML_ECORRUPT, "%s has chunks of 4 GiB or more, which HDF5 does not allow", where);
     }
@@ -683,7 +689,7 @@ static int describe(ml_layout *L, ml_error *err) {
     L->n_rows = dims[0];
     if (!fits || !mul_ok(row_elems, L->type->size, &row_bytes) ||
         !mul_ok(row_bytes, L->n_rows, &total) || total > (uint64_t)INT64_MAX || row_bytes > SIZE_MAX) {
-        rc = ml_error_set(err, -ML_ESHAPE, "%s is too large to address: its shape times its %zu-byte elements "
+        rc = ml_error_set(err, -ML_ECORRUPT, "%s is too large to address: its shape times its %zu-byte elements "
                           "overflows 2^63 bytes (a damaged dataspace?)", where, L->type->size);
         goto out;
     }
@@ -1090,7 +1096,9 @@ static void fill_table(ml_layout *L) {
     if (space >= 0)
         H5Sclose(space);
     if (!ok) {
-        L->table_state = ML_TABLE_FALLBACK;
+        /* HDF5 cannot iterate the index: its look-ups by coordinate would
+         * fail the same way, and a v1 B-tree it cannot iterate is damaged. */
+        L->table_state = walk ? ML_TABLE_CORRUPT : ML_TABLE_FALLBACK;
         L->table_why = "HDF5 cannot count the chunks";
         return;
     }
@@ -1114,7 +1122,12 @@ static void fill_table(ml_layout *L) {
 #endif
     if (rc < 0 || !fill_agrees(L, &c)) {
         free(c.entries);
-        L->table_state = ML_TABLE_FALLBACK;
+        /* A v1 B-tree that is malformed or disagrees with HDF5 cannot be
+         * read as H5Dread reads it; any other failure (memory, an I/O
+         * error, an index kind only HDF5 iterates) leaves look-ups by
+         * coordinate, each confirmed by key. */
+        int corrupt = walk && rc != -ENOMEM && (rc == 0 || rc == -ML_ECORRUPT);
+        L->table_state = corrupt ? ML_TABLE_CORRUPT : ML_TABLE_FALLBACK;
         L->table_why = c.why;
         return;
     }
@@ -1141,8 +1154,15 @@ int ml_layout_chunk(ml_layout *L, uint64_t index, ml_chunk_info *info,
     if (ml_chunk_table_get(&L->table, index, info))
         return 0;
     ml_h5_lock();
-    if (L->table_state == ML_TABLE_LAZY && L->lookups >= LOOKUPS_BEFORE_FILL)
+    if (L->table_state == ML_TABLE_LAZY &&
+        (L->lookups >= LOOKUPS_BEFORE_FILL || L->cindex.kind == ML_CHUNK_INDEX_BTREE1))
         fill_table(L);
+    if (L->table_state == ML_TABLE_CORRUPT) {
+        ml_h5_unlock();
+        return ml_error_set(err, -ML_ECORRUPT, "corrupt chunk index (%s): chunk %llu of dataset '%s' in file "
+                            "'%s' cannot be located as HDF5 reads it", L->table_why, (unsigned long long)index,
+                            L->path, L->filename);
+    }
     /* Another thread (or the fill just above) may have answered while we
      * waited for the lock: the first answer stands. */
     if (ml_chunk_table_get(&L->table, index, info)) {

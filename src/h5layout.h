@@ -65,8 +65,10 @@ typedef enum ml_table_state {
     ML_TABLE_LAZY = 0,  /* by coordinate on first touch; a one-pass fill may follow */
     ML_TABLE_WALKED,    /* filled from our own walk of the v1 B-tree, checked against HDF5 */
     ML_TABLE_ITERATED,  /* filled by H5Dchunk_iter (HDF5 1.10.10+, 1.12.3+, 1.14+) */
-    ML_TABLE_FALLBACK,  /* no one-pass fill (index type, or the walk or its check failed):
-                           by coordinate for good */
+    ML_TABLE_FALLBACK,  /* no one-pass fill (index type, or the walk or its check failed
+                           for want of memory or a read): by coordinate for good */
+    ML_TABLE_CORRUPT,   /* the v1 B-tree is malformed, or disagrees with HDF5: no chunk can
+                           be located as H5Dread would, so every chunk read is corrupt data */
 } ml_table_state;
 
 typedef struct ml_layout {
@@ -146,6 +148,7 @@ int ml_layout_chunk(ml_layout *L, uint64_t index, ml_chunk_info *info,
  * after the attempt: WALKED, ITERATED or FALLBACK (then L->table_why says
  * why; look-ups by coordinate go on, correct but O(n) each). */
 ml_table_state ml_layout_fill_table(ml_layout *L);
+/* (CORRUPT too: then every ml_layout_chunk is -ML_ECORRUPT, naming why.) */
 
 /* Slow path: read rows [row0, row0+n) with H5Dread into dest (n*row_bytes
  * bytes) under the HDF5 lock. Returns 0 or -ML_EHDF5. */

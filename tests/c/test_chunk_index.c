@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 
 #include "chunk_index.h"
+#include "h5internal.h"
 #include "fetch.h"
 #include "h5gen.h"
 #include "h5layout.h"
@@ -500,21 +501,18 @@ static void test_crafted_headers(void) {
     }
 }
 
-/* Look-ups by coordinate first; after LOOKUPS_BEFORE_FILL (8) of them the
- * next miss fills the table in one pass, keeping what was published. */
-static void test_lookups_then_fill(const char *file) {
+/* A v1 B-tree is walked at the first look-up (answers by coordinate come
+ * from HDF5's scan of every leaf, which in a damaged tree can give chunks
+ * H5Dread refuses): no look-up by coordinate, then a complete table. */
+static void test_first_lookup_walks(const char *file) {
     ml_layout *L = open_layout(file, "big");
     ml_error err;
     ml_chunk_info ci;
-    uint64_t order[] = {19999, 5, 12000, 0, 1, 7777, 3, 4};
-    for (size_t i = 0; i < 8; i++)
-        CHECK_RC(ml_layout_chunk(L, order[i], &ci, &err));
     CHECK_EQ(L->table_state, ML_TABLE_LAZY);
-    CHECK_EQ(L->lookups, 8);
     CHECK(!ml_chunk_table_get(&L->table, 6, &ci));
-    CHECK_RC(ml_layout_chunk(L, 6, &ci, &err));
+    CHECK_RC(ml_layout_chunk(L, 19999, &ci, &err));
     CHECK_EQ(L->table_state, ML_TABLE_WALKED);
-    CHECK_EQ(L->lookups, 8);
+    CHECK_EQ(L->lookups, 0);
     CHECK(ml_chunk_table_complete(&L->table));
     uint64_t n_alloc;
     unsigned mask;
@@ -548,8 +546,8 @@ static long find_u64(const char *file, uint64_t value) {
     return at;
 }
 
-/* The walk must not be trusted when it disagrees with HDF5, or cannot
- * read the index: fallback, and every chunk is still HDF5's. */
+/* A v1 B-tree the walk finds malformed, or that disagrees with HDF5, is
+ * corrupt: every chunk read is an error naming why, never a guess. */
 static void test_fallbacks(const char *file) {
     ml_error err;
     ml_chunk_info ci;
@@ -559,12 +557,14 @@ static void test_fallbacks(const char *file) {
     /* The index points somewhere that is not a B-tree node. */
     ml_layout *L = open_layout(file, "big");
     L->cindex.addr = 0;
-    CHECK_EQ(ml_layout_fill_table(L), ML_TABLE_FALLBACK);
+    CHECK_EQ(ml_layout_fill_table(L), ML_TABLE_CORRUPT);
     CHECK(strstr(L->table_why, "malformed") != NULL);
-    lookup_sample(L, 997);
-    compare_table(L, file, "big", 0, 997, &n_alloc, &mask);
-    CHECK_EQ(ml_layout_fill_table(L), ML_TABLE_FALLBACK); /* tried once only */
+    CHECK_ERR(ml_layout_chunk(L, 5, &ci, &err), -ML_ECORRUPT);
+    CHECK(strstr(err.msg, "corrupt chunk index (the chunk index is malformed): chunk 5 ") != NULL);
+    CHECK_EQ(ml_layout_fill_table(L), ML_TABLE_CORRUPT); /* tried once only */
     ml_layout_unref(L);
+    (void)n_alloc;
+    (void)mask;
 
     /* The file changes under HDF5 (which has the index cached): the last
      * chunk's address in the B-tree leaf now points elsewhere. The walk
@@ -574,19 +574,29 @@ static void test_fallbacks(const char *file) {
     snprintf(cmd, sizeof cmd, "cp '%s' '%s'", file, copy);
     CHECK_EQ(system(cmd), 0);
     L = open_layout(copy, "big");
-    CHECK_RC(ml_layout_chunk(L, L->n_chunks - 1, &ci, &err)); /* HDF5 reads the whole index */
+    {
+        /* HDF5 reads (and caches) the whole index, through the layout's own handle. */
+        hsize_t coord[2] = {(L->grid[0] - 1) * L->chunk[0], 0}, size = 0;
+        haddr_t addr = HADDR_UNDEF;
+        unsigned m = 0;
+        ml_h5_lock();
+        CHECK(H5Dget_chunk_info_by_coord((hid_t)L->h5_dset, coord, &m, &addr, &size) >= 0);
+        ml_h5_unlock();
+        CHECK_EQ(L->ndim, 2);
+        CHECK_EQ(L->grid[1], 1);
+        ci.addr = addr;
+    }
     long at = find_u64(copy, ci.addr);
     CHECK_GE(at, 0);
     int fd = open(copy, O_WRONLY);
     uint64_t moved = ci.addr + 2;
     CHECK_EQ(pwrite(fd, &moved, 8, at), 8);
     close(fd);
-    CHECK_EQ(ml_layout_fill_table(L), ML_TABLE_FALLBACK);
+    CHECK_EQ(ml_layout_fill_table(L), ML_TABLE_CORRUPT);
     CHECK(strstr(L->table_why, "disagrees") != NULL);
     ml_chunk_info again;
-    CHECK_RC(ml_layout_chunk(L, L->n_chunks - 1, &again, &err));
-    CHECK_U64_EQ(again.addr, ci.addr);
-    CHECK_RC(ml_layout_chunk(L, 1234, &again, &err));
+    ml_error_clear(&err);
+    CHECK_ERR(ml_layout_chunk(L, 1234, &again, &err), -ML_ECORRUPT);
     ml_layout_unref(L);
 
     /* An object header that is not one. */
@@ -653,7 +663,7 @@ static void test_damage(const char *file) {
 
 /* Random damage to the B-tree nodes of whole files that HDF5 still
  * opens: wherever the one-pass fill is trusted (WALKED), every entry equals
- * the answer of the HDF5 the fallback would ask; otherwise it fell back.
+ * HDF5's answer; otherwise every chunk read is refused.
  * Every chunk is compared, so the dataset is small (600 chunks). */
 static void test_damage_vs_hdf5(void) {
     const char *src = check_path("dmg-src.h5");
@@ -705,12 +715,17 @@ static void test_damage_vs_hdf5(void) {
             compare_table(L, file, "d", 0, 1, &n_alloc, &mask);
             walked++;
         } else {
-            CHECK_EQ(st, ML_TABLE_FALLBACK);
+            /* Not trusted: every read of it is refused (or, where the walk
+             * could not run at all, asked of HDF5 and confirmed by key). */
+            CHECK(st == ML_TABLE_CORRUPT || st == ML_TABLE_FALLBACK);
+            ml_chunk_info ci;
+            int rc = ml_layout_chunk(L, 0, &ci, &err);
+            CHECK(st == ML_TABLE_FALLBACK || rc == -ML_ECORRUPT);
             fell_back++;
         }
         ml_layout_unref(L);
     }
-    printf("damage vs HDF5: %llu walked and equal, %llu fell back, %llu not opened\n",
+    printf("damage vs HDF5: %llu walked and equal, %llu refused as corrupt, %llu not opened\n",
            (unsigned long long)walked, (unsigned long long)fell_back, (unsigned long long)refused);
     CHECK_GT(walked, 0);
     CHECK_GT(fell_back, 0);
@@ -779,7 +794,7 @@ int main(void) {
     test_grown_headers(1);
     test_crafted_headers();
     char *file = strdup(write_big(0)); /* check_path's buffers rotate */
-    test_lookups_then_fill(file);
+    test_first_lookup_walks(file);
     test_fallbacks(file);
     test_damage(file);
     test_damage_vs_hdf5();
