@@ -59,7 +59,9 @@ int ml_chunk_index_locate(const ml_chunk_file *f, uint64_t ohdr, ml_chunk_index 
 /* Receives one chunk of the index: its linear index (row-major over the
  * chunk grid), file offset (base included; UINT64_MAX if the index gives
  * no address: never written, size 0), stored size in bytes (0 at a defined
- * address is corrupt: the reader refuses it) and filter mask. Returns 0 to go on, or a
+ * address is corrupt: the reader refuses it) and filter mask. Offset and
+ * size are what the index claims: the reader checks them against the
+ * file's end before it reads the chunk. Returns 0 to go on, or a
  * negative code, which stops the walk and is returned by it. */
 typedef int (*ml_chunk_emit_fn)(void *ctx, uint64_t index, uint64_t offset, uint64_t size,
                                 unsigned filter_mask);
