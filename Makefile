@@ -42,14 +42,14 @@ CORE_FLAGS = -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-missing-field-initiali
 	$(shell pkg-config --cflags hdf5 liburing libdeflate blosc liblzf)
 CORE_LIBS = $(shell pkg-config --libs hdf5 liburing libdeflate blosc liblzf) -lpthread
 
-.PHONY: demo test test-c test-py test-pread bench bench-deps deps venv build check-asan check-tsan check-valgrind fuzz-index clean
+.PHONY: demo test test-c test-py test-pread bench bench-deps deps venv build check-asan check-tsan check-valgrind fuzz-index fuzz fuzz-smoke clean
 
 # Install, build, stream a generated sample file and print throughput beside h5py.
 demo: build
 	$(PY) benchmarks/demo.py --cache $(CACHE)
 
 # Install, build, run the C unit tests and pytest (both I/O modes), then the ASan+UBSan subset.
-test: build test-c test-py check-asan
+test: build test-c test-py check-asan fuzz-smoke
 
 # Install system packages that are missing (apt-get, as root), else say what to run.
 deps:
@@ -148,6 +148,35 @@ fuzz-index: venv
 	fi
 	@PY="$(PY)" CC="$(CC)" CORE_FLAGS="$(CORE_FLAGS)" CORE_LIBS="$(CORE_LIBS)" FUZZ_TIME="$(FUZZ_TIME)" \
 	  FUZZ_ENGINE="$(FUZZ_ENGINE)" sh fuzz/index/run.sh
+
+# fuzz, fuzz-smoke: the end-to-end harness (fuzz/run.py); FUZZ_CASES (optional) instead of FUZZ_TIME.
+FUZZ_TIME ?= 300
+FUZZ_JOBS ?= 2
+FUZZ_SMOKE_CASES ?= 600
+FUZZ_BUILD := build/fuzz
+FUZZ_BINS := $(FUZZ_BUILD)/fuzz_read $(FUZZ_BUILD)/ref_read $(FUZZ_BUILD)/seeds/manifest.json
+
+$(FUZZ_BUILD)/fuzz_read: fuzz/fuzz_read.c fuzz/plan.h fuzz/visit.h $(CORE_SRC) $(wildcard src/*.h)
+	@mkdir -p $(FUZZ_BUILD)
+	$(CC) $(CORE_FLAGS) $(ASAN_FLAGS) -Isrc -Ifuzz -o $@ fuzz/fuzz_read.c $(CORE_SRC) $(CORE_LIBS) -lz
+
+$(FUZZ_BUILD)/ref_read: fuzz/ref_read.c fuzz/ref_filters.c fuzz/ref_filters.h fuzz/plan.h fuzz/visit.h
+	@mkdir -p $(FUZZ_BUILD)
+	$(CC) $(CORE_FLAGS) -Ifuzz -o $@ fuzz/ref_read.c fuzz/ref_filters.c $(CORE_LIBS) -lz
+
+$(FUZZ_BUILD)/seeds/manifest.json: fuzz/seeds.py
+	$(PY) fuzz/seeds.py $(FUZZ_BUILD)/seeds >/dev/null
+
+# Fuzz multiload end to end for FUZZ_TIME s (mutated seeds, ASan, each block against HDF5's read); prints the summary table, findings in build/fuzz/findings.
+fuzz: venv
+	@$(MAKE) --no-print-directory $(FUZZ_BINS)
+	$(PY) fuzz/run.py $(if $(FUZZ_CASES),--cases $(FUZZ_CASES),--time $(FUZZ_TIME)) --jobs $(FUZZ_JOBS)
+
+# Bounded, reproducible fuzz smoke (FUZZ_SMOKE_CASES cases of campaign seed 1, about a minute) and every kept regression file; fails on any finding.
+fuzz-smoke: venv build
+	@$(MAKE) --no-print-directory $(FUZZ_BINS)
+	$(PY) fuzz/run.py --cases $(FUZZ_SMOKE_CASES) --seed 1 --jobs $(FUZZ_JOBS) --out build/fuzz/smoke --fail-on-finding
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz_regressions.py
 
 clean:
 	rm -rf build multiload/*.so *.egg-info
