@@ -286,17 +286,16 @@ static int key_aligned(const walk *w, const unsigned char *k, int left) {
     return !left || get_le(k + 8 + 8 * (size_t)w->rank, 8) == 0;
 }
 
-/* Visit the node at `addr`, `depth` levels below the root, which must be
- * at `level` (-1: the root, any level) and whose keys must lie inside
- * [lo, hi] (the parent's keys around it; NULL at the root). Descent by key,
- * as H5Dread does it, finds chunk c in a node by binary search for the
- * child i with key[i] <= c < key[i+1], and in a leaf only where c equals
- * key[i]. With every node's keys strictly increasing and nested inside its
- * parent's bounds, that finds exactly the leaf entries this visit emits,
- * left to right; any node that breaks those rules is -ML_ECORRUPT, so the
- * walk never reports a chunk H5Dread would not read, nor misses one. */
-static int visit(walk *w, uint64_t addr, int level, const unsigned char *lo, const unsigned char *hi,
-                 unsigned depth) {
+/* Read the node at `addr`, `depth` levels below the root, into the
+ * buffer of that depth and check it as HDF5's descent needs it: signature
+ * and node type, `level` (-1: the root, any level), 1..2K entries, all
+ * n + 1 keys aligned (key_aligned) and strictly increasing, and inside
+ * [lo, hi] (the parent's keys around it; NULL at the root). On success
+ * *k0 points at key 0 (then child 0, key 1, ..., key n), *entries and
+ * *nlevel say what the node holds. Returns 0, -ML_ECORRUPT, -ENOMEM or
+ * -errno. */
+static int load_node(walk *w, uint64_t addr, int level, const unsigned char *lo, const unsigned char *hi,
+                     unsigned depth, const unsigned char **k0_out, size_t *entries_out, int *nlevel_out) {
     unsigned char *node = w->buf[depth];
     size_t got = 0, sa = w->sa, key = w->key;
     int rc;
@@ -323,6 +322,27 @@ static int visit(walk *w, uint64_t addr, int level, const unsigned char *lo, con
     const unsigned char *kn = k0 + entries * (key + sa);
     if ((lo && key_cmp(lo, k0, w->nd) > 0) || (hi && key_cmp(kn, hi, w->nd) > 0))
         return -ML_ECORRUPT;
+    *k0_out = k0;
+    *entries_out = entries;
+    *nlevel_out = nlevel;
+    return 0;
+}
+
+/* Visit the node at `addr` (load_node checks it) and every node below it,
+ * emitting the leaves' chunks left to right. Descent by key,
+ * as H5Dread does it, finds chunk c in a node by binary search for the
+ * child i with key[i] <= c < key[i+1], and in a leaf only where c equals
+ * key[i]. With every node's keys strictly increasing and nested inside its
+ * parent's bounds, that finds exactly the leaf entries this visit emits,
+ * left to right; any node that breaks those rules is -ML_ECORRUPT, so the
+ * walk never reports a chunk H5Dread would not read, nor misses one. */
+static int visit(walk *w, uint64_t addr, int level, const unsigned char *lo, const unsigned char *hi,
+                 unsigned depth) {
+    size_t sa = w->sa, key = w->key, entries;
+    const unsigned char *k0;
+    int nlevel, rc;
+    if ((rc = load_node(w, addr, level, lo, hi, depth, &k0, &entries, &nlevel)) < 0)
+        return rc;
     for (size_t i = 0; i < entries; i++) {
         const unsigned char *k = k0 + i * (key + sa);
         uint64_t child = get_addr(k + key, sa);
@@ -357,34 +377,120 @@ static int visit(walk *w, uint64_t addr, int level, const unsigned char *lo, con
     return 0;
 }
 
-int ml_chunk_index_walk(const ml_chunk_file *f, const ml_chunk_index *ix, unsigned rank,
-                        const uint64_t *dims, ml_chunk_emit_fn emit, void *ctx) {
-    walk w = {.f = f, .ix = ix, .rank = rank, .prev_index = UNDEF, .emit = emit, .ctx = ctx};
+/* Check the index and the dataset, and fill the walk's fixed facts.
+ * Returns 0, 1 (no chunk written yet: nothing to read), -ML_EINVAL or
+ * -ML_ECORRUPT. */
+static int walk_setup(walk *w, const ml_chunk_file *f, const ml_chunk_index *ix, unsigned rank,
+                      const uint64_t *dims) {
     uint64_t n_grid = 1;
-    int rc;
-
+    *w = (walk){.f = f, .ix = ix, .rank = rank, .prev_index = UNDEF};
     if (ix->kind != ML_CHUNK_INDEX_BTREE1 || ix->ndims != rank + 1 || rank + 1 > ML_CHUNK_INDEX_MAX_DIMS)
         return -ML_EINVAL;
     for (unsigned d = 0; d <= rank; d++)
         if (ix->dims[d] == 0)
             return -ML_EINVAL;
     for (unsigned d = 0; d < rank; d++) {
-        w.grid[d] = dims[d] / ix->dims[d] + (dims[d] % ix->dims[d] != 0);
-        if (w.grid[d] && n_grid > UINT64_MAX / w.grid[d])
+        w->grid[d] = dims[d] / ix->dims[d] + (dims[d] % ix->dims[d] != 0);
+        if (w->grid[d] && n_grid > UINT64_MAX / w->grid[d])
             return -ML_ECORRUPT;
-        n_grid *= w.grid[d];
+        n_grid *= w->grid[d];
     }
     if (ix->addr == UNDEF || n_grid == 0)
-        return 0; /* no chunk written yet */
+        return 1;
     if (f->btree_k == 0 || f->btree_k > 32767 || f->sizeof_addr < 2 || f->sizeof_addr > 8)
         return -ML_ECORRUPT;
-    w.sa = f->sizeof_addr;
-    w.nd = ix->ndims;
-    w.key = 8 + 8 * (size_t)w.nd; /* stored size, filter mask, nd offsets */
-    w.max_entries = 2 * (size_t)f->btree_k;
-    w.node_max = 8 + 2 * (size_t)w.sa + w.max_entries * (w.key + w.sa) + w.key;
-    rc = visit(&w, ix->addr, -1, NULL, NULL, 0);
+    w->sa = f->sizeof_addr;
+    w->nd = ix->ndims;
+    w->key = 8 + 8 * (size_t)w->nd; /* stored size, filter mask, nd offsets */
+    w->max_entries = 2 * (size_t)f->btree_k;
+    w->node_max = 8 + 2 * (size_t)w->sa + w->max_entries * (w->key + w->sa) + w->key;
+    return 0;
+}
+
+static void walk_free(walk *w) {
     for (unsigned i = 0; i <= BTREE_MAX_LEVEL; i++)
-        free(w.buf[i]);
+        free(w->buf[i]);
+}
+
+int ml_chunk_index_walk(const ml_chunk_file *f, const ml_chunk_index *ix, unsigned rank,
+                        const uint64_t *dims, ml_chunk_emit_fn emit, void *ctx) {
+    walk w;
+    int rc = walk_setup(&w, f, ix, rank, dims);
+    if (rc != 0)
+        return rc < 0 ? rc : 0;
+    w.emit = emit;
+    w.ctx = ctx;
+    rc = visit(&w, ix->addr, -1, NULL, NULL, 0);
+    walk_free(&w);
+    return rc;
+}
+
+int ml_chunk_index_find(const ml_chunk_file *f, const ml_chunk_index *ix, unsigned rank,
+                        const uint64_t *dims, uint64_t index, uint64_t *offset, uint64_t *size,
+                        unsigned *mask) {
+    walk w;
+    unsigned char target[8 + 8 * ML_CHUNK_INDEX_MAX_DIMS] = {0};
+    const unsigned char *lo = NULL, *hi = NULL;
+    int rc = walk_setup(&w, f, ix, rank, dims), level = -1;
+    *offset = UNDEF;
+    *size = 0;
+    *mask = 0;
+    if (rc != 0)
+        return rc < 0 ? rc : 0;
+    /* The chunk's key: its corner's element offsets, element-size offset 0. */
+    uint64_t rest = index;
+    for (int d = (int)rank - 1; d >= 0; d--) {
+        uint64_t o = (rest % w.grid[d]) * ix->dims[d];
+        rest /= w.grid[d];
+        for (unsigned b = 0; b < 8; b++)
+            target[8 + 8 * (size_t)d + b] = (unsigned char)(o >> (8 * b));
+    }
+    if (rest != 0)
+        return -ML_EINVAL; /* index off the grid */
+    uint64_t addr = ix->addr;
+    for (unsigned depth = 0;; depth++) {
+        const unsigned char *k0;
+        size_t entries, step = w.key + w.sa;
+        int nlevel;
+        if ((rc = load_node(&w, addr, level, lo, hi, depth, &k0, &entries, &nlevel)) < 0)
+            break;
+        /* The child i with key[i] <= target < key[i+1]: keys strictly
+         * increase (load_node), so this is HDF5's binary search. */
+        if (key_cmp(target, k0, w.nd) < 0 || key_cmp(target, k0 + entries * step, w.nd) >= 0)
+            break; /* outside the node: never written */
+        size_t a = 0, b = entries; /* key[a] <= target < key[b] */
+        while (b - a > 1) {
+            size_t m = a + (b - a) / 2;
+            if (key_cmp(k0 + m * step, target, w.nd) <= 0)
+                a = m;
+            else
+                b = m;
+        }
+        const unsigned char *k = k0 + a * step;
+        uint64_t child = get_addr(k + w.key, w.sa);
+        if (nlevel > 0) {
+            if (child == UNDEF) {
+                rc = -ML_ECORRUPT;
+                break;
+            }
+            addr = child;
+            level = nlevel - 1;
+            lo = k;
+            hi = k + step;
+            continue;
+        }
+        /* A leaf holds the chunk only where its key is the chunk's. */
+        if (key_cmp(k, target, w.nd) == 0 && child != UNDEF) {
+            if (child > UINT64_MAX - 1 - f->base) {
+                rc = -ML_ECORRUPT;
+                break;
+            }
+            *offset = f->base + child;
+            *size = get_le(k, 4);
+            *mask = (unsigned)get_le(k + 4, 4);
+        }
+        break;
+    }
+    walk_free(&w);
     return rc;
 }

@@ -78,4 +78,16 @@ typedef int (*ml_chunk_emit_fn)(void *ctx, uint64_t index, uint64_t offset, uint
 int ml_chunk_index_walk(const ml_chunk_file *f, const ml_chunk_index *ix, unsigned rank,
                         const uint64_t *dims, ml_chunk_emit_fn emit, void *ctx);
 
+/* Find chunk `index` (linear, row-major over the chunk grid) in the
+ * version 1 B-tree of `ix` by descending from the root by key, as HDF5's
+ * read does: one node per level, each checked as the walk checks it (so
+ * a damaged node on the way is -ML_ECORRUPT, never a guess). *offset is
+ * the chunk's file offset (base included), UINT64_MAX if the index does
+ * not hold it (never written; then *size and *mask are 0). Returns 0,
+ * -ML_ECORRUPT, -ML_EINVAL (not a v1 B-tree of this rank, or the index is
+ * off the grid), -ENOMEM or -errno from pread. */
+int ml_chunk_index_find(const ml_chunk_file *f, const ml_chunk_index *ix, unsigned rank,
+                        const uint64_t *dims, uint64_t index, uint64_t *offset, uint64_t *size,
+                        unsigned *mask);
+
 #endif

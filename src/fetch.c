@@ -276,8 +276,14 @@ static int run_batch(ml_fetcher *f, plan *p, size_t np, ml_error *err) {
     size_t need = 0, nreq = 0;
     int rc;
     for (size_t i = 0; i < np; i++)
-        if (p[i].info.addr != UINT64_MAX && !(p[i].direct && L->n_filters == 0))
-            need += (p[i].info.size + 63) & ~(size_t)63;
+        if (p[i].info.addr != UINT64_MAX && !(p[i].direct && L->n_filters == 0)) {
+            /* Each size is bounded by the file (check_chunk); their sum is
+             * still checked, so it cannot wrap. */
+            uint64_t padded = (p[i].info.size + 63) & ~(uint64_t)63;
+            if (padded > SIZE_MAX - need)
+                return report(err, f, -ENOMEM, row0, n, "out of memory", UINT64_MAX);
+            need += (size_t)padded;
+        }
     if ((rc = grow_scratch(f, need)) < 0)
         return report(err, f, rc, row0, n, "out of memory", UINT64_MAX);
     size_t off = 0;

@@ -12,14 +12,15 @@
  *    fields that say how it fills: table_state, table_why, lookups, all
  *    under h5_mutex. Answers for a chunk are written once (the first
  *    stands), so a reader never sees one change.
- *  - The table fills in one of two ways. By coordinate: the first touch of
- *    a chunk asks HDF5 (H5Dget_chunk_info_by_coord, which in 1.10 scans
- *    the index up to that chunk: O(n) per chunk, and in a damaged index
- *    may find an entry H5Dread, which descends by key, would not: so each
- *    answer is confirmed by key with H5Dget_chunk_storage_size, and one
- *    that differs is marked bad, which reads as corrupt data). In one
- *    pass: at the first look-up of a v1 B-tree, after LOOKUPS_BEFORE_FILL
- *    look-ups by coordinate for other index kinds, one thread,
+ *  - The table fills in one of two ways. One chunk at a time, at its first
+ *    touch: in a v1 B-tree by our own descent by key (chunk_index.c,
+ *    O(depth) reads, as H5Dread finds it); in other indices by asking HDF5
+ *    (H5Dget_chunk_info_by_coord, which in 1.10 scans the index up to that
+ *    chunk: O(n) per chunk, and in a damaged index may find an entry
+ *    H5Dread, which descends by key, would not). Either answer is
+ *    confirmed by key with H5Dget_chunk_storage_size, and one that differs
+ *    is marked bad, which reads as corrupt data. In one pass: after
+ *    LOOKUPS_BEFORE_FILL look-ups, one thread,
  *    holding h5_mutex throughout, walks the index (chunk_index.c, for a
  *    layout-3 v1 B-tree, finding exactly what descent by key finds;
  *    H5Dchunk_iter, where this HDF5 has it, for the other index types),
@@ -74,11 +75,9 @@
 #define ML_HAVE_CHUNK_ITER 1
 #endif
 
-/* Look-ups by coordinate before the chunk table is filled in one pass:
- * the pass and its check cost about as much as this many look-ups. A v1
- * B-tree is walked at the first look-up instead: an answer by coordinate
- * comes from HDF5's scan of every leaf, which in a damaged tree can give
- * a chunk H5Dread refuses, and the walk is what says the tree is sound. */
+/* Look-ups one chunk at a time before the chunk table is filled in one
+ * pass: the pass and its check cost about as much as this many look-ups
+ * by coordinate. */
 #define LOOKUPS_BEFORE_FILL 8
 
 static pthread_mutex_t h5_mutex = PTHREAD_MUTEX_INITIALIZER;
@@ -972,6 +971,31 @@ static int lookup_by_coord(ml_layout *L, uint64_t index, ml_chunk_info *out) {
     return 0;
 }
 
+/* Look chunk `index` up in a v1 B-tree ourselves, descending by key as
+ * H5Dread does (chunk_index.c: O(depth) reads, each node checked), and
+ * confirm the answer by key with HDF5. A malformed node on the way makes
+ * the table CORRUPT; a failure to read the index falls back to HDF5's
+ * answer by coordinate. Caller holds h5_mutex. Returns 0, -ML_ECORRUPT
+ * or -ML_EHDF5. */
+static int lookup_by_key(ml_layout *L, uint64_t index, ml_chunk_info *out) {
+    uint64_t off = UINT64_MAX, size = 0, keyed = 0;
+    unsigned mask = 0;
+    int rc = ml_chunk_index_find(&L->cfile, &L->cindex, L->ndim, L->dims, index, &off, &size, &mask);
+    if (rc == -ML_ECORRUPT) {
+        L->table_state = ML_TABLE_CORRUPT;
+        L->table_why = "a node of the chunk index is malformed";
+        return rc;
+    }
+    if (rc < 0)
+        return lookup_by_coord(L, index, out) < 0 ? -ML_EHDF5 : 0;
+    if (keyed_size(L, index, &keyed) < 0)
+        return -ML_EHDF5;
+    *out = (ml_chunk_info){.addr = off, .size = size, .filter_mask = mask};
+    if (!keyed_agrees(L, keyed, out))
+        out->bad = "the chunk index disagrees with HDF5's keyed look-up";
+    return 0;
+}
+
 /* The one-pass fill's state: the entries the index gave, sorted by index. */
 typedef struct fill_ctx {
     ml_layout *L;
@@ -1154,8 +1178,7 @@ int ml_layout_chunk(ml_layout *L, uint64_t index, ml_chunk_info *info,
     if (ml_chunk_table_get(&L->table, index, info))
         return 0;
     ml_h5_lock();
-    if (L->table_state == ML_TABLE_LAZY &&
-        (L->lookups >= LOOKUPS_BEFORE_FILL || L->cindex.kind == ML_CHUNK_INDEX_BTREE1))
+    if (L->table_state == ML_TABLE_LAZY && L->lookups >= LOOKUPS_BEFORE_FILL)
         fill_table(L);
     if (L->table_state == ML_TABLE_CORRUPT) {
         ml_h5_unlock();
@@ -1171,7 +1194,17 @@ int ml_layout_chunk(ml_layout *L, uint64_t index, ml_chunk_info *info,
     }
     L->lookups++;
     ml_chunk_info ci;
-    int rc = lookup_by_coord(L, index, &ci) < 0 ? -ML_EHDF5 : ml_chunk_table_remember(&L->table, index, &ci);
+    int rc = L->table_state == ML_TABLE_LAZY && L->cindex.kind == ML_CHUNK_INDEX_BTREE1
+                 ? lookup_by_key(L, index, &ci)
+                 : lookup_by_coord(L, index, &ci) < 0 ? -ML_EHDF5 : 0;
+    if (rc == -ML_ECORRUPT) {
+        ml_h5_unlock();
+        return ml_error_set(err, rc, "corrupt chunk index (%s): chunk %llu of dataset '%s' in file '%s' cannot "
+                            "be located as HDF5 reads it", L->table_why, (unsigned long long)index, L->path,
+                            L->filename);
+    }
+    if (rc == 0)
+        rc = ml_chunk_table_remember(&L->table, index, &ci);
     ml_h5_unlock();
     if (rc < 0)
         return ml_error_set(err, rc, "cannot look up chunk %llu of dataset '%s' in file '%s'%s",

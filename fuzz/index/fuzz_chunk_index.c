@@ -34,6 +34,11 @@
  * FUZZ_INDEX_VERBOSE=1 prints each input's outcome (2: every chunk too),
  * for replaying one saved input by hand.
  *
+ * Where the walk reads the whole index, ml_chunk_index_find (one descent
+ * by key) must give the same answer for the chunks it emitted and for
+ * the chunks between them: a differential oracle, since both claim to
+ * find exactly what HDF5's read finds.
+ *
  * A chunk's stored bytes may lie past the end of the file: the walker
  * reports what the index claims, and the reader refuses such a chunk when
  * it reads it (fetch.c, check_chunk), so the rest of the dataset still
@@ -107,7 +112,11 @@ typedef struct walk_ctx {
     uint64_t prev;     /* last index emitted */
     uint64_t emitted;  /* chunks emitted so far */
     int stopped;       /* emit has returned EMIT_STOP */
+    uint64_t kept;     /* entries kept below (the first KEPT_MAX emitted) */
+    struct { uint64_t index, offset, size; unsigned mask; } kept_entry[256];
 } walk_ctx;
+
+#define KEPT_MAX 256
 
 static int emit(void *ctx_, uint64_t index, uint64_t offset, uint64_t size, unsigned mask) {
     walk_ctx *c = ctx_;
@@ -127,6 +136,13 @@ static int emit(void *ctx_, uint64_t index, uint64_t offset, uint64_t size, unsi
     if (offset != UINT64_MAX && offset < c->base)
         broken("chunk %" PRIu64 ": offset %" PRIu64 " below the base %" PRIu64, index, offset, c->base);
     c->prev = index;
+    if (c->kept < KEPT_MAX) {
+        c->kept_entry[c->kept].index = index;
+        c->kept_entry[c->kept].offset = offset;
+        c->kept_entry[c->kept].size = size;
+        c->kept_entry[c->kept].mask = mask;
+        c->kept++;
+    }
     if (++c->emitted >= EMITS_MAX) {
         c->stopped = 1;
         return EMIT_STOP;
@@ -158,6 +174,44 @@ static int image_fd(const uint8_t *img, size_t n) {
         done += (size_t)w;
     }
     return fd;
+}
+
+/* One descent by key must give what the walk gave for that chunk. */
+static void expect_find(const ml_chunk_file *f, const ml_chunk_index *ix, unsigned rank, const uint64_t *dims,
+                        uint64_t index, uint64_t offset, uint64_t size, unsigned mask) {
+    uint64_t o, z;
+    unsigned m;
+    reads = 0;
+    int rc = ml_chunk_index_find(f, ix, rank, dims, index, &o, &z, &m);
+    if (rc == -READ_CAP_ERRNO && reads > READS_MAX)
+        return;
+    if (rc != 0)
+        broken("find of chunk %" PRIu64 " returned %d (%s) in an index the walk read whole", index, rc,
+               ml_strerror(rc));
+    if (o != offset || (offset != UINT64_MAX && (z != size || m != mask)) || (offset == UINT64_MAX && (z || m)))
+        broken("find of chunk %" PRIu64 ": offset %" PRIu64 " size %" PRIu64 " mask %#x, walk: %" PRIu64 " %" PRIu64
+               " %#x", index, o, z, m, offset, size, mask);
+}
+
+/* The walk and the descent by key must agree wherever the walk read the
+ * whole index (both claim to find exactly what HDF5's read finds): every
+ * kept entry, and the chunks between and around them, which the walk did
+ * not emit. */
+static void check_find(const ml_chunk_file *f, const ml_chunk_index *ix, unsigned rank, const uint64_t *dims,
+                       const walk_ctx *c) {
+    if (c->no_grid || c->n_grid == 0)
+        return;
+    for (uint64_t i = 0; i < c->kept; i++) {
+        uint64_t at = c->kept_entry[i].index;
+        expect_find(f, ix, rank, dims, at, c->kept_entry[i].offset, c->kept_entry[i].size, c->kept_entry[i].mask);
+        uint64_t before = i ? c->kept_entry[i - 1].index : UINT64_MAX;
+        if (at > 0 && at - 1 != before)
+            expect_find(f, ix, rank, dims, at - 1, UINT64_MAX, 0, 0);
+    }
+    if (c->emitted == 0)
+        expect_find(f, ix, rank, dims, c->n_grid - 1, UINT64_MAX, 0, 0);
+    else if (c->kept == c->emitted && c->prev + 1 < c->n_grid)
+        expect_find(f, ix, rank, dims, c->prev + 1, UINT64_MAX, 0, 0);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -238,5 +292,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         !(rc == -READ_CAP_ERRNO && reads > READS_MAX) && !(rc == EMIT_STOP && c.stopped))
         broken("ml_chunk_index_walk returned %d (%s), not 0, -ML_ECORRUPT, -ML_EINVAL, -ENOMEM, "
                "-errno from pread or emit's code", rc, ml_strerror(rc));
+    if (rc == 0 && !c.stopped)
+        check_find(&f, &ix, rank, dims, &c);
     return 0;
 }

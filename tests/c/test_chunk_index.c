@@ -501,21 +501,39 @@ static void test_crafted_headers(void) {
     }
 }
 
-/* A v1 B-tree is walked at the first look-up (answers by coordinate come
- * from HDF5's scan of every leaf, which in a damaged tree can give chunks
- * H5Dread refuses): no look-up by coordinate, then a complete table. */
-static void test_first_lookup_walks(const char *file) {
+/* Look-ups one at a time first (in a v1 B-tree by our own descent by
+ * key, no HDF5 scan), each equal to HDF5's answer; after
+ * LOOKUPS_BEFORE_FILL (8) of them the next miss fills the table in one
+ * pass, keeping what was answered. */
+static void test_lookups_then_fill(const char *file) {
     ml_layout *L = open_layout(file, "big");
     ml_error err;
     ml_chunk_info ci;
+    uint64_t order[] = {19999, 5, 12000, 0, 1, 7777, 3, 4};
+    for (size_t i = 0; i < 8; i++) {
+        CHECK_RC(ml_layout_chunk(L, order[i], &ci, &err));
+        CHECK(ci.bad == NULL);
+    }
     CHECK_EQ(L->table_state, ML_TABLE_LAZY);
+    CHECK_EQ(L->lookups, 8);
     CHECK(!ml_chunk_table_get(&L->table, 6, &ci));
-    CHECK_RC(ml_layout_chunk(L, 19999, &ci, &err));
-    CHECK_EQ(L->table_state, ML_TABLE_WALKED);
-    CHECK_EQ(L->lookups, 0);
-    CHECK(ml_chunk_table_complete(&L->table));
     uint64_t n_alloc;
     unsigned mask;
+    {
+        hid_t fid = H5Fopen(file, H5F_ACC_RDONLY, H5P_DEFAULT), ds = H5Dopen2(fid, "big", H5P_DEFAULT);
+        for (size_t i = 0; i < 8; i++) {
+            ml_chunk_info want = truth_chunk(ds, L, 0, order[i]);
+            CHECK(ml_chunk_table_get(&L->table, order[i], &ci));
+            CHECK_U64_EQ(ci.addr, want.addr);
+            CHECK_U64_EQ(ci.size, want.size);
+        }
+        H5Dclose(ds);
+        H5Fclose(fid);
+    }
+    CHECK_RC(ml_layout_chunk(L, 6, &ci, &err));
+    CHECK_EQ(L->table_state, ML_TABLE_WALKED);
+    CHECK_EQ(L->lookups, 8);
+    CHECK(ml_chunk_table_complete(&L->table));
     compare_table(L, file, "big", 0, 499, &n_alloc, &mask);
     ml_layout_unref(L);
 }
@@ -559,6 +577,7 @@ static void test_fallbacks(const char *file) {
     L->cindex.addr = 0;
     CHECK_EQ(ml_layout_fill_table(L), ML_TABLE_CORRUPT);
     CHECK(strstr(L->table_why, "malformed") != NULL);
+    ml_error_clear(&err);
     CHECK_ERR(ml_layout_chunk(L, 5, &ci, &err), -ML_ECORRUPT);
     CHECK(strstr(err.msg, "corrupt chunk index (the chunk index is malformed): chunk 5 ") != NULL);
     CHECK_EQ(ml_layout_fill_table(L), ML_TABLE_CORRUPT); /* tried once only */
@@ -783,6 +802,49 @@ static void test_threads(const char *file) {
     ml_layout_unref(L);
 }
 
+/* Descent by key (ml_chunk_index_find) gives, for every chunk, what the
+ * walk gives: the entry, or never written. */
+typedef struct walked {
+    uint64_t *offset, *size;
+    unsigned *mask;
+} walked;
+
+static int note_walked(void *ctx, uint64_t index, uint64_t offset, uint64_t size, unsigned mask) {
+    walked *w = ctx;
+    w->offset[index] = offset;
+    w->size[index] = size;
+    w->mask[index] = mask;
+    return 0;
+}
+
+static void test_find_equals_walk(const char *file, const char *path) {
+    ml_layout *L = open_layout(file, path);
+    CHECK_EQ(L->cindex.kind, ML_CHUNK_INDEX_BTREE1);
+    walked w = {calloc(L->n_chunks, 8), calloc(L->n_chunks, 8), calloc(L->n_chunks, sizeof(unsigned))};
+    for (uint64_t i = 0; i < L->n_chunks; i++)
+        w.offset[i] = UINT64_MAX;
+    CHECK_RC(ml_chunk_index_walk(&L->cfile, &L->cindex, L->ndim, L->dims, note_walked, &w));
+    uint64_t found = 0;
+    for (uint64_t i = 0; i < L->n_chunks; i++) {
+        uint64_t off, size;
+        unsigned mask;
+        CHECK_RC(ml_chunk_index_find(&L->cfile, &L->cindex, L->ndim, L->dims, i, &off, &size, &mask));
+        CHECK_U64_EQ(off, w.offset[i]);
+        CHECK_U64_EQ(size, w.offset[i] == UINT64_MAX ? 0 : w.size[i]);
+        CHECK_EQ(mask, w.offset[i] == UINT64_MAX ? 0 : w.mask[i]);
+        found += off != UINT64_MAX;
+    }
+    uint64_t off, size;
+    unsigned mask;
+    CHECK_ERR(ml_chunk_index_find(&L->cfile, &L->cindex, L->ndim, L->dims, L->n_chunks, &off, &size, &mask),
+              -ML_EINVAL);
+    CHECK_GT(found, 0);
+    free(w.offset);
+    free(w.size);
+    free(w.mask);
+    ml_layout_unref(L);
+}
+
 int main(void) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     test_shapes(0);
@@ -794,7 +856,8 @@ int main(void) {
     test_grown_headers(1);
     test_crafted_headers();
     char *file = strdup(write_big(0)); /* check_path's buffers rotate */
-    test_first_lookup_walks(file);
+    test_find_equals_walk(file, "big");
+    test_lookups_then_fill(file);
     test_fallbacks(file);
     test_damage(file);
     test_damage_vs_hdf5();
