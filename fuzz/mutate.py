@@ -107,6 +107,8 @@ class Mutator:
             desc = "set %r = %s" % (f, new_bytes.hex())
         else:
             v = interesting(rng, old, f.width)
+            if v == old:  # a mutation that changes nothing tests nothing
+                v ^= 1 << rng.randrange(8 * f.width)
             data[f.off:f.off + f.width] = v.to_bytes(f.width, "little")
             desc = "set %r = %d (was %d)" % (f, v, old)
         st = f.struct
