@@ -1,5 +1,5 @@
 /* vlen.c - rows of variable-length datasets (PyTables VLArray) through
- * H5Dread.
+ * H5Dread, after checking what HDF5 would trust.
  *
  * Invariants:
  *  - Every HDF5 call here runs under the one HDF5 lock, taken through
@@ -12,28 +12,67 @@
  *    bytes come out as stored, in the file's byte order, and the dtype the
  *    caller builds from V->base describes them.
  *  - An ml_vlen is immutable after ml_vlen_open(): reads only use its
- *    handles under the lock, so concurrent reads need no other locking.
+ *    handles under the lock and its descriptor with pread, so concurrent
+ *    reads need no other locking.
  *  - HDF5 allocates each row's sequence during H5Dread (its default
  *    allocator); the lock is dropped while we copy them out (plain memory
  *    we own until reclaimed) and taken again to reclaim them, on failure
  *    too, so a read leaks nothing and blocks other HDF5 users only for
  *    the HDF5 calls themselves.
+ *  - Nothing HDF5 1.10.8's heap reader only asserts reaches it. A row is
+ *    stored as a descriptor (4-byte element count, heap collection address,
+ *    4-byte object index); H5Dread follows every descriptor whose address
+ *    is not 0 (a count of 0 too) into H5HG_read, which parses the whole
+ *    collection and memcpy's the object's stored size into a buffer sized
+ *    by count × element size. So before H5Dread, check_rows() reads the
+ *    requested rows' descriptors itself (contiguous: pread; chunked: the
+ *    raw chunk from H5Dread_chunk, its deflate, shuffle and fletcher32
+ *    undone here) and, for each address not 0, requires: a collection
+ *    inside min(file size, EOA) with signature, version and a size of at
+ *    least 4096 that ends inside the file; collections that do not
+ *    overlap; objects that walk exactly as HDF5 walks them (gheap.c); the
+ *    object index present (never 0, the free space); and the object's size
+ *    exactly count × element size (what newer HDF5 demands; a larger one
+ *    overflows 1.10's buffer, a smaller one leaves stale bytes in the row).
+ *    Anything else is -ML_ECORRUPT naming the file, the dataset and the
+ *    row. A pipeline with a filter only HDF5 can undo (szip, n-bit,
+ *    scale-offset, plugins) leaves the descriptors unread: those datasets
+ *    are trusted to HDF5 (V->unchecked), and so is what HDF5 reads for
+ *    itself (superblock, object headers, the chunk index, fill values).
  *
  * Workload: VLArrays are a slow path. The byte offsets of the rows live
- * in the file's global heap, which only HDF5 reads, so there is no native
- * parallel path: one H5Dread per request, of the distinct rows requested
- * (sorted: a hyperslab when they are one run, else a point selection).
+ * in the file's global heap, so there is no native parallel path: one
+ * H5Dread per request, of the distinct rows requested (sorted: a
+ * hyperslab when they are one run, else a point selection). The checks
+ * cost one read of the descriptors (spans of up to DESC_SPAN rows, or one
+ * raw chunk per chunk touched) and one walk of each distinct collection
+ * (rows of a VLArray share few: hundreds of small rows to one), in the
+ * page cache HDF5 then reads from.
  */
 #define _GNU_SOURCE
 #include "vlen.h"
 
 #include "decode.h"
+#include "gheap.h"
 #include "h5internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#ifdef ML_HAVE_LIBDEFLATE
+#include <libdeflate.h>
+#else
+#include <zlib.h>
+#endif
+
+/* Contiguous descriptors are read in spans of at most this many rows
+ * (64 KiB of 16-byte descriptors): rows near each other cost one read,
+ * rows far apart one small read each. */
+#define DESC_SPAN 4096
 
 /* HDF5 1.12 renamed H5Dvlen_reclaim; 1.10.8's header declares H5Treclaim
  * but its library does not export it. */
@@ -45,7 +84,9 @@
 
 /* H5Dread decodes the row descriptors' chunks: refuse up front a filter
  * the HDF5 library cannot load (PyTables' blosc, which only its own HDF5
- * copy has), rather than fail on every read. Caller holds the lock. */
+ * copy has), rather than fail on every read. Record the pipeline for
+ * check_rows(), which undoes deflate, shuffle and fletcher32 itself; any
+ * other filter sets V->unchecked. Caller holds the lock. */
 static int check_filters(ml_vlen *V, ml_error *err) {
     hid_t dcpl = H5Dget_create_plist((hid_t)V->h5_dset);
     int rc = 0;
@@ -54,7 +95,7 @@ static int check_filters(ml_vlen *V, ml_error *err) {
                             V->path, V->filename);
     int nf = H5Pget_nfilters(dcpl);
     for (int i = 0; i < nf && rc == 0; i++) {
-        unsigned flags = 0, values[8], cfg = 0;
+        unsigned flags = 0, values[8] = {0}, cfg = 0;
         size_t nv = 8;
         char name[64] = "";
         H5Z_filter_t id = H5Pget_filter2(dcpl, (unsigned)i, &flags, &nv, values, sizeof name, name, &cfg);
@@ -68,12 +109,142 @@ static int check_filters(ml_vlen *V, ml_error *err) {
                               ml_decode_supports(id) ? "multiload decodes it natively in fixed-size datasets "
                                                        "only: variable-length rows are read by HDF5"
                                                      : "is its HDF5 plugin installed?");
+        else if ((id == H5Z_FILTER_DEFLATE || id == H5Z_FILTER_SHUFFLE || id == H5Z_FILTER_FLETCHER32) &&
+                 V->n_filters < (int)(sizeof V->filters / sizeof V->filters[0])) {
+            V->filters[V->n_filters].id = (int)id;
+            /* A shuffle without its element size (PyTables writes VLArrays so:
+             * the optional filter failed on write, and each chunk's mask says
+             * it was skipped) is refused per chunk, where it is not skipped. */
+            V->filters[V->n_filters].elem = id == H5Z_FILTER_SHUFFLE && nv == 1 ? values[0] : 0;
+            V->n_filters++;
+        } else
+            V->unchecked = 1;
     }
     H5Pclose(dcpl);
     return nf < 0 && rc == 0
                ? ml_error_set(err, -ML_EHDF5, "cannot read the filter pipeline of dataset '%s' of file '%s'",
                               V->path, V->filename)
                : rc;
+}
+
+/* The dataset's own file, which an external link makes another than
+ * V->filename: a duplicate of the descriptor HDF5 reads it with (sec2, the
+ * driver every file here is opened with), so the heap checked is the heap
+ * HDF5 reads; its base address, sizes of addresses and lengths, and the
+ * bound no heap may pass, the smaller of the file's size and its end of
+ * allocation (HDF5 refuses reads past its EOA). Caller holds the lock.
+ * Returns 0, -ML_EHDF5, -ML_ETYPE (another driver) or -errno. */
+static int describe_file(ml_vlen *V, ml_error *err) {
+    hid_t file = H5Iget_file_id((hid_t)V->h5_dset);
+    hid_t fapl = file < 0 ? -1 : H5Fget_access_plist(file);
+    hid_t fcpl = file < 0 ? -1 : H5Fget_create_plist(file);
+    hsize_t userblock = 0;
+    haddr_t eoa = HADDR_UNDEF;
+    size_t sa = 0, ss = 0;
+    void *handle = NULL;
+    struct stat st;
+    int rc = 0;
+    if (fapl < 0 || fcpl < 0 || H5Pget_userblock(fcpl, &userblock) < 0 || H5Pget_sizes(fcpl, &sa, &ss) < 0 ||
+        H5Fget_eoa(file, &eoa) < 0 || eoa == HADDR_UNDEF) {
+        rc = ml_error_set(err, -ML_EHDF5, "cannot read the file properties of dataset '%s' of file '%s'", V->path,
+                          V->filename);
+        goto out;
+    }
+    if (sa < 2 || sa > 8 || ss < 2 || ss > 8) {
+        rc = ml_error_set(err, -ML_ECORRUPT, "the file of dataset '%s' of file '%s' has %zu-byte addresses and "
+                          "%zu-byte lengths (HDF5 writes 2 to 8)", V->path, V->filename, sa, ss);
+        goto out;
+    }
+    if (H5Pget_driver(fapl) != H5FD_SEC2 || H5Fget_vfd_handle(file, fapl, &handle) < 0 || !handle) {
+        rc = ml_error_set(err, -ML_ETYPE, "variable-length dataset '%s' of file '%s' lies in a file HDF5 reads "
+                          "with a driver other than sec2, whose heap multiload cannot check", V->path, V->filename);
+        goto out;
+    }
+    int fd = fcntl(*(int *)handle, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        rc = ml_error_set(err, -errno, "cannot open the file of dataset '%s' of file '%s': %s", V->path,
+                          V->filename, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        goto out;
+    }
+    if (V->fd >= 0)
+        close(V->fd);
+    V->fd = fd;
+    uint64_t size = (uint64_t)st.st_size;
+    uint64_t held = size > (uint64_t)userblock ? size - (uint64_t)userblock : 0; /* bytes past the base */
+    V->h5_base = (uint64_t)userblock;
+    V->limit = (uint64_t)eoa < held ? (uint64_t)eoa : held;
+    V->sizeof_addr = (unsigned)sa;
+    V->sizeof_size = (unsigned)ss;
+    V->desc_size = 4 + sa + 4;
+out:
+    if (fcpl >= 0)
+        H5Pclose(fcpl);
+    if (fapl >= 0)
+        H5Pclose(fapl);
+    if (file >= 0)
+        H5Fclose(file);
+    return rc;
+}
+
+/* Where the descriptors are. Contiguous: one extent of exactly n_rows
+ * descriptors (as for fixed-size data, 1.10 reads past an extent of
+ * another size), or never written (fill: null descriptors, nothing to
+ * check). Chunked: 1-D chunks of chunk_rows rows, each chunk's raw bytes
+ * read with H5Dread_chunk. Compact data lives in the object header, which
+ * HDF5 1.10 gives no raw access to, external and virtual storage in other
+ * files: refused, since their heap references could not be checked before
+ * HDF5 follows them. Caller holds the lock. Returns 0, -ML_ETYPE,
+ * -ML_ECORRUPT or -ML_EHDF5. */
+static int describe_storage(ml_vlen *V, ml_error *err) {
+    hid_t dcpl = H5Dget_create_plist((hid_t)V->h5_dset);
+    int rc = 0;
+    if (dcpl < 0)
+        return ml_error_set(err, -ML_EHDF5, "cannot read the creation properties of dataset '%s' of file '%s'",
+                            V->path, V->filename);
+    H5D_layout_t lay = H5Pget_layout(dcpl);
+    const char *refused = H5Pget_external_count(dcpl) > 0 ? "external"
+                          : lay == H5D_COMPACT            ? "compact"
+                          : lay == H5D_VIRTUAL            ? "virtual"
+                          : lay != H5D_CONTIGUOUS && lay != H5D_CHUNKED ? "unknown"
+                                                                        : NULL;
+    if (refused) {
+        rc = ml_error_set(err, -ML_ETYPE, "variable-length dataset '%s' of file '%s' has %s storage: multiload "
+                          "cannot check its rows' heap references before HDF5 follows them (only contiguous "
+                          "and chunked ones are read)", V->path, V->filename, refused);
+        goto out;
+    }
+    uint64_t total;
+    if (__builtin_mul_overflow(V->n_rows, (uint64_t)V->desc_size, &total) || total > INT64_MAX) {
+        rc = ml_error_set(err, -ML_ECORRUPT, "variable-length dataset '%s' of file '%s' claims %llu rows, more "
+                          "than any file holds", V->path, V->filename, (unsigned long long)V->n_rows);
+        goto out;
+    }
+    if (lay == H5D_CHUNKED) {
+        hsize_t c = 0;
+        uint64_t bytes;
+        V->chunked = 1;
+        if (H5Pget_chunk(dcpl, 1, &c) != 1 || c == 0 ||
+            __builtin_mul_overflow((uint64_t)c, (uint64_t)V->desc_size, &bytes) || bytes > UINT32_MAX) {
+            rc = ml_error_set(err, -ML_ECORRUPT, "variable-length dataset '%s' of file '%s' has chunks of %llu "
+                              "rows (HDF5 chunks are 1 to 4 GiB)", V->path, V->filename, (unsigned long long)c);
+            goto out;
+        }
+        V->chunk_rows = c;
+        goto out;
+    }
+    haddr_t off = H5Dget_offset((hid_t)V->h5_dset); /* absolute: a file offset */
+    V->offset = off == HADDR_UNDEF ? UINT64_MAX : (uint64_t)off;
+    hsize_t stored = H5Dget_storage_size((hid_t)V->h5_dset);
+    if (V->offset != UINT64_MAX && (uint64_t)stored != total)
+        rc = ml_error_set(err, -ML_ECORRUPT, "variable-length dataset '%s' of file '%s' stores %llu bytes of row "
+                          "descriptors, but its %llu rows need %llu (damaged layout or dataspace)", V->path,
+                          V->filename, (unsigned long long)stored, (unsigned long long)V->n_rows,
+                          (unsigned long long)total);
+out:
+    H5Pclose(dcpl);
+    return rc;
 }
 
 /* Check the dataset's type and shape and build V's element type and memory
@@ -119,7 +290,16 @@ static int describe(ml_vlen *V, int *is_vlen, ml_error *err) {
     hsize_t dim = 0;
     H5Sget_simple_extent_dims(space, &dim, NULL);
     V->n_rows = dim;
+    V->elem_size = H5Tget_size(super);
+    if (V->elem_size == 0) {
+        rc = ml_error_set(err, -ML_EHDF5, "cannot read the size of %s", where);
+        goto out;
+    }
     rc = check_filters(V, err);
+    if (rc == 0)
+        rc = describe_file(V, err);
+    if (rc == 0)
+        rc = describe_storage(V, err);
     if (rc < 0)
         goto out;
     V->h5_mtype = H5Tvlen_create(super);
@@ -143,6 +323,8 @@ int ml_vlen_open(const char *filename, const char *path, ml_vlen **out, ml_error
     if (!V)
         return ml_error_set(err, -ENOMEM, "out of memory");
     V->h5_file = V->h5_dset = V->h5_mtype = -1;
+    V->fd = -1;
+    V->offset = UINT64_MAX;
     V->filename = strdup(filename);
     V->path = strdup(path);
     if (!V->filename || !V->path) {
@@ -160,7 +342,7 @@ int ml_vlen_open(const char *filename, const char *path, ml_vlen **out, ml_error
         ml_error_set(err, rc, "%s", local.msg);
         goto fail;
     }
-    close(fd); /* HDF5 reads every byte here: our descriptor served to check the file */
+    V->fd = fd; /* replaced by the descriptor HDF5 reads the dataset's own file with */
     V->h5_file = file;
     V->h5_dset = dset;
     ml_h5_lock();
@@ -179,10 +361,344 @@ void ml_vlen_close(ml_vlen *V) {
     if (!V)
         return;
     ml_h5_close_handles((hid_t)V->h5_mtype, (hid_t)V->h5_dset, (hid_t)V->h5_file);
+    if (V->fd >= 0)
+        close(V->fd);
     ml_type_free(V->base);
     free(V->filename);
     free(V->path);
     free(V);
+}
+
+/* pread all of len bytes at off. Returns 0, -errno or -ML_ETRUNC (the
+ * file ends first). */
+static int pread_full(int fd, void *buf, size_t len, uint64_t off) {
+    unsigned char *p = buf;
+    while (len) {
+        ssize_t r = pread(fd, p, len, (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -errno;
+        if (r == 0)
+            return -ML_ETRUNC;
+        p += r;
+        len -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
+/* The heap reader's source: the dataset's file, at addresses relative to
+ * its base (V->limit bounds them before any read). */
+static int heap_read(void *ctx, uint64_t off, void *buf, size_t len) {
+    const ml_vlen *V = ctx;
+    return pread_full(V->fd, buf, len, V->h5_base + off);
+}
+
+static uint64_t get_le(const unsigned char *p, unsigned n) {
+    uint64_t v = 0;
+    for (unsigned i = n; i-- > 0;)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* A row's descriptor, decoded (the layout H5T_vlen_disk_* read). */
+typedef struct desc {
+    uint64_t count; /* elements */
+    uint64_t addr;  /* collection address, relative to the base; 0: null row, HDF5 reads nothing */
+    uint64_t idx;   /* object index in the collection */
+} desc;
+
+static desc desc_at(const ml_vlen *V, const unsigned char *p) {
+    desc d = {.count = get_le(p, 4), .addr = get_le(p + 4, V->sizeof_addr),
+              .idx = get_le(p + 4 + V->sizeof_addr, 4)};
+    return d;
+}
+
+static int row_error(const ml_vlen *V, ml_error *err, int rc, uint64_t row, const char *why) {
+    return ml_error_set(err, rc, "variable-length dataset '%s' of file '%s', row %llu: %s", V->path, V->filename,
+                        (unsigned long long)row, why);
+}
+
+/* Contiguous: the descriptors of uniq[0..m) (sorted, distinct) into
+ * out[i * desc_size], read in spans of at most DESC_SPAN rows. Never
+ * written: all null. Returns 0, -errno, -ML_ETRUNC or -ENOMEM. */
+static int read_contiguous(ml_vlen *V, const uint64_t *uniq, size_t m, unsigned char *out, ml_error *err) {
+    size_t ds = V->desc_size;
+    unsigned char *span = NULL;
+    int rc = 0;
+    if (V->offset == UINT64_MAX) {
+        memset(out, 0, m * ds);
+        return 0;
+    }
+    span = malloc((size_t)DESC_SPAN * ds);
+    if (!span)
+        return ml_error_set(err, -ENOMEM, "out of memory reading the rows of '%s'", V->path);
+    uint64_t end = V->h5_base + V->limit; /* file offset no read passes */
+    for (size_t i = 0, j; i < m; i = j) {
+        for (j = i + 1; j < m && uniq[j] - uniq[i] < DESC_SPAN; j++)
+            ;
+        /* Row numbers are below n_rows, whose descriptors' bytes were
+         * checked at open to fit in 2^63: only the sum with the offset can wrap. */
+        uint64_t first = uniq[i], len = (uniq[j - 1] - first + 1) * ds, at;
+        if (__builtin_add_overflow(V->offset, first * ds, &at) || at > end || len > end - at) {
+            rc = row_error(V, err, -ML_ETRUNC, uniq[j - 1], "its descriptor lies past the end of the file");
+            goto out;
+        }
+        rc = pread_full(V->fd, span, (size_t)len, at);
+        if (rc < 0) {
+            row_error(V, err, rc, first, rc == -ML_ETRUNC ? "the file ends inside its descriptor"
+                                                          : "cannot read its descriptor");
+            goto out;
+        }
+        for (size_t k = i; k < j; k++)
+            memcpy(out + k * ds, span + (uniq[k] - first) * ds, ds);
+    }
+out:
+    free(span);
+    return rc;
+}
+
+/* Undo the pipeline (last filter first, skipping those `mask` says were
+ * skipped on write) on the raw chunk *buf of *len bytes (owned; replaced
+ * by the decoded bytes). Returns 0, -ML_ECORRUPT, -ML_ECHECKSUM or -ENOMEM
+ * with *why set. */
+static int decode_chunk(const ml_vlen *V, unsigned mask, unsigned char **buf, size_t *len, size_t want,
+                        const char **why) {
+    size_t cap = want + 4 * (size_t)V->n_filters; /* fletcher32 adds 4 bytes; nothing else grows */
+    for (int f = V->n_filters - 1; f >= 0; f--) {
+        if (mask & (1u << f))
+            continue;
+        unsigned char *cur = *buf, *out = NULL;
+        size_t n = *len;
+        switch (V->filters[f].id) {
+        case H5Z_FILTER_FLETCHER32: {
+            if (n < 4) {
+                *why = "its chunk is too short for its fletcher32 checksum";
+                return -ML_ECORRUPT;
+            }
+            /* HDF5 accepts the sum and, as written before 1.6.3, its bytes swapped in pairs. */
+            uint32_t sum = ml_fletcher32(cur, n - 4), stored = (uint32_t)get_le(cur + n - 4, 4);
+            uint32_t swapped = (sum & 0xff00ff00u) >> 8 | (sum & 0x00ff00ffu) << 8;
+            if (stored != sum && stored != swapped) {
+                *why = "its chunk fails its fletcher32 checksum";
+                return -ML_ECHECKSUM;
+            }
+            *len = n - 4;
+            continue;
+        }
+        case H5Z_FILTER_DEFLATE: {
+            size_t got = 0;
+            int ok;
+            out = malloc(cap ? cap : 1);
+            if (!out) {
+                *why = "out of memory";
+                return -ENOMEM;
+            }
+#ifdef ML_HAVE_LIBDEFLATE
+            struct libdeflate_decompressor *dd = libdeflate_alloc_decompressor();
+            ok = dd && libdeflate_zlib_decompress(dd, cur, n, out, cap, &got) == LIBDEFLATE_SUCCESS;
+            libdeflate_free_decompressor(dd);
+#else
+            uLongf zn = cap;
+            ok = uncompress(out, &zn, cur, n) == Z_OK;
+            got = zn;
+#endif
+            if (!ok) {
+                free(out);
+                *why = "its chunk's deflate stream is damaged";
+                return -ML_ECORRUPT;
+            }
+            n = got;
+            break;
+        }
+        case H5Z_FILTER_SHUFFLE:
+            if (V->filters[f].elem == 0) {
+                *why = "its chunk is shuffled, but the shuffle filter has no element size (HDF5 refuses it: "
+                       "invalid shuffle parameters)";
+                return -ML_ECORRUPT;
+            }
+            out = malloc(n ? n : 1);
+            if (!out) {
+                *why = "out of memory";
+                return -ENOMEM;
+            }
+            ml_unshuffle(cur, out, n, V->filters[f].elem);
+            break;
+        default:
+            *why = "a filter multiload does not undo";
+            return -ML_ECORRUPT;
+        }
+        free(cur);
+        *buf = out;
+        *len = n;
+    }
+    if (*len != want) {
+        *why = "its chunk decodes to another size than its rows' descriptors";
+        return -ML_ECORRUPT;
+    }
+    return 0;
+}
+
+/* Chunked: the descriptors of uniq[0..m) into out[i * desc_size], one
+ * raw chunk read (under the lock) and decoded (without it) per chunk
+ * touched; a chunk never written holds null descriptors (HDF5 reads the
+ * fill value). Returns 0 or an error for the chunk's first row. */
+static int read_chunked(ml_vlen *V, const uint64_t *uniq, size_t m, unsigned char *out, ml_error *err) {
+    size_t ds = V->desc_size, want = (size_t)(V->chunk_rows * ds);
+    int rc = 0;
+    for (size_t i = 0, j; i < m && rc == 0; i = j) {
+        uint64_t chunk = uniq[i] / V->chunk_rows;
+        for (j = i + 1; j < m && uniq[j] / V->chunk_rows == chunk; j++)
+            ;
+        hsize_t coord = chunk * V->chunk_rows, nbytes = 0;
+        uint32_t mask = 0;
+        unsigned char *buf = NULL;
+        size_t len = 0;
+        const char *why = NULL;
+        ml_h5_lock();
+        if (H5Dget_chunk_storage_size((hid_t)V->h5_dset, &coord, &nbytes) < 0) {
+            rc = -ML_EHDF5;
+            why = "HDF5 cannot find the chunk of its descriptor";
+        } else if (nbytes == 0) {
+            /* never written: fill, nothing for HDF5 to follow */
+        } else if (nbytes > V->limit || (V->n_filters == 0 && nbytes != want)) {
+            rc = -ML_ECORRUPT;
+            why = "the chunk of its descriptor claims a size larger than the file, or, unfiltered, other "
+                  "than its rows' descriptors";
+        } else if (!(buf = malloc((size_t)nbytes))) {
+            rc = -ENOMEM;
+            why = "out of memory for the chunk of its descriptor";
+        } else if (H5Dread_chunk((hid_t)V->h5_dset, H5P_DEFAULT, &coord, &mask, buf) < 0) {
+            rc = -ML_EHDF5;
+            why = "HDF5 cannot read the chunk of its descriptor";
+        }
+        ml_h5_unlock();
+        len = (size_t)nbytes;
+        if (rc == 0 && buf)
+            rc = decode_chunk(V, mask, &buf, &len, want, &why);
+        if (rc < 0)
+            row_error(V, err, rc, uniq[i], why);
+        else
+            for (size_t k = i; k < j; k++) {
+                if (buf)
+                    memcpy(out + k * ds, buf + (uniq[k] - coord) * ds, ds);
+                else
+                    memset(out + k * ds, 0, ds);
+            }
+        free(buf);
+    }
+    return rc;
+}
+
+static int cmp_u64(const void *a, const void *b);
+
+/* The collection at addr among heaps[0..nh) (sorted by addr; it is there). */
+static ml_gheap *find_heap(ml_gheap *heaps, size_t nh, uint64_t addr) {
+    size_t lo = 0, hi = nh;
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (heaps[mid].addr <= addr)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return &heaps[lo];
+}
+
+/* The first row (of uniq) whose descriptor names the collection at addr. */
+static uint64_t row_of_heap(const ml_vlen *V, const uint64_t *uniq, size_t m, const unsigned char *descs,
+                            uint64_t addr) {
+    for (size_t i = 0; i < m; i++)
+        if (desc_at(V, descs + i * V->desc_size).addr == addr)
+            return uniq[i];
+    return uniq[0];
+}
+
+/* Everything H5Dread will follow from the rows uniq[0..m) (sorted,
+ * distinct), checked as the opening comment says. Each collection is read
+ * and walked once, however many rows share it; collections may not
+ * overlap, so the walks together cover at most the file. Returns 0 or an
+ * error naming the first row concerned. */
+static int check_rows(ml_vlen *V, const uint64_t *uniq, size_t m, ml_error *err) {
+    unsigned char *descs = NULL;
+    uint64_t *addrs = NULL;
+    ml_gheap *heaps = NULL;
+    size_t na = 0, nh = 0, ds = V->desc_size;
+    char why[300];
+    int rc = 0;
+    if (V->unchecked)
+        return 0;
+    descs = malloc(m * ds); /* m distinct rows: at most the 2^63 bytes checked at open */
+    addrs = malloc(m * sizeof *addrs);
+    heaps = calloc(m, sizeof *heaps);
+    if (!descs || !addrs || !heaps) {
+        rc = ml_error_set(err, -ENOMEM, "out of memory checking %zu rows of '%s'", m, V->path);
+        goto out;
+    }
+    rc = V->chunked ? read_chunked(V, uniq, m, descs, err) : read_contiguous(V, uniq, m, descs, err);
+    if (rc < 0)
+        goto out;
+    for (size_t i = 0; i < m; i++) {
+        desc d = desc_at(V, descs + i * ds);
+        if (d.addr != 0)
+            addrs[na++] = d.addr;
+    }
+    qsort(addrs, na, sizeof *addrs, cmp_u64);
+    for (size_t i = 0; i < na; i++) {
+        if (nh && heaps[nh - 1].addr == addrs[i])
+            continue;
+        rc = ml_gheap_read_header(&heaps[nh], addrs[i], V->limit, V->sizeof_size, heap_read, V, why, sizeof why);
+        if (rc < 0) {
+            row_error(V, err, rc, row_of_heap(V, uniq, m, descs, addrs[i]), why);
+            goto out;
+        }
+        /* HDF5 never lays two collections over each other: overlapping
+         * ones are crafted, and would let a few bytes be walked many times. */
+        if (nh && heaps[nh - 1].addr + heaps[nh - 1].size > addrs[i]) {
+            snprintf(why, sizeof why, "its global heap collection at address %llu overlaps the one at %llu",
+                     (unsigned long long)addrs[i], (unsigned long long)heaps[nh - 1].addr);
+            rc = row_error(V, err, -ML_ECORRUPT, row_of_heap(V, uniq, m, descs, addrs[i]), why);
+            goto out;
+        }
+        nh++;
+    }
+    for (size_t h = 0; h < nh; h++) {
+        rc = ml_gheap_walk(&heaps[h], V->sizeof_size, heap_read, V, why, sizeof why);
+        if (rc < 0) {
+            row_error(V, err, rc, row_of_heap(V, uniq, m, descs, heaps[h].addr), why);
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < m; i++) {
+        desc d = desc_at(V, descs + i * ds);
+        if (d.addr == 0)
+            continue;
+        const ml_gheap *H = find_heap(heaps, nh, d.addr);
+        const ml_gheap_obj *o = ml_gheap_find(H, d.idx);
+        uint64_t need = 0;
+        if (!o) {
+            snprintf(why, sizeof why, "object %llu is not in its global heap collection at address %llu%s",
+                     (unsigned long long)d.idx, (unsigned long long)d.addr,
+                     d.idx == 0 ? " (index 0 is the collection's free space)" : "");
+            rc = row_error(V, err, -ML_ECORRUPT, uniq[i], why);
+            goto out;
+        }
+        if (__builtin_mul_overflow(d.count, (uint64_t)V->elem_size, &need) || o->size != need) {
+            snprintf(why, sizeof why, "it has %llu elements of %zu bytes, but its object %llu in the global heap "
+                     "collection at address %llu holds %llu bytes", (unsigned long long)d.count, V->elem_size,
+                     (unsigned long long)d.idx, (unsigned long long)d.addr, (unsigned long long)o->size);
+            rc = row_error(V, err, -ML_ECORRUPT, uniq[i], why);
+            goto out;
+        }
+    }
+out:
+    for (size_t h = 0; heaps && h < nh; h++)
+        ml_gheap_free(&heaps[h]);
+    free(heaps);
+    free(addrs);
+    free(descs);
+    return rc;
 }
 
 static int cmp_u64(const void *a, const void *b) {
@@ -244,6 +760,9 @@ int ml_vlen_read(ml_vlen *V, const uint64_t *rows, size_t n, uint64_t *counts, v
     }
     for (size_t i = 0; !run && i < m; i++)
         coords[i] = uniq[i];
+    rc = check_rows(V, uniq, m, err); /* before HDF5 follows any heap reference */
+    if (rc < 0)
+        goto out;
 
     ml_h5_lock();
     hsize_t start = uniq[0], count = m;

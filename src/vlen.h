@@ -2,7 +2,10 @@
  * sequence of any length of one element type. Rows are read with H5Dread
  * under the HDF5 lock and copied out concatenated, with one element count
  * per row. The element type is any type the core describes (ml_type), in
- * the file's byte order.
+ * the file's byte order. Before HDF5 follows a row's reference into the
+ * global heap, the core reads the row's descriptor and the heap itself and
+ * checks them (vlen.c, gheap.c): a damaged heap is corrupt data, never a
+ * crash inside HDF5.
  */
 #ifndef ML_VLEN_H
 #define ML_VLEN_H
@@ -18,6 +21,23 @@ typedef struct ml_vlen {
     char *path;              /* owned, dataset path as given */
     uint64_t n_rows;         /* the dataset's length (1-D only) */
     ml_type *base;           /* owned: element type, as h5py names it */
+    size_t elem_size;        /* bytes of one element in the file: a row's heap object is count × this */
+    /* Where the rows' descriptors (count, heap address, object index) are */
+    int chunked;             /* 0: contiguous at `offset`; 1: chunks of chunk_rows rows */
+    uint64_t offset;         /* contiguous: file offset of row 0's descriptor; UINT64_MAX: never written */
+    uint64_t chunk_rows;     /* chunked: rows per chunk, >= 1 */
+    int n_filters;           /* chunked: the pipeline, in the order applied on write */
+    struct {
+        int id;              /* ML_FILTER_DEFLATE / _SHUFFLE / _FLETCHER32 */
+        unsigned elem;       /* shuffle: its element size; 0: none (refused where applied) */
+    } filters[8];
+    int unchecked;           /* 1: a filter only HDF5 can undo: descriptors and heap trusted to HDF5 */
+    /* The dataset's own file (an external link's target), read with pread */
+    int fd;                  /* owned: a duplicate of the descriptor HDF5 reads the file with */
+    uint64_t h5_base;        /* the user block's size: heap addresses are relative to it */
+    uint64_t limit;          /* bytes a heap may reach past h5_base: min(file size - base, EOA) */
+    unsigned sizeof_addr, sizeof_size; /* bytes of an address (2..8) and a length (2..8) */
+    size_t desc_size;        /* bytes of one descriptor: 4 + sizeof_addr + 4 */
     /* HDF5 handles, used only under the HDF5 lock */
     int64_t h5_file, h5_dset;
     int64_t h5_mtype;        /* memory type: vlen of the file's own element type */
@@ -31,7 +51,10 @@ typedef struct ml_vlen {
  * the caller says so in its own words). Errors: as ml_layout_open opening
  * the file and path (-ENOENT, -ML_ENOTHDF5, -ML_ENOTFOUND, ...), and for a
  * variable-length dataset the core cannot read: -ML_ETYPE (element type,
- * e.g. strings or nested sequences), -ML_ESHAPE (not 1-D); detail in err. */
+ * e.g. strings or nested sequences; compact, external or virtual storage,
+ * whose descriptors cannot be read raw), -ML_ESHAPE (not 1-D),
+ * -ML_ECORRUPT (contiguous storage of another size than the rows need);
+ * detail in err. */
 int ml_vlen_open(const char *filename, const char *path, ml_vlen **out, ml_error *err);
 
 /* Close a handle. Accepts NULL. Takes the HDF5 lock. */
@@ -41,8 +64,12 @@ void ml_vlen_close(ml_vlen *V);
  * V->n_rows): counts[i] receives the element count of row rows[i], and
  * *data a new malloc'd buffer (the caller frees it with free(); never NULL
  * on success, even when empty) of every row's elements, row after row, in
- * the order given; *nbytes its length. Borrows rows and counts. Returns 0,
- * -ML_EINVAL (a row out of range), -ENOMEM or -ML_EHDF5; detail in err. */
+ * the order given; *nbytes its length. Borrows rows and counts. Before
+ * H5Dread, every requested row's descriptor and the global heap collection
+ * it names are checked (vlen.c's opening comment lists what). Returns 0,
+ * -ML_EINVAL (a row out of range), -ML_ECORRUPT (a damaged descriptor or
+ * heap: err names file, dataset, row and what is wrong), -ML_ECHECKSUM,
+ * -ML_ETRUNC, -errno from reading the file, -ENOMEM or -ML_EHDF5. */
 int ml_vlen_read(ml_vlen *V, const uint64_t *rows, size_t n, uint64_t *counts, void **data,
                  size_t *nbytes, ml_error *err);
 

@@ -6,13 +6,16 @@ it is those rows concatenated along the first axis (what multiload returns
 for slices, lists and arrays of rows, PyTables returning a list of rows).
 """
 
+import errno
 import json
 import os
 import pickle
+import struct
 import subprocess
 import sys
 import threading
 import warnings
+import zlib
 
 import h5py
 import numpy as np
@@ -366,3 +369,291 @@ print(json.dumps(out))
     assert out["staged"] == rows[-1].tolist()
     assert "variable-length string" in out["vlen_str"]
     assert out["attempts"] == []
+
+
+# -- Damaged global heaps (issue 10, finding 3) ------------------------------
+#
+# A row's descriptor in the dataset is (4-byte element count, collection
+# address, 4-byte object index); the collection ("GCOL", version 1, size)
+# holds the objects (2-byte index, refcount, 4 reserved, 8-byte size, data
+# padded to 8). HDF5 1.10.8's H5HG_read trusts all of it (asserts only), so
+# each damage below crashed or read out of bounds before multiload checked
+# the heap itself; now each is OSError(EIO) naming the file, the dataset and
+# the row, and the rows the damage does not touch still read.
+
+HEAP_ROWS = 30
+HEAP_ROW = 16  # the row whose descriptor or object is damaged: 4 elements
+
+
+def _heap_row(i):
+    return np.arange(i % 6, dtype="<i4") + 100 * i  # row 16: 4 elements, 16 bytes
+
+
+def _write_heap_file(fn, kind):
+    """A 30-row vlen-of-int32 dataset "/vl": a PyTables VLArray, chunked (8
+    rows a chunk), plain or zlib+shuffle; or h5py's, contiguous or chunked
+    with gzip, shuffle and fletcher32."""
+    rows = [_heap_row(i) for i in range(HEAP_ROWS)]
+    if kind in ("tables", "tables_zlib"):
+        filters = tables.Filters(5, complib="zlib", shuffle=True) if kind == "tables_zlib" else None
+        with tables.open_file(fn, "w") as f:
+            vl = f.create_vlarray("/", "vl", tables.Int32Atom(), chunkshape=(8,), filters=filters)
+            for r in rows:
+                vl.append(r)
+    else:
+        kw = dict(chunks=(8,), compression="gzip", shuffle=True) if kind == "h5py_gzip" else {}
+        with h5py.File(fn, "w") as f:
+            d = f.create_dataset("vl", (HEAP_ROWS,), dtype=h5py.vlen_dtype("<i4"), **kw)
+            for i, r in enumerate(rows):
+                d[i] = r
+    return rows
+
+
+def _collections(fn):
+    """{address: (size, {index: (object header offset, object size)})} of
+    every global heap collection (8-byte lengths, no user block)."""
+    data = open(fn, "rb").read()
+    out, at = {}, data.find(b"GCOL")
+    while at >= 0:
+        size = struct.unpack_from("<Q", data, at + 8)[0]
+        objs, p = {}, at + 16
+        while p + 16 <= at + size:
+            idx, _, _, osz = struct.unpack_from("<HHIQ", data, p)
+            objs[idx] = (p, osz)
+            p += osz if idx == 0 else 16 + (osz + 7) // 8 * 8
+        out[at] = (size, objs)
+        at = data.find(b"GCOL", at + 16)
+    return out
+
+
+def _patch(fn, offset, raw):
+    with open(fn, "r+b") as f:
+        f.seek(offset)
+        f.write(raw)
+
+
+class _Descriptors:
+    """The descriptors of "/vl" as stored, to read and rewrite: in place
+    for contiguous and unfiltered chunks; a filtered chunk is decoded,
+    patched and written back whole (h5py's direct chunk I/O)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        with h5py.File(fn, "r") as f:
+            d = f["vl"]
+            self.chunk = d.chunks[0] if d.chunks else None
+            self.filtered = bool(d.compression or d.shuffle or d.fletcher32)
+            self.fletcher32 = d.fletcher32
+            if self.chunk is None:
+                self.base = d.id.get_offset()
+
+    def _chunk(self, row):
+        with h5py.File(self.fn, "r") as f:
+            info = f["vl"].id.get_chunk_info_by_coord((row // self.chunk * self.chunk,))
+            if not self.filtered:
+                return info.byte_offset, None
+            self.mask, raw = f["vl"].id.read_direct_chunk((row // self.chunk * self.chunk,))
+        body = np.frombuffer(zlib.decompress(raw[:-4] if self.fletcher32 else raw), np.uint8)
+        if not self.mask & 1:  # shuffle, filter 0, applied (PyTables' fails on write: skipped)
+            body = body.reshape(16, -1).T
+        return None, bytearray(body.tobytes())
+
+    def get(self, row):
+        """(count, address, index) of `row`."""
+        if self.chunk is None:
+            with open(self.fn, "rb") as f:
+                f.seek(self.base + 16 * row)
+                return struct.unpack("<IQI", f.read(16))
+        off, chunk = self._chunk(row)
+        if chunk is None:
+            with open(self.fn, "rb") as f:
+                f.seek(off + 16 * (row % self.chunk))
+                return struct.unpack("<IQI", f.read(16))
+        return struct.unpack_from("<IQI", chunk, 16 * (row % self.chunk))
+
+    def set(self, row, count=None, addr=None, idx=None):
+        old = self.get(row)
+        new = struct.pack("<IQI", *(o if n is None else n for o, n in zip(old, (count, addr, idx))))
+        if self.chunk is None:
+            return _patch(self.fn, self.base + 16 * row, new)
+        off, chunk = self._chunk(row)
+        if chunk is None:
+            return _patch(self.fn, off + 16 * (row % self.chunk), new)
+        k = 16 * (row % self.chunk)
+        chunk[k:k + 16] = new
+        body = np.frombuffer(bytes(chunk), np.uint8)
+        if not self.mask & 1:
+            body = body.reshape(-1, 16).T
+        raw = zlib.compress(body.tobytes(), 5)
+        if self.fletcher32:
+            raw += struct.pack("<I", _fletcher32(raw))
+        with h5py.File(self.fn, "r+") as f:
+            f["vl"].id.write_direct_chunk((row // self.chunk * self.chunk,), raw, self.mask)
+
+
+def _fletcher32(data):
+    """HDF5's Fletcher-32 (16-bit big-endian words, an odd last byte as the high byte)."""
+    s1 = s2 = 0
+    words = [data[i] << 8 | data[i + 1] for i in range(0, len(data) - 1, 2)]
+    if len(data) % 2:
+        words.append(data[-1] << 8)
+    for w in words:
+        s1 = (s1 + w) % 65535
+        s2 = (s2 + s1) % 65535
+    return s2 << 16 | s1
+
+
+def _damage(fn, what):
+    """Damage "/vl" of fn in one way; returns the rows that must still read."""
+    desc = _Descriptors(fn)
+    count, addr, idx = desc.get(HEAP_ROW)
+    assert count == 4
+    heaps = _collections(fn)
+    size, objs = heaps[addr]
+    obj_at, obj_size = objs[idx]
+    assert obj_size == 16
+    file_size = os.path.getsize(fn)
+    others = [r for r in range(HEAP_ROWS) if r != HEAP_ROW]
+    if what == "index past the objects":
+        desc.set(HEAP_ROW, idx=max(objs) + 1000)
+    elif what == "index of the free space":
+        desc.set(HEAP_ROW, idx=0)
+    elif what == "index past 16 bits":
+        desc.set(HEAP_ROW, idx=idx + 65536)
+    elif what == "object index changed":  # the descriptor's index is then absent
+        _patch(fn, obj_at, struct.pack("<H", 65000))
+        return [r for r in others if desc.get(r)[1] != addr or desc.get(r)[2] < 65000]
+    elif what == "object size past the collection":
+        _patch(fn, obj_at + 8, struct.pack("<Q", 1 << 40))
+        return []
+    elif what == "object size wraps":
+        _patch(fn, obj_at + 8, struct.pack("<Q", 2**64 - 8))
+        return []
+    elif what == "object larger than its row":  # 16 bytes for a row of 3 int32
+        desc.set(HEAP_ROW, count=3)
+    elif what == "object smaller than its row":  # the same padded size: the walk is intact
+        _patch(fn, obj_at + 8, struct.pack("<Q", 10))
+    elif what == "empty row with an object":  # a count of 0 still makes HDF5 copy the object
+        desc.set(HEAP_ROW, count=0)
+    elif what == "free space of size 0":  # HDF5's walk stays in place forever
+        _patch(fn, objs[0][0] + 8, struct.pack("<Q", 0))
+        return []
+    elif what == "collection size past the file":
+        _patch(fn, addr + 8, struct.pack("<Q", file_size * 4))
+        return []
+    elif what == "collection size below 4096":
+        _patch(fn, addr + 8, struct.pack("<Q", 2048))
+        return []
+    elif what == "collection size off the objects":
+        _patch(fn, addr + 8, struct.pack("<Q", size + 4096))
+        return []
+    elif what == "collection signature":
+        _patch(fn, addr, b"GCOX")
+        return []
+    elif what == "collection version":
+        _patch(fn, addr + 4, b"\x02")
+        return []
+    elif what == "collection address past the file":
+        desc.set(HEAP_ROW, addr=file_size + 4096)
+    elif what == "collection address undefined":
+        desc.set(HEAP_ROW, addr=2**64 - 1)
+    elif what == "collection address elsewhere":  # the superblock: no collection there
+        desc.set(HEAP_ROW, addr=8)
+    elif what == "collection address inside a collection":
+        desc.set(HEAP_ROW, addr=addr + 16)
+    else:
+        raise AssertionError(what)
+    return others
+
+
+HEAP_DAMAGE = ["index past the objects", "index of the free space", "index past 16 bits", "object index changed",
+               "object size past the collection", "object size wraps", "object larger than its row",
+               "object smaller than its row", "empty row with an object", "free space of size 0",
+               "collection size past the file",
+               "collection size below 4096", "collection size off the objects", "collection signature",
+               "collection version", "collection address past the file", "collection address undefined",
+               "collection address elsewhere", "collection address inside a collection"]
+
+
+def _check_corrupt(e, fn, row=HEAP_ROW):
+    assert e.errno == errno.EIO, e
+    assert e.filename == fn, e
+    assert "'vl'" in str(e) or "'/vl'" in str(e), e
+    assert f"row {row}" in str(e), e
+
+
+@pytest.mark.parametrize("kind", ["tables", "tables_zlib", "h5py", "h5py_gzip"])
+@pytest.mark.parametrize("what", HEAP_DAMAGE)
+def test_damaged_heap_is_corrupt_data(tmp_path, kind, what):
+    fn = str(tmp_path / f"{kind}.h5")
+    rows = _write_heap_file(fn, kind)
+    intact = _damage(fn, what)
+    v = _core.vlen_open(fn, "/vl")
+    with pytest.raises(OSError) as e:
+        v.read(np.array([HEAP_ROW], dtype=np.int64))
+    _check_corrupt(e.value, fn)
+    with pytest.raises(OSError) as e:  # among other rows, in any order: the row is named
+        v.read(np.array([HEAP_ROWS - 1, HEAP_ROW, 0, HEAP_ROW], dtype=np.int64))
+    _check_corrupt(e.value, fn)
+    if intact:  # the rows the damage leaves alone still read, exactly
+        counts, data = v.read(np.array(intact, dtype=np.int64))
+        np.testing.assert_array_equal(counts, [len(rows[r]) for r in intact])
+        np.testing.assert_array_equal(data, np.concatenate([rows[r] for r in intact]))
+    with multiload.Reader(fn, n_procs=1) as r:  # the Reader raises the same
+        ds = r.get_dataset("/vl")
+        with pytest.raises(OSError) as e:
+            r.read(ds[HEAP_ROW])
+        _check_corrupt(e.value, fn)
+
+
+@pytest.mark.parametrize("kind", ["tables", "tables_zlib", "h5py", "h5py_gzip"])
+def test_intact_heap_reads_like_pytables(tmp_path, kind):
+    """The checks refuse nothing HDF5 wrote: every row as PyTables (or, for
+    h5py's datasets, which PyTables does not open, h5py) reads it."""
+    fn = str(tmp_path / f"{kind}.h5")
+    rows = _write_heap_file(fn, kind)
+    if kind.startswith("tables"):
+        with tables.open_file(fn) as f:
+            want = [f.root.vl[i] for i in range(HEAP_ROWS)]
+    else:
+        with h5py.File(fn, "r") as f:
+            want = list(f["vl"][:])
+    for a, b in zip(want, rows):
+        np.testing.assert_array_equal(a, b)
+    v = _core.vlen_open(fn, "/vl")
+    order = np.array(list(range(HEAP_ROWS)) + [29, 0, 13, 13, 7], dtype=np.int64)
+    counts, data = v.read(order)
+    np.testing.assert_array_equal(counts, [len(want[r]) for r in order])
+    np.testing.assert_array_equal(data, np.concatenate([want[r] for r in order]))
+
+
+def test_many_collections(tmp_path):
+    """Rows too large to share a collection (one collection each, many
+    descriptors, 64 KiB rows): read whole and in pieces."""
+    fn = str(tmp_path / "big.h5")
+    rows = [np.arange(16384 + i, dtype="<i4") * (i + 1) for i in range(40)]
+    with tables.open_file(fn, "w") as f:
+        vl = f.create_vlarray("/", "vl", tables.Int32Atom(), chunkshape=(16,))
+        for r in rows:
+            vl.append(r)
+    assert len(_collections(fn)) >= 20
+    v = _core.vlen_open(fn, "/vl")
+    counts, data = v.read(np.arange(40, dtype=np.int64)[::-3].copy())
+    np.testing.assert_array_equal(counts, [len(rows[r]) for r in range(40)[::-3]])
+    np.testing.assert_array_equal(data, np.concatenate(rows[::-3]))
+
+
+def test_compact_vlen_is_refused(tmp_path):
+    """A compact dataset's descriptors live in its object header, which
+    HDF5 1.10 gives no way to read raw: its heap references cannot be
+    checked before HDF5 follows them, so the dataset is refused."""
+    fn = str(tmp_path / "compact.h5")
+    with h5py.File(fn, "w") as f:
+        tid = h5py.h5t.vlen_create(h5py.h5t.STD_I32LE)
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_layout(h5py.h5d.COMPACT)
+        space = h5py.h5s.create_simple((4,))
+        h5py.h5d.create(f.id, b"vl", tid, space, dcpl=dcpl).close()
+        f["vl"][1] = np.arange(3, dtype="<i4")
+    with pytest.raises(TypeError, match="compact"):
+        _core.vlen_open(fn, "/vl")

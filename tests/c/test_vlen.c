@@ -5,7 +5,10 @@
  * run (hyperslab) and scattered (points); the open errors (missing file,
  * not HDF5, missing path) and what is refused (2-D and scalar vlen, vlen
  * of vlen) or is not a vlen dataset (group, plain dataset, vlen string);
- * and threads reading at once beside ml_layout_open, all under one lock. */
+ * threads reading at once beside ml_layout_open, all under one lock; and
+ * damaged global heaps (a collection size below HDF5's minimum, an object
+ * size that wraps HDF5's walk, an object index past the objects) read as
+ * -ML_ECORRUPT naming the dataset and the row, not as a crash in HDF5. */
 #include "check.h"
 
 #include <pthread.h>
@@ -192,6 +195,121 @@ static void check_open_errors(void) {
     ml_vlen_close(NULL);
 }
 
+/* The file's bytes, and the offset of its first global heap collection. */
+static unsigned char *slurp(const char *fn, size_t *len) {
+    FILE *fp = fopen(fn, "rb");
+    CHECK(fp != NULL);
+    fseek(fp, 0, SEEK_END);
+    *len = (size_t)ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    unsigned char *b = malloc(*len);
+    CHECK(b != NULL);
+    CHECK_EQ(fread(b, 1, *len, fp), *len);
+    fclose(fp);
+    return b;
+}
+
+static size_t find_gcol(const unsigned char *b, size_t len) {
+    for (size_t i = 0; i + 16 <= len; i++)
+        if (memcmp(b + i, "GCOL", 4) == 0)
+            return i;
+    FAIL("no global heap collection");
+}
+
+static void put_le(unsigned char *p, uint64_t v, int n) {
+    for (int i = 0; i < n; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void spit(const char *fn, const unsigned char *b, size_t len) {
+    FILE *fp = fopen(fn, "wb");
+    CHECK(fp != NULL);
+    CHECK_EQ(fwrite(b, 1, len, fp), len);
+    fclose(fp);
+}
+
+/* Every row of `path` in `fn` either reads as before the damage (rows the
+ * damage leaves alone) or fails with -ML_ECORRUPT naming path and its row;
+ * at least one fails. */
+static void check_corrupt_rows(const char *fn, const char *path) {
+    ml_vlen *V = NULL;
+    ml_error err;
+    ml_error_clear(&err);
+    CHECK_RC(ml_vlen_open(fn, path, &V, &err));
+    int failed = 0;
+    for (uint64_t r = 0; r < N_ROWS; r++) {
+        uint64_t count = 0;
+        void *data = NULL;
+        size_t nbytes = 0;
+        ml_error_clear(&err);
+        int rc = ml_vlen_read(V, &r, 1, &count, &data, &nbytes, &err);
+        if (rc == 0) {
+            CHECK_U64_EQ(count, row_len(r));
+            free(data);
+            continue;
+        }
+        CHECK_ERR(rc, -ML_ECORRUPT);
+        char row[32];
+        snprintf(row, sizeof row, "row %llu:", (unsigned long long)r);
+        CHECK(strstr(err.msg, path) != NULL && strstr(err.msg, row) != NULL && strstr(err.msg, fn) != NULL);
+        CHECK(data == NULL);
+        failed++;
+    }
+    CHECK_GT(failed, 0);
+    ml_vlen_close(V);
+}
+
+static void check_damaged_heap(void) {
+    const char *fn = check_path("heap.h5");
+    hid_t fid = h5gen_create(fn);
+    write_vlen(fid, "/i32", H5T_STD_I32LE, 16, 1); /* chunked, deflate: the core inflates the descriptors */
+    write_vlen(fid, "/u16be", H5T_STD_U16BE, 0, 0);
+    H5Fclose(fid);
+    size_t len = 0;
+    unsigned char *good = slurp(fn, &len), *bad = malloc(len);
+    size_t at = find_gcol(good, len);
+    CHECK(bad != NULL);
+
+    memcpy(bad, good, len); /* a collection smaller than HDF5's minimum */
+    put_le(bad + at + 8, 2048, 8);
+    spit(fn, bad, len);
+    check_corrupt_rows(fn, "/i32");
+    check_corrupt_rows(fn, "/u16be");
+
+    memcpy(bad, good, len); /* the first object's size wraps HDF5's walk to 0 */
+    put_le(bad + at + 16 + 8, UINT64_MAX - 7, 8);
+    spit(fn, bad, len);
+    check_corrupt_rows(fn, "/i32");
+
+    memcpy(bad, good, len); /* every object renumbered past what descriptors name */
+    uint64_t size = 0;
+    for (int i = 7; i >= 0; i--)
+        size = size << 8 | bad[at + 8 + i];
+    for (size_t p = at + 16; p + 16 <= at + size;) {
+        unsigned idx = bad[p] | bad[p + 1] << 8;
+        uint64_t osz = 0;
+        for (int i = 7; i >= 0; i--)
+            osz = osz << 8 | bad[p + 8 + i];
+        if (idx == 0)
+            break; /* the free space: the rest of the collection */
+        put_le(bad + p, idx + 30000, 2);
+        p += 16 + ((osz + 7) & ~(uint64_t)7);
+    }
+    spit(fn, bad, len);
+    check_corrupt_rows(fn, "/u16be");
+
+    spit(fn, good, len); /* undamaged, every row reads */
+    ml_vlen *V = NULL;
+    CHECK_RC(ml_vlen_open(fn, "/i32", &V, NULL));
+    uint64_t all[N_ROWS];
+    for (uint64_t r = 0; r < N_ROWS; r++)
+        all[r] = r;
+    check_read(V, all, N_ROWS);
+    ml_vlen_close(V);
+    free(bad);
+    free(good);
+}
+
 typedef struct worker_arg {
     ml_vlen *V;
     uint64_t seed;
@@ -238,5 +356,6 @@ int main(void) {
     check_reads("/arr", ML_T_ARRAY, 6, 0);
     check_open_errors();
     check_threads();
+    check_damaged_heap();
     CHECK_DONE();
 }
