@@ -305,7 +305,8 @@ int ml_decode_chunk(ml_decoder *d, const ml_layout *L, unsigned mask, void *src,
             size_t got = 0;
             switch (f->id) {
             case ML_FILTER_DEFLATE:
-                rc = inflate_into(d, cur, len, out, want, &got);
+                /* HDF5's deflate refuses any parameters but one level of 0..9. */
+                rc = f->n_values != 1 || f->values[0] > 9 ? -ML_ECORRUPT : inflate_into(d, cur, len, out, want, &got);
                 break;
 #ifdef ML_HAVE_BLOSC
             case ML_FILTER_BLOSC:
@@ -325,7 +326,11 @@ int ml_decode_chunk(ml_decoder *d, const ml_layout *L, unsigned mask, void *src,
                 return rc;
             len = got;
         } else { /* shuffle: client data 0 is the element size */
-            size_t esz = f->n_values > 0 ? f->values[0] : L->type->size;
+            /* HDF5's shuffle refuses any other parameters; an optional
+             * filter is let through at open, so check here, per chunk. */
+            if (f->n_values != 1 || f->values[0] == 0)
+                return -ML_ECORRUPT;
+            size_t esz = f->values[0];
             if (len > want)
                 return -ML_ECORRUPT;
             ml_unshuffle(cur, out, len, esz);

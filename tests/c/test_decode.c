@@ -253,12 +253,20 @@ static void test_deflate(void) {
     memset(out, 0, N);
     CHECK_RC(ml_decode_chunk(d, &f.L, 0, copy, zlen, out));
     CHECK_MEM_EQ(out, data, N);
-    /* Shuffle without client data takes the element size from the type. */
+    /* Shuffle without its one non-zero element size, or deflate with a
+     * level past 9, is refused as HDF5's filters refuse it. */
     f.L.filters[0].n_values = 0;
     memcpy(copy, z, zlen);
-    memset(out, 0, N);
-    CHECK_RC(ml_decode_chunk(d, &f.L, 0, copy, zlen, out));
-    CHECK_MEM_EQ(out, data, N);
+    CHECK_ERR(ml_decode_chunk(d, &f.L, 0, copy, zlen, out), -ML_ECORRUPT);
+    f.L.filters[0].n_values = 1;
+    f.L.filters[0].values[0] = 0;
+    memcpy(copy, z, zlen);
+    CHECK_ERR(ml_decode_chunk(d, &f.L, 0, copy, zlen, out), -ML_ECORRUPT);
+    f.L.filters[0].values[0] = 4;
+    f.L.filters[1].values[0] = 10;
+    memcpy(copy, z, zlen);
+    CHECK_ERR(ml_decode_chunk(d, &f.L, 0, copy, zlen, out), -ML_ECORRUPT);
+    f.L.filters[1].values[0] = 6;
     /* Filter mask: deflate (filter 1) skipped for this chunk, so the stored
      * bytes are the shuffled data itself. */
     memcpy(big, sh, N);
