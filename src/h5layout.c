@@ -469,11 +469,10 @@ static void setup_chunk_index(ml_layout *L) {
  * first 8. Returns 0 or -ML_ECORRUPT. */
 static int check_filter(const ml_filter *f, const char *name, ml_error *err, const char *where) {
     const char *bad = NULL;
-    /* An optional filter may be skipped on every chunk (PyTables writes a
-     * shuffle without parameters into VLArrays, never applied): decode.c
-     * checks its parameters on the chunks that use it. */
-    if (f->flags & H5Z_FLAG_OPTIONAL)
-        return 0;
+    /* Optional filters too (h5py marks deflate and shuffle optional): HDF5
+     * fails every chunk that applies one with bad parameters. (PyTables'
+     * VLArrays carry a never-applied parameterless shuffle; vlen.c, not
+     * this check, reads those.) decode.c checks again per chunk. */
     switch (f->id) {
     case ML_FILTER_DEFLATE: /* H5Z__filter_deflate: one value, a level of at most 9 */
         if (f->n_values != 1 || f->values[0] > 9)
