@@ -152,7 +152,7 @@ fuzz-index: venv
 # fuzz, fuzz-smoke: the end-to-end harness (fuzz/run.py); FUZZ_CASES (optional) instead of FUZZ_TIME.
 FUZZ_TIME ?= 300
 FUZZ_JOBS ?= 2
-FUZZ_SMOKE_CASES ?= 600
+FUZZ_SMOKE_CASES ?= 1000
 FUZZ_BUILD := build/fuzz
 FUZZ_BINS := $(FUZZ_BUILD)/fuzz_read $(FUZZ_BUILD)/ref_read $(FUZZ_BUILD)/seeds/manifest.json
 

@@ -158,6 +158,8 @@ class Case:
         sanitizer = re.search(r"ERROR: AddressSanitizer|runtime error:|ERROR: UndefinedBehaviorSanitizer", merr)
         if mrc == "timeout":
             r["outcome"] = "HANG"
+            if rrc != 0:
+                r["detail"].append("the reference %s too" % ("hung" if rrc == "timeout" else "crashed"))
             return r
         if sanitizer or (mrc != 0 and "LeakSanitizer" not in merr):
             r["outcome"], r["stack"] = "CRASH", stack_top(merr) if sanitizer else "exit %s" % mrc
@@ -318,13 +320,13 @@ def summary(results, names):
     for r in results:
         counts[r["seed"]][r["outcome"]] += 1
     cols = [o for o in OUTCOMES if any(counts[n][o] for n in names) or o in FINDINGS]
-    lines = ["%-18s" % "seed" + "".join("%13s" % c for c in cols) + "%8s" % "total"]
+    lines = ["%-18s" % "seed" + "".join("%15s" % c for c in cols) + "%8s" % "total"]
     tot = dict.fromkeys(cols, 0)
     for n in names:
-        lines.append("%-18s" % n + "".join("%13d" % counts[n][c] for c in cols) + "%8d" % sum(counts[n].values()))
+        lines.append("%-18s" % n + "".join("%15d" % counts[n][c] for c in cols) + "%8d" % sum(counts[n].values()))
         for c in cols:
             tot[c] += counts[n][c]
-    lines.append("%-18s" % "total" + "".join("%13d" % tot[c] for c in cols) + "%8d" % sum(tot.values()))
+    lines.append("%-18s" % "total" + "".join("%15d" % tot[c] for c in cols) + "%8d" % sum(tot.values()))
     return "\n".join(lines)
 
 
@@ -366,6 +368,16 @@ def main():
                                                                           r["ref"][0], r["ref"][1], r["ref"][2]))
         print("case file:", path)
         return 0
+    # the seeds themselves first: a valid file must read exactly, else every
+    # case of that seed is measured against a broken baseline
+    _worker_init(args, manifest, bins)
+    bad_seeds = []
+    for name in names:
+        r = Case(bins, _W["wd"], manifest[name]["datasets"]).run(os.path.join(args.seeds, manifest[name]["file"]))
+        if r["outcome"] != "exact":
+            bad_seeds.append(name)
+            print("SEED %s is not read exactly: %s %s %s" % (name, r["outcome"], r["stack"] or "",
+                                                             "; ".join(r["detail"][:3])), flush=True)
     if not args.time and not args.cases:
         args.time = 300
     n_cases = args.cases or int(args.time * 200)
@@ -402,7 +414,9 @@ def main():
         fh.write(text)
     with open(os.path.join(args.out, "results.json"), "w") as fh:
         json.dump(results, fh)
-    return 1 if args.fail_on_finding and n_find else 0
+    if bad_seeds:
+        print("seeds not read exactly: %s" % " ".join(bad_seeds))
+    return 1 if args.fail_on_finding and (n_find or bad_seeds) else 0
 
 
 if __name__ == "__main__":
