@@ -25,6 +25,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import h5map  # noqa: E402
 import run  # noqa: E402
 
 
@@ -135,14 +136,18 @@ def main():
             sys.exit("minimize.py: the reduced file does not reproduce (a flaky outcome?): kept the original")
         base = os.path.splitext(args.finding)[0]
         open(base + ".min.h5", "wb").write(t.build(patch, length))
-        info = {"seed": name, "seed_bytes": len(seed), "length": length,
+        fields = h5map.H5Map(seed).fields
+        info = {"fields": sorted({f.name for off, _ in patch for f in fields if f.off <= off < f.off + f.width}),
+                "seed": name, "seed_bytes": len(seed), "length": length,
                 "patch": [[off, "%02x" % b] for off, b in patch], "outcome": target[0],
                 "signature": target[1], "datasets": entry["datasets"], "tests": t.tests}
         json.dump(info, open(base + ".min.json", "w"), indent=1)
         print("  minimal: %d byte(s) patched%s, %d tests -> %s.min.h5" % (
             len(patch), ", truncated at %d" % length if length < len(seed) else "", t.tests, base))
+        fields = h5map.H5Map(seed).fields
         for off, b in patch:
-            print("    @%d: %02x (seed %02x)" % (off, b, seed[off]))
+            names = [f.name for f in fields if f.off <= off < f.off + f.width]
+            print("    @%d: %02x (seed %02x) %s" % (off, b, seed[off], " ".join(names) or "(payload)"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
