@@ -134,7 +134,12 @@ int ml_chunk_table_remember(ml_chunk_table *t, uint64_t index, const ml_chunk_in
     return rc;
 }
 
+/* Does a cached answer `a` agree with the table's `b`? One read through
+ * HDF5 has no address to compare: then whether it is written, and its
+ * stored size. */
 static int same_info(const ml_chunk_info *a, const ml_chunk_info *b) {
+    if (a->addr == ML_CHUNK_VIA_HDF5)
+        return b->addr != UINT64_MAX && a->size == b->size;
     return a->addr == b->addr && (a->addr == UINT64_MAX || (a->size == b->size && a->filter_mask == b->filter_mask));
 }
 

@@ -457,6 +457,15 @@ static void setup_chunk_index(ml_layout *L) {
     if (L->cindex.kind != ML_CHUNK_INDEX_BTREE1)
         L->table_state = ML_TABLE_FALLBACK;
 #endif
+    /* Index kinds that only fit some datasets: HDF5 1.10 returns the one
+     * chunk of a single-chunk index for every chunk asked for, and an
+     * implicit index holds no stored sizes to decode filtered chunks by. */
+    if ((L->cindex.kind == ML_CHUNK_INDEX_SINGLE && L->n_chunks > 1) ||
+        (L->cindex.kind == ML_CHUNK_INDEX_IMPLICIT && L->n_filters > 0)) {
+        L->table_state = ML_TABLE_CORRUPT;
+        L->table_why = L->cindex.kind == ML_CHUNK_INDEX_SINGLE ? "a single-chunk index for a dataset of several chunks"
+                                                                : "an implicit index for filtered chunks";
+    }
 }
 
 /* HDF5 refuses a chunk of 4 GiB or more (H5Pset_chunk: "chunk size must be < 4GB"). */
@@ -975,6 +984,22 @@ static int lookup_by_coord(ml_layout *L, uint64_t index, ml_chunk_info *out) {
     return 0;
 }
 
+/* Chunk `index` of an index the core does not read itself: by HDF5's
+ * descent by key (H5Dget_chunk_storage_size: O(log n) in a v2 B-tree,
+ * O(1) in a fixed array), its bytes read the same way later
+ * (ml_layout_read_chunk). Never HDF5's answer by coordinate, which scans
+ * every entry of the index: O(n) a chunk, and in a damaged index it finds
+ * chunks H5Dread does not, and touches (and crashes on) parts of the
+ * index a read never would. Caller holds h5_mutex. Returns 0 or
+ * -ML_EHDF5. */
+static int lookup_via_hdf5(ml_layout *L, uint64_t index, ml_chunk_info *out) {
+    uint64_t keyed = 0;
+    if (keyed_size(L, index, &keyed) < 0)
+        return -ML_EHDF5;
+    *out = (ml_chunk_info){.addr = keyed ? ML_CHUNK_VIA_HDF5 : UINT64_MAX, .size = keyed};
+    return 0;
+}
+
 /* Look chunk `index` up in a v1 B-tree ourselves, descending by key as
  * H5Dread does (chunk_index.c: O(depth) reads, each node checked), and
  * confirm the answer by key with HDF5. A malformed node on the way makes
@@ -991,12 +1016,37 @@ static int lookup_by_key(ml_layout *L, uint64_t index, ml_chunk_info *out) {
         return rc;
     }
     if (rc < 0)
-        return lookup_by_coord(L, index, out) < 0 ? -ML_EHDF5 : 0;
+        return lookup_via_hdf5(L, index, out);
     if (keyed_size(L, index, &keyed) < 0)
         return -ML_EHDF5;
     *out = (ml_chunk_info){.addr = off, .size = size, .filter_mask = mask};
     if (!keyed_agrees(L, keyed, out))
         out->bad = "the chunk index disagrees with HDF5's keyed look-up";
+    return 0;
+}
+
+int ml_layout_read_chunk(ml_layout *L, uint64_t index, void *buf, uint64_t size, unsigned *mask,
+                         ml_error *err) {
+    hsize_t coord[H5S_MAX_RANK];
+    uint64_t now = 0;
+    uint32_t filters = 0;
+    int rc = 0;
+    chunk_coord(L, index, coord);
+    ml_h5_lock();
+    /* H5Dread_chunk writes as many bytes as HDF5's look-up finds: the same
+     * look-up must still find `size`, the buffer's. */
+    if (keyed_size(L, index, &now) < 0)
+        rc = -ML_EHDF5;
+    else if (now != size)
+        rc = -ML_ECORRUPT;
+    else if (H5Dread_chunk((hid_t)L->h5_dset, H5P_DEFAULT, coord, &filters, buf) < 0)
+        rc = -ML_EHDF5;
+    ml_h5_unlock();
+    *mask = filters;
+    if (rc < 0)
+        return ml_error_set(err, rc, "%s chunk %llu of dataset '%s' in file '%s'",
+                            rc == -ML_ECORRUPT ? "HDF5 finds another stored size for" : "HDF5 cannot read",
+                            (unsigned long long)index, L->path, L->filename);
     return 0;
 }
 
@@ -1118,36 +1168,50 @@ static void fill_table(ml_layout *L) {
     if (L->table_state != ML_TABLE_LAZY)
         return;
     int walk = L->cindex.kind == ML_CHUNK_INDEX_BTREE1;
-    hid_t space = H5Dget_space((hid_t)L->h5_dset);
-    hsize_t expect = 0;
-    int ok = space >= 0 && H5Dget_num_chunks((hid_t)L->h5_dset, space, &expect) >= 0;
-    if (space >= 0)
-        H5Sclose(space);
-    if (!ok) {
-        /* HDF5 cannot iterate the index: its look-ups by coordinate would
-         * fail the same way, and a v1 B-tree it cannot iterate is damaged. */
-        L->table_state = walk ? ML_TABLE_CORRUPT : ML_TABLE_FALLBACK;
-        L->table_why = "HDF5 cannot count the chunks";
-        return;
-    }
-    fill_ctx c = {.L = L, .expect = expect};
+    /* Every leaf entry takes more than 16 bytes of the file: a bound on the
+     * entries before HDF5 has counted them. */
+    uint64_t bound = L->eof / 16 + 1;
+    fill_ctx c = {.L = L, .expect = bound < L->n_chunks ? bound : L->n_chunks};
     int rc = 0;
     if (walk) {
+        /* Our walk first: a B-tree it finds malformed is never handed to
+         * HDF5's iteration, which crashes on some (a child address of all
+         * ones: a memmove in H5F__accum_read). */
         rc = ml_chunk_index_walk(&L->cfile, &L->cindex, L->ndim, L->dims, fill_one, &c);
         if (rc < 0 && !c.why)
             c.why = rc == -ENOMEM ? "out of memory walking the chunk index"
                     : rc == -ML_ECORRUPT ? "the chunk index is malformed"
                                          : "the chunk index could not be read";
     }
+    hsize_t expect = 0;
+    if (rc == 0) {
+        hid_t space = H5Dget_space((hid_t)L->h5_dset);
+        int ok = space >= 0 && H5Dget_num_chunks((hid_t)L->h5_dset, space, &expect) >= 0;
+        if (space >= 0)
+            H5Sclose(space);
+        if (!ok) {
+            /* HDF5 cannot iterate the index: a v1 B-tree it cannot iterate
+             * is damaged. */
+            free(c.entries);
+            L->table_state = walk ? ML_TABLE_CORRUPT : ML_TABLE_FALLBACK;
+            L->table_why = "HDF5 cannot count the chunks";
+            return;
+        }
+        if (!walk)
+            c.expect = expect;
+    }
 #ifdef ML_HAVE_CHUNK_ITER
-    else if (H5Dchunk_iter((hid_t)L->h5_dset, H5P_DEFAULT, iter_one, &c) < 0) {
-        rc = -ML_EHDF5;
-        if (!c.why)
-            c.why = "H5Dchunk_iter failed";
-    } else if (c.count > 1) {
-        qsort(c.entries, c.count, sizeof *c.entries, entry_cmp);
+    if (rc == 0 && !walk) {
+        if (H5Dchunk_iter((hid_t)L->h5_dset, H5P_DEFAULT, iter_one, &c) < 0) {
+            rc = -ML_EHDF5;
+            if (!c.why)
+                c.why = "H5Dchunk_iter failed";
+        } else if (c.count > 1) {
+            qsort(c.entries, c.count, sizeof *c.entries, entry_cmp);
+        }
     }
 #endif
+    c.expect = expect;
     if (rc < 0 || !fill_agrees(L, &c)) {
         free(c.entries);
         /* A v1 B-tree that is malformed or disagrees with HDF5 cannot be
@@ -1200,7 +1264,7 @@ int ml_layout_chunk(ml_layout *L, uint64_t index, ml_chunk_info *info,
     ml_chunk_info ci;
     int rc = L->table_state == ML_TABLE_LAZY && L->cindex.kind == ML_CHUNK_INDEX_BTREE1
                  ? lookup_by_key(L, index, &ci)
-                 : lookup_by_coord(L, index, &ci) < 0 ? -ML_EHDF5 : 0;
+                 : lookup_via_hdf5(L, index, &ci);
     if (rc == -ML_ECORRUPT) {
         ml_h5_unlock();
         return ml_error_set(err, rc, "corrupt chunk index (%s): chunk %llu of dataset '%s' in file '%s' cannot "

@@ -150,6 +150,14 @@ int ml_layout_chunk(ml_layout *L, uint64_t index, ml_chunk_info *info,
 ml_table_state ml_layout_fill_table(ml_layout *L);
 /* (CORRUPT too: then every ml_layout_chunk is -ML_ECORRUPT, naming why.) */
 
+/* Read the stored bytes of chunk `index`, whose info said
+ * ML_CHUNK_VIA_HDF5 with `size` stored bytes, into buf (size bytes), by
+ * HDF5's descent by key (H5Dread_chunk), under the HDF5 lock; *mask gets
+ * its filter mask. Returns 0, -ML_ECORRUPT (HDF5 now finds another size)
+ * or -ML_EHDF5, with the chunk named in err. */
+int ml_layout_read_chunk(ml_layout *L, uint64_t index, void *buf, uint64_t size, unsigned *mask,
+                         ml_error *err);
+
 /* Slow path: read rows [row0, row0+n) with H5Dread into dest (n*row_bytes
  * bytes) under the HDF5 lock. Returns 0 or -ML_EHDF5. */
 int ml_layout_read_slow(ml_layout *L, uint64_t row0, uint64_t n, void *dest,
