@@ -984,21 +984,7 @@ static int lookup_by_coord(ml_layout *L, uint64_t index, ml_chunk_info *out) {
     return 0;
 }
 
-/* Chunk `index` of an index the core does not read itself: by HDF5's
- * descent by key (H5Dget_chunk_storage_size: O(log n) in a v2 B-tree,
- * O(1) in a fixed array), its bytes read the same way later
- * (ml_layout_read_chunk). Never HDF5's answer by coordinate, which scans
- * every entry of the index: O(n) a chunk, and in a damaged index it finds
- * chunks H5Dread does not, and touches (and crashes on) parts of the
- * index a read never would. Caller holds h5_mutex. Returns 0 or
- * -ML_EHDF5. */
-static int lookup_via_hdf5(ml_layout *L, uint64_t index, ml_chunk_info *out) {
-    uint64_t keyed = 0;
-    if (keyed_size(L, index, &keyed) < 0)
-        return -ML_EHDF5;
-    *out = (ml_chunk_info){.addr = keyed ? ML_CHUNK_VIA_HDF5 : UINT64_MAX, .size = keyed};
-    return 0;
-}
+static int lookup_via_hdf5(ml_layout *L, uint64_t index, ml_chunk_info *out);
 
 /* Look chunk `index` up in a v1 B-tree ourselves, descending by key as
  * H5Dread does (chunk_index.c: O(depth) reads, each node checked), and
@@ -1047,6 +1033,28 @@ int ml_layout_read_chunk(ml_layout *L, uint64_t index, void *buf, uint64_t size,
         return ml_error_set(err, rc, "%s chunk %llu of dataset '%s' in file '%s'",
                             rc == -ML_ECORRUPT ? "HDF5 finds another stored size for" : "HDF5 cannot read",
                             (unsigned long long)index, L->path, L->filename);
+    return 0;
+}
+
+/* Chunk `index` of an index the core does not read itself: by HDF5's
+ * descent by key (H5Dget_chunk_storage_size: O(log n) in a v2 B-tree,
+ * O(1) in a fixed array), its bytes read the same way later
+ * (ml_layout_read_chunk). Never HDF5's answer by coordinate, which scans
+ * every entry of the index: O(n) a chunk, and in a damaged index it finds
+ * chunks H5Dread does not, and touches (and crashes on) parts of the
+ * index a read never would. Caller holds h5_mutex. Returns 0 or
+ * -ML_EHDF5. */
+static int lookup_via_hdf5(ml_layout *L, uint64_t index, ml_chunk_info *out) {
+    uint64_t keyed = 0;
+    /* An unfiltered chunk of a v1 B-tree (or of an index not located):
+     * HDF5's keyed size is the full chunk size, but H5Dread_chunk would
+     * read the size the key stores, past a buffer of the keyed size. Ask
+     * for its address instead (by coordinate, confirmed by key). */
+    if (L->n_filters == 0 && (L->cindex.kind == ML_CHUNK_INDEX_BTREE1 || L->cindex.kind == ML_CHUNK_INDEX_NONE))
+        return lookup_by_coord(L, index, out) < 0 ? -ML_EHDF5 : 0;
+    if (keyed_size(L, index, &keyed) < 0)
+        return -ML_EHDF5;
+    *out = (ml_chunk_info){.addr = keyed ? ML_CHUNK_VIA_HDF5 : UINT64_MAX, .size = keyed};
     return 0;
 }
 

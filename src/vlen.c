@@ -544,6 +544,18 @@ static int decode_chunk(const ml_vlen *V, unsigned mask, unsigned char **buf, si
  * raw chunk read (under the lock) and decoded (without it) per chunk
  * touched; a chunk never written holds null descriptors (HDF5 reads the
  * fill value). Returns 0 or an error for the chunk's first row. */
+/* Does the chunk index store `nbytes` for the chunk at `coord`, the size
+ * H5Dread_chunk of an unfiltered chunk writes? (H5Dget_chunk_storage_size
+ * reports the full chunk size for unfiltered chunks whatever the index
+ * stores.) Caller holds the HDF5 lock. */
+static int raw_size_is(ml_vlen *V, const hsize_t *coord, hsize_t nbytes) {
+    unsigned mask = 0;
+    haddr_t addr = HADDR_UNDEF;
+    hsize_t size = 0;
+    return H5Dget_chunk_info_by_coord((hid_t)V->h5_dset, coord, &mask, &addr, &size) >= 0 && addr != HADDR_UNDEF &&
+           size == nbytes;
+}
+
 static int read_chunked(ml_vlen *V, const uint64_t *uniq, size_t m, unsigned char *out, ml_error *err) {
     size_t ds = V->desc_size, want = (size_t)(V->chunk_rows * ds);
     int rc = 0;
@@ -566,6 +578,12 @@ static int read_chunked(ml_vlen *V, const uint64_t *uniq, size_t m, unsigned cha
             rc = -ML_ECORRUPT;
             why = "the chunk of its descriptor claims a size larger than the file, or, unfiltered, other "
                   "than its rows' descriptors";
+        } else if (V->n_filters == 0 && !raw_size_is(V, &coord, nbytes)) {
+            /* Unfiltered, HDF5's keyed size is the chunk's full size, but
+             * H5Dread_chunk writes the size the index stores: they must
+             * agree, or it would write past the buffer. */
+            rc = -ML_ECORRUPT;
+            why = "the chunk index stores another size for the chunk of its descriptor than its rows' descriptors";
         } else if (!(buf = malloc((size_t)nbytes))) {
             rc = -ENOMEM;
             why = "out of memory for the chunk of its descriptor";

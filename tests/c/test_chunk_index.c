@@ -81,6 +81,12 @@ static void compare_table(ml_layout *L, const char *file, const char *path, uint
         if (!ml_chunk_table_get(&L->table, i, &got))
             FAIL("%s chunk %llu of %llu is not in the table", path, (unsigned long long)i,
                  (unsigned long long)L->n_chunks);
+        /* Read through HDF5 (an index the core does not parse): no address,
+         * and the filter mask comes with the bytes. */
+        if (got.addr == ML_CHUNK_VIA_HDF5 && want.addr != UINT64_MAX) {
+            got.addr = want.addr;
+            got.filter_mask = want.filter_mask;
+        }
         if (got.addr != want.addr || got.size != want.size || got.filter_mask != want.filter_mask)
             FAIL("%s chunk %llu: table (%llu, %llu, %#x), HDF5 (%llu, %llu, %#x)", path, (unsigned long long)i,
                  (unsigned long long)got.addr, (unsigned long long)got.size, got.filter_mask,
