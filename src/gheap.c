@@ -182,7 +182,8 @@ int ml_gheap_walk(ml_gheap *H, unsigned sizeof_size, ml_gheap_read_fn rd, void *
         H->objs[H->n_objs++] = (ml_gheap_obj){.size = size, .idx = (uint16_t)idx};
         p += oh + align8(size);
     }
-    qsort(H->objs, H->n_objs, sizeof *H->objs, cmp_obj);
+    if (H->n_objs > 1) /* a collection of only free space has no array to sort (NULL) */
+        qsort(H->objs, H->n_objs, sizeof *H->objs, cmp_obj);
     for (size_t i = 1; i < H->n_objs; i++)
         if (H->objs[i].idx == H->objs[i - 1].idx) {
             snprintf(why, why_len, "the global heap collection at address %llu holds object %u twice", at,
