@@ -494,3 +494,23 @@ int ml_chunk_index_find(const ml_chunk_file *f, const ml_chunk_index *ix, unsign
     walk_free(&w);
     return rc;
 }
+
+int ml_chunk_index_farray_count(const ml_chunk_file *f, const ml_chunk_index *ix, uint64_t *nelmts) {
+    /* FAHD, version 0, client id, element size, page bits, element count
+     * (sizeof_size), data block address, checksum */
+    unsigned char h[8 + 8 + 8 + 4];
+    if (ix->kind != ML_CHUNK_INDEX_FARRAY)
+        return -ML_EINVAL;
+    if (ix->addr == UNDEF)
+        return -ML_ECORRUPT;
+    if (f->sizeof_size < 2 || f->sizeof_size > 8 || f->sizeof_addr < 2 || f->sizeof_addr > 8)
+        return -ML_ECORRUPT;
+    size_t len = 8 + f->sizeof_size + f->sizeof_addr + 4;
+    int rc = read_exact(f, ix->addr, h, len);
+    if (rc < 0)
+        return rc;
+    if (memcmp(h, "FAHD", 4) != 0 || h[4] != 0)
+        return -ML_ECORRUPT;
+    *nelmts = get_le(h + 8, f->sizeof_size);
+    return 0;
+}

@@ -90,4 +90,12 @@ int ml_chunk_index_find(const ml_chunk_file *f, const ml_chunk_index *ix, unsign
                         const uint64_t *dims, uint64_t index, uint64_t *offset, uint64_t *size,
                         unsigned *mask);
 
+/* The element count a fixed-array index (kind ML_CHUNK_INDEX_FARRAY)
+ * holds, read from its header ("FAHD"): HDF5 1.10 indexes the array by a
+ * chunk's place in the grid of the dataspace's maximum dimensions without
+ * checking it against this count, and reads past its own array when a
+ * damaged dataspace makes them differ. Returns 0, -ML_ECORRUPT (no such
+ * header), -ML_EINVAL (not a fixed array) or -errno. */
+int ml_chunk_index_farray_count(const ml_chunk_file *f, const ml_chunk_index *ix, uint64_t *nelmts);
+
 #endif

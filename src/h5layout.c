@@ -421,6 +421,28 @@ out:
     return rc;
 }
 
+/* Does the fixed array hold one element per chunk of the grid of the
+ * dataspace's maximum dimensions, as HDF5 indexes it? Caller holds
+ * h5_mutex. */
+static int farray_fits(ml_layout *L) {
+    hsize_t dims[H5S_MAX_RANK], maxdims[H5S_MAX_RANK];
+    uint64_t count = 0, want = 1;
+    hid_t space = H5Dget_space((hid_t)L->h5_dset);
+    int nd = space < 0 ? -1 : H5Sget_simple_extent_dims(space, dims, maxdims);
+    if (space >= 0)
+        H5Sclose(space);
+    if (nd != (int)L->ndim || ml_chunk_index_farray_count(&L->cfile, &L->cindex, &count) < 0)
+        return 0;
+    for (unsigned d = 0; d < L->ndim; d++) {
+        if (maxdims[d] == H5S_UNLIMITED || maxdims[d] < dims[d])
+            return 0;
+        uint64_t g = maxdims[d] / L->chunk[d] + (maxdims[d] % L->chunk[d] != 0);
+        if (!mul_ok(want, g, &want))
+            return 0;
+    }
+    return count == want;
+}
+
 /* What the chunk table's one-pass fill needs beside the file's bounds:
  * the layout message's index. Anything that cannot be had leaves the
  * table by coordinate (FALLBACK, with a reason). Caller holds h5_mutex. */
@@ -457,6 +479,10 @@ static void setup_chunk_index(ml_layout *L) {
     if (L->cindex.kind != ML_CHUNK_INDEX_BTREE1)
         L->table_state = ML_TABLE_FALLBACK;
 #endif
+    if (L->cindex.kind == ML_CHUNK_INDEX_FARRAY && L->cindex.addr != UINT64_MAX && !farray_fits(L)) {
+        L->table_state = ML_TABLE_CORRUPT;
+        L->table_why = "a fixed-array index of another size than the dataspace's maximum chunk grid";
+    }
     /* Index kinds that only fit some datasets: HDF5 1.10 returns the one
      * chunk of a single-chunk index for every chunk asked for, and an
      * implicit index holds no stored sizes to decode filtered chunks by. */
@@ -553,8 +579,9 @@ static int read_chunk_meta(ml_layout *L, hid_t dcpl, ml_error *err,
                 return rc;
         }
     }
-    if (L->storage != ML_STORE_SLOW)
-        setup_chunk_index(L);
+    /* The slow path needs the index too: its chunks are checked before
+     * H5Dread decodes them (check_slow_chunks). */
+    setup_chunk_index(L);
     return 0;
 }
 
@@ -846,6 +873,7 @@ int ml_layout_open(const char *filename, const char *path, ml_layout **out,
     if (rc == 0 && slow) {
         L->storage = ML_STORE_SLOW;
         L->slow_reason = "an external link to a file HDF5 reads with a driver other than sec2";
+        L->cindex.kind = ML_CHUNK_INDEX_NONE; /* L->fd is not the dataset's file */
     }
     ml_h5_unlock();
     if (rc < 0)
@@ -1289,8 +1317,46 @@ int ml_layout_chunk(ml_layout *L, uint64_t index, ml_chunk_info *info,
     return 0;
 }
 
+/* Before H5Dread decodes the chunks of rows [row0, row0 + n) of a v1
+ * B-tree (found by our descent by key), refuse what HDF5 1.10.8 would
+ * read past its buffers on: a stored size of 0, bytes past the file's
+ * end, or every filter skipped (the mask) with a stored size other than
+ * the chunk's (it copies a whole chunk out of the stored bytes). Other
+ * index kinds stay trusted to HDF5. Returns 0 or -ML_ECORRUPT with the
+ * chunk named in err. */
+static int check_slow_chunks(ml_layout *L, uint64_t row0, uint64_t n, ml_error *err) {
+    if (L->cindex.kind != ML_CHUNK_INDEX_BTREE1 || n == 0 || L->n_chunks == 0)
+        return 0;
+    uint64_t inner = L->n_chunks / L->grid[0];
+    unsigned all = L->n_filters >= 32 ? ~0u : (1u << L->n_filters) - 1;
+    for (uint64_t cr = row0 / L->chunk[0]; cr <= (row0 + n - 1) / L->chunk[0]; cr++)
+        for (uint64_t j = 0; j < inner; j++) {
+            uint64_t index = cr * inner + j, off = 0, size = 0;
+            unsigned mask = 0;
+            const char *why = NULL;
+            int rc = ml_chunk_index_find(&L->cfile, &L->cindex, L->ndim, L->dims, index, &off, &size, &mask);
+            if (rc == -ML_ECORRUPT)
+                why = "a node of the chunk index is malformed";
+            else if (rc < 0 || off == UINT64_MAX)
+                continue; /* unreadable index (HDF5 will say) or never written */
+            else if (size == 0)
+                why = "a defined address with a stored size of 0";
+            else if (!ml_layout_in_file(L, off, size))
+                why = "its stored bytes lie past the end of the file";
+            else if (L->n_filters && (mask & all) == all && size != L->chunk_bytes)
+                why = "every filter skipped, but a stored size other than the chunk's";
+            if (why)
+                return ml_error_set(err, -ML_ECORRUPT, "corrupt chunk index (%s) in chunk %llu of dataset '%s' "
+                                    "in file '%s'", why, (unsigned long long)index, L->path, L->filename);
+        }
+    return 0;
+}
+
 int ml_layout_read_slow(ml_layout *L, uint64_t row0, uint64_t n, void *dest,
                         ml_error *err) {
+    int bad = L->storage == ML_STORE_SLOW && L->n_chunks ? check_slow_chunks(L, row0, n, err) : 0;
+    if (bad < 0)
+        return bad;
     hsize_t start[H5S_MAX_RANK] = {0}, count[H5S_MAX_RANK];
     for (unsigned d = 0; d < L->ndim; d++)
         count[d] = L->dims[d];
