@@ -47,6 +47,8 @@ def main():
     ap.add_argument("description")
     ap.add_argument("--name", help="file name in tests/fuzz_regressions (default: from the finding's)")
     ap.add_argument("--seed-name")
+    ap.add_argument("--hdf5-crashes", action="store_true",
+                    help="HDF5's own read crashes on the file: the test checks only that multiload refuses it")
     ap.add_argument("--seeds", default=os.path.join(ROOT, "build", "fuzz", "seeds"))
     args = ap.parse_args()
     info = describe(args.file, args.seed_name)
@@ -64,7 +66,7 @@ def main():
             shutil.copy(os.path.join(args.seeds, aux), os.path.join(DEST, aux))
     index.append({"file": name, "description": args.description, "seed": info["seed"],
                   "datasets": entry["datasets"], "aux": entry["aux"], "outcome": info["outcome"],
-                  "signature": info["signature"]})
+                  "signature": info["signature"], "hdf5_crashes": args.hdf5_crashes})
     with open(idx_path, "w") as fh:
         json.dump(index, fh, indent=1)
         fh.write("\n")

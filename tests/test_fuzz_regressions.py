@@ -9,6 +9,9 @@ may claim 2^62 rows."""
 
 import json
 import os
+import pickle
+import subprocess
+import sys
 import warnings
 
 import h5py
@@ -99,9 +102,38 @@ def test_index_lists_every_file():
         assert e["description"].strip() and e["datasets"], e
 
 
+def h5py_rows_apart(fn, path, start, stop):
+    """h5py's rows read in a child process (HDF5 1.10.8 crashes on some
+    kept files: it must not take the test with it): the array, the
+    exception, or None if the child crashed."""
+    code = ("import sys, pickle, h5py\n"
+            "try:\n"
+            "    with h5py.File(sys.argv[1], 'r') as f:\n"
+            "        out = f[sys.argv[2]][int(sys.argv[3]):int(sys.argv[4])]\n"
+            "except Exception as e:\n"
+            "    out = OSError(str(e))\n"
+            "sys.stdout.buffer.write(pickle.dumps(out))\n")
+    proc = subprocess.run([sys.executable, "-c", code, fn, path, str(start), str(stop)], capture_output=True,
+                          timeout=60)
+    return pickle.loads(proc.stdout) if proc.returncode == 0 else None
+
+
 @pytest.mark.parametrize("entry,path", cases())
 def test_regression_file(entry, path):
     fn = os.path.join(HERE, entry["file"])
+    if entry.get("hdf5_crashes"):
+        # HDF5 1.10.8's own read crashes on part of it: multiload must not
+        # crash (it did), and where h5py in a child process reads the rows,
+        # return exactly its bytes or refuse; where h5py crashes, refuse or
+        # return rows (nothing says what the bytes should be).
+        for start, stop in ((0, 1), (0, ROWS)):
+            got = reader_rows(fn, path, start, stop)
+            want = h5py_rows_apart(fn, path, start, stop)
+            if want is None:
+                assert isinstance(got, REFUSALS) or isinstance(got, np.ndarray), repr(got)
+            else:
+                check(fn, got, want, "Reader %s[%d:%d]" % (path, start, stop))
+        return
     vlen = False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
