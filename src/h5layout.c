@@ -965,18 +965,31 @@ static int failed_unallocated(void) {
 
 /* The stored size of chunk `index` as HDF5's read finds it: by key from
  * the index's root (H5Dget_chunk_storage_size, O(log n) in a B-tree),
- * 0 if never written. Caller holds h5_mutex. Returns 0 or -ML_EHDF5. */
-static int keyed_size(ml_layout *L, uint64_t index, uint64_t *size) {
+ * 0 if never written. *written (if not NULL) says whether the index holds
+ * the chunk at all: HDF5 1.10 fails with "not allocated" for a chunk it
+ * does not hold, so a 0 it returns is a chunk stored with size 0 (corrupt;
+ * newer HDF5 may return 0 for both, and then it counts as not written).
+ * Caller holds h5_mutex. Returns 0 or -ML_EHDF5. */
+static int keyed_size_ex(ml_layout *L, uint64_t index, uint64_t *size, int *written) {
     hsize_t coord[H5S_MAX_RANK], nbytes = 0;
+    int held = 1;
     chunk_coord(L, index, coord);
     if (H5Dget_chunk_storage_size((hid_t)L->h5_dset, coord, &nbytes) < 0) {
         if (!failed_unallocated())
             return -ML_EHDF5;
         nbytes = 0;
+        held = 0;
+    } else if (nbytes == 0 && (h5_lib_ge(1, 11, 0) || L->cindex.kind == ML_CHUNK_INDEX_NONE ||
+                                L->cindex.addr == UINT64_MAX)) {
+        held = 0; /* (1.10 also returns 0 when no chunk is stored at all: no index yet) */
     }
     *size = nbytes;
+    if (written)
+        *written = held;
     return 0;
 }
+
+static int keyed_size(ml_layout *L, uint64_t index, uint64_t *size) { return keyed_size_ex(L, index, size, NULL); }
 
 /* Does a keyed size agree with an entry's? For unfiltered data HDF5's
  * keyed look-up reports the chunk's full size whatever the index stores
@@ -1080,9 +1093,12 @@ static int lookup_via_hdf5(ml_layout *L, uint64_t index, ml_chunk_info *out) {
      * for its address instead (by coordinate, confirmed by key). */
     if (L->n_filters == 0 && (L->cindex.kind == ML_CHUNK_INDEX_BTREE1 || L->cindex.kind == ML_CHUNK_INDEX_NONE))
         return lookup_by_coord(L, index, out) < 0 ? -ML_EHDF5 : 0;
-    if (keyed_size(L, index, &keyed) < 0)
+    int written = 0;
+    if (keyed_size_ex(L, index, &keyed, &written) < 0)
         return -ML_EHDF5;
-    *out = (ml_chunk_info){.addr = keyed ? ML_CHUNK_VIA_HDF5 : UINT64_MAX, .size = keyed};
+    /* A chunk held with a stored size of 0 stays "read through HDF5" with
+     * size 0: the reader refuses it, as H5Dread does. */
+    *out = (ml_chunk_info){.addr = written ? ML_CHUNK_VIA_HDF5 : UINT64_MAX, .size = keyed};
     return 0;
 }
 
