@@ -42,7 +42,7 @@ CORE_FLAGS = -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-missing-field-initiali
 	$(shell pkg-config --cflags hdf5 liburing libdeflate blosc liblzf)
 CORE_LIBS = $(shell pkg-config --libs hdf5 liburing libdeflate blosc liblzf) -lpthread
 
-.PHONY: demo test test-c test-py test-pread bench bench-deps deps venv build check-asan check-tsan check-valgrind fuzz-index fuzz-gheap fuzz fuzz-smoke clean
+.PHONY: demo test test-c test-py test-pread bench bench-deps deps venv build check-asan check-tsan check-valgrind libfuzzer fuzz-index fuzz-gheap fuzz fuzz-smoke clean
 
 # Install, build, stream a generated sample file and print throughput beside h5py.
 demo: build
@@ -137,8 +137,8 @@ check-valgrind: deps
 # fuzz-index: seconds to run, and which engine (auto: libFuzzer if clang has it, else the loop).
 FUZZ_TIME ?= 300
 FUZZ_ENGINE ?= auto
-# Fuzz the chunk-index parser (fuzz/index) for FUZZ_TIME s with libFuzzer (clang installed as root if missing) or a mutation loop; crashes in build/fuzz/index/crashes.
-fuzz-index: venv
+# Install clang with libFuzzer (as root) unless the loop engine is asked for or it is there.
+libfuzzer:
 	@if [ "$(FUZZ_ENGINE)" != loop ] && ! sh fuzz/index/run.sh --have-libfuzzer; then \
 	  if [ "$$(id -u)" = 0 ]; then echo ">> installing clang (libFuzzer)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang >/dev/null && \
@@ -146,20 +146,18 @@ fuzz-index: venv
 	      libclang-rt-$$(clang -dumpversion | cut -d. -f1)-dev >/dev/null; } || echo ">> clang could not be installed"; \
 	  else echo ">> libFuzzer missing -- run: sudo apt-get install -y clang libclang-rt-14-dev (using the mutation loop)"; fi; \
 	fi
-	@PY="$(PY)" CC="$(CC)" CORE_FLAGS="$(CORE_FLAGS)" CORE_LIBS="$(CORE_LIBS)" FUZZ_TIME="$(FUZZ_TIME)" \
-	  FUZZ_ENGINE="$(FUZZ_ENGINE)" sh fuzz/index/run.sh
+
+# $(call run_parser_fuzz,DIR): a coverage-guided parser harness's run.sh, with the build's flags.
+run_parser_fuzz = PY="$(PY)" CC="$(CC)" CORE_FLAGS="$(CORE_FLAGS)" CORE_LIBS="$(CORE_LIBS)" FUZZ_TIME="$(FUZZ_TIME)" \
+	  FUZZ_ENGINE="$(FUZZ_ENGINE)" sh fuzz/$(1)/run.sh
+
+# Fuzz the chunk-index parser (fuzz/index) for FUZZ_TIME s with libFuzzer (clang installed as root if missing) or a mutation loop; crashes in build/fuzz/index/crashes.
+fuzz-index: venv libfuzzer
+	@$(call run_parser_fuzz,index)
 
 # Fuzz the global heap parser (fuzz/gheap) for FUZZ_TIME s the same way (libFuzzer, clang installed as root if missing, or the loop); crashes in build/fuzz/gheap/crashes.
-fuzz-gheap: venv
-	@if [ "$(FUZZ_ENGINE)" != loop ] && ! sh fuzz/index/run.sh --have-libfuzzer; then \
-	  if [ "$$(id -u)" = 0 ]; then echo ">> installing clang (libFuzzer)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang >/dev/null && \
-	    { sh fuzz/index/run.sh --have-libfuzzer || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	      libclang-rt-$$(clang -dumpversion | cut -d. -f1)-dev >/dev/null; } || echo ">> clang could not be installed"; \
-	  else echo ">> libFuzzer missing -- run: sudo apt-get install -y clang libclang-rt-14-dev (using the mutation loop)"; fi; \
-	fi
-	@PY="$(PY)" CC="$(CC)" CORE_FLAGS="$(CORE_FLAGS)" CORE_LIBS="$(CORE_LIBS)" FUZZ_TIME="$(FUZZ_TIME)" \
-	  FUZZ_ENGINE="$(FUZZ_ENGINE)" sh fuzz/gheap/run.sh
+fuzz-gheap: venv libfuzzer
+	@$(call run_parser_fuzz,gheap)
 
 # fuzz, fuzz-smoke: the end-to-end harness (fuzz/run.py); FUZZ_CASES (optional) instead of FUZZ_TIME.
 FUZZ_TIME ?= 300
