@@ -49,9 +49,15 @@ static size_t blosc_decode(unsigned flags, size_t n_values, const unsigned value
     (void)values;
     if (!(flags & H5Z_FLAG_REVERSE))
         return 0;
-    size_t out_size = 0;
-    if (nbytes < BLOSC_MIN_HEADER_LENGTH || blosc_cbuffer_validate(*buf, nbytes, &out_size) < 0 ||
-        out_size == 0 || out_size > MAX_CHUNK)
+    /* As PyTables' blosc_filter.c reads: the sizes in the blosc header, the
+     * stored size only bounding them (it may hold bytes past the stream,
+     * which PyTables ignores; a validate of cbytes == nbytes would refuse
+     * chunks PyTables, the writer of these files, reads). */
+    size_t out_size = 0, cbytes = 0, blocksize = 0;
+    if (nbytes < BLOSC_MIN_HEADER_LENGTH)
+        return 0;
+    blosc_cbuffer_sizes(*buf, &out_size, &cbytes, &blocksize);
+    if (cbytes > nbytes || out_size == 0 || out_size > MAX_CHUNK)
         return 0;
     void *out = malloc(out_size);
     if (!out)

@@ -52,6 +52,7 @@
 #define BTREE_MAX_LEVEL 255             /* the level is one byte; HDF5 with K=1 builds trees
                                            one level per chunk or two */
 #define MSG_LAYOUT 0x0008
+#define MSG_FILL 0x0005                 /* the fill value message (not the old 0x0004) */
 #define MSG_CONTINUATION 0x0010
 
 /* Little-endian unsigned integer of n <= 8 bytes. */
@@ -158,6 +159,29 @@ static int parse_layout(const ml_chunk_file *f, const unsigned char *p, size_t n
     return 0;
 }
 
+/* The byte size a fill value message (version 1..3) declares for its
+ * value: 0 if it defines none, -1 if the message is malformed or of
+ * another version. */
+static int64_t parse_fill(const unsigned char *p, uint64_t n) {
+    if (n < 2)
+        return -1;
+    if (p[0] == 1 || p[0] == 2) {
+        /* version, allocation time, fill time, defined, [size (4), value] */
+        if (n < 4)
+            return -1;
+        if (p[0] == 2 && !p[3])
+            return 0;
+        return n < 8 ? -1 : (int64_t)get_le(p + 4, 4);
+    }
+    if (p[0] == 3) {
+        /* version, flags (bit 5: a value is defined), [size (4), value] */
+        if (!(p[1] & 0x20))
+            return 0;
+        return n < 6 ? -1 : (int64_t)get_le(p + 2, 4);
+    }
+    return -1;
+}
+
 int ml_chunk_index_locate(const ml_chunk_file *f, uint64_t ohdr, ml_chunk_index *out) {
     unsigned char pre[HDR_PREFIX_MAX];
     uint64_t at[HDR_MAX_CHUNKS], len[HDR_MAX_CHUNKS]; /* header chunks to scan */
@@ -166,8 +190,10 @@ int ml_chunk_index_locate(const ml_chunk_file *f, uint64_t ohdr, ml_chunk_index 
     size_t got = 0;
     int rc;
 
+    int have_layout = 0, layout_rc = 0;
     memset(out, 0, sizeof *out);
     out->addr = UNDEF;
+    out->fill_size = -2; /* not seen yet */
     if (f->sizeof_addr < 2 || f->sizeof_addr > 8 || f->sizeof_size < 2 || f->sizeof_size > 8)
         return -ML_ECORRUPT;
     if ((rc = read_upto(f, ohdr, pre, sizeof pre, &got)) < 0)
@@ -225,10 +251,16 @@ int ml_chunk_index_locate(const ml_chunk_file *f, uint64_t ohdr, ml_chunk_index 
                 goto out;
             }
             const unsigned char *data = m + msg_hdr;
-            if (type == MSG_LAYOUT) {
+            if (type == MSG_FILL && !(mflags & 0x02) && out->fill_size == -2)
+                out->fill_size = parse_fill(data, size);
+            if (type == MSG_LAYOUT && !have_layout) {
                 /* A shared layout message (flag 0x02) holds a reference, not
                  * the layout: not ours to follow. */
-                rc = (mflags & 0x02) ? 0 : parse_layout(f, data, size, out);
+                layout_rc = (mflags & 0x02) ? 0 : parse_layout(f, data, size, out);
+                have_layout = 1;
+            }
+            if (have_layout && out->fill_size != -2) {
+                rc = layout_rc;
                 goto out;
             }
             if (type == MSG_CONTINUATION) {
@@ -243,8 +275,10 @@ int ml_chunk_index_locate(const ml_chunk_file *f, uint64_t ohdr, ml_chunk_index 
             pos += msg_hdr + size;
         }
     }
-    rc = -ML_ECORRUPT; /* a dataset without a layout message */
+    rc = have_layout ? layout_rc : -ML_ECORRUPT; /* a dataset without a layout message */
 out:
+    if (out->fill_size == -2)
+        out->fill_size = -1;
     free(buf);
     return rc;
 }

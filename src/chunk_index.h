@@ -45,14 +45,18 @@ typedef struct ml_chunk_index {
     unsigned ndims;                          /* chunk dims in the message: dataset rank + 1 */
     uint64_t dims[ML_CHUNK_INDEX_MAX_DIMS];  /* chunk shape in elements; the last is the element
                                                 size in bytes */
+    int64_t fill_size;                       /* bytes of the value the fill value message
+                                                declares (0: none; -1: no such message, or
+                                                one this does not parse) */
     uint64_t addr;                           /* index address (HDF5 address, relative to base);
                                                 UINT64_MAX = no chunk allocated yet */
 } ml_chunk_index;
 
 /* Parse the object header at HDF5 address `ohdr` (version 1, or version 2
  * with its OCHK continuation blocks) and describe its Data Layout message
- * in *out. out->kind is ML_CHUNK_INDEX_NONE for a layout that is not
- * chunked or whose message version is not 3 or 4. Returns 0, -ML_ECORRUPT
+ * (and the size its fill value message declares) in *out. out->kind is
+ * ML_CHUNK_INDEX_NONE for a layout that is not chunked or whose message
+ * version is not 3 or 4. Returns 0, -ML_ECORRUPT
  * (no well-formed header or layout message), -ENOMEM, or -errno from pread. */
 int ml_chunk_index_locate(const ml_chunk_file *f, uint64_t ohdr, ml_chunk_index *out);
 

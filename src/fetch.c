@@ -320,6 +320,8 @@ static int run_batch(ml_fetcher *f, plan *p, size_t np, ml_error *err) {
     for (size_t i = 0; i < np; i++) {
         plan *c = &p[i];
         if (c->info.addr == UINT64_MAX) {
+            if (L->fill_undefined)
+                return report(err, f, -ML_ECORRUPT, c->row0, c->n, "never written and without a fill value", c->index);
             if (c->direct)
                 fill_elems(c->dest, L->chunk_bytes / L->type->size, L->fill, L->type->size);
             else
@@ -438,6 +440,8 @@ int ml_fetch_rows(ml_fetcher *f, uint64_t row0, uint64_t n, void *dest_, ml_erro
     switch (L->storage) {
     case ML_STORE_CONTIGUOUS: {
         if (L->offset == UINT64_MAX) {
+            if (L->fill_undefined)
+                return report(err, f, -ML_ECORRUPT, row0, n, "never written and without a fill value", UINT64_MAX);
             fill_elems(dest, n * L->row_elems, L->fill, L->type->size);
             return 0;
         }

@@ -589,8 +589,19 @@ static int read_fill(ml_layout *L, hid_t dcpl, ml_error *err, const char *where)
     H5D_fill_value_t status;
     if (H5Pfill_value_defined(dcpl, &status) < 0)
         return ml_error_set(err, -ML_EHDF5, "cannot read fill value of %s", where);
+    /* No fill value at all: HDF5 leaves rows never written undefined (or,
+     * with a damaged fill message, fails the read): refused, not zeros. */
+    L->fill_undefined = status == H5D_FILL_VALUE_UNDEFINED;
     if (status != H5D_FILL_VALUE_USER_DEFINED)
         return 0; /* zeros */
+    /* HDF5 1.10.8 copies a whole element out of the stored fill value
+     * whatever size its message declares: check the size first. */
+    uint64_t ohdr;
+    ml_chunk_index ix;
+    if (object_header_addr((hid_t)L->h5_dset, &ohdr) == 0 && ml_chunk_index_locate(&L->cfile, ohdr, &ix) == 0 &&
+        ix.fill_size >= 0 && (uint64_t)ix.fill_size != L->type->size)
+        return ml_error_set(err, -ML_ECORRUPT, "the fill value of %s is %lld bytes for %zu-byte elements "
+                            "(damaged fill value message)", where, (long long)ix.fill_size, L->type->size);
     L->fill = calloc(1, L->type->size);
     if (!L->fill)
         return ml_error_set(err, -ENOMEM, "out of memory");

@@ -101,6 +101,8 @@ typedef struct ml_layout {
     unsigned n_filters;
     ml_filter filters[ML_MAX_FILTERS];
     unsigned char *fill;         /* type->size bytes, NULL = zeros; owned */
+    int fill_undefined;          /* 1: no fill value (H5D_FILL_VALUE_UNDEFINED): rows never
+                                    written cannot be read (HDF5 leaves them undefined) */
     ml_chunk_table table;        /* where the chunks lie (chunk_table.h); initialised for
                                     every layout, used by ML_STORE_CHUNKED */
     ml_chunk_file cfile;         /* the file as the index walk reads it (fd = the layout's);
