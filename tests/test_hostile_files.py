@@ -302,3 +302,41 @@ print(json.dumps(out))
         assert got["head"] == d[0:200].tolist()
         assert got["tail"] == d[2**32 - 200:].tolist() == [FILL] * 200
         assert got["mid"] == [float(d[5]), float(d[2**31]), float(d[999])]
+
+
+# -- found by the fuzz campaign ---------------------------------------------
+
+@pytest.mark.parametrize("size", [1, 2, 8])
+def test_fill_value_of_another_size_is_refused(tmp_path, size):
+    """The fill value message declares a value of `size` bytes for 4-byte
+    elements: HDF5 1.10.8's H5Pget_fill_value copies 4 bytes out of it (a
+    heap overflow). Refused at open, naming both sizes; h5py is not asked
+    (it would take the process with it)."""
+    fn = hf.write_chunked(str(tmp_path / "fill.h5"))
+    raw = open(fn, "rb").read()
+    pat = struct.pack("<I", 4) + struct.pack("<f", FILL)
+    hits = [i for i in range(len(raw)) if raw.startswith(pat, i)]
+    assert 1 <= len(hits) <= 2, hits  # the fill value message, and the old one h5py writes beside it
+    for at in hits:
+        hf.patch(fn, at, struct.pack("<I", size))
+    with pytest.raises(OSError) as exc:
+        multiload.Streamer(fn).get_queue("d", block_size=BLOCK)
+    msg = str(exc.value)
+    assert f"is {size} bytes for 4-byte elements" in msg and fn in msg and "'d'" in msg, msg
+
+
+def test_latest_libver_indices_read_as_hdf5_reads(tmp_path):
+    """Fixed array, extensible array, v2 B-tree, single chunk: chunks are
+    located and read by HDF5's descent by key, byte for byte h5py's."""
+    fn = str(tmp_path / "latest.h5")
+    v = np.arange(300 * 4, dtype="<i4").reshape(300, 4)
+    with h5py.File(fn, "w", libver="latest") as f:
+        f.create_dataset("farray", data=v, chunks=(7, 4))
+        # (unfiltered: h5py's HDF5 writes filtered layout-4 chunks 1.10 cannot open)
+        f.create_dataset("earray", data=v, chunks=(7, 4), maxshape=(None, 4))
+        f.create_dataset("btree2", data=v, chunks=(7, 3), maxshape=(None, None))
+        f.create_dataset("single", data=v, chunks=(300, 4))
+    for path in ("farray", "earray", "btree2", "single"):
+        blocks, errors = stream(fn, path, block=64)
+        assert errors == []
+        rf.check_blocks(blocks, v, block_size=64)
