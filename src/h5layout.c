@@ -448,23 +448,33 @@ static int farray_fits(ml_layout *L) {
  * table by coordinate (FALLBACK, with a reason). Caller holds h5_mutex. */
 static void setup_chunk_index(ml_layout *L) {
     uint64_t ohdr;
+    const char *corrupt = NULL; /* why no chunk of it can be read as HDF5 reads it */
     L->cindex.kind = ML_CHUNK_INDEX_NONE;
     if (object_header_addr((hid_t)L->h5_dset, &ohdr) < 0) {
         L->table_why = "the object header's address is unknown";
-    } else if (ml_chunk_index_locate(&L->cfile, ohdr, &L->cindex) < 0) {
-        L->cindex.kind = ML_CHUNK_INDEX_NONE;
-        L->table_why = "the object header could not be parsed";
+    } else {
+        int rc = ml_chunk_index_locate(&L->cfile, ohdr, &L->cindex);
+        if (rc < 0) {
+            L->cindex.kind = ML_CHUNK_INDEX_NONE;
+            L->table_why = "the object header could not be read";
+            /* HDF5 opened what our parser calls malformed (a chunk
+             * dimension of 0, a message past its header chunk): damaged,
+             * and HDF5 1.10 reads such layouts wrongly. */
+            if (rc == -ML_ECORRUPT)
+                corrupt = "its object header or layout message is malformed";
+        }
     }
-    if (L->cindex.kind == ML_CHUNK_INDEX_BTREE1) {
+    if (L->cindex.kind != ML_CHUNK_INDEX_NONE) {
         /* The message must describe the dataset HDF5 describes. */
         int same = L->cindex.ndims == L->ndim + 1 && L->cindex.dims[L->ndim] == L->type->size;
         for (unsigned d = 0; d < L->ndim && same; d++)
             same = L->cindex.dims[d] == L->chunk[d];
         if (!same) {
             L->cindex.kind = ML_CHUNK_INDEX_NONE;
-            L->table_why = "the layout message disagrees with HDF5";
+            corrupt = L->table_why = "the layout message disagrees with HDF5";
         }
-    } else if (!L->table_why) {
+    }
+    if (L->cindex.kind != ML_CHUNK_INDEX_BTREE1 && !L->table_why) {
         switch (L->cindex.kind) {
         case ML_CHUNK_INDEX_SINGLE: L->table_why = "a single-chunk index (one look-up)"; break;
         case ML_CHUNK_INDEX_IMPLICIT: L->table_why = "an implicit index"; break;
@@ -486,6 +496,10 @@ static void setup_chunk_index(ml_layout *L) {
     /* Index kinds that only fit some datasets: HDF5 1.10 returns the one
      * chunk of a single-chunk index for every chunk asked for, and an
      * implicit index holds no stored sizes to decode filtered chunks by. */
+    if (corrupt) {
+        L->table_state = ML_TABLE_CORRUPT;
+        L->table_why = corrupt;
+    }
     if ((L->cindex.kind == ML_CHUNK_INDEX_SINGLE && L->n_chunks > 1) ||
         (L->cindex.kind == ML_CHUNK_INDEX_IMPLICIT && L->n_filters > 0)) {
         L->table_state = ML_TABLE_CORRUPT;
@@ -1381,6 +1395,10 @@ static int check_slow_chunks(ml_layout *L, uint64_t row0, uint64_t n, ml_error *
 
 int ml_layout_read_slow(ml_layout *L, uint64_t row0, uint64_t n, void *dest,
                         ml_error *err) {
+    if (L->storage == ML_STORE_SLOW && L->n_chunks && L->table_state == ML_TABLE_CORRUPT)
+        return ml_error_set(err, -ML_ECORRUPT, "corrupt chunk index (%s): rows %llu..%llu of dataset '%s' in "
+                            "file '%s' cannot be read as HDF5 reads them", L->table_why, (unsigned long long)row0,
+                            (unsigned long long)(row0 + n), L->path, L->filename);
     int bad = L->storage == ML_STORE_SLOW && L->n_chunks ? check_slow_chunks(L, row0, n, err) : 0;
     if (bad < 0)
         return bad;
