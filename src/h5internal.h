@@ -38,6 +38,25 @@ int ml_h5_dataset_open(const char *filename, const char *path, int *fd, hid_t *f
  * handles from ml_h5_dataset_open. */
 void ml_h5_close_handles(hid_t type, hid_t dset, hid_t file);
 
+/* What a reader of a dataset's bytes needs to know of the file they lie
+ * in (for an external link, the dataset's own file): the base address
+ * (the user block's size), the bound no read may pass (the smaller of the
+ * file's size, as `fd` sees it, and base + the superblock's end of
+ * allocation: HDF5 refuses reads past its EOA), sizes of addresses and
+ * lengths, and the chunk B-tree's K. */
+typedef struct ml_h5_file_facts {
+    uint64_t base;          /* file offset of HDF5 address 0 */
+    uint64_t eof;           /* file offset no read may pass */
+    unsigned sizeof_addr;   /* bytes of an address, as the file says (not checked) */
+    unsigned sizeof_size;   /* bytes of a length, as the file says (not checked) */
+    unsigned btree_k;       /* H5Pget_istore_k */
+} ml_h5_file_facts;
+
+/* Fill *out for the file of `obj` (a dataset), read through `fd`. Caller
+ * holds the lock. Returns 0, -ML_EHDF5 (the file's properties cannot be
+ * had) or -errno (fstat of fd). */
+int ml_h5_file_facts_get(hid_t obj, int fd, ml_h5_file_facts *out);
+
 /* Build an ml_type from an HDF5 type, as the numpy dtype h5py reports.
  * Returns 0 (*out owned by the caller, free with ml_type_free) or
  * -ML_ETYPE / -ML_EHDF5 / -ENOMEM with a message naming the offending type

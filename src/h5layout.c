@@ -381,16 +381,8 @@ static int h5_lib_ge(unsigned maj, unsigned min, unsigned rel) {
     return a != maj ? a > maj : b != min ? b > min : c >= rel;
 }
 
-/* The file as every data read sees it: the base address (the user
- * block's size: HDF5's chunk addresses are relative to it before 1.14.4,
- * so without it nothing can be read), sizes of addresses and lengths,
- * B-tree K, and the bound no read may pass, the smaller of the file's
- * size and its end of allocation (HDF5 refuses a read past its EOA; a
- * crafted superblock can put the EOA before the data). The dataset's own
- * file, which an external link makes another than `filename`, is the one
- * L->fd reads. Caller holds h5_mutex. Returns 0 or -ML_EHDF5 / -errno. */
-static int read_file_bounds(ml_layout *L, ml_error *err, const char *where) {
-    hid_t file = H5Iget_file_id((hid_t)L->h5_dset);
+int ml_h5_file_facts_get(hid_t obj, int fd, ml_h5_file_facts *out) {
+    hid_t file = H5Iget_file_id(obj);
     hid_t fcpl = file < 0 ? -1 : H5Fget_create_plist(file);
     hsize_t userblock = 0;
     haddr_t eoa = HADDR_UNDEF;
@@ -400,25 +392,43 @@ static int read_file_bounds(ml_layout *L, ml_error *err, const char *where) {
     int rc = 0;
     if (fcpl < 0 || H5Pget_userblock(fcpl, &userblock) < 0 || H5Pget_sizes(fcpl, &sa, &ss) < 0 ||
         H5Pget_istore_k(fcpl, &k) < 0 || H5Fget_eoa(file, &eoa) < 0 || eoa == HADDR_UNDEF) {
-        rc = ml_error_set(err, -ML_EHDF5, "cannot read the file creation properties of %s", where);
+        rc = -ML_EHDF5;
         goto out;
     }
-    if (fstat(L->fd, &st) < 0) {
-        rc = ml_error_set(err, -errno, "cannot stat the file of %s: %s", where, strerror(errno));
+    if (fstat(fd, &st) < 0) {
+        rc = -errno;
         goto out;
     }
     /* H5Fget_eoa is relative to the base, like every HDF5 address. */
     uint64_t end = (uint64_t)eoa > UINT64_MAX - userblock ? UINT64_MAX : userblock + (uint64_t)eoa;
-    L->eof = (uint64_t)st.st_size < end ? (uint64_t)st.st_size : end;
-    L->api_base = h5_lib_ge(1, 14, 4) ? 0 : (uint64_t)userblock;
-    L->cfile = (ml_chunk_file){.fd = L->fd, .base = userblock, .size = L->eof, .sizeof_addr = (unsigned)sa,
-                               .sizeof_size = (unsigned)ss, .btree_k = k};
+    *out = (ml_h5_file_facts){.base = userblock, .eof = (uint64_t)st.st_size < end ? (uint64_t)st.st_size : end,
+                              .sizeof_addr = (unsigned)sa, .sizeof_size = (unsigned)ss, .btree_k = k};
 out:
     if (fcpl >= 0)
         H5Pclose(fcpl);
     if (file >= 0)
         H5Fclose(file);
     return rc;
+}
+
+/* The file as every data read sees it (ml_h5_file_facts): HDF5's chunk
+ * addresses are relative to the base before 1.14.4, so without it nothing
+ * can be read; every read stops at eof (a crafted superblock can put the
+ * EOA before the data). The dataset's own file, which an external link
+ * makes another than `filename`, is the one L->fd reads. Caller holds
+ * h5_mutex. Returns 0 or -ML_EHDF5 / -errno. */
+static int read_file_bounds(ml_layout *L, ml_error *err, const char *where) {
+    ml_h5_file_facts ff;
+    int rc = ml_h5_file_facts_get((hid_t)L->h5_dset, L->fd, &ff);
+    if (rc == -ML_EHDF5)
+        return ml_error_set(err, rc, "cannot read the file creation properties of %s", where);
+    if (rc < 0)
+        return ml_error_set(err, rc, "cannot stat the file of %s: %s", where, strerror(-rc));
+    L->eof = ff.eof;
+    L->api_base = h5_lib_ge(1, 14, 4) ? 0 : ff.base;
+    L->cfile = (ml_chunk_file){.fd = L->fd, .base = ff.base, .size = ff.eof, .sizeof_addr = ff.sizeof_addr,
+                               .sizeof_size = ff.sizeof_size, .btree_k = ff.btree_k};
+    return 0;
 }
 
 /* Does the fixed array hold one element per chunk of the grid of the

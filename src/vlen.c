@@ -60,7 +60,6 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #ifdef ML_HAVE_LIBDEFLATE
@@ -137,22 +136,12 @@ static int check_filters(ml_vlen *V, ml_error *err) {
 static int describe_file(ml_vlen *V, ml_error *err) {
     hid_t file = H5Iget_file_id((hid_t)V->h5_dset);
     hid_t fapl = file < 0 ? -1 : H5Fget_access_plist(file);
-    hid_t fcpl = file < 0 ? -1 : H5Fget_create_plist(file);
-    hsize_t userblock = 0;
-    haddr_t eoa = HADDR_UNDEF;
-    size_t sa = 0, ss = 0;
+    ml_h5_file_facts ff;
     void *handle = NULL;
-    struct stat st;
     int rc = 0;
-    if (fapl < 0 || fcpl < 0 || H5Pget_userblock(fcpl, &userblock) < 0 || H5Pget_sizes(fcpl, &sa, &ss) < 0 ||
-        H5Fget_eoa(file, &eoa) < 0 || eoa == HADDR_UNDEF) {
+    if (fapl < 0) {
         rc = ml_error_set(err, -ML_EHDF5, "cannot read the file properties of dataset '%s' of file '%s'", V->path,
                           V->filename);
-        goto out;
-    }
-    if (sa < 2 || sa > 8 || ss < 2 || ss > 8) {
-        rc = ml_error_set(err, -ML_ECORRUPT, "the file of dataset '%s' of file '%s' has %zu-byte addresses and "
-                          "%zu-byte lengths (HDF5 writes 2 to 8)", V->path, V->filename, sa, ss);
         goto out;
     }
     if (H5Pget_driver(fapl) != H5FD_SEC2 || H5Fget_vfd_handle(file, fapl, &handle) < 0 || !handle) {
@@ -161,26 +150,37 @@ static int describe_file(ml_vlen *V, ml_error *err) {
         goto out;
     }
     int fd = fcntl(*(int *)handle, F_DUPFD_CLOEXEC, 0);
-    if (fd < 0 || fstat(fd, &st) < 0) {
+    if (fd < 0) {
         rc = ml_error_set(err, -errno, "cannot open the file of dataset '%s' of file '%s': %s", V->path,
                           V->filename, strerror(errno));
-        if (fd >= 0)
-            close(fd);
         goto out;
     }
     if (V->fd >= 0)
         close(V->fd);
     V->fd = fd;
-    uint64_t size = (uint64_t)st.st_size;
-    uint64_t held = size > (uint64_t)userblock ? size - (uint64_t)userblock : 0; /* bytes past the base */
-    V->h5_base = (uint64_t)userblock;
-    V->limit = (uint64_t)eoa < held ? (uint64_t)eoa : held;
-    V->sizeof_addr = (unsigned)sa;
-    V->sizeof_size = (unsigned)ss;
-    V->desc_size = 4 + sa + 4;
+    rc = ml_h5_file_facts_get((hid_t)V->h5_dset, fd, &ff);
+    if (rc == -ML_EHDF5) {
+        rc = ml_error_set(err, rc, "cannot read the file properties of dataset '%s' of file '%s'", V->path,
+                          V->filename);
+        goto out;
+    }
+    if (rc < 0) {
+        rc = ml_error_set(err, rc, "cannot open the file of dataset '%s' of file '%s': %s", V->path, V->filename,
+                          strerror(-rc));
+        goto out;
+    }
+    if (ff.sizeof_addr < 2 || ff.sizeof_addr > 8 || ff.sizeof_size < 2 || ff.sizeof_size > 8) {
+        rc = ml_error_set(err, -ML_ECORRUPT, "the file of dataset '%s' of file '%s' has %u-byte addresses and "
+                          "%u-byte lengths (HDF5 writes 2 to 8)", V->path, V->filename, ff.sizeof_addr,
+                          ff.sizeof_size);
+        goto out;
+    }
+    V->h5_base = ff.base;
+    V->limit = ff.eof > ff.base ? ff.eof - ff.base : 0; /* bytes past the base: min(file size - base, EOA) */
+    V->sizeof_addr = ff.sizeof_addr;
+    V->sizeof_size = ff.sizeof_size;
+    V->desc_size = 4 + ff.sizeof_addr + 4;
 out:
-    if (fcpl >= 0)
-        H5Pclose(fcpl);
     if (fapl >= 0)
         H5Pclose(fapl);
     if (file >= 0)
