@@ -254,12 +254,8 @@ int main(int argc, char **argv) {
     ml_error_clear(&err);
     if (ml_reader_open(&g_reader, &rcfg, &err))
         fprintf(stderr, "fuzz_read: no Reader (%s): R and L paths skipped\n", err.msg);
-    visit_list v = {0};
-    if (argc == 2)
-        visit_datasets(argv[1], &v);
-    else
-        for (int i = 2; i < argc && v.n < PLAN_MAX_DATASETS; i++)
-            v.paths[v.n++] = strdup(argv[i]);
+    visit_list v;
+    visit_args(argc, argv, &v);
     for (unsigned i = 0; i < v.n; i++)
         read_dataset(argv[1], v.paths[i]);
     visit_free(&v);

@@ -177,12 +177,8 @@ int main(int argc, char **argv) {
     g_fill = getenv("REF_FILL") ? atoi(getenv("REF_FILL")) & 0xff : 0;
     if (ref_filters_register())
         fprintf(stderr, "ref_read: cannot register the lzf and blosc decoders\n");
-    visit_list v = {0};
-    if (argc == 2)
-        visit_datasets(argv[1], &v);
-    else
-        for (int i = 2; i < argc && v.n < PLAN_MAX_DATASETS; i++)
-            v.paths[v.n++] = strdup(argv[i]);
+    visit_list v;
+    visit_args(argc, argv, &v);
     for (unsigned i = 0; i < v.n; i++)
         read_dataset(argv[1], v.paths[i]);
     visit_free(&v);

@@ -46,6 +46,17 @@ static int visit_datasets(const char *filename, visit_list *v) {
     return 0;
 }
 
+/* The paths a reader's command line names (argv[2..]), or, when it names
+ * none, every dataset of the file argv[1] (visit_datasets). */
+static void visit_args(int argc, char **argv, visit_list *v) {
+    memset(v, 0, sizeof *v);
+    if (argc == 2)
+        visit_datasets(argv[1], v);
+    else
+        for (int i = 2; i < argc && v->n < PLAN_MAX_DATASETS; i++)
+            v->paths[v->n++] = strdup(argv[i]);
+}
+
 static void visit_free(visit_list *v) {
     for (unsigned i = 0; i < v->n; i++)
         free(v->paths[i]);

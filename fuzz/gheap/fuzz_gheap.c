@@ -53,6 +53,7 @@
 #include "gheap.h"
 #include "gheap_harness.h"
 #include "harness.h" /* fuzz/index: the outcome mutate_main.c reads */
+#include "target_util.h"
 
 #define WINDOW_MAX (64u * 1024) /* gheap.h: windows of up to 64 KiB */
 #define READS_MAX (1u << 20)    /* a hard stop whatever the collection claims */
@@ -82,26 +83,8 @@ static int alloc_fails(void) {
 void *__wrap_malloc(size_t n) { return alloc_fails() ? NULL : __real_malloc(n); }
 void *__wrap_realloc(void *p, size_t n) { return alloc_fails() ? NULL : __real_realloc(p, n); }
 
-static void broken(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-
-/* A promise of gheap.h does not hold: say which, then abort so the engine
- * saves the input. */
-static void broken(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("fuzz_gheap: invariant broken: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    abort();
-}
-
-static uint64_t le(const uint8_t *p, unsigned n) {
-    uint64_t v = 0;
-    for (unsigned i = n; i-- > 0;)
-        v = v << 8 | p[i];
-    return v;
-}
+/* A promise of gheap.h does not hold (target_util.h). */
+#define broken(...) fuzz_broken("fuzz_gheap", __VA_ARGS__)
 
 static uint64_t align8(uint64_t x) { return (x + 7) & ~(uint64_t)7; }
 
@@ -171,8 +154,8 @@ static int ref_walk(const uint8_t *c, uint64_t size, unsigned ss, ref_obj *objs,
                 return *why = "a short tail after a free space", 0;
             break;
         }
-        unsigned idx = (unsigned)le(c + p, 2);
-        uint64_t osize = le(c + p + 8, ss);
+        unsigned idx = (unsigned)fuzz_le(c + p, 2);
+        uint64_t osize = fuzz_le(c + p + 8, ss);
         if (idx == 0) {
             if (free_seen)
                 return *why = "two free spaces", 0;
@@ -281,19 +264,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < FUZZ_GHEAP_HEADER)
         return 0;
     unsigned ss = data[0];
-    size_t why_len = (size_t)le(data + 2, 2);
+    size_t why_len = (size_t)fuzz_le(data + 2, 2);
     if (why_len == 0)
         why_len = 256;
     image im = {
         .p = data + FUZZ_GHEAP_HEADER,
         .n = size - FUZZ_GHEAP_HEADER,
-        .limit = le(data + 8, 8),
+        .limit = fuzz_le(data + 8, 8),
         .fail_at = data[1],
         .phase = "header",
     };
     if (im.limit == 0)
         im.limit = im.n;
-    uint64_t addr = le(data + 16, 8);
+    uint64_t addr = fuzz_le(data + 16, 8);
     im.lo = addr;
     im.hi = addr > UINT64_MAX - ML_GHEAP_MIN_SIZE ? UINT64_MAX : addr + ML_GHEAP_MIN_SIZE;
     char *why = malloc(why_len); /* exactly why_len: ASan sees a write past it */
@@ -336,9 +319,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (addr > im.n || im.n - addr < 16)
         broken("header accepted at %" PRIu64 " with %" PRIu64 " bytes of image", addr, im.n);
     const uint8_t *c = im.p + addr;
-    if (memcmp(c, "GCOL", 4) != 0 || c[4] != 1 || le(c + 8, ss) != H.size)
+    if (memcmp(c, "GCOL", 4) != 0 || c[4] != 1 || fuzz_le(c + 8, ss) != H.size)
         broken("header accepted: signature %.4s version %u size %" PRIu64 ", H->size %" PRIu64, (const char *)c, c[4],
-               le(c + 8, ss), H.size);
+               fuzz_le(c + 8, ss), H.size);
 
     im.phase = "walk";
     im.lo = H.addr;
@@ -372,7 +355,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (im.phase_calls > H.size / 16 + 1 || (im.bytes > WINDOW_MAX && (im.bytes - WINDOW_MAX) / 2 > H.size))
         broken("walk of %" PRIu64 " bytes: %" PRIu64 " reads, %" PRIu64 " bytes read", H.size, im.phase_calls,
                im.bytes);
-    if (H.addr != addr || H.size != le(c + 8, ss))
+    if (H.addr != addr || H.size != fuzz_le(c + 8, ss))
         broken("walk changed the header: addr %" PRIu64 " size %" PRIu64, H.addr, H.size);
     if (rc == 0) {
         check_walked(&H, &im, ss);

@@ -58,6 +58,7 @@
 #include "chunk_index.h"
 #include "error.h"
 #include "harness.h"
+#include "target_util.h"
 
 #define READS_MAX (1u << 16) /* pread calls per input before the wrapper refuses */
 #define EMITS_MAX (1u << 20) /* chunks per walk before emit stops it */
@@ -82,26 +83,8 @@ ssize_t __wrap_pread(int fd, void *buf, size_t n, off_t off) {
     return __real_pread(fd, buf, n, off);
 }
 
-static void broken(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-
-/* An invariant of chunk_index.h does not hold: say which, then abort so
- * the engine saves the input. */
-static void broken(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("fuzz_chunk_index: invariant broken: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    abort();
-}
-
-static uint64_t le(const uint8_t *p, unsigned n) {
-    uint64_t v = 0;
-    for (unsigned i = n; i-- > 0;)
-        v = v << 8 | p[i];
-    return v;
-}
+/* A promise of chunk_index.h does not hold (target_util.h). */
+#define broken(...) fuzz_broken("fuzz_chunk_index", __VA_ARGS__)
 
 /* What emit checks against, and what it has seen. */
 typedef struct walk_ctx {
@@ -230,16 +213,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (rank > FUZZ_INDEX_MAX_RANK || size < hdr)
         return 0;
     for (unsigned d = 0; d < rank; d++)
-        dims[d] = le(data + FUZZ_INDEX_HEADER_FIXED + 8 * d, 8);
+        dims[d] = fuzz_le(data + FUZZ_INDEX_HEADER_FIXED + 8 * d, 8);
     ml_chunk_file f = {
         .fd = image_fd(data + hdr, size - hdr),
-        .base = le(data + 8, 8),
+        .base = fuzz_le(data + 8, 8),
         .size = size - hdr,
         .sizeof_addr = data[0],
         .sizeof_size = data[1],
-        .btree_k = (unsigned)le(data + 2, 2),
+        .btree_k = (unsigned)fuzz_le(data + 2, 2),
     };
-    uint64_t ohdr = le(data + 16, 8);
+    uint64_t ohdr = fuzz_le(data + 16, 8);
 
     reads = 0;
     fuzz_index_last.parsed = 1;
