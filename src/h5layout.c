@@ -453,26 +453,32 @@ static int farray_fits(ml_layout *L) {
     return count == want;
 }
 
+/* Parse the dataset's object header once, at open (chunk_index.c: the
+ * layout message, the fill value message's size), into L->cindex and
+ * L->header_rc, for the fill value's check and the chunk index. Caller
+ * holds h5_mutex. */
+static void read_header(ml_layout *L) {
+    uint64_t ohdr;
+    L->header_rc = object_header_addr((hid_t)L->h5_dset, &ohdr) < 0 ? -ML_EHDF5
+                   : ml_chunk_index_locate(&L->cfile, ohdr, &L->cindex);
+    if (L->header_rc < 0)
+        L->cindex.kind = ML_CHUNK_INDEX_NONE;
+}
+
 /* What the chunk table's one-pass fill needs beside the file's bounds:
  * the layout message's index. Anything that cannot be had leaves the
  * table by coordinate (FALLBACK, with a reason). Caller holds h5_mutex. */
 static void setup_chunk_index(ml_layout *L) {
-    uint64_t ohdr;
     const char *corrupt = NULL; /* why no chunk of it can be read as HDF5 reads it */
-    L->cindex.kind = ML_CHUNK_INDEX_NONE;
-    if (object_header_addr((hid_t)L->h5_dset, &ohdr) < 0) {
+    if (L->header_rc == -ML_EHDF5) {
         L->table_why = "the object header's address is unknown";
-    } else {
-        int rc = ml_chunk_index_locate(&L->cfile, ohdr, &L->cindex);
-        if (rc < 0) {
-            L->cindex.kind = ML_CHUNK_INDEX_NONE;
-            L->table_why = "the object header could not be read";
-            /* HDF5 opened what our parser calls malformed (a chunk
-             * dimension of 0, a message past its header chunk): damaged,
-             * and HDF5 1.10 reads such layouts wrongly. */
-            if (rc == -ML_ECORRUPT)
-                corrupt = "its object header or layout message is malformed";
-        }
+    } else if (L->header_rc < 0) {
+        L->table_why = "the object header could not be read";
+        /* HDF5 opened what our parser calls malformed (a chunk dimension
+         * of 0, a message past its header chunk): damaged, and HDF5 1.10
+         * reads such layouts wrongly. */
+        if (L->header_rc == -ML_ECORRUPT)
+            corrupt = "its object header or layout message is malformed";
     }
     if (L->cindex.kind != ML_CHUNK_INDEX_NONE) {
         /* The message must describe the dataset HDF5 describes. */
@@ -620,12 +626,9 @@ static int read_fill(ml_layout *L, hid_t dcpl, ml_error *err, const char *where)
         return 0; /* zeros */
     /* HDF5 1.10.8 copies a whole element out of the stored fill value
      * whatever size its message declares: check the size first. */
-    uint64_t ohdr;
-    ml_chunk_index ix;
-    if (object_header_addr((hid_t)L->h5_dset, &ohdr) == 0 && ml_chunk_index_locate(&L->cfile, ohdr, &ix) == 0 &&
-        ix.fill_size >= 0 && (uint64_t)ix.fill_size != L->type->size)
+    if (L->header_rc == 0 && L->cindex.fill_size >= 0 && (uint64_t)L->cindex.fill_size != L->type->size)
         return ml_error_set(err, -ML_ECORRUPT, "the fill value of %s is %lld bytes for %zu-byte elements "
-                            "(damaged fill value message)", where, (long long)ix.fill_size, L->type->size);
+                            "(damaged fill value message)", where, (long long)L->cindex.fill_size, L->type->size);
     L->fill = calloc(1, L->type->size);
     if (!L->fill)
         return ml_error_set(err, -ENOMEM, "out of memory");
@@ -772,6 +775,7 @@ static int describe(ml_layout *L, ml_error *err) {
     rc = read_file_bounds(L, err, where);
     if (rc < 0)
         goto out;
+    read_header(L);
 
     dcpl = H5Dget_create_plist(dset);
     if (dcpl < 0) {

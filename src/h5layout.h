@@ -107,6 +107,9 @@ typedef struct ml_layout {
                                     every layout, used by ML_STORE_CHUNKED */
     ml_chunk_file cfile;         /* the file as the index walk reads it (fd = the layout's);
                                     set at open, then read-only */
+    int header_rc;               /* what parsing the object header at open gave: 0 (cindex holds
+                                    it), -ML_EHDF5 (no address), -ML_ECORRUPT (malformed) or
+                                    another error; set at open, then read-only */
     ml_chunk_index cindex;       /* the layout message's index; kind NONE if not found.
                                     Set at open, then read-only */
     uint64_t api_base;           /* added to HDF5's chunk addresses to make file offsets:
