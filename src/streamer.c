@@ -8,7 +8,9 @@
  * reaches the consumer with that block and other blocks are unaffected.
  *
  * A worker that cannot even start (no memory for its fetcher) publishes
- * its failure on the first block it claims, so nothing is lost silently,
+ * its failure on the first block it claims, so nothing is lost silently;
+ * the healthy workers wait (at most FAILED_FIRST_MS) for that first claim,
+ * so they cannot take every block before it,
  * then exits if some other worker has not failed, leaving it the other
  * blocks. It decides only once every worker thread exists (the start
  * gate), so the count it compares with is final. The last worker to fail
@@ -51,6 +53,8 @@ struct ml_stream {
     pthread_mutex_t start_mu;     /* start gate: guards started */
     pthread_cond_t start_cv;      /* signalled once, when started becomes 1 */
     int started;                  /* 1 once every worker thread was created (n_started final) */
+    unsigned n_opened;            /* workers past their fetcher's open (guarded by start_mu) */
+    unsigned n_tried;             /* failed workers past their first claim (guarded by start_mu) */
     _Atomic unsigned n_failed;    /* workers whose fetcher could not open */
     _Atomic unsigned refs;        /* owner + one per running worker; freed at 0 */
 };
@@ -103,6 +107,17 @@ void ml_stream_block_runs(uint64_t n_rows, uint64_t block_rows, int cyclic, uint
     }
 }
 
+/* Healthy workers wait this long at most for the failed ones' first claims. */
+#define FAILED_FIRST_MS 50
+
+/* A worker that could not start has made its first claim (or found none). */
+static void note_tried(ml_stream *s) {
+    pthread_mutex_lock(&s->start_mu);
+    s->n_tried++;
+    pthread_cond_broadcast(&s->start_cv);
+    pthread_mutex_unlock(&s->start_mu);
+}
+
 static void *worker_main(void *arg) {
     ml_stream *s = arg;
     ml_layout *L = s->L;
@@ -117,16 +132,37 @@ static void *worker_main(void *arg) {
         atomic_compare_exchange_strong(&s->io_mode, &expected, (int)ml_fetcher_io_mode(f));
     } else {
         atomic_fetch_add(&s->n_failed, 1);
-        pthread_mutex_lock(&s->start_mu); /* n_started is final after the gate */
-        while (!s->started)
-            pthread_cond_wait(&s->start_cv, &s->start_mu);
-        pthread_mutex_unlock(&s->start_mu);
     }
+    pthread_mutex_lock(&s->start_mu);
+    s->n_opened++;
+    pthread_cond_broadcast(&s->start_cv);
+    if (start_rc < 0) {
+        while (!s->started) /* n_started is final after the gate */
+            pthread_cond_wait(&s->start_cv, &s->start_mu);
+    } else {
+        /* Let a worker that could not start claim its first block (and so
+         * report its failure) before the healthy ones take every block:
+         * wait, at most FAILED_FIRST_MS, until every worker has tried its
+         * open and every failed one its first claim. */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += FAILED_FIRST_MS * 1000000L;
+        until.tv_sec += until.tv_nsec / 1000000000L;
+        until.tv_nsec %= 1000000000L;
+        while ((!s->started || s->n_opened < s->n_started || s->n_tried < atomic_load(&s->n_failed)) &&
+               pthread_cond_timedwait(&s->start_cv, &s->start_mu, &until) == 0)
+            ;
+    }
+    pthread_mutex_unlock(&s->start_mu);
+    int first = 1;
     for (;;) {
         unsigned slot;
         uint64_t k;
         void *data;
-        if (ml_ring_claim(s->ring, &slot, &k, &data) < 0)
+        int claimed = ml_ring_claim(s->ring, &slot, &k, &data);
+        if (start_rc < 0 && first && claimed < 0)
+            note_tried(s);
+        if (claimed < 0)
             break;
         ml_block_runs runs;
         ml_stream_block_runs(L->n_rows, s->cfg.block_rows, s->cfg.cyclic, k, &runs);
@@ -152,6 +188,9 @@ static void *worker_main(void *arg) {
             err.code = rc;
         }
         ml_ring_publish(s->ring, slot, rows, rc < 0 ? &err : NULL);
+        if (start_rc < 0 && first)
+            note_tried(s);
+        first = 0;
         /* Reported once; leave the rest to a worker that has not failed.
          * seq_cst: of the failed workers, the last to count itself sees
          * n_failed == n_started and stays. */
