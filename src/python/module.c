@@ -48,6 +48,36 @@ static PyObject *mod_n_blocks(PyObject *m, PyObject *args) {
     return PyLong_FromUnsignedLongLong(n);
 }
 
+/* _error_codes() -> ((name, value, message), ...): the core's error table,
+ * so a test can walk every code (tests/test_error_map.py). */
+static PyObject *mod_error_codes(PyObject *m, PyObject *Py_UNUSED(ignored)) {
+    (void)m;
+    return Py_BuildValue("("
+#define ML_ERR_FMT(name, value, msg) "(sis)"
+                         ML_ERRNO_MAP(ML_ERR_FMT)
+#undef ML_ERR_FMT
+                         ")"
+#define ML_ERR_ARGS(name, value, msg) , #name, value, msg
+                         ML_ERRNO_MAP(ML_ERR_ARGS)
+#undef ML_ERR_ARGS
+    );
+}
+
+/* _raise_error(code, msg="", filename=None): raise what the binding raises
+ * for a core error (tests only). */
+static PyObject *mod_raise_error(PyObject *m, PyObject *args) {
+    (void)m;
+    int code;
+    const char *msg = "", *filename = NULL;
+    if (!PyArg_ParseTuple(args, "i|sz:_raise_error", &code, &msg, &filename))
+        return NULL;
+    ml_error err;
+    ml_error_clear(&err);
+    err.code = code;
+    snprintf(err.msg, sizeof err.msg, "%s", msg);
+    return ml_py_raise(&err, filename);
+}
+
 static PyObject *mod_hdf5_version(PyObject *m, PyObject *noargs) {
     (void)m;
     (void)noargs;
@@ -64,6 +94,10 @@ static PyMethodDef module_methods[] = {
     {"default_io_mode", mod_default_io_mode, METH_NOARGS,
      "The I/O engine new streams use: 'io_uring' or 'pread' (MULTILOAD_IO overrides)."},
     {"fault_reload", mod_fault_reload, METH_NOARGS, "Re-read MULTILOAD_FAULTS (tests only)."},
+    {"_error_codes", mod_error_codes, METH_NOARGS,
+     "_error_codes() -> ((name, value, message), ...): the core's own error codes (tests only)."},
+    {"_raise_error", mod_raise_error, METH_VARARGS,
+     "_raise_error(code, msg='', filename=None): raise the exception a core error code maps to (tests only)."},
     {"block_runs", mod_block_runs, METH_VARARGS,
      "block_runs(n_rows, block_rows, cyclic, k) -> [(start, count), ...] rows of block k."},
     {"n_blocks", mod_n_blocks, METH_VARARGS,
