@@ -53,11 +53,11 @@ static PyObject *mod_n_blocks(PyObject *m, PyObject *args) {
 static PyObject *mod_error_codes(PyObject *m, PyObject *Py_UNUSED(ignored)) {
     (void)m;
     return Py_BuildValue("("
-#define ML_ERR_FMT(name, value, msg) "(sis)"
+#define ML_ERR_FMT(name, value, msg, pyclass) "(sis)"
                          ML_ERRNO_MAP(ML_ERR_FMT)
 #undef ML_ERR_FMT
                          ")"
-#define ML_ERR_ARGS(name, value, msg) , #name, value, msg
+#define ML_ERR_ARGS(name, value, msg, pyclass) , #name, value, msg
                          ML_ERRNO_MAP(ML_ERR_ARGS)
 #undef ML_ERR_ARGS
     );

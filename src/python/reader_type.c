@@ -205,15 +205,9 @@ static PyObject *core_submit(ReaderCoreObject *self, PyObject *args) {
     Py_XDECREF(rows);
     if (rc < 0) {
         Py_DECREF(req);
-        if (rc == -ML_ECLOSED) {
-            PyErr_SetString(PyExc_RuntimeError, "Attempt to request data from a closed reader.");
-            return NULL;
-        }
-        if (rc == -ML_EINVAL) {
-            PyErr_SetString(PyExc_IndexError, err.msg);
-            return NULL;
-        }
-        return ml_py_raise(&err, L->filename);
+        if (err.code == 0)
+            err.code = rc;
+        return ml_py_raise_at(ML_PY_SUBMIT, &err, L->filename);
     }
     return (PyObject *)req;
 }
