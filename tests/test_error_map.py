@@ -119,20 +119,13 @@ def layout(tmp_path):
     return _core.Layout(fn, "x")
 
 
-def submit(core, layout, **kw):
-    dest = kw.pop("dest", np.zeros(16, np.uint8))
-    row0 = kw.pop("row0", 0)
-    n = kw.pop("n", 1)
-    try:
-        return core.submit(layout, rows=None, row0=row0, n=n, dest=dest)
-    except TypeError as e:
-        if "keyword" not in str(e):
-            raise
-    return core.submit(layout, None, row0, n, 0, 0, dest, 0, False)  # before submit took keywords
+def submit(core, layout, row0=0, n=1, dest=None):
+    dest = np.zeros(16, np.uint8) if dest is None else dest
+    return core.submit(layout, rows=None, row0=row0, n=n, dest=dest)
 
 
 def test_submit_to_closed_reader(layout):
-    core = _core.ReaderCore(1)
+    core = _core.ReaderCore(n_workers=1)
     assert core.shutdown(True, 5.0)
     with pytest.raises(RuntimeError) as ei:
         submit(core, layout)
@@ -141,7 +134,7 @@ def test_submit_to_closed_reader(layout):
 
 
 def test_submit_out_of_range_is_index_error(layout):
-    core = _core.ReaderCore(1)
+    core = _core.ReaderCore(n_workers=1)
     try:
         with pytest.raises(IndexError) as ei:
             submit(core, layout, row0=9, n=2)

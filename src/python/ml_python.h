@@ -17,6 +17,8 @@
 #include "../ring.h"
 #include "../streamer.h"
 
+#define ML_PY_N_SUBMIT_KW 9 /* ReaderCore.submit()'s keyword arguments */
+
 /* Per-module state (multi-phase init): the heap types. */
 typedef struct ml_module_state {
     PyTypeObject *layout_type;
@@ -25,6 +27,7 @@ typedef struct ml_module_state {
     PyTypeObject *reader_type;   /* reader_type.c: ReaderCore */
     PyTypeObject *request_type;  /* reader_type.c: Request */
     PyTypeObject *vlen_type;     /* vlen_type.c: VLen */
+    PyObject *submit_kw[ML_PY_N_SUBMIT_KW];      /* reader_type.c: submit()'s keyword names, interned (owned) */
 } ml_module_state;
 
 extern PyModuleDef ml_moduledef;
