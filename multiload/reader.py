@@ -17,6 +17,7 @@ import numpy as np
 from . import _core
 from . import dataset_ops as ops
 from ._args import positive_int
+from ._io import io_mode_code
 from ._signals import QueueClosed, SharedMemoryError
 from .dataset_ops import ColumnError
 from ._plan import _Plan, _fast_plan, _make_plan
@@ -25,8 +26,6 @@ from .request import Request, RequestPool, _Done
 from .dataset import ArrayDataset, TableDataset, VLArrayDataset
 
 __all__ = ["Reader", "RequestPool", "Stage", "StagePool", "Request", "ColumnError"]
-
-_IO_MODES = {None: 0, "auto": 0, "io_uring": 1, "uring": 1, "pread": 2}
 
 
 # ---------------------------------------------------------------- the reader
@@ -60,8 +59,7 @@ class Reader:
                  **kw_args):
         self._core = None
         n_procs = positive_int("n_procs", n_procs)
-        if io_mode not in _IO_MODES:
-            raise ValueError(f"io_mode must be 'io_uring', 'pread' or None, got {io_mode!r}")
+        io_code = io_mode_code(io_mode, "'io_uring', 'pread' or None")
         self._filename = os.fspath(filename)
         if not os.path.exists(self._filename):
             raise FileNotFoundError(2, "No such file", self._filename)
@@ -75,7 +73,8 @@ class Reader:
         # waiters); None holds the place of one still in _submit.
         self._pending = {}
         self._dispatcher = None
-        self._core = _core.ReaderCore(n_procs, _IO_MODES[io_mode], int(cache_bytes or 0), bool(inline_reads))
+        self._core = _core.ReaderCore(n_workers=n_procs, io_mode=io_code, cache_bytes=int(cache_bytes or 0),
+                                      inline_reads=bool(inline_reads))
         if notify is not None:
             self._start_dispatcher()
 
@@ -248,8 +247,8 @@ class Reader:
             with self._lock:
                 self._pending[tag] = None
         try:
-            creq = self._core.submit(plan.ds._layout, h.rows, h.row0, h.n, plan.col_offset, plan.col_size,
-                                     dest, tag, notify, h.wrap)
+            creq = self._core.submit(plan.ds._layout, rows=h.rows, row0=h.row0, n=h.n, col_offset=plan.col_offset,
+                                     col_size=plan.col_size, dest=dest, tag=tag, notify=notify, wrap=h.wrap)
         except BaseException:
             if notify:
                 with self._lock:

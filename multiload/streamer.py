@@ -14,6 +14,7 @@ import numpy as np
 
 from . import _core
 from ._args import UINT_MAX, positive_int
+from ._io import io_mode_code
 from ._signals import QueueClosed, SlowPathWarning
 
 __all__ = ["Streamer", "Queue", "io_mode"]
@@ -30,8 +31,6 @@ SMALL_BLOCK_SLOTS = 64
 #: Default block bytes for chunked data, rounded to whole chunk rows so that
 #: no chunk is decoded twice.
 DEFAULT_CHUNKED_BYTES = 1024 * 1024
-
-_IO_MODES = {None: 0, "auto": 0, "io_uring": 1, "uring": 1, "pread": 2}
 
 # Every live queue, so that interpreter exit stops worker threads before
 # HDF5's own atexit handler tears the library down under them.
@@ -368,8 +367,7 @@ class Streamer:
         n_procs = positive_int("n_procs", n_procs, 4, maximum=UINT_MAX)
         read_ahead = positive_int("read_ahead", read_ahead, maximum=UINT_MAX)
         block_size = positive_int("block_size", block_size)
-        if io_mode not in _IO_MODES:
-            raise ValueError(f"io_mode must be 'io_uring' or 'pread', got {io_mode!r}")
+        io_code = io_mode_code(io_mode, "'io_uring' or 'pread'")
         layout = self._layout(path)
         _check_field(layout, field, self._filename, path)
         if direct:
@@ -389,7 +387,7 @@ class Streamer:
         if read_ahead is None:
             read_ahead = default_read_ahead(n_procs, block_size * layout.row_bytes)
         stream = layout.stream(n_procs, read_ahead, block_size, bool(cyclic), bool(ordered),
-                               bool(remainder), field, _IO_MODES[io_mode], bool(direct))
+                               bool(remainder), field, io_code, bool(direct))
         n_blocks = _core.n_blocks(n_rows, block_size, bool(cyclic), bool(remainder))
         queue = Queue(stream, layout, block_size, n_blocks, field, bool(cyclic), bool(ordered), read_ahead)
         with self._lock:

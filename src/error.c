@@ -8,16 +8,16 @@
 #include <string.h>
 
 const char *ml_strerror(int code) {
-    switch (-code) {
-#define ML_ERR_CASE(name, value, msg) \
-    case value:                       \
+    switch (code) { /* on code itself: negating INT_MIN would overflow */
+#define ML_ERR_CASE(name, value, msg, pyclass) \
+    case -value:                               \
         return msg;
         ML_ERRNO_MAP(ML_ERR_CASE)
 #undef ML_ERR_CASE
     default:
         break;
     }
-    if (code < 0 && -code < 10000)
+    if (ml_error_is_errno(code))
         return strerror(-code);
     return code == 0 ? "success" : "unknown error";
 }

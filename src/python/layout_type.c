@@ -1,15 +1,63 @@
 /* layout_type.c - Layout: one opened dataset (dtype, shape, storage), the
  * factory for streams, and a synchronous row reader. Opening runs with the
- * GIL released (HDF5 metadata reads can take milliseconds). */
+ * GIL released (HDF5 metadata reads can take milliseconds).
+ *
+ * read() goes through the one data path (fetch.h), with one fetcher per
+ * Layout: made by the first read(), kept until the Layout is freed, used
+ * by one thread at a time under its lock, which is only ever waited for
+ * with the GIL released. A fetcher is per-thread state (an I/O engine, a
+ * decoder, scratch), so concurrent read()s of one Layout take turns; each
+ * Layout (the Streamer opens one per get_remainder) has its own. After
+ * fork() the child never touches the parent's fetcher (its lock may be
+ * held, its io_uring ring is shared with the parent): it leaks it and
+ * makes its own. */
 #include "ml_python.h"
 
+#include <pthread.h>
+#include <unistd.h>
+
 #include "../fetch.h"
+
+/* The fetcher behind read(). Heap-allocated, so a forked child can drop
+ * the parent's whole, lock included, and make a fresh one. */
+typedef struct layout_reader {
+    pthread_mutex_t lock; /* guards f; taken only with the GIL released */
+    ml_fetcher *f;        /* owned; NULL until a read() opens it (again after a failed open) */
+    pid_t pid;            /* process that made this */
+} layout_reader;
 
 typedef struct LayoutObject {
     PyObject_HEAD
     ml_layout *L;          /* owned reference */
     PyArray_Descr *descr;  /* owned */
+    layout_reader *rd;     /* owned; NULL until the first read(); set and replaced with the GIL held */
 } LayoutObject;
+
+/* Free a reader made in this process (no thread may hold it). Accepts NULL. */
+static void layout_reader_free(layout_reader *rd) {
+    if (!rd)
+        return;
+    ml_fetcher_close(rd->f);
+    pthread_mutex_destroy(&rd->lock);
+    PyMem_RawFree(rd);
+}
+
+/* The Layout's reader for this process, made on first use (GIL held).
+ * A parent's, inherited through fork(), is leaked: see the file comment.
+ * Returns a borrowed pointer, or NULL with MemoryError set. */
+static layout_reader *layout_reader_of(LayoutObject *self) {
+    if (self->rd && self->rd->pid == getpid())
+        return self->rd;
+    layout_reader *rd = PyMem_RawCalloc(1, sizeof *rd);
+    if (!rd || pthread_mutex_init(&rd->lock, NULL) != 0) {
+        PyMem_RawFree(rd);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    rd->pid = getpid();
+    self->rd = rd; /* a parent's, if any, is dropped unfreed */
+    return rd;
+}
 
 static PyObject *layout_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"filename", "path", NULL};
@@ -44,6 +92,7 @@ static PyObject *layout_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
     }
     self->L = L;
     self->descr = descr;
+    self->rd = NULL;
     return (PyObject *)self;
 }
 
@@ -51,10 +100,13 @@ static void layout_dealloc(LayoutObject *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     Py_CLEAR(self->descr);
-    if (self->L) {
+    layout_reader *rd = self->rd && self->rd->pid == getpid() ? self->rd : NULL; /* a parent's: leaked */
+    self->rd = NULL;
+    if (self->L || rd) {
         ml_layout *L = self->L;
         self->L = NULL;
         Py_BEGIN_ALLOW_THREADS
+        layout_reader_free(rd); /* its fetcher holds a reference to L: first */
         ml_layout_unref(L);
         Py_END_ALLOW_THREADS
     }
@@ -148,17 +200,26 @@ static PyObject *layout_read(LayoutObject *self, PyObject *args) {
     PyArrayObject *arr = new_rows_array(self, stop - start);
     if (!arr)
         return NULL;
+    layout_reader *rd = layout_reader_of(self);
+    if (!rd) {
+        Py_DECREF(arr);
+        return NULL;
+    }
     ml_error err;
     ml_error_clear(&err);
-    ml_fetcher *f = NULL;
-    int rc;
+    int rc = 0;
     void *dest = PyArray_DATA(arr);
     ml_layout *L = self->L;
     Py_BEGIN_ALLOW_THREADS
-    rc = ml_fetcher_open(&f, L, ML_IO_AUTO, &err);
+    pthread_mutex_lock(&rd->lock);
+    if (!rd->f) {
+        ml_fetcher *f = NULL;
+        rc = ml_fetcher_open(&f, L, ML_IO_AUTO, &err);
+        rd->f = rc == 0 ? f : NULL;
+    }
     if (rc == 0)
-        rc = ml_fetch_rows(f, start, stop - start, dest, &err);
-    ml_fetcher_close(f);
+        rc = ml_fetch_rows(rd->f, start, stop - start, dest, &err);
+    pthread_mutex_unlock(&rd->lock);
     Py_END_ALLOW_THREADS
     if (rc < 0) {
         Py_DECREF(arr);
@@ -187,7 +248,8 @@ static PyObject *layout_stream(LayoutObject *self, PyObject *args, PyObject *kw)
 }
 
 static PyMethodDef layout_methods[] = {
-    {"read", (PyCFunction)layout_read, METH_VARARGS, "read(start, stop) -> new array of rows [start, stop)."},
+    {"read", (PyCFunction)layout_read, METH_VARARGS,
+     "read(start, stop) -> new array of rows [start, stop), through this Layout's one fetcher."},
     {"stream", (PyCFunction)(void (*)(void))layout_stream, METH_VARARGS | METH_KEYWORDS,
      "stream(n_workers, read_ahead, block_rows, cyclic, ordered, remainder, field=None, io_mode=0, direct=False) -> Stream"},
     {NULL, NULL, 0, NULL},

@@ -17,6 +17,8 @@
 #include "../ring.h"
 #include "../streamer.h"
 
+#define ML_PY_N_SUBMIT_KW 9 /* ReaderCore.submit()'s keyword arguments */
+
 /* Per-module state (multi-phase init): the heap types. */
 typedef struct ml_module_state {
     PyTypeObject *layout_type;
@@ -25,6 +27,7 @@ typedef struct ml_module_state {
     PyTypeObject *reader_type;   /* reader_type.c: ReaderCore */
     PyTypeObject *request_type;  /* reader_type.c: Request */
     PyTypeObject *vlen_type;     /* vlen_type.c: VLen */
+    PyObject *submit_kw[ML_PY_N_SUBMIT_KW];      /* reader_type.c: submit()'s keyword names, interned (owned) */
 } ml_module_state;
 
 extern PyModuleDef ml_moduledef;
@@ -33,9 +36,19 @@ static inline ml_module_state *ml_state_of_type(PyTypeObject *tp) {
     return (ml_module_state *)PyType_GetModuleState(tp);
 }
 
-/* Raise the Python exception that matches a core error (errors.c).
- * `filename` may be NULL. Always returns NULL. */
+/* Where a core error surfaces, for the few codes that raise differently
+ * there (errors.c's site rules). */
+typedef enum ml_py_site {
+    ML_PY_ANY = 0, /* every call without rules of its own */
+    ML_PY_SUBMIT,  /* ReaderCore.submit(): bad rows IndexError, closed reader RuntimeError */
+} ml_py_site;
+
+/* Raise the Python exception that matches a core error (errors.c, the one
+ * map from codes to classes). `filename` may be NULL. Always returns NULL. */
 PyObject *ml_py_raise(const ml_error *err, const char *filename);
+
+/* ml_py_raise() with the rules of one call site. Always returns NULL. */
+PyObject *ml_py_raise_at(ml_py_site site, const ml_error *err, const char *filename);
 
 /* numpy dtype for a core type (dtype.c). Returns a new reference or NULL. */
 PyArray_Descr *ml_py_descr(const ml_type *t);

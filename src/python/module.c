@@ -48,6 +48,36 @@ static PyObject *mod_n_blocks(PyObject *m, PyObject *args) {
     return PyLong_FromUnsignedLongLong(n);
 }
 
+/* _error_codes() -> ((name, value, message), ...): the core's error table,
+ * so a test can walk every code (tests/test_error_map.py). */
+static PyObject *mod_error_codes(PyObject *m, PyObject *Py_UNUSED(ignored)) {
+    (void)m;
+    return Py_BuildValue("("
+#define ML_ERR_FMT(name, value, msg, pyclass) "(sis)"
+                         ML_ERRNO_MAP(ML_ERR_FMT)
+#undef ML_ERR_FMT
+                         ")"
+#define ML_ERR_ARGS(name, value, msg, pyclass) , #name, value, msg
+                         ML_ERRNO_MAP(ML_ERR_ARGS)
+#undef ML_ERR_ARGS
+    );
+}
+
+/* _raise_error(code, msg="", filename=None): raise what the binding raises
+ * for a core error (tests only). */
+static PyObject *mod_raise_error(PyObject *m, PyObject *args) {
+    (void)m;
+    int code;
+    const char *msg = "", *filename = NULL;
+    if (!PyArg_ParseTuple(args, "i|sz:_raise_error", &code, &msg, &filename))
+        return NULL;
+    ml_error err;
+    ml_error_clear(&err);
+    err.code = code;
+    snprintf(err.msg, sizeof err.msg, "%s", msg);
+    return ml_py_raise(&err, filename);
+}
+
 static PyObject *mod_hdf5_version(PyObject *m, PyObject *noargs) {
     (void)m;
     (void)noargs;
@@ -64,6 +94,10 @@ static PyMethodDef module_methods[] = {
     {"default_io_mode", mod_default_io_mode, METH_NOARGS,
      "The I/O engine new streams use: 'io_uring' or 'pread' (MULTILOAD_IO overrides)."},
     {"fault_reload", mod_fault_reload, METH_NOARGS, "Re-read MULTILOAD_FAULTS (tests only)."},
+    {"_error_codes", mod_error_codes, METH_NOARGS,
+     "_error_codes() -> ((name, value, message), ...): the core's own error codes (tests only)."},
+    {"_raise_error", mod_raise_error, METH_VARARGS,
+     "_raise_error(code, msg='', filename=None): raise the exception a core error code maps to (tests only)."},
     {"block_runs", mod_block_runs, METH_VARARGS,
      "block_runs(n_rows, block_rows, cyclic, k) -> [(start, count), ...] rows of block k."},
     {"n_blocks", mod_n_blocks, METH_VARARGS,
@@ -82,6 +116,12 @@ static int module_exec(PyObject *m) {
         return -1;
     if (ml_py_add_reader_types(m, st) < 0 || ml_py_add_vlen_type(m, st) < 0)
         return -1;
+    /* The I/O engine codes (ml_io_mode) Stream and ReaderCore take; the
+     * user's strings map to them in one place, multiload/_io.py. */
+    if (PyModule_AddIntConstant(m, "IO_AUTO", ML_IO_AUTO) < 0 ||
+        PyModule_AddIntConstant(m, "IO_URING", ML_IO_URING) < 0 ||
+        PyModule_AddIntConstant(m, "IO_PREAD", ML_IO_PREAD) < 0)
+        return -1;
     return 0;
 }
 
@@ -93,6 +133,8 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg) {
     Py_VISIT(st->reader_type);
     Py_VISIT(st->request_type);
     Py_VISIT(st->vlen_type);
+    for (size_t k = 0; k < sizeof st->submit_kw / sizeof st->submit_kw[0]; k++)
+        Py_VISIT(st->submit_kw[k]);
     return 0;
 }
 
@@ -104,6 +146,8 @@ static int module_clear(PyObject *m) {
     Py_CLEAR(st->reader_type);
     Py_CLEAR(st->request_type);
     Py_CLEAR(st->vlen_type);
+    for (size_t k = 0; k < sizeof st->submit_kw / sizeof st->submit_kw[0]; k++)
+        Py_CLEAR(st->submit_kw[k]);
     return 0;
 }
 

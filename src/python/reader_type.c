@@ -61,16 +61,28 @@ static int forked(pid_t pid) {
     return 1;
 }
 
+/* ReaderCore(*, n_workers, io_mode=IO_AUTO, cache_bytes=0, inline_reads=False) */
 static PyObject *core_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"n_workers", "io_mode", "cache_bytes", "inline_reads", NULL};
-    unsigned n_workers;
-    int io_mode = 0, inline_reads = 0;
+    PyObject *n_workers_obj = NULL;
+    int io_mode = ML_IO_AUTO, inline_reads = 0;
     unsigned long long cache_bytes = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "I|iKp:ReaderCore", kwlist, &n_workers, &io_mode, &cache_bytes,
-                                     &inline_reads))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$OiKp:ReaderCore", kwlist, &n_workers_obj, &io_mode,
+                                     &cache_bytes, &inline_reads))
+        return NULL;
+    if (!n_workers_obj) {
+        PyErr_SetString(PyExc_TypeError, "ReaderCore() missing required keyword argument 'n_workers'");
+        return NULL;
+    }
+    unsigned n_workers = (unsigned)PyLong_AsUnsignedLongMask(n_workers_obj); /* "I": no overflow check */
+    if (PyErr_Occurred())
         return NULL;
     if (n_workers < 1) {
         PyErr_SetString(PyExc_ValueError, "n_workers must be >= 1");
+        return NULL;
+    }
+    if (io_mode != ML_IO_AUTO && io_mode != ML_IO_URING && io_mode != ML_IO_PREAD) {
+        PyErr_Format(PyExc_ValueError, "io_mode must be IO_AUTO, IO_URING or IO_PREAD, got %d", io_mode);
         return NULL;
     }
     ReaderCoreObject *self = (ReaderCoreObject *)tp->tp_alloc(tp, 0);
@@ -136,16 +148,88 @@ static int core_traverse(ReaderCoreObject *self, visitproc visit, void *arg) {
     return 0;
 }
 
-/* submit(layout, rows, row0, n, col_offset, col_size, dest, tag, notify[, wrap]) */
-static PyObject *core_submit(ReaderCoreObject *self, PyObject *args) {
-    PyObject *layout, *rows_obj, *dest;
+/* submit()'s keywords. A hand-written METH_FASTCALL parser: no dict and
+ * no string made per call (submit is on every request's path). */
+enum { KW_ROWS, KW_ROW0, KW_N, KW_COL_OFFSET, KW_COL_SIZE, KW_DEST, KW_TAG, KW_NOTIFY, KW_WRAP, N_SUBMIT_KW };
+static const char *const submit_kw[N_SUBMIT_KW] = {"rows", "row0", "n", "col_offset", "col_size",
+                                                   "dest", "tag", "notify", "wrap"};
+_Static_assert(N_SUBMIT_KW == ML_PY_N_SUBMIT_KW, "ml_module_state.submit_kw holds each keyword");
+
+/* Sort the keyword arguments of one call into vals[KW_*] (borrowed; NULL
+ * where not given). 0, or -1 with TypeError set. */
+static int submit_parse(ml_module_state *st, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                        PyObject **vals) {
+    if (nargs != 1) {
+        PyErr_Format(PyExc_TypeError, "submit() takes exactly 1 positional argument (%zd given)", nargs);
+        return -1;
+    }
+    Py_ssize_t n_kw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < n_kw; i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+        /* Names in code are interned: try their identity first, at the
+         * place the documented order puts them, then the rest. */
+        int k = i < N_SUBMIT_KW && name == st->submit_kw[i] ? (int)i : 0;
+        while (k < N_SUBMIT_KW && name != st->submit_kw[k])
+            k++;
+        if (k == N_SUBMIT_KW) {
+            k = 0;
+            while (k < N_SUBMIT_KW && PyUnicode_CompareWithASCIIString(name, submit_kw[k]) != 0)
+                k++;
+        }
+        if (k == N_SUBMIT_KW) {
+            PyErr_Format(PyExc_TypeError, "submit() got an unexpected keyword argument '%U'", name);
+            return -1;
+        }
+        if (vals[k]) {
+            PyErr_Format(PyExc_TypeError, "submit() got multiple values for argument '%s'", submit_kw[k]);
+            return -1;
+        }
+        vals[k] = args[nargs + i];
+    }
+    static const int required[] = {KW_N, KW_DEST};
+    for (size_t i = 0; i < sizeof required / sizeof required[0]; i++) {
+        if (!vals[required[i]]) {
+            PyErr_Format(PyExc_TypeError, "submit() missing required keyword argument '%s'",
+                         submit_kw[required[i]]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* An unsigned keyword value as "K" reads it (no overflow check); absent: dflt. */
+static int kw_u64(PyObject *o, unsigned long long dflt, unsigned long long *out) {
+    *out = o ? PyLong_AsUnsignedLongLongMask(o) : dflt;
+    return o && PyErr_Occurred() ? -1 : 0;
+}
+
+/* A Py_ssize_t keyword value as "n" reads it; absent: 0. */
+static int kw_ssize(PyObject *o, Py_ssize_t *out) {
+    *out = o ? PyNumber_AsSsize_t(o, PyExc_OverflowError) : 0;
+    return o && *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* A truth keyword value as "p" reads it; absent: 0. */
+static int kw_bool(PyObject *o, int *out) {
+    *out = o ? PyObject_IsTrue(o) : 0;
+    return *out < 0 ? -1 : 0;
+}
+
+/* submit(layout, *, rows=None, row0=0, n, col_offset=0, col_size=0, dest, tag=0, notify=False, wrap=False) */
+static PyObject *core_submit(ReaderCoreObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    ml_module_state *st = ml_state_of_type(Py_TYPE(self));
+    PyObject *vals[N_SUBMIT_KW] = {NULL};
+    if (submit_parse(st, args, nargs, kwnames, vals) < 0)
+        return NULL;
+    PyObject *layout = args[0], *rows_obj = vals[KW_ROWS] ? vals[KW_ROWS] : Py_None, *dest = vals[KW_DEST];
     unsigned long long row0, n, tag;
     Py_ssize_t col_offset, col_size;
-    int notify, wrap = 0;
-    if (!PyArg_ParseTuple(args, "OOKKnnOKp|p:submit", &layout, &rows_obj, &row0, &n, &col_offset, &col_size,
-                          &dest, &tag, &notify, &wrap))
+    int notify, wrap;
+    if (kw_u64(vals[KW_ROW0], 0, &row0) < 0 || kw_u64(vals[KW_N], 0, &n) < 0 ||
+        kw_ssize(vals[KW_COL_OFFSET], &col_offset) < 0 || kw_ssize(vals[KW_COL_SIZE], &col_size) < 0 ||
+        kw_u64(vals[KW_TAG], 0, &tag) < 0 || kw_bool(vals[KW_NOTIFY], &notify) < 0 ||
+        kw_bool(vals[KW_WRAP], &wrap) < 0)
         return NULL;
-    ml_module_state *st = ml_state_of_type(Py_TYPE(self));
     if (!PyObject_TypeCheck(layout, st->layout_type)) {
         PyErr_SetString(PyExc_TypeError, "submit() needs a Layout");
         return NULL;
@@ -205,15 +289,9 @@ static PyObject *core_submit(ReaderCoreObject *self, PyObject *args) {
     Py_XDECREF(rows);
     if (rc < 0) {
         Py_DECREF(req);
-        if (rc == -ML_ECLOSED) {
-            PyErr_SetString(PyExc_RuntimeError, "Attempt to request data from a closed reader.");
-            return NULL;
-        }
-        if (rc == -ML_EINVAL) {
-            PyErr_SetString(PyExc_IndexError, err.msg);
-            return NULL;
-        }
-        return ml_py_raise(&err, L->filename);
+        if (err.code == 0)
+            err.code = rc;
+        return ml_py_raise_at(ML_PY_SUBMIT, &err, L->filename);
     }
     return (PyObject *)req;
 }
@@ -290,9 +368,11 @@ static PyObject *core_stats(ReaderCoreObject *self, PyObject *Py_UNUSED(ignored)
 }
 
 static PyMethodDef core_methods[] = {
-    {"submit", (PyCFunction)core_submit, METH_VARARGS,
-     "submit(layout, rows|None, row0, n, col_offset, col_size, dest, tag, notify, wrap=False) -> Request\n"
-     "wrap: negative rows count from the end (numpy's rule)."},
+    {"submit", (PyCFunction)(void (*)(void))core_submit, METH_FASTCALL | METH_KEYWORDS,
+     "submit(layout, *, rows=None, row0=0, n, col_offset=0, col_size=0, dest, tag=0, notify=False, wrap=False)\n"
+     "-> Request: rows (int64 indices) or rows row0..row0+n, bytes col_offset..+col_size of each\n"
+     "(col_size 0: whole rows), into the writable buffer dest. tag: reported by pop_done() when\n"
+     "notify. wrap: negative rows count from the end (numpy's rule)."},
     {"shutdown", (PyCFunction)core_shutdown, METH_VARARGS,
      "shutdown(drain, wait=0.0) -> bool: refuse new requests; drain=False fails the queued and running ones.\n"
      "Waits up to `wait` seconds for the workers to leave; True if they have."},
@@ -309,7 +389,8 @@ static PyType_Slot core_slots[] = {
     {Py_tp_dealloc, core_dealloc},
     {Py_tp_traverse, core_traverse},
     {Py_tp_methods, core_methods},
-    {Py_tp_doc, "ReaderCore(n_workers, io_mode=0, cache_bytes=0, inline_reads=False): request worker threads (internal)."},
+    {Py_tp_doc, "ReaderCore(*, n_workers, io_mode=IO_AUTO, cache_bytes=0, inline_reads=False): request worker\n"
+                  "threads (internal). io_mode: _core.IO_AUTO, IO_URING or IO_PREAD."},
     {0, NULL},
 };
 
@@ -489,6 +570,11 @@ static PyType_Spec request_spec = {
 };
 
 int ml_py_add_reader_types(PyObject *m, ml_module_state *st) {
+    for (int k = 0; k < N_SUBMIT_KW; k++) {
+        st->submit_kw[k] = PyUnicode_InternFromString(submit_kw[k]);
+        if (!st->submit_kw[k])
+            return -1;
+    }
     st->reader_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &core_spec, NULL);
     if (!st->reader_type || PyModule_AddType(m, st->reader_type) < 0)
         return -1;
