@@ -31,6 +31,8 @@ int ml_band_cache_init(ml_band_cache *c, size_t limit, unsigned n_workers) {
 }
 
 void ml_band_cache_destroy(ml_band_cache *c) {
+    if (!c)
+        return;
     for (unsigned i = 0; i < ML_BAND_CACHE_ENTRIES; i++) {
         if (c->entries[i].valid) {
             free(c->entries[i].buf);

@@ -48,7 +48,8 @@ typedef struct ml_band_ref {
 /* limit: bytes, 0 = auto. Returns 0 or -errno. */
 int ml_band_cache_init(ml_band_cache *c, size_t limit, unsigned n_workers);
 
-/* Free every entry (none may be pinned) and drop their layouts. */
+/* Free every entry (none may be pinned) and drop their layouts. Accepts
+ * NULL. */
 void ml_band_cache_destroy(ml_band_cache *c);
 
 /* Pin band `index` of L if the cache has it: returns 1 with *out set,

@@ -614,6 +614,8 @@ int ml_nowait_usable(ml_nowait *nw) {
 }
 
 void ml_nowait_ctx_release(ml_nowait_ctx *c) {
+    if (!c)
+        return;
     ml_io_close(c->io);
     free(c->reqs);
     *c = (ml_nowait_ctx){0};

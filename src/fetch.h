@@ -106,7 +106,8 @@ void ml_nowait_init(ml_nowait *nw, ml_io_mode io_mode);
 int ml_nowait_usable(ml_nowait *nw);
 
 /* One thread's state for cached-only batches: zero it to start, free it
- * with ml_nowait_ctx_release (which leaves it zeroed). Not thread-safe. */
+ * with ml_nowait_ctx_release (which leaves it zeroed; accepts NULL). Not
+ * thread-safe. */
 typedef struct ml_nowait_ctx {
     ml_io *io;          /* owned engine, opened at the first batch, or NULL */
     ml_io_req *reqs;    /* owned, reqs_cap entries */
