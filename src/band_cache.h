@@ -18,7 +18,7 @@ typedef struct ml_band {
     ml_layout *L;             /* owned reference while valid */
     uint64_t index;           /* band number: rows index*c0 .. */
     unsigned char *buf;       /* owned, decoded rows */
-    size_t bytes;
+    size_t bytes;             /* of buf: the band's rows * row_bytes */
     unsigned pins;            /* threads copying out of it */
     uint64_t tick;            /* last use, for LRU */
     int valid;

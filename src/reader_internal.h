@@ -95,14 +95,14 @@ struct ml_request {
  * waiting thread under r->mu). */
 typedef struct ml_worker {
     ml_reader *r;
-    pthread_t thread;
-    int started;
+    pthread_t thread;         /* a worker's; valid when started */
+    int started;              /* 1: thread created (ml_reader_free joins or detaches it) */
     int nowait;               /* a helper: never wait for a device (see reader_dispatch.c) */
     struct { ml_layout *L; ml_fetcher *f; uint64_t tick; } fetchers[N_FETCHERS];
     uint64_t tick;
     unsigned char *scratch;   /* run buffer */
     size_t scratch_cap;
-    ml_row_run *runs;
+    ml_row_run *runs;         /* DIRECT / SCATTER: the part's runs, runs_cap bytes */
     size_t runs_cap;
     uint64_t *src;            /* SCATTER: scratch row of each requested row */
     size_t src_cap;
@@ -126,8 +126,8 @@ struct ml_reader {
     uint64_t *tags;           /* finished notify tags; mu */
     size_t n_tags, tags_cap;
     int batch_io;             /* the engine is io_uring: small requests are batched */
-    unsigned n_workers;
-    ml_worker *workers;
+    unsigned n_workers;       /* workers started; final once ml_reader_open returns */
+    ml_worker *workers;       /* owned, n_workers entries in use */
     ml_worker helpers[N_HELPERS];/* lent to waiters; mu */
     unsigned helpers_busy;    /* bit i: helpers[i] lent; mu */
     ml_io_mode io_mode;
