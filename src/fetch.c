@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "decode.h"
@@ -557,4 +558,146 @@ int ml_fetch_rows_multi(ml_fetcher *f, const ml_row_run *runs, void *const *dest
             return rc;
     }
     return np ? run_batch(f, f->plans, np, err) : 0;
+}
+
+/* ---- what the Reader asks of storage, and reads that never wait ------ */
+
+/* The Reader plans with the answers below instead of testing L->storage,
+ * and its threads that must never block (submit, the helping waiter) read
+ * through the *_nowait functions: a read that would wait for the device is
+ * -EAGAIN, and the work goes to a thread with an ml_fetcher, which reads
+ * it again through the functions above and reports any error. So the
+ * nowait path never names an error of its own, and every byte the Reader
+ * reads, cached or not, is read here. The two static helpers just below
+ * are the only places the nowait path meets the file. */
+
+/* One RWF_NOWAIT read of buf[0..len) at file offset off of L's file:
+ * bytes read (the cached prefix, maybe short), or -1 with errno. */
+static ssize_t nowait_pread(const ml_layout *L, uint64_t off, void *buf, size_t len) {
+    struct iovec iov = {.iov_base = buf, .iov_len = len};
+    return preadv2(L->fd, &iov, 1, (off_t)off, RWF_NOWAIT);
+}
+
+/* A batch of RWF_NOWAIT reads of L's file, in one submission where the
+ * engine can (io_uring). Returns as ml_io_read. */
+static int nowait_read_batch(ml_io *io, const ml_layout *L, ml_io_req *reqs, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        reqs[i].fd = L->fd;
+        reqs[i].nowait = 1;
+    }
+    return ml_io_read(io, reqs, n);
+}
+
+/* Contiguous data with storage allocated: one extent at L->offset. */
+static int one_extent(const ml_layout *L) {
+    return L->storage == ML_STORE_CONTIGUOUS && L->offset != UINT64_MAX;
+}
+
+uint64_t ml_fetch_band_rows(const ml_layout *L) {
+    return L->storage == ML_STORE_CHUNKED ? L->chunk[0] : 0;
+}
+
+int ml_fetch_parallel(const ml_layout *L) {
+    return L->storage == ML_STORE_CHUNKED || L->storage == ML_STORE_CONTIGUOUS;
+}
+
+int ml_fetch_range_is_one_read(const ml_layout *L) { return one_extent(L); }
+
+void ml_nowait_init(ml_nowait *nw, ml_io_mode io_mode) {
+    atomic_init(&nw->ok, 1);
+    atomic_init(&nw->batch, 1);
+    nw->io_mode = io_mode;
+}
+
+int ml_nowait_usable(ml_nowait *nw) {
+    return !ml_fault_active() && atomic_load_explicit(&nw->ok, memory_order_relaxed);
+}
+
+void ml_nowait_ctx_release(ml_nowait_ctx *c) {
+    if (!c)
+        return;
+    ml_io_close(c->io);
+    free(c->reqs);
+    *c = (ml_nowait_ctx){0};
+}
+
+/* len bytes at file offset off into buf from the page cache only,
+ * resuming a partial read (RWF_NOWAIT returns the cached prefix). Returns
+ * 0, or -EAGAIN when any of it would wait for the device or the read
+ * fails. */
+static int extent_nowait(ml_nowait *nw, const ml_layout *L, uint64_t off, size_t len, void *buf) {
+    if (!ml_nowait_usable(nw))
+        return -EAGAIN;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t got = nowait_pread(L, off + done, (char *)buf + done, len - done);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            if (got < 0 && (errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL))
+                atomic_store_explicit(&nw->ok, 0, memory_order_relaxed); /* stop trying */
+            return -EAGAIN;
+        }
+        done += (size_t)got;
+    }
+    return 0;
+}
+
+int ml_fetch_rows_nowait(ml_nowait *nw, const ml_layout *L, uint64_t row0, uint64_t n, void *dest) {
+    if (n == 0 || L->row_bytes == 0)
+        return 0;
+    if (L->storage == ML_STORE_MEMORY) {
+        memcpy(dest, (const unsigned char *)L->mem + row0 * L->row_bytes, n * L->row_bytes);
+        return 0;
+    }
+    if (!one_extent(L) || !ml_layout_in_file(L, L->offset + row0 * L->row_bytes, n * L->row_bytes))
+        return -EAGAIN; /* past the file's end: the worker's fetch names the error */
+    return extent_nowait(nw, L, L->offset + row0 * L->row_bytes, n * L->row_bytes, dest);
+}
+
+/* The runs as one batch of RWF_NOWAIT reads. Returns 0, -EAGAIN (not all
+ * cached, or it failed), or 1: no batch here, read run by run. */
+static int runs_nowait_batch(ml_nowait *nw, ml_nowait_ctx *c, const ml_layout *L, const ml_row_run *runs,
+                             size_t n, unsigned char *dest) {
+    if (n < 2 || !one_extent(L) || !atomic_load_explicit(&nw->batch, memory_order_relaxed))
+        return 1;
+    if (!ml_nowait_usable(nw))
+        return -EAGAIN;
+    if (!c->io && ml_io_open(&c->io, MAX_BATCH, nw->io_mode) < 0)
+        return 1;
+    if (c->reqs_cap < n) {
+        size_t cap = n < 2 * c->reqs_cap ? 2 * c->reqs_cap : n;
+        ml_io_req *r = ml_fault_alloc() < 0 ? NULL : realloc(c->reqs, cap * sizeof *r);
+        if (!r)
+            return -EAGAIN;
+        c->reqs = r;
+        c->reqs_cap = cap;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t len = runs[i].count * L->row_bytes;
+        c->reqs[i] = (ml_io_req){.offset = L->offset + runs[i].start * L->row_bytes, .len = len, .buf = dest};
+        dest += len;
+        if (!ml_layout_in_file(L, c->reqs[i].offset, len))
+            return -EAGAIN; /* past the file's end: the worker's fetch names the error */
+    }
+    int rc = nowait_read_batch(c->io, L, c->reqs, n);
+    if (rc == -EOPNOTSUPP || rc == -EINVAL || rc == -ENOSYS) {
+        atomic_store_explicit(&nw->batch, 0, memory_order_relaxed); /* run by run from now on */
+        return 1;
+    }
+    return rc < 0 ? -EAGAIN : 0;
+}
+
+int ml_fetch_runs_nowait(ml_nowait *nw, ml_nowait_ctx *c, const ml_layout *L, const ml_row_run *runs,
+                         size_t n, void *dest_) {
+    unsigned char *dest = dest_;
+    int rc = runs_nowait_batch(nw, c, L, runs, n, dest);
+    if (rc <= 0)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        if ((rc = ml_fetch_rows_nowait(nw, L, runs[i].start, runs[i].count, dest)) < 0)
+            return rc;
+        dest += runs[i].count * L->row_bytes;
+    }
+    return 0;
 }

@@ -3,6 +3,8 @@
 #ifndef ML_FETCH_H
 #define ML_FETCH_H
 
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "error.h"
@@ -57,5 +59,74 @@ int ml_fetch_runs(ml_fetcher *f, const ml_row_run *runs, size_t n, void *dest,
  * Returns 0 or a negative code with file, dataset, chunk and rows in err. */
 int ml_fetch_rows_multi(ml_fetcher *f, const ml_row_run *runs, void *const *dests, size_t n,
                         ml_error *err);
+
+/* ---- what the Reader asks of storage, and reads that never wait ------ */
+
+/* Storage-neutral questions a planner may ask instead of testing
+ * L->storage. */
+
+/* Rows of L that are read and decoded together (a band: one row of
+ * chunks, every chunk across the trailing dims), or 0 if any row can be
+ * read on its own. */
+uint64_t ml_fetch_band_rows(const ml_layout *L);
+
+/* 1 if threads reading disjoint rows of L at once read in parallel (the
+ * native readers of file data), 0 if parts would gain nothing (data held
+ * in memory, or read by HDF5 under its one lock). */
+int ml_fetch_parallel(const ml_layout *L);
+
+/* 1 if any range of L's rows is one read of the file straight into the
+ * destination (one allocated extent): ml_fetch_rows_multi then reads
+ * several ranges as one batch of reads. */
+int ml_fetch_range_is_one_read(const ml_layout *L);
+
+/* Reads that never wait for a device, for threads that must stay able to
+ * give up at any moment (the Reader's submit and its helping waiter): rows
+ * come from memory or from the page cache only (RWF_NOWAIT). Anything that
+ * would wait for the device, fail, or pass the end of the file returns
+ * -EAGAIN and reports nothing: the caller hands the work to a thread that
+ * may wait (an ml_fetcher's), which reads it again and names any error.
+ * With fault injection on they always return -EAGAIN (the faults model a
+ * device, and must hit the engine they test). */
+
+/* What cached-only reads have shown about this kernel and filesystem,
+ * shared by the threads of one engine. */
+typedef struct ml_nowait {
+    _Atomic int ok;     /* RWF_NOWAIT works here; cleared (relaxed) if the kernel or
+                           filesystem lacks it: every cached-only read is -EAGAIN */
+    _Atomic int batch;  /* ... and in one submission of several reads (io_uring); cleared
+                           (relaxed) if not: runs are then read one by one */
+    ml_io_mode io_mode; /* engine for batches; immutable */
+} ml_nowait;
+
+void ml_nowait_init(ml_nowait *nw, ml_io_mode io_mode);
+
+/* 1 if cached-only reads are worth trying: RWF_NOWAIT works here and
+ * fault injection is off. */
+int ml_nowait_usable(ml_nowait *nw);
+
+/* One thread's state for cached-only batches: zero it to start, free it
+ * with ml_nowait_ctx_release (which leaves it zeroed; accepts NULL). Not
+ * thread-safe. */
+typedef struct ml_nowait_ctx {
+    ml_io *io;          /* owned engine, opened at the first batch, or NULL */
+    ml_io_req *reqs;    /* owned, reqs_cap entries */
+    size_t reqs_cap;
+} ml_nowait_ctx;
+
+void ml_nowait_ctx_release(ml_nowait_ctx *c);
+
+/* Rows [row0, row0 + n) of L into dest (n * L->row_bytes bytes) without
+ * waiting for a device: compact data from memory, contiguous data from
+ * the page cache. Borrows L and dest. Returns 0 or -EAGAIN. */
+int ml_fetch_rows_nowait(ml_nowait *nw, const ml_layout *L, uint64_t row0, uint64_t n, void *dest);
+
+/* n runs of rows, one after another, into dest (the sum of the counts
+ * times L->row_bytes), without waiting for a device: several runs of one
+ * extent in one submission of RWF_NOWAIT reads (one io_uring submission,
+ * where a read each would cost a system call each), else run by run as
+ * ml_fetch_rows_nowait. Borrows L, runs and dest. Returns 0 or -EAGAIN. */
+int ml_fetch_runs_nowait(ml_nowait *nw, ml_nowait_ctx *c, const ml_layout *L, const ml_row_run *runs,
+                         size_t n, void *dest);
 
 #endif

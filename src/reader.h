@@ -16,8 +16,8 @@ typedef struct ml_request ml_request;
 typedef struct ml_reader_config {
     unsigned n_workers;  /* worker threads, >= 1 */
     ml_io_mode io_mode;
-    size_t cache_bytes;  /* decoded-chunk cache; 0 = auto (see reader.c) */
-    int inline_reads;    /* submit reads small cached ranges itself (see reader.c) */
+    size_t cache_bytes;  /* decoded-chunk cache; 0 = auto (see band_cache.h) */
+    int inline_reads;    /* submit reads small cached ranges itself (see reader_request.c) */
 } ml_reader_config;
 
 /* What to read. Rows are given either as a list (any order, duplicates
@@ -54,7 +54,7 @@ void ml_reader_shutdown(ml_reader *r, int drain);
 int ml_reader_join(ml_reader *r, long timeout_ms);
 
 /* Shut down (drain=0) and drop the caller's reference. Workers get up to
- * CLOSE_WAIT_MS (500 ms) from the first stop to finish their read in
+ * ML_CLOSE_WAIT_MS (500 ms, workers.h) from the first stop to finish their read in
  * flight; one still inside a read then (a hung mount) is detached and
  * frees its share of the reader when the read returns. Requests held by
  * callers stay valid until ml_request_free. Accepts NULL. */

@@ -31,6 +31,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "fault.h"
 
 #define ALIGN 4096
@@ -83,12 +84,8 @@ int ml_ring_create(ml_ring **out, unsigned n_slots, size_t slot_bytes, uint64_t 
     }
     atomic_init(&r->refcount, 1);
     pthread_mutex_init(&r->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&r->space, &ca);
-    pthread_cond_init(&r->ready, &ca);
-    pthread_condattr_destroy(&ca);
+    ml_clock_cond_init(&r->space);
+    ml_clock_cond_init(&r->ready);
     r->n_slots = n_slots;
     r->n_free = n_slots;
     r->wake_free = n_slots / 4 > 1 ? n_slots / 4 : 1;
@@ -120,12 +117,6 @@ void ml_ring_unref(ml_ring *r) {
     free(r->mem);
     free(r->slots);
     free(r);
-}
-
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 int ml_ring_claim(ml_ring *r, unsigned *slot_out, uint64_t *seq, void **data) {
@@ -201,15 +192,8 @@ int ml_ring_take(ml_ring *r, int ordered, uint64_t owner, long timeout_ms, ml_ta
     uint64_t t0 = 0;
     int rc = 0, timed_out = 0;
     struct timespec deadline;
-    if (timeout_ms >= 0) {
-        clock_gettime(CLOCK_MONOTONIC, &deadline);
-        deadline.tv_sec += timeout_ms / 1000;
-        deadline.tv_nsec += (timeout_ms % 1000) * 1000000L;
-        if (deadline.tv_nsec >= 1000000000L) {
-            deadline.tv_sec++;
-            deadline.tv_nsec -= 1000000000L;
-        }
-    }
+    if (timeout_ms >= 0)
+        ml_clock_deadline_ms(&deadline, CLOCK_MONOTONIC, timeout_ms);
     pthread_mutex_lock(&r->mu);
     for (;;) {
         if (r->closed) {
@@ -244,7 +228,7 @@ int ml_ring_take(ml_ring *r, int ordered, uint64_t owner, long timeout_ms, ml_ta
             break;
         }
         if (!t0)
-            t0 = now_ns();
+            t0 = (uint64_t)ml_clock_now_ns();
         /* About to sleep: producers held back by the wake_free hysteresis
          * must work now, or this wait could outlast the stream. */
         if (r->producers_waiting && r->n_free > 0)
@@ -258,7 +242,7 @@ int ml_ring_take(ml_ring *r, int ordered, uint64_t owner, long timeout_ms, ml_ta
     }
     pthread_mutex_unlock(&r->mu);
     if (waited_ns)
-        *waited_ns = t0 ? now_ns() - t0 : 0;
+        *waited_ns = t0 ? (uint64_t)ml_clock_now_ns() - t0 : 0;
     return rc;
 }
 

@@ -19,7 +19,7 @@
  *
  * Close: ring close wakes every worker waiting for a slot; workers in the
  * middle of a read finish that read, then exit. close() joins them for up
- * to CLOSE_WAIT_MS and detaches any still reading (a hung network mount
+ * to ML_CLOSE_WAIT_MS and detaches any still reading (a hung network mount
  * must not hang close or Ctrl-C). That is safe because the stream is
  * reference-counted: the owner holds one reference and every worker one,
  * so a detached worker's stream, ring and layout live until it exits.
@@ -35,9 +35,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "fetch.h"
-
-#define CLOSE_WAIT_MS 500
+#include "workers.h"
 
 struct ml_stream {
     ml_layout *L;                 /* owned reference */
@@ -70,8 +70,7 @@ static void stream_destroy(ml_stream *s) {
 }
 
 static void stream_unref(ml_stream *s) {
-    /* acq_rel: the last holder sees every other holder's writes before freeing. */
-    if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+    if (ml_refs_put(&s->refs))
         stream_destroy(s);
 }
 
@@ -145,10 +144,7 @@ static void *worker_main(void *arg) {
          * wait, at most FAILED_FIRST_MS, until every worker has tried its
          * open and every failed one its first claim. */
         struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += FAILED_FIRST_MS * 1000000L;
-        until.tv_sec += until.tv_nsec / 1000000000L;
-        until.tv_nsec %= 1000000000L;
+        ml_clock_deadline_ms(&until, CLOCK_MONOTONIC, FAILED_FIRST_MS);
         while ((!s->started || s->n_opened < s->n_started || s->n_tried < atomic_load(&s->n_failed)) &&
                pthread_cond_timedwait(&s->start_cv, &s->start_mu, &until) == 0)
             ;
@@ -224,7 +220,7 @@ int ml_stream_open(ml_stream **out, ml_layout *L, const ml_stream_config *cfg, m
     atomic_init(&s->refs, 1);
     pthread_mutex_init(&s->close_mu, NULL);
     pthread_mutex_init(&s->start_mu, NULL);
-    pthread_cond_init(&s->start_cv, NULL);
+    ml_clock_cond_init(&s->start_cv);
     ml_layout_ref(L);
     s->L = L;
     size_t slot_bytes = 0;
@@ -255,14 +251,11 @@ int ml_stream_open(ml_stream **out, ml_layout *L, const ml_stream_config *cfg, m
         goto fail;
     }
     for (unsigned i = 0; i < nw; i++) {
-        /* Relaxed: the thread's creation orders this before it runs. */
-        atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
-        int e = pthread_create(&s->threads[i], NULL, worker_main, s);
-        if (e) {
-            atomic_fetch_sub_explicit(&s->refs, 1, memory_order_relaxed);
+        int e = ml_worker_start(&s->threads[i], worker_main, s, &s->refs);
+        if (e < 0) {
             if (i > 0)
                 break; /* run with the workers we have */
-            rc = ml_error_set(err, -e, "cannot start a worker thread: %s", strerror(e));
+            rc = ml_error_set(err, e, "cannot start a worker thread: %s", strerror(-e));
             goto fail;
         }
         s->n_started++;
@@ -297,13 +290,9 @@ void ml_stream_close(ml_stream *s) {
         if (s->ring)
             ml_ring_close(s->ring);
         struct timespec deadline;
-        clock_gettime(CLOCK_REALTIME, &deadline);
-        deadline.tv_nsec += CLOSE_WAIT_MS * 1000000L;
-        deadline.tv_sec += deadline.tv_nsec / 1000000000L;
-        deadline.tv_nsec %= 1000000000L;
+        ml_workers_close_deadline(&deadline, ml_clock_now_ns()); /* the stop is now */
         for (unsigned i = 0; i < s->n_started; i++)
-            if (pthread_timedjoin_np(s->threads[i], NULL, &deadline) != 0)
-                pthread_detach(s->threads[i]); /* still reading: it frees its reference when done */
+            ml_worker_join_until(s->threads[i], &deadline); /* or detach: see the file comment */
     }
     pthread_mutex_unlock(&s->close_mu);
 }

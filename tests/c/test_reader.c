@@ -5,7 +5,9 @@
  * batches; cancel and shutdown with parts in flight; stop while workers
  * are inside slow reads (every request fails at once, dest released
  * later, free does not wait for the reads); helping on data not in the
- * page cache (handed back to the workers); watch. Run under TSan by
+ * page cache (handed back to the workers); watch; compact (in memory)
+ * and never-written data, which the engine reads only through fetch.c's
+ * answers (not read in parallel, no extent). Run under TSan by
  * `make check-tsan`. */
 #include <fcntl.h>
 #include <pthread.h>
@@ -25,7 +27,8 @@
 
 static const char *g_file;
 static int32_t g_truth[ROWS * COLS];
-static ml_layout *g_layouts[2]; /* contiguous, deflate+shuffle chunked */
+static ml_layout *g_layouts[4]; /* contiguous, deflate+shuffle chunked, compact, never written */
+#define COMPACT_ROWS 200
 static ml_reader *g_reader;
 
 typedef struct job {
@@ -327,6 +330,49 @@ static void test_inline_reads(void) {
     g_reader = NULL;
 }
 
+/* Compact data (held in memory) and contiguous data never written (all
+ * fill): ranges, sorted and unsorted lists and a column, waited on with
+ * and without helping, inline reads on; exact against the truth / zeros. */
+static void test_compact_and_empty(void) {
+    ml_reader_config cfg = {.n_workers = 2, .inline_reads = 1};
+    ml_error err;
+    CHECK_RC(ml_reader_open(&g_reader, &cfg, &err));
+    static int32_t dest[COMPACT_ROWS * COLS], zeros[COMPACT_ROWS * COLS];
+    uint64_t rows[COMPACT_ROWS];
+    unsigned seed = 7;
+    for (int round = 0; round < 40; round++) {
+        int empty = round % 2;
+        ml_layout *L = g_layouts[2 + empty];
+        uint64_t n = 1 + rnd(&seed) % COMPACT_ROWS;
+        int kind = (int)(rnd(&seed) % 4); /* range, random list, increasing list, column */
+        for (uint64_t i = 0; i < n; i++)
+            rows[i] = kind == 2 ? i * (COMPACT_ROWS / n) : rnd(&seed) % COMPACT_ROWS;
+        uint64_t row0 = kind == 0 ? rnd(&seed) % (COMPACT_ROWS - n + 1) : 0;
+        size_t col = kind == 3 ? sizeof(int32_t) : 0;
+        memset(dest, 0x5A, sizeof dest);
+        ml_request_spec s = {.L = L, .rows = kind ? rows : NULL, .row0 = row0, .n_rows = n,
+                             .col_offset = col ? 2 * sizeof(int32_t) : 0, .col_size = col, .dest = dest,
+                             .dest_bytes = sizeof dest};
+        ml_request *q;
+        CHECK_RC(ml_request_submit(g_reader, &s, &q, &err));
+        if (round % 3)
+            ml_reader_help(g_reader, q);
+        CHECK_EQ(ml_request_wait(q, 10000), 0);
+        CHECK_EQ(ml_request_error(q)->code, 0);
+        for (uint64_t i = 0; i < n; i++) {
+            uint64_t r = kind ? rows[i] : row0 + i;
+            const int32_t *want = empty ? zeros : g_truth + r * COLS;
+            if (col)
+                CHECK_EQ(dest[i], want[2]);
+            else
+                CHECK_MEM_EQ(dest + i * COLS, want, COLS * sizeof(int32_t));
+        }
+        ml_request_free(q);
+    }
+    ml_reader_free(g_reader);
+    g_reader = NULL;
+}
+
 int main(void) {
     g_file = check_path("reader.h5");
     for (size_t i = 0; i < ROWS * COLS; i++)
@@ -337,6 +383,18 @@ int main(void) {
     hid_t fid = h5gen_create(g_file);
     h5gen_dataset(fid, &contig, g_truth);
     h5gen_dataset(fid, &gz, g_truth);
+    hsize_t cdims[2] = {COMPACT_ROWS, COLS};
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5_OK(H5Pset_layout(dcpl, H5D_COMPACT));
+    hid_t space = H5Screate_simple(2, cdims, NULL);
+    hid_t ds = H5Dcreate2(fid, "/compact", H5T_NATIVE_INT32, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    CHECK(ds >= 0);
+    H5_OK(H5Dwrite(ds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, g_truth));
+    H5Dclose(ds);
+    H5Sclose(space);
+    H5Pclose(dcpl);
+    h5spec empty = {.path = "/empty", .type = H5T_NATIVE_INT32, .ndim = 2, .dims = {COMPACT_ROWS, COLS}};
+    h5gen_dataset_rows(fid, &empty, NULL, 0, 0);
     H5Fclose(fid);
     int32_t *back = malloc(sizeof g_truth);
     h5gen_read_rows(g_file, "/gz", H5T_NATIVE_INT32, 0, ROWS, back);
@@ -345,6 +403,10 @@ int main(void) {
     ml_error err;
     CHECK_RC(ml_layout_open(g_file, "/contig", &g_layouts[0], &err));
     CHECK_RC(ml_layout_open(g_file, "/gz", &g_layouts[1], &err));
+    CHECK_RC(ml_layout_open(g_file, "/compact", &g_layouts[2], &err));
+    CHECK_RC(ml_layout_open(g_file, "/empty", &g_layouts[3], &err));
+    CHECK_EQ(g_layouts[2]->storage, ML_STORE_MEMORY); /* the cases are what they claim */
+    CHECK_U64_EQ(g_layouts[3]->offset, UINT64_MAX);
     test_threads();
     test_cancel_and_stop();
     test_inline_reads();
@@ -352,7 +414,8 @@ int main(void) {
     test_stop_while_reading(ML_IO_URING);
     test_help_cold();
     test_watch();
-    ml_layout_unref(g_layouts[0]);
-    ml_layout_unref(g_layouts[1]);
+    test_compact_and_empty();
+    for (int i = 0; i < 4; i++)
+        ml_layout_unref(g_layouts[i]);
     CHECK_DONE();
 }
