@@ -10,9 +10,11 @@
  * Chunks that were never written read as the fill value, as HDF5 does.
  * Batches are bounded (MAX_BATCH chunks) so scratch memory stays small.
  *
- * Direct mode (O_DIRECT) widens every read to 4 KiB-aligned offsets and
- * lengths, reads into an aligned bounce buffer and copies the wanted bytes
- * out: a memcpy at ~10 GB/s is small beside storage at ~1 GB/s, and it
+ * Every byte comes from the layout's source (source.h) through this
+ * fetcher's own read context. Direct mode reads the source's direct
+ * variant (O_DIRECT for a file), widening every read to that source's
+ * alignment (4 KiB) in offset and length, into an aligned bounce buffer,
+ * and copies the wanted bytes out: a memcpy at ~10 GB/s is small beside storage at ~1 GB/s, and it
  * keeps one code path for contiguous data, chunks and wrapped blocks.
  */
 #define _GNU_SOURCE
@@ -29,7 +31,6 @@
 #include "fault.h"
 
 #define MAX_BATCH 64
-#define DIRECT_ALIGN 4096
 
 typedef struct plan {
     uint64_t index;      /* chunk linear index */
@@ -44,15 +45,15 @@ typedef struct plan {
 
 struct ml_fetcher {
     ml_layout *L;            /* owned reference */
-    int fd;                  /* borrowed from L (see ml_layout.fd) */
-    ml_io *io;               /* owned */
+    ml_io *io;               /* owned: this thread's reads of L->src */
     ml_decoder *dec;         /* owned */
     unsigned char *scratch;  /* stored chunk bytes, scratch_cap bytes */
     size_t scratch_cap;
     unsigned char *chunkbuf; /* one decoded chunk, L->chunk_bytes */
     plan plans[MAX_BATCH];
     ml_io_req reqs[MAX_BATCH];
-    int direct_fd;           /* owned O_DIRECT descriptor, or -1 */
+    ml_io *dio;              /* owned: reads of L->src's direct variant, or NULL */
+    size_t align;            /* direct mode: the direct source's alignment, bytes */
     unsigned char *bounce;   /* direct mode: aligned, bounce_cap bytes */
     size_t bounce_cap;
     ml_io_req *dreqs;        /* direct mode: widened requests, dreqs_cap */
@@ -67,11 +68,9 @@ int ml_fetcher_open(ml_fetcher **out, ml_layout *L, ml_io_mode mode, ml_error *e
         return ml_error_set(err, -ENOMEM, "out of memory opening a reader for dataset '%s' in file '%s'",
                              L->path, L->filename);
     }
-    /* The layout's descriptor, not a new open by name: a file replaced or
+    /* The layout's source, not a new open by name: a file replaced or
      * deleted since the layout was opened is still the one we read. */
-    f->fd = L->fd;
-    f->direct_fd = -1;
-    if ((rc = ml_io_open(&f->io, MAX_BATCH, mode)) < 0 || (rc = ml_decoder_open(&f->dec)) < 0) {
+    if ((rc = ml_io_open(&f->io, L->src, MAX_BATCH, mode)) < 0 || (rc = ml_decoder_open(&f->dec)) < 0) {
         ml_error_set(err, rc, "cannot set up the read engine: %s", ml_strerror(rc));
         goto fail;
     }
@@ -87,8 +86,7 @@ fail:
 void ml_fetcher_close(ml_fetcher *f) {
     if (!f)
         return;
-    if (f->direct_fd >= 0)
-        close(f->direct_fd);
+    ml_io_close(f->dio);
     free(f->bounce);
     free(f->dreqs);
     ml_io_close(f->io);
@@ -102,14 +100,17 @@ void ml_fetcher_close(ml_fetcher *f) {
 ml_io_mode ml_fetcher_io_mode(const ml_fetcher *f) { return ml_io_get_mode(f->io); }
 
 int ml_fetcher_set_direct(ml_fetcher *f, ml_error *err) {
-    if (f->direct_fd >= 0)
+    if (f->dio)
         return 0;
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/fd/%d", f->fd);
-    int fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
-    if (fd < 0)
-        return ml_error_set(err, -errno, "cannot open '%s' with O_DIRECT: %s", f->L->filename, strerror(errno));
-    f->direct_fd = fd;
+    ml_source *d = NULL;
+    int rc = ml_source_direct(f->L->src, &d);
+    if (rc == 0)
+        rc = ml_io_open(&f->dio, d, MAX_BATCH, ml_io_get_mode(f->io));
+    if (d)
+        f->align = d->align;
+    ml_source_unref(d); /* f->dio holds its own reference */
+    if (rc < 0)
+        return ml_error_set(err, rc, "cannot open '%s' with O_DIRECT: %s", f->L->filename, strerror(-rc));
     return 0;
 }
 
@@ -117,17 +118,18 @@ int ml_fetcher_set_direct(ml_fetcher *f, ml_error *err) {
  * batch into the bounce buffer, copy the wanted bytes out. A read may end
  * short at end of file as long as it covered the bytes wanted. */
 static int read_direct(ml_fetcher *f, ml_io_req *reqs, size_t n) {
+    const uint64_t A = f->align;
     size_t need = 0;
     for (size_t i = 0; i < n; i++) {
-        uint64_t a = reqs[i].offset / DIRECT_ALIGN * DIRECT_ALIGN;
-        uint64_t b = (reqs[i].offset + reqs[i].len + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN;
+        uint64_t a = reqs[i].offset / A * A;
+        uint64_t b = (reqs[i].offset + reqs[i].len + A - 1) / A * A;
         need += b - a;
     }
     if (need > f->bounce_cap) {
         free(f->bounce);
         f->bounce = NULL;
         f->bounce_cap = 0;
-        if (ml_fault_alloc() < 0 || posix_memalign((void **)&f->bounce, DIRECT_ALIGN, need) != 0) {
+        if (ml_fault_alloc() < 0 || posix_memalign((void **)&f->bounce, A < sizeof(void *) ? sizeof(void *) : A, need) != 0) {
             f->bounce = NULL;
             return -ENOMEM;
         }
@@ -142,13 +144,13 @@ static int read_direct(ml_fetcher *f, ml_io_req *reqs, size_t n) {
     }
     size_t off = 0;
     for (size_t i = 0; i < n; i++) {
-        uint64_t a = reqs[i].offset / DIRECT_ALIGN * DIRECT_ALIGN;
-        uint64_t b = (reqs[i].offset + reqs[i].len + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN;
-        f->dreqs[i] = (ml_io_req){.fd = f->direct_fd, .offset = a, .len = b - a,
+        uint64_t a = reqs[i].offset / A * A;
+        uint64_t b = (reqs[i].offset + reqs[i].len + A - 1) / A * A;
+        f->dreqs[i] = (ml_io_req){.offset = a, .len = b - a,
                                   .buf = f->bounce + off, .no_resume = 1};
         off += b - a;
     }
-    int rc = ml_io_read(f->io, f->dreqs, n);
+    int rc = ml_io_read(f->dio, f->dreqs, n);
     if (rc < 0 && rc != -ML_ETRUNC)
         return rc;
     for (size_t i = 0; i < n; i++) {
@@ -165,7 +167,7 @@ static int read_direct(ml_fetcher *f, ml_io_req *reqs, size_t n) {
 
 /* Every data read of this file goes through here. */
 static int read_reqs(ml_fetcher *f, ml_io_req *reqs, size_t n) {
-    return f->direct_fd >= 0 ? read_direct(f, reqs, n) : ml_io_read(f->io, reqs, n);
+    return f->dio ? read_direct(f, reqs, n) : ml_io_read(f->io, reqs, n);
 }
 
 static void fill_elems(unsigned char *dst, size_t n_elems, const unsigned char *fill, size_t size) {
@@ -306,7 +308,7 @@ static int run_batch(ml_fetcher *f, plan *p, size_t np, ml_error *err) {
             continue;
         }
         req_plan[nreq] = i;
-        f->reqs[nreq++] = (ml_io_req){.fd = f->fd, .offset = c->info.addr,
+        f->reqs[nreq++] = (ml_io_req){.offset = c->info.addr,
                                       .len = c->info.size, .buf = c->stored};
     }
     if (nreq && (rc = read_reqs(f, f->reqs, nreq)) < 0) {
@@ -445,7 +447,7 @@ int ml_fetch_rows(ml_fetcher *f, uint64_t row0, uint64_t n, void *dest_, ml_erro
             fill_elems(dest, n * L->row_elems, L->fill, L->type->size);
             return 0;
         }
-        ml_io_req r = {.fd = f->fd, .offset = L->offset + row0 * L->row_bytes,
+        ml_io_req r = {.offset = L->offset + row0 * L->row_bytes,
                        .len = n * L->row_bytes, .buf = dest};
         int rc = ml_layout_in_file(L, r.offset, r.len) ? read_reqs(f, &r, 1) : -ML_ETRUNC;
         if (rc < 0)
@@ -496,7 +498,7 @@ int ml_fetch_runs(ml_fetcher *f, const ml_row_run *runs, size_t n, void *dest_, 
         return report(err, f, -ENOMEM, runs[0].start, runs[0].count, "out of memory", UINT64_MAX);
     size_t bad = n;
     for (size_t i = 0; i < n; i++) {
-        reqs[i] = (ml_io_req){.fd = f->fd, .offset = L->offset + runs[i].start * L->row_bytes,
+        reqs[i] = (ml_io_req){.offset = L->offset + runs[i].start * L->row_bytes,
                               .len = runs[i].count * L->row_bytes, .buf = dest};
         dest += runs[i].count * L->row_bytes;
         if (bad == n && !ml_layout_in_file(L, reqs[i].offset, reqs[i].len))
@@ -525,7 +527,7 @@ int ml_fetch_rows_multi(ml_fetcher *f, const ml_row_run *runs, void *const *dest
         /* One batch of reads, each straight into its destination. */
         size_t bad = n;
         for (size_t i = 0; i < n; i++) {
-            f->reqs[i] = (ml_io_req){.fd = f->fd, .offset = L->offset + runs[i].start * L->row_bytes,
+            f->reqs[i] = (ml_io_req){.offset = L->offset + runs[i].start * L->row_bytes,
                                      .len = runs[i].count * L->row_bytes, .buf = dests[i]};
             if (bad == n && !ml_layout_in_file(L, f->reqs[i].offset, f->reqs[i].len))
                 bad = i;

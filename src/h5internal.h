@@ -24,13 +24,13 @@ void ml_h5_unlock(void);
 
 /* Open `filename` read-only, with our own descriptor and with HDF5, and
  * the object at `path`, which must be a dataset. Takes and drops the lock
- * itself: call it without the lock. On success the caller owns *fd (an
- * O_RDONLY descriptor of the very file HDF5 opened), *file and *dset (close
- * them under the lock). Errors: -errno from opening the file (-ENOENT,
+ * itself: call it without the lock. On success the caller owns *src (one
+ * reference to a POSIX source on the very file HDF5 opened), *file and
+ * *dset (close them under the lock). Errors: -errno from opening the file (-ENOENT,
  * -EISDIR, -EACCES), -EAGAIN (a writer holds HDF5's file lock),
  * -ML_ENOTHDF5, -ML_EHDF5 (file replaced while opening), -ML_ENOTFOUND,
  * -ML_ENOTDSET; detail, naming file and path, in err. */
-int ml_h5_dataset_open(const char *filename, const char *path, int *fd, hid_t *file, hid_t *dset,
+int ml_h5_dataset_open(const char *filename, const char *path, ml_source **src, hid_t *file, hid_t *dset,
                        ml_error *err);
 
 /* Close whichever of a type, a dataset and a file handle are valid (>= 0),
@@ -41,7 +41,7 @@ void ml_h5_close_handles(hid_t type, hid_t dset, hid_t file);
 /* What a reader of a dataset's bytes needs to know of the file they lie
  * in (for an external link, the dataset's own file): the base address
  * (the user block's size), the bound no read may pass (the smaller of the
- * file's size, as `fd` sees it, and base + the superblock's end of
+ * file's size, as `src` sees it, and base + the superblock's end of
  * allocation: HDF5 refuses reads past its EOA), sizes of addresses and
  * lengths, and the chunk B-tree's K. */
 typedef struct ml_h5_file_facts {
@@ -52,10 +52,10 @@ typedef struct ml_h5_file_facts {
     unsigned btree_k;       /* H5Pget_istore_k */
 } ml_h5_file_facts;
 
-/* Fill *out for the file of `obj` (a dataset), read through `fd`. Caller
+/* Fill *out for the file of `obj` (a dataset), read through `src`. Caller
  * holds the lock. Returns 0, -ML_EHDF5 (the file's properties cannot be
- * had) or -errno (fstat of fd). */
-int ml_h5_file_facts_get(hid_t obj, int fd, ml_h5_file_facts *out);
+ * had) or -errno (the source's identity). */
+int ml_h5_file_facts_get(hid_t obj, ml_source *src, ml_h5_file_facts *out);
 
 /* Build an ml_type from an HDF5 type, as the numpy dtype h5py reports.
  * Returns 0 (*out owned by the caller, free with ml_type_free) or

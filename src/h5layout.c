@@ -58,6 +58,7 @@
 
 #include "decode.h"
 #include "h5internal.h"
+#include "io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -347,11 +348,13 @@ static int file_locked(int fd) {
     return errno == EWOULDBLOCK;
 }
 
-/* Is `fd` still the file that `filename` names (same device and inode)?
+/* Is `src` still the file that `filename` names (same device and inode)?
  * Checked after H5Fopen so that metadata and data come from one file. */
-static int same_file(int fd, const char *filename) {
-    struct stat a, b;
-    return fstat(fd, &a) == 0 && stat(filename, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+static int same_file(ml_source *src, const char *filename) {
+    ml_source_id a;
+    struct stat b;
+    return ml_source_identify(src, &a) == 0 && stat(filename, &b) == 0 && a.dev == (uint64_t)b.st_dev &&
+           a.ino == (uint64_t)b.st_ino;
 }
 
 /* HDF5 address of an object's header. Caller holds h5_mutex. */
@@ -381,27 +384,25 @@ static int h5_lib_ge(unsigned maj, unsigned min, unsigned rel) {
     return a != maj ? a > maj : b != min ? b > min : c >= rel;
 }
 
-int ml_h5_file_facts_get(hid_t obj, int fd, ml_h5_file_facts *out) {
+int ml_h5_file_facts_get(hid_t obj, ml_source *src, ml_h5_file_facts *out) {
     hid_t file = H5Iget_file_id(obj);
     hid_t fcpl = file < 0 ? -1 : H5Fget_create_plist(file);
     hsize_t userblock = 0;
     haddr_t eoa = HADDR_UNDEF;
     size_t sa = 0, ss = 0;
     unsigned k = 0;
-    struct stat st;
+    ml_source_id st;
     int rc = 0;
     if (fcpl < 0 || H5Pget_userblock(fcpl, &userblock) < 0 || H5Pget_sizes(fcpl, &sa, &ss) < 0 ||
         H5Pget_istore_k(fcpl, &k) < 0 || H5Fget_eoa(file, &eoa) < 0 || eoa == HADDR_UNDEF) {
         rc = -ML_EHDF5;
         goto out;
     }
-    if (fstat(fd, &st) < 0) {
-        rc = -errno;
+    if ((rc = ml_source_identify(src, &st)) < 0)
         goto out;
-    }
     /* H5Fget_eoa is relative to the base, like every HDF5 address. */
     uint64_t end = (uint64_t)eoa > UINT64_MAX - userblock ? UINT64_MAX : userblock + (uint64_t)eoa;
-    *out = (ml_h5_file_facts){.base = userblock, .eof = (uint64_t)st.st_size < end ? (uint64_t)st.st_size : end,
+    *out = (ml_h5_file_facts){.base = userblock, .eof = st.size < end ? st.size : end,
                               .sizeof_addr = (unsigned)sa, .sizeof_size = (unsigned)ss, .btree_k = k};
 out:
     if (fcpl >= 0)
@@ -415,18 +416,18 @@ out:
  * addresses are relative to the base before 1.14.4, so without it nothing
  * can be read; every read stops at eof (a crafted superblock can put the
  * EOA before the data). The dataset's own file, which an external link
- * makes another than `filename`, is the one L->fd reads. Caller holds
+ * makes another than `filename`, is the one L->src reads. Caller holds
  * h5_mutex. Returns 0 or -ML_EHDF5 / -errno. */
 static int read_file_bounds(ml_layout *L, ml_error *err, const char *where) {
     ml_h5_file_facts ff;
-    int rc = ml_h5_file_facts_get((hid_t)L->h5_dset, L->fd, &ff);
+    int rc = ml_h5_file_facts_get((hid_t)L->h5_dset, L->src, &ff);
     if (rc == -ML_EHDF5)
         return ml_error_set(err, rc, "cannot read the file creation properties of %s", where);
     if (rc < 0)
         return ml_error_set(err, rc, "cannot stat the file of %s: %s", where, strerror(-rc));
     L->eof = ff.eof;
     L->api_base = h5_lib_ge(1, 14, 4) ? 0 : ff.base;
-    L->cfile = (ml_chunk_file){.fd = L->fd, .base = ff.base, .size = ff.eof, .sizeof_addr = ff.sizeof_addr,
+    L->cfile = (ml_chunk_file){.src = L->src, .base = ff.base, .size = ff.eof, .sizeof_addr = ff.sizeof_addr,
                                .sizeof_size = ff.sizeof_size, .btree_k = ff.btree_k};
     return 0;
 }
@@ -644,8 +645,8 @@ static int read_fill(ml_layout *L, hid_t dcpl, ml_error *err, const char *where)
 }
 
 /* An external link can put the dataset in another file than `filename`:
- * then read from that file, through a duplicate of the descriptor HDF5
- * opened for it, so data offsets and data always come from one file. If
+ * then read from that file, through a source on a duplicate of the
+ * descriptor HDF5 opened for it, so data offsets and data always come from one file. If
  * HDF5 reads the file with a driver other than sec2 (no plain descriptor
  * to compare), a dataset in a file of another name is read by H5Dread
  * (*slow = 1). Caller holds h5_mutex. Returns 0 or -errno. */
@@ -653,19 +654,24 @@ static int follow_external_file(ml_layout *L, int *slow, ml_error *err) {
     hid_t of = H5Iget_file_id((hid_t)L->h5_dset);
     hid_t fapl = of < 0 ? -1 : H5Fget_access_plist(of);
     void *handle = NULL;
-    struct stat a, b;
+    struct stat a;
+    ml_source_id b;
     int rc = 0;
     *slow = 0;
     if (fapl >= 0 && H5Pget_driver(fapl) == H5FD_SEC2 && H5Fget_vfd_handle(of, fapl, &handle) >= 0 &&
-        handle && fstat(*(int *)handle, &a) == 0 && fstat(L->fd, &b) == 0) {
-        if (a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+        handle && fstat(*(int *)handle, &a) == 0 && ml_source_identify(L->src, &b) == 0) {
+        if ((uint64_t)a.st_dev != b.dev || (uint64_t)a.st_ino != b.ino) {
+            ml_source *src = NULL;
             int fd = fcntl(*(int *)handle, F_DUPFD_CLOEXEC, 0);
-            if (fd < 0) {
-                rc = ml_error_set(err, -errno, "cannot open the file that '%s' in '%s' links to: %s",
-                                  L->path, L->filename, strerror(errno));
+            rc = fd < 0 ? -errno : ml_source_posix_adopt(fd, &src);
+            if (rc < 0) {
+                if (fd >= 0)
+                    close(fd);
+                rc = ml_error_set(err, rc, "cannot open the file that '%s' in '%s' links to: %s",
+                                  L->path, L->filename, strerror(-rc));
             } else {
-                close(L->fd);
-                L->fd = fd;
+                ml_source_unref(L->src);
+                L->src = src;
             }
         }
     } else {
@@ -813,13 +819,18 @@ out:
     return rc;
 }
 
-int ml_h5_dataset_open(const char *filename, const char *path, int *fd_out, hid_t *file_out,
+int ml_h5_dataset_open(const char *filename, const char *path, ml_source **src_out, hid_t *file_out,
                        hid_t *dset_out, ml_error *err) {
     hid_t file = -1, obj = -1;
+    ml_source *src = NULL;
     int fd = -1;
     int rc = open_file(filename, &fd, err);
     if (rc < 0)
         return rc;
+    if ((rc = ml_source_posix_adopt(fd, &src)) < 0) {
+        close(fd);
+        return ml_error_set(err, rc, "out of memory");
+    }
     ml_h5_lock();
     htri_t is = H5Fis_hdf5(filename);
     if (is <= 0) {
@@ -828,7 +839,7 @@ int ml_h5_dataset_open(const char *filename, const char *path, int *fd_out, hid_
     }
     file = H5Fopen(filename, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (file < 0) {
-        rc = file_locked(fd)
+        rc = file_locked(ml_source_posix_fd(src))
                  ? ml_error_set(err, -EAGAIN,
                                 "'%s' is locked by a process writing it (HDF5 file locking): open it once "
                                 "the writer has closed it, or set HDF5_USE_FILE_LOCKING=FALSE if the writer "
@@ -836,7 +847,7 @@ int ml_h5_dataset_open(const char *filename, const char *path, int *fd_out, hid_
                  : ml_error_set(err, -ML_ENOTHDF5, "HDF5 cannot open '%s' (damaged or locked file)", filename);
         goto fail;
     }
-    if (!same_file(fd, filename)) {
+    if (!same_file(src, filename)) {
         rc = ml_error_set(err, -ML_EHDF5, "'%s' was replaced or removed while it was being opened", filename);
         goto fail;
     }
@@ -864,7 +875,7 @@ int ml_h5_dataset_open(const char *filename, const char *path, int *fd_out, hid_
         goto fail;
     }
     ml_h5_unlock();
-    *fd_out = fd;
+    *src_out = src;
     *file_out = file;
     *dset_out = obj;
     return 0;
@@ -874,7 +885,7 @@ fail:
     if (file >= 0)
         H5Fclose(file);
     ml_h5_unlock();
-    close(fd);
+    ml_source_unref(src);
     return rc;
 }
 
@@ -886,7 +897,6 @@ int ml_layout_open(const char *filename, const char *path, ml_layout **out,
     if (!L)
         return ml_error_set(err, -ENOMEM, "out of memory");
     atomic_init(&L->refcount, 1);
-    L->fd = -1;
     L->h5_file = L->h5_dset = L->h5_type = -1;
     L->offset = UINT64_MAX;
     if ((rc = ml_chunk_table_init(&L->table)) < 0) {
@@ -899,7 +909,7 @@ int ml_layout_open(const char *filename, const char *path, ml_layout **out,
         rc = ml_error_set(err, -ENOMEM, "out of memory");
         goto fail;
     }
-    rc = ml_h5_dataset_open(filename, path, &L->fd, &file, &dset, err);
+    rc = ml_h5_dataset_open(filename, path, &L->src, &file, &dset, err);
     if (rc < 0)
         goto fail;
     L->h5_file = file;
@@ -912,7 +922,7 @@ int ml_layout_open(const char *filename, const char *path, ml_layout **out,
     if (rc == 0 && slow) {
         L->storage = ML_STORE_SLOW;
         L->slow_reason = "an external link to a file HDF5 reads with a driver other than sec2";
-        L->cindex.kind = ML_CHUNK_INDEX_NONE; /* L->fd is not the dataset's file */
+        L->cindex.kind = ML_CHUNK_INDEX_NONE; /* L->src is not the dataset's file */
     }
     ml_h5_unlock();
     if (rc < 0)
@@ -949,8 +959,7 @@ void ml_layout_unref(ml_layout *L) {
     if (atomic_fetch_sub_explicit(&L->refcount, 1, memory_order_acq_rel) != 1)
         return;
     ml_h5_close_handles((hid_t)L->h5_type, (hid_t)L->h5_dset, (hid_t)L->h5_file);
-    if (L->fd >= 0)
-        close(L->fd);
+    ml_source_unref(L->src);
     ml_type_free(L->type);
     free(L->fill);
     ml_chunk_table_destroy(&L->table);

@@ -17,6 +17,7 @@
 #include "chunk_index.h"
 #include "chunk_table.h"
 #include "error.h"
+#include "source.h"
 
 #define ML_MAX_DIMS 32
 #define ML_MAX_FILTERS 16
@@ -75,9 +76,9 @@ typedef struct ml_layout {
     _Atomic int refcount;        /* ml_layout_ref / ml_layout_unref */
     char *filename;              /* owned */
     char *path;                  /* owned, dataset path as given */
-    int fd;                      /* owned O_RDONLY descriptor of the file HDF5 opened: every
-                                    data read uses it, so a file renamed over or deleted
-                                    after open is still the one read (never mixed) */
+    ml_source *src;              /* owned reference: the file HDF5 opened, as a byte source
+                                    (io.h); every data read uses it, so a file renamed over
+                                    or deleted after open is still the one read (never mixed) */
     uint64_t eof;                /* file offset no data read may pass: the smaller of the
                                     file's size and the superblock's end of allocation
                                     (HDF5 refuses reads past either) */
@@ -105,7 +106,7 @@ typedef struct ml_layout {
                                     written cannot be read (HDF5 leaves them undefined) */
     ml_chunk_table table;        /* where the chunks lie (chunk_table.h); initialised for
                                     every layout, used by ML_STORE_CHUNKED */
-    ml_chunk_file cfile;         /* the file as the index walk reads it (fd = the layout's);
+    ml_chunk_file cfile;         /* the file as the index walk reads it (src = the layout's);
                                     set at open, then read-only */
     int header_rc;               /* what parsing the object header at open gave: 0 (cindex holds
                                     it), -ML_EHDF5 (no address), -ML_ECORRUPT (malformed) or

@@ -373,23 +373,14 @@ static int small_request(const ml_request *q);
  * prefix). Returns 0, or -EAGAIN when any of it would wait for the device
  * or the read fails (a worker then reads it and reports the error). With
  * fault injection on, always -EAGAIN: the faults model a device. */
-static int read_cached(ml_reader *r, int fd, uint64_t off, size_t len, void *buf) {
+static int read_cached(ml_reader *r, ml_source *src, uint64_t off, size_t len, void *buf) {
     if (ml_fault_active() || !atomic_load_explicit(&r->nowait_ok, memory_order_relaxed))
         return -EAGAIN;
-    size_t done = 0;
-    while (done < len) {
-        struct iovec iov = {.iov_base = (char *)buf + done, .iov_len = len - done};
-        ssize_t got = preadv2(fd, &iov, 1, (off_t)(off + done), RWF_NOWAIT);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0) {
-            if (got < 0 && (errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL))
-                atomic_store_explicit(&r->nowait_ok, 0, memory_order_relaxed); /* stop trying */
-            return -EAGAIN;
-        }
-        done += (size_t)got;
-    }
-    return 0;
+    ml_io_req q = {.offset = off, .len = len, .buf = buf, .nowait = 1};
+    int rc = ml_source_read(src, &q);
+    if (rc == -EOPNOTSUPP || rc == -ENOSYS || rc == -EINVAL)
+        atomic_store_explicit(&r->nowait_ok, 0, memory_order_relaxed); /* stop trying */
+    return rc < 0 ? -EAGAIN : 0;
 }
 
 /* Rows [row0, row0 + n) of L into dest without waiting for a device:
@@ -405,7 +396,7 @@ static int rows_cached(ml_reader *r, const ml_layout *L, uint64_t row0, uint64_t
     if (L->storage != ML_STORE_CONTIGUOUS || L->offset == UINT64_MAX ||
         !ml_layout_in_file(L, L->offset + row0 * L->row_bytes, n * L->row_bytes))
         return -EAGAIN; /* past the file's end: the worker's fetch names the error */
-    return read_cached(r, L->fd, L->offset + row0 * L->row_bytes, n * L->row_bytes, dest);
+    return read_cached(r, L->src, L->offset + row0 * L->row_bytes, n * L->row_bytes, dest);
 }
 
 int ml_request_submit(ml_reader *r, const ml_request_spec *s, ml_request **out, ml_error *err) {
@@ -853,13 +844,17 @@ static int runs_cached_batch(worker *w, const ml_layout *L, const ml_row_run *ru
         return 1;
     if (ml_fault_active() || !atomic_load_explicit(&r->nowait_ok, memory_order_relaxed))
         return -EAGAIN;
-    if (!w->nio && ml_io_open(&w->nio, 64, r->io_mode) < 0)
+    if (w->nio && ml_io_source(w->nio) != L->src) { /* another file's: open one on this one */
+        ml_io_close(w->nio);
+        w->nio = NULL;
+    }
+    if (!w->nio && ml_io_open(&w->nio, L->src, 64, r->io_mode) < 0)
         return 1;
     if (grow((void **)&w->reqs, &w->reqs_cap, n * sizeof *w->reqs) < 0)
         return -EAGAIN;
     for (size_t i = 0; i < n; i++) {
         size_t len = runs[i].count * L->row_bytes;
-        w->reqs[i] = (ml_io_req){.fd = L->fd, .offset = L->offset + runs[i].start * L->row_bytes, .len = len,
+        w->reqs[i] = (ml_io_req){.offset = L->offset + runs[i].start * L->row_bytes, .len = len,
                                  .buf = dest, .nowait = 1};
         dest += len;
         if (!ml_layout_in_file(L, w->reqs[i].offset, len))

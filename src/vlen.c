@@ -12,7 +12,7 @@
  *    bytes come out as stored, in the file's byte order, and the dtype the
  *    caller builds from V->base describes them.
  *  - An ml_vlen is immutable after ml_vlen_open(): reads only use its
- *    handles under the lock and its descriptor with pread, so concurrent
+ *    handles under the lock and its byte source, so concurrent
  *    reads need no other locking.
  *  - HDF5 allocates each row's sequence during H5Dread (its default
  *    allocator); the lock is dropped while we copy them out (plain memory
@@ -25,7 +25,7 @@
  *    is not 0 (a count of 0 too) into H5HG_read, which parses the whole
  *    collection and memcpy's the object's stored size into a buffer sized
  *    by count × element size. So before H5Dread, check_rows() reads the
- *    requested rows' descriptors itself (contiguous: pread; chunked: the
+ *    requested rows' descriptors itself (contiguous: from the source; chunked: the
  *    raw chunk from H5Dread_chunk, its deflate, shuffle and fletcher32
  *    undone here) and, for each address not 0, requires: a collection
  *    inside min(file size, EOA) with signature, version and a size of at
@@ -55,6 +55,7 @@
 #include "decode.h"
 #include "gheap.h"
 #include "h5internal.h"
+#include "io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -149,16 +150,19 @@ static int describe_file(ml_vlen *V, ml_error *err) {
                           "with a driver other than sec2, whose heap multiload cannot check", V->path, V->filename);
         goto out;
     }
+    ml_source *src = NULL;
     int fd = fcntl(*(int *)handle, F_DUPFD_CLOEXEC, 0);
-    if (fd < 0) {
-        rc = ml_error_set(err, -errno, "cannot open the file of dataset '%s' of file '%s': %s", V->path,
-                          V->filename, strerror(errno));
+    rc = fd < 0 ? -errno : ml_source_posix_adopt(fd, &src);
+    if (rc < 0) {
+        if (fd >= 0)
+            close(fd);
+        rc = ml_error_set(err, rc, "cannot open the file of dataset '%s' of file '%s': %s", V->path,
+                          V->filename, strerror(-rc));
         goto out;
     }
-    if (V->fd >= 0)
-        close(V->fd);
-    V->fd = fd;
-    rc = ml_h5_file_facts_get((hid_t)V->h5_dset, fd, &ff);
+    ml_source_unref(V->src);
+    V->src = src;
+    rc = ml_h5_file_facts_get((hid_t)V->h5_dset, src, &ff);
     if (rc == -ML_EHDF5) {
         rc = ml_error_set(err, rc, "cannot read the file properties of dataset '%s' of file '%s'", V->path,
                           V->filename);
@@ -318,12 +322,12 @@ out:
 int ml_vlen_open(const char *filename, const char *path, ml_vlen **out, ml_error *err) {
     ml_vlen *V = calloc(1, sizeof *V);
     hid_t file = -1, dset = -1;
-    int fd = -1, is_vlen = 0, rc = 0;
+    ml_source *src = NULL;
+    int is_vlen = 0, rc = 0;
     *out = NULL;
     if (!V)
         return ml_error_set(err, -ENOMEM, "out of memory");
     V->h5_file = V->h5_dset = V->h5_mtype = -1;
-    V->fd = -1;
     V->offset = UINT64_MAX;
     V->filename = strdup(filename);
     V->path = strdup(path);
@@ -333,7 +337,7 @@ int ml_vlen_open(const char *filename, const char *path, ml_vlen **out, ml_error
     }
     ml_error local;
     ml_error_clear(&local);
-    rc = ml_h5_dataset_open(filename, path, &fd, &file, &dset, &local);
+    rc = ml_h5_dataset_open(filename, path, &src, &file, &dset, &local);
     if (rc == -ML_ENOTDSET) {
         rc = 0; /* a group or a named type: not a variable-length dataset */
         goto fail;
@@ -342,7 +346,7 @@ int ml_vlen_open(const char *filename, const char *path, ml_vlen **out, ml_error
         ml_error_set(err, rc, "%s", local.msg);
         goto fail;
     }
-    V->fd = fd; /* replaced by the descriptor HDF5 reads the dataset's own file with */
+    V->src = src; /* replaced by a source on the descriptor HDF5 reads the dataset's own file with */
     V->h5_file = file;
     V->h5_dset = dset;
     ml_h5_lock();
@@ -361,38 +365,25 @@ void ml_vlen_close(ml_vlen *V) {
     if (!V)
         return;
     ml_h5_close_handles((hid_t)V->h5_mtype, (hid_t)V->h5_dset, (hid_t)V->h5_file);
-    if (V->fd >= 0)
-        close(V->fd);
+    ml_source_unref(V->src);
     ml_type_free(V->base);
     free(V->filename);
     free(V->path);
     free(V);
 }
 
-/* pread all of len bytes at off. Returns 0, -errno or -ML_ETRUNC (the
- * file ends first). */
-static int pread_full(int fd, void *buf, size_t len, uint64_t off) {
-    unsigned char *p = buf;
-    while (len) {
-        ssize_t r = pread(fd, p, len, (off_t)off);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -errno;
-        if (r == 0)
-            return -ML_ETRUNC;
-        p += r;
-        len -= (size_t)r;
-        off += (uint64_t)r;
-    }
-    return 0;
+/* All of len bytes at file offset off from the source. Returns 0, -errno
+ * or -ML_ETRUNC (the file ends first). */
+static int read_full(ml_source *src, void *buf, size_t len, uint64_t off) {
+    ml_io_req r = {.offset = off, .len = len, .buf = buf};
+    return ml_source_read(src, &r);
 }
 
 /* The heap reader's source: the dataset's file, at addresses relative to
  * its base (V->limit bounds them before any read). */
 static int heap_read(void *ctx, uint64_t off, void *buf, size_t len) {
     const ml_vlen *V = ctx;
-    return pread_full(V->fd, buf, len, V->h5_base + off);
+    return read_full(V->src, buf, len, V->h5_base + off);
 }
 
 static uint64_t get_le(const unsigned char *p, unsigned n) {
@@ -445,7 +436,7 @@ static int read_contiguous(ml_vlen *V, const uint64_t *uniq, size_t m, unsigned 
             rc = row_error(V, err, -ML_ETRUNC, uniq[j - 1], "its descriptor lies past the end of the file");
             goto out;
         }
-        rc = pread_full(V->fd, span, (size_t)len, at);
+        rc = read_full(V->src, span, (size_t)len, at);
         if (rc < 0) {
             row_error(V, err, rc, first, rc == -ML_ETRUNC ? "the file ends inside its descriptor"
                                                           : "cannot read its descriptor");

@@ -21,6 +21,7 @@
 #include "fetch.h"
 #include "h5gen.h"
 #include "h5layout.h"
+#include "io.h"
 
 /* Rows of dataset `path`: each element a distinct value. */
 static void *make_data(const h5spec *s) {
@@ -474,7 +475,9 @@ static void test_crafted_headers(void) {
         const char *file = check_path("crafted.h5");
         int fd = open(file, O_RDWR | O_CREAT | O_TRUNC, 0600);
         CHECK_EQ(write(fd, f, sizeof f), (ssize_t)sizeof f);
-        ml_chunk_file cf = {.fd = fd, .base = base, .size = sizeof f, .sizeof_addr = 8, .sizeof_size = 8,
+        ml_source *src = NULL;
+        CHECK_RC(ml_source_posix_adopt(fd, &src));
+        ml_chunk_file cf = {.src = src, .base = base, .size = sizeof f, .sizeof_addr = 8, .sizeof_size = 8,
                             .btree_k = 32};
         ml_chunk_index ix;
         CHECK_RC(ml_chunk_index_locate(&cf, 64, &ix));
@@ -503,7 +506,7 @@ static void test_crafted_headers(void) {
         ix.addr = sizeof f;
         CHECK_ERR(ml_chunk_index_walk(&cf, &ix, 1, dims, count_one, &c), -ML_ECORRUPT);
         CHECK_ERR(ml_chunk_index_walk(&cf, &ix, 2, dims, count_one, &c), -ML_EINVAL);
-        close(fd);
+        ml_source_unref(src); /* closes fd */
     }
 }
 
@@ -664,8 +667,10 @@ static void test_damage(const char *file) {
         int fd = open(bad, O_RDWR | O_CREAT | O_TRUNC, 0600);
         CHECK_GE(fd, 0);
         CHECK_EQ(write(fd, buf, n), (ssize_t)n);
+        ml_source *src = NULL;
+        CHECK_RC(ml_source_posix_adopt(fd, &src));
         ml_chunk_file df = cf;
-        df.fd = fd;
+        df.src = src;
         emit_count c = {.n_chunks = n_chunks};
         int rc = ml_chunk_index_walk(&df, &ix, 1, dims, count_one, &c);
         CHECK(rc == 0 || rc == -ML_ECORRUPT);
@@ -678,7 +683,7 @@ static void test_damage(const char *file) {
         ml_chunk_index lx;
         rc = ml_chunk_index_locate(&df, 0, &lx);
         CHECK(rc == 0 || rc == -ML_ECORRUPT);
-        close(fd);
+        ml_source_unref(src); /* closes fd */
     }
     CHECK_GT(failed, 0);
     printf("damage: %llu walks ended well, %llu refused\n", (unsigned long long)ok, (unsigned long long)failed);
