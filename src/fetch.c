@@ -278,7 +278,7 @@ static int run_batch(ml_fetcher *f, plan *p, size_t np, ml_error *err) {
     size_t need = 0, nreq = 0;
     int rc;
     for (size_t i = 0; i < np; i++)
-        if (p[i].info.addr != UINT64_MAX && !(p[i].direct && L->n_filters == 0)) {
+        if (p[i].info.addr != UINT64_MAX && !(p[i].direct && L->pipeline.n_filters == 0)) {
             /* Each size is bounded by the file (check_chunk); their sum is
              * still checked, so it cannot wrap. */
             uint64_t padded = (p[i].info.size + 63) & ~(uint64_t)63;
@@ -293,7 +293,7 @@ static int run_batch(ml_fetcher *f, plan *p, size_t np, ml_error *err) {
         plan *c = &p[i];
         if (c->info.addr == UINT64_MAX)
             continue;
-        if (c->direct && L->n_filters == 0) {
+        if (c->direct && L->pipeline.n_filters == 0) {
             if (c->info.size != L->chunk_bytes)
                 return report(err, f, -ML_ECORRUPT, c->row0, c->n, "stored size differs from chunk size", c->index);
             c->stored = c->dest;
@@ -330,10 +330,10 @@ static int run_batch(ml_fetcher *f, plan *p, size_t np, ml_error *err) {
                 copy_region(L, NULL, c->origin, c->row0, c->n, c->base);
             continue;
         }
-        if (c->direct && L->n_filters == 0)
+        if (c->direct && L->pipeline.n_filters == 0)
             continue; /* already in place */
         const unsigned char *decoded = c->stored;
-        if (L->n_filters > 0) {
+        if (L->pipeline.n_filters > 0) {
             unsigned char *to = c->direct ? c->dest : f->chunkbuf;
             if (!c->direct && !f->chunkbuf) {
                 f->chunkbuf = malloc(L->chunk_bytes);
@@ -341,7 +341,7 @@ static int run_batch(ml_fetcher *f, plan *p, size_t np, ml_error *err) {
                     return report(err, f, -ENOMEM, c->row0, c->n, "out of memory", c->index);
                 to = f->chunkbuf;
             }
-            rc = ml_decode_chunk(f->dec, L, c->info.filter_mask, c->stored, c->info.size, to);
+            rc = ml_decode_chunk(f->dec, &L->pipeline, L->chunk_bytes, c->info.filter_mask, c->stored, c->info.size, to);
             if (rc < 0)
                 return report(err, f, rc, c->row0, c->n,
                               rc == -ML_ECHECKSUM ? "fletcher32 checksum mismatch" : "cannot decode corrupt data", c->index);

@@ -56,7 +56,7 @@
 #define _GNU_SOURCE
 #include "h5layout.h"
 
-#include "decode.h"
+#include "codec.h"
 #include "h5internal.h"
 #include "io.h"
 
@@ -518,7 +518,7 @@ static void setup_chunk_index(ml_layout *L) {
         L->table_why = corrupt;
     }
     if ((L->cindex.kind == ML_CHUNK_INDEX_SINGLE && L->n_chunks > 1) ||
-        (L->cindex.kind == ML_CHUNK_INDEX_IMPLICIT && L->n_filters > 0)) {
+        (L->cindex.kind == ML_CHUNK_INDEX_IMPLICIT && L->pipeline.n_filters > 0)) {
         L->table_state = ML_TABLE_CORRUPT;
         L->table_why = L->cindex.kind == ML_CHUNK_INDEX_SINGLE ? "a single-chunk index for a dataset of several chunks"
                                                                 : "an implicit index for filtered chunks";
@@ -534,27 +534,12 @@ static void setup_chunk_index(ml_layout *L) {
  * number of client values the file holds, of which `values` has the
  * first 8. Returns 0 or -ML_ECORRUPT. */
 static int check_filter(const ml_filter *f, const char *name, ml_error *err, const char *where) {
-    const char *bad = NULL;
     /* Optional filters too (h5py marks deflate and shuffle optional): HDF5
      * fails every chunk that applies one with bad parameters. (PyTables'
      * VLArrays carry a never-applied parameterless shuffle; vlen.c, not
      * this check, reads those.) decode.c checks again per chunk. */
-    switch (f->id) {
-    case ML_FILTER_DEFLATE: /* H5Z__filter_deflate: one value, a level of at most 9 */
-        if (f->n_values != 1 || f->values[0] > 9)
-            bad = "a deflate level other than one value of 0..9";
-        break;
-    case ML_FILTER_SHUFFLE: /* H5Z__filter_shuffle: one value, the element size, not 0 */
-        if (f->n_values != 1 || f->values[0] == 0)
-            bad = "a shuffle element size other than one non-zero value";
-        break;
-    case ML_FILTER_BLOSC: /* the blosc filter reads values 2 (type size) and 3 (chunk bytes) */
-        if (f->n_values < 4)
-            bad = "fewer than the 4 blosc parameters its filter reads";
-        break;
-    default: /* fletcher32 and lzf take no parameter they depend on to read */
-        break;
-    }
+    const ml_codec *c = ml_codec_find(f->id);
+    const char *bad = c && c->check ? c->check(f) : NULL;
     if (!bad)
         return 0;
     return ml_error_set(err, -ML_ECORRUPT, "%s has invalid parameters for filter '%s' (id %d, %zu value%s): %s",
@@ -583,9 +568,9 @@ static int read_chunk_meta(ml_layout *L, hid_t dcpl, ml_error *err,
     int nf = H5Pget_nfilters(dcpl);
     if (nf < 0 || nf > ML_MAX_FILTERS)
         return ml_error_set(err, -ML_EHDF5, "cannot read filter pipeline of %s", where);
-    L->n_filters = (unsigned)nf;
+    L->pipeline.n_filters = (unsigned)nf;
     for (int i = 0; i < nf; i++) {
-        ml_filter *f = &L->filters[i];
+        ml_filter *f = &L->pipeline.filters[i];
         size_t nv = 8;
         unsigned cfg = 0;
         char name[64] = "";
@@ -1046,7 +1031,7 @@ static int keyed_size(ml_layout *L, uint64_t index, uint64_t *size) { return key
 static int keyed_agrees(const ml_layout *L, uint64_t keyed, const ml_chunk_info *ci) {
     if (ci->addr == UINT64_MAX)
         return keyed == 0;
-    return L->n_filters == 0 ? keyed != 0 || ci->size == 0 : keyed == ci->size;
+    return L->pipeline.n_filters == 0 ? keyed != 0 || ci->size == 0 : keyed == ci->size;
 }
 
 /* Ask HDF5 where chunk `index` is. HDF5 1.10's answer by coordinate comes
@@ -1139,7 +1124,7 @@ static int lookup_via_hdf5(ml_layout *L, uint64_t index, ml_chunk_info *out) {
      * HDF5's keyed size is the full chunk size, but H5Dread_chunk would
      * read the size the key stores, past a buffer of the keyed size. Ask
      * for its address instead (by coordinate, confirmed by key). */
-    if (L->n_filters == 0 && (L->cindex.kind == ML_CHUNK_INDEX_BTREE1 || L->cindex.kind == ML_CHUNK_INDEX_NONE))
+    if (L->pipeline.n_filters == 0 && (L->cindex.kind == ML_CHUNK_INDEX_BTREE1 || L->cindex.kind == ML_CHUNK_INDEX_NONE))
         return lookup_by_coord(L, index, out) < 0 ? -ML_EHDF5 : 0;
     int written = 0;
     if (keyed_size_ex(L, index, &keyed, &written) < 0)
@@ -1392,7 +1377,7 @@ static int check_slow_chunks(ml_layout *L, uint64_t row0, uint64_t n, ml_error *
     if (L->cindex.kind != ML_CHUNK_INDEX_BTREE1 || n == 0 || L->n_chunks == 0)
         return 0;
     uint64_t inner = L->n_chunks / L->grid[0];
-    unsigned all = L->n_filters >= 32 ? ~0u : (1u << L->n_filters) - 1;
+    unsigned all = L->pipeline.n_filters >= 32 ? ~0u : (1u << L->pipeline.n_filters) - 1;
     for (uint64_t cr = row0 / L->chunk[0]; cr <= (row0 + n - 1) / L->chunk[0]; cr++)
         for (uint64_t j = 0; j < inner; j++) {
             uint64_t index = cr * inner + j, off = 0, size = 0;
@@ -1407,7 +1392,7 @@ static int check_slow_chunks(ml_layout *L, uint64_t row0, uint64_t n, ml_error *
                 why = "a defined address with a stored size of 0";
             else if (!ml_layout_in_file(L, off, size))
                 why = "its stored bytes lie past the end of the file";
-            else if (L->n_filters && (mask & all) == all && size != L->chunk_bytes)
+            else if (L->pipeline.n_filters && (mask & all) == all && size != L->chunk_bytes)
                 why = "every filter skipped, but a stored size other than the chunk's";
             if (why)
                 return ml_error_set(err, -ML_ECORRUPT, "corrupt chunk index (%s) in chunk %llu of dataset '%s' "

@@ -16,11 +16,11 @@
 
 #include "chunk_index.h"
 #include "chunk_table.h"
+#include "codec.h"
 #include "error.h"
 #include "source.h"
 
 #define ML_MAX_DIMS 32
-#define ML_MAX_FILTERS 16
 
 /* Element type, a tree for compound and array types. */
 typedef enum ml_type_kind {
@@ -53,13 +53,6 @@ typedef enum ml_storage {
     ML_STORE_MEMORY,     /* compact layout: held in `mem` */
     ML_STORE_SLOW,       /* H5Dread under the lock (other filters, external, virtual) */
 } ml_storage;
-
-typedef struct ml_filter {
-    int id;                  /* H5Z filter id (1 deflate, 2 shuffle, 3 fletcher32) */
-    unsigned flags;          /* H5Z_FLAG_* */
-    size_t n_values;         /* client data count */
-    unsigned values[8];      /* client data (first 8) */
-} ml_filter;
 
 /* How the chunk table is being filled (h5layout.c's opening comment). */
 typedef enum ml_table_state {
@@ -99,8 +92,7 @@ typedef struct ml_layout {
     uint64_t grid[ML_MAX_DIMS];  /* chunks per dim (ceil) */
     uint64_t n_chunks;           /* product of grid (overflow-checked) */
     size_t chunk_bytes;          /* decoded bytes of one chunk, < 4 GiB as HDF5 requires */
-    unsigned n_filters;
-    ml_filter filters[ML_MAX_FILTERS];
+    ml_pipeline pipeline;        /* the filters chunks were stored through (codec.h) */
     unsigned char *fill;         /* type->size bytes, NULL = zeros; owned */
     int fill_undefined;          /* 1: no fill value (H5D_FILL_VALUE_UNDEFINED): rows never
                                     written cannot be read (HDF5 leaves them undefined) */
