@@ -27,7 +27,7 @@
  *    read twice, and the walk reads at most the nodes the file holds, plus
  *    the one that fails. Leaf keys must lie on the chunk grid.
  *  - No HDF5 call, no global state, no lock: the caller decides when the
- *    walk runs and what the answers are worth (h5layout.c checks a sample
+ *    walk runs and what the answers are worth (h5chunks.c checks a sample
  *    of them against HDF5).
  *
  * Workload: once per dataset. A node holds up to 2K = 64 chunks (HDF5's

@@ -6,7 +6,7 @@
  * (source.h, one synchronous read at a time), and every read, count and depth is bounded by the file's
  * size and the format's limits.
  *
- * What this returns is what the file claims, not a fact: h5layout.c
+ * What this returns is what the file claims, not a fact: h5chunks.c
  * checks a sample of it against HDF5 before it trusts it.
  */
 #ifndef ML_CHUNK_INDEX_H

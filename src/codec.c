@@ -12,7 +12,7 @@
  * Decompression uses libdeflate (2-3x faster than zlib on one core) when
  * the build found it, else zlib. PyTables' blosc (id 32001, via c-blosc)
  * and h5py's lzf (id 32000, via liblzf) are decoded natively too when the
- * build found those libraries (tools/probe_libs.py); they live in h5py's
+ * build found those libraries (probe_libs.py); they live in h5py's
  * and PyTables' own HDF5 copies, not in the system HDF5, so without this
  * they could not be read.
  *

@@ -11,7 +11,7 @@
  * How to add a codec: write its decode (and, if it keeps state between
  * chunks, a per-thread context open/close; if HDF5's filter refuses some
  * parameters, a check) in codec.c behind its ML_HAVE_* flag, add one row
- * to the table there, and add its probe to tools/probe_libs.py (the
+ * to the table there, and add its probe to probe_libs.py (the
  * Makefile and setup.py both read it).
  */
 #ifndef ML_CODEC_H

@@ -301,7 +301,7 @@ static int run_batch(ml_fetcher *f, plan *p, size_t np, ml_error *err) {
             c->stored = f->scratch + off;
             off += (c->info.size + 63) & ~(size_t)63;
         }
-        if (c->info.addr == ML_CHUNK_VIA_HDF5) {
+        if (c->info.addr == ML_CHUNK_VIA_FORMAT) {
             /* Only HDF5 knows where it is: it reads it, under its lock. */
             if ((rc = ml_layout_read_chunk(f->L, c->index, c->stored, c->info.size, &c->info.filter_mask, err)) < 0)
                 return rc;
@@ -366,7 +366,7 @@ static int check_chunk(ml_fetcher *f, const plan *c, ml_error *err) {
         return 0;
     const char *why = ci->bad ? ci->bad
                       : ci->size == 0 ? "a defined address with a stored size of 0"
-                      : ci->addr == ML_CHUNK_VIA_HDF5 /* HDF5 bounds its own reads by its EOA */
+                      : ci->addr == ML_CHUNK_VIA_FORMAT /* HDF5 bounds its own reads by its EOA */
                           ? (ci->size > f->L->eof ? "a stored size larger than the file" : NULL)
                       : !ml_layout_in_file(f->L, ci->addr, ci->size) ? "its stored bytes lie past the end of the file"
                                                                      : NULL;

@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 #include "error.h"
-#include "h5layout.h"
+#include "layout.h"
 
 typedef struct ml_vlen {
     char *filename;          /* owned, for messages */

@@ -5,7 +5,7 @@
  *
  * An input is a small parameter header (harness.h: address and length
  * sizes, B-tree K, user-block base, object header address, rank and
- * dataset shape - what h5layout.c would learn from HDF5) followed by a
+ * dataset shape - what h5open.c would learn from HDF5) followed by a
  * file image. The image goes into a memfd, which the core reads through
  * a byte source of this file's own (image_source: pread, as the POSIX
  * source reads a file); nothing else about the core is stubbed. The target aborts (so libFuzzer, or the plain loop in

@@ -8,7 +8,7 @@
 
 #include "decode.h"
 #include "h5gen.h"
-#include "h5layout.h"
+#include "h5.h"
 
 /* HDF5's Fletcher-32, written the plain way: 16-bit big-endian words (an
  * odd last byte is the high byte of a final word), both sums folded
