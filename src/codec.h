@@ -4,7 +4,8 @@
  * Everything that asks "can the core decode filter id X, and are its
  * parameters ones HDF5's own filter accepts?" reads the table: the
  * pipeline runner (decode.c), the open-time check and slow-path decision
- * (h5open.c), ml_decode_supports. A codec the build lacks the library for
+ * (h5open.c), ml_decode_supports, and vlen.c's own undoing of the
+ * descriptors' chunks. A codec the build lacks the library for
  * is still in the table, with available = 0 (its chunks then read through
  * HDF5, if HDF5 has the filter).
  *

@@ -63,12 +63,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#ifdef ML_HAVE_LIBDEFLATE
-#include <libdeflate.h>
-#else
-#include <zlib.h>
-#endif
-
 /* Contiguous descriptors are read in spans of at most this many rows
  * (64 KiB of 16-byte descriptors): rows near each other cost one read,
  * rows far apart one small read each. */
@@ -460,69 +454,49 @@ static int decode_chunk(const ml_vlen *V, unsigned mask, unsigned char **buf, si
     for (int f = V->n_filters - 1; f >= 0; f--) {
         if (mask & (1u << f))
             continue;
+        /* The codec table's decoders (codec.h); check_filters recorded only
+         * deflate, shuffle and fletcher32, each available in every build. */
+        const ml_codec *c = ml_codec_find(V->filters[f].id);
+        ml_filter fl = {.id = V->filters[f].id, .n_values = 1, .values = {V->filters[f].elem}};
         unsigned char *cur = *buf, *out = NULL;
-        size_t n = *len;
-        switch (V->filters[f].id) {
-        case H5Z_FILTER_FLETCHER32: {
-            if (n < 4) {
-                *why = "its chunk is too short for its fletcher32 checksum";
-                return -ML_ECORRUPT;
+        size_t n = *len, got = 0;
+        void *ctx = NULL;
+        int rc;
+        if (!c || !c->available) {
+            *why = "a filter multiload does not undo";
+            return -ML_ECORRUPT;
+        }
+        if (c->in_place) { /* fletcher32: HDF5 accepts the sum and, as written before 1.6.3, its bytes swapped in pairs */
+            if ((rc = c->decode(NULL, &fl, cur, n, cur, n, len)) < 0) {
+                *why = rc == -ML_ECHECKSUM ? "its chunk fails its fletcher32 checksum"
+                                           : "its chunk is too short for its fletcher32 checksum";
+                return rc;
             }
-            /* HDF5 accepts the sum and, as written before 1.6.3, its bytes swapped in pairs. */
-            uint32_t sum = ml_fletcher32(cur, n - 4), stored = (uint32_t)get_le(cur + n - 4, 4);
-            uint32_t swapped = (sum & 0xff00ff00u) >> 8 | (sum & 0x00ff00ffu) << 8;
-            if (stored != sum && stored != swapped) {
-                *why = "its chunk fails its fletcher32 checksum";
-                return -ML_ECHECKSUM;
-            }
-            *len = n - 4;
             continue;
         }
-        case H5Z_FILTER_DEFLATE: {
-            size_t got = 0;
-            int ok;
-            out = malloc(cap ? cap : 1);
-            if (!out) {
-                *why = "out of memory";
-                return -ENOMEM;
-            }
-#ifdef ML_HAVE_LIBDEFLATE
-            struct libdeflate_decompressor *dd = libdeflate_alloc_decompressor();
-            ok = dd && libdeflate_zlib_decompress(dd, cur, n, out, cap, &got) == LIBDEFLATE_SUCCESS;
-            libdeflate_free_decompressor(dd);
-#else
-            uLongf zn = cap;
-            ok = uncompress(out, &zn, cur, n) == Z_OK;
-            got = zn;
-#endif
-            if (!ok) {
-                free(out);
-                *why = "its chunk's deflate stream is damaged";
-                return -ML_ECORRUPT;
-            }
-            n = got;
-            break;
+        if (fl.id == ML_FILTER_SHUFFLE && fl.values[0] == 0) {
+            *why = "its chunk is shuffled, but the shuffle filter has no element size (HDF5 refuses it: "
+                   "invalid shuffle parameters)";
+            return -ML_ECORRUPT;
         }
-        case H5Z_FILTER_SHUFFLE:
-            if (V->filters[f].elem == 0) {
-                *why = "its chunk is shuffled, but the shuffle filter has no element size (HDF5 refuses it: "
-                       "invalid shuffle parameters)";
-                return -ML_ECORRUPT;
-            }
-            out = malloc(n ? n : 1);
-            if (!out) {
-                *why = "out of memory";
-                return -ENOMEM;
-            }
-            ml_unshuffle(cur, out, n, V->filters[f].elem);
-            break;
-        default:
-            *why = "a filter multiload does not undo";
+        size_t out_cap = fl.id == ML_FILTER_SHUFFLE ? n : cap;
+        out = malloc(out_cap ? out_cap : 1);
+        if (!out || (c->ctx_open && c->ctx_open(&ctx) < 0)) {
+            free(out);
+            *why = "out of memory";
+            return -ENOMEM;
+        }
+        rc = c->decode(ctx, &fl, cur, n, out, out_cap, &got);
+        if (ctx)
+            c->ctx_close(ctx);
+        if (rc < 0) {
+            free(out);
+            *why = "its chunk's deflate stream is damaged";
             return -ML_ECORRUPT;
         }
         free(cur);
         *buf = out;
-        *len = n;
+        *len = got;
     }
     if (*len != want) {
         *why = "its chunk decodes to another size than its rows' descriptors";
