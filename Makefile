@@ -38,9 +38,12 @@ ASAN_RUN_OPTIONS := detect_leaks=0:allocator_may_return_null=1
 VALGRIND := valgrind -q --error-exitcode=1 --leak-check=full --show-leak-kinds=definite \
 	--errors-for-leak-kinds=definite
 CORE_SRC := $(filter-out src/python/%,$(wildcard src/*.c))
-CORE_FLAGS = -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-missing-field-initializers -DML_HAVE_LIBDEFLATE -DML_HAVE_BLOSC -DML_HAVE_LZF \
-	$(shell pkg-config --cflags hdf5 liburing libdeflate blosc liblzf)
-CORE_LIBS = $(shell pkg-config --libs hdf5 liburing libdeflate blosc liblzf) -lpthread
+# The libraries and the optional codecs' -DML_HAVE_* flags: the probe setup.py uses too (probe_libs.py),
+# run at most once per make, on first use; a codec whose library is missing is left out, not an error.
+PROBE_CFLAGS = $(eval PROBE_CFLAGS := $$(shell $(PYTHON) probe_libs.py --cflags))$(PROBE_CFLAGS)
+PROBE_LIBS = $(eval PROBE_LIBS := $$(shell $(PYTHON) probe_libs.py --libs 2>/dev/null))$(PROBE_LIBS)
+CORE_FLAGS = -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-missing-field-initializers $(PROBE_CFLAGS)
+CORE_LIBS = $(PROBE_LIBS) -lpthread
 
 .PHONY: demo test test-c test-py test-pread bench bench-deps deps venv build check-asan check-tsan check-valgrind libfuzzer fuzz-index fuzz-gheap fuzz fuzz-smoke clean
 

@@ -28,7 +28,7 @@
 
 #include "error.h"
 #include "fetch.h"
-#include "h5layout.h"
+#include "h5.h"
 #include "reader.h"
 #include "ring.h"
 #include "streamer.h"

@@ -3,7 +3,7 @@
  *
  * Each block is one H5Dread of a hyperslab of whole rows with the file's
  * own datatype as the memory type, exactly as the core's slow path
- * (ml_layout_read_slow in src/h5layout.c) asks for it, so no conversion
+ * (ml_layout_read_slow, src/h5open.c) asks for it, so no conversion
  * stands between the bytes HDF5 returns and the ones multiload should.
  * Variable-length datasets are read as vlen.c reads them (a vlen of the
  * file's base type), hashed as counts (uint64) then elements.

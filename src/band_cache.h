@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "h5layout.h"
+#include "layout.h"
 
 #define ML_BAND_CACHE_ENTRIES 1024       /* band slots */
 #define ML_BAND_CACHE_AUTO_BYTES (64u << 20)

@@ -27,7 +27,7 @@
  *    read twice, and the walk reads at most the nodes the file holds, plus
  *    the one that fails. Leaf keys must lie on the chunk grid.
  *  - No HDF5 call, no global state, no lock: the caller decides when the
- *    walk runs and what the answers are worth (h5layout.c checks a sample
+ *    walk runs and what the answers are worth (h5chunks.c checks a sample
  *    of them against HDF5).
  *
  * Workload: once per dataset. A node holds up to 2K = 64 chunks (HDF5's
@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "source.h"
 
 #define UNDEF UINT64_MAX
 #define HDR_MAX_CHUNKS 256              /* object header chunks followed (continuations) */
@@ -77,18 +78,13 @@ static int read_upto(const ml_chunk_file *f, uint64_t addr, void *buf, size_t wa
         return -ML_ECORRUPT;
     uint64_t off = f->base + addr;
     size_t len = want < f->size - off ? want : (size_t)(f->size - off);
-    size_t done = 0;
-    while (done < len) {
-        ssize_t r = pread(f->fd, (unsigned char *)buf + done, len - done, (off_t)(off + done));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -errno;
-        if (r == 0)
-            return -ML_ECORRUPT; /* the file shrank under us */
-        done += (size_t)r;
-    }
-    *got = done;
+    ml_io_req r = {.offset = off, .len = len, .buf = buf};
+    int rc = ml_source_read(f->src, &r);
+    if (rc == -ML_ETRUNC)
+        return -ML_ECORRUPT; /* the file shrank under us */
+    if (rc < 0)
+        return rc;
+    *got = len;
     return 0;
 }
 

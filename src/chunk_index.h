@@ -2,11 +2,11 @@
  * file: the Data Layout message of the dataset's object header, and the
  * version 1 B-tree that maps chunk coordinates to file addresses (layout
  * message version 3: what h5py and PyTables write with the default
- * libver). No HDF5 call: every byte comes from pread on the caller's
- * descriptor, and every read, count and depth is bounded by the file's
+ * libver). No HDF5 call: every byte comes from the caller's byte source
+ * (source.h, one synchronous read at a time), and every read, count and depth is bounded by the file's
  * size and the format's limits.
  *
- * What this returns is what the file claims, not a fact: h5layout.c
+ * What this returns is what the file claims, not a fact: h5chunks.c
  * checks a sample of it against HDF5 before it trusts it.
  */
 #ifndef ML_CHUNK_INDEX_H
@@ -19,7 +19,7 @@
 
 /* The file as the index reader needs it; filled by the caller. */
 typedef struct ml_chunk_file {
-    int fd;               /* borrowed O_RDONLY descriptor */
+    struct ml_source *src; /* borrowed: where the bytes come from */
     uint64_t base;        /* file offset of HDF5 address 0 (the user block's size) */
     uint64_t size;        /* file size, bytes: no read goes past it */
     unsigned sizeof_addr; /* bytes of a file address: 2..8 */
@@ -57,7 +57,7 @@ typedef struct ml_chunk_index {
  * (and the size its fill value message declares) in *out. out->kind is
  * ML_CHUNK_INDEX_NONE for a layout that is not chunked or whose message
  * version is not 3 or 4. Returns 0, -ML_ECORRUPT
- * (no well-formed header or layout message), -ENOMEM, or -errno from pread. */
+ * (no well-formed header or layout message), -ENOMEM, or -errno from the source. */
 int ml_chunk_index_locate(const ml_chunk_file *f, uint64_t ohdr, ml_chunk_index *out);
 
 /* Receives one chunk of the index: its linear index (row-major over the
@@ -77,7 +77,7 @@ typedef int (*ml_chunk_emit_fn)(void *ctx, uint64_t index, uint64_t offset, uint
  * (anything but a well-formed index of this dataset: bad signature, node
  * type or level, keys out of order, off the chunk grid or outside their
  * parent's bounds, a node past the end of the file), -ML_EINVAL (ix is not a v1 B-tree, its rank is not
- * `rank`, or a chunk dimension is 0), -ENOMEM, -errno from pread, or emit's code. Chunks already
+ * `rank`, or a chunk dimension is 0), -ENOMEM, -errno from the source, or emit's code. Chunks already
  * emitted when it fails stay emitted: the caller discards them. */
 int ml_chunk_index_walk(const ml_chunk_file *f, const ml_chunk_index *ix, unsigned rank,
                         const uint64_t *dims, ml_chunk_emit_fn emit, void *ctx);
@@ -89,7 +89,7 @@ int ml_chunk_index_walk(const ml_chunk_file *f, const ml_chunk_index *ix, unsign
  * the chunk's file offset (base included), UINT64_MAX if the index does
  * not hold it (never written; then *size and *mask are 0). Returns 0,
  * -ML_ECORRUPT, -ML_EINVAL (not a v1 B-tree of this rank, or the index is
- * off the grid), -ENOMEM or -errno from pread. */
+ * off the grid), -ENOMEM or -errno from the source. */
 int ml_chunk_index_find(const ml_chunk_file *f, const ml_chunk_index *ix, unsigned rank,
                         const uint64_t *dims, uint64_t index, uint64_t *offset, uint64_t *size,
                         unsigned *mask);

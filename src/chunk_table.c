@@ -138,7 +138,7 @@ int ml_chunk_table_remember(ml_chunk_table *t, uint64_t index, const ml_chunk_in
  * HDF5 has no address to compare: then whether it is written, and its
  * stored size. */
 static int same_info(const ml_chunk_info *a, const ml_chunk_info *b) {
-    if (a->addr == ML_CHUNK_VIA_HDF5)
+    if (a->addr == ML_CHUNK_VIA_FORMAT)
         return b->addr != UINT64_MAX && a->size == b->size;
     return a->addr == b->addr && (a->addr == UINT64_MAX || (a->size == b->size && a->filter_mask == b->filter_mask));
 }

@@ -18,20 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* addr of a chunk whose place only HDF5 knows (an index kind the core
- * does not parse, on an HDF5 that cannot list it): its stored bytes are
- * read by HDF5's descent by key (ml_layout_read_chunk), not at an offset. */
-#define ML_CHUNK_VIA_HDF5 (UINT64_MAX - 1)
-
-/* One chunk's place in the file. */
-typedef struct ml_chunk_info {
-    uint64_t addr;           /* file offset; UINT64_MAX = never written (reads as fill);
-                                ML_CHUNK_VIA_HDF5 = read through HDF5 */
-    uint64_t size;           /* stored bytes; 0 with a defined addr is corrupt (HDF5 raises) */
-    unsigned filter_mask;    /* bit i set: filter i was skipped */
-    const char *bad;         /* NULL, or why the index's answer for this chunk cannot be
-                                trusted (static string): reading it is corrupt data */
-} ml_chunk_info;
+#include "layout.h" /* ml_chunk_info */
 
 /* One entry of the table. */
 typedef struct ml_chunk_entry {

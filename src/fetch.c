@@ -10,9 +10,11 @@
  * Chunks that were never written read as the fill value, as HDF5 does.
  * Batches are bounded (MAX_BATCH chunks) so scratch memory stays small.
  *
- * Direct mode (O_DIRECT) widens every read to 4 KiB-aligned offsets and
- * lengths, reads into an aligned bounce buffer and copies the wanted bytes
- * out: a memcpy at ~10 GB/s is small beside storage at ~1 GB/s, and it
+ * Every byte comes from the layout's source (source.h) through this
+ * fetcher's own read context. Direct mode reads the source's direct
+ * variant (O_DIRECT for a file), widening every read to that source's
+ * alignment (4 KiB) in offset and length, into an aligned bounce buffer,
+ * and copies the wanted bytes out: a memcpy at ~10 GB/s is small beside storage at ~1 GB/s, and it
  * keeps one code path for contiguous data, chunks and wrapped blocks.
  */
 #define _GNU_SOURCE
@@ -30,7 +32,6 @@
 #include "fault.h"
 
 #define MAX_BATCH 64
-#define DIRECT_ALIGN 4096
 
 typedef struct plan {
     uint64_t index;      /* chunk linear index */
@@ -45,15 +46,15 @@ typedef struct plan {
 
 struct ml_fetcher {
     ml_layout *L;            /* owned reference */
-    int fd;                  /* borrowed from L (see ml_layout.fd) */
-    ml_io *io;               /* owned */
+    ml_io *io;               /* owned: this thread's reads of L->src */
     ml_decoder *dec;         /* owned */
     unsigned char *scratch;  /* stored chunk bytes, scratch_cap bytes */
     size_t scratch_cap;
     unsigned char *chunkbuf; /* one decoded chunk, L->chunk_bytes */
     plan plans[MAX_BATCH];
     ml_io_req reqs[MAX_BATCH];
-    int direct_fd;           /* owned O_DIRECT descriptor, or -1 */
+    ml_io *dio;              /* owned: reads of L->src's direct variant, or NULL */
+    size_t align;            /* direct mode: the direct source's alignment, bytes */
     unsigned char *bounce;   /* direct mode: aligned, bounce_cap bytes */
     size_t bounce_cap;
     ml_io_req *dreqs;        /* direct mode: widened requests, dreqs_cap */
@@ -68,11 +69,9 @@ int ml_fetcher_open(ml_fetcher **out, ml_layout *L, ml_io_mode mode, ml_error *e
         return ml_error_set(err, -ENOMEM, "out of memory opening a reader for dataset '%s' in file '%s'",
                              L->path, L->filename);
     }
-    /* The layout's descriptor, not a new open by name: a file replaced or
+    /* The layout's source, not a new open by name: a file replaced or
      * deleted since the layout was opened is still the one we read. */
-    f->fd = L->fd;
-    f->direct_fd = -1;
-    if ((rc = ml_io_open(&f->io, MAX_BATCH, mode)) < 0 || (rc = ml_decoder_open(&f->dec)) < 0) {
+    if ((rc = ml_io_open(&f->io, L->src, MAX_BATCH, mode)) < 0 || (rc = ml_decoder_open(&f->dec)) < 0) {
         ml_error_set(err, rc, "cannot set up the read engine: %s", ml_strerror(rc));
         goto fail;
     }
@@ -88,8 +87,7 @@ fail:
 void ml_fetcher_close(ml_fetcher *f) {
     if (!f)
         return;
-    if (f->direct_fd >= 0)
-        close(f->direct_fd);
+    ml_io_close(f->dio);
     free(f->bounce);
     free(f->dreqs);
     ml_io_close(f->io);
@@ -103,14 +101,17 @@ void ml_fetcher_close(ml_fetcher *f) {
 ml_io_mode ml_fetcher_io_mode(const ml_fetcher *f) { return ml_io_get_mode(f->io); }
 
 int ml_fetcher_set_direct(ml_fetcher *f, ml_error *err) {
-    if (f->direct_fd >= 0)
+    if (f->dio)
         return 0;
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/fd/%d", f->fd);
-    int fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
-    if (fd < 0)
-        return ml_error_set(err, -errno, "cannot open '%s' with O_DIRECT: %s", f->L->filename, strerror(errno));
-    f->direct_fd = fd;
+    ml_source *d = NULL;
+    int rc = ml_source_direct(f->L->src, &d);
+    if (rc == 0)
+        rc = ml_io_open(&f->dio, d, MAX_BATCH, ml_io_get_mode(f->io));
+    if (d)
+        f->align = d->align;
+    ml_source_unref(d); /* f->dio holds its own reference */
+    if (rc < 0)
+        return ml_error_set(err, rc, "cannot open '%s' with O_DIRECT: %s", f->L->filename, strerror(-rc));
     return 0;
 }
 
@@ -118,17 +119,18 @@ int ml_fetcher_set_direct(ml_fetcher *f, ml_error *err) {
  * batch into the bounce buffer, copy the wanted bytes out. A read may end
  * short at end of file as long as it covered the bytes wanted. */
 static int read_direct(ml_fetcher *f, ml_io_req *reqs, size_t n) {
+    const uint64_t A = f->align;
     size_t need = 0;
     for (size_t i = 0; i < n; i++) {
-        uint64_t a = reqs[i].offset / DIRECT_ALIGN * DIRECT_ALIGN;
-        uint64_t b = (reqs[i].offset + reqs[i].len + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN;
+        uint64_t a = reqs[i].offset / A * A;
+        uint64_t b = (reqs[i].offset + reqs[i].len + A - 1) / A * A;
         need += b - a;
     }
     if (need > f->bounce_cap) {
         free(f->bounce);
         f->bounce = NULL;
         f->bounce_cap = 0;
-        if (ml_fault_alloc() < 0 || posix_memalign((void **)&f->bounce, DIRECT_ALIGN, need) != 0) {
+        if (ml_fault_alloc() < 0 || posix_memalign((void **)&f->bounce, A < sizeof(void *) ? sizeof(void *) : A, need) != 0) {
             f->bounce = NULL;
             return -ENOMEM;
         }
@@ -143,13 +145,13 @@ static int read_direct(ml_fetcher *f, ml_io_req *reqs, size_t n) {
     }
     size_t off = 0;
     for (size_t i = 0; i < n; i++) {
-        uint64_t a = reqs[i].offset / DIRECT_ALIGN * DIRECT_ALIGN;
-        uint64_t b = (reqs[i].offset + reqs[i].len + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN;
-        f->dreqs[i] = (ml_io_req){.fd = f->direct_fd, .offset = a, .len = b - a,
+        uint64_t a = reqs[i].offset / A * A;
+        uint64_t b = (reqs[i].offset + reqs[i].len + A - 1) / A * A;
+        f->dreqs[i] = (ml_io_req){.offset = a, .len = b - a,
                                   .buf = f->bounce + off, .no_resume = 1};
         off += b - a;
     }
-    int rc = ml_io_read(f->io, f->dreqs, n);
+    int rc = ml_io_read(f->dio, f->dreqs, n);
     if (rc < 0 && rc != -ML_ETRUNC)
         return rc;
     for (size_t i = 0; i < n; i++) {
@@ -166,7 +168,7 @@ static int read_direct(ml_fetcher *f, ml_io_req *reqs, size_t n) {
 
 /* Every data read of this file goes through here. */
 static int read_reqs(ml_fetcher *f, ml_io_req *reqs, size_t n) {
-    return f->direct_fd >= 0 ? read_direct(f, reqs, n) : ml_io_read(f->io, reqs, n);
+    return f->dio ? read_direct(f, reqs, n) : ml_io_read(f->io, reqs, n);
 }
 
 static void fill_elems(unsigned char *dst, size_t n_elems, const unsigned char *fill, size_t size) {
@@ -277,7 +279,7 @@ static int run_batch(ml_fetcher *f, plan *p, size_t np, ml_error *err) {
     size_t need = 0, nreq = 0;
     int rc;
     for (size_t i = 0; i < np; i++)
-        if (p[i].info.addr != UINT64_MAX && !(p[i].direct && L->n_filters == 0)) {
+        if (p[i].info.addr != UINT64_MAX && !(p[i].direct && L->pipeline.n_filters == 0)) {
             /* Each size is bounded by the file (check_chunk); their sum is
              * still checked, so it cannot wrap. */
             uint64_t padded = (p[i].info.size + 63) & ~(uint64_t)63;
@@ -292,7 +294,7 @@ static int run_batch(ml_fetcher *f, plan *p, size_t np, ml_error *err) {
         plan *c = &p[i];
         if (c->info.addr == UINT64_MAX)
             continue;
-        if (c->direct && L->n_filters == 0) {
+        if (c->direct && L->pipeline.n_filters == 0) {
             if (c->info.size != L->chunk_bytes)
                 return report(err, f, -ML_ECORRUPT, c->row0, c->n, "stored size differs from chunk size", c->index);
             c->stored = c->dest;
@@ -300,14 +302,14 @@ static int run_batch(ml_fetcher *f, plan *p, size_t np, ml_error *err) {
             c->stored = f->scratch + off;
             off += (c->info.size + 63) & ~(size_t)63;
         }
-        if (c->info.addr == ML_CHUNK_VIA_HDF5) {
+        if (c->info.addr == ML_CHUNK_VIA_FORMAT) {
             /* Only HDF5 knows where it is: it reads it, under its lock. */
             if ((rc = ml_layout_read_chunk(f->L, c->index, c->stored, c->info.size, &c->info.filter_mask, err)) < 0)
                 return rc;
             continue;
         }
         req_plan[nreq] = i;
-        f->reqs[nreq++] = (ml_io_req){.fd = f->fd, .offset = c->info.addr,
+        f->reqs[nreq++] = (ml_io_req){.offset = c->info.addr,
                                       .len = c->info.size, .buf = c->stored};
     }
     if (nreq && (rc = read_reqs(f, f->reqs, nreq)) < 0) {
@@ -329,10 +331,10 @@ static int run_batch(ml_fetcher *f, plan *p, size_t np, ml_error *err) {
                 copy_region(L, NULL, c->origin, c->row0, c->n, c->base);
             continue;
         }
-        if (c->direct && L->n_filters == 0)
+        if (c->direct && L->pipeline.n_filters == 0)
             continue; /* already in place */
         const unsigned char *decoded = c->stored;
-        if (L->n_filters > 0) {
+        if (L->pipeline.n_filters > 0) {
             unsigned char *to = c->direct ? c->dest : f->chunkbuf;
             if (!c->direct && !f->chunkbuf) {
                 f->chunkbuf = malloc(L->chunk_bytes);
@@ -340,7 +342,7 @@ static int run_batch(ml_fetcher *f, plan *p, size_t np, ml_error *err) {
                     return report(err, f, -ENOMEM, c->row0, c->n, "out of memory", c->index);
                 to = f->chunkbuf;
             }
-            rc = ml_decode_chunk(f->dec, L, c->info.filter_mask, c->stored, c->info.size, to);
+            rc = ml_decode_chunk(f->dec, &L->pipeline, L->chunk_bytes, c->info.filter_mask, c->stored, c->info.size, to);
             if (rc < 0)
                 return report(err, f, rc, c->row0, c->n,
                               rc == -ML_ECHECKSUM ? "fletcher32 checksum mismatch" : "cannot decode corrupt data", c->index);
@@ -365,7 +367,7 @@ static int check_chunk(ml_fetcher *f, const plan *c, ml_error *err) {
         return 0;
     const char *why = ci->bad ? ci->bad
                       : ci->size == 0 ? "a defined address with a stored size of 0"
-                      : ci->addr == ML_CHUNK_VIA_HDF5 /* HDF5 bounds its own reads by its EOA */
+                      : ci->addr == ML_CHUNK_VIA_FORMAT /* HDF5 bounds its own reads by its EOA */
                           ? (ci->size > f->L->eof ? "a stored size larger than the file" : NULL)
                       : !ml_layout_in_file(f->L, ci->addr, ci->size) ? "its stored bytes lie past the end of the file"
                                                                      : NULL;
@@ -446,7 +448,7 @@ int ml_fetch_rows(ml_fetcher *f, uint64_t row0, uint64_t n, void *dest_, ml_erro
             fill_elems(dest, n * L->row_elems, L->fill, L->type->size);
             return 0;
         }
-        ml_io_req r = {.fd = f->fd, .offset = L->offset + row0 * L->row_bytes,
+        ml_io_req r = {.offset = L->offset + row0 * L->row_bytes,
                        .len = n * L->row_bytes, .buf = dest};
         int rc = ml_layout_in_file(L, r.offset, r.len) ? read_reqs(f, &r, 1) : -ML_ETRUNC;
         if (rc < 0)
@@ -497,7 +499,7 @@ int ml_fetch_runs(ml_fetcher *f, const ml_row_run *runs, size_t n, void *dest_, 
         return report(err, f, -ENOMEM, runs[0].start, runs[0].count, "out of memory", UINT64_MAX);
     size_t bad = n;
     for (size_t i = 0; i < n; i++) {
-        reqs[i] = (ml_io_req){.fd = f->fd, .offset = L->offset + runs[i].start * L->row_bytes,
+        reqs[i] = (ml_io_req){.offset = L->offset + runs[i].start * L->row_bytes,
                               .len = runs[i].count * L->row_bytes, .buf = dest};
         dest += runs[i].count * L->row_bytes;
         if (bad == n && !ml_layout_in_file(L, reqs[i].offset, reqs[i].len))
@@ -526,7 +528,7 @@ int ml_fetch_rows_multi(ml_fetcher *f, const ml_row_run *runs, void *const *dest
         /* One batch of reads, each straight into its destination. */
         size_t bad = n;
         for (size_t i = 0; i < n; i++) {
-            f->reqs[i] = (ml_io_req){.fd = f->fd, .offset = L->offset + runs[i].start * L->row_bytes,
+            f->reqs[i] = (ml_io_req){.offset = L->offset + runs[i].start * L->row_bytes,
                                      .len = runs[i].count * L->row_bytes, .buf = dests[i]};
             if (bad == n && !ml_layout_in_file(L, f->reqs[i].offset, f->reqs[i].len))
                 bad = i;
@@ -568,23 +570,15 @@ int ml_fetch_rows_multi(ml_fetcher *f, const ml_row_run *runs, void *const *dest
  * -EAGAIN, and the work goes to a thread with an ml_fetcher, which reads
  * it again through the functions above and reports any error. So the
  * nowait path never names an error of its own, and every byte the Reader
- * reads, cached or not, is read here. The two static helpers just below
- * are the only places the nowait path meets the file. */
+ * reads, cached or not, is read here, through the layout's byte source
+ * (ml_source_read with `nowait`, or a batch on a read context bound to
+ * that source). */
 
-/* One RWF_NOWAIT read of buf[0..len) at file offset off of L's file:
- * bytes read (the cached prefix, maybe short), or -1 with errno. */
-static ssize_t nowait_pread(const ml_layout *L, uint64_t off, void *buf, size_t len) {
-    struct iovec iov = {.iov_base = buf, .iov_len = len};
-    return preadv2(L->fd, &iov, 1, (off_t)off, RWF_NOWAIT);
-}
-
-/* A batch of RWF_NOWAIT reads of L's file, in one submission where the
- * engine can (io_uring). Returns as ml_io_read. */
-static int nowait_read_batch(ml_io *io, const ml_layout *L, ml_io_req *reqs, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        reqs[i].fd = L->fd;
+/* The runs' requests as one batch of cached-only reads, in one submission
+ * where the context's engine can (io_uring). Returns as ml_io_read. */
+static int nowait_read_batch(ml_io *io, ml_io_req *reqs, size_t n) {
+    for (size_t i = 0; i < n; i++)
         reqs[i].nowait = 1;
-    }
     return ml_io_read(io, reqs, n);
 }
 
@@ -628,19 +622,11 @@ void ml_nowait_ctx_release(ml_nowait_ctx *c) {
 static int extent_nowait(ml_nowait *nw, const ml_layout *L, uint64_t off, size_t len, void *buf) {
     if (!ml_nowait_usable(nw))
         return -EAGAIN;
-    size_t done = 0;
-    while (done < len) {
-        ssize_t got = nowait_pread(L, off + done, (char *)buf + done, len - done);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0) {
-            if (got < 0 && (errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL))
-                atomic_store_explicit(&nw->ok, 0, memory_order_relaxed); /* stop trying */
-            return -EAGAIN;
-        }
-        done += (size_t)got;
-    }
-    return 0;
+    ml_io_req q = {.offset = off, .len = len, .buf = buf, .nowait = 1};
+    int rc = ml_source_read(L->src, &q);
+    if (rc == -EOPNOTSUPP || rc == -ENOSYS || rc == -EINVAL)
+        atomic_store_explicit(&nw->ok, 0, memory_order_relaxed); /* stop trying */
+    return rc < 0 ? -EAGAIN : 0;
 }
 
 int ml_fetch_rows_nowait(ml_nowait *nw, const ml_layout *L, uint64_t row0, uint64_t n, void *dest) {
@@ -663,7 +649,11 @@ static int runs_nowait_batch(ml_nowait *nw, ml_nowait_ctx *c, const ml_layout *L
         return 1;
     if (!ml_nowait_usable(nw))
         return -EAGAIN;
-    if (!c->io && ml_io_open(&c->io, MAX_BATCH, nw->io_mode) < 0)
+    if (c->io && ml_io_source(c->io) != L->src) { /* a context reads one source: another file's */
+        ml_io_close(c->io);
+        c->io = NULL;
+    }
+    if (!c->io && ml_io_open(&c->io, L->src, MAX_BATCH, nw->io_mode) < 0)
         return 1;
     if (c->reqs_cap < n) {
         size_t cap = n < 2 * c->reqs_cap ? 2 * c->reqs_cap : n;
@@ -680,7 +670,7 @@ static int runs_nowait_batch(ml_nowait *nw, ml_nowait_ctx *c, const ml_layout *L
         if (!ml_layout_in_file(L, c->reqs[i].offset, len))
             return -EAGAIN; /* past the file's end: the worker's fetch names the error */
     }
-    int rc = nowait_read_batch(c->io, L, c->reqs, n);
+    int rc = nowait_read_batch(c->io, c->reqs, n);
     if (rc == -EOPNOTSUPP || rc == -EINVAL || rc == -ENOSYS) {
         atomic_store_explicit(&nw->batch, 0, memory_order_relaxed); /* run by run from now on */
         return 1;

@@ -8,15 +8,15 @@
 #include <stdint.h>
 
 #include "error.h"
-#include "h5layout.h"
+#include "layout.h"
 #include "io.h"
 
-/* Per-thread read state: a file descriptor, an I/O engine, a decoder and
- * scratch buffers. Not thread-safe; one per worker. */
+/* Per-thread read state: a read context on the layout's source, a
+ * decoder and scratch buffers. Not thread-safe; one per worker. */
 typedef struct ml_fetcher ml_fetcher;
 
-/* Open a fetcher on L (takes its own reference). Reads through L's file
- * descriptor (borrowed). Returns 0 or -errno with detail in err. */
+/* Open a fetcher on L (takes its own reference). Reads L->src through a
+ * read context of its own. Returns 0 or -errno with detail in err. */
 int ml_fetcher_open(ml_fetcher **out, ml_layout *L, ml_io_mode mode,
                     ml_error *err);
 
@@ -31,10 +31,11 @@ int ml_fetch_rows(ml_fetcher *f, uint64_t row0, uint64_t n, void *dest,
 
 ml_io_mode ml_fetcher_io_mode(const ml_fetcher *f);
 
-/* Read file data with O_DIRECT from now on (bypassing the page cache),
- * through a 4 KiB-aligned bounce buffer. Reopens the layout's descriptor,
- * so it is the same file. Returns 0, or -EINVAL where the filesystem does
- * not support O_DIRECT (the fetcher then keeps reading buffered). */
+/* Read through the source's direct variant from now on (O_DIRECT,
+ * bypassing the page cache), through a bounce buffer aligned as that
+ * source requires. For a file it reopens the layout's descriptor, so it is
+ * the same file. Returns 0, or -EINVAL where the source (the filesystem)
+ * has no direct variant (the fetcher then keeps reading buffered). */
 int ml_fetcher_set_direct(ml_fetcher *f, ml_error *err);
 
 /* A run of consecutive rows: [start, start + count). */

@@ -1,7 +1,11 @@
-/* io.c - batches of positional reads through io_uring, or pread.
+/* io.c - the POSIX source: batches of positional reads of one file
+ * descriptor through io_uring, or pread.
  *
- * Each worker thread owns one ml_io; nothing here is shared between
- * threads, so there is no locking. A batch is submitted in one
+ * The source (posix_source) is a descriptor and a reference count; it is
+ * shared by every thread that reads the file and never changes after it
+ * is made, so it needs no lock. Each worker thread opens its own read
+ * context (posix_io: an io_uring or nothing) with ml_io_open; nothing in
+ * a context is shared between threads, so there is no locking either. A batch is submitted in one
  * io_uring_submit() call (up to `depth` SQEs at a time) and reaped with
  * io_uring_wait_cqe(), which sleeps in the kernel: no busy waiting.
  *
@@ -22,19 +26,33 @@
  * before `len` means end of file, reported as -ML_ETRUNC. EAGAIN is retried,
  * except for a `nowait` read (RWF_NOWAIT, in both engines), for which it
  * means "not in the page cache" and is final.
+ *
+ * Fault injection (fault.c) hooks into both engines once per transfer, so
+ * "the n-th read" and "a short read" mean one kernel transfer, whichever
+ * engine runs it. The source's synchronous read (posix_read: the chunk
+ * index walk, the heap checks, the Reader's cached-only reads) is outside
+ * it, as those reads always were. The direct variant is a second source
+ * on the same open file (reopened through /proc/self/fd with O_DIRECT)
+ * whose align says reads must be 4 KiB-aligned; fetch.c widens them.
  */
 #define _GNU_SOURCE
 #include "io.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <liburing.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include "fault.h"
+
+/* O_DIRECT granularity: offsets, lengths and buffers of a direct read. */
+#define ML_IO_DIRECT_ALIGN 4096
 
 /* valgrind's memcheck cannot see the kernel writing into a buffer through
  * io_uring (unlike pread, whose syscall wrapper it knows), so it would call
@@ -48,11 +66,20 @@
 #define VALGRIND_MAKE_MEM_DEFINED(addr, len) ((void)(addr), (void)(len))
 #endif
 
-struct ml_io {
+typedef struct posix_source {
+    ml_source base;      /* first: a posix_source is an ml_source */
+    int fd;              /* owned O_RDONLY (maybe O_DIRECT) descriptor; read-only */
+} posix_source;
+
+typedef struct posix_io {
+    ml_io base;          /* first: a posix_io is an ml_io */
+    int fd;              /* the source's descriptor (borrowed through base.src) */
     ml_io_mode mode;     /* ML_IO_URING or ML_IO_PREAD */
     unsigned depth;      /* SQ entries */
     struct io_uring ring;/* valid when mode == ML_IO_URING */
-};
+} posix_io;
+
+static const ml_io_ops posix_io_ops;
 
 static ml_io_mode env_mode(void) {
     const char *v = getenv("MULTILOAD_IO");
@@ -86,29 +113,30 @@ ml_io_mode ml_io_default_mode(void) {
     return probed_mode;
 }
 
-int ml_io_open(ml_io **out, unsigned depth, ml_io_mode mode) {
-    ml_io *io = calloc(1, sizeof *io);
+static int posix_io_open(ml_source *src, unsigned depth, ml_io_mode mode, ml_io **out) {
+    posix_io *io = calloc(1, sizeof *io);
     if (!io)
         return -ENOMEM;
     if (mode == ML_IO_AUTO)
         mode = ml_io_default_mode();
+    io->fd = ((posix_source *)src)->fd;
     io->depth = depth < 1 ? 1 : depth > 256 ? 256 : depth;
     io->mode = ML_IO_PREAD;
     if (mode == ML_IO_URING && io_uring_queue_init(io->depth, &io->ring, 0) == 0)
         io->mode = ML_IO_URING;
-    *out = io;
+    ml_io_init(&io->base, &posix_io_ops, src);
+    *out = &io->base;
     return 0;
 }
 
-void ml_io_close(ml_io *io) {
-    if (!io)
-        return;
+static void posix_io_close(ml_io *io_) {
+    posix_io *io = (posix_io *)io_;
     if (io->mode == ML_IO_URING)
         io_uring_queue_exit(&io->ring);
     free(io);
 }
 
-ml_io_mode ml_io_get_mode(const ml_io *io) { return io->mode; }
+static ml_io_mode posix_io_mode(const ml_io *io) { return ((const posix_io *)io)->mode; }
 
 /* Record the outcome of one transfer of `got` bytes (or -errno) for r,
  * whose first `done` bytes were already read. Returns 1 if r needs more. */
@@ -121,7 +149,7 @@ static int account(ml_io_req *r, size_t done, ssize_t got) {
     return got > 0 && (size_t)r->result < r->len && !r->no_resume;
 }
 
-static int read_pread(ml_io_req *reqs, size_t n) {
+static int read_pread(int fd, ml_io_req *reqs, size_t n) {
     for (size_t i = 0; i < n; i++) {
         ml_io_req *r = &reqs[i];
         r->result = 0;
@@ -135,9 +163,9 @@ static int read_pread(ml_io_req *reqs, size_t n) {
                 got = fault;
             } else if (r->nowait) {
                 struct iovec iov = {.iov_base = (char *)r->buf + done, .iov_len = want};
-                got = preadv2(r->fd, &iov, 1, (off_t)(r->offset + done), RWF_NOWAIT);
+                got = preadv2(fd, &iov, 1, (off_t)(r->offset + done), RWF_NOWAIT);
             } else {
-                got = pread(r->fd, (char *)r->buf + done, want, (off_t)(r->offset + done));
+                got = pread(fd, (char *)r->buf + done, want, (off_t)(r->offset + done));
             }
             if (got < 0 && fault == 0)
                 got = -errno;
@@ -151,20 +179,20 @@ static int read_pread(ml_io_req *reqs, size_t n) {
     return 0;
 }
 
-static void prep(struct io_uring *ring, ml_io_req *r, size_t idx) {
+static void prep(struct io_uring *ring, int fd, ml_io_req *r, size_t idx) {
     struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
     size_t done = (size_t)r->result;
     /* io_uring_prep_read takes an unsigned length; larger reads resume as short reads. */
     size_t want = r->len - done;
     if (want > (1u << 30))
         want = 1u << 30;
-    io_uring_prep_read(sqe, r->fd, (char *)r->buf + done, (unsigned)want, r->offset + done);
+    io_uring_prep_read(sqe, fd, (char *)r->buf + done, (unsigned)want, r->offset + done);
     if (r->nowait)
         sqe->rw_flags = RWF_NOWAIT; /* the kernel completes it with -EAGAIN rather than wait */
     io_uring_sqe_set_data64(sqe, idx);
 }
 
-static int read_uring(ml_io *io, ml_io_req *reqs, size_t n) {
+static int read_uring(posix_io *io, ml_io_req *reqs, size_t n) {
     /* queue: indices of requests still needing bytes; next: first not yet queued. */
     size_t next = 0, inflight = 0;
     size_t *pending = malloc(n * sizeof *pending);
@@ -177,7 +205,7 @@ static int read_uring(ml_io *io, ml_io_req *reqs, size_t n) {
     while (next < n || n_pending > 0 || inflight > 0) {
         while (inflight < io->depth && (n_pending > 0 || next < n)) {
             size_t idx = n_pending > 0 ? pending[--n_pending] : next++;
-            prep(&io->ring, &reqs[idx], idx);
+            prep(&io->ring, io->fd, &reqs[idx], idx);
             inflight++;
         }
         int s = io_uring_submit(&io->ring);
@@ -230,8 +258,9 @@ static int read_uring(ml_io *io, ml_io_req *reqs, size_t n) {
     return rc;
 }
 
-int ml_io_read(ml_io *io, ml_io_req *reqs, size_t n) {
-    int rc = io->mode == ML_IO_URING ? read_uring(io, reqs, n) : read_pread(reqs, n);
+static int posix_io_read(ml_io *io_, ml_io_req *reqs, size_t n) {
+    posix_io *io = (posix_io *)io_;
+    int rc = io->mode == ML_IO_URING ? read_uring(io, reqs, n) : read_pread(io->fd, reqs, n);
     if (rc < 0)
         return rc;
     for (size_t i = 0; i < n; i++) {
@@ -242,3 +271,84 @@ int ml_io_read(ml_io *io, ml_io_req *reqs, size_t n) {
     }
     return 0;
 }
+
+static const ml_io_ops posix_io_ops = {.read = posix_io_read, .mode = posix_io_mode, .close = posix_io_close};
+
+/* One request on the calling thread, outside fault injection (the chunk
+ * index walk and the heap checks read so; the Reader's cached-only reads
+ * stand aside while injection is on). EINTR and, unless nowait, EAGAIN
+ * are retried; a nowait read stops at the first byte not cached. */
+static int posix_read(ml_source *s, ml_io_req *r) {
+    int fd = ((posix_source *)s)->fd;
+    size_t done = 0;
+    r->result = 0;
+    while (done < r->len) {
+        ssize_t got;
+        if (r->nowait) {
+            struct iovec iov = {.iov_base = (char *)r->buf + done, .iov_len = r->len - done};
+            got = preadv2(fd, &iov, 1, (off_t)(r->offset + done), RWF_NOWAIT);
+        } else {
+            got = pread(fd, (char *)r->buf + done, r->len - done, (off_t)(r->offset + done));
+        }
+        if (got < 0 && (errno == EINTR || (errno == EAGAIN && !r->nowait)))
+            continue;
+        if (got < 0) {
+            r->result = -errno;
+            return (int)r->result;
+        }
+        if (got == 0)
+            return -ML_ETRUNC;
+        done += (size_t)got;
+        r->result = (ssize_t)done;
+    }
+    return 0;
+}
+
+static int posix_identify(ml_source *s, ml_source_id *out) {
+    struct stat st;
+    if (fstat(((posix_source *)s)->fd, &st) < 0)
+        return -errno;
+    *out = (ml_source_id){.dev = (uint64_t)st.st_dev, .ino = (uint64_t)st.st_ino, .size = (uint64_t)st.st_size,
+                          .mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec};
+    return 0;
+}
+
+static void posix_destroy(ml_source *s) {
+    posix_source *p = (posix_source *)s;
+    close(p->fd);
+    free(p);
+}
+
+static int adopt(int fd, unsigned align, ml_source **out);
+
+/* O_DIRECT through /proc/self/fd: the same open file, not a new open by
+ * name, so a file renamed over since is not the one read. */
+static int posix_direct(ml_source *s, ml_source **out) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", ((posix_source *)s)->fd);
+    int fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = adopt(fd, ML_IO_DIRECT_ALIGN, out);
+    if (rc < 0)
+        close(fd);
+    return rc;
+}
+
+static const ml_source_ops posix_ops = {.kind = "posix", .io_open = posix_io_open, .read = posix_read,
+                                        .identify = posix_identify, .direct = posix_direct,
+                                        .destroy = posix_destroy};
+
+static int adopt(int fd, unsigned align, ml_source **out) {
+    posix_source *p = calloc(1, sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    p->fd = fd;
+    ml_source_init(&p->base, &posix_ops, align);
+    *out = &p->base;
+    return 0;
+}
+
+int ml_source_posix_adopt(int fd, ml_source **out) { return adopt(fd, 1, out); }
+
+int ml_source_posix_fd(const ml_source *s) { return s->ops == &posix_ops ? ((const posix_source *)s)->fd : -1; }

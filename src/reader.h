@@ -7,7 +7,7 @@
 #include <stdint.h>
 
 #include "error.h"
-#include "h5layout.h"
+#include "layout.h"
 #include "io.h"
 
 typedef struct ml_reader ml_reader;

@@ -225,7 +225,7 @@ int ml_stream_open(ml_stream **out, ml_layout *L, const ml_stream_config *cfg, m
     s->L = L;
     size_t slot_bytes = 0;
     /* A block never needs more rows than the dataset has, whose bytes fit
-     * (h5layout.c checks): clamp before multiplying, so it cannot wrap. */
+     * (h5open.c checks): clamp before multiplying, so it cannot wrap. */
     uint64_t slot_rows = cfg->block_rows < L->n_rows ? cfg->block_rows : L->n_rows;
     if (__builtin_mul_overflow(slot_rows ? slot_rows : 1, (uint64_t)L->row_bytes, &slot_bytes)) {
         rc = ml_error_set(err, -ML_EINVAL, "blocks of %llu rows of dataset '%s' overflow memory",

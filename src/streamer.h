@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 #include "error.h"
-#include "h5layout.h"
+#include "layout.h"
 #include "io.h"
 #include "ring.h"
 

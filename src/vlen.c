@@ -12,7 +12,7 @@
  *    bytes come out as stored, in the file's byte order, and the dtype the
  *    caller builds from V->base describes them.
  *  - An ml_vlen is immutable after ml_vlen_open(): reads only use its
- *    handles under the lock and its descriptor with pread, so concurrent
+ *    handles under the lock and its byte source, so concurrent
  *    reads need no other locking.
  *  - HDF5 allocates each row's sequence during H5Dread (its default
  *    allocator); the lock is dropped while we copy them out (plain memory
@@ -25,7 +25,7 @@
  *    is not 0 (a count of 0 too) into H5HG_read, which parses the whole
  *    collection and memcpy's the object's stored size into a buffer sized
  *    by count × element size. So before H5Dread, check_rows() reads the
- *    requested rows' descriptors itself (contiguous: pread; chunked: the
+ *    requested rows' descriptors itself (contiguous: from the source; chunked: the
  *    raw chunk from H5Dread_chunk, its deflate, shuffle and fletcher32
  *    undone here) and, for each address not 0, requires: a collection
  *    inside min(file size, EOA) with signature, version and a size of at
@@ -55,18 +55,13 @@
 #include "decode.h"
 #include "gheap.h"
 #include "h5internal.h"
+#include "io.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#ifdef ML_HAVE_LIBDEFLATE
-#include <libdeflate.h>
-#else
-#include <zlib.h>
-#endif
 
 /* Contiguous descriptors are read in spans of at most this many rows
  * (64 KiB of 16-byte descriptors): rows near each other cost one read,
@@ -149,16 +144,19 @@ static int describe_file(ml_vlen *V, ml_error *err) {
                           "with a driver other than sec2, whose heap multiload cannot check", V->path, V->filename);
         goto out;
     }
+    ml_source *src = NULL;
     int fd = fcntl(*(int *)handle, F_DUPFD_CLOEXEC, 0);
-    if (fd < 0) {
-        rc = ml_error_set(err, -errno, "cannot open the file of dataset '%s' of file '%s': %s", V->path,
-                          V->filename, strerror(errno));
+    rc = fd < 0 ? -errno : ml_source_posix_adopt(fd, &src);
+    if (rc < 0) {
+        if (fd >= 0)
+            close(fd);
+        rc = ml_error_set(err, rc, "cannot open the file of dataset '%s' of file '%s': %s", V->path,
+                          V->filename, strerror(-rc));
         goto out;
     }
-    if (V->fd >= 0)
-        close(V->fd);
-    V->fd = fd;
-    rc = ml_h5_file_facts_get((hid_t)V->h5_dset, fd, &ff);
+    ml_source_unref(V->src);
+    V->src = src;
+    rc = ml_h5_file_facts_get((hid_t)V->h5_dset, src, &ff);
     if (rc == -ML_EHDF5) {
         rc = ml_error_set(err, rc, "cannot read the file properties of dataset '%s' of file '%s'", V->path,
                           V->filename);
@@ -318,12 +316,12 @@ out:
 int ml_vlen_open(const char *filename, const char *path, ml_vlen **out, ml_error *err) {
     ml_vlen *V = calloc(1, sizeof *V);
     hid_t file = -1, dset = -1;
-    int fd = -1, is_vlen = 0, rc = 0;
+    ml_source *src = NULL;
+    int is_vlen = 0, rc = 0;
     *out = NULL;
     if (!V)
         return ml_error_set(err, -ENOMEM, "out of memory");
     V->h5_file = V->h5_dset = V->h5_mtype = -1;
-    V->fd = -1;
     V->offset = UINT64_MAX;
     V->filename = strdup(filename);
     V->path = strdup(path);
@@ -333,7 +331,7 @@ int ml_vlen_open(const char *filename, const char *path, ml_vlen **out, ml_error
     }
     ml_error local;
     ml_error_clear(&local);
-    rc = ml_h5_dataset_open(filename, path, &fd, &file, &dset, &local);
+    rc = ml_h5_dataset_open(filename, path, &src, &file, &dset, &local);
     if (rc == -ML_ENOTDSET) {
         rc = 0; /* a group or a named type: not a variable-length dataset */
         goto fail;
@@ -342,7 +340,7 @@ int ml_vlen_open(const char *filename, const char *path, ml_vlen **out, ml_error
         ml_error_set(err, rc, "%s", local.msg);
         goto fail;
     }
-    V->fd = fd; /* replaced by the descriptor HDF5 reads the dataset's own file with */
+    V->src = src; /* replaced by a source on the descriptor HDF5 reads the dataset's own file with */
     V->h5_file = file;
     V->h5_dset = dset;
     ml_h5_lock();
@@ -361,38 +359,25 @@ void ml_vlen_close(ml_vlen *V) {
     if (!V)
         return;
     ml_h5_close_handles((hid_t)V->h5_mtype, (hid_t)V->h5_dset, (hid_t)V->h5_file);
-    if (V->fd >= 0)
-        close(V->fd);
+    ml_source_unref(V->src);
     ml_type_free(V->base);
     free(V->filename);
     free(V->path);
     free(V);
 }
 
-/* pread all of len bytes at off. Returns 0, -errno or -ML_ETRUNC (the
- * file ends first). */
-static int pread_full(int fd, void *buf, size_t len, uint64_t off) {
-    unsigned char *p = buf;
-    while (len) {
-        ssize_t r = pread(fd, p, len, (off_t)off);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -errno;
-        if (r == 0)
-            return -ML_ETRUNC;
-        p += r;
-        len -= (size_t)r;
-        off += (uint64_t)r;
-    }
-    return 0;
+/* All of len bytes at file offset off from the source. Returns 0, -errno
+ * or -ML_ETRUNC (the file ends first). */
+static int read_full(ml_source *src, void *buf, size_t len, uint64_t off) {
+    ml_io_req r = {.offset = off, .len = len, .buf = buf};
+    return ml_source_read(src, &r);
 }
 
 /* The heap reader's source: the dataset's file, at addresses relative to
  * its base (V->limit bounds them before any read). */
 static int heap_read(void *ctx, uint64_t off, void *buf, size_t len) {
     const ml_vlen *V = ctx;
-    return pread_full(V->fd, buf, len, V->h5_base + off);
+    return read_full(V->src, buf, len, V->h5_base + off);
 }
 
 static uint64_t get_le(const unsigned char *p, unsigned n) {
@@ -445,7 +430,7 @@ static int read_contiguous(ml_vlen *V, const uint64_t *uniq, size_t m, unsigned 
             rc = row_error(V, err, -ML_ETRUNC, uniq[j - 1], "its descriptor lies past the end of the file");
             goto out;
         }
-        rc = pread_full(V->fd, span, (size_t)len, at);
+        rc = read_full(V->src, span, (size_t)len, at);
         if (rc < 0) {
             row_error(V, err, rc, first, rc == -ML_ETRUNC ? "the file ends inside its descriptor"
                                                           : "cannot read its descriptor");
@@ -469,69 +454,49 @@ static int decode_chunk(const ml_vlen *V, unsigned mask, unsigned char **buf, si
     for (int f = V->n_filters - 1; f >= 0; f--) {
         if (mask & (1u << f))
             continue;
+        /* The codec table's decoders (codec.h); check_filters recorded only
+         * deflate, shuffle and fletcher32, each available in every build. */
+        const ml_codec *c = ml_codec_find(V->filters[f].id);
+        ml_filter fl = {.id = V->filters[f].id, .n_values = 1, .values = {V->filters[f].elem}};
         unsigned char *cur = *buf, *out = NULL;
-        size_t n = *len;
-        switch (V->filters[f].id) {
-        case H5Z_FILTER_FLETCHER32: {
-            if (n < 4) {
-                *why = "its chunk is too short for its fletcher32 checksum";
-                return -ML_ECORRUPT;
+        size_t n = *len, got = 0;
+        void *ctx = NULL;
+        int rc;
+        if (!c || !c->available) {
+            *why = "a filter multiload does not undo";
+            return -ML_ECORRUPT;
+        }
+        if (c->in_place) { /* fletcher32: HDF5 accepts the sum and, as written before 1.6.3, its bytes swapped in pairs */
+            if ((rc = c->decode(NULL, &fl, cur, n, cur, n, len)) < 0) {
+                *why = rc == -ML_ECHECKSUM ? "its chunk fails its fletcher32 checksum"
+                                           : "its chunk is too short for its fletcher32 checksum";
+                return rc;
             }
-            /* HDF5 accepts the sum and, as written before 1.6.3, its bytes swapped in pairs. */
-            uint32_t sum = ml_fletcher32(cur, n - 4), stored = (uint32_t)get_le(cur + n - 4, 4);
-            uint32_t swapped = (sum & 0xff00ff00u) >> 8 | (sum & 0x00ff00ffu) << 8;
-            if (stored != sum && stored != swapped) {
-                *why = "its chunk fails its fletcher32 checksum";
-                return -ML_ECHECKSUM;
-            }
-            *len = n - 4;
             continue;
         }
-        case H5Z_FILTER_DEFLATE: {
-            size_t got = 0;
-            int ok;
-            out = malloc(cap ? cap : 1);
-            if (!out) {
-                *why = "out of memory";
-                return -ENOMEM;
-            }
-#ifdef ML_HAVE_LIBDEFLATE
-            struct libdeflate_decompressor *dd = libdeflate_alloc_decompressor();
-            ok = dd && libdeflate_zlib_decompress(dd, cur, n, out, cap, &got) == LIBDEFLATE_SUCCESS;
-            libdeflate_free_decompressor(dd);
-#else
-            uLongf zn = cap;
-            ok = uncompress(out, &zn, cur, n) == Z_OK;
-            got = zn;
-#endif
-            if (!ok) {
-                free(out);
-                *why = "its chunk's deflate stream is damaged";
-                return -ML_ECORRUPT;
-            }
-            n = got;
-            break;
+        if (fl.id == ML_FILTER_SHUFFLE && fl.values[0] == 0) {
+            *why = "its chunk is shuffled, but the shuffle filter has no element size (HDF5 refuses it: "
+                   "invalid shuffle parameters)";
+            return -ML_ECORRUPT;
         }
-        case H5Z_FILTER_SHUFFLE:
-            if (V->filters[f].elem == 0) {
-                *why = "its chunk is shuffled, but the shuffle filter has no element size (HDF5 refuses it: "
-                       "invalid shuffle parameters)";
-                return -ML_ECORRUPT;
-            }
-            out = malloc(n ? n : 1);
-            if (!out) {
-                *why = "out of memory";
-                return -ENOMEM;
-            }
-            ml_unshuffle(cur, out, n, V->filters[f].elem);
-            break;
-        default:
-            *why = "a filter multiload does not undo";
+        size_t out_cap = fl.id == ML_FILTER_SHUFFLE ? n : cap;
+        out = malloc(out_cap ? out_cap : 1);
+        if (!out || (c->ctx_open && c->ctx_open(&ctx) < 0)) {
+            free(out);
+            *why = "out of memory";
+            return -ENOMEM;
+        }
+        rc = c->decode(ctx, &fl, cur, n, out, out_cap, &got);
+        if (ctx)
+            c->ctx_close(ctx);
+        if (rc < 0) {
+            free(out);
+            *why = "its chunk's deflate stream is damaged";
             return -ML_ECORRUPT;
         }
         free(cur);
         *buf = out;
-        *len = n;
+        *len = got;
     }
     if (*len != want) {
         *why = "its chunk decodes to another size than its rows' descriptors";

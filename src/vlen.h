@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 #include "error.h"
-#include "h5layout.h"
+#include "layout.h"
 
 typedef struct ml_vlen {
     char *filename;          /* owned, for messages */
@@ -32,8 +32,8 @@ typedef struct ml_vlen {
         unsigned elem;       /* shuffle: its element size; 0: none (refused where applied) */
     } filters[8];
     int unchecked;           /* 1: a filter only HDF5 can undo: descriptors and heap trusted to HDF5 */
-    /* The dataset's own file (an external link's target), read with pread */
-    int fd;                  /* owned: a duplicate of the descriptor HDF5 reads the file with */
+    /* The dataset's own file (an external link's target), read through a byte source */
+    ml_source *src;          /* owned reference: on a duplicate of the descriptor HDF5 reads the file with */
     uint64_t h5_base;        /* the user block's size: heap addresses are relative to it */
     uint64_t limit;          /* bytes a heap may reach past h5_base: min(file size - base, EOA) */
     unsigned sizeof_addr, sizeof_size; /* bytes of an address (2..8) and a length (2..8) */

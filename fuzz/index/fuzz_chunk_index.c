@@ -5,10 +5,10 @@
  *
  * An input is a small parameter header (harness.h: address and length
  * sizes, B-tree K, user-block base, object header address, rank and
- * dataset shape - what h5layout.c would learn from HDF5) followed by a
- * file image. The image goes into a memfd so the core reads it with its
- * own pread, exactly as it reads a file; nothing else about the core is
- * stubbed. The target aborts (so libFuzzer, or the plain loop in
+ * dataset shape - what h5open.c would learn from HDF5) followed by a
+ * file image. The image goes into a memfd, which the core reads through
+ * a byte source of this file's own (image_source: pread, as the POSIX
+ * source reads a file); nothing else about the core is stubbed. The target aborts (so libFuzzer, or the plain loop in
  * mutate_main.c, reports the input) only when the core breaks a promise
  * of chunk_index.h:
  *  - locate and walk return only the codes their comments list;
@@ -25,7 +25,7 @@
  * answers (keys that disagree with what HDF5's key-directed descent
  * finds) are not detectable here: that takes HDF5 as the reference.
  *
- * Work is bounded so one input never stalls a campaign: the core's pread
+ * Work is bounded so one input never stalls a campaign: every pread
  * is wrapped at link time (-Wl,--wrap=pread) to count reads and to fail
  * with EDQUOT past READS_MAX, and emit stops the walk with ECANCELED past
  * EMITS_MAX. Both come back through the documented "-errno from pread"
@@ -57,6 +57,7 @@
 
 #include "chunk_index.h"
 #include "error.h"
+#include "source.h"
 #include "harness.h"
 #include "target_util.h"
 
@@ -159,6 +160,42 @@ static int image_fd(const uint8_t *img, size_t n) {
     return fd;
 }
 
+/* The image as a byte source: one synchronous read, resumed, the end of
+ * the image reported as the POSIX source reports the end of a file. The
+ * walk needs nothing else of a source. */
+typedef struct image_source {
+    ml_source base;
+    int fd;
+} image_source;
+
+static int image_read(ml_source *s, ml_io_req *r) {
+    int fd = ((image_source *)s)->fd;
+    size_t done = 0;
+    r->result = 0;
+    while (done < r->len) {
+        ssize_t got = pread(fd, (char *)r->buf + done, r->len - done, (off_t)(r->offset + done));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            return (int)(r->result = -errno);
+        if (got == 0)
+            return -ML_ETRUNC;
+        done += (size_t)got;
+        r->result = (ssize_t)done;
+    }
+    return 0;
+}
+
+static int image_io_open(ml_source *s, unsigned depth, ml_io_mode mode, ml_io **out) {
+    (void)s, (void)depth, (void)mode, (void)out;
+    return -EOPNOTSUPP; /* the parser reads one request at a time */
+}
+
+static void image_destroy(ml_source *s) { (void)s; /* static */ }
+
+static const ml_source_ops image_ops = {.kind = "fuzz-image", .io_open = image_io_open, .read = image_read,
+                                        .destroy = image_destroy};
+
 /* One descent by key must give what the walk gave for that chunk. */
 static void expect_find(const ml_chunk_file *f, const ml_chunk_index *ix, unsigned rank, const uint64_t *dims,
                         uint64_t index, uint64_t offset, uint64_t size, unsigned mask) {
@@ -214,8 +251,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         return 0;
     for (unsigned d = 0; d < rank; d++)
         dims[d] = fuzz_le(data + FUZZ_INDEX_HEADER_FIXED + 8 * d, 8);
+    static image_source img;
+    if (!img.base.ops)
+        ml_source_init(&img.base, &image_ops, 1);
+    img.fd = image_fd(data + hdr, size - hdr);
     ml_chunk_file f = {
-        .fd = image_fd(data + hdr, size - hdr),
+        .src = &img.base,
         .base = fuzz_le(data + 8, 8),
         .size = size - hdr,
         .sizeof_addr = data[0],

@@ -1,7 +1,7 @@
 #!/bin/sh
 # run.sh - the chunk-index fuzz target (fuzz_chunk_index.c over src/chunk_index.c);
 # `make fuzz-index` calls it, fuzz/parser_fuzz.sh runs it.
-# --wrap=pread: the target counts and caps the core's reads (fuzz_chunk_index.c).
+# --wrap=pread: the target counts and caps the reads of its byte source (fuzz_chunk_index.c).
 # Leaks stay off: the walk frees all it allocates on every path the C tests run.
-HARNESS=fuzz/index TARGET=fuzz_chunk_index CORE="src/chunk_index.c src/error.c" WRAP="-Wl,--wrap=pread" \
+HARNESS=fuzz/index TARGET=fuzz_chunk_index CORE="src/chunk_index.c src/source.c src/error.c" WRAP="-Wl,--wrap=pread" \
     LEAKS=0 VERBOSE_HINT="(FUZZ_INDEX_VERBOSE=2 prints the walk)" exec sh fuzz/parser_fuzz.sh "$@"

@@ -164,9 +164,9 @@ static PyObject *layout_get_row_bytes(LayoutObject *self, void *c) {
 
 static PyObject *layout_get_filters(LayoutObject *self, void *c) {
     (void)c;
-    PyObject *l = PyList_New(self->L->n_filters);
-    for (unsigned i = 0; l && i < self->L->n_filters; i++)
-        PyList_SET_ITEM(l, i, PyLong_FromLong(self->L->filters[i].id));
+    PyObject *l = PyList_New(self->L->pipeline.n_filters);
+    for (unsigned i = 0; l && i < self->L->pipeline.n_filters; i++)
+        PyList_SET_ITEM(l, i, PyLong_FromLong(self->L->pipeline.filters[i].id));
     return l;
 }
 

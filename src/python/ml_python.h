@@ -13,7 +13,7 @@
 #include <numpy/arrayobject.h>
 
 #include "../error.h"
-#include "../h5layout.h"
+#include "../h5.h"
 #include "../ring.h"
 #include "../streamer.h"
 

@@ -1,5 +1,5 @@
 /* test_chunk_index.c - the one-pass chunk table (chunk_index.c walks the
- * v1 B-tree, h5layout.c checks and publishes it) against HDF5's own answer
+ * v1 B-tree, h5chunks.c checks and publishes it) against HDF5's own answer
  * for each chunk (H5Dget_chunk_info_by_coord) and the rows read through it
  * against H5Dread: 1-D, 2-D and 3-D datasets with edge chunks; partly
  * unallocated chunks with a fill value; deflate, shuffle and fletcher32,
@@ -20,7 +20,8 @@
 #include "h5internal.h"
 #include "fetch.h"
 #include "h5gen.h"
-#include "h5layout.h"
+#include "h5.h"
+#include "io.h"
 
 /* Rows of dataset `path`: each element a distinct value. */
 static void *make_data(const h5spec *s) {
@@ -78,12 +79,12 @@ static void compare_table(ml_layout *L, const char *file, const char *path, uint
         if (i >= L->n_chunks)
             i = L->n_chunks - 1;
         ml_chunk_info want = truth_chunk(ds, L, userblock, i), got;
-        if (!ml_chunk_table_get(&L->table, i, &got))
+        if (!ml_chunk_table_get(&ml_h5(L)->table, i, &got))
             FAIL("%s chunk %llu of %llu is not in the table", path, (unsigned long long)i,
                  (unsigned long long)L->n_chunks);
         /* Read through HDF5 (an index the core does not parse): no address,
          * and the filter mask comes with the bytes. */
-        if (got.addr == ML_CHUNK_VIA_HDF5 && want.addr != UINT64_MAX) {
+        if (got.addr == ML_CHUNK_VIA_FORMAT && want.addr != UINT64_MAX) {
             got.addr = want.addr;
             got.filter_mask = want.filter_mask;
         }
@@ -138,7 +139,7 @@ static ml_layout *check_dataset(const char *file, const char *path, hid_t type, 
     ml_layout *L = open_layout(file, path);
     ml_table_state st = ml_layout_fill_table(L);
     if (st != state)
-        FAIL("%s: table state %d, want %d (%s)", path, (int)st, (int)state, L->table_why ? L->table_why : "-");
+        FAIL("%s: table state %d, want %d (%s)", path, (int)st, (int)state, ml_h5(L)->table_why ? ml_h5(L)->table_why : "-");
     uint64_t n_alloc;
     unsigned mask;
     if (st == ML_TABLE_FALLBACK)
@@ -198,7 +199,7 @@ static void test_shapes(uint64_t userblock) {
         h5spec s = g_specs[i];
         h5gen_type(&s);
         ml_layout *L = check_dataset(file, s.path, s.type, userblock, ML_TABLE_WALKED, 1, 13);
-        CHECK_EQ(L->cindex.kind, ML_CHUNK_INDEX_BTREE1);
+        CHECK_EQ(ml_h5(L)->cindex.kind, ML_CHUNK_INDEX_BTREE1);
         ml_layout_unref(L);
     }
     uint64_t n_alloc;
@@ -237,7 +238,7 @@ static void test_filter_mask(void) {
     compare_table(L, file, s.path, 0, 1, &n_alloc, &mask);
     CHECK_EQ(mask, 3);
     ml_chunk_info c3, c4;
-    CHECK(ml_chunk_table_get(&L->table, 3, &c3) && ml_chunk_table_get(&L->table, 4, &c4));
+    CHECK(ml_chunk_table_get(&ml_h5(L)->table, 3, &c3) && ml_chunk_table_get(&ml_h5(L)->table, 4, &c4));
     CHECK_EQ(c3.filter_mask, 3);
     CHECK_EQ(c4.filter_mask, 0);
     ml_layout_unref(L);
@@ -310,9 +311,9 @@ static void test_latest(void) {
     H5Fclose(fid);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         ml_layout *L = check_dataset(file, cases[i].path, H5T_NATIVE_INT32, 0, ML_TABLE_FALLBACK, 1, 11);
-        CHECK_EQ(L->cindex.layout_version, 4);
-        CHECK_EQ(L->cindex.kind, cases[i].kind);
-        CHECK(L->table_why != NULL);
+        CHECK_EQ(ml_h5(L)->cindex.layout_version, 4);
+        CHECK_EQ(ml_h5(L)->cindex.kind, cases[i].kind);
+        CHECK(ml_h5(L)->table_why != NULL);
         ml_layout_unref(L);
     }
 }
@@ -379,7 +380,7 @@ static void test_grown_headers(int v18) {
     H5Dclose(ds);
     H5Fclose(fid);
     ml_layout *L = check_dataset(file, s.path, s.type, 0, ML_TABLE_WALKED, 1, 10);
-    CHECK_EQ(L->cindex.layout_version, 3);
+    CHECK_EQ(ml_h5(L)->cindex.layout_version, 3);
     ml_layout_unref(L);
 }
 
@@ -474,7 +475,9 @@ static void test_crafted_headers(void) {
         const char *file = check_path("crafted.h5");
         int fd = open(file, O_RDWR | O_CREAT | O_TRUNC, 0600);
         CHECK_EQ(write(fd, f, sizeof f), (ssize_t)sizeof f);
-        ml_chunk_file cf = {.fd = fd, .base = base, .size = sizeof f, .sizeof_addr = 8, .sizeof_size = 8,
+        ml_source *src = NULL;
+        CHECK_RC(ml_source_posix_adopt(fd, &src));
+        ml_chunk_file cf = {.src = src, .base = base, .size = sizeof f, .sizeof_addr = 8, .sizeof_size = 8,
                             .btree_k = 32};
         ml_chunk_index ix;
         CHECK_RC(ml_chunk_index_locate(&cf, 64, &ix));
@@ -503,7 +506,7 @@ static void test_crafted_headers(void) {
         ix.addr = sizeof f;
         CHECK_ERR(ml_chunk_index_walk(&cf, &ix, 1, dims, count_one, &c), -ML_ECORRUPT);
         CHECK_ERR(ml_chunk_index_walk(&cf, &ix, 2, dims, count_one, &c), -ML_EINVAL);
-        close(fd);
+        ml_source_unref(src); /* closes fd */
     }
 }
 
@@ -520,16 +523,16 @@ static void test_lookups_then_fill(const char *file) {
         CHECK_RC(ml_layout_chunk(L, order[i], &ci, &err));
         CHECK(ci.bad == NULL);
     }
-    CHECK_EQ(L->table_state, ML_TABLE_LAZY);
-    CHECK_EQ(L->lookups, 8);
-    CHECK(!ml_chunk_table_get(&L->table, 6, &ci));
+    CHECK_EQ(ml_h5(L)->table_state, ML_TABLE_LAZY);
+    CHECK_EQ(ml_h5(L)->lookups, 8);
+    CHECK(!ml_chunk_table_get(&ml_h5(L)->table, 6, &ci));
     uint64_t n_alloc;
     unsigned mask;
     {
         hid_t fid = H5Fopen(file, H5F_ACC_RDONLY, H5P_DEFAULT), ds = H5Dopen2(fid, "big", H5P_DEFAULT);
         for (size_t i = 0; i < 8; i++) {
             ml_chunk_info want = truth_chunk(ds, L, 0, order[i]);
-            CHECK(ml_chunk_table_get(&L->table, order[i], &ci));
+            CHECK(ml_chunk_table_get(&ml_h5(L)->table, order[i], &ci));
             CHECK_U64_EQ(ci.addr, want.addr);
             CHECK_U64_EQ(ci.size, want.size);
         }
@@ -537,9 +540,9 @@ static void test_lookups_then_fill(const char *file) {
         H5Fclose(fid);
     }
     CHECK_RC(ml_layout_chunk(L, 6, &ci, &err));
-    CHECK_EQ(L->table_state, ML_TABLE_WALKED);
-    CHECK_EQ(L->lookups, 8);
-    CHECK(ml_chunk_table_complete(&L->table));
+    CHECK_EQ(ml_h5(L)->table_state, ML_TABLE_WALKED);
+    CHECK_EQ(ml_h5(L)->lookups, 8);
+    CHECK(ml_chunk_table_complete(&ml_h5(L)->table));
     compare_table(L, file, "big", 0, 499, &n_alloc, &mask);
     ml_layout_unref(L);
 }
@@ -580,9 +583,9 @@ static void test_fallbacks(const char *file) {
 
     /* The index points somewhere that is not a B-tree node. */
     ml_layout *L = open_layout(file, "big");
-    L->cindex.addr = 0;
+    ml_h5(L)->cindex.addr = 0;
     CHECK_EQ(ml_layout_fill_table(L), ML_TABLE_CORRUPT);
-    CHECK(strstr(L->table_why, "malformed") != NULL);
+    CHECK(strstr(ml_h5(L)->table_why, "malformed") != NULL);
     ml_error_clear(&err);
     CHECK_ERR(ml_layout_chunk(L, 5, &ci, &err), -ML_ECORRUPT);
     CHECK(strstr(err.msg, "corrupt chunk index (the chunk index is malformed): chunk 5 ") != NULL);
@@ -605,7 +608,7 @@ static void test_fallbacks(const char *file) {
         haddr_t addr = HADDR_UNDEF;
         unsigned m = 0;
         ml_h5_lock();
-        CHECK(H5Dget_chunk_info_by_coord((hid_t)L->h5_dset, coord, &m, &addr, &size) >= 0);
+        CHECK(H5Dget_chunk_info_by_coord((hid_t)ml_h5(L)->h5_dset, coord, &m, &addr, &size) >= 0);
         ml_h5_unlock();
         CHECK_EQ(L->ndim, 2);
         CHECK_EQ(L->grid[1], 1);
@@ -618,7 +621,7 @@ static void test_fallbacks(const char *file) {
     CHECK_EQ(pwrite(fd, &moved, 8, at), 8);
     close(fd);
     CHECK_EQ(ml_layout_fill_table(L), ML_TABLE_CORRUPT);
-    CHECK(strstr(L->table_why, "disagrees") != NULL);
+    CHECK(strstr(ml_h5(L)->table_why, "disagrees") != NULL);
     ml_chunk_info again;
     ml_error_clear(&err);
     CHECK_ERR(ml_layout_chunk(L, 1234, &again, &err), -ML_ECORRUPT);
@@ -627,17 +630,17 @@ static void test_fallbacks(const char *file) {
     /* An object header that is not one. */
     L = open_layout(file, "big");
     ml_chunk_index ix;
-    CHECK_ERR(ml_chunk_index_locate(&L->cfile, 0, &ix), -ML_ECORRUPT);
-    CHECK_ERR(ml_chunk_index_locate(&L->cfile, L->cfile.size - 3, &ix), -ML_ECORRUPT);
-    CHECK_ERR(ml_chunk_index_locate(&L->cfile, L->cfile.size + 100, &ix), -ML_ECORRUPT);
-    CHECK_ERR(ml_chunk_index_locate(&L->cfile, UINT64_MAX - 2, &ix), -ML_ECORRUPT);
+    CHECK_ERR(ml_chunk_index_locate(&ml_h5(L)->cfile, 0, &ix), -ML_ECORRUPT);
+    CHECK_ERR(ml_chunk_index_locate(&ml_h5(L)->cfile, ml_h5(L)->cfile.size - 3, &ix), -ML_ECORRUPT);
+    CHECK_ERR(ml_chunk_index_locate(&ml_h5(L)->cfile, ml_h5(L)->cfile.size + 100, &ix), -ML_ECORRUPT);
+    CHECK_ERR(ml_chunk_index_locate(&ml_h5(L)->cfile, UINT64_MAX - 2, &ix), -ML_ECORRUPT);
     ml_layout_unref(L);
 }
 
 static void test_damage(const char *file) {
     ml_layout *L = open_layout(file, "big_gz");
-    ml_chunk_file cf = L->cfile;
-    ml_chunk_index ix = L->cindex;
+    ml_chunk_file cf = ml_h5(L)->cfile;
+    ml_chunk_index ix = ml_h5(L)->cindex;
     uint64_t dims[1] = {L->dims[0]}, n_chunks = L->n_chunks;
     ml_layout_unref(L);
     FILE *fp = fopen(file, "rb");
@@ -664,8 +667,10 @@ static void test_damage(const char *file) {
         int fd = open(bad, O_RDWR | O_CREAT | O_TRUNC, 0600);
         CHECK_GE(fd, 0);
         CHECK_EQ(write(fd, buf, n), (ssize_t)n);
+        ml_source *src = NULL;
+        CHECK_RC(ml_source_posix_adopt(fd, &src));
         ml_chunk_file df = cf;
-        df.fd = fd;
+        df.src = src;
         emit_count c = {.n_chunks = n_chunks};
         int rc = ml_chunk_index_walk(&df, &ix, 1, dims, count_one, &c);
         CHECK(rc == 0 || rc == -ML_ECORRUPT);
@@ -678,7 +683,7 @@ static void test_damage(const char *file) {
         ml_chunk_index lx;
         rc = ml_chunk_index_locate(&df, 0, &lx);
         CHECK(rc == 0 || rc == -ML_ECORRUPT);
-        close(fd);
+        ml_source_unref(src); /* closes fd */
     }
     CHECK_GT(failed, 0);
     printf("damage: %llu walks ended well, %llu refused\n", (unsigned long long)ok, (unsigned long long)failed);
@@ -791,13 +796,13 @@ static void test_threads(const char *file) {
     }
     for (int i = 0; i < N; i++)
         CHECK_EQ(pthread_join(t[i], NULL), 0);
-    CHECK_EQ(L->table_state, ML_TABLE_WALKED);
+    CHECK_EQ(ml_h5(L)->table_state, ML_TABLE_WALKED);
     for (int i = 0; i < N; i++) {
         CHECK_RC(r[i].rc);
         for (uint64_t c = 0; c < L->n_chunks; c++)
         {
             ml_chunk_info want;
-            CHECK(ml_chunk_table_get(&L->table, c, &want));
+            CHECK(ml_chunk_table_get(&ml_h5(L)->table, c, &want));
             CHECK_U64_EQ(r[i].out[c].addr, want.addr);
         }
         free(r[i].out);
@@ -825,16 +830,16 @@ static int note_walked(void *ctx, uint64_t index, uint64_t offset, uint64_t size
 
 static void test_find_equals_walk(const char *file, const char *path) {
     ml_layout *L = open_layout(file, path);
-    CHECK_EQ(L->cindex.kind, ML_CHUNK_INDEX_BTREE1);
+    CHECK_EQ(ml_h5(L)->cindex.kind, ML_CHUNK_INDEX_BTREE1);
     walked w = {calloc(L->n_chunks, 8), calloc(L->n_chunks, 8), calloc(L->n_chunks, sizeof(unsigned))};
     for (uint64_t i = 0; i < L->n_chunks; i++)
         w.offset[i] = UINT64_MAX;
-    CHECK_RC(ml_chunk_index_walk(&L->cfile, &L->cindex, L->ndim, L->dims, note_walked, &w));
+    CHECK_RC(ml_chunk_index_walk(&ml_h5(L)->cfile, &ml_h5(L)->cindex, L->ndim, L->dims, note_walked, &w));
     uint64_t found = 0;
     for (uint64_t i = 0; i < L->n_chunks; i++) {
         uint64_t off, size;
         unsigned mask;
-        CHECK_RC(ml_chunk_index_find(&L->cfile, &L->cindex, L->ndim, L->dims, i, &off, &size, &mask));
+        CHECK_RC(ml_chunk_index_find(&ml_h5(L)->cfile, &ml_h5(L)->cindex, L->ndim, L->dims, i, &off, &size, &mask));
         CHECK_U64_EQ(off, w.offset[i]);
         CHECK_U64_EQ(size, w.offset[i] == UINT64_MAX ? 0 : w.size[i]);
         CHECK_EQ(mask, w.offset[i] == UINT64_MAX ? 0 : w.mask[i]);
@@ -842,7 +847,7 @@ static void test_find_equals_walk(const char *file, const char *path) {
     }
     uint64_t off, size;
     unsigned mask;
-    CHECK_ERR(ml_chunk_index_find(&L->cfile, &L->cindex, L->ndim, L->dims, L->n_chunks, &off, &size, &mask),
+    CHECK_ERR(ml_chunk_index_find(&ml_h5(L)->cfile, &ml_h5(L)->cindex, L->ndim, L->dims, L->n_chunks, &off, &size, &mask),
               -ML_EINVAL);
     CHECK_GT(found, 0);
     free(w.offset);

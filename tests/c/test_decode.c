@@ -8,7 +8,7 @@
 
 #include "decode.h"
 #include "h5gen.h"
-#include "h5layout.h"
+#include "h5.h"
 
 /* HDF5's Fletcher-32, written the plain way: 16-bit big-endian words (an
  * odd last byte is the high byte of a final word), both sums folded
@@ -105,29 +105,29 @@ static void test_fletcher_hdf5(void) {
         ml_error_clear(&err);
         CHECK_RC(ml_layout_open(file, paths[p], &L, &err));
         CHECK_EQ(L->storage, ML_STORE_CHUNKED);
-        CHECK_EQ(L->n_filters, p == 0 ? 1 : 3);
+        CHECK_EQ(L->pipeline.n_filters, p == 0 ? 1 : 3);
         ml_decoder *d;
         CHECK_RC(ml_decoder_open(&d));
         static int32_t out[N];
         memcpy(copy, raw, stored);
-        CHECK_RC(ml_decode_chunk(d, L, 0, copy, stored, out));
+        CHECK_RC(ml_decode_chunk(d, &L->pipeline, L->chunk_bytes, 0, copy, stored, out));
         CHECK_MEM_EQ(out, data, sizeof data);
         /* One flipped byte anywhere (data or trailer) is a checksum error. */
         size_t where[] = {0, stored / 2, stored - 5, stored - 1};
         for (size_t i = 0; i < 4; i++) {
             memcpy(copy, raw, stored);
             copy[where[i]] ^= 0x10;
-            CHECK_ERR(ml_decode_chunk(d, L, 0, copy, stored, out), -ML_ECHECKSUM);
+            CHECK_ERR(ml_decode_chunk(d, &L->pipeline, L->chunk_bytes, 0, copy, stored, out), -ML_ECHECKSUM);
         }
         /* Pre-1.6.3 files stored the sum with its 16-bit halves' bytes swapped. */
         memcpy(copy, raw, stored);
         uint32_t sw = ((trailer & 0x00ff00ffu) << 8) | ((trailer & 0xff00ff00u) >> 8);
         for (int b = 0; b < 4; b++)
             copy[stored - 4 + (size_t)b] = (unsigned char)(sw >> (8 * b));
-        CHECK_RC(ml_decode_chunk(d, L, 0, copy, stored, out));
+        CHECK_RC(ml_decode_chunk(d, &L->pipeline, L->chunk_bytes, 0, copy, stored, out));
         CHECK_MEM_EQ(out, data, sizeof data);
         /* Fewer than 4 bytes cannot hold a trailer. */
-        CHECK_ERR(ml_decode_chunk(d, L, 0, copy, 3, out), -ML_ECORRUPT);
+        CHECK_ERR(ml_decode_chunk(d, &L->pipeline, L->chunk_bytes, 0, copy, 3, out), -ML_ECORRUPT);
         ml_decoder_close(d);
         ml_layout_unref(L);
         free(raw);
@@ -182,7 +182,7 @@ static void fake_init(fake_layout *f, size_t esz, size_t chunk_bytes) {
 }
 
 static void add_filter(fake_layout *f, int id, unsigned value0) {
-    ml_filter *fl = &f->L.filters[f->L.n_filters++];
+    ml_filter *fl = &f->L.pipeline.filters[f->L.pipeline.n_filters++];
     fl->id = id;
     fl->n_values = value0 ? 1 : 0;
     fl->values[0] = value0;
@@ -211,7 +211,7 @@ static void test_deflate(void) {
     fake_init(&f, 1, N);
     add_filter(&f, 1, 6);
     memcpy(copy, z, zlen);
-    CHECK_RC(ml_decode_chunk(d, &f.L, 0, copy, zlen, out));
+    CHECK_RC(ml_decode_chunk(d, &f.L.pipeline, f.L.chunk_bytes, 0, copy, zlen, out));
     CHECK_MEM_EQ(out, data, N);
 
     /* Damage: flipped bytes, truncation, garbage. libdeflate and zlib both
@@ -220,24 +220,24 @@ static void test_deflate(void) {
     for (size_t i = 0; i < sizeof where / sizeof where[0]; i++) {
         memcpy(copy, z, zlen);
         copy[where[i]] ^= 0x5a;
-        CHECK_ERR(ml_decode_chunk(d, &f.L, 0, copy, zlen, out), -ML_ECORRUPT);
+        CHECK_ERR(ml_decode_chunk(d, &f.L.pipeline, f.L.chunk_bytes, 0, copy, zlen, out), -ML_ECORRUPT);
     }
     memcpy(copy, z, zlen);
-    CHECK_ERR(ml_decode_chunk(d, &f.L, 0, copy, zlen / 2, out), -ML_ECORRUPT);
-    CHECK_ERR(ml_decode_chunk(d, &f.L, 0, copy, 0, out), -ML_ECORRUPT);
+    CHECK_ERR(ml_decode_chunk(d, &f.L.pipeline, f.L.chunk_bytes, 0, copy, zlen / 2, out), -ML_ECORRUPT);
+    CHECK_ERR(ml_decode_chunk(d, &f.L.pipeline, f.L.chunk_bytes, 0, copy, 0, out), -ML_ECORRUPT);
     memset(copy, 0xa5, zlen);
-    CHECK_ERR(ml_decode_chunk(d, &f.L, 0, copy, zlen, out), -ML_ECORRUPT);
+    CHECK_ERR(ml_decode_chunk(d, &f.L.pipeline, f.L.chunk_bytes, 0, copy, zlen, out), -ML_ECORRUPT);
 
     /* The right stream for the wrong chunk size: too long and too short. */
     static unsigned char big[N + 100];
     fake_init(&f, 1, N - 1);
     add_filter(&f, 1, 6);
     memcpy(copy, z, zlen);
-    CHECK_ERR(ml_decode_chunk(d, &f.L, 0, copy, zlen, out), -ML_ECORRUPT);
+    CHECK_ERR(ml_decode_chunk(d, &f.L.pipeline, f.L.chunk_bytes, 0, copy, zlen, out), -ML_ECORRUPT);
     fake_init(&f, 1, N + 100);
     add_filter(&f, 1, 6);
     memcpy(copy, z, zlen);
-    CHECK_ERR(ml_decode_chunk(d, &f.L, 0, copy, zlen, big), -ML_ECORRUPT);
+    CHECK_ERR(ml_decode_chunk(d, &f.L.pipeline, f.L.chunk_bytes, 0, copy, zlen, big), -ML_ECORRUPT);
     free(z);
     free(copy);
 
@@ -251,42 +251,104 @@ static void test_deflate(void) {
     add_filter(&f, 1, 6);
     memcpy(copy, z, zlen);
     memset(out, 0, N);
-    CHECK_RC(ml_decode_chunk(d, &f.L, 0, copy, zlen, out));
+    CHECK_RC(ml_decode_chunk(d, &f.L.pipeline, f.L.chunk_bytes, 0, copy, zlen, out));
     CHECK_MEM_EQ(out, data, N);
     /* Shuffle without its one non-zero element size, or deflate with a
      * level past 9, is refused as HDF5's filters refuse it. */
-    f.L.filters[0].n_values = 0;
+    f.L.pipeline.filters[0].n_values = 0;
     memcpy(copy, z, zlen);
-    CHECK_ERR(ml_decode_chunk(d, &f.L, 0, copy, zlen, out), -ML_ECORRUPT);
-    f.L.filters[0].n_values = 1;
-    f.L.filters[0].values[0] = 0;
+    CHECK_ERR(ml_decode_chunk(d, &f.L.pipeline, f.L.chunk_bytes, 0, copy, zlen, out), -ML_ECORRUPT);
+    f.L.pipeline.filters[0].n_values = 1;
+    f.L.pipeline.filters[0].values[0] = 0;
     memcpy(copy, z, zlen);
-    CHECK_ERR(ml_decode_chunk(d, &f.L, 0, copy, zlen, out), -ML_ECORRUPT);
-    f.L.filters[0].values[0] = 4;
-    f.L.filters[1].values[0] = 10;
+    CHECK_ERR(ml_decode_chunk(d, &f.L.pipeline, f.L.chunk_bytes, 0, copy, zlen, out), -ML_ECORRUPT);
+    f.L.pipeline.filters[0].values[0] = 4;
+    f.L.pipeline.filters[1].values[0] = 10;
     memcpy(copy, z, zlen);
-    CHECK_ERR(ml_decode_chunk(d, &f.L, 0, copy, zlen, out), -ML_ECORRUPT);
-    f.L.filters[1].values[0] = 6;
+    CHECK_ERR(ml_decode_chunk(d, &f.L.pipeline, f.L.chunk_bytes, 0, copy, zlen, out), -ML_ECORRUPT);
+    f.L.pipeline.filters[1].values[0] = 6;
     /* Filter mask: deflate (filter 1) skipped for this chunk, so the stored
      * bytes are the shuffled data itself. */
     memcpy(big, sh, N);
     memset(out, 0, N);
-    CHECK_RC(ml_decode_chunk(d, &f.L, 1u << 1, big, N, out));
+    CHECK_RC(ml_decode_chunk(d, &f.L.pipeline, f.L.chunk_bytes, 1u << 1, big, N, out));
     CHECK_MEM_EQ(out, data, N);
     /* Both skipped: stored bytes are the data. */
     memcpy(big, data, N);
     memset(out, 0, N);
-    CHECK_RC(ml_decode_chunk(d, &f.L, 3u, big, N, out));
+    CHECK_RC(ml_decode_chunk(d, &f.L.pipeline, f.L.chunk_bytes, 3u, big, N, out));
     CHECK_MEM_EQ(out, data, N);
     /* Shuffle-only input longer than the chunk is corrupt. */
-    CHECK_ERR(ml_decode_chunk(d, &f.L, 1u << 1, big, N + 50, out), -ML_ECORRUPT);
+    CHECK_ERR(ml_decode_chunk(d, &f.L.pipeline, f.L.chunk_bytes, 1u << 1, big, N + 50, out), -ML_ECORRUPT);
     free(z);
     free(copy);
     ml_decoder_close(d);
     ml_decoder_close(NULL);
 }
 
+/* The codec table: one row per filter id the core knows, available as the
+ * build's flags say, parameter checks as HDF5's filters refuse, and the
+ * pipeline runner refusing what no available row decodes. */
+static void test_codec_table(void) {
+    int ids[] = {ML_FILTER_DEFLATE, ML_FILTER_SHUFFLE, ML_FILTER_FLETCHER32, ML_FILTER_LZF, ML_FILTER_BLOSC};
+    CHECK_EQ(ml_codec_count, sizeof ids / sizeof ids[0]);
+    CHECK_LE(ml_codec_count, ML_CODEC_MAX);
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        const ml_codec *c = ml_codec_find(ids[i]);
+        CHECK(c != NULL);
+        CHECK_EQ(c->id, ids[i]);
+        CHECK(c->name != NULL);
+        CHECK_EQ(ml_decode_supports(ids[i]), c->available);
+        CHECK_EQ(c->available, c->decode != NULL);
+        CHECK_EQ(c->in_place, ids[i] == ML_FILTER_FLETCHER32);
+    }
+    CHECK(ml_codec_find(4) == NULL); /* szip: HDF5's alone */
+    CHECK(!ml_decode_supports(4));
+    CHECK(!ml_decode_supports(32004));
+#ifdef ML_HAVE_BLOSC
+    CHECK(ml_decode_supports(ML_FILTER_BLOSC));
+#else
+    CHECK(!ml_decode_supports(ML_FILTER_BLOSC));
+#endif
+#ifdef ML_HAVE_LZF
+    CHECK(ml_decode_supports(ML_FILTER_LZF));
+#else
+    CHECK(!ml_decode_supports(ML_FILTER_LZF));
+#endif
+    /* Parameter checks: what HDF5's own filters refuse. */
+    const ml_codec *dfl = ml_codec_find(ML_FILTER_DEFLATE), *shf = ml_codec_find(ML_FILTER_SHUFFLE),
+                   *bl = ml_codec_find(ML_FILTER_BLOSC);
+    ml_filter f = {.id = ML_FILTER_DEFLATE, .n_values = 1, .values = {9}};
+    CHECK(dfl->check(&f) == NULL);
+    f.values[0] = 10;
+    CHECK(dfl->check(&f) != NULL);
+    f.values[0] = 4, f.n_values = 2;
+    CHECK(dfl->check(&f) != NULL);
+    f = (ml_filter){.id = ML_FILTER_SHUFFLE, .n_values = 1, .values = {4}};
+    CHECK(shf->check(&f) == NULL);
+    f.values[0] = 0;
+    CHECK(shf->check(&f) != NULL);
+    f = (ml_filter){.id = ML_FILTER_BLOSC, .n_values = 3};
+    CHECK(bl->check(&f) != NULL);
+    f.n_values = 7;
+    CHECK(bl->check(&f) == NULL);
+    CHECK(ml_codec_find(ML_FILTER_FLETCHER32)->check == NULL);
+
+    /* A pipeline with a filter no available row decodes: -ML_EFILTER, not
+     * a guess; skipped by the mask, it costs nothing. */
+    ml_decoder *d;
+    CHECK_RC(ml_decoder_open(&d));
+    unsigned char in[64], out[64];
+    memset(in, 7, sizeof in);
+    ml_pipeline p = {.n_filters = 1, .filters = {{.id = 4}}};
+    CHECK_ERR(ml_decode_chunk(d, &p, sizeof out, 0, in, sizeof in, out), -ML_EFILTER);
+    CHECK_RC(ml_decode_chunk(d, &p, sizeof out, 1, in, sizeof in, out));
+    CHECK_MEM_EQ(out, in, sizeof in);
+    ml_decoder_close(d);
+}
+
 int main(void) {
+    test_codec_table();
     test_fletcher_reference();
     test_fletcher_hdf5();
     test_unshuffle();

@@ -11,6 +11,7 @@
 
 #include "fault.h"
 #include "fetch.h"
+#include "h5.h"
 #include "h5gen.h"
 
 #define ROWS 500

@@ -1,6 +1,7 @@
-/* test_io.c - ml_io_read in both modes (io_uring and pread) on a temp
- * file: batches larger than the queue depth, offsets, end of file, bad
- * descriptors; and fault injection through MULTILOAD_FAULTS: eio@N,
+/* test_io.c - the POSIX source (io.c): ml_io_read in both modes (io_uring
+ * and pread) on a temp file: batches larger than the queue depth, offsets,
+ * end of file, bad descriptors; the synchronous and cached-only reads,
+ * identity and the direct variant; and fault injection through MULTILOAD_FAULTS: eio@N,
  * short@N (the data must still arrive intact), eagain@N (retried) and
  * probabilistic eio~p/seed. The io_uring half is skipped, with a message,
  * where io_uring cannot be set up. */
@@ -8,6 +9,7 @@
 
 #include <fcntl.h>
 #include <liburing.h>
+#include <sys/stat.h>
 
 #include "fault.h"
 #include "io.h"
@@ -45,12 +47,12 @@ static void set_faults(const char *spec) {
 }
 
 /* One read of len bytes at off; returns ml_io_read's code. */
-static int read_one(ml_io *io, int fd, uint64_t off, size_t len, unsigned char *buf, ml_io_req *r) {
-    *r = (ml_io_req){.fd = fd, .offset = off, .len = len, .buf = buf};
+static int read_one(ml_io *io, uint64_t off, size_t len, unsigned char *buf, ml_io_req *r) {
+    *r = (ml_io_req){.offset = off, .len = len, .buf = buf};
     return ml_io_read(io, r, 1);
 }
 
-static void test_reads(ml_io *io, int fd) {
+static void test_reads(ml_io *io, ml_io_mode mode) {
     /* A batch of 100 (depth is 8) at scattered offsets and odd lengths. */
     enum { N = 100 };
     ml_io_req reqs[N];
@@ -59,7 +61,7 @@ static void test_reads(ml_io *io, int fd) {
     for (int i = 0; i < N; i++) {
         size_t len = 1 + check_rand(&seed) % 4999;
         uint64_t off = check_rand(&seed) % (FILE_BYTES - len);
-        reqs[i] = (ml_io_req){.fd = fd, .offset = off, .len = len, .buf = bufs + (size_t)i * 5000,
+        reqs[i] = (ml_io_req){.offset = off, .len = len, .buf = bufs + (size_t)i * 5000,
                               .result = -12345};
     }
     reqs[3].len = 0; /* an empty read is fine */
@@ -73,34 +75,46 @@ static void test_reads(ml_io *io, int fd) {
     /* The whole file in one request. */
     ml_io_req r;
     unsigned char *all = malloc(FILE_BYTES);
-    CHECK_RC(read_one(io, fd, 0, FILE_BYTES, all, &r));
+    CHECK_RC(read_one(io, 0, FILE_BYTES, all, &r));
     CHECK_EQ(r.result, FILE_BYTES);
     check_bytes(&r, FILE_BYTES);
 
     /* End of file: the bytes before it arrive, the call says truncated. */
-    CHECK_ERR(read_one(io, fd, FILE_BYTES - 10, 100, all, &r), -ML_ETRUNC);
+    CHECK_ERR(read_one(io, FILE_BYTES - 10, 100, all, &r), -ML_ETRUNC);
     CHECK_EQ(r.result, 10);
     check_bytes(&r, 10);
-    CHECK_ERR(read_one(io, fd, FILE_BYTES + 4096, 100, all, &r), -ML_ETRUNC);
+    CHECK_ERR(read_one(io, FILE_BYTES + 4096, 100, all, &r), -ML_ETRUNC);
     CHECK_EQ(r.result, 0);
 
-    /* A bad descriptor fails its request; the others in the batch complete. */
+    /* A read past the end fails alone; the others in the batch complete. */
     ml_io_req mix[3] = {
-        {.fd = fd, .offset = 100, .len = 50, .buf = all},
-        {.fd = 1000000, .offset = 0, .len = 50, .buf = all + 100},
-        {.fd = fd, .offset = 300, .len = 50, .buf = all + 200},
+        {.offset = 100, .len = 50, .buf = all},
+        {.offset = FILE_BYTES + 1, .len = 50, .buf = all + 100},
+        {.offset = 300, .len = 50, .buf = all + 200},
     };
-    CHECK_ERR(ml_io_read(io, mix, 3), -EBADF);
+    CHECK_ERR(ml_io_read(io, mix, 3), -ML_ETRUNC);
     CHECK_EQ(mix[0].result, 50);
-    CHECK_EQ(mix[1].result, -EBADF);
+    CHECK_EQ(mix[1].result, 0);
     CHECK_EQ(mix[2].result, 50);
     check_bytes(&mix[0], 50);
     check_bytes(&mix[2], 50);
-    CHECK_ERR(read_one(io, -1, 0, 10, all, &r), -EBADF);
+
+    /* A bad descriptor fails every request of its source. */
+    ml_source *bad = NULL;
+    ml_io *bio = NULL;
+    CHECK_RC(ml_source_posix_adopt(1000000, &bad));
+    CHECK_RC(ml_io_open(&bio, bad, 8, mode));
+    ml_source_unref(bad); /* the context holds its own reference */
+    mix[1].offset = 0;
+    CHECK_ERR(ml_io_read(bio, mix, 3), -EBADF);
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ(mix[i].result, -EBADF);
+    CHECK_ERR(read_one(bio, 0, 10, all, &r), -EBADF);
+    ml_io_close(bio);
     free(all);
 }
 
-static void test_faults(ml_io *io, int fd) {
+static void test_faults(ml_io *io) {
     enum { N = 5 };
     ml_io_req reqs[N], r;
     static unsigned char buf[N * 4096];
@@ -108,7 +122,7 @@ static void test_faults(ml_io *io, int fd) {
     /* eio@3: exactly one request fails with EIO; the rest are intact. */
     set_faults("eio@3");
     for (int i = 0; i < N; i++)
-        reqs[i] = (ml_io_req){.fd = fd, .offset = (uint64_t)i * 10000, .len = 4096,
+        reqs[i] = (ml_io_req){.offset = (uint64_t)i * 10000, .len = 4096,
                               .buf = buf + i * 4096};
     CHECK_ERR(ml_io_read(io, reqs, N), -EIO);
     int failed = 0;
@@ -127,16 +141,16 @@ static void test_faults(ml_io *io, int fd) {
     /* short@1: the read continues where it stopped; data intact. */
     set_faults("short@1");
     memset(buf, 0, sizeof buf);
-    CHECK_RC(read_one(io, fd, 12345, 4096, buf, &r));
+    CHECK_RC(read_one(io, 12345, 4096, buf, &r));
     CHECK_EQ(r.result, 4096);
     check_bytes(&r, 4096);
     /* Proof that it was resubmitted: the 2nd transfer is its continuation. */
     set_faults("short@1,eio@2");
-    CHECK_ERR(read_one(io, fd, 12345, 4096, buf, &r), -EIO);
+    CHECK_ERR(read_one(io, 12345, 4096, buf, &r), -EIO);
     /* Every transfer short: progress by halves down to single bytes. */
     set_faults("short~1.0/3");
     memset(buf, 0, sizeof buf);
-    CHECK_RC(read_one(io, fd, 777, 3000, buf, &r));
+    CHECK_RC(read_one(io, 777, 3000, buf, &r));
     CHECK_EQ(r.result, 3000);
     check_bytes(&r, 3000);
     for (int i = 0; i < N; i++)
@@ -149,7 +163,7 @@ static void test_faults(ml_io *io, int fd) {
     /* eagain@1 and @2: retried, the caller never sees it. */
     set_faults("eagain@1,eagain@2");
     memset(buf, 0, sizeof buf);
-    CHECK_RC(read_one(io, fd, 5, 4096, buf, &r));
+    CHECK_RC(read_one(io, 5, 4096, buf, &r));
     check_bytes(&r, 4096);
 
     /* eio~0.3/seed: about 30% of reads fail, the same ones for the same seed. */
@@ -160,7 +174,7 @@ static void test_faults(ml_io *io, int fd) {
         int fails = 0;
         for (int i = 0; i < M; i++) {
             memset(buf, 0, 512);
-            int rc = read_one(io, fd, (uint64_t)i * 512, 512, buf, &r);
+            int rc = read_one(io, (uint64_t)i * 512, 512, buf, &r);
             pattern[run][i] = rc < 0;
             if (rc < 0) {
                 CHECK_ERR(rc, -EIO);
@@ -182,21 +196,89 @@ static void test_faults(ml_io *io, int fd) {
     CHECK_RC(ml_ring_create(&ring, 2, 64, 4));
     ml_ring_unref(ring);
     /* A read is not an allocation: enomem rules leave reads alone. */
-    CHECK_RC(read_one(io, fd, 0, 100, buf, &r));
+    CHECK_RC(read_one(io, 0, 100, buf, &r));
 
     /* Junk rules are ignored. */
     set_faults("bogus@1,eio,eio@");
-    CHECK_RC(read_one(io, fd, 0, 100, buf, &r));
+    CHECK_RC(read_one(io, 0, 100, buf, &r));
     set_faults(NULL);
-    CHECK_RC(read_one(io, fd, 0, 100, buf, &r));
+    CHECK_RC(read_one(io, 0, 100, buf, &r));
 }
 
-static void run_mode(ml_io_mode mode, int fd) {
+/* The source's own calls: one read on the calling thread (resumed, the
+ * end reported), cached-only reads, identity, the direct variant. */
+static void test_source(ml_source *src, int fd) {
+    unsigned char buf[8192];
+    ml_io_req r = {.offset = 4000, .len = 5000, .buf = buf};
+    CHECK_RC(ml_source_read(src, &r));
+    CHECK_EQ(r.result, 5000);
+    check_bytes(&r, 5000);
+    r = (ml_io_req){.offset = FILE_BYTES - 7, .len = 100, .buf = buf};
+    CHECK_ERR(ml_source_read(src, &r), -ML_ETRUNC);
+    CHECK_EQ(r.result, 7);
+    check_bytes(&r, 7);
+    /* Just written: in the page cache, so a cached-only read gets it all. */
+    r = (ml_io_req){.offset = 123, .len = 4096, .buf = buf, .nowait = 1};
+    int rc = ml_source_read(src, &r);
+    if (rc == 0)
+        check_bytes(&r, 4096);
+    else
+        CHECK(rc == -EAGAIN || rc == -EOPNOTSUPP); /* a kernel without RWF_NOWAIT on this fs */
+
+    ml_source_id id;
+    struct stat st;
+    CHECK_RC(ml_source_identify(src, &id));
+    CHECK_RC(fstat(fd, &st));
+    CHECK_EQ(id.dev, (uint64_t)st.st_dev);
+    CHECK_EQ(id.ino, (uint64_t)st.st_ino);
+    CHECK_EQ(id.size, FILE_BYTES);
+    CHECK_EQ(id.mtime_ns, (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec);
+    CHECK_EQ(ml_source_posix_fd(src), fd);
+    CHECK_EQ(src->align, 1);
+
+    /* Another open of the same file is the same source; a copy is not. */
+    ml_source *again = NULL, *other = NULL;
+    CHECK_RC(ml_source_posix_adopt(open(check_path("data.bin"), O_RDONLY | O_CLOEXEC), &again));
+    CHECK(ml_source_same(src, again));
+    int ofd = make_file(check_path("copy.bin"));
+    CHECK_RC(ml_source_posix_adopt(ofd, &other));
+    CHECK(!ml_source_same(src, other));
+    CHECK(ml_source_same(other, ml_source_ref(other)));
+    ml_source_unref(other);
+    ml_source_unref(other);
+    ml_source_unref(again);
+    ml_source_unref(NULL);
+
+    /* The direct variant: the same bytes, aligned reads (tmpfs refuses O_DIRECT). */
+    ml_source *d = NULL;
+    rc = ml_source_direct(src, &d);
+    if (rc == -EINVAL) {
+        printf("O_DIRECT not supported here: direct variant skipped\n");
+        return;
+    }
+    CHECK_RC(rc);
+    CHECK_EQ(d->align, 4096);
+    CHECK(ml_source_same(src, d));
+    ml_io *dio = NULL;
+    CHECK_RC(ml_io_open(&dio, d, 4, ML_IO_AUTO));
+    CHECK(ml_io_source(dio) == d);
+    void *abuf = NULL;
+    CHECK_EQ(posix_memalign(&abuf, 4096, 8192), 0);
+    ml_io_req dr = {.offset = 8192, .len = 8192, .buf = abuf, .no_resume = 1};
+    CHECK_RC(ml_io_read(dio, &dr, 1));
+    check_bytes(&dr, 8192);
+    free(abuf);
+    ml_io_close(dio);
+    ml_source_unref(d);
+}
+
+static void run_mode(ml_io_mode mode, ml_source *src) {
     ml_io *io = NULL;
-    CHECK_RC(ml_io_open(&io, 8, mode));
+    CHECK_RC(ml_io_open(&io, src, 8, mode));
     CHECK_EQ(ml_io_get_mode(io), mode);
-    test_reads(io, fd);
-    test_faults(io, fd);
+    CHECK(ml_io_source(io) == src);
+    test_reads(io, mode);
+    test_faults(io);
     ml_io_close(io);
 }
 
@@ -204,29 +286,32 @@ int main(void) {
     unsetenv("MULTILOAD_IO");
     set_faults(NULL);
     int fd = make_file(check_path("data.bin"));
+    ml_source *src = NULL;
+    CHECK_RC(ml_source_posix_adopt(fd, &src));
     ml_io_close(NULL);
+    test_source(src, fd);
 
-    run_mode(ML_IO_PREAD, fd);
+    run_mode(ML_IO_PREAD, src);
     printf("pread: ok\n");
 
     struct io_uring probe;
     int e = io_uring_queue_init(4, &probe, 0);
     if (e < 0) {
-        close(fd);
+        ml_source_unref(src);
         SKIP("io_uring unavailable (io_uring_queue_init: %s); pread mode passed", strerror(-e));
     }
     io_uring_queue_exit(&probe);
     CHECK_EQ(ml_io_default_mode(), ML_IO_URING);
-    run_mode(ML_IO_URING, fd);
+    run_mode(ML_IO_URING, src);
     printf("io_uring: ok\n");
 
     /* MULTILOAD_IO overrides the automatic choice. */
     setenv("MULTILOAD_IO", "pread", 1);
     ml_io *io;
-    CHECK_RC(ml_io_open(&io, 4, ML_IO_AUTO));
+    CHECK_RC(ml_io_open(&io, src, 4, ML_IO_AUTO));
     CHECK_EQ(ml_io_get_mode(io), ML_IO_PREAD);
     ml_io_close(io);
     unsetenv("MULTILOAD_IO");
-    close(fd);
+    ml_source_unref(src); /* closes fd */
     CHECK_DONE();
 }

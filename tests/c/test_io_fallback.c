@@ -50,22 +50,24 @@ int main(void) {
 
     int fd = open(path, O_RDONLY);
     CHECK(fd >= 0);
+    ml_source *src = NULL;
+    CHECK_RC(ml_source_posix_adopt(fd, &src));
     ml_io_mode modes[] = {ML_IO_AUTO, ML_IO_URING};
     for (size_t m = 0; m < 2; m++) {
         ml_io *io = NULL;
-        CHECK_RC(ml_io_open(&io, 8, modes[m]));
+        CHECK_RC(ml_io_open(&io, src, 8, modes[m]));
         CHECK_EQ(ml_io_get_mode(io), ML_IO_PREAD);
         unsigned char a[5000], b[17];
         ml_io_req reqs[2] = {
-            {.fd = fd, .offset = 3, .len = sizeof a, .buf = a},
-            {.fd = fd, .offset = 3 * 4096, .len = sizeof b, .buf = b},
+            {.offset = 3, .len = sizeof a, .buf = a},
+            {.offset = 3 * 4096, .len = sizeof b, .buf = b},
         };
         CHECK_RC(ml_io_read(io, reqs, 2));
         CHECK_MEM_EQ(a, data + 3, sizeof a);
         CHECK_MEM_EQ(b, data + 3 * 4096, sizeof b);
         ml_io_close(io);
     }
-    close(fd);
+    ml_source_unref(src); /* closes fd */
     printf("io_uring blocked by seccomp: pread fallback chosen and exact\n");
     CHECK_DONE();
 }

@@ -12,7 +12,7 @@
 
 #include "fetch.h"
 #include "h5gen.h"
-#include "h5layout.h"
+#include "h5.h"
 
 static const char *g_file;
 

@@ -18,6 +18,7 @@
 #include "check.h"
 #include "fault.h"
 #include "h5gen.h"
+#include "h5.h"
 #include "reader.h"
 
 #define ROWS 3000

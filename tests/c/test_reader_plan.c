@@ -9,6 +9,7 @@
 
 #include "h5gen.h"
 #include "reader_internal.h"
+#include "h5.h"
 
 #define ROWS 20000
 #define COLS 64 /* 256 B rows of int32 */

@@ -11,7 +11,7 @@
 
 #include "fault.h"
 #include "h5gen.h"
-#include "h5layout.h"
+#include "h5.h"
 #include "streamer.h"
 
 #define N_ROWS 103

@@ -14,7 +14,7 @@
 #include <pthread.h>
 
 #include "h5gen.h"
-#include "h5layout.h"
+#include "h5.h"
 #include "vlen.h"
 
 #define N_ROWS 100
