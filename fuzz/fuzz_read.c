@@ -83,12 +83,21 @@ static void read_streamer(ml_layout *L, const char *path, const plan *p) {
         printf(" S skip sampled\n");
         return;
     }
-    ml_stream_config cfg = {.n_workers = 2, .read_ahead = 2, .block_rows = p->block_rows,
-                            .ordered = 1, .remainder = 1, .io_mode = ML_IO_AUTO};
+    ml_stream_config cfg = {.n_workers = 2, .ordered = 1, .io_mode = ML_IO_AUTO};
+    ml_schedule sch;
+    ml_schedule_params sp = {.n_rows = L->n_rows, .block_rows = p->block_rows, .remainder = 1};
     ml_stream *s = NULL;
+    ml_ring *ring = NULL;
     ml_error err;
     ml_error_clear(&err);
-    int rc = ml_stream_open(&s, L, &cfg, &err);
+    int rc = ml_schedule_init(&sch, &sp);
+    if (rc)
+        ml_error_set(&err, rc, "invalid stream configuration");
+    if (rc == 0)
+        rc = ml_stream_ring_new(&ring, L, &sch, 2, ML_RING_PRIVATE, &err);
+    if (rc == 0)
+        rc = ml_stream_open(&s, L, ring, &sch, &cfg, &err);
+    ml_ring_unref(ring);
     if (rc) {
         plan_print_open_err(stdout, path, "S", rc, err.msg);
         return;

@@ -386,8 +386,11 @@ class Streamer:
         block_size = min(block_size, n_rows)
         if read_ahead is None:
             read_ahead = default_read_ahead(n_procs, block_size * layout.row_bytes)
-        stream = layout.stream(n_procs, read_ahead, block_size, bool(cyclic), bool(ordered),
-                               bool(remainder), field, io_code, bool(direct))
+        # The core builds a sequential or cyclic block schedule from these
+        # and a private ring of read_ahead slots for it (stream_type.c).
+        stream = layout.stream(n_workers=n_procs, read_ahead=read_ahead, block_rows=block_size,
+                               cyclic=bool(cyclic), ordered=bool(ordered), remainder=bool(remainder),
+                               field=field, io_mode=io_code, direct=bool(direct))
         n_blocks = _core.n_blocks(n_rows, block_size, bool(cyclic), bool(remainder))
         queue = Queue(stream, layout, block_size, n_blocks, field, bool(cyclic), bool(ordered), read_ahead)
         with self._lock:

@@ -1,9 +1,15 @@
-/* streamer.c - block scheduling for sequential streams.
+/* streamer.c - worker threads that fill a caller's ring with the blocks a
+ * schedule names.
  *
- * n_workers threads loop: claim (slot, block number) from the ring, read
- * the block's rows into the slot with their own fetcher (fd, io_uring,
- * decoder), publish. Block numbers come from the ring together with a free
- * slot, which keeps ordered mode deadlock-free (see ring.c). A failed
+ * n_workers threads loop: claim (slot, block number k) from the ring, ask
+ * the schedule (schedule.c: a pure function, so no lock) which row runs
+ * block k holds, read them into the slot with their own fetcher (fd,
+ * io_uring, decoder), publish. The stream knows no block arithmetic of its
+ * own: cyclic, remainder and order are the schedule's; the ring hands out
+ * block numbers [position, n_blocks) of it. Block numbers come from the
+ * ring together with a free slot, which keeps ordered mode deadlock-free
+ * (see ring.c). The ring is the caller's (private or shared memory); the
+ * stream holds a reference to it and never looks at its backing. A failed
  * block is published with its error and the worker carries on: the error
  * reaches the consumer with that block and other blocks are unaffected.
  *
@@ -43,7 +49,7 @@ struct ml_stream {
     ml_layout *L;                 /* owned reference */
     ml_ring *ring;                /* owned reference */
     ml_stream_config cfg;         /* immutable */
-    uint64_t n_blocks;            /* immutable; UINT64_MAX when cyclic */
+    ml_schedule sch;              /* immutable copy: which rows block k holds */
     pthread_t *threads;           /* n_started entries */
     unsigned n_started;
     pthread_mutex_t close_mu;     /* serialises close */
@@ -72,38 +78,6 @@ static void stream_destroy(ml_stream *s) {
 static void stream_unref(ml_stream *s) {
     if (ml_refs_put(&s->refs))
         stream_destroy(s);
-}
-
-uint64_t ml_stream_n_blocks(uint64_t n_rows, uint64_t block_rows, int cyclic, int remainder) {
-    if (n_rows == 0 || block_rows == 0)
-        return 0;
-    if (cyclic)
-        return UINT64_MAX;
-    return n_rows / block_rows + (remainder && n_rows % block_rows ? 1 : 0);
-}
-
-void ml_stream_block_runs(uint64_t n_rows, uint64_t block_rows, int cyclic, uint64_t k,
-                          ml_block_runs *out) {
-    if (!cyclic) {
-        uint64_t start = k * block_rows;
-        /* Compare without forming start + block_rows, which can wrap. */
-        uint64_t end = block_rows < n_rows - start ? start + block_rows : n_rows;
-        out->n = 1;
-        out->start[0] = start;
-        out->count[0] = end - start;
-        return;
-    }
-    /* k*B can overflow 64 bits in an endless stream: reduce in 128 bits. */
-    uint64_t start = (uint64_t)(((unsigned __int128)k * block_rows) % n_rows);
-    uint64_t first = n_rows - start < block_rows ? n_rows - start : block_rows;
-    out->start[0] = start;
-    out->count[0] = first;
-    out->n = 1;
-    if (first < block_rows) {
-        out->n = 2;
-        out->start[1] = 0;
-        out->count[1] = block_rows - first;
-    }
 }
 
 /* Healthy workers wait this long at most for the failed ones' first claims. */
@@ -161,13 +135,15 @@ static void *worker_main(void *arg) {
         if (claimed < 0)
             break;
         ml_block_runs runs;
-        ml_stream_block_runs(L->n_rows, s->cfg.block_rows, s->cfg.cyclic, k, &runs);
         ml_error err;
         ml_error_clear(&err);
         uint64_t rows = 0;
         int rc = start_rc;
         if (rc < 0)
             err = start_err;
+        else if ((rc = ml_schedule_block(&s->sch, k, &runs)) < 0)
+            ml_error_set(&err, rc, "the schedule of dataset '%s' has no block %llu", L->path,
+                         (unsigned long long)k);
         for (unsigned i = 0; i < runs.n && rc == 0; i++) {
             rc = ml_fetch_rows(f, runs.start[i], runs.count[i],
                                (unsigned char *)data + rows * L->row_bytes, &err);
@@ -206,16 +182,43 @@ static void open_gate(ml_stream *s) {
     pthread_mutex_unlock(&s->start_mu);
 }
 
-int ml_stream_open(ml_stream **out, ml_layout *L, const ml_stream_config *cfg, ml_error *err) {
-    if (cfg->n_workers < 1 || cfg->read_ahead < 1 ||
-        (L->n_rows > 0 && (cfg->block_rows < 1 || cfg->block_rows > L->n_rows)))
+int ml_stream_ring_new(ml_ring **out, const ml_layout *L, const ml_schedule *sch, unsigned n_slots,
+                       ml_ring_backing backing, ml_error *err) {
+    if (n_slots < 1)
         return ml_error_set(err, -ML_EINVAL, "invalid stream configuration");
+    size_t slot_bytes = 0;
+    /* A block never needs more rows than the dataset has, whose bytes fit
+     * (h5open.c checks): clamp before multiplying, so it cannot wrap. */
+    uint64_t slot_rows = ml_schedule_max_rows(sch);
+    if (__builtin_mul_overflow(slot_rows ? slot_rows : 1, (uint64_t)L->row_bytes, &slot_bytes))
+        return ml_error_set(err, -ML_EINVAL, "blocks of %llu rows of dataset '%s' overflow memory",
+                            (unsigned long long)sch->p.block_rows, L->path);
+    ml_ring_config rc_cfg = {.n_slots = n_slots, .slot_bytes = slot_bytes,
+                             .first = ml_schedule_position(sch), .limit = ml_schedule_n_blocks(sch),
+                             .backing = backing};
+    int rc = ml_ring_new(out, &rc_cfg);
+    if (rc < 0)
+        return ml_error_set(err, rc, "cannot allocate %u slots of %zu bytes for dataset '%s'",
+                            n_slots, slot_bytes, L->path);
+    return 0;
+}
+
+int ml_stream_open(ml_stream **out, ml_layout *L, ml_ring *ring, const ml_schedule *sch,
+                   const ml_stream_config *cfg, ml_error *err) {
+    uint64_t B = sch->p.block_rows;
+    if (cfg->n_workers < 1 || sch->p.n_rows != L->n_rows || (L->n_rows > 0 && (B < 1 || B > L->n_rows)))
+        return ml_error_set(err, -ML_EINVAL, "invalid stream configuration");
+    uint64_t need;
+    if (__builtin_mul_overflow(ml_schedule_max_rows(sch), (uint64_t)L->row_bytes, &need) ||
+        need > ml_ring_slot_bytes(ring) || ml_ring_first(ring) != ml_schedule_position(sch) ||
+        ml_ring_limit(ring) != ml_schedule_n_blocks(sch))
+        return ml_error_set(err, -ML_EINVAL, "the ring does not fit the schedule of dataset '%s'", L->path);
     ml_stream *s = calloc(1, sizeof *s);
     if (!s)
         return ml_error_set(err, -ENOMEM, "out of memory starting a stream of dataset '%s'", L->path);
     int rc;
     s->cfg = *cfg;
-    s->n_blocks = ml_stream_n_blocks(L->n_rows, cfg->block_rows, cfg->cyclic, cfg->remainder);
+    s->sch = *sch;
     atomic_init(&s->io_mode, -1);
     atomic_init(&s->refs, 1);
     pthread_mutex_init(&s->close_mu, NULL);
@@ -223,28 +226,18 @@ int ml_stream_open(ml_stream **out, ml_layout *L, const ml_stream_config *cfg, m
     ml_clock_cond_init(&s->start_cv);
     ml_layout_ref(L);
     s->L = L;
-    size_t slot_bytes = 0;
-    /* A block never needs more rows than the dataset has, whose bytes fit
-     * (h5open.c checks): clamp before multiplying, so it cannot wrap. */
-    uint64_t slot_rows = cfg->block_rows < L->n_rows ? cfg->block_rows : L->n_rows;
-    if (__builtin_mul_overflow(slot_rows ? slot_rows : 1, (uint64_t)L->row_bytes, &slot_bytes)) {
-        rc = ml_error_set(err, -ML_EINVAL, "blocks of %llu rows of dataset '%s' overflow memory",
-                          (unsigned long long)cfg->block_rows, L->path);
-        goto fail;
-    }
-    rc = ml_ring_create(&s->ring, cfg->read_ahead, slot_bytes, s->n_blocks);
-    if (rc < 0) {
-        ml_error_set(err, rc, "cannot allocate %u slots of %zu bytes for dataset '%s'",
-                     cfg->read_ahead, slot_bytes, L->path);
-        goto fail;
-    }
+    ml_ring_ref(ring);
+    s->ring = ring;
+    /* Blocks this stream will produce: from the saved position to the end. */
+    uint64_t n_blocks = ml_schedule_n_blocks(sch) - ml_schedule_position(sch);
+    unsigned n_slots = ml_ring_n_slots(ring);
     /* At most one worker per slot (a worker loads into a slot it claimed)
      * and per block: more would only sleep, so n_procs=10**6 costs nothing. */
-    unsigned nw = s->n_blocks == 0 ? 0 : cfg->n_workers;
-    if (nw > cfg->read_ahead)
-        nw = cfg->read_ahead;
-    if (nw > s->n_blocks)
-        nw = (unsigned)s->n_blocks;
+    unsigned nw = n_blocks == 0 ? 0 : cfg->n_workers;
+    if (nw > n_slots)
+        nw = n_slots;
+    if (nw > n_blocks)
+        nw = (unsigned)n_blocks;
     s->threads = calloc(nw ? nw : 1, sizeof *s->threads);
     if (!s->threads) {
         rc = ml_error_set(err, -ENOMEM, "out of memory starting a stream of dataset '%s'", L->path);
@@ -305,6 +298,10 @@ void ml_stream_free(ml_stream *s) {
 }
 
 ml_ring *ml_stream_ring(ml_stream *s) { return s->ring; }
+
+const ml_schedule *ml_stream_schedule(const ml_stream *s) { return &s->sch; }
+
+uint64_t ml_stream_position(ml_stream *s) { return ml_ring_position(s->ring); }
 
 void ml_stream_get_stats(ml_stream *s, ml_stream_stats *st) {
     st->blocks = atomic_load_explicit(&s->st_blocks, memory_order_relaxed);

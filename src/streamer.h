@@ -1,5 +1,5 @@
-/* streamer.h - sequential block streams over one dataset: worker threads
- * fill ring slots with consecutive blocks of rows. */
+/* streamer.h - block streams over one dataset: worker threads fill the
+ * slots of a caller's ring with the blocks of rows a schedule names. */
 #ifndef ML_STREAMER_H
 #define ML_STREAMER_H
 
@@ -9,31 +9,17 @@
 #include "layout.h"
 #include "io.h"
 #include "ring.h"
+#include "schedule.h"
 
+/* The stream's own policy. Which rows each block holds, how many blocks
+ * there are and where the stream starts come from its schedule; the slots
+ * come from its ring. */
 typedef struct ml_stream_config {
     unsigned n_workers;   /* worker threads, >= 1 */
-    unsigned read_ahead;  /* ring slots, >= 1 */
-    uint64_t block_rows;  /* rows per block, 1..n_rows */
-    int cyclic;           /* wrap forever; the wrapped block carries the remainder */
-    int ordered;          /* hand out blocks in dataset order */
-    int remainder;        /* non-cyclic: also stream the last short block */
+    int ordered;          /* consumer policy: take hands out blocks in schedule order */
     ml_io_mode io_mode;
     int direct;           /* read with O_DIRECT (bypass the page cache) */
 } ml_stream_config;
-
-/* Block arithmetic, shared with tests. Non-cyclic streams have
- * ml_stream_n_blocks() blocks; block k covers rows [k*B, min((k+1)*B, N)).
- * Cyclic block k covers rows (k*B + j) mod N for j < B: at most two runs. */
-uint64_t ml_stream_n_blocks(uint64_t n_rows, uint64_t block_rows, int cyclic, int remainder);
-
-typedef struct ml_block_runs {
-    unsigned n;          /* 1 or 2 */
-    uint64_t start[2];   /* first row of each run */
-    uint64_t count[2];   /* rows in each run */
-} ml_block_runs;
-
-void ml_stream_block_runs(uint64_t n_rows, uint64_t block_rows, int cyclic, uint64_t k,
-                          ml_block_runs *out);
 
 typedef struct ml_stream ml_stream;
 
@@ -44,9 +30,23 @@ typedef struct ml_stream_stats {
     uint64_t errors;      /* blocks that carried an error */
 } ml_stream_stats;
 
-/* Start a stream over L (takes its own reference) and its workers.
- * Returns 0 or a negative code with detail in err. */
-int ml_stream_open(ml_stream **out, ml_layout *L, const ml_stream_config *cfg, ml_error *err);
+/* Create the ring a stream of L under sch needs: n_slots slots that fit
+ * the schedule's largest block, block numbers from the schedule's position
+ * to its end, from `backing`. Returns 0 or a negative code with detail in
+ * err (-ML_EINVAL for a block whose bytes overflow memory, -ENOMEM when
+ * the slots cannot be allocated). The caller owns the ring's reference. */
+int ml_stream_ring_new(ml_ring **out, const ml_layout *L, const ml_schedule *sch, unsigned n_slots,
+                       ml_ring_backing backing, ml_error *err);
+
+/* Start a stream over L (takes its own reference) filling `ring` (takes
+ * its own reference; made by ml_stream_ring_new or to the same contract:
+ * block numbers [position, n_blocks) of sch, slots that fit its largest
+ * block) with the blocks `sch` (copied) names, and its workers. Block
+ * number k of the ring is block k of the schedule. Returns 0 or a
+ * negative code with detail in err (-ML_EINVAL for a schedule of another
+ * row count, blocks longer than the dataset, or a ring that does not fit). */
+int ml_stream_open(ml_stream **out, ml_layout *L, ml_ring *ring, const ml_schedule *sch,
+                   const ml_stream_config *cfg, ml_error *err);
 
 /* Take the next block (see ml_ring_take for codes and ownership). */
 int ml_stream_take(ml_stream *s, uint64_t owner, long timeout_ms, ml_taken *out);
@@ -62,6 +62,15 @@ void ml_stream_free(ml_stream *s);
 
 /* The stream's ring, borrowed (ref it to keep it). */
 ml_ring *ml_stream_ring(ml_stream *s);
+
+/* The stream's schedule, borrowed (immutable; its position is where the
+ * stream started). */
+const ml_schedule *ml_stream_schedule(const ml_stream *s);
+
+/* The position to save: the number of the next block take() hands out
+ * (exact for an ordered stream; unordered, blocks before it may still be
+ * in flight). Restore with ml_schedule_seek before ml_stream_ring_new. */
+uint64_t ml_stream_position(ml_stream *s);
 
 /* Add bytes of a block handed out (stats are updated by the consumer side). */
 void ml_stream_get_stats(ml_stream *s, ml_stream_stats *st);

@@ -17,6 +17,13 @@ static PyObject *mod_fault_reload(PyObject *m, PyObject *Py_UNUSED(ignored)) {
     Py_RETURN_NONE;
 }
 
+/* The schedule today's streams use for (cyclic, remainder). */
+static int block_schedule(ml_schedule *s, uint64_t n_rows, uint64_t block_rows, int cyclic, int remainder) {
+    ml_schedule_params p = {.kind = cyclic ? ML_SCHEDULE_CYCLIC : ML_SCHEDULE_SEQUENTIAL,
+                            .n_rows = n_rows, .block_rows = block_rows, .remainder = remainder};
+    return ml_schedule_init(s, &p);
+}
+
 static PyObject *mod_block_runs(PyObject *m, PyObject *args) {
     (void)m;
     unsigned long long n_rows, block_rows, k;
@@ -27,8 +34,17 @@ static PyObject *mod_block_runs(PyObject *m, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "n_rows and block_rows must be positive");
         return NULL;
     }
+    ml_schedule s;
     ml_block_runs r;
-    ml_stream_block_runs(n_rows, block_rows, cyclic, k, &r);
+    /* With the remainder: every block a non-cyclic stream can have. */
+    if (block_schedule(&s, n_rows, block_rows, cyclic, 1) < 0) {
+        PyErr_SetString(PyExc_ValueError, "a cyclic block cannot have more rows than the dataset");
+        return NULL;
+    }
+    if (ml_schedule_block(&s, k, &r) < 0) {
+        PyErr_Format(PyExc_ValueError, "block %llu is past the end of the stream", k);
+        return NULL;
+    }
     PyObject *out = PyList_New(r.n);
     for (unsigned i = 0; out && i < r.n; i++)
         PyList_SET_ITEM(out, i, Py_BuildValue("(KK)", (unsigned long long)r.start[i],
@@ -42,10 +58,16 @@ static PyObject *mod_n_blocks(PyObject *m, PyObject *args) {
     int cyclic, remainder;
     if (!PyArg_ParseTuple(args, "KKpp:n_blocks", &n_rows, &block_rows, &cyclic, &remainder))
         return NULL;
-    if (cyclic && n_rows > 0 && block_rows > 0)
+    if (n_rows == 0 || block_rows == 0)
+        return PyLong_FromLong(0);
+    if (cyclic)
         Py_RETURN_NONE; /* endless; not UINT64_MAX, which a huge finite stream can also reach */
-    uint64_t n = ml_stream_n_blocks(n_rows, block_rows, cyclic, remainder);
-    return PyLong_FromUnsignedLongLong(n);
+    ml_schedule s;
+    if (block_schedule(&s, n_rows, block_rows, 0, remainder) < 0) {
+        PyErr_SetString(PyExc_ValueError, "invalid block schedule");
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong(ml_schedule_n_blocks(&s));
 }
 
 /* _error_codes() -> ((name, value, message), ...): the core's error table,

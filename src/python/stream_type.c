@@ -17,8 +17,6 @@ typedef struct StreamObject {
     PyObject *field;         /* owned or NULL */
     int ndim;
     npy_intp row_dims[ML_MAX_DIMS];
-    uint64_t block_rows;
-    int cyclic;
     pid_t pid;               /* process that started the workers */
 } StreamObject;
 
@@ -38,10 +36,11 @@ static PyObject *stream_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
                              "remainder", "field", "io_mode", "direct", NULL};
     PyObject *layout, *field = Py_None;
     ml_stream_config cfg = {0};
+    unsigned read_ahead;
     unsigned long long block_rows;
     int cyclic, ordered, remainder, io_mode = 0, direct = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OIIKppp|Oip:Stream", kwlist, &layout, &cfg.n_workers,
-                                     &cfg.read_ahead, &block_rows, &cyclic, &ordered, &remainder, &field,
+                                     &read_ahead, &block_rows, &cyclic, &ordered, &remainder, &field,
                                      &io_mode, &direct))
         return NULL;
     ml_module_state *st = ml_state_of_type(tp);
@@ -49,10 +48,7 @@ static PyObject *stream_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
         PyErr_SetString(PyExc_TypeError, "Stream() needs a Layout");
         return NULL;
     }
-    cfg.block_rows = block_rows;
-    cfg.cyclic = cyclic;
     cfg.ordered = ordered;
-    cfg.remainder = remainder;
     cfg.io_mode = (ml_io_mode)io_mode;
     cfg.direct = direct;
     PyArray_Descr *descr;
@@ -72,14 +68,26 @@ static PyObject *stream_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
     self->ndim = (int)L->ndim;
     for (unsigned i = 1; i < L->ndim; i++)
         self->row_dims[i - 1] = (npy_intp)L->dims[i];
-    self->block_rows = block_rows;
-    self->cyclic = cyclic;
     self->pid = getpid();
     ml_error err;
     ml_error_clear(&err);
-    int rc;
+    /* Today's streams: sequential or cyclic blocks from block 0, in a
+     * private ring this stream alone fills. */
+    ml_schedule sch;
+    ml_schedule_params sp = {.kind = cyclic ? ML_SCHEDULE_CYCLIC : ML_SCHEDULE_SEQUENTIAL,
+                             .n_rows = L->n_rows, .block_rows = block_rows, .remainder = remainder};
+    int rc = ml_schedule_init(&sch, &sp);
+    if (rc < 0) {
+        Py_DECREF(self);
+        ml_error_set(&err, rc, "invalid stream configuration");
+        return ml_py_raise(&err, L->filename);
+    }
+    ml_ring *ring = NULL;
     Py_BEGIN_ALLOW_THREADS
-    rc = ml_stream_open(&self->s, L, &cfg, &err);
+    rc = ml_stream_ring_new(&ring, L, &sch, read_ahead, ML_RING_PRIVATE, &err);
+    if (rc == 0)
+        rc = ml_stream_open(&self->s, L, ring, &sch, &cfg, &err);
+    ml_ring_unref(ring); /* the stream holds its own reference */
     Py_END_ALLOW_THREADS
     if (rc < 0) {
         Py_DECREF(self);
@@ -125,18 +133,6 @@ static double mono_seconds(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* This thread's identity for reservations: unique for the life of the
- * process. Thread idents (pthread_self) are reused once a thread ends, so a
- * guard left by a finished thread would make a new thread that got the same
- * ident look like the owner of every slot (a false deadlock report). */
-static uint64_t thread_owner(void) {
-    static _Atomic uint64_t next_owner = 1; /* relaxed: only uniqueness matters */
-    static _Thread_local uint64_t owner;
-    if (!owner)
-        owner = atomic_fetch_add_explicit(&next_owner, 1, memory_order_relaxed);
-    return owner;
-}
-
 static PyObject *stream_take(StreamObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"timeout", NULL};
     PyObject *timeout_obj = Py_None;
@@ -157,7 +153,10 @@ static PyObject *stream_take(StreamObject *self, PyObject *args, PyObject *kw) {
     if (stream_forked(self))
         return NULL;
     ml_stream *s = self->s;
-    uint64_t owner = thread_owner();
+    /* Unique across processes and never reused for a later thread of this
+     * one: an ident of a finished thread (pthread_self) would make a new
+     * thread look like the owner of its guards (a false deadlock report). */
+    uint64_t owner = ml_ring_owner_id();
     double deadline = timeout >= 0 ? mono_seconds() + timeout : 0;
     ml_taken t;
     int rc;
@@ -205,7 +204,11 @@ static PyObject *stream_take(StreamObject *self, PyObject *args, PyObject *kw) {
         return ml_py_raise(&t.error, self->L->filename);
     }
     ml_block_runs runs;
-    ml_stream_block_runs(self->L->n_rows, self->block_rows, self->cyclic, t.seq, &runs);
+    if (ml_schedule_block(ml_stream_schedule(s), t.seq, &runs) < 0) { /* cannot happen: the ring ends with it */
+        ml_ring_release(ml_stream_ring(s), t.slot);
+        PyErr_SetString(PyExc_RuntimeError, "block number past the end of the stream's schedule");
+        return NULL;
+    }
     ml_module_state *st = ml_state_of_type(Py_TYPE(self));
     return ml_py_guard_new(st->guard_type, ml_stream_ring(s), &t, self->descr, self->ndim, self->row_dims,
                            self->field, runs.start[0]);

@@ -1,14 +1,32 @@
 /* test_ring.c - the ring buffer: slot states, hand-out order, end of
  * stream, close, deadlock detection, timeouts, references, and a bounded
- * multi-threaded producer/consumer stress. */
+ * multi-threaded producer/consumer stress; every test on a private ring
+ * and again on a shared (memfd) one, in one process. Then rings that start
+ * at a saved position, owner ids, and what attach refuses. Two processes:
+ * test_ring_shared.c. */
 #include "check.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 
 #include "ring.h"
 
 /* ---- helpers ----------------------------------------------------------- */
+
+static ml_ring_backing g_backing; /* the backing every test's ring has */
+
+/* ml_ring_create with g_backing. */
+static int mk(ml_ring **out, unsigned n_slots, size_t slot_bytes, uint64_t limit) {
+    ml_ring_config cfg = {.n_slots = n_slots, .slot_bytes = slot_bytes, .limit = limit,
+                          .backing = g_backing};
+    int rc = ml_ring_new(out, &cfg);
+    if (rc == 0)
+        CHECK_EQ(ml_ring_backing_of(*out), g_backing);
+    return rc;
+}
 
 typedef struct waiter {
     ml_ring *r;
@@ -56,8 +74,8 @@ static void claim_ok(ml_ring *r, unsigned *slot, uint64_t want_seq) {
 
 static void test_create(void) {
     ml_ring *r = NULL;
-    CHECK_ERR(ml_ring_create(&r, 0, 100, 1), -ML_EINVAL);
-    CHECK_RC(ml_ring_create(&r, 3, 1, 10));
+    CHECK_ERR(mk(&r, 0, 100, 1), -ML_EINVAL);
+    CHECK_RC(mk(&r, 3, 1, 10));
     CHECK_EQ(ml_ring_n_slots(r), 3);
     CHECK_EQ(ml_ring_slot_bytes(r), 4096);
     unsigned s;
@@ -66,7 +84,7 @@ static void test_create(void) {
     CHECK_RC(ml_ring_claim(r, &s, &seq, &data));
     CHECK_EQ((uintptr_t)data % 4096, 0);
     ml_ring_unref(r);
-    CHECK_RC(ml_ring_create(&r, 2, 4097, 10));
+    CHECK_RC(mk(&r, 2, 4097, 10));
     CHECK_EQ(ml_ring_slot_bytes(r), 8192);
     ml_ring_unref(r);
     ml_ring_unref(NULL); /* accepts NULL */
@@ -76,7 +94,7 @@ static void test_create(void) {
 static void test_states(void) {
     ml_ring *r;
     ml_taken t;
-    CHECK_RC(ml_ring_create(&r, 1, 64, 3));
+    CHECK_RC(mk(&r, 1, 64, 3));
     unsigned s;
     claim_ok(r, &s, 0); /* FREE -> LOADING */
     CHECK_EQ(s, 0);
@@ -137,7 +155,7 @@ static void publish_and_take(int ordered, const unsigned *pub, uint64_t *got) {
     ml_ring *r;
     ml_taken t;
     unsigned slot_of[4];
-    CHECK_RC(ml_ring_create(&r, 4, 16, 4));
+    CHECK_RC(mk(&r, 4, 16, 4));
     for (uint64_t k = 0; k < 4; k++)
         claim_ok(r, &slot_of[k], k);
     for (int i = 0; i < 4; i++) {
@@ -172,7 +190,7 @@ static void test_limit(void) {
     unsigned s;
     uint64_t seq;
     void *data;
-    CHECK_RC(ml_ring_create(&r, 4, 16, 2));
+    CHECK_RC(mk(&r, 4, 16, 2));
     claim_ok(r, &s, 0);
     ml_ring_publish(r, s, 1, NULL);
     claim_ok(r, &s, 1);
@@ -187,7 +205,7 @@ static void test_limit(void) {
     ml_ring_unref(r);
 
     /* An empty stream ends at once on both sides. */
-    CHECK_RC(ml_ring_create(&r, 1, 16, 0));
+    CHECK_RC(mk(&r, 1, 16, 0));
     CHECK_ERR(ml_ring_claim(r, &s, &seq, &data), -ML_EEND);
     CHECK_ERR(ml_ring_take(r, 1, 1, -1, &t, NULL), -ML_EEND);
     ml_ring_unref(r);
@@ -197,7 +215,7 @@ static void test_limit(void) {
 static void test_close_wakes(void) {
     ml_ring *r;
     unsigned s;
-    CHECK_RC(ml_ring_create(&r, 1, 16, UINT64_MAX));
+    CHECK_RC(mk(&r, 1, 16, UINT64_MAX));
     claim_ok(r, &s, 0); /* the only slot is LOADING */
     waiter wc = {.r = r}, wt1 = {.r = r, .ordered = 1, .owner = 1},
            wt2 = {.r = r, .ordered = 0, .owner = 2};
@@ -236,7 +254,7 @@ static void test_deadlock(void) {
     ml_taken t1, t2, t;
     unsigned s;
     for (int ordered = 0; ordered <= 1; ordered++) {
-        CHECK_RC(ml_ring_create(&r, 2, 16, 10));
+        CHECK_RC(mk(&r, 2, 16, 10));
         claim_ok(r, &s, 0);
         ml_ring_publish(r, s, 1, NULL);
         claim_ok(r, &s, 1);
@@ -264,7 +282,7 @@ static void test_timeout(void) {
     ml_ring *r;
     ml_taken t;
     uint64_t waited = 0;
-    CHECK_RC(ml_ring_create(&r, 2, 16, 10));
+    CHECK_RC(mk(&r, 2, 16, 10));
     uint64_t t0 = check_now_ms();
     CHECK_ERR(ml_ring_take(r, 1, 1, 120, &t, &waited), -ETIMEDOUT);
     uint64_t el = check_now_ms() - t0;
@@ -287,7 +305,7 @@ static void test_refcount(void) {
     unsigned s;
     uint64_t seq;
     void *data;
-    CHECK_RC(ml_ring_create(&r, 2, 4096, 10));
+    CHECK_RC(mk(&r, 2, 4096, 10));
     CHECK_RC(ml_ring_claim(r, &s, &seq, &data));
     memset(data, 0xab, 4096);
     ml_ring_publish(r, s, 1, NULL);
@@ -370,7 +388,7 @@ static void test_stress(int ordered) {
     static stress st; /* large: keep it off the stack */
     memset(&st, 0, sizeof st);
     st.ordered = ordered;
-    CHECK_RC(ml_ring_create(&st.r, 3, 64, STRESS_BLOCKS));
+    CHECK_RC(mk(&st.r, 3, 64, STRESS_BLOCKS));
     pthread_t pt[STRESS_PRODUCERS], ct[STRESS_CONSUMERS];
     consumer_arg ca[STRESS_CONSUMERS];
     for (int i = 0; i < STRESS_PRODUCERS; i++)
@@ -390,16 +408,179 @@ static void test_stress(int ordered) {
     ml_ring_unref(st.r);
 }
 
+/* ---- ring configuration, owners, attach -------------------------------- */
+
+/* A ring can start at a saved position: block numbers first..limit-1. */
+static void test_first(void) {
+    for (int b = 0; b <= 1; b++) {
+        ml_ring *r;
+        ml_taken t;
+        unsigned s;
+        ml_ring_config cfg = {.n_slots = 2, .slot_bytes = 16, .first = 5, .limit = 7,
+                              .backing = (ml_ring_backing)b};
+        CHECK_RC(ml_ring_new(&r, &cfg));
+        CHECK_U64_EQ(ml_ring_first(r), 5);
+        CHECK_U64_EQ(ml_ring_limit(r), 7);
+        CHECK_U64_EQ(ml_ring_position(r), 5);
+        claim_ok(r, &s, 5);
+        ml_ring_publish(r, s, 1, NULL);
+        claim_ok(r, &s, 6);
+        ml_ring_publish(r, s, 1, NULL);
+        CHECK_RC(ml_ring_take(r, 1, 1, 0, &t, NULL));
+        CHECK_U64_EQ(t.seq, 5);
+        ml_ring_release(r, t.slot);
+        CHECK_U64_EQ(ml_ring_position(r), 6);
+        CHECK_RC(ml_ring_take(r, 1, 1, 0, &t, NULL));
+        CHECK_U64_EQ(t.seq, 6);
+        CHECK_ERR(ml_ring_take(r, 1, 1, 0, &t, NULL), -ML_EEND);
+        ml_ring_unref(r);
+        /* first past limit; an unknown backing */
+        cfg.first = 8;
+        CHECK_ERR(ml_ring_new(&r, &cfg), -ML_EINVAL);
+        cfg.first = 0;
+        cfg.backing = (ml_ring_backing)7;
+        CHECK_ERR(ml_ring_new(&r, &cfg), -ML_EINVAL);
+    }
+    /* A private ring has no descriptor; a shared one has. */
+    ml_ring *r;
+    CHECK_RC(ml_ring_create(&r, 1, 16, 1));
+    CHECK_EQ(ml_ring_fd(r), -1);
+    CHECK_EQ(ml_ring_backing_of(r), ML_RING_PRIVATE);
+    ml_ring_unref(r);
+}
+
+static void *owner_thread(void *arg) {
+    uint64_t *out = arg;
+    out[0] = ml_ring_owner_id();
+    out[1] = ml_ring_owner_id();
+    return NULL;
+}
+
+/* Owner ids: stable per thread, distinct between threads (also after a
+ * thread ended), carrying the pid. */
+static void test_owner_ids(void) {
+    enum { N = 8 };
+    uint64_t ids[N][2];
+    for (int i = 0; i < N; i++) {
+        pthread_t th;
+        CHECK_EQ(pthread_create(&th, NULL, owner_thread, ids[i]), 0);
+        pthread_join(th, NULL); /* ends before the next starts: idents may be reused, ids not */
+        CHECK_U64_EQ(ids[i][0], ids[i][1]);
+        CHECK_U64_EQ(ids[i][0] >> 32, (uint64_t)getpid());
+        CHECK_NE(ids[i][0], 0);
+        for (int j = 0; j < i; j++)
+            CHECK(ids[i][0] != ids[j][0]);
+    }
+    uint64_t me = ml_ring_owner_id();
+    CHECK_U64_EQ(me, ml_ring_owner_id());
+    for (int i = 0; i < N; i++)
+        CHECK(me != ids[i][0]);
+}
+
+/* A memfd holding `bytes` copied from `src` (len bytes), sealed or not. */
+static int fake_fd(const void *src, size_t len, size_t bytes, int seal) {
+    int fd = memfd_create("fake-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    CHECK(fd >= 0);
+    CHECK_EQ(ftruncate(fd, (off_t)bytes), 0);
+    CHECK_EQ(pwrite(fd, src, len < bytes ? len : bytes, 0), (ssize_t)(len < bytes ? len : bytes));
+    if (seal)
+        CHECK_EQ(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), 0);
+    return fd;
+}
+
+/* attach checks the header and refuses what is not a ring this build made. */
+static void test_attach_refuses(void) {
+    ml_ring *r, *a = NULL;
+    ml_ring_config cfg = {.n_slots = 3, .slot_bytes = 4096, .limit = 10, .backing = ML_RING_SHARED};
+    CHECK_RC(ml_ring_new(&r, &cfg));
+    int fd = ml_ring_fd(r);
+    CHECK(fd >= 0);
+    struct stat st;
+    CHECK_EQ(fstat(fd, &st), 0);
+    size_t size = (size_t)st.st_size;
+    unsigned char *img = malloc(size);
+    CHECK(img != NULL);
+    CHECK_EQ(pread(fd, img, size, 0), (ssize_t)size);
+    /* The genuine ring attaches, and a copy of its bytes too. */
+    CHECK_RC(ml_ring_attach(&a, fd));
+    CHECK_EQ(ml_ring_n_slots(a), 3);
+    CHECK_EQ(ml_ring_slot_bytes(a), 4096);
+    CHECK(ml_ring_fd(a) >= 0 && ml_ring_fd(a) != fd); /* its own duplicate */
+    ml_ring_unref(a);
+    int f = fake_fd(img, size, size, 1);
+    CHECK_RC(ml_ring_attach(&a, f));
+    ml_ring_unref(a);
+    close(f);
+
+    /* Each of these is refused with -ML_EINVAL. */
+    CHECK_ERR(ml_ring_attach(&a, -1), -ML_EINVAL);
+    f = fake_fd(img, size, size, 0); /* unsealed: could shrink under us */
+    CHECK_ERR(ml_ring_attach(&a, f), -ML_EINVAL);
+    close(f);
+    f = fake_fd(img, size, 64, 1); /* shorter than a header */
+    CHECK_ERR(ml_ring_attach(&a, f), -ML_EINVAL);
+    close(f);
+    f = fake_fd(img, size, size - 4096, 1); /* shorter than its slots */
+    CHECK_ERR(ml_ring_attach(&a, f), -ML_EINVAL);
+    close(f);
+    static const char junk[8192] = "this is not a ring";
+    f = fake_fd(junk, sizeof junk, sizeof junk, 1);
+    CHECK_ERR(ml_ring_attach(&a, f), -ML_EINVAL);
+    close(f);
+    /* One header field changed at a time: magic, version, layout sizes,
+     * geometry (n_slots 0 and huge, slot_bytes unaligned, offsets, size),
+     * first past limit. Offsets from the start of the header: read as the
+     * ring lays it out (uint64 magic, uint32 version, hdr_bytes, rec_bytes,
+     * n_slots, then uint64 slot_bytes, slots_off, data_off, map_bytes,
+     * first, limit). */
+    struct { size_t off, len; uint64_t val; } bad[] = {
+        {0, 8, 0x1234},                  /* magic */
+        {8, 4, 2},                       /* version */
+        {12, 4, 8},                      /* hdr_bytes */
+        {16, 4, 8},                      /* slot record bytes */
+        {20, 4, 0},                      /* n_slots 0 */
+        {20, 4, 0xffffffffu},            /* n_slots huge: geometry past the file */
+        {20, 4, 4},                      /* n_slots one more: offsets disagree */
+        {24, 8, 4097},                   /* slot_bytes unaligned */
+        {24, 8, 0},                      /* slot_bytes 0 */
+        {24, 8, (uint64_t)1 << 62},      /* slot_bytes huge: overflows */
+        {32, 8, 8},                      /* slots_off */
+        {40, 8, 4096 * 9},               /* data_off */
+        {48, 8, 1},                      /* map_bytes */
+        {56, 8, 11},                     /* first > limit (10) */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        unsigned char *c = malloc(size);
+        CHECK(c != NULL);
+        memcpy(c, img, size);
+        memcpy(c + bad[i].off, &bad[i].val, bad[i].len); /* little-endian */
+        f = fake_fd(c, size, size, 1);
+        int rc = ml_ring_attach(&a, f);
+        if (rc != -ML_EINVAL)
+            FAIL("header change %zu (offset %zu) was accepted: %d", i, bad[i].off, rc);
+        close(f);
+        free(c);
+    }
+    free(img);
+    ml_ring_unref(r);
+}
+
 int main(void) {
-    test_create();
-    test_states();
-    test_order();
-    test_limit();
-    test_close_wakes();
-    test_deadlock();
-    test_timeout();
-    test_refcount();
-    test_stress(0);
-    test_stress(1);
+    for (int b = 0; b <= 1; b++) {
+        g_backing = (ml_ring_backing)b;
+        test_create();
+        test_states();
+        test_order();
+        test_limit();
+        test_close_wakes();
+        test_deadlock();
+        test_timeout();
+        test_refcount();
+        test_stress(0);
+        test_stress(1);
+    }
+    test_first();
+    test_owner_ids();
+    test_attach_refuses();
     CHECK_DONE();
 }
