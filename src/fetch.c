@@ -186,7 +186,7 @@ static int report(ml_error *err, ml_fetcher *f, int rc, uint64_t row0, uint64_t 
                   const char *what, uint64_t chunk) {
     const ml_layout *L = f->L;
     /* OS errors get their strerror text; our own codes are already said by `what`. */
-    const char *sep = rc < 0 && -rc < 10000 ? ": " : "";
+    const char *sep = ml_error_is_errno(rc) ? ": " : "";
     const char *why = *sep ? ml_strerror(rc) : "";
     if (chunk == UINT64_MAX)
         return ml_error_set(err, rc, "%s reading rows %llu..%llu of dataset '%s' in file '%s'%s%s",

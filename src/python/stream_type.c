@@ -185,12 +185,14 @@ static PyObject *stream_take(StreamObject *self, PyObject *args, PyObject *kw) {
     }
     if (rc == -ML_EEND || rc == -ML_ECLOSED)
         Py_RETURN_NONE;
-    if (rc == -ML_EDEADLOCK) {
-        PyErr_Format(PyExc_RuntimeError,
+    if (rc == -ML_EDEADLOCK) { /* RuntimeError, as the error table says */
+        ml_error e;
+        ml_error_clear(&e);
+        ml_error_set(&e, rc,
                      "every one of the queue's %u slots is held by an unreleased guard of this thread; "
                      "release a guard (leave its with-block) or raise read_ahead",
                      ml_ring_n_slots(ml_stream_ring(s)));
-        return NULL;
+        return ml_py_raise(&e, NULL);
     }
     if (rc < 0) {
         ml_error e;
