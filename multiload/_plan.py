@@ -25,7 +25,8 @@ numpy's wording followed by the dataset and the file, ColumnError, and
 TypeError for what a dataset kind cannot do.
 
 May import: numpy, :mod:`multiload.dataset_ops` (the expressions) and
-:mod:`multiload.dataset` (the proxies' kinds). Nothing that submits reads.
+:mod:`multiload.dataset` (the proxies' kinds); nothing that submits reads
+(its one read goes through the dataset's reader).
 """
 
 import functools

@@ -50,7 +50,7 @@ class DatasetBase:
         self._layout = layout
         self.dtype = dtype
         self.shape = tuple(shape)
-        # The Reader plans common expressions on this dataset without the generic planner.
+        # The planner's fast path (_plan._fast_plan) takes common expressions on this dataset.
         self._fast = layout is not None and len(self.shape) > 0
         # ds[i] on a 1-D dataset is a scalar, which numpy gives in native byte
         # order: the generic planner converts it when the file's is not.
