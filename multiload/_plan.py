@@ -1,10 +1,32 @@
-"""Planning a Reader request: which rows to fetch, which column, and what
-numpy indexing is left to apply to them (no I/O here).
+"""Planning a Reader request: what an expression means, in one place.
 
-Common expressions (an int, a slice, a row list on the first axis, a
-column) take the fast planner; everything else goes through the generic one,
-which evaluates the expression on a zero-stride dummy to learn the result's
-shape and dtype.
+``reader.request(expr, stage)`` asks :func:`plan` what ``expr`` means and
+then only carries it out. A plan (:class:`_Plan`) says which rows to fetch
+(a range or a row list: :class:`_Head`), which bytes of each row (a column's
+offset and size, or the whole row), what numpy indexing is left to apply to
+the fetched rows (``post``), and the result's shape, dtype and byte count,
+which the stage is checked against before any I/O. A VLArray's plan
+(:class:`_VLPlan`) is its row list and the further keys: its size is known
+only once the rows are read.
+
+:func:`plan` tries, in order:
+
+* the fast planner (:func:`_fast_plan`): one row, a slice, a 1-D integer
+  array or list of rows, with no column and no further keys -- the one-row
+  path, a few hundred nanoseconds;
+* ``where()`` and ``read_sorted()``, whose rows come from a column read now
+  by the dataset's reader (``reader.read``, in :func:`_read_column`): the
+  only I/O planning does;
+* the generic planner (:func:`_generic_plan`), which evaluates the
+  expression on a zero-stride dummy to learn the result's shape and dtype.
+
+Errors are raised here, before the request's own I/O: IndexError with
+numpy's wording followed by the dataset and the file, ColumnError, and
+TypeError for what a dataset kind cannot do.
+
+May import: numpy, :mod:`multiload.dataset_ops` (the expressions) and
+:mod:`multiload.dataset` (the proxies' kinds); nothing that submits reads
+(its one read goes through the dataset's reader).
 """
 
 import functools
@@ -14,7 +36,8 @@ import operator
 import numpy as np
 
 from . import dataset_ops as ops
-from .dataset_ops import ColumnError, _as_head, _column_field, _context, _is_int
+from .dataset import TableDataset, VLArrayDataset
+from .dataset_ops import ColumnError, _column_field, _context, _is_int, _read_range
 
 _BAD_INDEX = (
     "only integers, slices (`:`), ellipsis (`...`), numpy.newaxis (`None`) "
@@ -353,3 +376,185 @@ def _apply_key(arr, k):
         return arr[k]
     except (TypeError, ValueError) as e:
         raise IndexError(str(e)) from e
+
+
+# ---------------------------------------------------------------- the entry point
+
+class _VLPlan:
+    """A VLArray request: the rows to read (an int64 array) and the numpy
+    keys to apply to their concatenation."""
+
+    __slots__ = ("rows", "post")
+
+    def __init__(self, rows, post):
+        self.rows, self.post = rows, post
+
+
+def plan(ds, key):
+    """The plan of expression ``key`` on dataset proxy ``ds``: a
+    :class:`_Plan`, or a :class:`_VLPlan` for a VLArray. ``where()`` and
+    ``read_sorted()`` read the columns they need now, through the dataset's
+    reader (:func:`_read_column`)."""
+    if ds._fast:
+        p = _fast_plan(ds, key)
+        if p is not None:
+            return p
+    if isinstance(ds, VLArrayDataset):
+        keys = key._post()
+        return _VLPlan(_vlarray_rows(ds, keys[0]), keys[1:])
+    if isinstance(key, ops.WhereOp):
+        return _make_plan(ds, None, _where_coords(ds, key), key._post())
+    if isinstance(key, ops.SortOp):
+        return _make_plan(ds, key._col, _sorted_coords(ds, key), key._post())
+    col, head, post = _parts(key, ds)
+    return _make_plan(ds, col, head, post)
+
+
+def _as_head(key):
+    """A head key as numpy means it: ``None`` (numpy.newaxis) is ``(None,)``,
+    since a head of None means "every row" to the planner."""
+    return (None,) if key is None else key
+
+
+def _parts(op, ds):
+    """``(col, head, post)`` of an expression: the column (None: whole
+    rows), the key applied to the dataset or the column as numpy would
+    (None: every row), and the keys applied, in order, to its result."""
+    if isinstance(op, ops.ReadScalarOpBase):  # before ReadOpArray: ReadScalarOpArray is one
+        return op._col, op._idx, op._post()
+    if isinstance(op, ops.ReadOpBase):
+        if isinstance(op, ops.ReadOpArray) and op._single:  # array.read(start): PyTables' one row
+            return op._col, _read_range(op._start, None, None, ds), op._post()
+        return op._col, slice(op._start, op._stop, op._step), op._post()
+    if isinstance(op, ops.IndexOp):
+        keys = op._post()
+        return None, _as_head(keys[0]), keys[1:]
+    if isinstance(op, ops.ColOp):
+        keys = op._post()
+        if keys:
+            return op._col, _as_head(keys[0]), keys[1:]
+        return op._col, None, []
+    if isinstance(op, ops.CoordOp):
+        coords = op._coords
+        if isinstance(coords, list) and len(coords) == 0:
+            coords = np.zeros(0, np.intp)
+        return op._col, coords, op._post()
+    if isinstance(op, ops.JoinedSlicesOp):
+        n = ds.shape[0]
+        a = np.arange(*slice(op._start1, op._stop1, op._step1).indices(n))
+        b = np.arange(*slice(op._start2, op._stop2, op._step2).indices(n))
+        return op._col, np.concatenate([a, b]).astype(np.intp), op._post()
+    raise NotImplementedError(f"{type(op).__name__} is not an expression the reader can plan")
+
+
+# ---------------------------------------------------------------- where() and read_sorted()
+
+def _read_column(ds, name, rng=None):
+    """Column ``name`` of rows ``rng`` = (start, stop, step) (None: every
+    row), read now by the dataset's reader: the one I/O of planning."""
+    return ds._reader.read(ops.ReadOpTable(ds._path, name, *(rng or (None, None, None))))
+
+
+def _where_coords(ds, op):
+    """The rows where ``op``'s numexpr condition holds (reads the columns it
+    names, over its range)."""
+    try:
+        import numexpr
+    except ImportError:
+        raise ImportError("where() evaluates its condition with numexpr, as PyTables does, and numexpr "
+                          "is not installed: pip install numexpr (or pip install 'multiload[where]')") from None
+
+    if not isinstance(ds, TableDataset):
+        raise TypeError("where() needs a table")
+    n = ds.shape[0]
+    start, stop, step = slice(op._start, op._stop, op._step).indices(n)
+    if step < 0:
+        raise ValueError("where() needs a positive step")
+    names = numexpr.necompiler.getExprNames(op._condition, {})[0]
+    local = {}
+    for name in names:
+        if name in op._condvars:
+            local[name] = op._condvars[name]
+        elif ds.dtype.names and name in ds.dtype.names:
+            if ds.dtype[name].names is not None:  # PyTables refuses these too
+                raise TypeError(f"variable ``{name}`` refers to a nested column, not allowed in conditions")
+            local[name] = _read_column(ds, name, (start, stop, step))
+        elif op._frame_vars is not None and name in op._frame_vars:
+            local[name] = op._frame_vars[name]
+        else:
+            raise NameError(f"name '{name}' in the condition is neither a column of {ds._path!r} "
+                            f"nor a condition variable")
+    mask = numexpr.evaluate(op._condition, local_dict=local, global_dict={})
+    mask = np.broadcast_to(np.asarray(mask, dtype=bool), (len(range(start, stop, step)),))
+    return np.arange(start, stop, step, dtype=np.int64)[mask]
+
+
+def _sorted_coords(ds, op):
+    """The rows of ``op``'s range in the stable order of its ``sortby``
+    column (read whole)."""
+    if not isinstance(ds, TableDataset):
+        raise TypeError("read_sorted() needs a table")
+    if op._checkCSI:
+        _check_csi(ds, op._sortby)
+    values = _read_column(ds, op._sortby)
+    if values.ndim != 1:
+        raise ValueError(f"cannot sort by the multidimensional column {op._sortby!r}")
+    order = np.argsort(values, kind="stable")
+    start, stop = op._start, op._stop
+    if start is not None and stop is None and op._step is None:  # PyTables: one row
+        stop = None if start == -1 else start + 1
+    return order[start:stop:op._step]
+
+
+def _check_csi(ds, col):
+    """ValueError unless column ``col`` has a completely sorted index
+    (checked with PyTables, when it is installed)."""
+    try:
+        import tables
+    except ImportError:  # without PyTables there is no index to check
+        return
+    with tables.open_file(ds._reader._filename, "r") as f:
+        node = f.get_node(ds._path)
+        index = getattr(node.cols._f_col(col), "index", None)
+        if index is None or not index.is_csi:
+            raise ValueError(f"Field `{col}` must have associated a 'full' index in table `{ds._path}`.")
+
+
+# ---------------------------------------------------------------- VLArray rows
+
+def _vlarray_rows(ds, key):
+    """The rows ``key`` selects in VLArray ``ds``, as an int64 array (one
+    row: its array is the result; several: their concatenation).
+    IndexError as numpy raises it."""
+    n = ds.shape[0]
+    if isinstance(key, tuple):  # ds[i, ...], ds[(i,)]: one dimension only
+        parts = [k for k in key if k is not Ellipsis]
+        if len(parts) > 1 or len(key) - len(parts) > 1:
+            raise IndexError(f"too many indices for the 1-D VLArray: {key!r} ({_context(ds)})")
+        key = parts[0] if parts else slice(None)
+    if _is_int(key):
+        i = int(key)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} is out of bounds for axis 0 with size {n} (VLArray; {_context(ds)})")
+        return np.array([i % n], dtype=np.int64)
+    if isinstance(key, slice):
+        return np.arange(*key.indices(n), dtype=np.int64)
+    sel = np.asarray(key)
+    if sel.dtype == bool:
+        if sel.shape != (n,):
+            raise IndexError(f"boolean index of shape {sel.shape} does not match the {n} rows of the VLArray "
+                             f"({_context(ds)})")
+        return np.flatnonzero(sel).astype(np.int64)
+    if sel.size == 0:
+        sel = sel.astype(np.int64)
+    if not np.issubdtype(sel.dtype, np.integer):
+        raise IndexError("only integers, slices, integer arrays and boolean masks select VLArray rows, "
+                         f"not {key!r} ({_context(ds)})")
+    if sel.ndim > 1:
+        raise IndexError(f"a {sel.ndim}-D index array cannot select rows of a 1-D VLArray ({_context(ds)})")
+    rows = sel.astype(np.int64).reshape(-1)
+    bad = (rows < -n) | (rows >= n)
+    if bad.any():
+        raise IndexError(f"index {rows[bad][0]} is out of bounds for axis 0 with size {n} "
+                         f"(VLArray; {_context(ds)})")
+    return np.where(rows < 0, rows + n, rows)

@@ -1,6 +1,10 @@
 """Dataset proxies handed out by ``Reader.get_dataset`` (multitables'
 ``TableDataset``, ``ArrayDataset`` and ``VLArrayDataset``): they build
-requests without I/O and make stages."""
+request expressions (:mod:`multiload.dataset_ops`) without I/O and make
+stages. What an expression means is the planner's (:mod:`multiload._plan`).
+
+May import: numpy, :mod:`multiload.dataset_ops`, :mod:`multiload.stage`.
+"""
 
 import math
 import numbers
@@ -46,7 +50,7 @@ class DatasetBase:
         self._layout = layout
         self.dtype = dtype
         self.shape = tuple(shape)
-        # The Reader plans common expressions on this dataset without the generic planner.
+        # The planner's fast path (_plan._fast_plan) takes common expressions on this dataset.
         self._fast = layout is not None and len(self.shape) > 0
         # ds[i] on a 1-D dataset is a scalar, which numpy gives in native byte
         # order: the generic planner converts it when the file's is not.
@@ -213,40 +217,3 @@ class VLArrayDataset(DatasetBase):
             raise IndexError(f"a single Ellipsis is not a request (PyTables does not support it); use [:] "
                              f"({_context(self)})")
         return ops.IndexOp(self._path, key)
-
-    def _rows(self, key):
-        """The rows ``key`` selects, as an int64 array (one row: its array
-        is the result; several: their concatenation). IndexError as numpy
-        raises it."""
-        n = self.shape[0]
-        if isinstance(key, tuple):  # ds[i, ...], ds[(i,)]: one dimension only
-            parts = [k for k in key if k is not Ellipsis]
-            if len(parts) > 1 or len(key) - len(parts) > 1:
-                raise IndexError(f"too many indices for the 1-D VLArray: {key!r} ({_context(self)})")
-            key = parts[0] if parts else slice(None)
-        if _is_int(key):
-            i = int(key)
-            if not -n <= i < n:
-                raise IndexError(f"index {i} is out of bounds for axis 0 with size {n} (VLArray; {_context(self)})")
-            return np.array([i % n], dtype=np.int64)
-        if isinstance(key, slice):
-            return np.arange(*key.indices(n), dtype=np.int64)
-        sel = np.asarray(key)
-        if sel.dtype == bool:
-            if sel.shape != (n,):
-                raise IndexError(f"boolean index of shape {sel.shape} does not match the {n} rows of the VLArray "
-                                 f"({_context(self)})")
-            return np.flatnonzero(sel).astype(np.int64)
-        if sel.size == 0:
-            sel = sel.astype(np.int64)
-        if not np.issubdtype(sel.dtype, np.integer):
-            raise IndexError("only integers, slices, integer arrays and boolean masks select VLArray rows, "
-                             f"not {key!r} ({_context(self)})")
-        if sel.ndim > 1:
-            raise IndexError(f"a {sel.ndim}-D index array cannot select rows of a 1-D VLArray ({_context(self)})")
-        rows = sel.astype(np.int64).reshape(-1)
-        bad = (rows < -n) | (rows >= n)
-        if bad.any():
-            raise IndexError(f"index {rows[bad][0]} is out of bounds for axis 0 with size {n} "
-                             f"(VLArray; {_context(self)})")
-        return np.where(rows < 0, rows + n, rows)

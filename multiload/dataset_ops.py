@@ -2,15 +2,16 @@
 
 The class names (and the ``_path``, ``_col``, ``_index`` attributes) are
 multitables' so that code which inspects requests keeps working; the
-behaviour is multiload's own. An expression does no I/O. The Reader turns
-it into a plan (:mod:`multiload._plan`):
+behaviour is multiload's own. An expression is data: it records what was
+asked (its path, column, rows, further keys) and does no I/O and no
+planning. What it means -- which rows, which column, what numpy indexing is
+left -- is decided in one place, :mod:`multiload._plan`.
 
-* a *column* to extract from each row (tables),
-* a *head* key applied to the dataset (or the column) as numpy would,
-* *post* keys applied, in order, to the head's result (numpy semantics).
-
-``_parts(dataset)`` returns ``(col, head, post)``. ``head`` None means
-"every row".
+This module is the bottom of the package: it imports nothing of multiload.
+Beside the expression classes it holds what both the dataset proxies (which
+build expressions) and the planner (which reads them) need: the key
+classifiers, the column lookup and its ColumnError, PyTables' read range,
+and the dataset/file context of error messages.
 """
 
 import numbers
@@ -112,12 +113,6 @@ def _context(ds):
     return f"dataset {ds._path!r}" + (f", file {filename!r}" if filename is not None else "")
 
 
-def _as_head(key):
-    """A head key as numpy means it: ``None`` (numpy.newaxis) is ``(None,)``,
-    since a head of None means "every row" to the planner."""
-    return (None,) if key is None else key
-
-
 class OpBase:
     """Base of request expressions: ``op[key]`` appends a numpy-style key
     applied to the result so far (and returns the same object, as in
@@ -137,9 +132,6 @@ class OpBase:
     def _post(self):
         return list(self._index or ())
 
-    def _parts(self, ds):
-        raise NotImplementedError
-
     def __repr__(self):
         return f"<{type(self).__name__} {self._path!r}>"
 
@@ -150,10 +142,6 @@ class IndexOp(OpBase):
     def __init__(self, path, key):
         super().__init__(path)
         self.__getitem__(key)
-
-    def _parts(self, ds):
-        keys = self._post()
-        return None, _as_head(keys[0]), keys[1:]
 
 
 class ColOp(OpBase):
@@ -175,12 +163,6 @@ class ColOp(OpBase):
                 return CoordOp(self._path, self._col, key)
         return super().__getitem__(key)
 
-    def _parts(self, ds):
-        keys = self._post()
-        if keys:
-            return self._col, _as_head(keys[0]), keys[1:]
-        return self._col, None, []
-
 
 class ReadOpBase(OpBase):
     """Rows ``start:stop:step`` (Python slice semantics), optionally one column."""
@@ -191,12 +173,6 @@ class ReadOpBase(OpBase):
         self._start = start
         self._stop = stop
         self._step = step
-
-    def _head(self, ds):
-        return slice(self._start, self._stop, self._step)
-
-    def _parts(self, ds):
-        return self._col, self._head(ds), self._post()
 
 
 class ReadOpTable(ReadOpBase):
@@ -215,11 +191,6 @@ class ReadOpArray(ReadOpBase):
         super().__init__(path, col, start, stop, step)
         self._single = _single  # array.read(start): PyTables reads one row
 
-    def _head(self, ds):
-        if self._single:
-            return _read_range(self._start, None, None, ds)
-        return super()._head(ds)
-
 
 class ReadScalarOpBase(ReadOpBase):
     """One row, ``dataset[i]``: the first dimension is dropped."""
@@ -234,9 +205,6 @@ class ReadScalarOpBase(ReadOpBase):
         self._step = None
         self._idx = idx
 
-    def _head(self, ds):
-        return self._idx
-
 
 class ReadScalarOpTable(ReadScalarOpBase, ReadOpTable):
     """``table[i]``, and ``table[i]['col']`` / ``table['col'][i]``."""
@@ -250,9 +218,6 @@ class ReadScalarOpTable(ReadScalarOpBase, ReadOpTable):
 class ReadScalarOpArray(ReadScalarOpBase, ReadOpArray):
     """``array[i]``."""
 
-    def _head(self, ds):
-        return self._idx
-
 
 class JoinedSlicesOp(OpBase):
     """Two row slices, concatenated."""
@@ -262,12 +227,6 @@ class JoinedSlicesOp(OpBase):
         self._col = col
         self._start1, self._stop1, self._step1 = start1, stop1, step1
         self._start2, self._stop2, self._step2 = start2, stop2, step2
-
-    def _parts(self, ds):
-        n = ds.shape[0]
-        a = np.arange(*slice(self._start1, self._stop1, self._step1).indices(n))
-        b = np.arange(*slice(self._start2, self._stop2, self._step2).indices(n))
-        return self._col, np.concatenate([a, b]).astype(np.intp), self._post()
 
 
 class CoordOp(OpBase):
@@ -283,18 +242,12 @@ class CoordOp(OpBase):
             return CoordOp(self._path, key, self._coords)
         return super().__getitem__(key)
 
-    def _parts(self, ds):
-        coords = self._coords
-        if isinstance(coords, list) and len(coords) == 0:
-            coords = np.zeros(0, np.intp)
-        return self._col, coords, self._post()
-
 
 class SortOp(OpBase):
     """``table.read_sorted(sortby, checkCSI, field, start, stop, step)``.
 
-    The Reader sorts the ``sortby`` column (stable), takes
-    ``order[start:stop:step]`` and reads those rows."""
+    The planner (:mod:`multiload._plan`) sorts the ``sortby`` column
+    (stable), takes ``order[start:stop:step]`` and those rows are read."""
 
     def __init__(self, path, sortby, checkCSI, col, start, stop, step):
         super().__init__(path)

@@ -1,11 +1,27 @@
 """The Reader: random access to HDF5 datasets by native worker threads.
 
-``reader.request(dataset[expr], stage)`` turns an index expression into a
-plan (multiload/_plan.py: which rows, which column, what numpy indexing is
-left), checks the result fits the stage (multiload/stage.py), and queues the
-rows on the C request engine (src/reader.c). The returned future
-(multiload/request.py) gives the result. Drop-in compatible with
+``reader.request(dataset[expr], stage)`` carries out one request in four
+steps, each another module's concern:
+
+1. plan it: :func:`multiload._plan.plan` says what ``expr`` means (rows,
+   column, numpy indexing left, result shape) -- all of planning lives
+   there, including where() and read_sorted(), which read a column through
+   the dataset's reader (:meth:`Reader.read`);
+2. check the result fits the stage and take the stage
+   (:mod:`multiload.stage`, which states who may use a stage when);
+3. submit the rows to the C request engine (``_core.ReaderCore``, in
+   :meth:`Reader._submit`, the one call site of ``submit``);
+4. hand back a :class:`multiload.request.Request`, which owns the rest of the
+   request's life; finished requests are delivered by the notification
+   thread (:mod:`multiload._notify`).
+
+This module keeps what is the reader's own: opening datasets, the request
+and read entry points, shutdown and stats. Drop-in compatible with
 ``multitables.Reader``; see docs/reader.md.
+
+May import: every module of the package's Reader side (``_plan``, ``stage``,
+``request``, ``_notify``, ``dataset``, ``dataset_ops``, ``_args``,
+``_signals``) and ``_core``; nothing imports it but ``__init__``.
 """
 
 import itertools
@@ -15,15 +31,14 @@ import threading
 import numpy as np
 
 from . import _core
-from . import dataset_ops as ops
 from ._args import positive_int
 from ._io import io_mode_code
-from ._signals import QueueClosed, SharedMemoryError
-from .dataset_ops import ColumnError
-from ._plan import _Plan, _fast_plan, _make_plan
-from .stage import Stage, StagePool
-from .request import Request, RequestPool, _Done
+from ._notify import Notifier
+from ._plan import _Plan, _VLPlan, _fast_plan, plan as _plan_of
 from .dataset import ArrayDataset, TableDataset, VLArrayDataset
+from .dataset_ops import ColumnError
+from .request import Request, RequestPool, _Done
+from .stage import Stage, StagePool, _ArrayStage, check_fits, end_loan
 
 __all__ = ["Reader", "RequestPool", "Stage", "StagePool", "Request", "ColumnError"]
 
@@ -63,20 +78,21 @@ class Reader:
         self._filename = os.fspath(filename)
         if not os.path.exists(self._filename):
             raise FileNotFoundError(2, "No such file", self._filename)
-        self._datasets = {}
+        self._datasets = {}  # path -> dataset proxy; _lock
         self._lock = threading.Lock()
         self._closed = False
-        self._notify_fn = notify
-        self._tags = itertools.count(1)
-        # tag -> (Request, notify?) for requests the notification thread
-        # delivers: submitted with notify, or watched (callbacks, stdlib
-        # waiters); None holds the place of one still in _submit.
-        self._pending = {}
-        self._dispatcher = None
+        self._tags = itertools.count(1)  # request tags (next() is atomic under the GIL)
         self._core = _core.ReaderCore(n_workers=n_procs, io_mode=io_code, cache_bytes=int(cache_bytes or 0),
                                       inline_reads=bool(inline_reads))
+        self._notifier = Notifier(self._core, notify)
         if notify is not None:
-            self._start_dispatcher()
+            self._notifier.start()
+
+    @property
+    def _dispatcher(self):
+        """The notification thread (None until it is needed)."""
+        notifier = getattr(self, "_notifier", None)
+        return None if notifier is None else notifier.thread
 
     # -- datasets
     def get_dataset(self, path):
@@ -113,86 +129,16 @@ class Reader:
             return self._datasets.setdefault(path, ds)
 
     def _dataset_for(self, key):
+        """The dataset proxy expression ``key`` is on (TypeError if it is not
+        an expression)."""
+        ds = self._datasets.get(getattr(key, "_path", None))
+        if ds is not None:
+            return ds
         path = getattr(key, "_path", None)
         if path is None:
             raise TypeError(f"a request is built by indexing a dataset (reader.get_dataset(path)[...]), "
                             f"not {type(key).__name__}")
         return self.get_dataset(path)
-
-    # -- planning
-    def _plan(self, key):
-        ds = self._dataset_for(key)
-        if isinstance(ds, VLArrayDataset):
-            return ds, None
-        if isinstance(key, ops.WhereOp):
-            coords = self._where_coords(ds, key)
-            return ds, _make_plan(ds, None, coords, key._post())
-        if isinstance(key, ops.SortOp):
-            coords = self._sorted_coords(ds, key)
-            return ds, _make_plan(ds, key._col, coords, key._post())
-        col, head, post = key._parts(ds)
-        return ds, _make_plan(ds, col, head, post)
-
-    def _column(self, ds, name, rng=None):
-        """Read one column (rows rng = (start, stop, step)) synchronously."""
-        op = ops.ReadOpTable(ds._path, name, *(rng or (None, None, None)))
-        return self.read(op)
-
-    def _where_coords(self, ds, op):
-        try:
-            import numexpr
-        except ImportError:
-            raise ImportError("where() evaluates its condition with numexpr, as PyTables does, and numexpr "
-                              "is not installed: pip install numexpr (or pip install 'multiload[where]')") from None
-
-        if not isinstance(ds, TableDataset):
-            raise TypeError("where() needs a table")
-        n = ds.shape[0]
-        start, stop, step = slice(op._start, op._stop, op._step).indices(n)
-        if step < 0:
-            raise ValueError("where() needs a positive step")
-        names = numexpr.necompiler.getExprNames(op._condition, {})[0]
-        local = {}
-        for name in names:
-            if name in op._condvars:
-                local[name] = op._condvars[name]
-            elif ds.dtype.names and name in ds.dtype.names:
-                if ds.dtype[name].names is not None:  # PyTables refuses these too
-                    raise TypeError(f"variable ``{name}`` refers to a nested column, not allowed in conditions")
-                local[name] = self._column(ds, name, (start, stop, step))
-            elif op._frame_vars is not None and name in op._frame_vars:
-                local[name] = op._frame_vars[name]
-            else:
-                raise NameError(f"name '{name}' in the condition is neither a column of {ds._path!r} "
-                                f"nor a condition variable")
-        mask = numexpr.evaluate(op._condition, local_dict=local, global_dict={})
-        mask = np.broadcast_to(np.asarray(mask, dtype=bool), (len(range(start, stop, step)),))
-        return np.arange(start, stop, step, dtype=np.int64)[mask]
-
-    def _sorted_coords(self, ds, op):
-        if not isinstance(ds, TableDataset):
-            raise TypeError("read_sorted() needs a table")
-        if op._checkCSI:
-            self._check_csi(ds, op._sortby)
-        values = self._column(ds, op._sortby)
-        if values.ndim != 1:
-            raise ValueError(f"cannot sort by the multidimensional column {op._sortby!r}")
-        order = np.argsort(values, kind="stable")
-        start, stop = op._start, op._stop
-        if start is not None and stop is None and op._step is None:  # PyTables: one row
-            stop = None if start == -1 else start + 1
-        return order[start:stop:op._step]
-
-    def _check_csi(self, ds, col):
-        try:
-            import tables
-        except ImportError:  # without PyTables there is no index to check
-            return
-        with tables.open_file(self._filename, "r") as f:
-            node = f.get_node(ds._path)
-            index = getattr(node.cols._f_col(col), "index", None)
-            if index is None or not index.is_csi:
-                raise ValueError(f"Field `{col}` must have associated a 'full' index in table `{ds._path}`.")
 
     # -- requests
     def request(self, key, stage):
@@ -204,87 +150,76 @@ class Reader:
         IndexError / KeyError for a bad expression, before any I/O."""
         if self._closed:
             raise RuntimeError("Attempt to request data from a closed reader.")
-        ds = self._datasets.get(getattr(key, "_path", None))
-        plan = _fast_plan(ds, key) if ds is not None and ds._fast else None
+        ds = self._datasets.get(getattr(key, "_path", None))  # _dataset_for(), inlined: the fast path
+        if ds is None:
+            ds = self._dataset_for(key)
+        plan = _fast_plan(ds, key) if ds._fast else None  # plan()'s first step, inlined: the fast path
         if plan is None:
-            ds, plan = self._plan(key)
-            if plan is None:
-                return self._request_vlarray(ds, key, stage)
-        self._check_fits(stage, plan.nbytes, plan.shape, plan.dtype, ds)
-        st = stage._acquire(ds)
+            plan = _plan_of(ds, key)
+            if type(plan) is _VLPlan:
+                return self._request_vlarray(ds, plan, stage)
+        check_fits(stage, plan.nbytes, plan.shape, plan.dtype, ds)
+        loan = stage._lend(ds)
         try:
-            return self._submit(plan, st)
+            return self._submit(plan, loan)
         except BaseException:
-            st._release()
+            end_loan(loan)  # nothing was submitted: no writer
             raise
 
-    def _check_fits(self, stage, nbytes, shape, dtype, ds):
-        """SharedMemoryError (multitables' wording first) unless a result of
-        ``nbytes`` fits ``stage``."""
-        cap = stage._capacity()
-        if nbytes > cap:
-            raise SharedMemoryError(f"Stage is smaller than requested array: {cap} < {nbytes} "
-                                    f"(result shape {shape}, dtype {dtype}; dataset {ds._path!r} "
-                                    f"of file {self._filename!r})")
-
-    def _submit(self, plan, st, dest=None):
+    def _submit(self, plan, loan, dest=None):
+        """Submit ``plan`` into the stage of ``loan`` (or into ``dest``, an
+        array the result is read straight into); return its Request."""
         h = plan.head
         temp = None
         if dest is None:
             if plan.post is None:
-                dest = st._buf
+                dest = loan[0]._buf
             else:
                 temp = np.empty(plan.fetch_shape, dtype=plan.fetch_dtype)
                 dest = temp.reshape(-1).view(np.uint8) if temp.size else np.empty(1, np.uint8)
         elif dest.dtype != np.uint8 or dest.ndim != 1:
             dest = dest.reshape(-1).view(np.uint8) if dest.size else np.empty(1, np.uint8)
-        notify = self._dispatcher is not None
-        tag = next(self._tags)  # itertools.count: atomic under the GIL
+        notifier = self._notifier
+        notify = notifier.thread is not None
+        tag = next(self._tags)
         if notify:
-            # The tag may come back (request read inline, or by a fast
-            # worker) before the future exists: hold its place, so the
-            # dispatcher can tell "finished early" from "not ours".
-            with self._lock:
-                self._pending[tag] = None
+            notifier.hold(tag)
         try:
             creq = self._core.submit(plan.ds._layout, rows=h.rows, row0=h.row0, n=h.n, col_offset=plan.col_offset,
                                      col_size=plan.col_size, dest=dest, tag=tag, notify=notify, wrap=h.wrap)
         except BaseException:
             if notify:
-                with self._lock:
-                    self._pending.pop(tag, None)
+                notifier.release(tag)
             raise
-        fut = Request(self, st, creq, plan, temp, tag)
+        fut = Request(notifier, loan, creq, plan, temp, tag)
         if notify:
-            with self._lock:
-                early = tag not in self._pending  # the dispatcher took the tag already
-                if not early:
-                    self._pending[tag] = (fut, True)
-            if early or not self._dispatcher.is_alive():  # (a dead one: stopped while we submitted)
-                self._deliver(fut, True)
+            notifier.submitted(fut)
         return fut
 
-    def _vlarray_result(self, ds, key):
-        """Read a VLArray expression now (C core, HDF5 under its lock, GIL
+    def _vlarray_result(self, ds, vplan):
+        """Read a VLArray plan now (C core, HDF5 under its lock, GIL
         released): the row, or the rows concatenated, then further keys."""
-        keys = key._post()
-        _counts, res = ds._vlen.read(ds._rows(keys[0]))
-        for k in keys[1:]:
+        _counts, res = ds._vlen.read(vplan.rows)
+        for k in vplan.post:
             res = res[k]
         return np.asarray(res)
 
-    def _request_vlarray(self, ds, key, stage):
+    def _request_vlarray(self, ds, vplan, stage):
         # A VLArray's result size is known only once its rows are read: read
         # first, then check the stage and copy, so a refused request leaves
         # the stage untouched and free.
-        res = self._vlarray_result(ds, key)
+        res = self._vlarray_result(ds, vplan)
         plan = _Plan()
         plan.post, plan.shape, plan.dtype = None, res.shape, res.dtype
         plan.nbytes = res.nbytes
-        self._check_fits(stage, res.nbytes, res.shape, res.dtype, ds)
-        st = stage._acquire(ds)
-        st._view(res.dtype, res.shape)[...] = res
-        fut = Request(self, st, _Done(), plan, None)
+        check_fits(stage, res.nbytes, res.shape, res.dtype, ds)
+        loan = stage._lend(ds)
+        try:
+            loan[0]._view(res.dtype, res.shape)[...] = res
+        except BaseException:
+            end_loan(loan)
+            raise
+        fut = Request(self._notifier, loan, _Done(), plan, None)
         fut._finish()
         return fut
 
@@ -292,73 +227,18 @@ class Reader:
         """Read ``key`` now and return the result as a new array."""
         if self._closed:
             raise RuntimeError("Attempt to request data from a closed reader.")
-        ds, plan = self._plan(key)
-        if plan is None:
-            return np.ascontiguousarray(self._vlarray_result(ds, key))
+        ds = self._dataset_for(key)
+        plan = _plan_of(ds, key)
+        if type(plan) is _VLPlan:
+            return np.ascontiguousarray(self._vlarray_result(ds, plan))
         out = np.empty(plan.shape, dtype=plan.dtype)
-        st = _OwnStage(out)
-        st._acquire()
-        fut = self._submit(plan, st, dest=out if plan.post is None else None)
+        loan = _ArrayStage(out)._lend()
+        fut = self._submit(plan, loan, dest=out if plan.post is None else None)
         try:
             fut._take()
         finally:
-            fut._stage_release()  # interrupted: `out` stays alive until the workers let go of it
+            fut._end_loan()  # interrupted: `out` stays alive until the workers let go of it
         return out
-
-    # -- notifications
-    def _start_dispatcher(self):
-        with self._lock:
-            if self._dispatcher is not None or self._core is None:
-                return
-            self._dispatcher = threading.Thread(target=self._dispatch, name="multiload-reader-notify",
-                                                daemon=True)
-            self._dispatcher.start()
-
-    def _watch(self, fut):
-        """Have the notification thread deliver ``fut`` (run its callbacks,
-        complete its concurrent.futures state) once its request is done."""
-        if fut._finished:
-            return
-        self._start_dispatcher()
-        with self._lock:
-            if fut._tag not in self._pending:
-                self._pending[fut._tag] = (fut, False)
-        fut._creq.watch()  # the engine reports the tag when done (now, if it is)
-        if fut._creq.done():
-            fut._finish()  # a stdlib waiter installing itself now is woken at once
-
-    def _deliver(self, fut, notify):
-        """A finished request: its callbacks, then notify(fut) if asked."""
-        fut._finish()
-        fut._run_callbacks()
-        if notify and self._notify_fn is not None:
-            try:
-                self._notify_fn(fut)
-            except Exception:  # noqa: BLE001 - a user callback must not stop the dispatcher
-                import logging
-
-                logging.getLogger("multiload").exception("exception in the reader's notify callback")
-
-    def _dispatch(self):
-        core = self._core
-        while True:
-            tags = core.pop_done(0.1)
-            with self._lock:
-                # A None entry is a request still in _submit: it delivers itself.
-                entries = [self._pending.pop(t) for t in tags or () if t in self._pending]
-            for e in entries:
-                if e is not None:
-                    self._deliver(*e)
-            if tags is None:
-                with self._lock:
-                    rest = [e for e in self._pending.values() if e is not None]
-                    self._pending.clear()
-                for fut, notify in rest:
-                    fut._wait()
-                    self._deliver(fut, notify)
-                if self._notify_fn is not None:
-                    self._notify_fn(QueueClosed)
-                return
 
     # -- shutdown
     def close(self, wait=False):
@@ -374,7 +254,7 @@ class Reader:
             if wait:
                 while not self._core.join(0.1):  # signals are handled between steps
                     pass
-                d = self._dispatcher
+                d = self._notifier.thread
                 if d is not None and d is not threading.current_thread():
                     while d.is_alive():
                         d.join(0.1)
@@ -410,16 +290,3 @@ class Reader:
                 self.stop()
             except Exception:  # noqa: BLE001
                 pass
-
-
-class _OwnStage(Stage):
-    """The result array of reader.read(), posing as a stage."""
-
-    def __init__(self, out):
-        self.size_nbytes = out.nbytes
-        self._buf = out.reshape(-1).view(np.uint8) if out.size else np.empty(1, np.uint8)
-        self._lock = threading.Lock()
-        self._closed = False
-        self._pool = None
-        self._held_by = None
-        self._held_lock = threading.Lock()

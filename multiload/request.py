@@ -1,14 +1,55 @@
-"""Futures for Reader requests (multitables' ``Request`` and
-``RequestPool``), with concurrent.futures methods and ``await``."""
+"""Request life: the future of one Reader request (multitables' ``Request``).
 
-import collections
+The reader makes a Request once it has submitted a plan to the C engine
+(or, for a VLArray, read the rows already). From then on the Request owns,
+and nothing else does:
+
+* the outcome, settled once (``_complete``) when the C request is done: ok
+  (numpy's remaining indexing is applied to the fetched rows then),
+  cancelled, closed by ``stop()``, or an error, raised as an instance of
+  both SubprocessException and the original type (``_background_error``);
+* taking the result: the get methods take it once, ``result()`` takes a copy
+  and keeps it;
+* the end of its stage loan (:mod:`multiload.stage` states the rule), when
+  the result is taken or the request is cancelled, failed or dropped;
+* its done-callbacks, run once;
+* its face as a :class:`concurrent.futures.Future` (below).
+
+The Future face
+---------------
+A Request is a ``concurrent.futures.Future``: ``isinstance``,
+``concurrent.futures.wait`` / ``as_completed``, ``asyncio.wrap_future`` and
+``await`` take it. A Future's own state costs about 0.8 us to make (a
+Condition) and 0.9 us to complete, a quarter of a one-row ``get()``, and
+only the stdlib helpers look at it (``wait`` and ``as_completed`` read its
+condition, state and waiter list). So it is made lazily: the first read of
+any attribute a Future instance has (the names are taken from a real Future
+at import; none is spelled here) reaches a descriptor on the class
+(``_FaceField``), which runs ``Future.__init__(self)`` and has the reader's
+notification thread watch the request. The outcome then reaches the Future state through the public
+``Future.set_result`` / ``set_exception`` / ``cancel`` +
+``set_running_or_notify_cancel`` -- exactly once, by whichever of "settled"
+and "face made" happens second (both under the request's lock) -- which wake
+the stdlib waiters. Every public method of Future is overridden here
+(tests/test_reader_future_face.py checks it), so Future's own methods never
+run on a Request without its state, and no Future attribute is written
+directly.
+
+May import: the standard library, numpy, :mod:`multiload._signals`,
+:mod:`multiload._proxy`, :mod:`multiload._request_pool`,
+:mod:`multiload.stage` (``end_loan``). It knows the C
+request only through its methods (wait, done, busy, watch, cancel, status,
+check) and the reader only as the notifier that watches it.
+"""
+
 import concurrent.futures
 import contextlib
 import threading
 
-import numpy as np
-
+from ._proxy import _Proxy
+from ._request_pool import RequestPool
 from ._signals import QueueClosedException, SubprocessException
+from .stage import end_loan
 
 __all__ = ["Request", "RequestPool"]
 
@@ -69,184 +110,35 @@ class _Done:
             raise self._exc
 
 
-# ---------------------------------------------------------------- the proxy
-
-class _Proxy:
-    """Forwards everything to an array until released; afterwards every use
-    raises RuntimeError (the stage may hold another request's data by then).
-
-    As multitables' proxy (a wrapt ObjectProxy): attributes, indexing,
-    iteration, ``len``, ``in``, every arithmetic, reflected, in-place and
-    comparison operator, conversions, ``np.asarray(proxy)`` and numpy
-    ufuncs, and ``isinstance(proxy, np.ndarray)``."""
-
-    __slots__ = ("_obj",)
-
-    def __init__(self, obj):
-        object.__setattr__(self, "_obj", obj)
-
-    def _get(self):
-        obj = object.__getattribute__(self, "_obj")
-        if obj is None:
-            raise RuntimeError("this proxy was released (its with-block ended): the stage may hold another "
-                               "request's data now; copy what you need inside the block")
-        return obj
-
-    def release(self):
-        object.__setattr__(self, "_obj", None)
-
-    @property
-    def __class__(self):  # isinstance(proxy, np.ndarray), as wrapt's proxies
-        obj = object.__getattribute__(self, "_obj")
-        return _Proxy if obj is None else type(obj)
-
-    def __getattr__(self, name):
-        return getattr(self._get(), name)
-
-    def __setattr__(self, name, value):
-        setattr(self._get(), name, value)
-
-    def __delattr__(self, name):
-        delattr(self._get(), name)
-
-    def __dir__(self):
-        return dir(self._get())
-
-    def __repr__(self):
-        obj = object.__getattribute__(self, "_obj")
-        return "<released multiload proxy>" if obj is None else f"proxy({obj!r})"
-
-    def __str__(self):
-        return str(self._get())
-
-    def __format__(self, spec):
-        return format(self._get(), spec)
-
-    __hash__ = None  # as the array's: unhashable
-
-    def __bool__(self):
-        return bool(self._get())
-
-    def __array__(self, dtype=None, copy=None):
-        a = self._get()
-        if copy:
-            return np.array(a, dtype=dtype, copy=True)
-        return a if dtype is None else a.astype(dtype, copy=False)
-
-    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        inputs = tuple(_unwrap(x) for x in inputs)
-        if "out" in kwargs:
-            kwargs["out"] = tuple(_unwrap(x) for x in kwargs["out"])
-        return getattr(ufunc, method)(*inputs, **kwargs)
-
-    def __copy__(self):
-        return self._get().copy()
-
-    def __deepcopy__(self, memo):
-        return self._get().copy()
-
-    def __reduce_ex__(self, protocol):  # pickles as the array it shows
-        return self._get().__reduce_ex__(protocol)
-
-    # in-place operators change the array (the stage) and keep the proxy
-    def _inplace(self, name, other):
-        obj = self._get()
-        res = getattr(obj, name)(_unwrap(other))
-        if res is NotImplemented:
-            return res
-        if res is not obj:
-            object.__setattr__(self, "_obj", res)
-        return self
-
-
-def _unwrap(x):
-    return x._get() if type(x) is _Proxy else x
-
-
-def _forward(name):
-    def op(self, *args):
-        return getattr(self._get(), name)(*(_unwrap(a) for a in args))
-    op.__name__ = op.__qualname__ = name
-    return op
-
-
-def _forward_inplace(name):
-    def op(self, other):
-        return self._inplace(name, other)
-    op.__name__ = op.__qualname__ = name
-    return op
-
-
-_BINARY = ("add", "sub", "mul", "matmul", "truediv", "floordiv", "mod", "divmod", "pow", "lshift", "rshift",
-           "and", "xor", "or")
-for _n in _BINARY:
-    setattr(_Proxy, f"__{_n}__", _forward(f"__{_n}__"))
-    setattr(_Proxy, f"__r{_n}__", _forward(f"__r{_n}__"))
-    if _n != "divmod":
-        setattr(_Proxy, f"__i{_n}__", _forward_inplace(f"__i{_n}__"))
-for _n in ("lt", "le", "eq", "ne", "gt", "ge", "neg", "pos", "abs", "invert", "int", "float", "complex", "index",
-           "len", "iter", "getitem", "setitem", "delitem"):
-    setattr(_Proxy, f"__{_n}__", _forward(f"__{_n}__"))
-del _n
-
-
-def _reversed(self):
-    return reversed(self._get())
-
-
-def _contains(self, x):
-    return _unwrap(x) in self._get()
-
-
-def _round(self, *nd):
-    return round(self._get(), *nd)
-
-
-def _trunc(self):
-    import math
-    return math.trunc(self._get())
-
-
-def _floor(self):
-    import math
-    return math.floor(self._get())
-
-
-def _ceil(self):
-    import math
-    return math.ceil(self._get())
-
-
-# Python-level protocols the array has no dunder for: through the builtins.
-_Proxy.__reversed__ = _reversed
-_Proxy.__contains__ = _contains
-_Proxy.__round__ = _round
-_Proxy.__trunc__ = _trunc
-_Proxy.__floor__ = _floor
-_Proxy.__ceil__ = _ceil
-
-
 # ---------------------------------------------------------------- the future
 
 _FUT = concurrent.futures.Future
-_PENDING = concurrent.futures._base.PENDING
-_FINISHED = concurrent.futures._base.FINISHED
-_CANCELLED = concurrent.futures._base.CANCELLED_AND_NOTIFIED
+#: The attributes Future.__init__ gives an instance: reading one on a Request
+#: makes its Future state (see the module docstring).
+_FUTURE_FIELDS = frozenset(vars(_FUT()))
 _TAKEN_GET, _TAKEN_RESULT = 1, 2
-_COND_LOCK = threading.Lock()  # creates a future's Condition (only when a stdlib waiter looks)
 
 
-class _Waiters(list):
-    """The future's list of concurrent.futures waiters. wait() and
-    as_completed() append to it and then only watch the future's state:
-    appending makes the reader report this request's completion (its
-    notification thread then completes the future's state)."""
+class _FaceField:
+    """Stands, on the Request class, for one attribute a Future instance
+    has, until the request's Future state is made: reading it makes the
+    state (``Future.__init__`` then stores the real attribute on the
+    instance, which hides this non-data descriptor from then on).
 
-    __slots__ = ("_fut",)
+    A descriptor per name rather than ``__getattr__``: a class with
+    ``__getattr__`` makes every attribute read on its instances slower
+    (CPython does not specialise them), about 2 us per one-row request."""
 
-    def append(self, waiter):
-        list.append(self, waiter)
-        self._fut._reader._watch(self._fut)
+    __slots__ = ("name",)
+
+    def __init__(self, name):
+        self.name = name
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        obj._make_face()
+        return obj.__dict__[self.name]
 
 
 class Request(concurrent.futures.Future):
@@ -265,60 +157,54 @@ class Request(concurrent.futures.Future):
     no copy. An error is raised by every one of them, every time.
     """
 
-    # concurrent.futures.Future state, set up lazily: Future.__init__ would
-    # make a Condition per request (~1 us); these class defaults stand in
-    # until the future completes or a stdlib waiter looks (see _complete).
-    _state = _PENDING
-    _result = None
-    _exception = None
-    _done_callbacks = ()  # callbacks live in self._callbacks, run by the reader
-
-    # Our own state: class defaults, set on the instance when they change
-    # (each instance attribute costs on the one-row fast path).
-    _taken = 0  # _TAKEN_GET or _TAKEN_RESULT once the result was taken
-    _copy = None  # result()'s copy
-    _cancelled = False
-    _finished = False
-    _exc = None
-    _callbacks = None
+    # Class defaults, set on the instance only when they change: each
+    # instance attribute costs on the one-row fast path. None of these is a
+    # Future attribute (a class attribute of that name would hide the face).
+    _taken = 0  # _TAKEN_GET or _TAKEN_RESULT once the result was taken; _lock
+    _copy = None  # result()'s kept copy
+    _cancelled = False  # outcome, set once by _complete (then _finished)
+    _exc = None  # outcome: the error every take raises
+    _finished = False  # the outcome is settled; set under _lock
+    _face = False  # Future.__init__ has run on self; set under _lock
+    _callbacks = None  # add_done_callback's functions, until run; _lock
     _callbacks_ran = False
-    _cond = None
-    _waiter_list = None
 
-    @property
-    def _condition(self):
-        c = self._cond
-        if c is None:
-            with _COND_LOCK:
-                c = self._cond
-                if c is None:
-                    c = self._cond = threading.Condition()
-        return c
+    # (the _FaceField descriptors are set on the class below)
 
-    @property
-    def _waiters(self):
-        w = self._waiter_list
-        if w is None:
-            with _COND_LOCK:
-                w = self._waiter_list
-                if w is None:
-                    w = _Waiters()
-                    w._fut = self
-                    self._waiter_list = w
-        return w
-
-    def __init__(self, reader, stage, creq, plan, temp, tag=0):
-        self._reader = reader
-        self._stage = stage
-        self._held = [stage]  # emptied (atomically: list.pop) when the stage is released
-        self._creq = creq
+    def __init__(self, notifier, loan, creq, plan, temp, tag=0):
+        # Future.__init__ is not called here: see the module docstring.
+        self._notifier = notifier  # watch(request): the reader's notification thread
+        self._loan = loan  # the stage loan (multiload.stage): [stage] until ended, then []
+        self._creq = creq  # the C request (or _Done)
         self._plan = plan
-        self._temp = temp  # fetched rows when numpy indexing is left to do
+        self._temp = temp  # fetched rows when numpy indexing is left to do; dropped once settled
         self._tag = tag
         self._lock = threading.Lock()
-        self._finished = False
-        self._taken = 0
-        self._state = _PENDING
+
+    # -- the Future face
+    def _make_face(self):
+        """Make the Future state (once) and have it completed: now if the
+        outcome is settled, else by the notification thread."""
+        with self._lock:
+            if self._face:
+                return
+            _FUT.__init__(self)
+            self._face = True
+            settled = self._finished
+        if settled:
+            self._settle_face()
+        else:
+            self._notifier.watch(self)
+
+    def _settle_face(self):
+        """Hand the settled outcome to the Future state (called once)."""
+        if self._cancelled:
+            _FUT.cancel(self)
+            _FUT.set_running_or_notify_cancel(self)
+        elif self._exc is not None:
+            _FUT.set_exception(self, self._exc)
+        else:
+            _FUT.set_result(self, None)  # the value is made by result(): see there
 
     # -- completion
     def _wait(self, timeout=None):
@@ -334,8 +220,8 @@ class Request(concurrent.futures.Future):
             self._complete()
 
     def _complete(self):
-        """The C request is done: settle the outcome once, then complete the
-        concurrent.futures state (waking stdlib waiters)."""
+        """The C request is done: settle the outcome once, then hand it to
+        the Future state if that was made."""
         with self._lock:
             if self._finished:
                 return
@@ -360,58 +246,43 @@ class Request(concurrent.futures.Future):
             if self._temp is not None:
                 self._temp = None
             self._finished = True
-        # The stdlib state, as Future.set_result / set_exception / cancel
-        # leave it (result() makes the value: see there). State first, then
-        # look for a Condition: a stdlib waiter creates it before it reads
-        # the state, so it either sees the final state or is woken here.
-        if self._exc is not None:
-            self._exception = self._exc
-        self._state = _CANCELLED if self._cancelled else _FINISHED
-        cond = self._cond
-        if cond is not None:
-            with cond:
-                for w in self._waiters:
-                    if self._cancelled:
-                        w.add_cancelled(self)
-                    elif self._exc is not None:
-                        w.add_exception(self)
-                    else:
-                        w.add_result(self)
-                cond.notify_all()
+            face = self._face
+        if face:
+            self._settle_face()
 
     def _postprocess(self):
         p = self._plan
         res = self._temp
         for k in p.post:
             res = res[k]
-        out = self._stage._view(p.dtype, p.shape)
+        out = self._loan[0]._view(p.dtype, p.shape)
         out[...] = res
 
     def _view(self):
         p = self._plan
-        return self._stage._buf[:p.nbytes].view(p.dtype).reshape(p.shape)
+        return self._loan[0]._buf[:p.nbytes].view(p.dtype).reshape(p.shape)
 
     def _settle(self, timeout=None):
         """Wait; raise CancelledError, TimeoutError or the request's error
-        (freeing the stage)."""
+        (ending the stage loan)."""
         if not self._finished and not self._wait(timeout):
             raise concurrent.futures.TimeoutError(f"the request did not finish within {timeout} s")
         if self._cancelled:
             raise concurrent.futures.CancelledError()
         if self._exc is not None:
-            self._stage_release()
+            self._end_loan()
             raise self._exc
 
     def _take(self):
         """Wait, then take the result for a get method. Returns the copy
-        result() kept, or None: the result is in the stage, to be freed by
-        the caller."""
+        result() kept, or None: the result is in the stage, whose loan the
+        caller ends."""
         if not self._finished:  # _settle(), unrolled: the one-row fast path
             self._wait()
         if self._cancelled:
             raise concurrent.futures.CancelledError()
         if self._exc is not None:
-            self._stage_release()
+            self._end_loan()
             raise self._exc
         with self._lock:
             if self._taken == _TAKEN_RESULT:
@@ -422,19 +293,16 @@ class Request(concurrent.futures.Future):
             self._taken = _TAKEN_GET
         return None
 
-    def _stage_release(self):
-        """Free the stage (once), now or -- while a worker may still write
-        into it -- once that write is over."""
-        try:
-            stage = self._held.pop()  # atomic: one caller gets it
-        except IndexError:
-            return
-        # A request that succeeded has released its buffer; any other may
-        # not have (running, or failed by stop() during its read).
-        if (self._exc is not None or not self._finished) and self._plan.post is None and self._creq.busy():
-            stage._release_when_written(self._creq)
+    def _end_loan(self):
+        """End the stage loan (once), naming the C request as the writer
+        when it may still write into the stage -- by the rule in
+        multiload.stage: the rows go straight into the stage (plan.post is
+        None) and the request has not settled with success or as
+        cancelled. The stage module decides when the stage is free."""
+        if self._plan.post is None and not (self._finished and self._exc is None):
+            end_loan(self._loan, self._creq)
         else:
-            stage._release()
+            end_loan(self._loan)
 
     @contextlib.contextmanager
     def get_unsafe(self):
@@ -448,7 +316,7 @@ class Request(concurrent.futures.Future):
         try:
             yield self._view()
         finally:
-            self._stage_release()
+            self._end_loan()
 
     def get_direct(self, action):
         """Call ``action(view)`` with the result viewed in the stage."""
@@ -471,12 +339,13 @@ class Request(concurrent.futures.Future):
         kept = self._take()
         if kept is not None:
             return kept
+        p = self._plan
         try:
-            return self._view().copy()
+            return self._loan[0]._buf[:p.nbytes].view(p.dtype).reshape(p.shape).copy()  # _view(), inlined
         finally:
-            self._stage_release()
+            self._end_loan()
 
-    # -- concurrent.futures.Future
+    # -- concurrent.futures.Future (every public method: see the module docstring)
     def done(self):
         if self._finished:
             return True
@@ -500,7 +369,7 @@ class Request(concurrent.futures.Future):
         if not self._creq.cancel():
             return False
         self._finish()
-        self._stage_release()
+        self._end_loan()
         self._run_callbacks()
         return True
 
@@ -517,7 +386,7 @@ class Request(concurrent.futures.Future):
                                    "which keeps no copy; call result() alone to take it more than once")
             self._taken = _TAKEN_RESULT
             self._copy = self._view().copy()
-        self._stage_release()
+        self._end_loan()
         return self._copy
 
     def exception(self, timeout=None):
@@ -540,7 +409,7 @@ class Request(concurrent.futures.Future):
                     self._callbacks.append(fn)
                     fn = None
             if fn is None:
-                self._reader._watch(self)
+                self._notifier.watch(self)
                 return
         self._run_callbacks()  # earlier ones first
         if fn is not None:
@@ -573,12 +442,12 @@ class Request(concurrent.futures.Future):
 
     def __del__(self):
         # Never waits: a queued request is cancelled; the stage of one being
-        # read is freed once the read is over (see Stage._release_when_written).
+        # read is freed once the read is over (the rule in multiload.stage).
         try:
-            if not self._held:
+            if not self._loan:
                 return
             self._creq.cancel()
-            self._stage_release()
+            self._end_loan()
         except Exception:  # noqa: BLE001 - never raise from __del__
             pass
 
@@ -590,6 +459,11 @@ class Request(concurrent.futures.Future):
         return f"<multiload Request {state}>"
 
 
+for _name in _FUTURE_FIELDS:
+    setattr(Request, _name, _FaceField(_name))
+del _name
+
+
 def _call(fn, fut):
     try:
         fn(fut)
@@ -597,27 +471,3 @@ def _call(fn, fut):
         import logging
 
         logging.getLogger("multiload").exception("exception calling callback for %r", fut)
-
-
-class RequestPool:
-    """Futures in insertion order, shared between threads: ``add(future)``
-    from producers, ``next()`` (blocking) from the consumer."""
-
-    def __init__(self):
-        self._queue = collections.deque()
-        self._cvar = threading.Condition()
-
-    def add(self, req):
-        with self._cvar:
-            self._queue.append(req)
-            self._cvar.notify()
-
-    def next(self, timeout=None):
-        with self._cvar:
-            if not self._cvar.wait_for(lambda: self._queue, timeout):
-                raise TimeoutError("no request was added in time")
-            return self._queue.popleft()
-
-    def __len__(self):
-        with self._cvar:
-            return len(self._queue)
