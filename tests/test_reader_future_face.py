@@ -275,7 +275,8 @@ ALLOWED = {
     "_plan": {"dataset_ops", "dataset"},
     "request": {"_signals", "_proxy", "_request_pool", "stage"},
     "_notify": {"_signals"},
-    "reader": {"_core", "_args", "_signals", "_notify", "_plan", "dataset", "dataset_ops", "request", "stage"},
+    "_io": {"_core"},
+    "reader": {"_core", "_args", "_io", "_signals", "_notify", "_plan", "dataset", "dataset_ops", "request", "stage"},
 }
 
 
