@@ -1,8 +1,16 @@
 """Lifecycle and concurrency: close() while workers read, while a consumer
 waits, while guards are held; guards dropped without release; views kept
 after release; several consumer threads, several queues, h5py on the same
-file at the same time. Every wait is bounded (thread joins with a timeout),
-and no test asserts a duration."""
+file at the same time. Every wait is bounded (thread joins with a timeout).
+No test here asserts how fast anything is: the only timings are
+bounded-return checks with a generous bound (BOUND, 10 s, on joins of a
+close() or a woken get()) and one wait that must not end early (a get()
+whose only slot is held is still blocked after 0.3 s). Across the suite the
+other timings are the same kinds of check, plus one counter-unit check
+(test_streamer_api.py::test_wait_seconds_counts_a_blocked_get) and one
+no-busy-wait CPU check
+(test_reader_parallel.py::test_waiter_sleeps_once_no_part_is_left);
+docs/design.md, "Tests and timings", lists them all."""
 
 import gc
 import threading
