@@ -2,7 +2,7 @@
 
 The Streamer (``get_queue(io_mode=...)``) and the Reader
 (``Reader(io_mode=...)``) both accept these names; the core takes the
-``_core.IO_*`` codes (src/io.h ``ml_io_mode``).
+``_core.IO_*`` codes (src/source.h ``ml_io_mode``).
 """
 
 from . import _core

@@ -1,8 +1,10 @@
 /* clock.c - the core's one copy of deadline arithmetic.
  *
- * Every timed wait in the core (ring takes, Reader request waits and
- * pops, the Streamer's start gate) sleeps on a condition variable made by
- * ml_clock_cond_init, so its deadline is on CLOCK_MONOTONIC; the one wait
+ * Every timed wait in the core has its deadline on CLOCK_MONOTONIC: ring
+ * takes sleep on futex words (FUTEX_WAIT_BITSET, absolute monotonic
+ * deadlines from here; ring.c says why not condvars), Reader request
+ * waits and pops and the Streamer's start gate on condition variables
+ * made by ml_clock_cond_init; the one wait
  * that cannot choose its clock, pthread_timedjoin_np (CLOCK_REALTIME), gets
  * its deadline here too. Invariant: every timespec this file returns has
  * 0 <= tv_nsec < 1e9. Workload: a few calls per wait, none in a data loop.

@@ -18,11 +18,11 @@
  *
  * How to add a source: one .c file that embeds `ml_source` first in its
  * own struct and `ml_io` first in its read context, fills an
- * ml_source_ops (io_open and read are required; the rest may be NULL:
+ * ml_source_ops (io_open, read and destroy are required; the rest may be NULL:
  * no identity, no direct variant), calls ml_source_init() and
  * ml_io_init() on them, and exports one constructor. io.c (POSIX files)
- * is the first; tests/c/test_io.c holds a memory source and a wrapping
- * one that injects faults.
+ * is the first; tests/c/test_source.c holds a memory source and a
+ * wrapping one that counts and fails requests.
  */
 #ifndef ML_SOURCE_H
 #define ML_SOURCE_H

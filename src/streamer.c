@@ -3,8 +3,8 @@
  *
  * n_workers threads loop: claim (slot, block number k) from the ring, ask
  * the schedule (schedule.c: a pure function, so no lock) which row runs
- * block k holds, read them into the slot with their own fetcher (fd,
- * io_uring, decoder), publish. The stream knows no block arithmetic of its
+ * block k holds, read them into the slot with their own fetcher (a read
+ * context on the layout's byte source, a decoder), publish. The stream knows no block arithmetic of its
  * own: cyclic, remainder and order are the schedule's; the ring hands out
  * block numbers [position, n_blocks) of it. Block numbers come from the
  * ring together with a free slot, which keeps ordered mode deadlock-free

@@ -11,7 +11,7 @@ independent truth:
   for a pool;
 * the planner (multiload/_plan.py): the fast plan of every expression it
   takes equals the generic plan, and both give numpy's result;
-* the module map (docs/house-pyreader.md): each module imports only what it
+* the module map (docs/design.md, "Map of the tree"): each module imports only what it
   may.
 
 Bounds below are generous "returns within N s" checks, not timings."""
@@ -264,7 +264,7 @@ def test_plan_is_the_one_entry_for_every_expression(h5):
 
 # ---------------------------------------------------------------- the module map
 
-#: module -> the package modules it may import (docs/house-pyreader.md)
+#: module -> the package modules it may import (docs/design.md, "Map of the tree")
 ALLOWED = {
     "dataset_ops": set(),
     "_args": set(),
