@@ -31,7 +31,7 @@ import threading
 import numpy as np
 
 from . import _core
-from ._args import positive_int
+from ._args import open_file_options, positive_int
 from ._io import io_mode_code
 from ._notify import Notifier
 from ._plan import _Plan, _VLPlan, _fast_plan, plan as _plan_of
@@ -44,6 +44,9 @@ __all__ = ["Reader", "RequestPool", "Stage", "StagePool", "Request", "ColumnErro
 
 
 # ---------------------------------------------------------------- the reader
+
+# The Reader's own parameters, for the hint of a misspelt one.
+_READER_HINTS = dict.fromkeys(("n_procs", "notify", "cache_bytes", "io_mode", "inline_reads"), "")
 
 class Reader:
     """Random access to the datasets of one HDF5 file.
@@ -67,12 +70,30 @@ class Reader:
         done at once. A request not in the cache goes to the workers as
         usual. False sends every request to the workers.
     **kw_args
-        Accepted for compatibility (PyTables open_file options); ignored.
+        PyTables ``open_file`` options, accepted for compatibility with
+        multitables, which passes them on: ``mode`` (``'r'`` only),
+        ``title``, ``root_uep`` (``'/'`` only), ``filters`` and PyTables'
+        parameters (``driver``, ``node_cache_slots``, ... in any case).
+        All are ignored: multiload reads the file natively, and the Reader
+        always reads through the page cache (``driver='H5FD_DIRECT'`` is
+        accepted and changes nothing here; the Streamer maps it to
+        ``direct=True``).
+
+    Raises
+    ------
+    TypeError
+        A keyword argument neither the Reader nor open_file takes (a typo
+        such as ``n_proc``).
+    ValueError
+        An open_file option multiload cannot honour: another ``mode``, a
+        ``root_uep`` below ``'/'``, a driver that spreads the file over
+        several files (split, family, multi), ``driver_core_image``.
     """
 
     def __init__(self, filename, n_procs=4, notify=None, cache_bytes=None, io_mode=None, inline_reads=True,
                  **kw_args):
         self._core = None
+        open_file_options("Reader", kw_args, _READER_HINTS)
         n_procs = positive_int("n_procs", n_procs)
         io_code = io_mode_code(io_mode, "'io_uring', 'pread' or None")
         self._filename = os.fspath(filename)

@@ -13,7 +13,7 @@ import weakref
 import numpy as np
 
 from . import _core
-from ._args import UINT_MAX, positive_int
+from ._args import UINT_MAX, open_file_options, positive_int
 from ._io import io_mode_code
 from ._signals import QueueClosed, SlowPathWarning
 
@@ -131,7 +131,11 @@ class Queue:
     ``rows``, ``array`` (another view), ``release()`` and ``released``.
 
     A queue is an iterator of guards and a context manager that closes it.
-    ``get()`` is thread-safe.
+    ``get()`` is thread-safe. A queue is one pass over the dataset: a
+    second ``for`` loop over it, in a thread whose first loop reached its
+    end, raises RuntimeError (make a new queue for the next pass, or use
+    ``cyclic=True``, which never ends); ``get()`` and ``iter()`` keep
+    multitables' behaviour (``QueueClosed`` again, an empty loop).
 
     Attributes
     ----------
@@ -166,6 +170,9 @@ class Queue:
         self.dtype = dtype[field] if field is not None else dtype
         self.shape = layout.shape
         self._closed = stream is None
+        # Threads whose iteration over the queue reached its end (StopIteration
+        # from __next__): another for-loop of theirs over it is a second pass.
+        self._ended_in = weakref.WeakSet()
 
     def get(self, timeout=None):
         """Return a guard for the next block, or :data:`QueueClosed`.
@@ -193,7 +200,9 @@ class Queue:
             a message naming the block, rows and dataset).
         RuntimeError
             Every slot of the ring is held by unreleased guards of the
-            calling thread, so waiting could never end.
+            calling thread, so waiting could never end. A view kept from a
+            guard (``guard.array``) keeps its guard unreleased: keep copies
+            (``np.array(block)``) instead.
         TimeoutError
             ``timeout`` passed without a block.
         KeyboardInterrupt
@@ -208,6 +217,10 @@ class Queue:
     def iter(self):
         """Yield guards until the queue is closed or the stream ends.
 
+        multitables' spelling. As in multitables, ``iter()`` on a queue that
+        has ended yields nothing (a plain ``for guard in queue`` raises
+        RuntimeError instead: see :meth:`__iter__`).
+
         Yields
         ------
         Guard
@@ -220,12 +233,31 @@ class Queue:
             yield guard
 
     def __iter__(self):
+        """The queue itself, an iterator of guards.
+
+        Raises
+        ------
+        RuntimeError
+            An earlier iteration of the calling thread over this queue
+            reached its end: a queue is one pass over the dataset, so a
+            second ``for`` loop over it would yield nothing. (A cyclic queue
+            never ends. Other threads whose loops did not reach the end, and
+            loops after ``get()`` returned ``QueueClosed``, get an empty loop,
+            as consumers sharing one queue and multitables-style code should.)
+        """
+        if threading.current_thread() in self._ended_in:
+            raise RuntimeError(
+                "this queue has already ended (its pass is over, or it was closed): a queue "
+                "makes one pass over the dataset, so iterating it again would yield nothing; "
+                "make a new queue with Streamer.get_queue() for another pass, or use cyclic=True "
+                "for an endless stream")
         return self
 
     def __next__(self):
         """The next guard, as :meth:`get`; ``StopIteration`` at the end."""
         guard = self.get()
         if guard is QueueClosed:
+            self._ended_in.add(threading.current_thread())
             raise StopIteration
         return guard
 
@@ -284,6 +316,12 @@ class Queue:
                 f"cyclic={self.cyclic} ordered={self.ordered}{' closed' if self._closed else ''}>")
 
 
+# Where the arguments a Streamer() call may be given by mistake belong.
+_GET_QUEUE_HINTS = dict.fromkeys(
+    ("path", "n_procs", "read_ahead", "cyclic", "block_size", "ordered", "field", "remainder",
+     "io_mode", "direct"), "Streamer.get_queue()")
+
+
 class Streamer:
     """Stream blocks of rows out of the datasets of one HDF5 file.
 
@@ -292,12 +330,27 @@ class Streamer:
     filename : str or os.PathLike
         The HDF5 file. It is opened when a queue is made.
     **kw_args
-        Accepted for compatibility with multitables, which passes them to
-        PyTables' ``open_file``; multiload reads the file read-only and
-        ignores them.
+        PyTables ``open_file`` options, accepted for compatibility with
+        multitables, which passes them on: ``mode`` (``'r'`` only),
+        ``title``, ``root_uep`` (``'/'`` only), ``filters`` and PyTables'
+        parameters (``driver``, ``node_cache_slots``, ... in any case).
+        multiload reads the file natively and ignores them, except
+        ``driver='H5FD_DIRECT'``, which makes ``direct=True`` the default
+        of this Streamer's queues.
+
+    Raises
+    ------
+    TypeError
+        A keyword argument open_file does not take (a typo, or an argument
+        of :meth:`get_queue` such as ``block_size``).
+    ValueError
+        An open_file option multiload cannot honour: another ``mode``, a
+        ``root_uep`` below ``'/'``, a driver that spreads the file over
+        several files (split, family, multi), ``driver_core_image``.
     """
 
     def __init__(self, filename, **kw_args):
+        self._direct = open_file_options("Streamer", kw_args, _GET_QUEUE_HINTS)
         self._filename = os.fspath(filename)
         self._h5_kw_args = kw_args
         self._queues = weakref.WeakSet()
@@ -314,7 +367,7 @@ class Streamer:
         return _core.Layout(self._filename, path)
 
     def get_queue(self, path, n_procs=None, read_ahead=None, cyclic=False, block_size=None,
-                  ordered=False, field=None, remainder=False, io_mode=None, direct=False):
+                  ordered=False, field=None, remainder=False, io_mode=None, direct=None):
         """Start streaming the dataset at ``path``.
 
         Each call starts its own workers and ring; queues on one Streamer are
@@ -347,11 +400,13 @@ class Streamer:
         io_mode : {'io_uring', 'pread'}, optional
             Force an I/O engine (default: :func:`io_mode`). Where io_uring
             cannot be set up the workers use pread regardless.
-        direct : bool, default False
+        direct : bool, optional
             Read with O_DIRECT, bypassing the page cache (for data larger
             than memory, read once). Reads are widened to 4 KiB boundaries
             into an aligned buffer. ``OSError`` if the filesystem does not
-            support O_DIRECT (tmpfs, some network filesystems).
+            support O_DIRECT (tmpfs, some network filesystems). Default:
+            False, or True when the Streamer was made with
+            ``driver='H5FD_DIRECT'``.
 
         Returns
         -------
@@ -368,6 +423,7 @@ class Streamer:
         read_ahead = positive_int("read_ahead", read_ahead, maximum=UINT_MAX)
         block_size = positive_int("block_size", block_size)
         io_code = io_mode_code(io_mode, "'io_uring' or 'pread'")
+        direct = self._direct if direct is None else bool(direct)
         layout = self._layout(path)
         _check_field(layout, field, self._filename, path)
         if direct:

@@ -401,7 +401,7 @@ def test_two_queues_on_one_streamer_are_independent(api_file, seq, seq2d):
 
 def test_multitables_keyword_arguments_are_accepted(api_file, seq):
     s = multiload.Streamer(api_file, mode="r", title="", root_uep="/", filters=None,
-                           driver=None, library="tables")
+                           driver=None, node_cache_slots=64)
     q = s.get_queue(path="seq", n_procs=2, read_ahead=3, cyclic=False, block_size=100,
                     ordered=True, field=None, remainder=False)
     assert_same(np.concatenate([b[3] for b in drain(q)]), seq)

@@ -190,7 +190,10 @@ static PyObject *stream_take(StreamObject *self, PyObject *args, PyObject *kw) {
         ml_error_clear(&e);
         ml_error_set(&e, rc,
                      "every one of the queue's %u slots is held by an unreleased guard of this thread; "
-                     "release a guard (leave its with-block) or raise read_ahead",
+                     "a view kept from a guard (a numpy array from guard.array) pins its slot "
+                     "until the guard is released, even once the guard itself is dropped. Release "
+                     "guards (leave the with-block or call guard.release()), keep copies instead of "
+                     "views (np.array(block) or block.copy()), or raise read_ahead",
                      ml_ring_n_slots(ml_stream_ring(s)));
         return ml_py_raise(&e, NULL);
     }
