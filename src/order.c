@@ -23,7 +23,7 @@
  *      global:        seq(j) = P[N, 0](j)
  * 2. Streams and tail. Each stream has L = (F / S) * B rows (whole blocks,
  *    the same count for all): stream s is seq positions [s*L, (s+1)*L).
- *    The tail is seq positions [S*L, N): fewer than S*B + B rows, with the
+ *    The tail is seq positions [S*L, N): fewer than S*B rows, with the
  *    short block at its end (under block and window shuffles the short
  *    block is therefore always among the last rows of the epoch).
  * 3. Windows (window shuffle only). A segment (a stream, or the tail as
