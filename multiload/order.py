@@ -19,11 +19,12 @@ class Order:
     """Which row comes where in one epoch, for every rank: no I/O, O(1) memory.
 
     The epoch's rows are put in a keyed order, cut into ``num_streams``
-    equal streams of whole blocks (the rest is a short tail) and
-    interleaved one row per stream in turn into one global sequence. Global
-    batch ``t`` is positions ``[t*global_batch, (t+1)*global_batch)``; rank
-    ``r`` of ``R`` takes every ``R``-th of them starting at ``r``, so in the
-    body of the epoch it reads only the streams ``s = r (mod R)``. The
+    equal streams of whole blocks (the rest, with the short last block, is
+    the tail) and interleaved one row per stream in turn into one global
+    sequence, the tail first (last under ``shuffle="none"``). Global batch
+    ``t`` is positions ``[t*global_batch, (t+1)*global_batch)``; rank ``r``
+    of ``R`` takes every ``R``-th of them starting at ``r``, so outside the
+    tail it reads only the streams ``s = r (mod R)``. The
     global sequence does not depend on ``R``: any world size dividing
     ``num_streams`` and ``global_batch`` partitions the same batches. The
     exact definition (the contract of ``version=1``) is in src/order.c and

@@ -23,25 +23,33 @@
  *      global:        seq(j) = P[N, 0](j)
  * 2. Streams and tail. Each stream has L = (F / S) * B rows (whole blocks,
  *    the same count for all): stream s is seq positions [s*L, (s+1)*L).
- *    The tail is seq positions [S*L, N): fewer than S*B rows, with the
- *    short block at its end (under block and window shuffles the short
- *    block is therefore always among the last rows of the epoch).
+ *    The tail is seq positions [S*L, N): T = N - S*L < S*B rows, with the
+ *    short block at its end.
  * 3. Windows (window shuffle only). A segment (a stream, or the tail as
  *    segment number S) of length len is cut into windows of W rows, the
  *    last one shorter; offset o in window w = o / W, of size
  *    m = min(W, len - w*W), moves to w*W + P[m, 1 + w*(S+1) + s](o % W)
  *    (salt mod 2^64). Other shuffles leave offsets as they are. So a row
  *    never leaves its window, and a window needs W rows of memory.
- * 4. The global sequence row(k), k < N. The streams are interleaved one
- *    row each in turn, then the tail follows:
- *      k < S*L:  segment s = k % S, offset o = k / S, row = seq(s*L + w(o))
- *      k >= S*L: segment S, offset o = k - S*L,        row = seq(S*L + w(o))
- *    where w() is step 3's window move (the identity without windows).
+ * 4. The global sequence row(k), k < N: the tail and the streams, the
+ *    streams interleaved one row each in turn, position k always in
+ *    stream k % S. w() is step 3's window move (the identity without
+ *    windows).
+ *      none (tail last, so that S = 1 is dataset order):
+ *        k < S*L:  s = k % S, row = seq(s*L + w(s, k / S))
+ *        k >= S*L: row = seq(S*L + w(S, k - S*L))
+ *      block, window, global (tail first: tail="drop" drops the last
+ *      positions, so it drops the ends of the streams, different rows each
+ *      epoch, and not the short block unless N < T + GB):
+ *        k < T:    row = seq(S*L + w(S, k))
+ *        k >= T:   s = k % S, row = seq(s*L + w(s, (k - T) / S))
+ *      (for k >= T the k with k % S = s are L consecutive offsets (k - T)
+ *      / S = 0 .. L-1 of stream s, so this is a bijection.)
  * 5. Batches. Global batch t is the positions [t*GB, (t+1)*GB). Rank r of
  *    R (R divides S and GB) takes the positions k = t*GB + r + i*R,
- *    i < GB/R, in that order: as S % R = 0, k % S = r (mod R), so in the
- *    body a rank reads only the streams s = r (mod R); in the tail the
- *    positions are dealt the same way, whichever segment they come from.
+ *    i < GB/R, in that order: as S % R = 0, k % S = r (mod R), so outside
+ *    the tail a rank reads only the streams s = r (mod R); tail positions
+ *    are dealt the same way.
  *      drop:   steps = N / GB; positions >= steps*GB (fewer than GB) dropped
  *      pad:    steps = ceil(N / GB); position k >= N holds row(k % N),
  *              marked invalid, so every row appears at least once
@@ -135,12 +143,16 @@ static uint64_t window_move(const ml_order *o, uint64_t s, uint64_t len, uint64_
 }
 
 uint64_t ml_order_row(const ml_order *o, uint64_t k) {
-    uint64_t S = o->p.num_streams, L = o->stream_rows;
-    if (k < o->body_rows) { /* step 4: the interleaved streams */
-        uint64_t s = k % S;
-        return seq(o, s * L + window_move(o, s, L, k / S));
+    uint64_t S = o->p.num_streams, L = o->stream_rows, body = o->body_rows;
+    uint64_t T = o->p.n_rows - body;
+    if (o->p.shuffle == ML_ORDER_NONE) { /* step 4: tail last */
+        if (k < body)
+            return seq(o, k % S * L + window_move(o, k % S, L, k / S));
+        return seq(o, body + window_move(o, S, T, k - body));
     }
-    return seq(o, o->body_rows + window_move(o, S, o->p.n_rows - o->body_rows, k - o->body_rows));
+    if (k < T) /* tail first */
+        return seq(o, body + window_move(o, S, T, k));
+    return seq(o, k % S * L + window_move(o, k % S, L, (k - T) / S));
 }
 
 int ml_order_check_shard(const ml_order *o, uint64_t rank, uint64_t world_size, char *why, size_t why_len) {

@@ -46,7 +46,7 @@ typedef struct ml_order {
     ml_order_params p;      /* window_rows resolved (window shuffle) */
     uint64_t n_full;        /* full blocks: N / B */
     uint64_t stream_rows;   /* L = (n_full / S) * B: rows of each stream */
-    uint64_t body_rows;     /* S * L: positions interleaved from the streams; the rest is the tail */
+    uint64_t body_rows;     /* S * L: rows of the streams; the other N - S*L are the tail */
     uint64_t steps;         /* global steps per epoch (tail rule applied) */
     ml_perm blocks;         /* block, window: P over the n_full full blocks, salt 0 */
     ml_perm rows;           /* global: P over the N rows, salt 0 */

@@ -84,11 +84,21 @@ class RefOrder:
         salt = (1 + w * (self.S + 1) + s) & M64
         return w * self.W + RefPerm(m, self.seed, self.epoch, salt)(o % self.W)
 
+    def locate(self, k):
+        """(segment, offset) of position k: a stream s < S, or the tail S."""
+        T = self.N - self.body
+        if self.shuffle == "none":
+            return (k % self.S, k // self.S) if k < self.body else (self.S, k - self.body)
+        return (self.S, k) if k < T else (k % self.S, (k - T) // self.S)
+
+    def seg_row(self, s, o):
+        """The row at offset o of segment s, after the window move."""
+        if s == self.S:
+            return self.seq(self.body + self.wmove(s, self.N - self.body, o))
+        return self.seq(s * self.L + self.wmove(s, self.L, o))
+
     def row(self, k):
-        if k < self.body:
-            s = k % self.S
-            return self.seq(s * self.L + self.wmove(s, self.L, k // self.S))
-        return self.seq(self.body + self.wmove(self.S, self.N - self.body, k - self.body))
+        return self.seg_row(*self.locate(k))
 
     def batch(self, t, r, R):
         """(rows, valid) of rank r's batch t."""
@@ -109,19 +119,19 @@ def make(n, **kw):
 
 # The first 16 rows of a few orders, from RefOrder (version 1).
 GOLDEN_PARAMS = {
-    "none": dict(n_rows=1000, block_rows=8, seed=7, epoch=0, shuffle="none", num_streams=4, global_batch=32),
-    "block": dict(n_rows=1000, block_rows=8, seed=7, epoch=0, shuffle="block", num_streams=4, global_batch=32),
-    "window": dict(n_rows=1000, block_rows=8, seed=7, epoch=1, shuffle="window", window_rows=32,
+    "none": dict(n_rows=1003, block_rows=8, seed=7, epoch=0, shuffle="none", num_streams=4, global_batch=32),
+    "block": dict(n_rows=1003, block_rows=8, seed=7, epoch=0, shuffle="block", num_streams=4, global_batch=32),
+    "window": dict(n_rows=1003, block_rows=8, seed=7, epoch=1, shuffle="window", window_rows=32,
                    num_streams=4, global_batch=32),
-    "global": dict(n_rows=1000, block_rows=8, seed=7, epoch=2, shuffle="global", num_streams=4, global_batch=32),
+    "global": dict(n_rows=1003, block_rows=8, seed=7, epoch=2, shuffle="global", num_streams=4, global_batch=32),
     "global_2^40": dict(n_rows=1 << 40, block_rows=1024, seed=12345, epoch=3, shuffle="global", num_streams=8,
                         global_batch=256),
 }
 GOLDEN = {
     "none": [0, 248, 496, 744, 1, 249, 497, 745, 2, 250, 498, 746, 3, 251, 499, 747],
-    "block": [560, 976, 600, 872, 561, 977, 601, 873, 562, 978, 602, 874, 563, 979, 603, 875],
-    "window": [775, 862, 543, 843, 9, 792, 541, 25, 774, 118, 94, 845, 10, 798, 904, 991],
-    "global": [79, 300, 13, 816, 414, 430, 584, 952, 961, 801, 770, 802, 64, 550, 580, 419],
+    "block": [288, 289, 290, 291, 292, 293, 294, 295, 1000, 1001, 1002, 872, 560, 976, 600, 873],
+    "window": [144, 1000, 151, 1001, 150, 145, 146, 1002, 148, 147, 149, 843, 775, 862, 543, 25],
+    "global": [341, 981, 431, 619, 791, 7, 695, 715, 729, 95, 40, 816, 79, 300, 13, 952],
     "global_2^40": [443842090270, 235269115091, 1027981664101, 405087990277, 810409693029, 1026216323762,
                     359938203654, 860065787728, 1003103679027, 1096167412752, 1001838170654, 800632083197,
                     740545251322, 318028703960, 852386193840, 941819145285],
@@ -249,9 +259,13 @@ def test_global_sequence_independent_of_world_size(shuffle, S, tail):
 def test_rank_reads_its_own_streams():
     """In the body of the epoch, rank r's rows come only from streams s = r (mod R)."""
     n, B, S, GB, R = 4096, 16, 8, 32, 4
-    o = Order(n, block_rows=B, seed=2, epoch=0, shuffle="block", num_streams=S, global_batch=GB)
-    # Under block shuffle, stream s holds a fixed set of whole blocks: recover each row's stream.
-    stream_of = {o.row(k): k % S for k in range(o.num_streams * o.stream_rows)}
+    o = Order(n + 5, block_rows=B, seed=2, epoch=0, shuffle="block", num_streams=S, global_batch=GB)
+    ref = RefOrder(n + 5, B, 2, 0, "block", None, S, GB)
+    stream_of = {}
+    for k in range(n + 5):
+        s, _ = ref.locate(k)
+        if s < S:
+            stream_of[ref.row(k)] = s
     for r in range(R):
         for t in range(o.steps(r, R)):
             for x in o.local_batch(t, r, R).tolist():
@@ -263,20 +277,16 @@ def test_window_keeps_rows_in_window():
     n, B, S, W = 3000, 8, 4, 32
     kw = dict(block_rows=B, seed=9, epoch=4, num_streams=S, global_batch=8)
     w = Order(n, shuffle="window", window_rows=W, **kw)
-    b = Order(n, shuffle="block", **kw)  # the same blocks, rows unshuffled
-    assert w.stream_rows == b.stream_rows
-    L = w.stream_rows
+    ref = RefOrder(n, B, 9, 4, "block", None, S, 8)  # the same blocks, rows not moved in windows
+    assert w.stream_rows == ref.L
     moved = 0
     for k in range(n):
-        if k < S * L:
-            s, off = k % S, k // S
-            window = [b.row((j * S) + s) for j in range(off // W * W, min(off // W * W + W, L))]
-        else:
-            off = k - S * L
-            start = S * L + off // W * W
-            window = [b.row(j) for j in range(start, min(start + W, n))]
+        s, off = ref.locate(k)
+        length = ref.L if s < S else n - S * ref.L
+        start = off // W * W
+        window = {ref.seg_row(s, j) for j in range(start, min(start + W, length))}
         assert w.row(k) in window
-        moved += w.row(k) != b.row(k)
+        moved += w.row(k) != ref.seg_row(s, off)
     assert moved > n // 2  # and it does shuffle
 
 
@@ -303,6 +313,19 @@ def test_drop_drops_different_rows_each_epoch():
         seen = {x for t in range(o.steps_per_epoch) for x in o.local_batch(t).tolist()}
         dropped.append(frozenset(range(1000)) - seen)
     assert len(set(dropped)) == 3 and all(len(d) == 1000 % 64 for d in dropped)
+
+
+@pytest.mark.parametrize("shuffle", ["block", "window"])
+def test_drop_keeps_the_short_block_and_varies(shuffle):
+    """The tail (with the short block) comes first, so drop drops the streams' ends, not it."""
+    n, B, GB = 1003, 8, 64  # short block: rows 1000..1002; 1003 % 64 = 43 rows dropped
+    dropped = []
+    for ep in range(3):
+        o = Order(n, block_rows=B, seed=5, epoch=ep, shuffle=shuffle, num_streams=4, global_batch=GB)
+        seen = {x for t in range(o.steps_per_epoch) for x in o.local_batch(t).tolist()}
+        assert {1000, 1001, 1002} <= seen
+        dropped.append(frozenset(range(n)) - seen)
+    assert len(set(dropped)) == 3 and all(len(d) == n % GB for d in dropped)
 
 
 def test_row_agrees_with_local_batch():

@@ -58,15 +58,15 @@ static void test_refused(void) {
 }
 
 static void test_golden(void) {
-    static const uint64_t want_block[16] = {560, 976, 600, 872, 561, 977, 601, 873,
-                                            562, 978, 602, 874, 563, 979, 603, 875};
-    static const uint64_t want_window[16] = {775, 862, 543, 843, 9, 792, 541, 25,
-                                             774, 118, 94, 845, 10, 798, 904, 991};
-    static const uint64_t want_global[16] = {79, 300, 13, 816, 414, 430, 584, 952,
-                                             961, 801, 770, 802, 64, 550, 580, 419};
-    ml_order b = make(1000, 8, 7, 0, ML_ORDER_BLOCK, 0, 4, 32, ML_ORDER_DROP);
-    ml_order w = make(1000, 8, 7, 1, ML_ORDER_WINDOW, 32, 4, 32, ML_ORDER_DROP);
-    ml_order g = make(1000, 8, 7, 2, ML_ORDER_GLOBAL, 0, 4, 32, ML_ORDER_DROP);
+    static const uint64_t want_block[16] = {288, 289, 290, 291, 292, 293, 294, 295,
+                                            1000, 1001, 1002, 872, 560, 976, 600, 873};
+    static const uint64_t want_window[16] = {144, 1000, 151, 1001, 150, 145, 146, 1002,
+                                             148, 147, 149, 843, 775, 862, 543, 25};
+    static const uint64_t want_global[16] = {341, 981, 431, 619, 791, 7, 695, 715,
+                                             729, 95, 40, 816, 79, 300, 13, 952};
+    ml_order b = make(1003, 8, 7, 0, ML_ORDER_BLOCK, 0, 4, 32, ML_ORDER_DROP);
+    ml_order w = make(1003, 8, 7, 1, ML_ORDER_WINDOW, 32, 4, 32, ML_ORDER_DROP);
+    ml_order g = make(1003, 8, 7, 2, ML_ORDER_GLOBAL, 0, 4, 32, ML_ORDER_DROP);
     ml_order h = make(1ull << 40, 1024, 12345, 3, ML_ORDER_GLOBAL, 0, 8, 256, ML_ORDER_DROP);
     for (uint64_t k = 0; k < 16; k++) {
         CHECK_U64_EQ(ml_order_row(&b, k), want_block[k]);
