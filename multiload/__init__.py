@@ -26,6 +26,7 @@ from ._signals import (
 from .streamer import Queue, Streamer, io_mode
 from . import dataset, dataset_ops, request, stage
 from .reader import Reader, RequestPool
+from .order import Order
 
 __version__ = "0.1.0"
 
@@ -34,6 +35,7 @@ __all__ = [
     "Queue",
     "Reader",
     "RequestPool",
+    "Order",
     "dataset_ops",
     "QueueClosed",
     "QueueClosedType",

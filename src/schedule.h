@@ -7,6 +7,8 @@
 
 #include <stdint.h>
 
+#include "perm.h"
+
 /* A block is at most this many runs of consecutive rows. */
 #define ML_SCHEDULE_MAX_RUNS 4
 
@@ -28,16 +30,12 @@ typedef struct ml_schedule_params {
     uint32_t shard_count; /* reserved for sharding: 0 or 1 for now (one shard) */
 } ml_schedule_params;
 
-#define ML_FEISTEL_ROUNDS 6
-
 /* A schedule: its parameters, what follows from them, and a position.
  * Plain data: copy it freely (a stream keeps its own copy). */
 typedef struct ml_schedule {
     ml_schedule_params p;                 /* immutable after init */
     uint64_t n_blocks;                    /* blocks in the stream; UINT64_MAX: endless (cyclic) */
-    uint64_t n_base;                      /* permuted: blocks permuted (= n_blocks) */
-    unsigned bits;                        /* permuted: Feistel domain 2^bits >= n_base, 0..64 */
-    uint64_t key[ML_FEISTEL_ROUNDS];      /* permuted: round keys from seed and epoch */
+    ml_perm perm;                         /* permuted: P over the n_blocks blocks, salt 0 */
     uint64_t position;                    /* next block number, 0..n_blocks */
 } ml_schedule;
 
@@ -69,8 +67,8 @@ uint64_t ml_schedule_max_rows(const ml_schedule *s);
 static inline uint64_t ml_schedule_position(const ml_schedule *s) { return s->position; }
 int ml_schedule_seek(ml_schedule *s, uint64_t position);
 
-/* The keyed bijection of [0, n) behind ML_SCHEDULE_PERMUTED (see
- * schedule.c for its definition). i < n; returns the block at position i. */
+/* The keyed bijection of [0, n) behind ML_SCHEDULE_PERMUTED: perm.c's P
+ * with salt 0. i < n; returns the block at position i. */
 uint64_t ml_schedule_permute(const ml_schedule *s, uint64_t i);
 
 #endif

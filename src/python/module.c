@@ -136,7 +136,8 @@ static int module_exec(PyObject *m) {
     if (ml_py_add_guard_type(m, st) < 0 || ml_py_add_layout_type(m, st) < 0 ||
         ml_py_add_stream_type(m, st) < 0)
         return -1;
-    if (ml_py_add_reader_types(m, st) < 0 || ml_py_add_vlen_type(m, st) < 0)
+    if (ml_py_add_reader_types(m, st) < 0 || ml_py_add_vlen_type(m, st) < 0 ||
+        ml_py_add_order_type(m, st) < 0)
         return -1;
     /* The I/O engine codes (ml_io_mode) Stream and ReaderCore take; the
      * user's strings map to them in one place, multiload/_io.py. */
@@ -155,6 +156,7 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg) {
     Py_VISIT(st->reader_type);
     Py_VISIT(st->request_type);
     Py_VISIT(st->vlen_type);
+    Py_VISIT(st->order_type);
     for (size_t k = 0; k < sizeof st->submit_kw / sizeof st->submit_kw[0]; k++)
         Py_VISIT(st->submit_kw[k]);
     return 0;
@@ -168,6 +170,7 @@ static int module_clear(PyObject *m) {
     Py_CLEAR(st->reader_type);
     Py_CLEAR(st->request_type);
     Py_CLEAR(st->vlen_type);
+    Py_CLEAR(st->order_type);
     for (size_t k = 0; k < sizeof st->submit_kw / sizeof st->submit_kw[0]; k++)
         Py_CLEAR(st->submit_kw[k]);
     return 0;
