@@ -234,7 +234,9 @@ static const char *blosc_check(const ml_filter *f) {
  * keeps no global state (plain blosc_decompress takes a global lock), and
  * the header is validated first so a damaged chunk cannot make Blosc read
  * or write out of bounds. */
-static int blosc_into(const void *src, size_t len, void *dst, size_t cap, size_t *out_len) {
+static int blosc_decode(void *ctx, const ml_filter *f, unsigned char *src, size_t len, unsigned char *dst,
+                        size_t cap, size_t *out_len) {
+    (void)ctx, (void)f;
     size_t nbytes = 0, cbytes = 0, blocksize = 0;
     if (len < BLOSC_MIN_HEADER_LENGTH)
         return -ML_ECORRUPT;
@@ -247,14 +249,6 @@ static int blosc_into(const void *src, size_t len, void *dst, size_t cap, size_t
     *out_len = (size_t)n;
     return 0;
 }
-#endif
-
-#ifdef ML_HAVE_BLOSC
-static int blosc_decode(void *ctx, const ml_filter *f, unsigned char *src, size_t len, unsigned char *dst,
-                        size_t cap, size_t *out_len) {
-    (void)ctx, (void)f;
-    return blosc_into(src, len, dst, cap, out_len);
-}
 #define BLOSC_DECODE blosc_decode
 #define BLOSC_AVAILABLE 1
 #else
@@ -264,20 +258,14 @@ static int blosc_decode(void *ctx, const ml_filter *f, unsigned char *src, size_
 
 #ifdef ML_HAVE_LZF
 /* h5py's lzf filter stores a raw LZF stream; liblzf checks bounds. */
-static int lzf_into(const void *src, size_t len, void *dst, size_t cap, size_t *out_len) {
+static int lzf_decode(void *ctx, const ml_filter *f, unsigned char *src, size_t len, unsigned char *dst,
+                      size_t cap, size_t *out_len) {
+    (void)ctx, (void)f;
     unsigned n = lzf_decompress(src, (unsigned)len, dst, (unsigned)cap);
     if (n == 0)
         return -ML_ECORRUPT;
     *out_len = n;
     return 0;
-}
-#endif
-
-#ifdef ML_HAVE_LZF
-static int lzf_decode(void *ctx, const ml_filter *f, unsigned char *src, size_t len, unsigned char *dst,
-                      size_t cap, size_t *out_len) {
-    (void)ctx, (void)f;
-    return lzf_into(src, len, dst, cap, out_len);
 }
 #define LZF_DECODE lzf_decode
 #define LZF_AVAILABLE 1
