@@ -172,3 +172,24 @@ def test_cyclic_default_still_allowed(shuf_file):
         with g as block:
             np.testing.assert_array_equal(block, data[:B])
         q.close()
+
+
+def test_binding_keywords(shuf_file):
+    """Layout.stream's schedule keywords (stream_type.c), below get_queue's checks."""
+    path, data = shuf_file
+    layout = multiload._core.Layout(path, "contig")
+    base = dict(n_workers=2, read_ahead=3, block_rows=B, cyclic=False, ordered=True, remainder=False)
+    s = layout.stream(**base, permuted=True, seed=5, epoch=2, shard_rank=1, shard_count=2)
+    got = []
+    while (g := s.take(GET_TIMEOUT)) is not None:
+        with g as block:
+            np.testing.assert_array_equal(block, data[g.start:g.start + g.rows])
+        got.append(g.start // B)
+    s.close()
+    assert got == expected_blocks(N // B, "block", 5, 2, 1, 2)
+    for kw, match in [(dict(permuted=True, cyclic=True), "cannot be cyclic"),
+                      (dict(shard_count=0), "shard_count >= 1"),
+                      (dict(shard_rank=2, shard_count=2), "shard_rank < shard_count"),
+                      (dict(shard_count=2, cyclic=True), "cyclic=False")]:
+        with pytest.raises(ValueError, match=match):
+            layout.stream(**{**base, **kw})
