@@ -34,7 +34,7 @@ typedef struct ml_schedule_params {
  * Plain data: copy it freely (a stream keeps its own copy). */
 typedef struct ml_schedule {
     ml_schedule_params p;                 /* immutable after init */
-    uint64_t n_blocks;                    /* blocks in the stream (this shard's); UINT64_MAX: endless (cyclic) */
+    uint64_t n_blocks;                    /* this shard's blocks; UINT64_MAX: endless (cyclic) */
     uint64_t n_unsharded;                 /* sequential/permuted: blocks of all shards together */
     ml_perm perm;                         /* permuted: P over the n_unsharded blocks, salt 0 */
     uint64_t position;                    /* next block number, 0..n_blocks */
