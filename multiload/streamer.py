@@ -10,6 +10,8 @@ import threading
 import warnings
 import weakref
 
+import numbers
+
 import numpy as np
 
 from . import _core
@@ -120,6 +122,35 @@ def _check_direct(filename):
     os.close(fd)
 
 
+_UINT64_MAX = 2**64 - 1
+
+
+def _check_shuffle(shuffle, seed, epoch, rank, world_size, cyclic):
+    """Validate get_queue's shuffle and shard keywords; return (permuted, seed, epoch, rank, world_size)."""
+    if shuffle not in (None, "none", "block"):
+        raise ValueError(f"shuffle must be None, 'none' or 'block', got {shuffle!r}")
+    permuted = shuffle == "block"
+    values = {}
+    for name, value in (("seed", seed), ("epoch", epoch), ("rank", rank), ("world_size", world_size)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+        values[name] = int(value)
+    for name in ("seed", "epoch"):
+        if not 0 <= values[name] <= _UINT64_MAX:
+            raise ValueError(f"{name} must be in [0, 2**64), got {values[name]}")
+    world_size, rank = values["world_size"], values["rank"]
+    if not 1 <= world_size <= UINT_MAX:
+        raise ValueError(f"world_size must be an integer in [1, {UINT_MAX}], got {world_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size) = [0, {world_size}), got {rank}")
+    if cyclic and permuted:
+        raise ValueError("shuffle='block' needs cyclic=False: a shuffled queue is one pass "
+                         "(make a queue per epoch with epoch=0, 1, ...)")
+    if cyclic and world_size > 1:
+        raise ValueError("world_size > 1 needs cyclic=False: a sharded queue is one pass")
+    return permuted, values["seed"], values["epoch"], rank, world_size
+
+
 class Queue:
     """Direct access to a stream's ring buffer; made by :meth:`Streamer.get_queue`.
 
@@ -127,8 +158,11 @@ class Queue:
     the stream has ended or the queue was closed. ``with guard as block:``
     gives a zero-copy numpy view of the block, valid inside the with-block
     (copy it to keep it: the slot is reused). A guard also has ``index``
-    (block number), ``start`` (dataset row of the block's first row),
-    ``rows``, ``array`` (another view), ``release()`` and ``released``.
+    (block number in this queue's stream: 0, 1, ...), ``start`` (dataset
+    row of the block's first row; with ``shuffle`` or shards, the rows are
+    ``[start, start + rows)`` and the block's number in dataset order is
+    ``start // block_size``), ``rows``, ``array`` (another view),
+    ``release()`` and ``released``.
 
     A queue is an iterator of guards and a context manager that closes it.
     ``get()`` is thread-safe. A queue is one pass over the dataset: a
@@ -143,7 +177,8 @@ class Queue:
         Rows per block (the last block is shorter when ``remainder=True``).
     n_blocks : int or None
         Blocks per pass: full blocks, plus the short last block when
-        ``remainder=True``; ``None`` for a cyclic (endless) queue.
+        ``remainder=True``, divided by ``world_size`` (rounded down: this
+        rank's share); ``None`` for a cyclic (endless) queue.
     read_ahead : int
         Slots in the ring (the ``read_ahead`` asked for, or the default
         chosen by :func:`default_read_ahead`); 0 for an empty dataset.
@@ -155,9 +190,14 @@ class Queue:
         The modes the queue was made with.
     field : str or None
         The column streamed, if any.
+    shuffle : {'none', 'block'}
+        The block order (``'block'``: keyed by ``seed`` and ``epoch``).
+    seed, epoch, rank, world_size : int
+        As given to :meth:`Streamer.get_queue`.
     """
 
-    def __init__(self, stream, layout, block_size, n_blocks, field, cyclic, ordered, read_ahead=0):
+    def __init__(self, stream, layout, block_size, n_blocks, field, cyclic, ordered, read_ahead=0,
+                 shuffle="none", seed=0, epoch=0, rank=0, world_size=1):
         self._stream = stream
         self._layout = layout
         self.block_size = block_size
@@ -166,6 +206,11 @@ class Queue:
         self.cyclic = cyclic
         self.ordered = ordered
         self.field = field
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = epoch
+        self.rank = rank
+        self.world_size = world_size
         dtype = layout.dtype
         self.dtype = dtype[field] if field is not None else dtype
         self.shape = layout.shape
@@ -319,7 +364,7 @@ class Queue:
 # Where the arguments a Streamer() call may be given by mistake belong.
 _GET_QUEUE_HINTS = dict.fromkeys(
     ("path", "n_procs", "read_ahead", "cyclic", "block_size", "ordered", "field", "remainder",
-     "io_mode", "direct"), "Streamer.get_queue()")
+     "io_mode", "direct", "shuffle", "seed", "epoch", "rank", "world_size"), "Streamer.get_queue()")
 
 
 class Streamer:
@@ -367,7 +412,8 @@ class Streamer:
         return _core.Layout(self._filename, path)
 
     def get_queue(self, path, n_procs=None, read_ahead=None, cyclic=False, block_size=None,
-                  ordered=False, field=None, remainder=False, io_mode=None, direct=None):
+                  ordered=False, field=None, remainder=False, io_mode=None, direct=None,
+                  shuffle=None, seed=0, epoch=0, rank=0, world_size=1):
         """Start streaming the dataset at ``path``.
 
         Each call starts its own workers and ring; queues on one Streamer are
@@ -407,6 +453,28 @@ class Streamer:
             support O_DIRECT (tmpfs, some network filesystems). Default:
             False, or True when the Streamer was made with
             ``driver='H5FD_DIRECT'``.
+        shuffle : {None, 'none', 'block'}, optional
+            Block order. ``None`` or ``'none'``: dataset order (the
+            default, as multitables). ``'block'``: every block once, in a
+            keyed pseudo-random order that is a pure function of
+            ``(seed, epoch)`` and the block count (perm.c's documented
+            Feistel bijection; no numpy), so every process agrees on it.
+            Rows inside a block keep their order. Needs ``cyclic=False``.
+        seed : int, default 0
+            Key of the ``'block'`` order, in ``[0, 2**64)``.
+        epoch : int, default 0
+            Epoch number, in ``[0, 2**64)``: a new order per epoch under one
+            seed. Make one queue per epoch.
+        rank, world_size : int, default 0 and 1
+            Sharding for data-parallel training: with ``world_size`` R > 1
+            this queue hands out blocks ``rank, rank + R, rank + 2R, ...``
+            of the unsharded order (dataset order or the ``'block'`` order).
+            Every rank gets ``n // R`` blocks (n: the unsharded block count),
+            so ranks stay in step; the ``n % R`` blocks at the end of the
+            unsharded order are left out of this pass (with ``'block'``, a
+            different set each epoch). The ranks together hand out each block
+            at most once. Needs ``0 <= rank < world_size`` and
+            ``cyclic=False`` when ``world_size > 1``.
 
         Returns
         -------
@@ -417,8 +485,15 @@ class Streamer:
         ------
         FileNotFoundError, OSError, KeyError, TypeError, ValueError
             Missing file; not an HDF5 file; no such dataset or field; a group
-            or an unsupported type; a bad argument.
+            or an unsupported type; a bad argument (``ValueError``: also an
+            unknown ``shuffle``, ``rank`` outside ``[0, world_size)``,
+            ``world_size < 1``, or ``shuffle='block'`` or ``world_size > 1``
+            with ``cyclic=True``).
         """
+        permuted, seed, epoch, rank, world_size = _check_shuffle(shuffle, seed, epoch, rank, world_size,
+                                                                 bool(cyclic))
+        shard = dict(shuffle="block" if permuted else "none", seed=seed, epoch=epoch, rank=rank,
+                     world_size=world_size)
         n_procs = positive_int("n_procs", n_procs, 4, maximum=UINT_MAX)
         read_ahead = positive_int("read_ahead", read_ahead, maximum=UINT_MAX)
         block_size = positive_int("block_size", block_size)
@@ -437,18 +512,23 @@ class Streamer:
         if block_size is None:
             block_size = default_block_size(layout, field)
         if n_rows == 0:
-            queue = Queue(None, layout, block_size, 0, field, bool(cyclic), bool(ordered))
+            queue = Queue(None, layout, block_size, 0, field, bool(cyclic), bool(ordered), **shard)
             return queue
         block_size = min(block_size, n_rows)
         if read_ahead is None:
             read_ahead = default_read_ahead(n_procs, block_size * layout.row_bytes)
-        # The core builds a sequential or cyclic block schedule from these
-        # and a private ring of read_ahead slots for it (stream_type.c).
+        # The core builds a sequential, cyclic or permuted block schedule
+        # (one shard of it) from these and a private ring of read_ahead
+        # slots for it (stream_type.c; the schedule: schedule.c).
         stream = layout.stream(n_workers=n_procs, read_ahead=read_ahead, block_rows=block_size,
                                cyclic=bool(cyclic), ordered=bool(ordered), remainder=bool(remainder),
-                               field=field, io_mode=io_code, direct=bool(direct))
+                               field=field, io_mode=io_code, direct=bool(direct), permuted=permuted,
+                               seed=seed, epoch=epoch, shard_rank=rank, shard_count=world_size)
         n_blocks = _core.n_blocks(n_rows, block_size, bool(cyclic), bool(remainder))
-        queue = Queue(stream, layout, block_size, n_blocks, field, bool(cyclic), bool(ordered), read_ahead)
+        if n_blocks is not None:
+            n_blocks //= world_size  # this rank's share (schedule.c: floor(n / R))
+        queue = Queue(stream, layout, block_size, n_blocks, field, bool(cyclic), bool(ordered), read_ahead,
+                      **shard)
         with self._lock:
             self._queues.add(queue)
         _live_queues.add(queue)

@@ -1,7 +1,7 @@
 /* schedule.c - block k of a stream -> at most ML_SCHEDULE_MAX_RUNS row runs.
  *
  * Invariants: a schedule is a pure function of its parameters (n_rows N,
- * block_rows B, kind, remainder, seed, epoch; shard fields reserved), so
+ * block_rows B, kind, remainder, seed, epoch, shard_rank, shard_count), so
  * any process that builds one from the same parameters agrees on every
  * block; it holds O(1) state, so a permutation of 2^40 blocks costs the
  * same as one of 4; and every run it returns lies inside [0, N) with
@@ -21,6 +21,18 @@
  *    opening comment, is the contract (numpy-free, so any language can
  *    reproduce an order from its seed and epoch); it moved there unchanged
  *    when the order of an epoch (order.c) came to share it.
+ *
+ * Shards (shard_count R > 1, shard_rank r < R; sequential and permuted
+ * only, cyclic refused): let n be the unsharded block count above and
+ * u(j) its block j (sequential block j, or P(j) with P over all n blocks).
+ * Shard r's block k is u(kR + r), for k < n_blocks = floor(n / R). So the
+ * R shards partition the first floor(n / R) * R positions of the unsharded
+ * sequence, every shard has the same number of blocks (what data-parallel
+ * training needs: ranks that step together), and the n mod R blocks at the
+ * last positions are dropped from this pass (permuted: different blocks
+ * each epoch; sequential: always the last ones). With remainder, the short
+ * block is one of the n, so it lands in one shard or is dropped. shard_count
+ * 0 and 1 both mean one shard: exactly the unsharded schedule.
  */
 #include "schedule.h"
 
@@ -42,16 +54,20 @@ int ml_schedule_init(ml_schedule *s, const ml_schedule_params *p) {
      * block may have, and a slot larger than the dataset. */
     if (p->kind == ML_SCHEDULE_CYCLIC && p->block_rows > p->n_rows && p->n_rows > 0)
         return -ML_EINVAL;
-    if (p->shard_rank != 0 || p->shard_count > 1)
-        return -ML_EINVAL; /* sharding: the training issue defines it */
+    uint32_t R = p->shard_count > 1 ? p->shard_count : 1;
+    if (p->shard_rank >= R)
+        return -ML_EINVAL;
+    if (p->kind == ML_SCHEDULE_CYCLIC && R > 1)
+        return -ML_EINVAL; /* an endless stream has no pass to split */
     *s = (ml_schedule){.p = *p};
     if (p->kind == ML_SCHEDULE_CYCLIC) {
         s->n_blocks = p->n_rows == 0 ? 0 : UINT64_MAX;
         return 0;
     }
-    s->n_blocks = sequential_blocks(p->n_rows, p->block_rows, p->remainder);
+    s->n_unsharded = sequential_blocks(p->n_rows, p->block_rows, p->remainder);
+    s->n_blocks = s->n_unsharded / R;
     if (p->kind == ML_SCHEDULE_PERMUTED) {
-        ml_perm_init(&s->perm, s->n_blocks, p->seed, p->epoch, 0);
+        ml_perm_init(&s->perm, s->n_unsharded, p->seed, p->epoch, 0);
     }
     return 0;
 }
@@ -77,8 +93,10 @@ int ml_schedule_block(const ml_schedule *s, uint64_t k, ml_block_runs *out) {
     }
     if (k >= s->n_blocks)
         return -ML_EINVAL;
-    uint64_t b = s->p.kind == ML_SCHEDULE_PERMUTED ? ml_schedule_permute(s, k) : k;
-    /* b < n_blocks, so b*B < N: no overflow; compare without forming
+    /* Position in the unsharded sequence: k < floor(n / R), so kR + r < n. */
+    uint64_t j = s->p.shard_count > 1 ? k * s->p.shard_count + s->p.shard_rank : k;
+    uint64_t b = s->p.kind == ML_SCHEDULE_PERMUTED ? ml_schedule_permute(s, j) : j;
+    /* b < n_unsharded, so b*B < N: no overflow; compare without forming
      * start + B, which can wrap. */
     uint64_t start = b * B;
     out->n = 1;

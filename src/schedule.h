@@ -26,16 +26,17 @@ typedef struct ml_schedule_params {
     int remainder;        /* sequential/permuted: also the short last block */
     uint64_t seed;        /* permuted: key of the block order */
     uint64_t epoch;       /* permuted: a new order per epoch under one seed */
-    uint32_t shard_rank;  /* reserved for sharding: must be 0 for now */
-    uint32_t shard_count; /* reserved for sharding: 0 or 1 for now (one shard) */
+    uint32_t shard_rank;  /* this shard, < max(shard_count, 1) */
+    uint32_t shard_count; /* R: 0 or 1 one shard; R > 1 every R-th block (not cyclic) */
 } ml_schedule_params;
 
 /* A schedule: its parameters, what follows from them, and a position.
  * Plain data: copy it freely (a stream keeps its own copy). */
 typedef struct ml_schedule {
     ml_schedule_params p;                 /* immutable after init */
-    uint64_t n_blocks;                    /* blocks in the stream; UINT64_MAX: endless (cyclic) */
-    ml_perm perm;                         /* permuted: P over the n_blocks blocks, salt 0 */
+    uint64_t n_blocks;                    /* this shard's blocks; UINT64_MAX: endless (cyclic) */
+    uint64_t n_unsharded;                 /* sequential/permuted: blocks of all shards together */
+    ml_perm perm;                         /* permuted: P over the n_unsharded blocks, salt 0 */
     uint64_t position;                    /* next block number, 0..n_blocks */
 } ml_schedule;
 
@@ -48,7 +49,8 @@ typedef struct ml_block_runs {
 
 /* Check p and derive the rest; position 0. Returns 0, or -ML_EINVAL for a
  * kind it does not know, block_rows 0 with rows to stream, cyclic blocks
- * longer than the dataset, or shard fields other than one shard. */
+ * longer than the dataset, shard_rank >= max(shard_count, 1), or a cyclic
+ * schedule with shard_count > 1. */
 int ml_schedule_init(ml_schedule *s, const ml_schedule_params *p);
 
 /* Rows of block k (k < n_blocks; cyclic: any k). Returns 0, or -ML_EINVAL
@@ -68,7 +70,7 @@ static inline uint64_t ml_schedule_position(const ml_schedule *s) { return s->po
 int ml_schedule_seek(ml_schedule *s, uint64_t position);
 
 /* The keyed bijection of [0, n) behind ML_SCHEDULE_PERMUTED: perm.c's P
- * with salt 0. i < n; returns the block at position i. */
+ * with salt 0, n = n_unsharded. i < n; returns the block at position i. */
 uint64_t ml_schedule_permute(const ml_schedule *s, uint64_t i);
 
 #endif

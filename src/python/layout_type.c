@@ -251,7 +251,8 @@ static PyMethodDef layout_methods[] = {
     {"read", (PyCFunction)layout_read, METH_VARARGS,
      "read(start, stop) -> new array of rows [start, stop), through this Layout's one fetcher."},
     {"stream", (PyCFunction)(void (*)(void))layout_stream, METH_VARARGS | METH_KEYWORDS,
-     "stream(n_workers, read_ahead, block_rows, cyclic, ordered, remainder, field=None, io_mode=0, direct=False) -> Stream"},
+     "stream(n_workers, read_ahead, block_rows, cyclic, ordered, remainder, field=None, io_mode=0, "
+     "direct=False, permuted=False, seed=0, epoch=0, shard_rank=0, shard_count=1) -> Stream"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -33,16 +33,30 @@ static int stream_forked(StreamObject *self) {
 
 static PyObject *stream_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"layout", "n_workers", "read_ahead", "block_rows", "cyclic", "ordered",
-                             "remainder", "field", "io_mode", "direct", NULL};
+                             "remainder", "field", "io_mode", "direct", "permuted", "seed",
+                             "epoch", "shard_rank", "shard_count", NULL};
     PyObject *layout, *field = Py_None;
     ml_stream_config cfg = {0};
     unsigned read_ahead;
     unsigned long long block_rows;
-    int cyclic, ordered, remainder, io_mode = 0, direct = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OIIKppp|Oip:Stream", kwlist, &layout, &cfg.n_workers,
+    int cyclic, ordered, remainder, io_mode = 0, direct = 0, permuted = 0;
+    unsigned long long seed = 0, epoch = 0;
+    unsigned shard_rank = 0, shard_count = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OIIKppp|OippKKII:Stream", kwlist, &layout, &cfg.n_workers,
                                      &read_ahead, &block_rows, &cyclic, &ordered, &remainder, &field,
-                                     &io_mode, &direct))
+                                     &io_mode, &direct, &permuted, &seed, &epoch, &shard_rank,
+                                     &shard_count))
         return NULL;
+    if (permuted && cyclic) {
+        PyErr_SetString(PyExc_ValueError, "a permuted stream cannot be cyclic");
+        return NULL;
+    }
+    if (shard_count < 1 || shard_rank >= shard_count || (cyclic && shard_count > 1)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "shards need shard_count >= 1, 0 <= shard_rank < shard_count, and cyclic=False "
+                        "when shard_count > 1");
+        return NULL;
+    }
     ml_module_state *st = ml_state_of_type(tp);
     if (!PyObject_TypeCheck(layout, st->layout_type)) {
         PyErr_SetString(PyExc_TypeError, "Stream() needs a Layout");
@@ -71,11 +85,16 @@ static PyObject *stream_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
     self->pid = getpid();
     ml_error err;
     ml_error_clear(&err);
-    /* Today's streams: sequential or cyclic blocks from block 0, in a
-     * private ring this stream alone fills. */
+    /* Sequential, cyclic or permuted (seed, epoch) blocks, optionally one
+     * shard of them, from block 0, in a private ring this stream alone
+     * fills. The defaults are the sequential or cyclic stream, one shard. */
     ml_schedule sch;
-    ml_schedule_params sp = {.kind = cyclic ? ML_SCHEDULE_CYCLIC : ML_SCHEDULE_SEQUENTIAL,
-                             .n_rows = L->n_rows, .block_rows = block_rows, .remainder = remainder};
+    ml_schedule_params sp = {.kind = cyclic     ? ML_SCHEDULE_CYCLIC
+                                     : permuted ? ML_SCHEDULE_PERMUTED
+                                                : ML_SCHEDULE_SEQUENTIAL,
+                             .n_rows = L->n_rows, .block_rows = block_rows, .remainder = remainder,
+                             .seed = seed, .epoch = epoch, .shard_rank = shard_rank,
+                             .shard_count = shard_count};
     int rc = ml_schedule_init(&sch, &sp);
     if (rc < 0) {
         Py_DECREF(self);

@@ -4,8 +4,12 @@
  * their neighbours, deterministic (two schedules from the same parameters
  * agree; seed and epoch change the order), equal to known answers computed
  * from the documented definition by an independent implementation (Python,
- * no numpy), and blocks that tile the dataset. Sequential and cyclic
+ * no numpy), and blocks that tile the dataset; shards (every shard
+ * floor(n / R) blocks, shards disjoint, shard r block k = unsharded block
+ * kR + r, cyclic refused). Sequential and cyclic
  * arithmetic: test_block_math.c. */
+#include <string.h>
+
 #include "check.h"
 
 #include "schedule.h"
@@ -39,13 +43,19 @@ static void test_refused(void) {
     CHECK_RC(ml_schedule_init(&s, &p));
     CHECK_U64_EQ(ml_schedule_n_blocks(&s), 1);
     CHECK_U64_EQ(ml_schedule_max_rows(&s), 10);
-    /* Shards are reserved: only "one shard" for now. */
+    /* Shards: rank < max(count, 1); cyclic streams are not sharded. */
     p.shard_count = 1;
     CHECK_RC(ml_schedule_init(&s, &p));
     p.shard_count = 2;
+    CHECK_RC(ml_schedule_init(&s, &p));
+    p.shard_rank = 2;
     CHECK_ERR(ml_schedule_init(&s, &p), -ML_EINVAL);
     p.shard_count = 0;
     p.shard_rank = 1;
+    CHECK_ERR(ml_schedule_init(&s, &p), -ML_EINVAL);
+    p.shard_count = 1;
+    CHECK_ERR(ml_schedule_init(&s, &p), -ML_EINVAL);
+    p = (ml_schedule_params){.kind = ML_SCHEDULE_CYCLIC, .n_rows = 10, .block_rows = 3, .shard_count = 2};
     CHECK_ERR(ml_schedule_init(&s, &p), -ML_EINVAL);
     /* Blocks past the end. */
     ml_block_runs r;
@@ -250,6 +260,65 @@ static void test_permuted_blocks(void) {
     }
 }
 
+/* Shards against the unsharded schedule of the same parameters: shard r
+ * block k is unsharded block kR + r, every shard has floor(n / R) blocks,
+ * the shards together hold each block at most once and miss exactly the
+ * n mod R blocks at the last unsharded positions. */
+static void test_shards(void) {
+    static const ml_schedule_kind kinds[] = {ML_SCHEDULE_SEQUENTIAL, ML_SCHEDULE_PERMUTED};
+    unsigned char seen[200];
+    for (unsigned ki = 0; ki < 2; ki++)
+        for (uint64_t n_rows = 0; n_rows <= 60; n_rows += 7)
+            for (uint64_t B = 1; B <= 4; B++)
+                for (int rem = 0; rem <= 1; rem++)
+                    for (uint32_t R = 1; R <= 5; R++) {
+                        ml_schedule u, sh, again;
+                        ml_schedule_params p = {.kind = kinds[ki], .n_rows = n_rows, .block_rows = B,
+                                                .remainder = rem, .seed = 11, .epoch = R};
+                        CHECK_RC(ml_schedule_init(&u, &p));
+                        uint64_t n = ml_schedule_n_blocks(&u);
+                        memset(seen, 0, sizeof seen);
+                        for (uint32_t r = 0; r < R; r++) {
+                            p.shard_count = R;
+                            p.shard_rank = r;
+                            CHECK_RC(ml_schedule_init(&sh, &p));
+                            CHECK_RC(ml_schedule_init(&again, &p));
+                            CHECK_U64_EQ(ml_schedule_n_blocks(&sh), n / R);
+                            for (uint64_t k = 0; k < n / R; k++) {
+                                ml_block_runs a, b, c;
+                                CHECK_RC(ml_schedule_block(&sh, k, &a));
+                                CHECK_RC(ml_schedule_block(&again, k, &c));
+                                CHECK_RC(ml_schedule_block(&u, k * R + r, &b));
+                                CHECK_EQ(a.n, 1u);
+                                CHECK_U64_EQ(a.start[0], b.start[0]);
+                                CHECK_U64_EQ(a.count[0], b.count[0]);
+                                CHECK_U64_EQ(a.start[0], c.start[0]);
+                                uint64_t blk = a.start[0] / B;
+                                CHECK_LT(blk, (uint64_t)sizeof seen);
+                                CHECK_EQ(seen[blk], 0);
+                                seen[blk] = 1;
+                            }
+                            ml_block_runs x;
+                            CHECK_ERR(ml_schedule_block(&sh, n / R, &x), -ML_EINVAL);
+                        }
+                        /* Missing: exactly the blocks at positions >= floor(n/R)*R. */
+                        for (uint64_t j = 0; j < n; j++) {
+                            ml_block_runs b;
+                            CHECK_RC(ml_schedule_block(&u, j, &b));
+                            CHECK_EQ(seen[b.start[0] / B], j < n / R * R ? 1 : 0);
+                        }
+                    }
+    /* Known answer: 10 blocks, 3 shards, sequential: shard 1 = 1, 4, 7. */
+    ml_schedule s;
+    ml_schedule_params p = {.kind = ML_SCHEDULE_SEQUENTIAL, .n_rows = 100, .block_rows = 10,
+                            .shard_rank = 1, .shard_count = 3};
+    CHECK_RC(ml_schedule_init(&s, &p));
+    CHECK_U64_EQ(ml_schedule_n_blocks(&s), 3);
+    ml_block_runs r;
+    CHECK_RC(ml_schedule_block(&s, 2, &r));
+    CHECK_U64_EQ(r.start[0], 70);
+}
+
 int main(void) {
     test_refused();
     test_position();
@@ -258,5 +327,6 @@ int main(void) {
     test_known_answers();
     test_deterministic();
     test_permuted_blocks();
+    test_shards();
     CHECK_DONE();
 }
