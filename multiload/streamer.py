@@ -5,12 +5,11 @@ Drop-in compatible with ``multitables.Streamer``; see docs/streamer.md.
 """
 
 import atexit
+import numbers
 import os
 import threading
 import warnings
 import weakref
-
-import numbers
 
 import numpy as np
 
