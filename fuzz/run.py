@@ -54,7 +54,7 @@ FINDINGS = ("MISMATCH", "CRASH", "HANG", "LEAK")
 OUTCOMES = ("exact", "both-refuse", "ml-refuses", "hdf5-undefined", "hdf5-differs", "hdf5-crash",
             "shared-crash") + FINDINGS
 #: The core's frames that are plain HDF5 calls the reference makes too.
-SHARED_PATHS = ("via ml_h5_dataset_open ", "via ml_layout_read_slow ")
+SHARED_PATHS = ("via ml_h5_dataset_open ", "via ml_layout_read_slow ", "via h5_read_slow ")
 ML_TIMEOUT = 20.0   # s: fuzz_read under ASan; its own waits give up after 8 s
 REF_TIMEOUT = 10.0  # s: HDF5 1.10.8 spends minutes on some huge claimed dataspaces
 ASAN_OPTIONS = ("detect_leaks=1:allocator_may_return_null=1:halt_on_error=1:abort_on_error=0:"
