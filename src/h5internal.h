@@ -82,8 +82,8 @@ void ml_h5_close_handles(hid_t type, hid_t dset, hid_t file);
 /* What a reader of a dataset's bytes needs to know of the file they lie
  * in (for an external link, the dataset's own file): the base address
  * (the user block's size), the bound no read may pass (the smaller of the
- * file's size, as `src` sees it, and base + the superblock's end of
- * allocation: HDF5 refuses reads past its EOA), sizes of addresses and
+ * file's size, as `src` sees it, and the superblock's end of allocation,
+ * an absolute offset: HDF5 refuses reads past its EOA), sizes of addresses and
  * lengths, and the chunk B-tree's K. */
 typedef struct ml_h5_file_facts {
     uint64_t base;          /* file offset of HDF5 address 0 */

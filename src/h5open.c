@@ -157,8 +157,13 @@ int ml_h5_file_facts_get(hid_t obj, ml_source *src, ml_h5_file_facts *out) {
     }
     if ((rc = ml_source_identify(src, &st)) < 0)
         goto out;
-    /* H5Fget_eoa is relative to the base, like every HDF5 address. */
-    uint64_t end = (uint64_t)eoa > UINT64_MAX - userblock ? UINT64_MAX : userblock + (uint64_t)eoa;
+    /* H5Fget_eoa is an absolute file offset, unlike every other HDF5
+     * address: the superblock stores it so ("account for the stored EOA
+     * being absolute", HDF5's own reading of it), and HDF5 refuses a read
+     * whose end, base included, passes it (seed userblock, fuzz seed 7
+     * case 4119: with 2 bytes off the EOA, adding the base again let the
+     * last chunk through). */
+    uint64_t end = (uint64_t)eoa;
     *out = (ml_h5_file_facts){.base = userblock, .eof = st.size < end ? st.size : end,
                               .sizeof_addr = (unsigned)sa, .sizeof_size = (unsigned)ss, .btree_k = k};
 out:

@@ -174,7 +174,7 @@ static int describe_file(ml_vlen *V, ml_error *err) {
         goto out;
     }
     V->h5_base = ff.base;
-    V->limit = ff.eof > ff.base ? ff.eof - ff.base : 0; /* bytes past the base: min(file size - base, EOA) */
+    V->limit = ff.eof > ff.base ? ff.eof - ff.base : 0; /* bytes past the base: min(file size, EOA) - base */
     V->sizeof_addr = ff.sizeof_addr;
     V->sizeof_size = ff.sizeof_size;
     V->desc_size = 4 + ff.sizeof_addr + 4;
