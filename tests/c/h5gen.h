@@ -22,7 +22,8 @@ typedef struct h5spec {
     hid_t type;            /* file and memory type, e.g. H5T_NATIVE_INT32 */
     int ndim;
     hsize_t dims[8];
-    hsize_t chunk[8];      /* chunk[0] == 0: contiguous */
+    hsize_t chunk[8];      /* chunk[0] == 0: contiguous (or compact) */
+    int compact;           /* 1 (with chunk[0] == 0): compact layout, data in the object header */
     int deflate;           /* deflate level, 0: none */
     int shuffle;           /* 1: shuffle filter (before deflate) */
     int fletcher;          /* 1: fletcher32 filter (last) */
@@ -98,6 +99,8 @@ static inline void h5gen_dataset_rows(hid_t fid, const h5spec *s, const void *da
             H5_OK(H5Pset_deflate(dcpl, (unsigned)s->deflate));
         if (s->fletcher)
             H5_OK(H5Pset_fletcher32(dcpl));
+    } else if (s->compact) {
+        H5_OK(H5Pset_layout(dcpl, H5D_COMPACT));
     }
     if (s->fill)
         H5_OK(H5Pset_fill_value(dcpl, s->type, s->fill));

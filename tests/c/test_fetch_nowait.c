@@ -8,6 +8,7 @@
  * file was just written, so the page cache holds it (as test_reader's
  * inline check assumes). */
 #include "check.h"
+#include "faults.h"
 
 #include "fault.h"
 #include "fetch.h"
@@ -18,27 +19,6 @@
 #define COLS 8
 
 static int32_t g_truth[ROWS * COLS];
-
-static void set_faults(const char *spec) {
-    if (spec)
-        setenv("MULTILOAD_FAULTS", spec, 1);
-    else
-        unsetenv("MULTILOAD_FAULTS");
-    ml_fault_reload();
-}
-
-static void make_compact(hid_t fid) {
-    hsize_t dims[2] = {100, COLS};
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    H5_OK(H5Pset_layout(dcpl, H5D_COMPACT));
-    hid_t space = H5Screate_simple(2, dims, NULL);
-    hid_t ds = H5Dcreate2(fid, "/compact", H5T_NATIVE_INT32, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    CHECK(ds >= 0);
-    H5_OK(H5Dwrite(ds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, g_truth));
-    H5Dclose(ds);
-    H5Sclose(space);
-    H5Pclose(dcpl);
-}
 
 static void check_rows(const int32_t *got, uint64_t row0, uint64_t n) {
     CHECK_MEM_EQ(got, g_truth + row0 * COLS, n * COLS * sizeof(int32_t));
@@ -144,7 +124,8 @@ int main(void) {
     h5gen_dataset(fid, &contig, g_truth);
     h5gen_dataset(fid, &gz, g_truth);
     h5gen_dataset_rows(fid, &empty, NULL, 0, 0);
-    make_compact(fid);
+    h5spec compact = {.path = "/compact", .type = H5T_NATIVE_INT32, .ndim = 2, .dims = {100, COLS}, .compact = 1};
+    h5gen_dataset(fid, &compact, g_truth);
     H5Fclose(fid);
     ml_layout *L[4];
     ml_error err;

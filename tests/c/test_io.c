@@ -6,6 +6,7 @@
  * probabilistic eio~p/seed. The io_uring half is skipped, with a message,
  * where io_uring cannot be set up. */
 #include "check.h"
+#include "faults.h"
 
 #include <fcntl.h>
 #include <liburing.h>
@@ -36,14 +37,6 @@ static void check_bytes(const ml_io_req *r, size_t n) {
         if (b[i] != expect_byte(r->offset + i))
             FAIL("byte %zu of a read at offset %llu: %02x, want %02x", i,
                  (unsigned long long)r->offset, b[i], expect_byte(r->offset + i));
-}
-
-static void set_faults(const char *spec) {
-    if (spec)
-        setenv("MULTILOAD_FAULTS", spec, 1);
-    else
-        unsetenv("MULTILOAD_FAULTS");
-    ml_fault_reload();
 }
 
 /* One read of len bytes at off; returns ml_io_read's code. */

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "faults.h"
 #include "fault.h"
 #include "h5gen.h"
 #include "h5.h"
@@ -155,14 +156,6 @@ static void test_cancel_and_stop(void) {
         ml_request_free(qs[k]);
     }
     free(dest);
-}
-
-static void set_faults(const char *spec) {
-    if (spec)
-        setenv("MULTILOAD_FAULTS", spec, 1);
-    else
-        unsetenv("MULTILOAD_FAULTS");
-    ml_fault_reload();
 }
 
 static double now_s(void) {
@@ -384,16 +377,9 @@ int main(void) {
     hid_t fid = h5gen_create(g_file);
     h5gen_dataset(fid, &contig, g_truth);
     h5gen_dataset(fid, &gz, g_truth);
-    hsize_t cdims[2] = {COMPACT_ROWS, COLS};
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    H5_OK(H5Pset_layout(dcpl, H5D_COMPACT));
-    hid_t space = H5Screate_simple(2, cdims, NULL);
-    hid_t ds = H5Dcreate2(fid, "/compact", H5T_NATIVE_INT32, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    CHECK(ds >= 0);
-    H5_OK(H5Dwrite(ds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, g_truth));
-    H5Dclose(ds);
-    H5Sclose(space);
-    H5Pclose(dcpl);
+    h5spec compact = {.path = "/compact", .type = H5T_NATIVE_INT32, .ndim = 2, .dims = {COMPACT_ROWS, COLS},
+                      .compact = 1};
+    h5gen_dataset(fid, &compact, g_truth);
     h5spec empty = {.path = "/empty", .type = H5T_NATIVE_INT32, .ndim = 2, .dims = {COMPACT_ROWS, COLS}};
     h5gen_dataset_rows(fid, &empty, NULL, 0, 0);
     H5Fclose(fid);

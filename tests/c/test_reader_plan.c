@@ -154,15 +154,8 @@ int main(void) {
     hid_t fid = h5gen_create(file);
     h5gen_dataset(fid, &contig, data);
     h5gen_dataset(fid, &gz, data);
-    hsize_t dims[2] = {100, 8};
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    H5_OK(H5Pset_layout(dcpl, H5D_COMPACT));
-    hid_t space = H5Screate_simple(2, dims, NULL);
-    hid_t ds = H5Dcreate2(fid, "/compact", H5T_NATIVE_INT32, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    H5_OK(H5Dwrite(ds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
-    H5Dclose(ds);
-    H5Sclose(space);
-    H5Pclose(dcpl);
+    h5spec compact = {.path = "/compact", .type = H5T_NATIVE_INT32, .ndim = 2, .dims = {100, 8}, .compact = 1};
+    h5gen_dataset(fid, &compact, data);
     H5Fclose(fid);
     ml_layout *L[3];
     ml_error err;
