@@ -27,6 +27,7 @@ from .streamer import Queue, Streamer, io_mode
 from . import dataset, dataset_ops, request, stage
 from .reader import Reader, RequestPool
 from .order import Order
+from .batch import BatchStream
 
 __version__ = "0.1.0"
 
@@ -36,6 +37,7 @@ __all__ = [
     "Reader",
     "RequestPool",
     "Order",
+    "BatchStream",
     "dataset_ops",
     "QueueClosed",
     "QueueClosedType",
