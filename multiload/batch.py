@@ -134,8 +134,9 @@ class BatchStream:
         size when it is initialised, else 0 and 1.
     num_streams : int, optional
         Streams the epoch is cut into; every world size dividing it sees the
-        same global sequence. Default ``4 * world_size`` -- and when a state
-        is loaded with num_streams not given, the state's.
+        same global sequence. Default ``4 * world_size`` (``world_size``
+        under ``shuffle="none"``, so that one rank reads dataset order) --
+        and when a state is loaded with num_streams not given, the state's.
     tail : {"drop", "pad", "uneven"}
         ``"drop"``: every rank gets ``len(stream)`` full batches, each row
         at most once, fewer than one global batch dropped. ``"pad"``: the
@@ -220,7 +221,8 @@ class BatchStream:
                                  f"({self._block_rows}): a window is whole blocks, so reads stay whole chunks")
         self._window_rows_arg = window_rows
         self._num_streams_given = num_streams is not None
-        self._set_num_streams(positive_int("num_streams", num_streams, DEFAULT_STREAMS_PER_RANK * self._world))
+        per_rank = 1 if shuffle == "none" else DEFAULT_STREAMS_PER_RANK  # "none" on one rank: dataset order
+        self._set_num_streams(positive_int("num_streams", num_streams, per_rank * self._world))
         self._step = 0                 # batches of this epoch handed to the consumer
         self._warned_repeat = False
         self._repeat_ok = False        # set_epoch/load_state_dict since the epoch ended
