@@ -6,6 +6,8 @@ PIP := $(VENV)/bin/pip
 CACHE ?= $(HOME)/.cache/multiload
 APT_PKGS := liburing-dev libhdf5-dev libdeflate-dev libblosc-dev liblzf-dev pkg-config
 CC ?= gcc
+# torch for multiload.torch's tests and the benchmarks (CPU build).
+TORCH := torch==2.13.0
 # Sanitizer builds of the C tests live in their own directories (TEST_BUILD),
 # so they never mix with, or delete, the plain build another run is using.
 TEST_BUILD ?= build/tests
@@ -25,7 +27,8 @@ ASAN_PYTESTS ?= tests/test_streamer_api.py tests/test_streamer_bad_input.py test
 	tests/test_reliability_badinput.py tests/test_reliability_faults.py tests/test_reliability_corrupt.py \
 	tests/test_reliability_lifecycle.py tests/test_reliability_signals.py \
 	tests/test_io_fallback.py tests/test_chunk_index.py tests/test_hostile_files.py tests/test_reader_vlarray.py \
-	tests/test_order.py tests/test_error_map.py tests/test_core_binding.py tests/test_api_hazards.py
+	tests/test_order.py tests/test_error_map.py tests/test_core_binding.py tests/test_api_hazards.py \
+	tests/test_batch_stream.py
 # TSan: the same files (it refuses threads in a child forked from a threaded process anyway).
 TSAN_PYTESTS ?= $(ASAN_PYTESTS)
 ASAN_LDFLAGS := -fsanitize=address,undefined
@@ -68,9 +71,11 @@ deps:
 # Create .venv with the package (editable) and its test dependencies.
 venv: deps
 	@test -x $(PY) || { echo ">> creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
-	@$(PY) -c "import h5py, tables, pytest, hypothesis, pytest_timeout, numexpr, setuptools as s, sys; sys.exit(int(s.__version__.split('.')[0]) < 77)" 2>/dev/null || \
+	@$(PY) -c "import h5py, tables, pytest, hypothesis, pytest_timeout, numexpr, tqdm, setuptools as s, sys; sys.exit(int(s.__version__.split('.')[0]) < 77)" 2>/dev/null || \
 	  { echo ">> installing Python dependencies into $(VENV)"; $(PIP) install -q -U pip 'setuptools>=77' wheel 'numpy>=2' && \
 	    $(PIP) install -q --no-build-isolation -e '.[test]'; }
+	@$(PY) -c "import torch" 2>/dev/null || { echo ">> installing torch (CPU) into $(VENV): the torch adapters' tests"; \
+	  $(PIP) install -q $(TORCH); }
 
 # Build the extension (only what changed) and swap it in atomically, under a
 # lock, so a running test never maps a half-written library.
@@ -108,7 +113,7 @@ bench-deps: venv
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fio >/dev/null; \
 	  else echo "benchmarks need fio -- run: sudo apt-get install -y fio"; exit 1; fi; }
 	@$(PY) -c "import matplotlib, torch" 2>/dev/null || { echo ">> installing matplotlib, torch (CPU) into $(VENV)"; \
-	  $(PIP) install -q matplotlib torch==2.13.0; }
+	  $(PIP) install -q matplotlib $(TORCH); }
 	@$(MT_VENV)/bin/python -c "import multitables, torch, wrapt; assert int(wrapt.__version__.split('.')[0]) < 2" 2>/dev/null || \
 	  { echo ">> installing multitables 2.0.1 (numpy<2, PyTables, torch) into $(MT_VENV)"; \
 	    { test -x $(MT_VENV)/bin/python || $(PYTHON) -m venv $(MT_VENV); } && \

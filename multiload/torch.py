@@ -321,7 +321,7 @@ class ArrayDataset(tud.Dataset):
         if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
             raise TypeError(f"an index of ArrayDataset is an int, got {type(i).__name__}")
         outs = self._read(self._rows([i]))
-        return _tensors(self._src.wrap([o[0] for o in outs]), self._pin)
+        return _tensors(self._src.wrap([o[0, ...] for o in outs]), self._pin)
 
     def __getitems__(self, indices):
         outs = self._read(self._rows(indices))
