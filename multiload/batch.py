@@ -78,14 +78,17 @@ def _physical_memory():
 
 def _default_block_rows(sources):
     """Whole chunks of every dataset (a multiple of the lcm of their chunk
-    rows, or of the largest when the lcm is unreasonable), about
+    rows; when that is over 4 MiB of rows, whole chunks of the dataset
+    with the widest rows), about
     DEFAULT_BLOCK_BYTES of all datasets' rows, and at most a 64th of the
     dataset (but never less than one such unit)."""
     chunk_rows = sources.chunk_rows()
-    unit = math.lcm(*chunk_rows)
-    if unit > 4 * max(chunk_rows):
-        unit = max(chunk_rows)
     row_bytes = max(1, sum(sources.row_bytes))
+    unit = math.lcm(*chunk_rows)
+    if unit * row_bytes > 4 * DEFAULT_BLOCK_BYTES:
+        # Whole chunks of the dataset with the widest rows, which carries the
+        # bytes; a narrow one (labels in large chunks) is read in parts.
+        unit = chunk_rows[max(range(len(chunk_rows)), key=lambda d: sources.row_bytes[d])]
     units = DEFAULT_BLOCK_BYTES // (unit * row_bytes)
     # At least 64 blocks where the dataset allows: a shuffle of few blocks mixes little.
     units = min(units, sources.n_rows // (64 * unit))
@@ -149,8 +152,10 @@ class BatchStream:
     n_procs : int, optional
         Threads that read and decode (default: the machine's cores).
     read_ahead : int, optional
-        Blocks read ahead beyond those the current windows need (default
-        ``2 * n_procs``); under ``shuffle="global"``, batches read ahead.
+        Batches (steps) planned and read ahead beyond the span of the
+        current windows (default: one window's span, so the next windows
+        are read while the current ones are served); under
+        ``shuffle="global"``, batches gathered ahead (default ``2 * n_procs``).
     progress : bool
         Show a tqdm progress bar (rows/s, GB/s, epoch).
     block_rows : int, optional
@@ -211,6 +216,8 @@ class BatchStream:
         self._max_memory = (_physical_memory() // 4 if max_memory is None
                             else positive_int("max_memory", max_memory))
         self._src = Sources(source, datasets)
+        # Which datasets are read by row gathers rather than blocks (see _feed).
+        self._by_rows = [shuffle == "global"] * len(self._src.paths)
         self._block_rows = positive_int("block_rows", block_rows) or _default_block_rows(self._src)
         if window_rows is not None:
             window_rows = positive_int("window_rows", window_rows)
@@ -229,7 +236,8 @@ class BatchStream:
         self._iter_token = None        # the live iteration (a newer one supersedes it)
         self._lock = threading.Lock()
         self._pid = os.getpid()
-        self._stats = dict(steps=0, rows=0, blocks_read=0, rows_read=0, wait_s=0.0, elapsed_s=0.0)
+        self._stats = dict(steps=0, rows=0, blocks_read=0, block_rows_read=0, gathered_rows=0, wait_s=0.0,
+                           elapsed_s=0.0)
         self._last_feed = None
 
     # -- the order
@@ -252,25 +260,46 @@ class BatchStream:
         return o
 
     def _plan_bounds(self):
-        """(cap_blocks, ahead_steps): the feed's memory bound."""
+        """(horizon, row_ahead, n_slots, batches): how far ahead the feed
+        plans blocks (steps) and issues row gathers (steps), the blocks it
+        may hold, and the batches in flight -- the memory bound.
+
+        A stream's rows are consumed together in units of ``window_rows``
+        (``"window"``) or ``block_rows``; the positions of one unit of one
+        stream lie within ``span = unit * S / GB`` consecutive steps. Blocks
+        are planned ``span + read_ahead`` steps ahead (read_ahead defaults
+        to span: the next windows are read while the current ones are
+        served), and steps ``[t, t + horizon]`` need at most
+        ``ceil((horizon + 1) * GB / S / unit) + 1`` units of each of the
+        rank's ``S / R`` streams, plus the tail's blocks. Row gathers are
+        issued ``row_ahead`` steps ahead (read_ahead under "global",
+        default ``2 * n_procs + 2``)."""
         o = self._order(self._epoch)
-        ahead = self._read_ahead if self._read_ahead is not None else 2 * self._n_procs
-        if self._shuffle == "global":
-            return 0, max(1, ahead)
-        per_rank = self._num_streams // self._world
-        per_stream = (o.window_rows // o.block_rows + 1) if self._shuffle == "window" else 2
-        tail_blocks = -(-o.tail_rows // o.block_rows) + 1 if o.tail_rows else 0
-        return per_rank * per_stream + tail_blocks + ahead, 0
+        S, R, GB, B = self._num_streams, self._world, o.global_batch, o.block_rows
+        ra = self._read_ahead
+        row_ahead = max(1, ra if ra is not None and self._shuffle == "global" else 2 * self._n_procs + 2)
+        batches = row_ahead + 1 if any(self._by_rows) else 1
+        if all(self._by_rows):
+            return row_ahead, row_ahead, 0, batches
+        unit = o.window_rows if self._shuffle == "window" else B
+        span = max(1, -(-unit * S // GB))
+        horizon = span + (ra if ra is not None else span)
+        units = -(-(horizon + 1) * GB // (S * unit)) + 1
+        tail_blocks = -(-o.tail_rows // B) + 1 if o.tail_rows else 0
+        n_slots = (S // R) * units * (unit // B) + tail_blocks
+        # Never more blocks than the dataset has.
+        return horizon, row_ahead, min(n_slots, -(-self._src.n_rows // B)) or 1, batches
 
     def _check_memory(self):
-        cap, ahead = self._plan_bounds()
-        block_bytes = self._block_rows * sum(self._src.row_bytes)
+        _, _, n_slots, batches = self._plan_bounds()
+        block_bytes = self._block_rows * sum(rb for rb, r in zip(self._src.row_bytes, self._by_rows) if not r)
         batch_bytes = self._batch_size * sum(self._src.row_bytes)
-        need = cap * block_bytes + (self._outstanding + ahead) * batch_bytes
+        n_batches = batches + (0 if self._copy else self._outstanding)
+        need = n_slots * block_bytes + n_batches * batch_bytes
         if need > self._max_memory:
             raise ValueError(
-                f"this configuration needs up to {need:,} bytes ({cap} blocks of {block_bytes:,} bytes, "
-                f"{self._outstanding + ahead} batches of {batch_bytes:,}), over max_memory={self._max_memory:,}: "
+                f"this configuration needs up to {need:,} bytes ({n_slots} blocks of {block_bytes:,} bytes, "
+                f"{n_batches} batches of {batch_bytes:,}), over max_memory={self._max_memory:,}: "
                 f"lower window_rows, num_streams, block_rows, read_ahead or outstanding, or raise max_memory")
         self._memory_bound = need
 
@@ -400,13 +429,13 @@ class BatchStream:
     def _batches(self, token, epoch, steps):
         core = self._reader_core()
         order = self._order(epoch)
-        cap, ahead = self._plan_bounds()
+        horizon, row_ahead, n_slots, batches = self._plan_bounds()
         pool = None
         if not self._copy:
             pool = SlotPool([((self._batch_size, *s), dt) for s, dt in zip(self._src.row_shapes, self._src.dtypes)],
-                            self._outstanding + ahead)
-        feed = Feed(core, self._src, order, steps, self._rank, self._world, pool=pool, cap_blocks=cap,
-                    ahead_steps=ahead, stats=self._stats)
+                            self._outstanding + batches - 1)
+        feed = Feed(core, self._src, order, steps, self._rank, self._world, by_rows=self._by_rows, pool=pool,
+                    horizon=horizon, row_ahead=row_ahead, n_slots=n_slots, stats=self._stats)
         self._last_feed = feed
         bar = Progress(len(steps), f"epoch {epoch}", epoch) if self._progress else None
         row_bytes = sum(self._src.row_bytes)
@@ -447,8 +476,11 @@ class BatchStream:
 
     def stats(self):
         """Counters since the stream was made: ``steps`` and ``rows``
-        handed out, ``blocks_read`` and ``rows_read`` from the files (rows
-        read per row handed out is the read amplification), ``wait_s``
+        handed out; ``blocks_read`` and ``block_rows_read`` (the datasets
+        read by blocks: block rows read per row handed out is their read
+        amplification, 1.0 under "window"); ``gathered_rows`` (rows of the
+        datasets read by row gathers: those stored one row per chunk, and
+        all under "global"); ``wait_s``
         (time the consumer waited for reads), ``elapsed_s`` (time inside
         next()), ``memory_bound`` (bytes), ``epoch`` and ``step``."""
         s = dict(self._stats)

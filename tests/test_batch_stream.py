@@ -181,7 +181,7 @@ def test_window_reads_each_block_once(data):
     collect(bs, data)
     s = bs.stats()
     assert s["blocks_read"] == -(-N // 70)
-    assert s["rows_read"] == N
+    assert s["block_rows_read"] == N
     assert s["steps"] == len(bs) and s["rows"] == 32 * len(bs)
 
 
