@@ -5,13 +5,13 @@ A ``Feed`` serves one consumer a list of steps of an epoch whose order an
 
 - **Rows**: the batch's rows are one batched gather of the C request
   engine, straight into the batch's memory, issued ``row_ahead`` steps
-  early. Used under ``shuffle="global"``, whose rows are scattered over
-  the whole dataset. (Not for the other shuffles, even on data stored one
-  row per chunk, where it would save the copy out of the arena: measured
-  on 64x64 images, one per gzip chunk, a gather of 256 such rows runs at
-  about a third of the speed of a read of 256 consecutive ones, which the
-  engine reads in one I/O and decodes in parallel; the block path below
-  kept 0.85-0.95x the sequential Streamer, the row path 0.35-0.5x.)
+  early. Used for every dataset under ``shuffle="global"`` (its rows are
+  scattered over the whole dataset) and, under every shuffle, for a
+  dataset stored one row per chunk (images, one per gzip chunk): there a
+  row is a chunk, which the engine decodes straight into its place in the
+  batch (src/reader_exec.c), so each chunk is decoded once, in parallel,
+  and nothing is copied after -- on 2 cores the copy out of a block arena
+  competes with the decoding threads for CPU.
 - **Blocks** (the others under ``"none"``, ``"block"``, ``"window"``): the
   rows of a batch lie in few blocks (whole chunks, ``block_rows`` rows).
   The feed plans ``horizon`` steps ahead and keeps every block a planned
@@ -38,12 +38,21 @@ import time
 
 import numpy as np
 
-__all__ = ["Feed"]
+__all__ = ["Feed", "row_addressable"]
 
 
 def _bytes(a):
     """A flat uint8 view of the C-contiguous array ``a``."""
     return a.reshape(-1).view(np.uint8)
+
+
+def row_addressable(sources, d):
+    """True when dataset ``d`` is stored one row per chunk in every file."""
+    for row in sources.layouts:
+        c = row[d].chunks
+        if not c or c[0] != 1:
+            return False
+    return True
 
 
 def _settle(q):

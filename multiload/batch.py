@@ -25,7 +25,7 @@ import numpy as np
 
 from . import _core
 from ._args import positive_int
-from ._feed import Feed
+from ._feed import Feed, row_addressable
 from ._io import io_mode_code
 from ._progress import Progress
 from ._slots import SlotPool
@@ -217,7 +217,7 @@ class BatchStream:
                             else positive_int("max_memory", max_memory))
         self._src = Sources(source, datasets)
         # Which datasets are read by row gathers rather than blocks (see _feed).
-        self._by_rows = [shuffle == "global"] * len(self._src.paths)
+        self._by_rows = [shuffle == "global" or row_addressable(self._src, d) for d in range(len(self._src.paths))]
         self._block_rows = positive_int("block_rows", block_rows) or _default_block_rows(self._src)
         if window_rows is not None:
             window_rows = positive_int("window_rows", window_rows)

@@ -45,6 +45,7 @@ def data(tmp_path_factory):
         f.create_dataset("img", data=img, chunks=(CHUNK, 4, 3), compression="gzip")
         f.create_dataset("lab", data=lab, chunks=(LABEL_CHUNK,))
         f.create_dataset("img_contig", data=img)
+        f.create_dataset("img1", data=img, chunks=(1, 4, 3), compression="gzip")  # read by row gathers
         f.create_dataset("short", data=lab[:-1])
         f.create_dataset("f4", data=lab.astype(np.float32))
         f.create_dataset("wide", data=np.zeros((N, 5), np.uint8))
@@ -364,6 +365,27 @@ def test_tuple_and_single_dataset_batches(data):
     np.testing.assert_array_equal(b[0], data["img"][rows_of(b[1])])
     one = next(iter(BatchStream(data["one"], "/lab", 64, block_rows=70, shuffle="none")))  # dataset order
     np.testing.assert_array_equal(one, data["lab"][:64])
+
+
+@pytest.mark.parametrize("shuffle", ["none", "window", "global"])
+def test_one_row_per_chunk_data_is_gathered_in_place(data, shuffle):
+    bs = BatchStream(data["one"], {"x": "/img1", "y": "/lab"}, 64, shuffle=shuffle, seed=2, block_rows=70,
+                     tail="pad")
+    assert bs._by_rows == [True, shuffle == "global"]
+    got = collect(bs, data)
+    assert len(got) == len(bs)
+    assert bs.stats()["gathered_rows"] == 64 * len(bs)
+
+
+def test_reader_gathers_one_row_chunks_in_any_order(data):
+    # Unsorted, repeated (together and apart) rows of a one-row-per-chunk
+    # dataset: singles are decoded in place, repeats through the band cache.
+    rows = [5, 3, 3, 2999, 0, 5, 1777, 1777, 1777, 12]
+    with multiload.Reader(data["one"]) as r:
+        ds = r.get_dataset("/img1")
+        np.testing.assert_array_equal(r.read(ds[rows]), data["img"][rows])
+        np.testing.assert_array_equal(r.read(ds[100:164]), data["img"][100:164])
+        np.testing.assert_array_equal(r.read(ds[rows, 1]), data["img"][rows, 1])   # part of a row: cached path
 
 
 def test_contiguous_data(data):
