@@ -74,8 +74,8 @@ venv: deps
 	@$(PY) -c "import h5py, tables, pytest, hypothesis, pytest_timeout, numexpr, tqdm, setuptools as s, sys; sys.exit(int(s.__version__.split('.')[0]) < 77)" 2>/dev/null || \
 	  { echo ">> installing Python dependencies into $(VENV)"; $(PIP) install -q -U pip 'setuptools>=77' wheel 'numpy>=2' && \
 	    $(PIP) install -q --no-build-isolation -e '.[test]'; }
-	@$(PY) -c "import torch" 2>/dev/null || { echo ">> installing torch (CPU) into $(VENV): the torch adapters' tests"; \
-	  $(PIP) install -q $(TORCH); }
+	@$(PY) -c "import torch, torchdata" 2>/dev/null || { echo ">> installing torch (CPU), torchdata into $(VENV): the torch adapters' tests"; \
+	  $(PIP) install -q $(TORCH) torchdata; }
 
 # Build the extension (only what changed) and swap it in atomically, under a
 # lock, so a running test never maps a half-written library.

@@ -234,6 +234,32 @@ def test_stream_dataset_pickles(data):
     assert same(epoch_rows(DataLoader(copy, batch_size=None), data), reference(data)[1])
 
 
+def test_torchdata_stateful_dataloader(data):
+    tdl = pytest.importorskip("torchdata.stateful_dataloader")
+    ref = reference(data, epochs=1)[0]
+    ds = StreamDataset(data["path"], DS, 32, **OPTS)
+    loader = tdl.StatefulDataLoader(ds, batch_size=None)
+    it = iter(loader)
+    got = [check(next(it), data) for _ in range(7)]
+    state = loader.state_dict()
+    ds2 = StreamDataset(data["path"], DS, 32, **OPTS)
+    loader2 = tdl.StatefulDataLoader(ds2, batch_size=None)
+    loader2.load_state_dict(state)
+    got += epoch_rows(loader2, data)
+    assert same(got, ref)
+    # ArrayDataset: the position is the sampler's, which StatefulDataLoader keeps (with workers too).
+    ads = ArrayDataset(data["path"], DS)
+    kw = dict(batch_size=50, shuffle=True, collate_fn=ads.collate, num_workers=2)
+    loader = tdl.StatefulDataLoader(ads, **kw)
+    it = iter(loader)
+    seen = [check(next(it), data) for _ in range(4)]
+    state = loader.state_dict()
+    loader2 = tdl.StatefulDataLoader(ads, **kw)
+    loader2.load_state_dict(state)
+    seen += epoch_rows(loader2, data)
+    assert sorted(np.concatenate(seen).tolist()) == list(range(N))
+
+
 # --------------------------------------------------------------------- DDP
 
 DDP_SCRIPT = r"""
