@@ -544,3 +544,31 @@ def test_import_multiload_does_not_import_torch():
     code = "import sys, multiload; multiload.BatchStream; assert 'torch' not in sys.modules"
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(multiload.__file__)))
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+
+
+def test_a_corrupt_chunk_is_an_error_naming_the_file_and_dataset(data, tmp_path):
+    path = str(tmp_path / "corrupt.h5")
+    with h5py.File(path, "w") as f:
+        f.create_dataset("img", data=data["img"], chunks=(CHUNK, 4, 3), compression="gzip")
+        f["lab"] = data["lab"]
+        info = f["img"].id.get_chunk_info(40)
+    with open(path, "r+b") as fh:
+        fh.seek(info.byte_offset)
+        fh.write(b"\xff" * info.size)
+    for shuffle in ("window", "global"):
+        bs = BatchStream(path, DS, 64, shuffle=shuffle, block_rows=70)
+        with pytest.raises(OSError, match=r"corrupt\.h5.*img|img.*corrupt\.h5"):
+            for _ in bs:
+                pass
+
+
+def test_small_and_empty_datasets(tmp_path):
+    path = str(tmp_path / "small.h5")
+    with h5py.File(path, "w") as f:
+        f["a"] = np.arange(10)
+        f["empty"] = np.zeros((0, 3))
+    assert len(BatchStream(path, "/a", 64)) == 0                      # fewer rows than a batch: none under drop
+    assert [list(b) for b in BatchStream(path, "/a", 64, tail="uneven", shuffle="none")] == [list(range(10))]
+    b, valid = next(iter(BatchStream(path, "/a", 16, tail="pad", shuffle="none")))
+    assert list(b[valid]) == list(range(10)) and len(b) == 16
+    assert list(BatchStream(path, "/empty", 4)) == []
