@@ -102,20 +102,21 @@ def test_batches_are_the_orders_rows_and_h5pys_bytes(data, shuffle, tail):
             assert valid is None
 
 
+def per_rank(data, world, batch, **kw):
+    """Each rank's batches (rows, valid) of one epoch, checked against h5py."""
+    return [collect(BatchStream(data["one"], DS, batch, world_size=world, rank=r, block_rows=70, num_streams=4,
+                                **kw), data) for r in range(world)]
+
+
 @pytest.mark.parametrize("shuffle", ["none", "block", "window", "global"])
 def test_exactly_once_under_drop(data, shuffle):
-    world = 2
-    seen = []
-    for r in range(world):
-        bs = BatchStream(data["one"], DS, 50, shuffle=shuffle, seed=1, world_size=world, rank=r, block_rows=70,
-                         num_streams=4, tail="drop")
-        got = collect(bs, data)
-        assert len(got) == N // (50 * world)
+    ranks = per_rank(data, 2, 50, shuffle=shuffle, seed=1, tail="drop")
+    for got in ranks:
+        assert len(got) == N // (50 * 2)
         assert all(len(rows) == 50 for rows, _ in got)  # equal length
-        seen.extend(rows for rows, _ in got)
-    seen = np.concatenate(seen)
+    seen = np.concatenate([rows for got in ranks for rows, _ in got])
     assert len(np.unique(seen)) == len(seen)
-    assert N - len(seen) < 50 * world
+    assert N - len(seen) < 50 * 2
 
 
 def test_drop_gives_different_rows_each_epoch(data):
@@ -128,31 +129,21 @@ def test_drop_gives_different_rows_each_epoch(data):
 
 
 def test_pad_every_row_at_least_once_and_valid_marks_repeats(data):
-    world = 2
-    rows_all, valid_all = [], []
-    for r in range(world):
-        bs = BatchStream(data["one"], DS, 64, shuffle="window", seed=3, tail="pad", world_size=world, rank=r,
-                         block_rows=70, num_streams=4)
-        got = collect(bs, data)
+    ranks = per_rank(data, 2, 64, shuffle="window", seed=3, tail="pad")
+    for got in ranks:
         assert len(got) == -(-N // 128)
         assert all(len(rows) == 64 for rows, _ in got)
-        rows_all.extend(r for r, _ in got)
-        valid_all.extend(v for _, v in got)
-    rows_all, valid_all = np.concatenate(rows_all), np.concatenate(valid_all)
+    rows_all = np.concatenate([r for got in ranks for r, _ in got])
+    valid_all = np.concatenate([v for got in ranks for _, v in got])
     assert sorted(rows_all[valid_all].tolist()) == list(range(N))   # valid rows: each exactly once
     assert (~valid_all).sum() == len(rows_all) - N                  # the repeats are the invalid ones
 
 
 def test_uneven_nothing_dropped_or_repeated(data):
-    world = 4
-    seen, steps = [], []
-    for r in range(world):
-        bs = BatchStream(data["one"], DS, 64, shuffle="block", seed=3, tail="uneven", world_size=world, rank=r,
-                         block_rows=70, num_streams=4)
-        got = collect(bs, data)
-        steps.append(len(got))
-        seen.extend(rows for rows, _ in got)
-    assert sorted(np.concatenate(seen).tolist()) == list(range(N))
+    ranks = per_rank(data, 4, 64, shuffle="block", seed=3, tail="uneven")
+    seen = np.concatenate([rows for got in ranks for rows, _ in got])
+    assert sorted(seen.tolist()) == list(range(N))
+    steps = [len(got) for got in ranks]
     assert max(steps) - min(steps) <= 1
 
 
