@@ -77,6 +77,10 @@ def test_streamer_round_trip(fn, truth):
     assert np.array_equal(s2.get_remainder("contig", 1000), truth["contig"][N - N % 1000:])
     q.close()
     s2.close()
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        s3 = pickle.loads(pickle.dumps(s, protocol))
+        assert s3.filename == fn and s3._file.identity == s._file.identity
+        assert np.array_equal(s3.get_remainder("gz", 1000), truth["gz"][N - N % 1000:])
     # driver='H5FD_DIRECT' (direct=True by default) survives the trip
     assert pickle.loads(pickle.dumps(multiload.Streamer(fn, DRIVER="H5FD_DIRECT")))._direct is True
 
@@ -107,6 +111,14 @@ def test_reader_and_datasets_round_trip(fn, truth):
     alone = pickle.loads(pickle.dumps(dss[0]))
     assert alone._reader is not r2 and alone._reader._options == r._options
     assert np.array_equal(alone._reader.read(alone[-3:]), truth["contig"][-3:])
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        d3 = pickle.loads(pickle.dumps(dss[2], protocol))
+        assert np.array_equal(d3._reader.read(d3[3:9]), truth["table"][3:9])
+        d3._reader.close(wait=True)
+    # another description format is refused with a clear error
+    func, (cls, version, desc) = r.__reduce__()
+    with pytest.raises(ValueError, match="description format 99"):
+        func(cls, 99, desc)
     # a closed Reader pickles as closed
     r.close(wait=True)
     r3 = pickle.loads(pickle.dumps(r))
