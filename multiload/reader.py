@@ -35,8 +35,8 @@ from . import _core, _handle
 from ._args import open_file_options, positive_int
 from ._io import io_mode_code
 from ._notify import Notifier
-from ._signals import FileChangedError
 from ._plan import _Plan, _VLPlan, _fast_plan, plan as _plan_of
+from ._signals import FileChangedError
 from .dataset import ArrayDataset, TableDataset, VLArrayDataset
 from .dataset_ops import ColumnError
 from .request import Request, RequestPool, _Done
@@ -99,10 +99,10 @@ class Reader(_handle.Handle):
     must be picklable), whether the reader was closed, the file's identity
     (size and modification time, recorded when the Reader was made) and,
     for a dataset, its path, class, dtype and shape. Requests in flight and
-    stages are not part of it. The copy starts its worker threads and opens its datasets
-    on first use (a request, ``read``, ``get_dataset``, ``stats``) in the
-    process that uses it; a Reader inherited over ``fork()`` does the same
-    in the child. If the file changed since it was recorded, that first use
+    stages are not part of it. The copy starts its worker threads and opens
+    its datasets on first use (a request, ``read``, ``get_dataset``,
+    ``stats``) in the process that uses it; a Reader inherited over
+    ``fork()`` does the same in the child. If the file changed since it was recorded, that first use
     raises :class:`multiload.FileChangedError`. Datasets pickled together
     share one unpickled Reader. See docs/reader.md, "Pickling and worker
     processes".
@@ -153,11 +153,7 @@ class Reader(_handle.Handle):
         self._file.opening("Reader")
         reopened = [(ds, self._open(ds._path)) for ds in self._datasets.values()]
         for ds, (cls, obj) in reopened:
-            if cls is not type(ds) or obj.dtype != ds.dtype or tuple(obj.shape) != ds.shape:
-                raise FileChangedError(
-                    errno.ESTALE, f"dataset {ds._path!r} of file {self._filename!r} changed: it was a "
-                    f"{type(ds).__name__} of shape {ds.shape} and dtype {ds.dtype}, it is now a {cls.__name__} "
-                    f"of shape {tuple(obj.shape)} and dtype {obj.dtype}", self._filename)
+            self._check_same(ds._path, (type(ds), ds.shape, ds.dtype), (cls, tuple(obj.shape), obj.dtype))
         o = self._options
         self._lock = threading.Lock()
         self._tags = itertools.count(1)  # request tags (next() is atomic under the GIL)
@@ -177,12 +173,20 @@ class Reader(_handle.Handle):
         opened with the reader's local state)."""
         if self._local_pid == _handle.pid:  # opened here already: open it now
             ds = self.get_dataset(path)
-            if type(ds) is not cls or ds.dtype != dtype or ds.shape != tuple(shape):
-                raise FileChangedError(errno.ESTALE, f"dataset {path!r} of file {self._filename!r} changed "
-                                       f"since it was pickled", self._filename)
+            self._check_same(path, (cls, tuple(shape), dtype), (type(ds), ds.shape, ds.dtype))
             return ds
         with self._lock:
             return self._datasets.setdefault(path, cls._described(self, path, dtype, shape))
+
+    def _check_same(self, path, was, now):
+        """FileChangedError unless dataset ``path`` is now (class, shape,
+        dtype) ``now`` as it was ``was`` when described."""
+        if was != now:
+            words = lambda d: f"{d[0].__name__} of shape {d[1]} and dtype {d[2]}"  # noqa: E731
+            raise FileChangedError(
+                errno.ESTALE, f"dataset {path!r} of file {self._filename!r} is not the dataset this Reader "
+                f"was made on: it was {words(was)}, it is now {words(now)}; make a new Reader to read it as "
+                "it is now", self._filename)
 
     @property
     def _dispatcher(self):
