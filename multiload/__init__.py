@@ -15,6 +15,7 @@ See docs/streamer.md for the guide.
 """
 
 from ._signals import (
+    FileChangedError,
     OutOfMemoryError,
     QueueClosed,
     QueueClosedException,
@@ -46,6 +47,7 @@ __all__ = [
     "SharedMemoryError",
     "OutOfMemoryError",
     "SlowPathWarning",
+    "FileChangedError",
     "io_mode",
     "__version__",
 ]

@@ -72,3 +72,16 @@ class OutOfMemoryError(OSError, MemoryError):
 class SlowPathWarning(RuntimeWarning):
     """The dataset is read through HDF5 under a lock (a filter or storage
     the native decoder does not handle): correct, but not parallel."""
+
+
+class FileChangedError(OSError):
+    """A handle's file is not the file it describes any more.
+
+    A Streamer or Reader records its file's identity (size and modification
+    time) when it first opens it. A copy of the handle in another process --
+    unpickled, or inherited over ``fork()`` -- compares the file with that
+    record when it first opens it there, and raises this error, naming the
+    file and what changed, rather than read other data than its original
+    does. An ``OSError`` with ``errno`` ``ESTALE`` ("stale file handle") and
+    ``filename`` the file; make a new handle to read the file as it is now.
+    """

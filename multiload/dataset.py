@@ -41,21 +41,53 @@ def _fill_shape(ds_shape, shape):
     return out
 
 
+def _restore(reader, path, cls, dtype, shape):
+    """Unpickle a dataset proxy: its (unpickled) reader's proxy of ``path``."""
+    return reader._adopt_dataset(cls, path, dtype, shape)
+
+
 class DatasetBase:
-    """A dataset proxy: ``dtype``, ``shape``; builds requests without I/O."""
+    """A dataset proxy: ``dtype``, ``shape``; builds requests without I/O.
+
+    Pickles as its reader (a description: see :class:`multiload.Reader`)
+    and its path, class, dtype and shape; the unpickled proxy's dataset is
+    opened with its reader, on first use, and checked to be the same.
+    """
+
+    #: Read by the native engine through a ``_core.Layout`` (VLArrays: no).
+    _native_rows = True
 
     def __init__(self, reader, path, dtype, shape, layout=None):
         self._reader = reader
         self._path = path
-        self._layout = layout
+        self._layout = layout  # None until opened, for a proxy unpickled with its reader
         self.dtype = dtype
         self.shape = tuple(shape)
         # The planner's fast path (_plan._fast_plan) takes common expressions on this dataset.
-        self._fast = layout is not None and len(self.shape) > 0
+        self._fast = self._native_rows and len(self.shape) > 0
         # ds[i] on a 1-D dataset is a scalar, which numpy gives in native byte
         # order: the generic planner converts it when the file's is not.
         self._fast_int = len(self.shape) != 1 or dtype.names is not None or dtype.isnative
         self._row_nbytes = dtype.itemsize * math.prod(self.shape[1:])
+
+    @classmethod
+    def _described(cls, reader, path, dtype, shape):
+        """A proxy of a described dataset, not opened: its reader opens it
+        (:meth:`_attach`) when it opens in this process."""
+        self = cls.__new__(cls)
+        DatasetBase.__init__(self, reader, path, dtype, shape)
+        return self
+
+    def _attach(self, opened):
+        """Read through ``opened`` (the dataset opened again, checked by the reader)."""
+        self._layout = opened
+
+    def _native(self):
+        """The opened dataset (a ``_core.Layout`` or ``VLen``), or None."""
+        return self._layout
+
+    def __reduce__(self):
+        return (_restore, (self._reader, self._path, type(self), self.dtype, self.shape))
 
     def create_stage_natoms(self, size_natoms):
         """A stage of ``size_natoms`` elements of the dataset's dtype."""
@@ -202,9 +234,18 @@ class VLArrayDataset(DatasetBase):
     VLStringAtom and ObjectAtom rows are their ``uint8`` bytes).
     """
 
+    _native_rows = False
+    _vlen = None  # _core.VLen: the opened dataset (None until opened, for an unpickled proxy)
+
     def __init__(self, reader, path, vlen):
         super().__init__(reader, path, vlen.dtype, vlen.shape)
-        self._vlen = vlen  # _core.VLen: the opened dataset
+        self._vlen = vlen
+
+    def _attach(self, opened):
+        self._vlen = opened
+
+    def _native(self):
+        return self._vlen
 
     def read(self, start=None, stop=None, step=None):
         """Rows ``start:stop:step`` concatenated. Slice rules: PyTables'

@@ -21,20 +21,22 @@ and read entry points, shutdown and stats. Drop-in compatible with
 
 May import: every module of the package's Reader side (``_plan``, ``stage``,
 ``request``, ``_notify``, ``dataset``, ``dataset_ops``, ``_args``,
-``_signals``) and ``_core``; nothing imports it but ``__init__``.
+``_signals``), ``_handle`` and ``_core``; nothing imports it but ``__init__``.
 """
 
+import errno
 import itertools
 import os
 import threading
 
 import numpy as np
 
-from . import _core
+from . import _core, _handle
 from ._args import open_file_options, positive_int
 from ._io import io_mode_code
 from ._notify import Notifier
 from ._plan import _Plan, _VLPlan, _fast_plan, plan as _plan_of
+from ._signals import FileChangedError
 from .dataset import ArrayDataset, TableDataset, VLArrayDataset
 from .dataset_ops import ColumnError
 from .request import Request, RequestPool, _Done
@@ -47,8 +49,9 @@ __all__ = ["Reader", "RequestPool", "Stage", "StagePool", "Request", "ColumnErro
 
 # The Reader's own parameters, for the hint of a misspelt one.
 _READER_HINTS = dict.fromkeys(("n_procs", "notify", "cache_bytes", "io_mode", "inline_reads"), "")
+_IO_MODES = "'io_uring', 'pread' or None"
 
-class Reader:
+class Reader(_handle.Handle):
     """Random access to the datasets of one HDF5 file.
 
     Parameters
@@ -88,6 +91,21 @@ class Reader:
         An open_file option multiload cannot honour: another ``mode``, a
         ``root_uep`` below ``'/'``, a driver that spreads the file over
         several files (split, family, multi), ``driver_core_image``.
+
+    Notes
+    -----
+    A Reader, and a dataset proxy from :meth:`get_dataset`, pickles as its
+    description: the filename, the options above (``notify`` too, so it
+    must be picklable), whether the reader was closed, the file's identity
+    (size and modification time, recorded when the Reader was made) and,
+    for a dataset, its path, class, dtype and shape. Requests in flight and
+    stages are not part of it. The copy starts its worker threads and opens
+    its datasets on first use (a request, ``read``, ``get_dataset``,
+    ``stats``) in the process that uses it; a Reader inherited over
+    ``fork()`` does the same in the child. If the file changed since it was recorded, that first use
+    raises :class:`multiload.FileChangedError`. Datasets pickled together
+    share one unpickled Reader. See docs/reader.md, "Pickling and worker
+    processes".
     """
 
     def __init__(self, filename, n_procs=4, notify=None, cache_bytes=None, io_mode=None, inline_reads=True,
@@ -95,19 +113,80 @@ class Reader:
         self._core = None
         open_file_options("Reader", kw_args, _READER_HINTS)
         n_procs = positive_int("n_procs", n_procs)
-        io_code = io_mode_code(io_mode, "'io_uring', 'pread' or None")
+        io_mode_code(io_mode, _IO_MODES)
         self._filename = os.fspath(filename)
         if not os.path.exists(self._filename):
             raise FileNotFoundError(2, "No such file", self._filename)
+        self._options = dict(n_procs=n_procs, notify=notify, cache_bytes=cache_bytes, io_mode=io_mode,
+                             inline_reads=inline_reads)
+        self._kw_args = kw_args
+        self._file = _handle.FileRef(self._filename)
         self._datasets = {}  # path -> dataset proxy; _lock
-        self._lock = threading.Lock()
         self._closed = False
+        self._open_local()
+        self._local_opened()
+
+    # -- the handle: description and process-local state (multiload._handle)
+    def _describe(self):
+        return {"filename": self._filename, "options": dict(self._options), "kw_args": self._kw_args,
+                "file": self._file.describe(), "closed": self._closed}
+
+    @classmethod
+    def _from_description(cls, d):
+        self = cls.__new__(cls)
+        self._core = self._notifier = None
+        self._filename = d["filename"]
+        self._options = d["options"]
+        self._kw_args = d["kw_args"]
+        self._file = d["file"]
+        self._closed = d["closed"]
+        self._datasets = {}  # the datasets unpickled with it (_adopt_dataset); _lock
+        self._lock = threading.Lock()
+        return self  # no local state: made on first use
+
+    def _open_local(self):
+        """This process's workers and notification thread; the datasets
+        already known (unpickled, or a forked parent's) are opened again,
+        each checked to be the dataset it was. The file's identity is
+        recorded here (the constructor) or checked (another process)."""
+        self._core = None
+        self._file.opening("Reader")
+        reopened = [(ds, self._open(ds._path)) for ds in self._datasets.values()]
+        for ds, (cls, obj) in reopened:
+            self._check_same(ds._path, (type(ds), ds.shape, ds.dtype), (cls, tuple(obj.shape), obj.dtype))
+        o = self._options
+        self._lock = threading.Lock()
         self._tags = itertools.count(1)  # request tags (next() is atomic under the GIL)
-        self._core = _core.ReaderCore(n_workers=n_procs, io_mode=io_code, cache_bytes=int(cache_bytes or 0),
-                                      inline_reads=bool(inline_reads))
-        self._notifier = Notifier(self._core, notify)
-        if notify is not None:
+        self._core = _core.ReaderCore(n_workers=o["n_procs"], io_mode=io_mode_code(o["io_mode"], _IO_MODES),
+                                      cache_bytes=int(o["cache_bytes"] or 0), inline_reads=bool(o["inline_reads"]))
+        self._notifier = Notifier(self._core, o["notify"])
+        if o["notify"] is not None:
             self._notifier.start()
+        for ds, (_cls, obj) in reopened:
+            ds._attach(obj)
+
+    def _local_state(self):
+        return [self._core, self._notifier] + [ds._native() for ds in self._datasets.values()]
+
+    def _adopt_dataset(self, cls, path, dtype, shape):
+        """The proxy of a dataset unpickled with this reader (its layout is
+        opened with the reader's local state)."""
+        if self._local_pid == _handle.pid:  # opened here already: open it now
+            ds = self.get_dataset(path)
+            self._check_same(path, (cls, tuple(shape), dtype), (type(ds), ds.shape, ds.dtype))
+            return ds
+        with self._lock:
+            return self._datasets.setdefault(path, cls._described(self, path, dtype, shape))
+
+    def _check_same(self, path, was, now):
+        """FileChangedError unless dataset ``path`` is now (class, shape,
+        dtype) ``now`` as it was ``was`` when described."""
+        if was != now:
+            words = lambda d: f"{d[0].__name__} of shape {d[1]} and dtype {d[2]}"  # noqa: E731
+            raise FileChangedError(
+                errno.ESTALE, f"dataset {path!r} of file {self._filename!r} is not the dataset this Reader "
+                f"was made on: it was {words(was)}, it is now {words(now)}; make a new Reader to read it as "
+                "it is now", self._filename)
 
     @property
     def _dispatcher(self):
@@ -125,10 +204,23 @@ class Reader:
         Raises KeyError (no such dataset), TypeError naming a type or shape
         multiload cannot read (variable-length strings, references, a group),
         and OSError for a missing or damaged file."""
+        if self._local_pid != _handle.pid:
+            self._reopen_local()
         with self._lock:
             ds = self._datasets.get(path)
         if ds is not None:
             return ds
+        cls, obj = self._open(path)
+        if cls is VLArrayDataset:
+            ds = VLArrayDataset(self, path, obj)
+        else:
+            ds = cls(self, path, obj.dtype, obj.shape, obj)
+        with self._lock:
+            return self._datasets.setdefault(path, ds)
+
+    def _open(self, path):
+        """Open the dataset at ``path``: (its proxy class, its Layout or VLen)."""
+        self._file.opening("Reader")
         try:
             layout, refused = _core.Layout(self._filename, path), None
         except TypeError as e:
@@ -139,15 +231,10 @@ class Reader:
             vlen = _core.vlen_open(self._filename, path)
             if vlen is None:
                 raise refused
-            ds = VLArrayDataset(self, path, vlen)
-        else:
-            dtype = layout.dtype
-            if dtype.names and len(layout.shape) == 1:
-                ds = TableDataset(self, path, dtype, layout.shape, layout)
-            else:
-                ds = ArrayDataset(self, path, dtype, layout.shape, layout)
-        with self._lock:
-            return self._datasets.setdefault(path, ds)
+            return VLArrayDataset, vlen
+        if layout.dtype.names and len(layout.shape) == 1:
+            return TableDataset, layout
+        return ArrayDataset, layout
 
     def _dataset_for(self, key):
         """The dataset proxy expression ``key`` is on (TypeError if it is not
@@ -171,6 +258,8 @@ class Reader:
         IndexError / KeyError for a bad expression, before any I/O."""
         if self._closed:
             raise RuntimeError("Attempt to request data from a closed reader.")
+        if self._local_pid != _handle.pid:  # unpickled, or forked: open here
+            self._reopen_local()
         ds = self._datasets.get(getattr(key, "_path", None))  # _dataset_for(), inlined: the fast path
         if ds is None:
             ds = self._dataset_for(key)
@@ -248,6 +337,8 @@ class Reader:
         """Read ``key`` now and return the result as a new array."""
         if self._closed:
             raise RuntimeError("Attempt to request data from a closed reader.")
+        if self._local_pid != _handle.pid:
+            self._reopen_local()
         ds = self._dataset_for(key)
         plan = _plan_of(ds, key)
         if type(plan) is _VLPlan:
@@ -270,7 +361,7 @@ class Reader:
         until its reads return; Ctrl-C interrupts the wait (use ``stop()``
         to give up on the requests)."""
         self._closed = True
-        if self._core is not None:
+        if self._core is not None and self._local_pid == _handle.pid:  # (a parent's workers are not ours)
             self._core.shutdown(True)
             if wait:
                 while not self._core.join(0.1):  # signals are handled between steps
@@ -287,7 +378,7 @@ class Reader:
         read then (a hung mount) is left to finish it in the background, and
         a stage it writes into stays busy until it has."""
         self._closed = True
-        if self._core is not None:
+        if self._core is not None and self._local_pid == _handle.pid:
             self._core.shutdown(False, 0.5)
 
     def stats(self):
@@ -296,6 +387,8 @@ class Reader:
         ``parallel`` (requests split across threads), ``helped`` (run by
         the waiting thread), ``batched`` (small requests read in one I/O
         batch), ``inlined`` (read inside ``request()`` from the page cache)."""
+        if self._local_pid != _handle.pid:
+            self._reopen_local()
         return self._core.stats()
 
     def __enter__(self):

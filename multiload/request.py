@@ -37,7 +37,7 @@ directly.
 
 May import: the standard library, numpy, :mod:`multiload._signals`,
 :mod:`multiload._proxy`, :mod:`multiload._request_pool`,
-:mod:`multiload.stage` (``end_loan``). It knows the C
+:mod:`multiload.stage` (``end_loan``), :mod:`multiload._handle` (``unpicklable``). It knows the C
 request only through its methods (wait, done, busy, watch, cancel, status,
 check) and the reader only as the notifier that watches it.
 """
@@ -46,6 +46,7 @@ import concurrent.futures
 import contextlib
 import threading
 
+from ._handle import unpicklable
 from ._proxy import _Proxy
 from ._request_pool import RequestPool
 from ._signals import QueueClosedException, SubprocessException
@@ -170,6 +171,11 @@ class Request(concurrent.futures.Future):
     _callbacks_ran = False
 
     # (the _FaceField descriptors are set on the class below)
+
+    __reduce_ex__ = unpicklable(
+        "a request is a read in flight in this process",
+        "pickle its result (request.get()), or the dataset (or Reader) and make the request "
+        "in the process that reads")
 
     def __init__(self, notifier, loan, creq, plan, temp, tag=0):
         # Future.__init__ is not called here: see the module docstring.

@@ -29,7 +29,8 @@ the stage and its request are dropped.)
 Workload: one ``_lend`` and one ``end`` per request, on the one-row fast
 path too, so a loan is a bare list and ending it a pop and a lock release.
 
-May import: numpy, :mod:`multiload._args`, :mod:`multiload._signals`.
+May import: numpy, :mod:`multiload._args`, :mod:`multiload._signals`,
+:mod:`multiload._handle`.
 """
 
 import collections
@@ -41,6 +42,7 @@ import time
 import numpy as np
 
 from ._args import positive_int
+from ._handle import unpicklable
 from ._signals import SharedMemoryError
 
 __all__ = ["Stage", "StagePool"]
@@ -89,6 +91,10 @@ class Stage:
     while a worker still writes into the stage (or whose reader was stopped
     during its read) leaves the stage busy until that write is over; the
     next request on it then finds it free."""
+
+    __reduce_ex__ = unpicklable(
+        "a stage is memory of this process that requests write into",
+        "make stages in the process that reads (dataset.create_stage(...)) and pickle the dataset")
 
     def __init__(self, size_nbytes):
         size_nbytes = int(size_nbytes)
@@ -165,6 +171,10 @@ class _ArrayStage(Stage):
 class StagePool:
     """``n`` stages of one size handed out in turn: a request on a pool
     waits until a stage is free (``timeout`` seconds, then queue.Empty)."""
+
+    __reduce_ex__ = unpicklable(
+        "its stages are memory of this process that requests write into",
+        "make the pool in the process that reads (dataset.create_stage_pool(...)) and pickle the dataset")
 
     def __init__(self, dataset, stage_size, N_stages, timeout=None):
         N_stages = positive_int("N_stages", N_stages)

@@ -5,6 +5,7 @@ Drop-in compatible with ``multitables.Streamer``; see docs/streamer.md.
 """
 
 import atexit
+import copyreg
 import numbers
 import os
 import threading
@@ -13,7 +14,7 @@ import weakref
 
 import numpy as np
 
-from . import _core
+from . import _core, _handle
 from ._args import UINT_MAX, open_file_options, positive_int
 from ._io import io_mode_code
 from ._signals import QueueClosed, SlowPathWarning
@@ -195,6 +196,10 @@ class Queue:
         As given to :meth:`Streamer.get_queue`.
     """
 
+    __reduce_ex__ = _handle.unpicklable(
+        "a queue is a stream in progress (worker threads and a ring of this process)",
+        "pickle its Streamer and call get_queue() in the process that reads")
+
     def __init__(self, stream, layout, block_size, n_blocks, field, cyclic, ordered, read_ahead=0,
                  shuffle="none", seed=0, epoch=0, rank=0, world_size=1):
         self._stream = stream
@@ -366,7 +371,13 @@ _GET_QUEUE_HINTS = dict.fromkeys(
      "io_mode", "direct", "shuffle", "seed", "epoch", "rank", "world_size"), "Streamer.get_queue()")
 
 
-class Streamer:
+# A guard is one reserved slot of a ring of this process: it does not pickle.
+copyreg.pickle(_core.Guard, _handle.unpicklable(
+    "a guard holds a slot of this process's ring",
+    "pickle a copy of its block (numpy.array(block)) or the Streamer"))
+
+
+class Streamer(_handle.Handle):
     """Stream blocks of rows out of the datasets of one HDF5 file.
 
     Parameters
@@ -391,12 +402,43 @@ class Streamer:
         An open_file option multiload cannot honour: another ``mode``, a
         ``root_uep`` below ``'/'``, a driver that spreads the file over
         several files (split, family, multi), ``driver_core_image``.
+
+    Notes
+    -----
+    A Streamer pickles as its description: the filename, the open_file
+    options and the file's identity (size and modification time, recorded
+    when the Streamer first opened the file, or when it was pickled if that
+    came first). Its queues are not part of it. The copy opens the file
+    when it makes its first queue, in the process that unpickled it; a
+    Streamer inherited over ``fork()`` does the same in the child (its
+    parent's queues stay the parent's). If the file changed since it was
+    recorded, that first open raises :class:`multiload.FileChangedError`.
+    See docs/streamer.md, "Pickling and worker processes".
     """
 
     def __init__(self, filename, **kw_args):
         self._direct = open_file_options("Streamer", kw_args, _GET_QUEUE_HINTS)
         self._filename = os.fspath(filename)
         self._h5_kw_args = kw_args
+        self._file = _handle.FileRef(self._filename)
+        self._open_local()
+        self._local_opened()
+
+    # -- the handle: description and process-local state (multiload._handle)
+    def _describe(self):
+        return {"filename": self._filename, "kw_args": self._h5_kw_args, "file": self._file.describe()}
+
+    @classmethod
+    def _from_description(cls, d):
+        self = cls.__new__(cls)
+        self._direct = open_file_options("Streamer", d["kw_args"])
+        self._filename = d["filename"]
+        self._h5_kw_args = d["kw_args"]
+        self._file = d["file"]
+        return self  # no local state: made by the first get_queue()
+
+    def _open_local(self):
+        # The queues this process started, and the lock of that set.
         self._queues = weakref.WeakSet()
         self._lock = threading.Lock()
 
@@ -408,6 +450,9 @@ class Streamer:
     def _layout(self, path):
         if not isinstance(path, str):
             raise TypeError(f"path must be a str, got {type(path).__name__}")
+        if self._local_pid != _handle.pid:
+            self._reopen_local()
+        self._file.opening("Streamer")
         return _core.Layout(self._filename, path)
 
     def get_queue(self, path, n_procs=None, read_ahead=None, cyclic=False, block_size=None,
@@ -606,7 +651,9 @@ class Streamer:
             queue.close()
 
     def close(self):
-        """Close every queue this Streamer started (idempotent)."""
+        """Close every queue this Streamer started in this process (idempotent)."""
+        if self._local_pid != _handle.pid:
+            return  # none here (a parent's queues are the parent's to close)
         with self._lock:
             queues = list(self._queues)
         for q in queues:

@@ -270,13 +270,15 @@ ALLOWED = {
     "_args": set(),
     "_proxy": set(),
     "_request_pool": set(),
-    "stage": {"_args", "_signals"},
+    "stage": {"_args", "_signals", "_handle"},
     "dataset": {"dataset_ops", "stage"},
+    "_handle": {"_signals"},
     "_plan": {"dataset_ops", "dataset"},
-    "request": {"_signals", "_proxy", "_request_pool", "stage"},
+    "request": {"_signals", "_proxy", "_request_pool", "stage", "_handle"},
     "_notify": {"_signals"},
     "_io": {"_core"},
-    "reader": {"_core", "_args", "_io", "_signals", "_notify", "_plan", "dataset", "dataset_ops", "request", "stage"},
+    "reader": {"_core", "_args", "_io", "_signals", "_notify", "_plan", "dataset", "dataset_ops", "request", "stage",
+               "_handle"},
 }
 
 
