@@ -8,11 +8,12 @@ number of ranks, torch workers, threads or read-ahead -- with the state of
 the consumer (``{version, fingerprint, epoch, step}``) to resume exactly.
 What the order is: docs/training.md. How it is read: :mod:`multiload._feed`.
 
-May import: numpy, ``_core``, :mod:`multiload.order`, ``_sources``,
+May import: numpy, ``_core``, :mod:`multiload.order`, ``_sources``, ``_handle``, ``_signals``,
 ``_feed``, ``_slots``, ``_progress``, ``_args``, ``_io``; never torch
 (``torch.distributed`` is consulted only when torch is already imported).
 """
 
+import errno
 import math
 import numbers
 import os
@@ -26,8 +27,10 @@ import numpy as np
 from . import _core
 from ._args import positive_int
 from ._feed import Feed, row_addressable
+from ._handle import FileIdentity
 from ._io import io_mode_code
 from ._progress import Progress
+from ._signals import FileChangedError
 from ._slots import SlotPool
 from ._sources import Sources
 from .order import Order
@@ -538,14 +541,19 @@ class BatchStream:
 
 
 def _rebuild(kwargs, num_streams_given, step, files):
+    """A pickled BatchStream, made again in this process: FileChangedError
+    if a file is not the one it was made on (ValueError if a glob now
+    matches other files)."""
     bs = BatchStream(**kwargs)
     bs._num_streams_given = num_streams_given
     now = bs._src.identity()["files"]
-    for old, new in zip(files, now):
+    if [f[0] for f in files] != [f[0] for f in now]:
+        raise ValueError(f"the source matches other files now ({[f[0] for f in now]}) than when the BatchStream "
+                         f"was pickled ({[f[0] for f in files]})")
+    for (path, *old), (_, *new) in zip(files, now):
         if old != new:
-            raise ValueError(f"file {old[0]!r} changed since the BatchStream was pickled "
-                             f"(size, mtime_ns {old[1:]} -> {new[1:]})")
-    if len(files) != len(now):
-        raise ValueError(f"the source matches {len(now)} files now, {len(files)} when the BatchStream was pickled")
+            raise FileChangedError(errno.ESTALE, f"file {path!r} is not the file this BatchStream was made on "
+                                   f"({FileIdentity(*old).changes(FileIdentity(*new))}): make a new BatchStream "
+                                   f"to read the file as it is now", path)
     bs._step = step
     return bs

@@ -26,6 +26,7 @@ spawn and forkserver, through a small shared array the workers inherit.
 May import: torch, numpy, :mod:`multiload.batch`, ``_sources``, ``_core``.
 """
 
+import errno
 import multiprocessing
 import os
 import warnings
@@ -35,6 +36,7 @@ import torch
 import torch.utils.data as tud
 
 from . import _core
+from ._signals import FileChangedError
 from ._sources import Sources
 from .batch import STATE_VERSION, BatchStream
 
@@ -366,8 +368,10 @@ class ArrayDataset(tud.Dataset):
     def __setstate__(self, st):
         self._args, self._opts, self._pin = st["args"], st["opts"], st["pin"]
         self._src = Sources(*self._args)
-        if self._src.identity()["files"] != st["files"]:
-            raise ValueError(f"the files of this ArrayDataset changed since it was pickled: "
-                             f"{st['files']!r} -> {self._src.identity()['files']!r}")
+        now = self._src.identity()["files"]
+        if now != st["files"]:
+            raise FileChangedError(errno.ESTALE, f"the files of this ArrayDataset are not those it was made on "
+                                   f"({st['files']!r} -> {now!r}): make a new ArrayDataset to read them as they "
+                                   f"are now", now[0][0])
         self._core = None
         self._pid = os.getpid()

@@ -491,7 +491,7 @@ def test_pickle_refuses_a_changed_file(data, tmp_path):
         f["img"], f["lab"] = data["img"], data["lab"]
     blob = pickle.dumps(BatchStream(path, DS, 40, block_rows=70))
     os.utime(path, ns=(1, 1))
-    with pytest.raises(ValueError, match="changed"):
+    with pytest.raises(multiload.FileChangedError, match="f.h5.*modified"):
         pickle.loads(blob)
 
 
