@@ -192,6 +192,7 @@ class BatchStream:
                  world_size=None, num_streams=None, tail="drop", epoch=0, n_procs=None, read_ahead=None,
                  progress=False, block_rows=None, max_memory=None, copy=False, outstanding=None, io_mode=None):
         self._core = None
+        self._closed = False
         self._kwargs = dict(source=source, datasets=datasets, batch_size=batch_size, shuffle=shuffle, seed=seed,
                             window_rows=window_rows, rank=rank, world_size=world_size, num_streams=num_streams,
                             tail=tail, epoch=epoch, n_procs=n_procs, read_ahead=read_ahead, progress=progress,
@@ -241,7 +242,6 @@ class BatchStream:
         self._pid = os.getpid()
         self._stats = dict(steps=0, rows=0, blocks_read=0, block_rows_read=0, gathered_rows=0, wait_s=0.0,
                            elapsed_s=0.0)
-        self._last_feed = None
 
     # -- the order
     def _set_num_streams(self, num_streams):
@@ -413,6 +413,8 @@ class BatchStream:
     def _iterate(self, worker, n_workers):
         """Generator of the batches of steps t = start + worker (mod
         n_workers) of the current epoch (torch workers split an epoch so)."""
+        if self._closed:
+            raise RuntimeError("the BatchStream is closed")
         self._reopen_after_fork()
         with self._lock:
             total = len(self)
@@ -439,13 +441,14 @@ class BatchStream:
                             self._outstanding + batches - 1)
         feed = Feed(core, self._src, order, steps, self._rank, self._world, by_rows=self._by_rows, pool=pool,
                     horizon=horizon, row_ahead=row_ahead, n_slots=n_slots, stats=self._stats)
-        self._last_feed = feed
         bar = Progress(len(steps), f"epoch {epoch}", epoch) if self._progress else None
         row_bytes = sum(self._src.row_bytes)
         t0 = time.perf_counter()
         try:
             while True:
                 if self._iter_token is not token:
+                    if self._closed:
+                        raise RuntimeError("the BatchStream was closed")
                     raise RuntimeError("this iteration of the BatchStream was superseded by a newer one "
                                        "(iter() was called again): iterate one at a time")
                 try:
@@ -507,8 +510,9 @@ class BatchStream:
         self._src = Sources(self._kwargs["source"], self._kwargs["datasets"])
 
     def close(self):
-        """Stop reading and release the threads. Batches already handed out
-        stay valid."""
+        """Stop reading and release the threads; iterating afterwards is a
+        RuntimeError. Batches already handed out stay valid."""
+        self._closed = True
         self._iter_token = None
         core, self._core = self._core, None
         if core is not None and self._pid == os.getpid():

@@ -337,6 +337,18 @@ def test_a_new_iteration_supersedes_the_old_one(data):
         next(it1)
 
 
+def test_close_ends_iteration_and_keeps_batches(data):
+    with BatchStream(data["one"], DS, 100, block_rows=70) as bs:
+        it = iter(bs)
+        b = next(it)
+    with pytest.raises(RuntimeError, match="closed"):
+        next(it)
+    with pytest.raises(RuntimeError, match="closed"):
+        iter(bs)
+    np.testing.assert_array_equal(b["x"], data["img"][rows_of(b["y"])])  # a batch handed out stays valid
+    bs.close()  # twice: fine
+
+
 # ------------------------------------------------- datasets and files
 
 def test_several_files_and_a_glob_are_one_dataset(data):
