@@ -53,6 +53,7 @@ def run(task):
         out = ds._reader.read(ds[a:b])
     elif what == "local":  # the reader's local state: its pid and the id of its core
         r = h["reader"]
+        r.stats()  # an entry point: opens the reader here if no earlier task of this worker did
         out = (r._local_pid, id(r._core))
     else:
         raise ValueError(what)
