@@ -762,6 +762,10 @@ def target_table(T):
     return "\n".join(lines)
 
 
+def chart_name(w):
+    return "bench-" + w.key.lower().replace(" ", "-") + ".png"
+
+
 def charts(W, S, outdir):
     """One PNG per workload: bars (median, min-max whiskers) for the systems,
     limits drawn as dashed horizontal lines. Returns {workload: file name}."""
@@ -812,7 +816,7 @@ def charts(W, S, outdir):
             ax.grid(axis="x", alpha=0.3)
         fig.suptitle(f"{w.key}: {w.title}", fontsize=10)
         fig.tight_layout()
-        name = "bench-" + w.key.lower().replace(" ", "-") + ".png"
+        name = chart_name(w)
         fig.savefig(os.path.join(outdir, name), dpi=90)
         plt.close(fig)
         out[w.key] = name
@@ -923,8 +927,8 @@ def markdown(meta, W, S, T, pngs, notes):
 def merge_into_docs(W_all, W_new, new_runs, new_meta):
     """The published runs (docs/benchmarks.json) of every workload not measured
     now, plus this run's: (W, S, T, runs, meta, doc) for the report. The
-    published meta stays (machine, first run's load); this run is listed in
-    meta['merged'] with its own time, reps and load."""
+    published meta and summaries stay (machine, first run's load, figures);
+    this run is listed in meta['merged'] with its own time, reps and load."""
     old = json.load(open(os.path.join(DOCS, "benchmarks.json")))
     if old["meta"]["mode"] != new_meta["mode"]:
         sys.exit(f"--merge: docs/benchmarks.json is a {old['meta']['mode']} run, this is {new_meta['mode']}")
@@ -939,7 +943,9 @@ def merge_into_docs(W_all, W_new, new_runs, new_meta):
         load_median=statistics.median(loads), load_max=max(loads), versions=new_meta["versions"])]
     have = {r["workload"] for r in runs}
     W = [w for w in W_all if w.key in have]
-    S = summarise(W, runs)
+    # the kept workloads' published summaries as they are (this checkout may lack a peer they had)
+    S = {(s["workload"], s["system"]): s for s in old["summary"] if s["workload"] not in keys}
+    S.update(summarise(W_new, new_runs))
     T = targets(W, S)
     return W, S, T, runs, meta, dict(meta=meta, runs=runs, summary=[dict(s) for s in S.values()], targets=T)
 
@@ -963,8 +969,9 @@ def main():
     ap.add_argument("--scale", type=float, default=1.0, help="file size factor (development)")
     ap.add_argument("--no-docs", action="store_true", help="do not write docs/")
     ap.add_argument("--merge", action="store_true",
-                    help="with --only: keep the other workloads' runs from docs/benchmarks.json and write docs "
-                         "with both (the new workloads' run is recorded as a later run)")
+                    help="with --only (or --from a results JSON): keep the other workloads' published runs and "
+                         "summaries from docs/benchmarks.json and write docs with both (the new workloads' run "
+                         "is recorded as a later run)")
     ap.add_argument("--from", dest="from_json", default=None,
                     help="no measuring: rebuild the report and charts from a results JSON")
     args = ap.parse_args()
@@ -986,8 +993,8 @@ def main():
     paths = files.ensure(args.cache, args.full, args.scale)
 
     W = W_all = plan(args, paths, exe, have_mt, mt_reason, can_drop)
-    if args.merge and (not args.only or args.from_json):
-        sys.exit("--merge needs --only (the workloads to measure anew) and no --from")
+    if args.merge and not (args.only or args.from_json):
+        sys.exit("--merge needs --only (the workloads to measure anew) or --from (a results JSON of them)")
     if args.only:
         keys = [k.strip() for k in args.only.split(",") if k.strip()]
         W = [w for w in W if any(w.key.startswith(k) for k in keys)]
@@ -1000,6 +1007,8 @@ def main():
         T = targets(W, S)
         doc = dict(meta=meta, runs=runs, summary=[dict(s) for s in S.values()], targets=T)
         res_path = args.from_json
+        if args.merge:
+            W, S, T, runs, meta, doc = merge_into_docs(W_all, W, runs, meta)
     else:
         n_runs = sum(len([e for e in w.entries if e.run]) for w in W) * reps
         print(f">> {len(W)} workloads, {n_runs} runs ({reps} per system), load now "
@@ -1036,7 +1045,13 @@ def main():
     print(md)
     if not args.no_docs:
         os.makedirs(DOCS, exist_ok=True)
-        pngs = charts(W, S, DOCS)
+        fresh = {k for mg in meta.get("merged", ()) for k in mg["workloads"]} if args.merge else None
+        pngs = charts([w for w in W if fresh is None or w.key in fresh], S, DOCS)
+        if fresh is not None:  # the kept workloads' published charts stay as they are
+            for w in W:
+                name = chart_name(w)
+                if w.key not in pngs and os.path.exists(os.path.join(DOCS, name)):
+                    pngs[w.key] = name
         meta["_runs"] = runs
         md = markdown(meta, W, S, T, pngs, notes)
         del meta["_runs"]
