@@ -107,7 +107,8 @@ def _write_images(path, n_rows, label, chunked):
 
 
 def sizes(full):
-    """Rows of each file: quick keeps `make bench` under 5 minutes on 2 cores."""
+    """Rows of each file: quick keeps `make bench` near 5 minutes on 2 cores (W8 about 1.5 of them:
+    seven systems that each import torch, five runs each)."""
     mib = 1 << 20
     if full:
         return dict(w1=2048 * mib // 1024, w3=1024 * mib // 1024, w4=8 * 1024 * 1024, w6=8192 * 4,

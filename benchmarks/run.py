@@ -868,7 +868,7 @@ def markdown(meta, W, S, T, pngs, notes):
         "## How to run",
         "",
         "```",
-        "make bench          # quick: smaller files, 5 runs each, under 5 minutes on 2 cores",
+        "make bench          # quick: smaller files, 5 runs each, about 5 minutes on 2 cores",
         "make bench FULL=1   # larger files (W1 2 GiB), 7 runs each",
         "```",
         "",
