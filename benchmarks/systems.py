@@ -407,7 +407,8 @@ def shuffled_epoch(spec):
         import multiload
 
         stream = multiload.BatchStream(spec["file"], {"image": "/images", "label": "/labels"}, B,
-                                       shuffle=spec["shuffle"], seed=0, block_rows=spec.get("block_rows"))
+                                       shuffle=spec["shuffle"], seed=0, block_rows=spec.get("block_rows"),
+                                       read_ahead=spec.get("read_ahead"))
         batches = ((torch.from_numpy(b["image"]), torch.from_numpy(b["label"])) for b in stream)
         lat, rows, wait, first = _consume(batches, step, t0)
         st = stream.stats()
