@@ -23,6 +23,7 @@ WIDE_ROW = 1024      # 4 KiB rows (W6)
 CHUNK_ROWS = 256     # 256 KiB chunks (W2, W3)
 PIECE = 8192         # rows generated and written per step
 TABLE_FLOATS = 16    # W4 row: 16 float32 + int64 label = 72 bytes
+IMAGE = 64           # W8: 64x64 uint8 images, one per gzip chunk, int64 labels
 
 
 def walk_rows(rng, level, n, width):
@@ -74,12 +75,45 @@ def _write_table(path, n_rows, label):
     os.replace(tmp, path)
 
 
+def images(rng, n):
+    """n 64x64 uint8 images that deflate like photographs more than like
+    noise or zeros: an 8x8 random field blown up to 64x64 (blocks of
+    smooth colour) plus +-1 of pixel noise: gzip level 4 makes them ~1.65x
+    smaller, about what it does to decoded photographs."""
+    coarse = rng.integers(0, 256, (n, IMAGE // 8, IMAGE // 8)).astype(np.int16)
+    big = np.repeat(np.repeat(coarse, 8, axis=1), 8, axis=2)
+    noise = rng.integers(-1, 2, (n, IMAGE, IMAGE), dtype=np.int16)
+    return np.clip(big + noise, 0, 255).astype(np.uint8)
+
+
+def _write_images(path, n_rows, label, chunked):
+    """/images (n, 64, 64) uint8 and /labels (n,) int64 (contiguous). With
+    `chunked`, each image is one gzip (level 4) chunk; otherwise /images is
+    contiguous too (the copy numpy.memmap can read)."""
+    import h5py
+
+    tmp = path + ".part"
+    rng = np.random.default_rng(8)  # the same images in both files
+    opts = dict(chunks=(1, IMAGE, IMAGE), compression="gzip", compression_opts=4) if chunked else {}
+    with h5py.File(tmp, "w") as f:
+        d = f.create_dataset("images", shape=(n_rows, IMAGE, IMAGE), dtype=np.uint8, **opts)
+        lab = f.create_dataset("labels", shape=(n_rows,), dtype=np.int64)
+        for i in range(0, n_rows, PIECE):
+            n = min(PIECE, n_rows - i)
+            d[i:i + n] = images(rng, n)
+            lab[i:i + n] = rng.integers(0, 1000, n)
+            progress(label, i + n, n_rows)
+    os.replace(tmp, path)
+
+
 def sizes(full):
-    """Rows of each file: quick keeps `make bench` under 5 minutes on 2 cores."""
+    """Rows of each file: quick keeps `make bench` near 5 minutes on 2 cores (W8 about 1.5 of them:
+    seven systems that each import torch, five runs each)."""
     mib = 1 << 20
     if full:
-        return dict(w1=2048 * mib // 1024, w3=1024 * mib // 1024, w4=8 * 1024 * 1024, w6=8192 * 4)
-    return dict(w1=512 * mib // 1024, w3=128 * mib // 1024, w4=2 * 1024 * 1024, w6=4096)
+        return dict(w1=2048 * mib // 1024, w3=1024 * mib // 1024, w4=8 * 1024 * 1024, w6=8192 * 4,
+                    w8=256 * 1024)
+    return dict(w1=512 * mib // 1024, w3=128 * mib // 1024, w4=2 * 1024 * 1024, w6=4096, w8=32 * 1024)
 
 
 def ensure(cache, full, scale=1.0):
@@ -93,6 +127,8 @@ def ensure(cache, full, scale=1.0):
         w3=os.path.join(cache, f"bench-{tag}-deflate-{n['w3']}.h5"),
         w4=os.path.join(cache, f"bench-{tag}-table-{n['w4']}.h5"),
         w6=os.path.join(cache, f"bench-{tag}-rows4k-{n['w6']}.h5"),
+        w8=os.path.join(cache, f"bench-{tag}-images-gzip-{n['w8']}.h5"),
+        w8c=os.path.join(cache, f"bench-{tag}-images-contiguous-{n['w8']}.h5"),
     )
     jobs = [
         ("w1", lambda p: _write_array(p, n["w1"], ROW, f"W1 contiguous {n['w1'] >> 10} MiB")),
@@ -103,6 +139,10 @@ def ensure(cache, full, scale=1.0):
                                       compression_opts=4)),
         ("w4", lambda p: _write_table(p, n["w4"], f"W4 table {n['w4'] * 72 >> 20} MiB")),
         ("w6", lambda p: _write_array(p, n["w6"], WIDE_ROW, f"W6 4 KiB rows {n['w6'] * 4 >> 10} MiB")),
+        ("w8", lambda p: _write_images(p, n["w8"], f"W8 images, gzip chunk per image, {n['w8'] * 4 >> 10} MiB raw",
+                                       chunked=True)),
+        ("w8c", lambda p: _write_images(p, n["w8"], f"W8 images, contiguous, {n['w8'] * 4 >> 10} MiB",
+                                        chunked=False)),
     ]
     for key, write in jobs:
         if not os.path.exists(paths[key]):

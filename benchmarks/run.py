@@ -1,6 +1,6 @@
 """`make bench`: multiload beside its peers and the machine's limits.
 
-One run measures every workload of issue 5 (W1-W7) on multiload, h5py,
+One run measures every workload of issue 5 (W1-W7) and issue 11 (W8) on multiload, h5py,
 PyTables, numpy.memmap, multitables 2.0.1 and torch's DataLoader, and the
 limits (fio io_uring/psync reads of the same files, memcpy, libdeflate on
 the files' own chunks), on the same files, in one command:
@@ -442,7 +442,44 @@ def plan(args, paths, exe, have_mt, mt_reason, can_drop):
         mt_entry("multitables generator", dict(base, feed="multitables"))
         if _mt_has_torch() else missing("multitables generator", "torch is not installed in .venv-multitables")],
         unit="rows/s", ref="multiload queue"))
+
+    # W8: one shuffled epoch of images + labels
+    W.append(Workload("W8", "one shuffled epoch of 64×64 uint8 images + int64 labels, batches of 256 "
+                            "(torch tensors + a tiny matmul each, 1 thread)", paths["w8"], w8_entries(paths),
+                      unit="rows/s", ref=W8_REF))
     return W
+
+
+W8_REF = "BatchStream window, gzip"
+
+
+def w8_entries(paths):
+    import h5py
+
+    with h5py.File(paths["w8c"], "r") as f:
+        n, offset, label_offset = f["images"].shape[0], f["images"].id.get_offset(), f["labels"].id.get_offset()
+    gz = dict(file=paths["w8"], batch=256, n_rows=n, func="shuffled-epoch")
+    flat = dict(gz, file=paths["w8c"])
+    ml = ["torch", "numpy", "multiload"]
+    h5 = ["torch", "numpy", "h5py"]
+    return [
+        py_entry(W8_REF, dict(gz, feed="batchstream", shuffle="window"), imports=ml, role="multiload",
+                 note="default block_rows, window, n_procs, read_ahead"),
+        py_entry("BatchStream window, gzip, block_rows=256", dict(gz, feed="batchstream", shuffle="window",
+                                                                  block_rows=256), imports=ml, role="multiload"),
+        py_entry("BatchStream window, gzip, read_ahead=40", dict(gz, feed="batchstream", shuffle="window",
+                                                                 read_ahead=40), imports=ml, role="multiload",
+                 note="cap_blocks large enough for a step that spans two windows"),
+        py_entry("Streamer sequential, gzip (images only)", dict(gz, feed="streamer"), imports=ml, role="multiload",
+                 note="get_queue('/images', n_procs=2, block_size=256): dataset order, labels not read"),
+        py_entry("BatchStream window, contiguous", dict(flat, feed="batchstream", shuffle="window"), imports=ml,
+                 role="multiload"),
+        py_entry("DataLoader(h5py) shuffle, workers=0, gzip", dict(gz, feed="dataloader", workers=0), imports=h5),
+        py_entry("DataLoader(h5py) shuffle, workers=2, gzip", dict(gz, feed="dataloader", workers=2), imports=h5),
+        py_entry("numpy.memmap permutation, contiguous", dict(flat, feed="memmap", offset=offset,
+                                                              label_offset=label_offset),
+                 imports=["torch", "numpy"], role="reference"),
+    ]
 
 
 def _mt_has_torch():
@@ -527,6 +564,15 @@ def summarise(W, runs):
                 rss = [r["rss_mib"] for r in ok if r.get("rss_mib")]
                 if rss:
                     s["rss_mib"] = max(rss)
+                grow = [r["rss_growth_mib"] for r in ok if r.get("rss_growth_mib") is not None]
+                if grow:
+                    s["rss_growth_mib"] = max(grow)
+                bound = [r["memory_bound_mib"] for r in ok if r.get("memory_bound_mib")]
+                if bound:
+                    s["memory_bound_mib"] = max(bound)
+                cores = [r["cpu"] / r["seconds"] for r in ok if r.get("cpu") is not None and r["seconds"] > 0]
+                if cores and e.kind == "python":
+                    s["cpu_cores"] = statistics.median(cores)
                 child = [r.get("rss_children_mib", 0) for r in ok]
                 if child and max(child) > 0:
                     s["rss_child_mib"] = max(child)
@@ -561,6 +607,7 @@ def ratio(S, wk, a, b, unit):
     return mb / ma if unit == "us/block" else ma / mb
 
 
+MEMORY_BOUND = "memory bound"  # a target's `versus`: the system's peak RSS growth ÷ its stated bound
 TARGETS = [
     # (label, workload, multiload system, other system, op, target, unit)
     ("W1 ≥ 0.85× fio warm, 2 jobs", "W1", "multiload n_procs=2", "fio io_uring 2 jobs", ">=", 0.85),
@@ -597,6 +644,15 @@ TARGETS = [
     ("W6 < 10 µs per block", "W6", "multiload n_procs=1", None, "<", 10.0),
     ("W7 ≥ 5× DataLoader(h5py), workers=2", "W7", "multiload queue", "DataLoader(h5py) workers=2", ">=", 5.0),
     ("W7 ≥ 5× DataLoader(h5py), workers=0", "W7", "multiload queue", "DataLoader(h5py) workers=0", ">=", 5.0),
+    ("W8 window shuffle ≥ 0.9× sequential Streamer (gzip file)", "W8", W8_REF,
+     "Streamer sequential, gzip (images only)", ">=", 0.9),
+    ("W8 ≥ 10× DataLoader(h5py) shuffle=True, workers=2", "W8", W8_REF, "DataLoader(h5py) shuffle, workers=2, gzip",
+     ">=", 10.0),
+    ("W8 ≥ 10× DataLoader(h5py) shuffle=True, workers=0", "W8", W8_REF, "DataLoader(h5py) shuffle, workers=0, gzip",
+     ">=", 10.0),
+    ("W8 BatchStream peak RSS growth within stats()['memory_bound'] (gzip)", "W8", W8_REF, MEMORY_BOUND, "<=", 1.0),
+    ("W8 BatchStream peak RSS growth within stats()['memory_bound'] (contiguous)", "W8",
+     "BatchStream window, contiguous", MEMORY_BOUND, "<=", 1.0),
 ]
 
 
@@ -609,6 +665,12 @@ def targets(W, S):
         sa = S.get((wk, a))
         if unit is None or sa is None:
             row.update(value=None, status="not measured", why=f"workload {wk} was not run")
+        elif b == MEMORY_BOUND:
+            v = (sa["rss_growth_mib"] / sa["memory_bound_mib"]
+                 if "rss_growth_mib" in sa and sa.get("memory_bound_mib") else None)
+            row.update(value=v, status="not available" if v is None else ("met" if v <= target else "missed"),
+                       why=sa.get("missing", "") or (f"peak RSS grew {sa['rss_growth_mib']:.0f} MiB, bound "
+                                                     f"{sa['memory_bound_mib']:.0f} MiB" if v is not None else ""))
         elif b is None:
             v = None if "missing" in sa else sa["us_per_row"]["median"]
             row.update(value=v, status="not available" if v is None else ("met" if v < target else "missed"),
@@ -667,9 +729,15 @@ def table(w, S):
         rs = f"{r:.2f}×" if r is not None else ("–" if e.system == w.ref else "n/a")
         warm_s = "–" if s.get("resident") is None else f"{s['resident'] * 100:.0f}%"
         cpu = f"{s['cpu_s_per_gb']:.2f}" if "cpu_s_per_gb" in s else "–"
+        if "wait_fraction" in s and "cpu_cores" in s:  # a training loop: how much of the machine the feed took
+            cpu += f" ({s['cpu_cores']:.2f} cores)"
         rss = f"{s['rss_mib']:.0f}" if "rss_mib" in s else "–"
         if "rss_child_mib" in s:
             rss += f" (+{s['rss_child_mib']:.0f} / child)"
+        if "rss_growth_mib" in s:
+            rss += f"; grew {s['rss_growth_mib']:.0f}"
+            if "memory_bound_mib" in s:
+                rss += f" (bound {s['memory_bound_mib']:.0f})"
         lat = f"{fmt_time(s.get('p50'))} / {fmt_time(s.get('p99'))}" if s.get("p50") else "–"
         wait = f" (waits {s['wait_fraction'] * 100:.0f}%)" if "wait_fraction" in s else ""
         lines.append(f"| {name} | **{fmt_num(m['median'], unit)}** [{fmt_num(m['min'], unit)}–"
@@ -685,6 +753,8 @@ def target_table(T):
             v = "–"
         elif t["versus"] is None:
             v = f"{t['value']:.2f} µs"
+        elif t["versus"] == MEMORY_BOUND:
+            v = f"{t['value']:.2f}× the bound"
         else:
             v = f"{t['value']:.2f}×"
         goal = f"{t['op']} {t['goal']}{' µs' if t['versus'] is None else '×'}"
@@ -693,6 +763,10 @@ def target_table(T):
             status += f" ({t['why']})"
         lines.append(f"| {t['target']} | {v} | {goal} | {status} |")
     return "\n".join(lines)
+
+
+def chart_name(w):
+    return "bench-" + w.key.lower().replace(" ", "-") + ".png"
 
 
 def charts(W, S, outdir):
@@ -745,7 +819,7 @@ def charts(W, S, outdir):
             ax.grid(axis="x", alpha=0.3)
         fig.suptitle(f"{w.key}: {w.title}", fontsize=10)
         fig.tight_layout()
-        name = "bench-" + w.key.lower().replace(" ", "-") + ".png"
+        name = chart_name(w)
         fig.savefig(os.path.join(outdir, name), dpi=90)
         plt.close(fig)
         out[w.key] = name
@@ -776,7 +850,8 @@ def other_cpu_share(a, b):
 def markdown(meta, W, S, T, pngs, notes):
     m = meta["machine"]
     v = meta["versions"]
-    loads = [r["load"][0] for r in meta["_runs"]]
+    merged = {k for mg in meta.get("merged", ()) for k in mg["workloads"]}
+    loads = [r["load"][0] for r in meta["_runs"] if r["workload"] not in merged]
     hi = max(loads) if loads else 0
     load_note = (f"Load average (1 min) over the runs: median {statistics.median(loads):.2f}, "
                  f"max {hi:.2f} on {m.get('cores')} cores (the benchmark's own processes count in it)."
@@ -796,7 +871,7 @@ def markdown(meta, W, S, T, pngs, notes):
         "## How to run",
         "",
         "```",
-        "make bench          # quick: smaller files, 5 runs each, under 5 minutes on 2 cores",
+        "make bench          # quick: smaller files, 5 runs each, about 5 minutes on 2 cores",
         "make bench FULL=1   # larger files (W1 2 GiB), 7 runs each",
         "```",
         "",
@@ -821,6 +896,15 @@ def markdown(meta, W, S, T, pngs, notes):
                                  for k, p in meta["files"].items()),
         f"- cold runs: {meta['drop_caches']}",
         f"- {load_note}",
+    ]
+    for mg in meta.get("merged", ()):
+        out.append(f"- **{', '.join(mg['workloads'])} measured in a later run** (`--merge`): started {mg['started']}, "
+                   f"{mg['reps']} runs per system, took {mg['duration_s']:.0f} s, load average (1 min) median "
+                   f"{mg['load_median']:.2f}, max {mg['load_max']:.2f}"
+                   + (f", other processes used {100 * mg['other_cpu_share']:.0f} % of the CPU"
+                      if mg.get("other_cpu_share") is not None else "")
+                   + "; the other workloads' figures are the first run's")
+    out += [
         "",
         "Each figure is the median of the runs, [min–max] beside it. *multiload ÷ this* is the "
         "reference multiload configuration of the workload divided by the row's system (for µs/block "
@@ -830,7 +914,7 @@ def markdown(meta, W, S, T, pngs, notes):
         "the process's own VmHWM, with its largest worker process's beside it (workers share "
         "pages with the parent they forked from, so the two do not add up). Limits (fio, memcpy, libdeflate) are drawn as lines in the charts.",
         "",
-        "## Targets (issue 5)",
+        "## Targets (issue 5; W8: issue 11)",
         "",
         target_table(T),
         "",
@@ -841,6 +925,32 @@ def markdown(meta, W, S, T, pngs, notes):
             out += [f"![{w.key}]({pngs[w.key]})", ""]
     out += [notes]
     return "\n".join(out) + "\n"
+
+
+def merge_into_docs(W_all, W_new, new_runs, new_meta):
+    """The published runs (docs/benchmarks.json) of every workload not measured
+    now, plus this run's: (W, S, T, runs, meta, doc) for the report. The
+    published meta and summaries stay (machine, first run's load, figures);
+    this run is listed in meta['merged'] with its own time, reps and load."""
+    old = json.load(open(os.path.join(DOCS, "benchmarks.json")))
+    if old["meta"]["mode"] != new_meta["mode"]:
+        sys.exit(f"--merge: docs/benchmarks.json is a {old['meta']['mode']} run, this is {new_meta['mode']}")
+    keys = {w.key for w in W_new}
+    runs = [r for r in old["runs"] if r["workload"] not in keys] + new_runs
+    meta = old["meta"]
+    meta["files"] = dict(meta["files"], **new_meta["files"])
+    loads = [r["load"][0] for r in new_runs]
+    meta["merged"] = [m for m in meta.get("merged", []) if not set(m["workloads"]) & keys] + [dict(
+        workloads=sorted(keys), started=new_meta["started"], reps=new_meta["reps"],
+        duration_s=new_meta["duration_s"], other_cpu_share=new_meta["other_cpu_share"],
+        load_median=statistics.median(loads), load_max=max(loads), versions=new_meta["versions"])]
+    have = {r["workload"] for r in runs}
+    W = [w for w in W_all if w.key in have]
+    # the kept workloads' published summaries as they are (this checkout may lack a peer they had)
+    S = {(s["workload"], s["system"]): s for s in old["summary"] if s["workload"] not in keys}
+    S.update(summarise(W_new, new_runs))
+    T = targets(W, S)
+    return W, S, T, runs, meta, dict(meta=meta, runs=runs, summary=[dict(s) for s in S.values()], targets=T)
 
 
 def _mt_version(v):
@@ -861,6 +971,10 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated workload prefixes, e.g. W1,W5")
     ap.add_argument("--scale", type=float, default=1.0, help="file size factor (development)")
     ap.add_argument("--no-docs", action="store_true", help="do not write docs/")
+    ap.add_argument("--merge", action="store_true",
+                    help="with --only (or --from a results JSON): keep the other workloads' published runs and "
+                         "summaries from docs/benchmarks.json and write docs with both (the new workloads' run "
+                         "is recorded as a later run)")
     ap.add_argument("--from", dest="from_json", default=None,
                     help="no measuring: rebuild the report and charts from a results JSON")
     args = ap.parse_args()
@@ -881,7 +995,9 @@ def main():
     print(f">> files in {args.cache} ({'full' if args.full else 'quick'})", flush=True)
     paths = files.ensure(args.cache, args.full, args.scale)
 
-    W = plan(args, paths, exe, have_mt, mt_reason, can_drop)
+    W = W_all = plan(args, paths, exe, have_mt, mt_reason, can_drop)
+    if args.merge and not (args.only or args.from_json):
+        sys.exit("--merge needs --only (the workloads to measure anew) or --from (a results JSON of them)")
     if args.only:
         keys = [k.strip() for k in args.only.split(",") if k.strip()]
         W = [w for w in W if any(w.key.startswith(k) for k in keys)]
@@ -894,6 +1010,8 @@ def main():
         T = targets(W, S)
         doc = dict(meta=meta, runs=runs, summary=[dict(s) for s in S.values()], targets=T)
         res_path = args.from_json
+        if args.merge:
+            W, S, T, runs, meta, doc = merge_into_docs(W_all, W, runs, meta)
     else:
         n_runs = sum(len([e for e in w.entries if e.run]) for w in W) * reps
         print(f">> {len(W)} workloads, {n_runs} runs ({reps} per system), load now "
@@ -918,6 +1036,8 @@ def main():
         res_path = os.path.join(HERE, "results", f"{stamp}.json")
         with open(res_path, "w") as f:
             json.dump(doc, f, indent=1)
+        if args.merge:
+            W, S, T, runs, meta, doc = merge_into_docs(W_all, W, runs, meta)
 
     notes_path = os.path.join(HERE, "notes.md")
     notes = open(notes_path).read() if os.path.exists(notes_path) else ""
@@ -928,7 +1048,13 @@ def main():
     print(md)
     if not args.no_docs:
         os.makedirs(DOCS, exist_ok=True)
-        pngs = charts(W, S, DOCS)
+        fresh = {k for mg in meta.get("merged", ()) for k in mg["workloads"]} if args.merge else None
+        pngs = charts([w for w in W if fresh is None or w.key in fresh], S, DOCS)
+        if fresh is not None:  # the kept workloads' published charts stay as they are
+            for w in W:
+                name = chart_name(w)
+                if w.key not in pngs and os.path.exists(os.path.join(DOCS, name)):
+                    pngs[w.key] = name
         meta["_runs"] = runs
         md = markdown(meta, W, S, T, pngs, notes)
         del meta["_runs"]

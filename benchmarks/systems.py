@@ -383,16 +383,120 @@ def train_loop(spec):
     return _result(rows, spec["cols"] * 4, secs, first, lat, wait_fraction=wait / secs)
 
 
+def shuffled_epoch(spec):
+    """W8: one shuffled epoch of images + labels in batches of spec['batch'],
+    each batch made into torch tensors and given a tiny model step (a 64x16
+    matmul on every image's 8x8 subsample): rows/s, the loop's wait fraction
+    (time blocked in next() / total) and, for BatchStream, the growth of
+    peak RSS beside its stats()['memory_bound']."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    B, feed, n = spec["batch"], spec["feed"], spec["n_rows"]
+    W = torch.randn((IMAGE_SIDE // 8) ** 2, 16)
+    work = _work(torch, W)
+
+    def step(x, y):
+        return work(x[:, ::8, ::8].reshape(len(x), -1).float()) + y.sum()
+
+    rss0 = _vm_mib("VmRSS")
+    extra = {}
+    t0 = clock()
+    if feed == "batchstream":
+        import multiload
+
+        stream = multiload.BatchStream(spec["file"], {"image": "/images", "label": "/labels"}, B,
+                                       shuffle=spec["shuffle"], seed=0, block_rows=spec.get("block_rows"),
+                                       read_ahead=spec.get("read_ahead"))
+        batches = ((torch.from_numpy(b["image"]), torch.from_numpy(b["label"])) for b in stream)
+        lat, rows, wait, first = _consume(batches, step, t0)
+        st = stream.stats()
+        extra = dict(memory_bound_mib=st["memory_bound"] / MIB_F, stream_wait_s=st["wait_s"],
+                     blocks_read=st["blocks_read"], rows_read=st["rows_read"], block_rows=stream.block_rows,
+                     window_rows=stream.order.window_rows, num_streams=stream.num_streams)
+        stream.close()
+        row_bytes = IMAGE_SIDE * IMAGE_SIDE + 8
+    elif feed == "streamer":
+        import multiload
+
+        q = multiload.Streamer(spec["file"]).get_queue("/images", n_procs=2, block_size=B)
+
+        def blocks():
+            while True:
+                guard = q.get()
+                if guard is multiload.QueueClosed:
+                    return
+                with guard as block:
+                    yield torch.from_numpy(block), torch.zeros(1, dtype=torch.int64)
+
+        lat, rows, wait, first = _consume(blocks(), step, t0)
+        q.close()
+        row_bytes = IMAGE_SIDE * IMAGE_SIDE  # images only: the labels are not read
+    elif feed == "dataloader":
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(H5Rows(spec["file"], ["/images", "/labels"]), batch_size=B, shuffle=True,
+                            num_workers=spec["workers"], drop_last=True,
+                            generator=torch.Generator().manual_seed(0))
+        lat, rows, wait, first = _consume(iter(loader), step, t0)
+        del loader
+        _reap_children()
+        row_bytes = IMAGE_SIDE * IMAGE_SIDE + 8
+    elif feed == "memmap":
+        mi = np.memmap(spec["file"], mode="r", dtype=np.uint8, offset=spec["offset"], shape=(n, IMAGE_SIDE, IMAGE_SIDE))
+        ml = np.memmap(spec["file"], mode="r", dtype="<i8", offset=spec["label_offset"], shape=(n,))
+        perm = np.random.default_rng(0).permutation(n)
+        batches = ((torch.from_numpy(mi[perm[i:i + B]]), torch.from_numpy(ml[perm[i:i + B]]))
+                   for i in range(0, n // B * B, B))
+        lat, rows, wait, first = _consume(batches, step, t0)
+        row_bytes = IMAGE_SIDE * IMAGE_SIDE + 8
+    else:
+        raise ValueError(feed)
+    secs = clock() - t0
+    hwm = _vm_hwm_mib()
+    if rss0 is not None and hwm is not None:
+        extra["rss_growth_mib"] = hwm - rss0
+    return _result(rows, row_bytes, secs, first, lat, wait_fraction=wait / secs, **extra)
+
+
+def _consume(batches, step, t0):
+    """Run the loop over an iterator of (images, labels) batches; returns
+    (latencies of next(), rows, seconds blocked in next(), time to first)."""
+    lat, rows, wait, first = [], 0, 0.0, None
+    it = iter(batches)
+    while True:
+        t = clock()
+        try:
+            x, y = next(it)
+        except StopIteration:
+            break
+        t1 = clock()
+        step(x, y)
+        wait += t1 - t
+        lat.append(t1 - t)
+        rows += x.shape[0]
+        if first is None:
+            first = t1 - t0
+    return lat, rows, wait, first
+
+
+IMAGE_SIDE = 64  # W8 image side (benchmarks/files.py IMAGE)
+MIB_F = float(1 << 20)
+
+
 class H5Rows:
-    """A torch map-style Dataset of an h5py dataset's rows; the file is
+    """A torch map-style Dataset of an h5py dataset's rows (a list of paths:
+    a tuple of the datasets' rows, for images and labels); the file is
     opened lazily in each worker, as torch's users are told to."""
 
     def __init__(self, filename, path):
         import h5py
 
         self.filename, self.path, self.d = filename, path, None
+        self.paths = [path] if isinstance(path, str) else list(path)
         with h5py.File(filename, "r") as f:
-            self.n = f[path].shape[0]
+            self.n = f[self.paths[0]].shape[0]
 
     def __len__(self):
         return self.n
@@ -401,9 +505,11 @@ class H5Rows:
         import h5py
         import torch
 
-        if self.d is None:  # first use in this worker: open the file, keep the dataset
-            self.d = h5py.File(self.filename, "r")[self.path]
-        return torch.from_numpy(self.d[i])
+        if self.d is None:  # first use in this worker: open the file, keep the datasets
+            f = h5py.File(self.filename, "r")
+            self.d = [f[p] for p in self.paths]
+        rows = tuple(torch.as_tensor(d[i]) for d in self.d)
+        return rows[0] if isinstance(self.path, str) else rows
 
 
 # -------------------------------------------------------------------- misc
@@ -431,9 +537,14 @@ def _reap_children():
 def _vm_hwm_mib():
     """Peak RSS of this process alone. (ru_maxrss is no good here: Linux
     carries the forking parent's peak over into the child across exec.)"""
+    return _vm_mib("VmHWM")
+
+
+def _vm_mib(field):
+    """A field of /proc/self/status (VmHWM, VmRSS) in MiB, or None."""
     try:
         for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
@@ -445,7 +556,7 @@ FUNCS = {
     "seq-tables": seq_tables, "seq-memmap": seq_memmap,
     "rand-multiload": rand_multiload, "rand-multitables": rand_multitables, "rand-h5py": rand_h5py,
     "rand-tables": rand_tables, "rand-memmap": rand_memmap,
-    "train": train_loop,
+    "train": train_loop, "shuffled-epoch": shuffled_epoch,
 }
 
 
