@@ -293,17 +293,32 @@ class BatchStream:
         # Never more blocks than the dataset has.
         return horizon, row_ahead, min(n_slots, -(-self._src.n_rows // B)) or 1, batches
 
+    def _engine_bytes(self):
+        """(cache_bytes, bytes): the request engine's cache of decoded bands
+        (a band: one chunk row of a dataset) and, with it, what its threads
+        hold while they decode -- a band and its compressed bytes per
+        dataset per thread. The cache is a few bands per thread, except
+        under "global", where rows of a band come back at random (64 MiB)."""
+        band = [(L.chunks[0] if L.chunks else 1) * rb for L, rb in zip(self._src.layouts[0], self._src.row_bytes)]
+        if self._shuffle == "global":
+            cache = 64 << 20
+        else:
+            cache = max(1 << 20, 4 * self._n_procs * max(band))
+        return cache, cache + 2 * self._n_procs * sum(band)
+
     def _check_memory(self):
         _, _, n_slots, batches = self._plan_bounds()
         block_bytes = self._block_rows * sum(rb for rb, r in zip(self._src.row_bytes, self._by_rows) if not r)
         batch_bytes = self._batch_size * sum(self._src.row_bytes)
         n_batches = batches + (0 if self._copy else self._outstanding)
-        need = n_slots * block_bytes + n_batches * batch_bytes
+        engine = self._engine_bytes()[1]
+        need = n_slots * block_bytes + n_batches * batch_bytes + engine
         if need > self._max_memory:
             raise ValueError(
                 f"this configuration needs up to {need:,} bytes ({n_slots} blocks of {block_bytes:,} bytes, "
-                f"{n_batches} batches of {batch_bytes:,}), over max_memory={self._max_memory:,}: "
-                f"lower window_rows, num_streams, block_rows, read_ahead or outstanding, or raise max_memory")
+                f"{n_batches} batches of {batch_bytes:,}, {engine:,} for the reading threads), over "
+                f"max_memory={self._max_memory:,}: lower window_rows, num_streams, block_rows, read_ahead or "
+                f"outstanding, or raise max_memory")
         self._memory_bound = need
 
     # -- size and position
@@ -496,8 +511,8 @@ class BatchStream:
     # -- lifecycle
     def _reader_core(self):
         if self._core is None:
-            self._core = _core.ReaderCore(n_workers=self._n_procs, io_mode=self._io_code, cache_bytes=0,
-                                          inline_reads=True)
+            self._core = _core.ReaderCore(n_workers=self._n_procs, io_mode=self._io_code,
+                                          cache_bytes=self._engine_bytes()[0], inline_reads=True)
         return self._core
 
     def _reopen_after_fork(self):
