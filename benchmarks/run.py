@@ -465,11 +465,6 @@ def w8_entries(paths):
     return [
         py_entry(W8_REF, dict(gz, feed="batchstream", shuffle="window"), imports=ml, role="multiload",
                  note="default block_rows, window, n_procs, read_ahead"),
-        py_entry("BatchStream window, gzip, block_rows=256", dict(gz, feed="batchstream", shuffle="window",
-                                                                  block_rows=256), imports=ml, role="multiload"),
-        py_entry("BatchStream window, gzip, read_ahead=40", dict(gz, feed="batchstream", shuffle="window",
-                                                                 read_ahead=40), imports=ml, role="multiload",
-                 note="cap_blocks large enough for a step that spans two windows"),
         py_entry("Streamer sequential, gzip (images only)", dict(gz, feed="streamer"), imports=ml, role="multiload",
                  note="get_queue('/images', n_procs=2, block_size=256): dataset order, labels not read"),
         py_entry("BatchStream window, contiguous", dict(flat, feed="batchstream", shuffle="window"), imports=ml,

@@ -413,7 +413,8 @@ def shuffled_epoch(spec):
         lat, rows, wait, first = _consume(batches, step, t0)
         st = stream.stats()
         extra = dict(memory_bound_mib=st["memory_bound"] / MIB_F, stream_wait_s=st["wait_s"],
-                     blocks_read=st["blocks_read"], rows_read=st["rows_read"], block_rows=stream.block_rows,
+                     blocks_read=st["blocks_read"], block_rows_read=st["block_rows_read"],
+                     gathered_rows=st["gathered_rows"], block_rows=stream.block_rows,
                      window_rows=stream.order.window_rows, num_streams=stream.num_streams)
         stream.close()
         row_bytes = IMAGE_SIDE * IMAGE_SIDE + 8
