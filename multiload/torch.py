@@ -215,15 +215,18 @@ class StreamLoader(tud.DataLoader):
 
     def __iter__(self):
         ds = self.dataset
-        it = super().__iter__()
         if self.num_workers == 0:
-            yield from it
+            yield from super().__iter__()
             return
         s = ds._stream
         with s._lock:
             if s._step >= len(s):
                 s._step = 0
             step = s._step
+        # The workers start where the loop is (after a break too), and read
+        # this when the iterator below starts or resumes them.
+        ds._shared[_START] = step
+        it = super().__iter__()
         for batch in it:
             step += 1
             s._step = step

@@ -124,6 +124,21 @@ def test_resume_under_another_worker_count(data, workers_before, workers_after):
     assert len(got) == 2 * steps
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_loop_broken_off_goes_on_where_it_stopped(data, workers):
+    ref = reference(data, epochs=1)[0]
+    ds = StreamDataset(data["path"], DS, 32, **OPTS)
+    loader = ds.loader(num_workers=workers, persistent_workers=workers > 0)
+    got = []
+    for i, b in enumerate(loader):
+        got.append(check(b, data))
+        if i == 6:
+            break
+    assert ds.state_dict()["step"] == 7
+    got += epoch_rows(loader, data)
+    assert same(got, ref)
+
+
 def test_iterating_again_without_set_epoch_warns(data):
     ds = StreamDataset(data["path"], DS, 300, **OPTS)
     loader = DataLoader(ds, batch_size=None)
