@@ -355,6 +355,13 @@ static int read_chunk_meta(ml_layout *L, hid_t dcpl, ml_error *err,
                                     where, name, f->id);
             L->storage = ML_STORE_SLOW;
             L->slow_reason = "a filter multiload does not decode natively";
+            /* HDF5 1.10.8 reads past its buffers with damaged n-bit or
+             * scale-offset parameters: check them as set_local writes them. */
+            int rc = ml_h5z_check_filter(dcpl, (unsigned)i, f->id, (hid_t)ml_h5(L)->h5_type,
+                                         chunk_bytes / L->type->size, L->chunk_bytes, &ml_h5(L)->zcheck[i], err,
+                                         where);
+            if (rc < 0)
+                return rc;
         } else {
             int rc = check_filter(f, name, err, where);
             if (rc < 0)
@@ -723,16 +730,37 @@ void ml_h5_close_handles(hid_t type, hid_t dset, hid_t file) {
     ml_h5_unlock();
 }
 
-/* Before H5Dread decodes the chunks of rows [row0, row0 + n) of a v1
- * B-tree (found by our descent by key), refuse what HDF5 1.10.8 would
- * read past its buffers on: a stored size of 0, bytes past the file's
- * end, or every filter skipped (the mask) with a stored size other than
- * the chunk's (it copies a whole chunk out of the stored bytes). Other
- * index kinds stay trusted to HDF5. Returns 0 or -ML_ECORRUPT with the
- * chunk named in err. */
+/* The first filter the read of a chunk undoes: the last one of the
+ * pipeline its mask does not skip; -1 if none. */
+static int first_on_read(const ml_layout *L, unsigned mask) {
+    for (int i = (int)L->pipeline.n_filters - 1; i >= 0; i--)
+        if (i >= 32 || !(mask & (1u << i)))
+            return i;
+    return -1;
+}
+
+/* Does any filter of L need its chunks checked (h5zcheck.h)? */
+static int has_zcheck(const ml_layout *L) {
+    for (unsigned i = 0; i < L->pipeline.n_filters; i++)
+        if (ml_h5(L)->zcheck[i].kind != ML_H5Z_NONE)
+            return 1;
+    return 0;
+}
+
+/* Before H5Dread decodes the chunks of rows [row0, row0 + n), refuse what
+ * HDF5 1.10.8 would read past its buffers on. For a v1 B-tree (found by
+ * our descent by key): a stored size of 0, bytes past the file's end, or
+ * every filter skipped (the mask) with a stored size other than the
+ * chunk's (it copies a whole chunk out of the stored bytes). For every
+ * index kind: stored bytes too few for an n-bit or scale-offset filter
+ * that is the first the read undoes (ml_h5z_chunk_check); other index
+ * kinds are asked through ml_h5_chunk. Everything else stays trusted to
+ * HDF5. Returns 0, -ML_ECORRUPT with the chunk named in err, or
+ * ml_h5_chunk's error. */
 static int check_slow_chunks(ml_layout *L, uint64_t row0, uint64_t n, ml_error *err) {
     ml_h5_dataset *H = ml_h5(L);
-    if (H->cindex.kind != ML_CHUNK_INDEX_BTREE1 || n == 0 || L->n_chunks == 0)
+    int btree1 = H->cindex.kind == ML_CHUNK_INDEX_BTREE1, z = has_zcheck(L);
+    if ((!btree1 && !z) || n == 0 || L->n_chunks == 0)
         return 0;
     uint64_t inner = L->n_chunks / L->grid[0];
     unsigned all = L->pipeline.n_filters >= 32 ? ~0u : (1u << L->pipeline.n_filters) - 1;
@@ -741,17 +769,38 @@ static int check_slow_chunks(ml_layout *L, uint64_t row0, uint64_t n, ml_error *
             uint64_t index = cr * inner + j, off = 0, size = 0;
             unsigned mask = 0;
             const char *why = NULL;
-            int rc = ml_chunk_index_find(&H->cfile, &H->cindex, L->ndim, L->dims, index, &off, &size, &mask);
-            if (rc == -ML_ECORRUPT)
-                why = "a node of the chunk index is malformed";
-            else if (rc < 0 || off == UINT64_MAX)
-                continue; /* unreadable index (HDF5 will say) or never written */
-            else if (size == 0)
-                why = "a defined address with a stored size of 0";
-            else if (!ml_layout_in_file(L, off, size))
-                why = "its stored bytes lie past the end of the file";
-            else if (L->pipeline.n_filters && (mask & all) == all && size != L->chunk_bytes)
-                why = "every filter skipped, but a stored size other than the chunk's";
+            if (btree1) {
+                int rc = ml_chunk_index_find(&H->cfile, &H->cindex, L->ndim, L->dims, index, &off, &size, &mask);
+                if (rc == -ML_ECORRUPT)
+                    why = "a node of the chunk index is malformed";
+                else if (rc < 0 || off == UINT64_MAX)
+                    continue; /* unreadable index (HDF5 will say) or never written */
+                else if (size == 0)
+                    why = "a defined address with a stored size of 0";
+                else if (!ml_layout_in_file(L, off, size))
+                    why = "its stored bytes lie past the end of the file";
+                else if (L->pipeline.n_filters && (mask & all) == all && size != L->chunk_bytes)
+                    why = "every filter skipped, but a stored size other than the chunk's";
+            } else {
+                ml_chunk_info ci;
+                int rc = ml_h5_chunk(L, index, &ci, err);
+                if (rc < 0)
+                    return rc;
+                if (ci.bad)
+                    why = ci.bad;
+                else if (ci.addr == UINT64_MAX || ci.addr == ML_CHUNK_VIA_FORMAT || ci.size == 0 ||
+                         !ml_layout_in_file(L, ci.addr, ci.size))
+                    continue; /* never written, or HDF5 refuses it itself */
+                off = ci.addr;
+                size = ci.size;
+                mask = ci.filter_mask;
+            }
+            int first = why || !z ? -1 : first_on_read(L, mask);
+            const char *zwhy = first >= 0 ? ml_h5z_chunk_check(&H->zcheck[first], L->src, off, size) : NULL;
+            if (zwhy)
+                return ml_error_set(err, -ML_ECORRUPT, "corrupt chunk %llu of dataset '%s' in file '%s' (%s): "
+                                    "HDF5's filter '%s' would read past it", (unsigned long long)index, L->path,
+                                    L->filename, zwhy, H->zcheck[first].kind == ML_H5Z_NBIT ? "nbit" : "scaleoffset");
             if (why)
                 return ml_error_set(err, -ML_ECORRUPT, "corrupt chunk index (%s) in chunk %llu of dataset '%s' "
                                     "in file '%s'", why, (unsigned long long)index, L->path, L->filename);
