@@ -38,6 +38,7 @@
 
 #include "codec.h"
 #include "h5internal.h"
+#include "h5meta.h"
 #include "io.h"
 
 #include <errno.h>
@@ -593,6 +594,21 @@ int ml_h5_dataset_open(const char *filename, const char *path, ml_source **src_o
         close(fd);
         return ml_error_set(err, rc, "out of memory");
     }
+    /* What HDF5 will read to open the dataset, checked first by our own
+     * bounded parsers: HDF5 1.10.8 crashes on some damaged groups, object
+     * headers and dataset messages (h5precheck.c). */
+    char why[ML_META_WHY_MAX] = "";
+    rc = ml_meta_precheck(src, path, why);
+    if (rc == -ML_ECORRUPT) {
+        ml_source_unref(src);
+        return ml_error_set(err, rc, "dataset '%s' of file '%s' cannot be opened: the file is damaged (%s)", path,
+                            filename, why);
+    }
+    if (rc < 0 && rc != -ML_ENOTHDF5) {
+        ml_source_unref(src);
+        return ml_error_set(err, rc, "cannot read the metadata of '%s': %s", filename, ml_strerror(rc));
+    }
+    rc = 0;
     ml_h5_lock();
     htri_t is = H5Fis_hdf5(filename);
     if (is <= 0) {
