@@ -251,7 +251,62 @@ static int check_space(const ml_meta_file *f, const ml_meta_msg *m, unsigned *ra
     return 0;
 }
 
-static int check_layout(const ml_meta_file *f, const ml_meta_msg *m, unsigned rank, uint64_t elem) {
+/* The header ("BTHD") of a version 2 B-tree chunk index, as the layout
+ * message describes it: HDF5 1.10.8 sizes its node buffers and record
+ * decoding by the header's node and record sizes without checking them
+ * (a record size of another dataset crashes it, a node size of 2^31
+ * hangs it). So: signature, version 0, checksum, record type 10
+ * (unfiltered) or 11 (filtered) as the pipeline says, node size and split
+ * and merge percents the layout message's, the record size the one HDF5
+ * computes for this dataset (address, [chunk size in as many bytes as the
+ * chunk's size needs, filter mask], a scaled offset per dimension), depth
+ * at most 64, the root inside the file. ix: the layout's index fields;
+ * filtered: -1 unknown (a shared pipeline: the record type is not checked). */
+static int check_btree2(const ml_meta_file *f, const unsigned char *ix, unsigned nd, uint64_t chunk_bytes,
+                        int filtered) {
+    unsigned sa = f->sa, ss = f->ss;
+    uint64_t node = ml_meta_le(ix, 4), addr = ml_meta_addr(ix + 6, sa);
+    unsigned split = ix[4], merge = ix[5];
+    unsigned char h[64];
+    size_t hlen = 4 + 1 + 1 + 4 + 2 + 2 + 1 + 1 + sa + 2 + ss;
+    if (addr == ML_META_UNDEF)
+        return 0; /* no chunk written yet */
+    int rc = ml_meta_read(f, addr, h, hlen + 4, "v2 B-tree header of the chunk index");
+    if (rc < 0)
+        return rc;
+    if (memcmp(h, "BTHD", 4) != 0 || h[4] != 0)
+        return ml_meta_bad(f, "no v2 B-tree header of the chunk index at address %llu", (unsigned long long)addr);
+    if (ml_meta_checksum(h, hlen) != (uint32_t)ml_meta_le(h + hlen, 4))
+        return ml_meta_bad(f, "the checksum of the chunk index's v2 B-tree header does not match");
+    if ((rc = ml_meta_claim(f, addr, hlen + 4, "v2 B-tree header")) < 0)
+        return rc;
+    unsigned type = h[5], depth = (unsigned)ml_meta_le(h + 12, 2);
+    uint64_t hnode = ml_meta_le(h + 6, 4), rec = ml_meta_le(h + 10, 2);
+    uint64_t root = ml_meta_addr(h + 16, sa);
+    unsigned len = 1;
+    for (uint64_t b = chunk_bytes; b >>= 1;)
+        len++; /* floor(log2) + 1 ... */
+    len = 1 + (len - 1 + 8) / 8; /* HDF5: 1 + (log2(chunk size) + 8) / 8, at most 8 */
+    if (len > 8)
+        len = 8;
+    uint64_t want = (uint64_t)sa + 8 * (uint64_t)(nd - 1) + (type == 11 ? len + 4 : 0);
+    if ((type != 10 && type != 11) || (filtered >= 0 && type != (filtered ? 11u : 10u)))
+        return ml_meta_bad(f, "the chunk index's v2 B-tree has record type %u", type);
+    if (hnode != node || h[14] != split || h[15] != merge)
+        return ml_meta_bad(f, "the chunk index's v2 B-tree header (node size %llu) disagrees with the layout "
+                           "message (node size %llu)", (unsigned long long)hnode, (unsigned long long)node);
+    if (rec != want)
+        return ml_meta_bad(f, "the chunk index's v2 B-tree records are %llu bytes, not the %llu this dataset's "
+                           "need", (unsigned long long)rec, (unsigned long long)want);
+    if (node < 64 || node > (1u << 20) || node < 4 * rec)
+        return ml_meta_bad(f, "the chunk index's v2 B-tree has nodes of %llu bytes", (unsigned long long)node);
+    if (depth > 64 || (root != ML_META_UNDEF && !ml_meta_inside(f, root, 8)))
+        return ml_meta_bad(f, "the chunk index's v2 B-tree has depth %u or a root outside the file", depth);
+    return 0;
+}
+
+static int check_layout(const ml_meta_file *f, const ml_meta_msg *m, unsigned rank, uint64_t elem, int filtered) {
+    const unsigned char *btree2 = NULL;
     const unsigned char *p = m->data;
     size_t n = m->size, sa = f->sa;
     if (n < 2 || p[0] < 1 || p[0] > 4)
@@ -319,6 +374,8 @@ static int check_layout(const ml_meta_file *f, const ml_meta_msg *m, unsigned ra
                          : type == 4 ? 5 : type == 5 ? 6 : (size_t)-1;
             if (extra == (size_t)-1 || n < pos + extra + sa)
                 return ml_meta_bad(f, "the chunked layout message has index type %u or is cut short", type);
+            if (type == 5)
+                btree2 = p + pos; /* node size (4), split and merge percent, then the address */
         }
     }
     uint64_t bytes = 1;
@@ -335,7 +392,7 @@ static int check_layout(const ml_meta_file *f, const ml_meta_msg *m, unsigned ra
                            (unsigned long long)dims[nd - 1], (unsigned long long)elem);
     if (!ml_mul_ok64(bytes, elem, &bytes) || bytes > UINT32_MAX)
         return ml_meta_bad(f, "the layout message's chunks are of 4 GiB or more");
-    return 0;
+    return btree2 ? check_btree2(f, btree2, nd, bytes, filtered) : 0;
 }
 
 static int check_pline(const ml_meta_file *f, const ml_meta_msg *m) {
@@ -419,6 +476,9 @@ static int check_efl(const ml_meta_file *f, const ml_meta_msg *m) {
     uint64_t size = ml_meta_le(pre + 8, (unsigned)ss), daddr = ml_meta_addr(pre + 8 + 2 * ss, f->sa);
     if (memcmp(pre, "HEAP", 4) != 0 || pre[4] != 0 || !ml_meta_inside(f, daddr, size))
         return ml_meta_bad(f, "the external file list's local heap is malformed");
+    if ((rc = ml_meta_claim(f, heap, 8 + 2 * ss + f->sa, "local heap")) < 0 ||
+        (rc = ml_meta_claim(f, daddr, size, "local heap's data")) < 0)
+        return rc;
     if (size > (64u << 20))
         return ML_META_UNCHECKED;
     unsigned char *d = malloc(size ? (size_t)size : 1);
@@ -435,35 +495,90 @@ static int check_efl(const ml_meta_file *f, const ml_meta_msg *m) {
     return rc;
 }
 
+/* The body of message m: m itself or, if it is shared, the message of its
+ * type in the committed object's header it names (read into *store,
+ * which the caller frees). HDF5 decodes a shared message this way
+ * (H5O__shared_decode, then H5O_msg_read on the committed object).
+ * Returns 0, ML_META_UNCHECKED (shared through the shared message table,
+ * or shared twice), -ML_ECORRUPT, -ENOMEM or -errno. */
+static int body_of(const ml_meta_file *f, const ml_meta_msg *m, ml_meta_ohdr *store, const ml_meta_msg **out) {
+    memset(store, 0, sizeof *store);
+    *out = m;
+    if (!(m->flags & 0x02))
+        return 0;
+    const unsigned char *p = m->data;
+    size_t n = m->size;
+    if (n < 2 || p[0] < 1 || p[0] > 3)
+        return ml_meta_bad(f, "a shared message (type %u) has version %u", m->type, n ? p[0] : 0);
+    unsigned version = p[0], kind = version >= 3 ? p[1] : 2;
+    uint64_t addr;
+    if (version == 3 && kind == 1) {
+        if (n < 10 || !f->has_sohm)
+            return ml_meta_bad(f, "a message (type %u) is shared through a shared message table the file does "
+                               "not have", m->type);
+        return ML_META_UNCHECKED; /* the table's fractal heap: trusted to HDF5 */
+    }
+    if (version == 3 && kind != 2)
+        return ml_meta_bad(f, "a shared message (type %u) has sharing type %u", m->type, kind);
+    size_t at = version == 1 ? 8 : 2;
+    if (n < at + f->sa)
+        return ml_meta_bad(f, "a shared message (type %u) is cut short", m->type);
+    addr = ml_meta_addr(p + at, f->sa);
+    int rc = ml_meta_ohdr_read(f, addr, store);
+    if (rc != 0)
+        return rc;
+    const ml_meta_msg *b = ml_meta_ohdr_find(store, m->type);
+    if (!b) {
+        ml_meta_ohdr_free(store);
+        return ml_meta_bad(f, "the committed object a shared message (type %u) names has no such message", m->type);
+    }
+    if (b->flags & 0x02) {
+        ml_meta_ohdr_free(store);
+        return ML_META_UNCHECKED;
+    }
+    *out = b;
+    return 0;
+}
+
 int ml_meta_dataset_check(const ml_meta_file *f, const ml_meta_ohdr *oh) {
     const ml_meta_msg *space = ml_meta_ohdr_find(oh, MSG_SPACE), *type = ml_meta_ohdr_find(oh, MSG_DTYPE);
     const ml_meta_msg *layout = ml_meta_ohdr_find(oh, MSG_LAYOUT);
     unsigned rank = 0, cls = 0;
     uint64_t elem = 0;
     int rc, unchecked = 0;
+    ml_meta_ohdr store;
+    const ml_meta_msg *b;
     if (!space || !type || !layout)
         return 0; /* not a dataset: HDF5 says what it is */
-    for (size_t i = 0; i < oh->n_msgs; i++) {
-        unsigned t = oh->msgs[i].type;
-        if ((t == MSG_SPACE || t == MSG_DTYPE || t == MSG_FILL_OLD || t == MSG_FILL || t == MSG_EFL ||
-             t == MSG_LAYOUT || t == MSG_PLINE) && (oh->msgs[i].flags & 0x02))
-            return ML_META_UNCHECKED; /* shared: its body is elsewhere */
+    if ((rc = body_of(f, type, &store, &b)) == 0) {
+        dtype_walk w = {.f = f};
+        cur c = {b->data, b->data + b->size};
+        rc = dtype(&w, &c, 0, &elem, &cls);
+        ml_meta_ohdr_free(&store);
     }
-    dtype_walk w = {.f = f};
-    cur c = {type->data, type->data + type->size};
-    if ((rc = dtype(&w, &c, 0, &elem, &cls)) < 0)
+    if (rc != 0)
+        return rc; /* without the datatype's size the layout cannot be checked */
+    if ((rc = body_of(f, space, &store, &b)) == 0) {
+        rc = check_space(f, b, &rank);
+        ml_meta_ohdr_free(&store);
+    }
+    if (rc != 0)
         return rc;
-    if ((rc = check_space(f, space, &rank)) < 0)
-        return rc;
-    if ((rc = check_layout(f, layout, rank, elem)) < 0)
+    if (layout->flags & 0x02)
+        return ml_meta_bad(f, "the layout message is marked shared"); /* HDF5 refuses it too */
+    const ml_meta_msg *pl = ml_meta_ohdr_find(oh, MSG_PLINE);
+    int filtered = !pl ? 0 : (pl->flags & 0x02) ? -1 : pl->size >= 2 && pl->data[1] > 0;
+    if ((rc = check_layout(f, layout, rank, elem, filtered)) < 0)
         return rc;
     unchecked |= rc == ML_META_UNCHECKED;
     for (size_t i = 0; i < oh->n_msgs; i++) {
         const ml_meta_msg *m = &oh->msgs[i];
-        rc = m->type == MSG_PLINE                              ? check_pline(f, m)
-             : m->type == MSG_FILL || m->type == MSG_FILL_OLD ? check_fill(f, m)
-             : m->type == MSG_EFL                              ? check_efl(f, m)
-                                                               : 0;
+        if (m->type != MSG_PLINE && m->type != MSG_FILL && m->type != MSG_FILL_OLD && m->type != MSG_EFL)
+            continue;
+        if ((rc = body_of(f, m, &store, &b)) == 0) {
+            rc = b->type == MSG_PLINE ? check_pline(f, b) : b->type == MSG_EFL ? check_efl(f, b) : check_fill(f, b);
+            ml_meta_ohdr_free(&store);
+        }
         if (rc < 0)
             return rc;
         unchecked |= rc == ML_META_UNCHECKED;

@@ -73,7 +73,9 @@ static int heap_load(const ml_meta_file *f, uint64_t addr, lheap *h) {
         return ML_META_UNCHECKED;
     if (!(h->data = malloc(h->size ? (size_t)h->size : 1)))
         return -ENOMEM;
-    if ((rc = ml_meta_read(f, daddr, h->data, (size_t)h->size, "local heap data")) < 0)
+    if ((rc = ml_meta_read(f, daddr, h->data, (size_t)h->size, "local heap data")) < 0 ||
+        (rc = ml_meta_claim(f, addr, plen, "local heap")) < 0 ||
+        (rc = ml_meta_claim(f, daddr, h->size, "local heap's data")) < 0)
         goto fail;
     /* the free list, as HDF5 walks it on load: inside the data, acyclic */
     uint64_t fb = free_head, steps = 0, max_steps = h->size / (2 * f->ss) + 1;
@@ -118,7 +120,8 @@ static int snod_lookup(const ml_meta_file *f, const lheap *h, uint64_t addr, con
     unsigned char *e = malloc(n * eb + 1);
     if (!e)
         return -ENOMEM;
-    if ((rc = ml_meta_read(f, addr + 8, e, n * eb, "symbol node of a group")) < 0)
+    if ((rc = ml_meta_read(f, addr + 8, e, n * eb, "symbol node of a group")) < 0 ||
+        (rc = ml_meta_claim(f, addr, 8 + max * eb, "group symbol node")) < 0)
         goto out;
     for (size_t i = 0; i < n; i++) {
         const unsigned char *p = e + i * eb;
@@ -209,7 +212,8 @@ static int stab_lookup(const ml_meta_file *f, const ml_meta_msg *stab, const cha
             goto out;
         }
         size_t used = 8 + 2 * sa + n * sa + (n + 1) * ks;
-        if ((rc = ml_meta_read(f, node, b, used, "B-tree node of a group")) < 0)
+        if ((rc = ml_meta_read(f, node, b, used, "B-tree node of a group")) < 0 ||
+            (rc = ml_meta_claim(f, node, max_bytes, "group B-tree node")) < 0)
             goto out;
         const unsigned char *kp = b + 8 + 2 * sa; /* key 0, child 0, key 1, ... key n */
         for (size_t i = 0; i <= n; i++)

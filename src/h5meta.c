@@ -55,6 +55,26 @@ int ml_meta_read(const ml_meta_file *f, uint64_t addr, void *buf, size_t len, co
     return rc < 0 ? rc : 0;
 }
 
+int ml_meta_claim(const ml_meta_file *f, uint64_t addr, uint64_t len, const char *what) {
+    ml_meta_extents *x = f->ext;
+    if (!x || len == 0)
+        return 0;
+    for (unsigned i = 0; i < x->n; i++) {
+        if (x->at[i] == addr && x->len[i] == len)
+            return 0;
+        if (addr < x->at[i] + x->len[i] && x->at[i] < addr + len)
+            return ml_meta_bad(f, "the %s at address %llu (%llu bytes) overlaps another structure at address %llu",
+                               what, (unsigned long long)addr, (unsigned long long)len,
+                               (unsigned long long)x->at[i]);
+    }
+    if (x->n < ML_META_MAX_EXTENTS) {
+        x->at[x->n] = addr;
+        x->len[x->n] = len;
+        x->n++;
+    }
+    return 0;
+}
+
 /* Bob Jenkins' lookup3 (hashlittle, byte by byte), as HDF5 checksums
  * its metadata. */
 #define ROT(x, k) (((x) << (k)) | ((x) >> (32 - (k))))

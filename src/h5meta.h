@@ -24,6 +24,16 @@
 #define ML_META_UNCHECKED 1
 #define ML_META_WHY_MAX 200
 
+/* The file extents the check has read structures from: HDF5 caches each
+ * such structure as one entry, and two entries that overlap (a damaged
+ * address pointing into another structure) crash 1.10.8 when it evicts
+ * them at close. */
+#define ML_META_MAX_EXTENTS 512
+typedef struct ml_meta_extents {
+    uint64_t at[ML_META_MAX_EXTENTS], len[ML_META_MAX_EXTENTS];
+    unsigned n;
+} ml_meta_extents;
+
 /* The file as the metadata reader sees it. */
 typedef struct ml_meta_file {
     ml_source *src;          /* borrowed */
@@ -34,8 +44,15 @@ typedef struct ml_meta_file {
     unsigned sym_leaf_k;     /* group symbol nodes hold up to 2 * this entries */
     unsigned sym_internal_k; /* group B-tree nodes hold up to 2 * this children */
     uint64_t root;           /* root group's object header address */
+    int has_sohm;            /* the superblock extension has a shared message table */
     char *why;               /* ML_META_WHY_MAX bytes: what is wrong, set by the first failure */
+    ml_meta_extents *ext;    /* borrowed: extents read so far (NULL: not tracked) */
 } ml_meta_file;
+
+/* Record that the structure `what` occupies [addr, addr + len). The same
+ * extent twice is one structure read twice; an extent that overlaps
+ * another is -ML_ECORRUPT. Past ML_META_MAX_EXTENTS, no longer tracked. */
+int ml_meta_claim(const ml_meta_file *f, uint64_t addr, uint64_t len, const char *what);
 
 /* Record the first reason (printf-style) in f->why. Returns -ML_ECORRUPT. */
 int ml_meta_bad(const ml_meta_file *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -59,10 +76,11 @@ static inline int ml_mul_ok64(uint64_t a, uint64_t b, uint64_t *out) { return !_
 uint32_t ml_meta_checksum(const void *p, size_t n);
 
 /* Find and parse the superblock (versions 0..3) of src: at 0, 512, 1024,
- * ... as HDF5 searches. Fills *f (why: caller's buffer). Returns 0,
+ * ... as HDF5 searches. Fills *f (why: the caller's buffer; ext: the
+ * caller's extents, emptied here, or NULL). Returns 0,
  * -ML_ENOTHDF5 (no signature: let HDF5 say so), -ML_ECORRUPT, ML_META_UNCHECKED
  * (a version this does not parse) or -errno. (h5super.c) */
-int ml_meta_super_read(ml_source *src, char *why, ml_meta_file *f);
+int ml_meta_super_read(ml_source *src, char *why, ml_meta_extents *ext, ml_meta_file *f);
 
 /* One message of an object header. */
 typedef struct ml_meta_msg {

@@ -146,6 +146,10 @@ int ml_meta_ohdr_read(const ml_meta_file *f, uint64_t addr, ml_meta_ohdr *oh) {
         unsigned char *p = oh->buf + used;
         if ((rc = ml_meta_read(f, cl->at[c], p, (size_t)len, "object header chunk")) < 0)
             goto out;
+        /* HDF5 caches chunk 0 with the prefix (v1: 16 bytes before it) */
+        uint64_t cat = c == 0 && oh->version == 1 ? addr : cl->at[c], clen = c == 0 && oh->version == 1 ? len + 16 : len;
+        if ((rc = ml_meta_claim(f, cat, clen, "object header")) < 0)
+            goto out;
         if (oh->version == 2) {
             if (c > 0 && memcmp(p, "OCHK", 4) != 0) {
                 rc = ml_meta_bad(f, "an object header continuation at address %llu has no OCHK signature",

@@ -27,6 +27,7 @@
 #define _GNU_SOURCE
 #include "h5meta.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #define MAX_SOFT 16 /* H5L_NUM_LINKS */
@@ -80,11 +81,14 @@ static int resolve(walk *w, uint64_t start, const char *path, uint64_t *out) {
 
 int ml_meta_precheck(ml_source *src, const char *path, char *why) {
     ml_meta_file f;
-    int rc = ml_meta_super_read(src, why, &f);
+    ml_meta_extents *ext = malloc(sizeof *ext); /* NULL: overlaps are not looked for */
+    int rc = ml_meta_super_read(src, why, ext, &f);
     if (rc == ML_META_UNCHECKED && !why[0])
         strcpy(why, "a superblock this check does not parse");
-    if (rc != 0)
+    if (rc != 0) {
+        free(ext);
         return rc;
+    }
     walk w = {.f = &f};
     uint64_t addr = 0;
     ml_meta_ohdr root, oh;
@@ -103,5 +107,6 @@ out:
         rc = 0; /* HDF5 finds nothing either, and says so */
     if (rc == ML_META_UNCHECKED && !why[0])
         strcpy(why, "a structure this check does not parse (a dense group, an external link or a shared message)");
+    free(ext);
     return rc;
 }

@@ -24,6 +24,7 @@
 
 #define SB_MAX 256 /* more than the longest superblock: v1 with 8-byte fields is 8 + 20 + 4*8 + 40 */
 #define MSG_BTREEK 0x0013
+#define MSG_SOHM 0x000F /* shared message table */
 
 static const unsigned char SIGNATURE[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
 
@@ -35,6 +36,7 @@ static int read_extension(ml_meta_file *f, uint64_t ext) {
     int rc = ml_meta_ohdr_read(f, ext, &oh);
     if (rc != 0)
         return rc;
+    f->has_sohm = ml_meta_ohdr_find(&oh, MSG_SOHM) != NULL;
     const ml_meta_msg *m = ml_meta_ohdr_find(&oh, MSG_BTREEK);
     if (m && !(m->flags & 0x02)) {
         /* version, chunk B-tree internal K, group internal K, group leaf K */
@@ -49,7 +51,7 @@ static int read_extension(ml_meta_file *f, uint64_t ext) {
     return rc;
 }
 
-int ml_meta_super_read(ml_source *src, char *why, ml_meta_file *f) {
+int ml_meta_super_read(ml_source *src, char *why, ml_meta_extents *ext, ml_meta_file *f) {
     ml_source_id id;
     unsigned char sb[SB_MAX];
     int rc = ml_source_identify(src, &id);
@@ -58,6 +60,9 @@ int ml_meta_super_read(ml_source *src, char *why, ml_meta_file *f) {
     memset(f, 0, sizeof *f);
     f->src = src;
     f->why = why;
+    f->ext = ext;
+    if (ext)
+        ext->n = 0;
     f->end = id.size;
     f->sa = f->ss = 8;
     why[0] = '\0';
@@ -99,6 +104,8 @@ int ml_meta_super_read(ml_source *src, char *why, ml_meta_file *f) {
         f->root = ml_meta_addr(sb + pos + 4 * f->sa + f->sa, f->sa);
         if (driver != ML_META_UNDEF)
             return ML_META_UNCHECKED;
+        if ((rc = ml_meta_claim(f, 0, need, "superblock")) < 0)
+            return rc;
     } else if (f->sb_version <= 3) {
         f->sa = sb[9];
         f->ss = sb[10];
@@ -111,6 +118,8 @@ int ml_meta_super_read(ml_source *src, char *why, ml_meta_file *f) {
             return ml_meta_bad(f, "the superblock's checksum does not match");
         f->sym_leaf_k = 4;
         f->sym_internal_k = 16;
+        if ((rc = ml_meta_claim(f, 0, body + 4, "superblock")) < 0)
+            return rc;
         uint64_t ext = ml_meta_addr(sb + 12 + f->sa, f->sa);
         f->root = ml_meta_addr(sb + 12 + 3 * f->sa, f->sa);
         if (ext != ML_META_UNDEF && (rc = read_extension(f, ext)) != 0)
