@@ -90,8 +90,10 @@ static int dtype(dtype_walk *w, cur *c, unsigned depth, uint64_t *size_out, unsi
     uint32_t flags = (uint32_t)ml_meta_le(c->p + 1, 3);
     uint64_t size = ml_meta_le(c->p + 4, 4);
     c->p += 8;
-    if (version < 1 || version > 3)
-        return BAD("a datatype has version %u", version);
+    if (version > 3)
+        return ML_META_UNCHECKED; /* newer than 1.10.8 knows: it refuses it itself */
+    if (version < 1)
+        return BAD("a datatype has version 0");
     if (size == 0 && cls != 9 /* a vlen's size is HDF5's own */)
         return BAD("a datatype (class %u) has size 0", cls);
     *size_out = size;
@@ -170,7 +172,7 @@ static int dtype(dtype_walk *w, cur *c, unsigned depth, uint64_t *size_out, unsi
             }
             uint64_t msize = 0, total = 0;
             unsigned mcls = 0;
-            if ((rc = dtype(w, c, depth + 1, &msize, &mcls)) < 0)
+            if ((rc = dtype(w, c, depth + 1, &msize, &mcls)) != 0)
                 return rc;
             if (!ml_mul_ok64(msize, nelem, &total) || moff > size || total > size - moff)
                 return BAD("a compound datatype's member (%llu bytes at offset %llu) passes its %llu bytes",
@@ -183,7 +185,7 @@ static int dtype(dtype_walk *w, cur *c, unsigned depth, uint64_t *size_out, unsi
         unsigned nm = flags & 0xffff, bcls = 0;
         uint64_t bsize = 0, vbytes = 0;
         int rc = dtype(w, c, depth + 1, &bsize, &bcls);
-        if (rc < 0)
+        if (rc != 0)
             return rc;
         if (bcls != 0 || bsize != size)
             return BAD("an enum datatype of %llu bytes has a base type of %llu bytes (class %u)",
@@ -224,7 +226,7 @@ static int dtype(dtype_walk *w, cur *c, unsigned depth, uint64_t *size_out, unsi
         c->p += need;
         unsigned bcls = 0;
         int rc = dtype(w, c, depth + 1, &bsize, &bcls);
-        if (rc < 0)
+        if (rc != 0)
             return rc;
         if (!ml_mul_ok64(nelem, bsize, &total) || total != size)
             return BAD("an array datatype of %llu bytes holds %llu elements of %llu bytes",
@@ -238,7 +240,9 @@ static int dtype(dtype_walk *w, cur *c, unsigned depth, uint64_t *size_out, unsi
 
 static int check_space(const ml_meta_file *f, const ml_meta_msg *m, unsigned *rank) {
     const unsigned char *p = m->data;
-    if (m->size < 4 || p[0] < 1 || p[0] > 2)
+    if (m->size >= 1 && p[0] > 2)
+        return ML_META_UNCHECKED; /* a newer version: HDF5 1.10.8 refuses it itself */
+    if (m->size < 4 || p[0] < 1)
         return ml_meta_bad(f, "the dataspace message is malformed (version %u)", m->size ? p[0] : 0);
     unsigned nd = p[1], flags = p[2];
     size_t pos = p[0] == 1 ? 8 : 4;
@@ -309,19 +313,22 @@ static int check_layout(const ml_meta_file *f, const ml_meta_msg *m, unsigned ra
     const unsigned char *btree2 = NULL;
     const unsigned char *p = m->data;
     size_t n = m->size, sa = f->sa;
-    if (n < 2 || p[0] < 1 || p[0] > 4)
+    if (n >= 1 && p[0] > 4)
+        return ML_META_UNCHECKED; /* a newer version: HDF5 1.10.8 refuses it itself */
+    if (n < 2 || p[0] < 1)
         return ml_meta_bad(f, "the layout message has version %u", n ? p[0] : 0);
     unsigned version = p[0];
     uint64_t dims[34];
     unsigned nd = 0;
     if (version <= 2) {
-        /* version, dimensionality, class, reserved (5), [address], dims (4 each), [element size], [compact size, data] */
+        /* version, dimensionality, class, reserved (5), [address], dims (4 each; chunked: the
+         * element size the last), [compact: size (4), data] */
         if (n < 8)
             return ml_meta_bad(f, "the layout message is cut short");
         unsigned cls = p[2];
         nd = p[1];
         size_t pos = 8 + (cls != 0 ? sa : 0);
-        if (cls > 2 || nd < 1 || nd > 33 || n < pos + 4 * (size_t)nd + (cls == 2 ? 4 : 0) + (cls == 0 ? 4 : 0))
+        if (cls > 2 || nd < 1 || nd > 33 || n < pos + 4 * (size_t)nd + (cls == 0 ? 4 : 0))
             return ml_meta_bad(f, "the layout message (version %u) is malformed", version);
         for (unsigned d = 0; d < nd; d++)
             if ((dims[d] = ml_meta_le(p + pos + 4 * d, 4)) == 0 && cls == 2)
@@ -335,7 +342,6 @@ static int check_layout(const ml_meta_file *f, const ml_meta_msg *m, unsigned ra
         }
         if (cls != 2)
             return 0;
-        /* v1/v2 chunk dims include the element-size dimension */
     } else {
         unsigned cls = p[1];
         if (cls == 0) {
@@ -397,7 +403,9 @@ static int check_layout(const ml_meta_file *f, const ml_meta_msg *m, unsigned ra
 
 static int check_pline(const ml_meta_file *f, const ml_meta_msg *m) {
     cur c = {m->data, m->data + m->size};
-    if (!have(&c, 2) || c.p[0] < 1 || c.p[0] > 2)
+    if (have(&c, 1) && c.p[0] > 2)
+        return ML_META_UNCHECKED;
+    if (!have(&c, 2) || c.p[0] < 1)
         return ml_meta_bad(f, "the filter pipeline message is malformed");
     unsigned version = c.p[0], nf = c.p[1];
     c.p += version == 1 ? 8 : 2;
@@ -447,6 +455,8 @@ static int check_fill(const ml_meta_file *f, const ml_meta_msg *m) {
         if (!(p[1] & 0x20))
             return 0;
         pos = 2;
+    } else if (n >= 1 && p[0] > 3) {
+        return ML_META_UNCHECKED;
     } else {
         return ml_meta_bad(f, "the fill value message has version %u", n ? p[0] : 0);
     }
@@ -508,7 +518,9 @@ static int body_of(const ml_meta_file *f, const ml_meta_msg *m, ml_meta_ohdr *st
         return 0;
     const unsigned char *p = m->data;
     size_t n = m->size;
-    if (n < 2 || p[0] < 1 || p[0] > 3)
+    if (n >= 1 && p[0] > 3)
+        return ML_META_UNCHECKED;
+    if (n < 2 || p[0] < 1)
         return ml_meta_bad(f, "a shared message (type %u) has version %u", m->type, n ? p[0] : 0);
     unsigned version = p[0], kind = version >= 3 ? p[1] : 2;
     uint64_t addr;

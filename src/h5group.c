@@ -100,6 +100,40 @@ fail:
     return rc;
 }
 
+/* HDF5's binary search (H5B_find over a node's keys, H5G__node_found over
+ * a symbol node's entries): halve [0, n) by probe's sign as HDF5 halves
+ * it. Returns the index whose probe is 0, or -1 (HDF5 finds nothing). */
+typedef struct probe {
+    const lheap *h;
+    const unsigned char *base; /* the first key or entry */
+    size_t stride;             /* bytes from one to the next */
+    unsigned width;            /* bytes of a heap offset */
+    const char *name;
+    int keys;                  /* 1: a B-tree node's keys (name in (key i, key i + 1]); 0: entries */
+} probe;
+
+static int probe_at(const probe *p, size_t i) {
+    const char *at = heap_at(p->h, ml_meta_le(p->base + i * p->stride, p->width));
+    if (!p->keys)
+        return strcmp(p->name, at);
+    const char *right = heap_at(p->h, ml_meta_le(p->base + (i + 1) * p->stride, p->width));
+    return strcmp(p->name, at) <= 0 ? -1 : strcmp(p->name, right) > 0 ? 1 : 0;
+}
+
+static long hdf5_bsearch(const probe *p, size_t n) {
+    size_t lt = 0, rt = n, idx = 0;
+    int cmp = 1;
+    while (lt < rt && cmp) {
+        idx = (lt + rt) / 2;
+        cmp = probe_at(p, idx);
+        if (cmp < 0)
+            rt = idx;
+        else
+            lt = idx + 1;
+    }
+    return cmp ? -1 : (long)idx;
+}
+
 /* A symbol table entry: name offset, header address, cache type, reserved, scratch (16). */
 static size_t entry_bytes(const ml_meta_file *f) { return 2 * (size_t)f->sa + 24; }
 
@@ -142,21 +176,13 @@ static int snod_lookup(const ml_meta_file *f, const lheap *h, uint64_t addr, con
             goto out;
         }
     }
-    size_t lt = 0, rt = n, idx = 0;
-    int cmp = 1;
-    while (lt < rt && cmp) {
-        idx = (lt + rt) / 2;
-        cmp = strcmp(name, heap_at(h, ml_meta_le(e + idx * eb, f->sa)));
-        if (cmp < 0)
-            rt = idx;
-        else
-            lt = idx + 1;
-    }
-    if (cmp) {
+    probe pr = {.h = h, .base = e, .stride = eb, .width = f->sa, .name = name, .keys = 0};
+    long idx = hdf5_bsearch(&pr, n);
+    if (idx < 0) {
         rc = -ML_ENOTFOUND;
         goto out;
     }
-    const unsigned char *p = e + idx * eb;
+    const unsigned char *p = e + (size_t)idx * eb;
     if (ml_meta_le(p + 2 * f->sa, 4) == 2) {
         const char *v = heap_at(h, ml_meta_le(p + 2 * f->sa + 8, 4));
         if (strlen(v) >= sizeof out->target) {
@@ -228,23 +254,13 @@ static int stab_lookup(const ml_meta_file *f, const ml_meta_msg *stab, const cha
                                  (unsigned long long)node);
                 goto out;
             }
-        size_t lt = 0, rt = n, idx = 0;
-        int cmp = 1;
-        while (lt < rt && cmp) {
-            idx = (lt + rt) / 2;
-            const char *left = heap_at(&h, ml_meta_le(kp + idx * (ks + sa), (unsigned)ks));
-            const char *right = heap_at(&h, ml_meta_le(kp + (idx + 1) * (ks + sa), (unsigned)ks));
-            cmp = strcmp(name, left) <= 0 ? -1 : strcmp(name, right) > 0 ? 1 : 0;
-            if (cmp < 0)
-                rt = idx;
-            else
-                lt = idx + 1;
-        }
-        if (cmp) {
+        probe pr = {.h = &h, .base = kp, .stride = ks + sa, .width = (unsigned)ks, .name = name, .keys = 1};
+        long idx = hdf5_bsearch(&pr, n);
+        if (idx < 0) {
             rc = -ML_ENOTFOUND;
             goto out;
         }
-        uint64_t child = ml_meta_addr(kp + idx * (ks + sa) + ks, (unsigned)sa);
+        uint64_t child = ml_meta_addr(kp + (size_t)idx * (ks + sa) + ks, (unsigned)sa);
         if (nlevel == 0) {
             rc = snod_lookup(f, &h, child, name, out);
             goto out;
@@ -262,6 +278,8 @@ out:
 static int link_decode(const ml_meta_file *f, const ml_meta_msg *m, const unsigned char **name, size_t *name_len,
                        ml_meta_link *out) {
     const unsigned char *p = m->data, *end = m->data + m->size;
+    if (m->size >= 1 && p[0] > 1)
+        return ML_META_UNCHECKED; /* a newer version: HDF5 1.10.8 refuses it itself */
     if (m->size < 2 || p[0] != 1 || (p[1] & ~0x1fu))
         return ml_meta_bad(f, "a link message has version %u or unknown flags", m->size ? p[0] : 0);
     unsigned flags = p[1], type = 0;
@@ -322,7 +340,7 @@ static int compact_lookup(const ml_meta_file *f, const ml_meta_ohdr *grp, const 
         size_t llen = 0;
         ml_meta_link l;
         int rc = link_decode(f, m, &lname, &llen, &l);
-        if (rc < 0)
+        if (rc != 0)
             return rc;
         /* HDF5 compares the name as a C string (it may hold a NUL) */
         const unsigned char *nul = memchr(lname, 0, llen);
@@ -346,7 +364,9 @@ int ml_meta_group_lookup(const ml_meta_file *f, const ml_meta_ohdr *grp, const c
         const unsigned char *p = linfo->data;
         size_t need = 2 + ((linfo->size && (p[1] & 1)) ? 8 : 0) + 2 * (size_t)f->sa +
                       ((linfo->size > 1 && (p[1] & 2)) ? f->sa : 0);
-        if (linfo->size < 2 || p[0] != 0 || (p[1] & ~3u) || linfo->size < need)
+        if (linfo->size >= 1 && p[0] > 0)
+            return ML_META_UNCHECKED;
+        if (linfo->size < 2 || (p[1] & ~3u) || linfo->size < need)
             return ml_meta_bad(f, "a group's link info message is malformed");
         uint64_t fheap = ml_meta_addr(p + 2 + ((p[1] & 1) ? 8 : 0), f->sa);
         if (fheap != ML_META_UNDEF)

@@ -145,7 +145,8 @@ int ml_meta_dataset_check(const ml_meta_file *f, const ml_meta_ohdr *oh);
  * caller's ML_META_WHY_MAX bytes. Returns 0 (nothing found that HDF5
  * 1.10.8 would read past its buffers on), ML_META_UNCHECKED (something
  * on the way this does not parse: why says what; the rest is trusted to
- * HDF5), -ML_ECORRUPT (why says what), -ML_ENOTHDF5, -ENOMEM or -errno. */
+ * HDF5), -ML_ECORRUPT (why says what), -ML_ENOTHDF5 (no superblock, or,
+ * with why set, a damaged one), -ENOMEM or -errno. */
 int ml_meta_precheck(ml_source *src, const char *path, char *why);
 
 #endif

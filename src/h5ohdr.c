@@ -92,7 +92,9 @@ int ml_meta_ohdr_read(const ml_meta_file *f, uint64_t addr, ml_meta_ohdr *oh) {
     if (memcmp(pre, "OHDR", 4) == 0) {
         unsigned flags = pre[5], pos = 6, csz = 1u << (flags & 3);
         if (pre[4] != 2) {
-            rc = ml_meta_bad(f, "the object header at address %llu has version %u", (unsigned long long)addr, pre[4]);
+            rc = pre[4] > 2 ? ML_META_UNCHECKED /* newer: HDF5 1.10.8 refuses it itself */
+                            : ml_meta_bad(f, "the object header at address %llu has version %u",
+                                          (unsigned long long)addr, pre[4]);
             goto out;
         }
         pos += (flags & 0x20) ? 16 : 0;

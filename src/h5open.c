@@ -604,6 +604,10 @@ int ml_h5_dataset_open(const char *filename, const char *path, ml_source **src_o
         return ml_error_set(err, rc, "dataset '%s' of file '%s' cannot be opened: the file is damaged (%s)", path,
                             filename, why);
     }
+    if (rc == -ML_ENOTHDF5 && why[0]) {
+        ml_source_unref(src);
+        return ml_error_set(err, rc, "HDF5 cannot open '%s' (damaged superblock: %s)", filename, why);
+    }
     if (rc < 0 && rc != -ML_ENOTHDF5) {
         ml_source_unref(src);
         return ml_error_set(err, rc, "cannot read the metadata of '%s': %s", filename, ml_strerror(rc));

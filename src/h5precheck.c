@@ -87,7 +87,8 @@ int ml_meta_precheck(ml_source *src, const char *path, char *why) {
         strcpy(why, "a superblock this check does not parse");
     if (rc != 0) {
         free(ext);
-        return rc;
+        /* a superblock HDF5 cannot use: the file is not one it can open */
+        return rc == -ML_ECORRUPT ? -ML_ENOTHDF5 : rc;
     }
     walk w = {.f = &f};
     uint64_t addr = 0;
