@@ -322,6 +322,13 @@ static int link_decode(const ml_meta_file *f, const ml_meta_msg *m, const unsign
         if (vlen >= sizeof out->target || strlen(out->target) != vlen)
             out->kind = ML_META_LINK_OTHER; /* a path we would read otherwise than HDF5: not followed */
     } else {
+        /* an external link (64): version and flags byte, then the file name and
+         * the object's path, each NUL-terminated (HDF5 takes both with strlen) */
+        const unsigned char *nul = type == 64 && vlen >= 1 ? memchr(p + 1, 0, (size_t)vlen - 1) : NULL;
+        if (type == 64 && (vlen < 3 || (p[0] >> 4) != 0 || (p[0] & 0x0f) > 1 || !nul ||
+                           !memchr(nul + 1, 0, (size_t)(p + vlen - (nul + 1)))))
+            return ml_meta_bad(f, "an external link's value (%llu bytes) does not hold a file name and a path",
+                               (unsigned long long)vlen);
         out->kind = ML_META_LINK_OTHER;
     }
     return 0;

@@ -383,7 +383,16 @@ static int read_fill(ml_layout *L, hid_t dcpl, ml_error *err, const char *where)
     /* No fill value at all: HDF5 leaves rows never written undefined (or,
      * with a damaged fill message, fails the read): refused, not zeros. */
     L->fill_undefined = status == H5D_FILL_VALUE_UNDEFINED;
-    if (status != H5D_FILL_VALUE_USER_DEFINED)
+    /* When HDF5 fills never-written rows at all: "never" leaves them as the
+     * buffer held them (undefined: refused, as above); a fill time it does
+     * not know (a damaged fill message, fuzz seed 8 case 6940) makes it write
+     * zeros whatever the value. */
+    H5D_fill_time_t when = H5D_FILL_TIME_IFSET;
+    if (H5Pget_fill_time(dcpl, &when) < 0)
+        return ml_error_set(err, -ML_EHDF5, "cannot read the fill time of %s", where);
+    if (when == H5D_FILL_TIME_NEVER)
+        L->fill_undefined = 1;
+    if (status != H5D_FILL_VALUE_USER_DEFINED || (when != H5D_FILL_TIME_ALLOC && when != H5D_FILL_TIME_IFSET))
         return 0; /* zeros */
     /* HDF5 1.10.8 copies a whole element out of the stored fill value
      * whatever size its message declares: check the size first. */

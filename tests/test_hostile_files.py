@@ -483,3 +483,32 @@ def test_precheck_refuses_a_damaged_group_heap(tmp_path):
     assert exc.value.errno == errno.EIO
     msg = str(exc.value)
     assert "the file is damaged" in msg and "local heap" in msg and fn in msg and "'d'" in msg, msg
+
+
+def test_fill_time_is_honoured(tmp_path):
+    """HDF5 fills never-written rows only at fill time "alloc" or "ifset":
+    at "never" it leaves them as its buffer held them (undefined: refused,
+    naming the file), and at a fill time it does not know (a damaged fill
+    message, fuzz seed 8 case 6940) it writes zeros, not the fill value."""
+    fn = str(tmp_path / "ft.h5")
+    with h5py.File(fn, "w") as f:
+        for name, when in (("never", h5py.h5d.FILL_TIME_NEVER), ("ifset", h5py.h5d.FILL_TIME_IFSET)):
+            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            dcpl.set_chunk((10,))
+            dcpl.set_fill_value(np.array(2.5, dtype="<f4"))
+            dcpl.set_fill_time(when)
+            ds = h5py.h5d.create(f.id, name.encode(), h5py.h5t.IEEE_F32LE, h5py.h5s.create_simple((40,)), dcpl=dcpl)
+            fsel = ds.get_space()
+            fsel.select_hyperslab((0,), (10,))
+            ds.write(h5py.h5s.create_simple((10,)), fsel, np.arange(10, dtype="<f4"))
+    r = multiload.Reader(fn, n_procs=2)
+    try:
+        ds = r.get_dataset("never")
+        assert r.read(ds[0:10]).tolist() == list(range(10))
+        with pytest.raises(OSError) as exc:
+            r.read(ds[10:20])
+        assert fn in str(exc.value), str(exc.value)
+        ds = r.get_dataset("ifset")
+        assert r.read(ds[10:20]).tolist() == [2.5] * 10
+    finally:
+        r.close()

@@ -16,7 +16,8 @@
  * file, an undefined B-tree child, a symbol node over 2K entries, a layout
  * of 0 dimensions or a 0 chunk dimension, an enum larger than its base, a
  * continuation past the end, a v2 checksum, a v2 B-tree header at odds
- * with its layout, two structures overlapping. The checksum matches
+ * with its layout, two structures overlapping, an external link's value
+ * cut short. The checksum matches
  * HDF5's own; a loop of random byte damage over every file never crashes
  * (ASan) and returns only the documented codes.
  */
@@ -463,6 +464,43 @@ static void test_latest_damage(void) {
     free(orig);
 }
 
+/* The v2 object header chunk (OHDR or OCHK) that holds byte `at` of an
+ * intact image: *start, and *end where its checksum is stored. */
+static void ohdr_chunk_of(const unsigned char *b, size_t n, size_t at, size_t *start, size_t *end) {
+    size_t oh = at;
+    while (oh > 0 && memcmp(b + oh, "OHDR", 4) != 0 && memcmp(b + oh, "OCHK", 4) != 0)
+        oh--;
+    for (size_t e = at + 1; e + 4 <= n; e++)
+        if (ml_meta_checksum(b + oh, e - oh) == (uint32_t)(b[e] | b[e + 1] << 8 | b[e + 2] << 16 | (uint32_t)b[e + 3] << 24)) {
+            *start = oh;
+            *end = e;
+            return;
+        }
+    FAIL("no checksummed chunk holds byte %zu", at);
+}
+
+/* An external link's value cut short (fuzz seed 8 cases 3468, 6468): HDF5
+ * 1.10.8 runs strlen past it. */
+static void test_external_link_damage(void) {
+    const char *late = check_path("late.h5"), *bad = check_path("ext_bad.h5");
+    size_t n;
+    unsigned char *b = slurp(late, &n);
+    static const char value[] = "\0other.h5\0/x"; /* flags byte 0, file name, path (and its NUL) */
+    size_t at = find(b, n, value, sizeof value, 0);
+    size_t c0, c1;
+    CHECK_EQ(b[at - 2] | b[at - 1] << 8, (int)sizeof value);
+    ohdr_chunk_of(b, n, at, &c0, &c1);
+    put_le(b + at - 2, sizeof value - 1, 2); /* the path's NUL left out */
+    put_le(b + c1, ml_meta_checksum(b + c0, c1 - c0), 4);
+    spill(bad, b, n);
+    expect_bad(bad, "/ext", "external link");
+    put_le(b + at - 2, 1, 2);
+    put_le(b + c1, ml_meta_checksum(b + c0, c1 - c0), 4);
+    spill(bad, b, n);
+    expect_bad(bad, "/ext", "external link");
+    free(b);
+}
+
 /* Random damage: never a crash (ASan), only documented codes. */
 static void test_random_damage(void) {
     const char *files[] = {check_path("early.h5"), check_path("late.h5"), check_path("small.h5")};
@@ -509,6 +547,7 @@ int main(void) {
     test_valid();
     test_damage();
     test_latest_damage();
+    test_external_link_damage();
     test_random_damage();
     printf("ok %s\n", __FILE__);
     return CHECK_PASS;
