@@ -385,14 +385,16 @@ static int read_fill(ml_layout *L, hid_t dcpl, ml_error *err, const char *where)
     L->fill_undefined = status == H5D_FILL_VALUE_UNDEFINED;
     /* When HDF5 fills never-written rows at all: "never" leaves them as the
      * buffer held them (undefined: refused, as above); a fill time it does
-     * not know (a damaged fill message, fuzz seed 8 case 6940) makes it write
-     * zeros whatever the value. */
+     * not know (a damaged fill message) makes 1.10.8 write zeros into a
+     * missing chunk (H5D__chunk_lock: fuzz seed 8 case 6940) but the fill
+     * value into unallocated contiguous storage (H5D__read: case 2846). */
     H5D_fill_time_t when = H5D_FILL_TIME_IFSET;
     if (H5Pget_fill_time(dcpl, &when) < 0)
         return ml_error_set(err, -ML_EHDF5, "cannot read the fill time of %s", where);
     if (when == H5D_FILL_TIME_NEVER)
         L->fill_undefined = 1;
-    if (status != H5D_FILL_VALUE_USER_DEFINED || (when != H5D_FILL_TIME_ALLOC && when != H5D_FILL_TIME_IFSET))
+    int known = when == H5D_FILL_TIME_ALLOC || when == H5D_FILL_TIME_IFSET;
+    if (status != H5D_FILL_VALUE_USER_DEFINED || (!known && H5Pget_layout(dcpl) == H5D_CHUNKED))
         return 0; /* zeros */
     /* HDF5 1.10.8 copies a whole element out of the stored fill value
      * whatever size its message declares: check the size first. */
