@@ -610,6 +610,9 @@ int ml_h5_dataset_open(const char *filename, const char *path, ml_source **src_o
      * headers and dataset messages (h5precheck.c). */
     char why[ML_META_WHY_MAX] = "";
     rc = ml_meta_precheck(src, path, why);
+    /* A writer holding HDF5's lock may be mid-update: its error (below) is the one to give. */
+    if ((rc == -ML_ECORRUPT || (rc == -ML_ENOTHDF5 && why[0])) && file_locked(ml_source_posix_fd(src)))
+        rc = 0;
     if (rc == -ML_ECORRUPT) {
         ml_source_unref(src);
         return ml_error_set(err, rc, "dataset '%s' of file '%s' cannot be opened: the file is damaged (%s)", path,
