@@ -50,7 +50,7 @@ PROBE_LIBS = $(eval PROBE_LIBS := $$(shell $(PYTHON) probe_libs.py --libs 2>/dev
 CORE_FLAGS = -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-missing-field-initializers $(PROBE_CFLAGS)
 CORE_LIBS = $(PROBE_LIBS) -lpthread
 
-.PHONY: demo test test-c test-py test-pread bench bench-deps deps venv build check-asan check-tsan check-valgrind libfuzzer fuzz-index fuzz-gheap fuzz fuzz-smoke clean
+.PHONY: demo test test-c test-py test-pread bench bench-deps deps venv build check-asan check-tsan check-valgrind libfuzzer fuzz-index fuzz-gheap fuzz-meta fuzz fuzz-smoke clean
 
 # Install, build, stream a generated sample file and print throughput beside h5py.
 demo: build
@@ -168,6 +168,10 @@ fuzz-index: venv libfuzzer
 # Fuzz the global heap parser (fuzz/gheap) for FUZZ_TIME s the same way (libFuzzer, clang installed as root if missing, or the loop); crashes in build/fuzz/gheap/crashes.
 fuzz-gheap: venv libfuzzer
 	@$(call run_parser_fuzz,gheap)
+
+# Fuzz the metadata pre-check (fuzz/meta: superblock, object headers, groups, dataset messages) the same way; crashes in build/fuzz/meta/crashes.
+fuzz-meta: venv libfuzzer
+	@$(call run_parser_fuzz,meta)
 
 # fuzz, fuzz-smoke: the end-to-end harness (fuzz/run.py); FUZZ_CASES (optional) instead of FUZZ_TIME.
 FUZZ_TIME ?= 300

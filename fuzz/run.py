@@ -309,7 +309,8 @@ def _one(i):
         fh.write(data)
     r = Case(_W["bins"], _W["wd"], _W["manifest"][name]["datasets"]).run(path)
     r.update(case=i, seed=name, what=what)
-    if r["outcome"] in FINDINGS or args.save_all:
+    # shared-crash too: not a finding, but each is reported with its file (docs/fuzzing.md)
+    if r["outcome"] in FINDINGS or r["outcome"] == "shared-crash" or args.save_all:
         r["saved"] = save_finding(args, name, i, data, r)
     r.pop("ref"), r.pop("ml")
     return r
@@ -424,6 +425,11 @@ def main():
         len(results), took, len(results) / max(took, 1e-9), args.jobs, args.seed, table, n_find, len(findings))
     for (outcome, seed, sig), r in sorted(findings.items()):
         text += "  %s %s: %s  [%s]\n" % (outcome, seed, sig, r["saved"])
+    shared = [r for r in results if r["outcome"] == "shared-crash"]
+    if shared:
+        text += "%d shared-crash (HDF5 1.10.8's own crash, the reference's too):\n" % len(shared)
+        for r in sorted(shared, key=lambda r: r["case"]):
+            text += "  %s case %d: %s  [%s]\n" % (r["seed"], r["case"], r["stack"], r.get("saved"))
     print(text, end="")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "summary.txt"), "w") as fh:

@@ -18,7 +18,9 @@
 #include "chunk_index.h"
 #include "chunk_table.h"
 #include "error.h"
+#include "codec.h"
 #include "h5.h"
+#include "h5zcheck.h"
 #include "source.h"
 
 /* H5Dchunk_iter, with this callback signature, came with 1.10.10, 1.12.3
@@ -46,6 +48,8 @@ typedef struct ml_h5_dataset {
     ml_table_state table_state;  /* guarded by the HDF5 lock */
     const char *table_why;       /* static string: why FALLBACK; guarded by the HDF5 lock */
     unsigned lookups;            /* look-ups by coordinate so far; guarded by the HDF5 lock */
+    ml_h5z_check zcheck[ML_MAX_FILTERS]; /* per filter of the pipeline: what a chunk must hold
+                                    for HDF5's n-bit or scale-offset (h5zcheck.h); set at open */
 } ml_h5_dataset;
 
 /* The HDF5 state of L, a layout ml_layout_open made. */

@@ -38,6 +38,7 @@
 
 #include "codec.h"
 #include "h5internal.h"
+#include "h5meta.h"
 #include "io.h"
 
 #include <errno.h>
@@ -355,6 +356,13 @@ static int read_chunk_meta(ml_layout *L, hid_t dcpl, ml_error *err,
                                     where, name, f->id);
             L->storage = ML_STORE_SLOW;
             L->slow_reason = "a filter multiload does not decode natively";
+            /* HDF5 1.10.8 reads past its buffers with damaged n-bit or
+             * scale-offset parameters: check them as set_local writes them. */
+            int rc = ml_h5z_check_filter(dcpl, (unsigned)i, f->id, (hid_t)ml_h5(L)->h5_type,
+                                         chunk_bytes / L->type->size, L->chunk_bytes, &ml_h5(L)->zcheck[i], err,
+                                         where);
+            if (rc < 0)
+                return rc;
         } else {
             int rc = check_filter(f, name, err, where);
             if (rc < 0)
@@ -375,7 +383,18 @@ static int read_fill(ml_layout *L, hid_t dcpl, ml_error *err, const char *where)
     /* No fill value at all: HDF5 leaves rows never written undefined (or,
      * with a damaged fill message, fails the read): refused, not zeros. */
     L->fill_undefined = status == H5D_FILL_VALUE_UNDEFINED;
-    if (status != H5D_FILL_VALUE_USER_DEFINED)
+    /* When HDF5 fills never-written rows at all: "never" leaves them as the
+     * buffer held them (undefined: refused, as above); a fill time it does
+     * not know (a damaged fill message) makes 1.10.8 write zeros into a
+     * missing chunk (H5D__chunk_lock: fuzz seed 8 case 6940) but the fill
+     * value into unallocated contiguous storage (H5D__read: case 2846). */
+    H5D_fill_time_t when = H5D_FILL_TIME_IFSET;
+    if (H5Pget_fill_time(dcpl, &when) < 0)
+        return ml_error_set(err, -ML_EHDF5, "cannot read the fill time of %s", where);
+    if (when == H5D_FILL_TIME_NEVER)
+        L->fill_undefined = 1;
+    int known = when == H5D_FILL_TIME_ALLOC || when == H5D_FILL_TIME_IFSET;
+    if (status != H5D_FILL_VALUE_USER_DEFINED || (!known && H5Pget_layout(dcpl) == H5D_CHUNKED))
         return 0; /* zeros */
     /* HDF5 1.10.8 copies a whole element out of the stored fill value
      * whatever size its message declares: check the size first. */
@@ -586,6 +605,28 @@ int ml_h5_dataset_open(const char *filename, const char *path, ml_source **src_o
         close(fd);
         return ml_error_set(err, rc, "out of memory");
     }
+    /* What HDF5 will read to open the dataset, checked first by our own
+     * bounded parsers: HDF5 1.10.8 crashes on some damaged groups, object
+     * headers and dataset messages (h5precheck.c). */
+    char why[ML_META_WHY_MAX] = "";
+    rc = ml_meta_precheck(src, path, why);
+    /* A writer holding HDF5's lock may be mid-update: its error (below) is the one to give. */
+    if ((rc == -ML_ECORRUPT || (rc == -ML_ENOTHDF5 && why[0])) && file_locked(ml_source_posix_fd(src)))
+        rc = 0;
+    if (rc == -ML_ECORRUPT) {
+        ml_source_unref(src);
+        return ml_error_set(err, rc, "dataset '%s' of file '%s' cannot be opened: the file is damaged (%s)", path,
+                            filename, why);
+    }
+    if (rc == -ML_ENOTHDF5 && why[0]) {
+        ml_source_unref(src);
+        return ml_error_set(err, rc, "HDF5 cannot open '%s' (damaged superblock: %s)", filename, why);
+    }
+    if (rc < 0 && rc != -ML_ENOTHDF5) {
+        ml_source_unref(src);
+        return ml_error_set(err, rc, "cannot read the metadata of '%s': %s", filename, ml_strerror(rc));
+    }
+    rc = 0;
     ml_h5_lock();
     htri_t is = H5Fis_hdf5(filename);
     if (is <= 0) {
@@ -723,16 +764,37 @@ void ml_h5_close_handles(hid_t type, hid_t dset, hid_t file) {
     ml_h5_unlock();
 }
 
-/* Before H5Dread decodes the chunks of rows [row0, row0 + n) of a v1
- * B-tree (found by our descent by key), refuse what HDF5 1.10.8 would
- * read past its buffers on: a stored size of 0, bytes past the file's
- * end, or every filter skipped (the mask) with a stored size other than
- * the chunk's (it copies a whole chunk out of the stored bytes). Other
- * index kinds stay trusted to HDF5. Returns 0 or -ML_ECORRUPT with the
- * chunk named in err. */
+/* The first filter the read of a chunk undoes: the last one of the
+ * pipeline its mask does not skip; -1 if none. */
+static int first_on_read(const ml_layout *L, unsigned mask) {
+    for (int i = (int)L->pipeline.n_filters - 1; i >= 0; i--)
+        if (i >= 32 || !(mask & (1u << i)))
+            return i;
+    return -1;
+}
+
+/* Does any filter of L need its chunks checked (h5zcheck.h)? */
+static int has_zcheck(const ml_layout *L) {
+    for (unsigned i = 0; i < L->pipeline.n_filters; i++)
+        if (ml_h5(L)->zcheck[i].kind != ML_H5Z_NONE)
+            return 1;
+    return 0;
+}
+
+/* Before H5Dread decodes the chunks of rows [row0, row0 + n), refuse what
+ * HDF5 1.10.8 would read past its buffers on. For a v1 B-tree (found by
+ * our descent by key): a stored size of 0, bytes past the file's end, or
+ * every filter skipped (the mask) with a stored size other than the
+ * chunk's (it copies a whole chunk out of the stored bytes). For every
+ * index kind: stored bytes too few for an n-bit or scale-offset filter
+ * that is the first the read undoes (ml_h5z_chunk_check); other index
+ * kinds are asked through ml_h5_chunk. Everything else stays trusted to
+ * HDF5. Returns 0, -ML_ECORRUPT with the chunk named in err, or
+ * ml_h5_chunk's error. */
 static int check_slow_chunks(ml_layout *L, uint64_t row0, uint64_t n, ml_error *err) {
     ml_h5_dataset *H = ml_h5(L);
-    if (H->cindex.kind != ML_CHUNK_INDEX_BTREE1 || n == 0 || L->n_chunks == 0)
+    int btree1 = H->cindex.kind == ML_CHUNK_INDEX_BTREE1, z = has_zcheck(L);
+    if ((!btree1 && !z) || n == 0 || L->n_chunks == 0)
         return 0;
     uint64_t inner = L->n_chunks / L->grid[0];
     unsigned all = L->pipeline.n_filters >= 32 ? ~0u : (1u << L->pipeline.n_filters) - 1;
@@ -741,17 +803,38 @@ static int check_slow_chunks(ml_layout *L, uint64_t row0, uint64_t n, ml_error *
             uint64_t index = cr * inner + j, off = 0, size = 0;
             unsigned mask = 0;
             const char *why = NULL;
-            int rc = ml_chunk_index_find(&H->cfile, &H->cindex, L->ndim, L->dims, index, &off, &size, &mask);
-            if (rc == -ML_ECORRUPT)
-                why = "a node of the chunk index is malformed";
-            else if (rc < 0 || off == UINT64_MAX)
-                continue; /* unreadable index (HDF5 will say) or never written */
-            else if (size == 0)
-                why = "a defined address with a stored size of 0";
-            else if (!ml_layout_in_file(L, off, size))
-                why = "its stored bytes lie past the end of the file";
-            else if (L->pipeline.n_filters && (mask & all) == all && size != L->chunk_bytes)
-                why = "every filter skipped, but a stored size other than the chunk's";
+            if (btree1) {
+                int rc = ml_chunk_index_find(&H->cfile, &H->cindex, L->ndim, L->dims, index, &off, &size, &mask);
+                if (rc == -ML_ECORRUPT)
+                    why = "a node of the chunk index is malformed";
+                else if (rc < 0 || off == UINT64_MAX)
+                    continue; /* unreadable index (HDF5 will say) or never written */
+                else if (size == 0)
+                    why = "a defined address with a stored size of 0";
+                else if (!ml_layout_in_file(L, off, size))
+                    why = "its stored bytes lie past the end of the file";
+                else if (L->pipeline.n_filters && (mask & all) == all && size != L->chunk_bytes)
+                    why = "every filter skipped, but a stored size other than the chunk's";
+            } else {
+                ml_chunk_info ci;
+                int rc = ml_h5_chunk(L, index, &ci, err);
+                if (rc < 0)
+                    return rc;
+                if (ci.bad)
+                    why = ci.bad;
+                else if (ci.addr == UINT64_MAX || ci.addr == ML_CHUNK_VIA_FORMAT || ci.size == 0 ||
+                         !ml_layout_in_file(L, ci.addr, ci.size))
+                    continue; /* never written, or HDF5 refuses it itself */
+                off = ci.addr;
+                size = ci.size;
+                mask = ci.filter_mask;
+            }
+            int first = why || !z ? -1 : first_on_read(L, mask);
+            const char *zwhy = first >= 0 ? ml_h5z_chunk_check(&H->zcheck[first], L->src, off, size) : NULL;
+            if (zwhy)
+                return ml_error_set(err, -ML_ECORRUPT, "corrupt chunk %llu of dataset '%s' in file '%s' (%s): "
+                                    "HDF5's filter '%s' would read past it", (unsigned long long)index, L->path,
+                                    L->filename, zwhy, H->zcheck[first].kind == ML_H5Z_NBIT ? "nbit" : "scaleoffset");
             if (why)
                 return ml_error_set(err, -ML_ECORRUPT, "corrupt chunk index (%s) in chunk %llu of dataset '%s' "
                                     "in file '%s'", why, (unsigned long long)index, L->path, L->filename);
