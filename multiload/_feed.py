@@ -34,6 +34,7 @@ May import: numpy.
 """
 
 import collections
+import gc
 import time
 
 import numpy as np
@@ -87,10 +88,10 @@ class Feed:
     the block arena). ``next()`` returns ``(step, arrays, valid)``: one
     array per dataset, and the valid mask under ``tail="pad"`` (else
     None). ``pool`` (a SlotPool, or None for fresh arrays) supplies the
-    batch memory."""
+    batch memory, of which the caller may hold ``outstanding`` batches."""
 
-    def __init__(self, core, sources, order, steps, rank, world_size, *, by_rows, pool, horizon, row_ahead,
-                 n_slots, stats):
+    def __init__(self, core, sources, order, steps, rank, world_size, *, by_rows, pool, outstanding, horizon,
+                 row_ahead, n_slots, stats):
         self._core = core
         self._src = sources
         self._order = order
@@ -98,6 +99,7 @@ class Feed:
         self._rank = rank
         self._world = world_size
         self._pool = pool
+        self._outstanding = outstanding
         self._B = order.block_rows
         self._by_rows = list(by_rows)
         self._blocky = [d for d, r in enumerate(self._by_rows) if not r]
@@ -154,8 +156,8 @@ class Feed:
         for i, st in enumerate(self._planned):
             if i >= self._row_ahead:
                 break
-            if st.outs is None:
-                self._issue_rows(st)
+            if st.outs is None and not self._issue_rows(st, ahead=True):
+                break  # every batch slot is held: read ahead later
 
     def _issue_block(self, b):
         B = self._B
@@ -173,10 +175,17 @@ class Feed:
         self._stats["block_rows_read"] += n
         return _Block(slot, reqs)
 
-    def _issue_rows(self, st):
+    def _issue_rows(self, st, ahead):
         """Take the batch's memory and issue the row gathers of its
-        row-read datasets, straight into it."""
-        st.outs = outs = self._new_batch(len(st.rows))
+        row-read datasets, straight into it. Reading ahead (``ahead``), a
+        batch slot is only taken if one is free: False if none is; else
+        the pool's RuntimeError says every slot is held."""
+        outs = self._new_batch(len(st.rows), ahead)
+        if outs is None:
+            return False
+        st.outs = outs
+        if len(self._blocky) == len(self._by_rows):
+            return True
         reqs, scatter = [], []
         for f, pos, local in self._src.split_rows(st.rows):
             local = np.ascontiguousarray(local, np.int64)
@@ -190,13 +199,13 @@ class Feed:
                     scatter.append((d, pos, dest))
                 if dest.nbytes:
                     reqs.append(self._core.submit(L, rows=local, n=len(local), dest=_bytes(dest)))
-        if any(self._by_rows):
-            self._stats["gathered_rows"] += len(st.rows)
+        self._stats["gathered_rows"] += len(st.rows)
         st.reqs, st.scatter = reqs, scatter
+        return True
 
-    def _new_batch(self, n):
+    def _new_batch(self, n, ahead=False):
         if self._pool is not None:
-            return self._pool.take(n)
+            return self._pool.try_take(n) if ahead else self._pool.take(n)
         return [np.empty((n, *shape), dt) for shape, dt in zip(self._src.row_shapes, self._src.dtypes)]
 
     # -- serving
@@ -207,9 +216,11 @@ class Feed:
         self._plan_more()
         if not self._planned:
             raise StopIteration
-        st = self._planned.popleft()
+        st = self._planned[0]
+        self._check_held()  # raises with the step still planned: no batch is lost
         if st.outs is None:
-            self._issue_rows(st)
+            self._issue_rows(st, ahead=False)
+        self._planned.popleft()
         t0 = time.perf_counter()
         for q in st.reqs:
             _settle(q)
@@ -232,6 +243,17 @@ class Feed:
             self._stats["wait_s"] += time.perf_counter() - t0
         self._plan_more()  # read ahead while the consumer works
         return st.step, st.outs, st.valid
+
+    def _check_held(self):
+        """RuntimeError when the caller holds ``outstanding`` batches (slots
+        taken for batches read ahead do not count)."""
+        if self._pool is None:
+            return
+        ahead = sum(1 for p in self._planned if p.outs is not None)
+        if self._pool.held() - ahead >= self._outstanding:
+            gc.collect()  # batches held only by reference cycles come back
+            if self._pool.held() - ahead >= self._outstanding:
+                raise self._pool.held_error(self._outstanding)
 
     def _gather(self, st):
         """The block-read datasets' rows of step ``st`` from the arena: one

@@ -63,8 +63,17 @@ class SlotPool:
 
     def take(self, rows=None):
         """The arrays of a free slot (the first ``rows`` rows of each, when
-        given), each pinning the slot until it and its views die."""
-        bufs = self._take_bufs()
+        given), each pinning the slot until it and its views die.
+        RuntimeError when every slot is held."""
+        return self._hand_out(self._take_bufs(must=True), rows)
+
+    def try_take(self, rows=None):
+        """As take(), but None instead of an error (and no garbage
+        collection) when every slot is held: for reading ahead."""
+        bufs = self._take_bufs(must=False)
+        return None if bufs is None else self._hand_out(bufs, rows)
+
+    def _hand_out(self, bufs, rows):
         left = [len(bufs)]
         lock = self._lock
         free = self._free
@@ -82,7 +91,9 @@ class SlotPool:
             out.append(np.asarray(pin))
         return out
 
-    def _take_bufs(self):
+    def _take_bufs(self, must):
+        """A free slot's arrays, or a new slot's; when every slot is held,
+        None (not ``must``) or, after one garbage collection, RuntimeError."""
         for attempt in (0, 1):
             with self._lock:
                 if self._free:
@@ -90,14 +101,24 @@ class SlotPool:
                 if self._made < self._limit:
                     self._made += 1
                     break
+            if not must:
+                return None
             if attempt == 0:
                 gc.collect()  # batches held only by reference cycles come back here
         else:
-            raise RuntimeError(
-                f"all {self._limit} {self._what} slots are held: every batch handed out is still referenced "
-                f"(a batch, any slice or view of it, and any torch tensor made from it pin its memory until "
-                f"they are gone). Drop batches you no longer need, copy the ones you keep (np.array(batch) / "
-                f"tensor.clone()), pass copy=True for batches in memory of their own, or raise outstanding=")
+            raise self.held_error(self._limit)
+        return self._new_bufs()
+
+    def held_error(self, n):
+        """The error for ``n`` batches held by the caller, all the pool allows."""
+        return RuntimeError(
+            f"all {n} {self._what} slots are held: every batch handed out is still referenced (a batch, any "
+            f"slice or view of it, and any torch tensor made from it pin its memory until they are gone). Drop "
+            f"batches you no longer need, copy the ones you keep (np.array(batch) / tensor.clone()), pass "
+            f"copy=True for batches in memory of their own, or raise outstanding=")
+
+    def _new_bufs(self):
+        """A new slot's arrays (the slot is counted in _made already)."""
         try:
             return [np.empty(s, dt) for s, dt in self._specs]
         except BaseException:

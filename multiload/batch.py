@@ -467,7 +467,8 @@ class BatchStream:
             pool = SlotPool([((self._batch_size, *s), dt) for s, dt in zip(self._src.row_shapes, self._src.dtypes)],
                             self._outstanding + batches - 1)
         feed = Feed(core, self._src, order, steps, self._rank, self._world, by_rows=self._by_rows, pool=pool,
-                    horizon=horizon, row_ahead=row_ahead, n_slots=n_slots, stats=self._stats)
+                    outstanding=self._outstanding, horizon=horizon, row_ahead=row_ahead, n_slots=n_slots,
+                    stats=self._stats)
         bar = Progress(len(steps), f"epoch {epoch}", epoch) if self._progress else None
         row_bytes = sum(self._src.row_bytes)
         t0 = time.perf_counter()

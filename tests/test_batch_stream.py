@@ -575,3 +575,21 @@ def test_small_and_empty_datasets(tmp_path):
     b, valid = next(iter(BatchStream(path, "/a", 16, tail="pad", shuffle="none")))
     assert list(b[valid]) == list(range(10)) and len(b) == 16
     assert list(BatchStream(path, "/empty", 4)) == []
+
+
+@pytest.mark.parametrize("images", ["/img", "/img1"])  # read through the arena / by row gathers
+def test_the_slot_error_loses_no_batch(data, images):
+    ds = {"x": images, "y": "/lab"}
+    whole = [r for r, _ in collect(BatchStream(data["one"], DS, 16, block_rows=70), data)]
+    bs = BatchStream(data["one"], ds, 16, block_rows=70, outstanding=3)
+    it = iter(bs)
+    kept = []
+    with pytest.raises(RuntimeError, match="slots are held"):
+        while True:
+            kept.append(next(it))
+    got = [rows_of(b["y"]) for b in kept]
+    assert bs.step == 3
+    del kept  # the slots come back; a new iteration goes on with the next batch
+    for b in bs:
+        got.append(rows_of(b["y"]))
+    assert len(got) == len(whole) and all((a == b).all() for a, b in zip(got, whole))
