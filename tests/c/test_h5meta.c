@@ -179,7 +179,7 @@ static void make_earliest(const char *file, hsize_t userblock) {
     dataset(fid, "/compact", H5T_NATIVE_INT, 10, 0, dcpl);
     H5Pclose(dcpl);
     dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    H5_CHK(H5Pset_external(dcpl, "raw.bin", 0, 400));
+    H5_CHK(H5Pset_external(dcpl, check_path("raw.bin"), 0, 400)); /* in the test directory, not the cwd */
     dataset(fid, "/external", H5T_NATIVE_INT, 100, 0, dcpl);
     H5Pclose(dcpl);
     /* 300 names: a group B-tree of two levels over many symbol nodes */
