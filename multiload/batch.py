@@ -562,7 +562,9 @@ class BatchStream:
     def __reduce__(self):
         # A description: the arguments, the position, and the files' identity,
         # checked when the copy is made (in the process that will use it).
-        kwargs = dict(self._kwargs, epoch=self._epoch, num_streams=self._num_streams)
+        # rank and world size resolved: a spawned worker has no torch.distributed of its own.
+        kwargs = dict(self._kwargs, epoch=self._epoch, num_streams=self._num_streams, rank=self._rank,
+                      world_size=self._world)
         return (_rebuild, (kwargs, self._num_streams_given, self._step, self._src.identity()["files"]))
 
     def __repr__(self):

@@ -497,6 +497,12 @@ def test_pickles_as_a_description_with_its_position(data):
     assert all((a == b).all() for a, b in zip(rest, whole[3:])) and len(rest) == len(whole) - 3
 
 
+def test_pickle_keeps_the_shard(data):
+    bs = BatchStream(data["one"], DS, 40, world_size=2, rank=1, block_rows=70)
+    copy = pickle.loads(pickle.dumps(bs))
+    assert (copy.rank, copy.world_size, copy.num_streams) == (1, 2, bs.num_streams)
+
+
 def test_pickle_refuses_a_changed_file(data, tmp_path):
     path = str(tmp_path / "f.h5")
     with h5py.File(path, "w") as f:
