@@ -39,7 +39,7 @@ import time
 
 import numpy as np
 
-__all__ = ["Feed", "row_addressable"]
+__all__ = ["Feed", "row_addressable", "submit_gather", "settle_gather"]
 
 
 def _bytes(a):
@@ -60,6 +60,34 @@ def _settle(q):
     """Wait for read ``q`` and raise its error, if any."""
     q.wait(None)
     q.check()
+
+
+def submit_gather(core, sources, rows, outs, datasets):
+    """Submit the row gathers of logical ``rows`` (int64, any order) of the
+    datasets ``datasets`` (indices) straight into ``outs`` (one array per
+    dataset, ``len(rows)`` rows). Rows of several files go through a
+    temporary each. Returns ``(reqs, scatter)`` for :func:`settle_gather`."""
+    reqs, scatter = [], []
+    for f, pos, local in sources.split_rows(rows):
+        local = np.ascontiguousarray(local, np.int64)
+        for d in datasets:
+            if pos is None:
+                dest = outs[d]
+            else:
+                dest = np.empty((len(local), *outs[d].shape[1:]), outs[d].dtype)
+                scatter.append((d, pos, dest))
+            if dest.nbytes:
+                reqs.append(core.submit(sources.layouts[f][d], rows=local, n=len(local), dest=_bytes(dest)))
+    return reqs, scatter
+
+
+def settle_gather(reqs, scatter, outs):
+    """Wait for the reads of :func:`submit_gather` (raising the first
+    error) and put the rows read through temporaries in place."""
+    for q in reqs:
+        _settle(q)
+    for d, pos, tmp in scatter:
+        outs[d][pos] = tmp
 
 
 class _Block:
@@ -186,21 +214,9 @@ class Feed:
         st.outs = outs
         if len(self._blocky) == len(self._by_rows):
             return True
-        reqs, scatter = [], []
-        for f, pos, local in self._src.split_rows(st.rows):
-            local = np.ascontiguousarray(local, np.int64)
-            for d, L in enumerate(self._src.layouts[f]):
-                if not self._by_rows[d]:
-                    continue
-                if pos is None:
-                    dest = outs[d]
-                else:
-                    dest = np.empty((len(local), *outs[d].shape[1:]), outs[d].dtype)
-                    scatter.append((d, pos, dest))
-                if dest.nbytes:
-                    reqs.append(self._core.submit(L, rows=local, n=len(local), dest=_bytes(dest)))
+        st.reqs, st.scatter = submit_gather(self._core, self._src, st.rows, outs,
+                                            [d for d, r in enumerate(self._by_rows) if r])
         self._stats["gathered_rows"] += len(st.rows)
-        st.reqs, st.scatter = reqs, scatter
         return True
 
     def _new_batch(self, n, ahead=False):
@@ -222,10 +238,7 @@ class Feed:
             self._issue_rows(st, ahead=False)
         self._planned.popleft()
         t0 = time.perf_counter()
-        for q in st.reqs:
-            _settle(q)
-        for d, pos, tmp in st.scatter:
-            st.outs[d][pos] = tmp
+        settle_gather(st.reqs, st.scatter, st.outs)
         if self._blocky:
             for b in st.blocks.tolist():
                 blk = self._held[b]

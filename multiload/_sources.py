@@ -13,7 +13,7 @@ It maps a range of logical rows to the pieces of files that hold them, and
 says what identifies the files for a resume fingerprint. No I/O beyond
 opening the datasets.
 
-May import: numpy, ``_core``.
+May import: numpy, ``_core``, ``_handle``.
 """
 
 import glob
@@ -23,6 +23,7 @@ import os
 import numpy as np
 
 from . import _core
+from ._handle import FileIdentity
 
 __all__ = ["Sources", "file_identity"]
 
@@ -31,9 +32,9 @@ _GLOB_CHARS = frozenset("*?[")
 
 def file_identity(path):
     """What says a file is still the one a state was made on:
-    ``[absolute path, size, mtime_ns]`` (plain data, JSON-safe)."""
-    st = os.stat(path)
-    return [os.path.abspath(path), int(st.st_size), int(st.st_mtime_ns)]
+    ``[absolute path, size, mtime_ns]`` (:class:`multiload._handle.FileIdentity`
+    as plain data, JSON-safe)."""
+    return [os.path.abspath(path), *FileIdentity.of(path)]
 
 
 def _resolve_files(source):

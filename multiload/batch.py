@@ -8,7 +8,7 @@ number of ranks, torch workers, threads or read-ahead -- with the state of
 the consumer (``{version, fingerprint, epoch, step}``) to resume exactly.
 What the order is: docs/training.md. How it is read: :mod:`multiload._feed`.
 
-May import: numpy, ``_core``, :mod:`multiload.order`, ``_sources``, ``_handle``, ``_signals``,
+May import: ``_core``, :mod:`multiload.order`, ``_sources``, ``_handle``, ``_signals``,
 ``_feed``, ``_slots``, ``_progress``, ``_args``, ``_io``; never torch
 (``torch.distributed`` is consulted only when torch is already imported).
 """
@@ -21,8 +21,6 @@ import sys
 import threading
 import time
 import warnings
-
-import numpy as np
 
 from . import _core
 from ._args import positive_int

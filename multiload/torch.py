@@ -23,7 +23,7 @@ each batch memory of its own.
 The epoch reaches DataLoader workers, persistent or not, under fork,
 spawn and forkserver, through a small shared array the workers inherit.
 
-May import: torch, numpy, :mod:`multiload.batch`, ``_sources``, ``_core``.
+May import: torch, numpy, :mod:`multiload.batch`, ``_feed``, ``_sources``, ``_signals``, ``_core``, ``_io``.
 """
 
 import errno
@@ -36,6 +36,7 @@ import torch
 import torch.utils.data as tud
 
 from . import _core
+from ._feed import settle_gather, submit_gather
 from ._signals import FileChangedError
 from ._sources import Sources
 from .batch import STATE_VERSION, BatchStream
@@ -293,20 +294,7 @@ class ArrayDataset(tud.Dataset):
         core = self._engine()
         src = self._src
         outs = [np.empty((len(rows), *s), dt) for s, dt in zip(src.row_shapes, src.dtypes)]
-        reqs, scatter = [], []
-        for f, pos, local in src.split_rows(rows):
-            for d, L in enumerate(src.layouts[f]):
-                dest = outs[d] if pos is None else np.empty((len(local), *outs[d].shape[1:]), outs[d].dtype)
-                if pos is not None:
-                    scatter.append((d, pos, dest))
-                if dest.nbytes:
-                    reqs.append(core.submit(L, rows=np.ascontiguousarray(local, np.int64), n=len(local),
-                                            dest=dest.reshape(-1).view(np.uint8)))
-        for q in reqs:
-            q.wait(None)
-            q.check()
-        for d, pos, tmp in scatter:
-            outs[d][pos] = tmp
+        settle_gather(*submit_gather(core, src, rows, outs, range(len(outs))), outs)
         return outs
 
     def _rows(self, indices):
