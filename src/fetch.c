@@ -28,6 +28,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "convert.h"
 #include "decode.h"
 #include "fault.h"
 
@@ -169,6 +170,13 @@ static int read_direct(ml_fetcher *f, ml_io_req *reqs, size_t n) {
 /* Every data read of this file goes through here. */
 static int read_reqs(ml_fetcher *f, ml_io_req *reqs, size_t n) {
     return f->dio ? read_direct(f, reqs, n) : ml_io_read(f->io, reqs, n);
+}
+
+/* Bytes just read or decoded from storage made the reported dtype
+ * (convert.c): exactly once, never over fill values (converted at open). */
+static void convert_stored(const ml_layout *L, void *p, uint64_t n_elems) {
+    if (L->convert)
+        ml_convert_apply(L->convert, p, n_elems);
 }
 
 static void fill_elems(unsigned char *dst, size_t n_elems, const unsigned char *fill, size_t size) {
@@ -331,8 +339,10 @@ static int run_batch(ml_fetcher *f, plan *p, size_t np, ml_error *err) {
                 copy_region(L, NULL, c->origin, c->row0, c->n, c->base);
             continue;
         }
-        if (c->direct && L->pipeline.n_filters == 0)
-            continue; /* already in place */
+        if (c->direct && L->pipeline.n_filters == 0) {
+            convert_stored(L, c->dest, L->chunk_bytes / L->type->size); /* read in place */
+            continue;
+        }
         const unsigned char *decoded = c->stored;
         if (L->pipeline.n_filters > 0) {
             unsigned char *to = c->direct ? c->dest : f->chunkbuf;
@@ -346,11 +356,14 @@ static int run_batch(ml_fetcher *f, plan *p, size_t np, ml_error *err) {
             if (rc < 0)
                 return report(err, f, rc, c->row0, c->n,
                               rc == -ML_ECHECKSUM ? "fletcher32 checksum mismatch" : "cannot decode corrupt data", c->index);
+            convert_stored(L, to, L->chunk_bytes / L->type->size);
             if (c->direct)
                 continue;
             decoded = to;
         } else if (c->info.size < L->chunk_bytes) {
             return report(err, f, -ML_ECORRUPT, c->row0, c->n, "stored chunk is shorter than the chunk size", c->index);
+        } else {
+            convert_stored(L, c->stored, L->chunk_bytes / L->type->size); /* our scratch copy */
         }
         copy_region(L, decoded, c->origin, c->row0, c->n, c->base);
     }
@@ -453,6 +466,7 @@ int ml_fetch_rows(ml_fetcher *f, uint64_t row0, uint64_t n, void *dest_, ml_erro
         int rc = ml_layout_in_file(L, r.offset, r.len) ? read_reqs(f, &r, 1) : -ML_ETRUNC;
         if (rc < 0)
             return report(err, f, rc, row0, n, rc == -ML_ETRUNC ? "file truncated" : "read failed", UINT64_MAX);
+        convert_stored(L, dest, n * L->row_elems);
         return 0;
     }
     case ML_STORE_CHUNKED:
@@ -460,8 +474,13 @@ int ml_fetch_rows(ml_fetcher *f, uint64_t row0, uint64_t n, void *dest_, ml_erro
     case ML_STORE_MEMORY:
         memcpy(dest, (unsigned char *)L->mem + row0 * L->row_bytes, n * L->row_bytes);
         return 0;
-    case ML_STORE_SLOW:
-        return ml_layout_read_slow(L, row0, n, dest, err);
+    case ML_STORE_SLOW: {
+        /* The format's library reads with the file's own type: converted here. */
+        int rc = ml_layout_read_slow(L, row0, n, dest, err);
+        if (rc == 0)
+            convert_stored(L, dest, n * L->row_elems);
+        return rc;
+    }
     }
     return -ML_EINVAL;
 }
@@ -514,6 +533,10 @@ int ml_fetch_runs(ml_fetcher *f, const ml_row_run *runs, size_t n, void *dest_, 
     if (rc < 0)
         return report(err, f, rc, runs[bad].start, runs[bad].count,
                       rc == -ML_ETRUNC ? "file truncated" : "read failed", UINT64_MAX);
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += runs[i].count; /* the runs' rows lie back to back in dest */
+    convert_stored(L, dest_, total * L->row_elems);
     return 0;
 }
 
@@ -541,6 +564,8 @@ int ml_fetch_rows_multi(ml_fetcher *f, const ml_row_run *runs, void *const *dest
             return report(err, f, rc, runs[bad].start, runs[bad].count,
                           rc == -ML_ETRUNC ? "file truncated" : "read failed", UINT64_MAX);
         }
+        for (size_t i = 0; i < n; i++)
+            convert_stored(L, dests[i], runs[i].count * L->row_elems);
         return 0;
     }
     if (L->storage != ML_STORE_CHUNKED || L->row_bytes == 0) {
@@ -638,7 +663,10 @@ int ml_fetch_rows_nowait(ml_nowait *nw, const ml_layout *L, uint64_t row0, uint6
     }
     if (!one_extent(L) || !ml_layout_in_file(L, L->offset + row0 * L->row_bytes, n * L->row_bytes))
         return -EAGAIN; /* past the file's end: the worker's fetch names the error */
-    return extent_nowait(nw, L, L->offset + row0 * L->row_bytes, n * L->row_bytes, dest);
+    int rc = extent_nowait(nw, L, L->offset + row0 * L->row_bytes, n * L->row_bytes, dest);
+    if (rc == 0)
+        convert_stored(L, dest, n * L->row_elems);
+    return rc;
 }
 
 /* The runs as one batch of RWF_NOWAIT reads. Returns 0, -EAGAIN (not all
@@ -675,7 +703,11 @@ static int runs_nowait_batch(ml_nowait *nw, ml_nowait_ctx *c, const ml_layout *L
         atomic_store_explicit(&nw->batch, 0, memory_order_relaxed); /* run by run from now on */
         return 1;
     }
-    return rc < 0 ? -EAGAIN : 0;
+    if (rc < 0)
+        return -EAGAIN;
+    for (size_t i = 0; i < n; i++)
+        convert_stored(L, c->reqs[i].buf, runs[i].count * L->row_elems);
+    return 0;
 }
 
 int ml_fetch_runs_nowait(ml_nowait *nw, ml_nowait_ctx *c, const ml_layout *L, const ml_row_run *runs,

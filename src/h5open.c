@@ -585,6 +585,8 @@ static int describe(ml_layout *L, ml_error *err) {
         L->storage = ML_STORE_SLOW;
         L->slow_reason = "a virtual dataset";
     }
+    if (rc == 0)
+        rc = ml_layout_convert_setup(L, err); /* last: fill and compact data are read */
 out:
     if (dcpl >= 0)
         H5Pclose(dcpl);

@@ -217,7 +217,7 @@ int ml_type_from_h5(hid_t tid, ml_type **out, ml_error *err,
         if (t->size == 4) {
             t->kind = ML_T_INT;
             t->precision = 32;
-        } else if (t->size == 8 && 0) { /* TODO(convert.c): until the conversion lands */
+        } else if (t->size == 8) {
             t->kind = ML_T_TIME64;
         } else {
             rc = ml_error_set(err, -ML_ETYPE,

@@ -14,6 +14,8 @@
  */
 #include "layout.h"
 
+#include "convert.h"
+
 #include <errno.h>
 #include <stdlib.h>
 
@@ -41,11 +43,26 @@ void ml_layout_unref(ml_layout *L) {
         L->ops->close(L);
     ml_source_unref(L->src);
     ml_type_free(L->type);
+    ml_convert_free(L->convert);
     free(L->fill);
     free(L->mem);
     free(L->filename);
     free(L->path);
     free(L);
+}
+
+int ml_layout_convert_setup(ml_layout *L, ml_error *err) {
+    int rc = ml_convert_plan(L->type, &L->convert);
+    if (rc == -E2BIG)
+        return ml_error_set(err, -ML_ETYPE, "unsupported datatype: too many members to convert in dataset '%s' of file '%s'",
+                            L->path, L->filename);
+    if (rc < 0)
+        return ml_error_set(err, rc, "out of memory opening dataset '%s' in file '%s'", L->path, L->filename);
+    if (L->fill)
+        ml_convert_apply(L->convert, L->fill, 1);
+    if (L->mem)
+        ml_convert_apply(L->convert, L->mem, L->n_rows * L->row_elems);
+    return 0;
 }
 
 int ml_layout_chunk(ml_layout *L, uint64_t index, ml_chunk_info *info, ml_error *err) {

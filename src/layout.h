@@ -142,6 +142,11 @@ struct ml_layout {
                                     written cannot be read (HDF5 leaves them undefined) */
     /* compact */
     void *mem;                   /* whole dataset bytes, owned */
+    /* conversion */
+    struct ml_convert *convert;  /* owned: what bytes read from storage need to become the
+                                    dtype reported (convert.h), applied once where they leave
+                                    storage (fetch.c); NULL: nothing. fill and mem are
+                                    converted already (ml_layout_convert_setup) */
     /* the format */
     const ml_layout_ops *ops;    /* set at open, then read-only */
     void *fmt;                   /* owned by ops (its close frees it): the format's own
@@ -182,6 +187,11 @@ int ml_layout_read_chunk(ml_layout *L, uint64_t index, void *buf, uint64_t size,
 /* Slow path: read rows [row0, row0+n) through the format's library into
  * dest (n*row_bytes bytes). Returns 0, -ML_ECORRUPT or -ML_EHDF5. */
 int ml_layout_read_slow(ml_layout *L, uint64_t row0, uint64_t n, void *dest, ml_error *err);
+
+/* Plan L->convert from L->type and convert L->fill and L->mem with it:
+ * a format's open calls it last, once fill and compact data are read.
+ * Returns 0, -ML_ETYPE (a type too large to plan) or -ENOMEM, named in err. */
+int ml_layout_convert_setup(ml_layout *L, ml_error *err);
 
 /* Free a type tree. Accepts NULL. */
 void ml_type_free(ml_type *t);
