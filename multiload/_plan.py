@@ -70,8 +70,9 @@ def _fill_strings(a):
 def _dummy(shape, dtype):
     """A read-only array of `shape` that owns one element (zero strides):
     numpy indexing on it gives the result's shape and dtype without I/O."""
-    return np.lib.stride_tricks.as_strided(_dummy_base(np.dtype(dtype)), shape=shape, strides=(0,) * len(shape),
-                                           writeable=False)
+    # broadcast_to, not as_strided: as_strided rebuilds the dtype from
+    # __array_interface__, which loses string fields' h5py metadata.
+    return np.broadcast_to(_dummy_base(np.dtype(dtype)).reshape(()), shape)
 
 
 def _as_index_array(k):

@@ -1,11 +1,13 @@
 /* h5type.c - HDF5 datatypes to ml_type trees, as h5py names them.
  *
  * Invariants: a type is accepted only if the core can hand its bytes out
- * unconverted as the numpy dtype h5py reports: integers of 1, 2, 4, 8
- * bytes, IEEE binary16/32/64 floats, h5py's bool enum, fixed-length
- * strings, compounds whose members lie inside them, arrays whose size is
- * their shape times their base; everything else is -ML_ETYPE naming the
- * type. Sizes from the file are overflow-checked. Called under the HDF5
+ * as the numpy dtype h5py reports, unconverted or converted in place
+ * without changing the element size (convert.c): integers of 1, 2, 4, 8
+ * bytes (any precision and bit offset inside them), IEEE binary16/32/64
+ * floats, h5py's bool enum, fixed-length strings (any padding), PyTables'
+ * Time32 and Time64, compounds whose members lie inside them, arrays
+ * whose size is their shape times their base; everything else is
+ * -ML_ETYPE naming the type. Sizes from the file are overflow-checked. Called under the HDF5
  * lock (h5internal.h) by h5open.c and vlen.c, so both name types one way.
  *
  * Workload: once per open, recursing over compound members and array
@@ -90,10 +92,15 @@ int ml_type_from_h5(hid_t tid, ml_type **out, ml_error *err,
     case H5T_FLOAT:
         t->kind = ML_T_FLOAT;
         t->big_endian = H5Tget_order(tid) == H5T_ORDER_BE;
-        if (!float_is_ieee(tid, t->size))
+        if (!float_is_ieee(tid, t->size)) {
+            /* HDF5 rounds such floats into IEEE ones on read; we do not imitate its rounding. */
+            size_t spos = 0, epos = 0, esize = 0, mpos = 0, msize = 0;
+            H5Tget_fields(tid, &spos, &epos, &esize, &mpos, &msize);
             rc = ml_error_set(err, -ML_ETYPE,
-                              "unsupported datatype: %zu-byte non-IEEE float in %s",
-                              t->size, where);
+                              "unsupported datatype: %zu-byte float with a non-IEEE layout (sign bit %zu, "
+                              "%zu exponent bits at %zu, %zu mantissa bits at %zu) in %s",
+                              t->size, spos, esize, epos, msize, mpos, where);
+        }
         break;
     case H5T_STRING:
         if (H5Tis_variable_str(tid) > 0) {

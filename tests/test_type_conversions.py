@@ -244,6 +244,11 @@ def string_file(tmp_path_factory):
 @pytest.mark.parametrize("kind", ["", "chunk_", "raw_"])
 def test_string_padding(string_file, pad, cset, kind):
     ref = check_all(string_file, f"{kind}{pad}_{cset}")
+    # The character set as h5py names it, on the dataset's and the result's dtype.
+    with multiload.Reader(string_file) as r:
+        ds = r.get_dataset(f"{kind}{pad}_{cset}")
+        for dt in (ds.dtype, np.asarray(r.read(ds[0:5])).dtype):
+            assert h5py.check_string_dtype(dt) == h5py.check_string_dtype(ref.dtype)
     if pad == "space" and kind == "":
         assert ref[0] == b"ab cd ef1"  # the issue's example: h5py drops the padding
 
@@ -278,3 +283,21 @@ def test_time64_columns_to_the_bit(tmp_path):
         with q:
             xs = np.concatenate([g.array.copy() for g in q])
         np.testing.assert_array_equal(xs, ref["x"])
+
+
+def test_non_ieee_float_is_refused_by_layout(tmp_path):
+    """A float layout HDF5 would round into an IEEE float on read: refused
+    with a TypeError naming the layout, never handed out raw."""
+    fn = str(tmp_path / "f.h5")
+    t = h5t.IEEE_F32LE.copy()
+    t.set_fields(31, 20, 11, 0, 20)  # sign 31, 11 exponent bits at 20, 20 mantissa bits at 0
+    t.set_ebias(1023)
+    with h5file(fn) as f:
+        create(f, "x", t, (10,), np.linspace(-2, 2, 10).astype("<f4"), h5t.NATIVE_FLOAT)
+    with h5py.File(fn, "r") as f:
+        assert np.allclose(f["x"][()], np.linspace(-2, 2, 10), atol=1e-5)  # h5py reads it, converted
+    with pytest.raises(TypeError, match=r"non-IEEE layout \(sign bit 31, 11 exponent bits at 20.*'x'") as e:
+        multiload.Streamer(fn).get_queue("x")
+    assert "f.h5" in str(e.value)
+    with pytest.raises(TypeError, match="non-IEEE"):
+        multiload.Reader(fn).get_dataset("x")

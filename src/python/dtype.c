@@ -1,6 +1,7 @@
 /* dtype.c - core type tree to numpy dtype, matching what h5py reports:
  * byte order kept (zero copy), compounds with their file offsets and
- * itemsize, h5py's complex compounds {r, i} as complex. */
+ * itemsize, h5py's complex compounds {r, i} as complex, fixed strings
+ * with h5py's encoding metadata. */
 #include "ml_python.h"
 
 static char order_char(const ml_type *t) {
@@ -32,8 +33,20 @@ static PyObject *spec(const ml_type *t) {
         return PyUnicode_FromString("?");
     case ML_T_TIME64: /* converted to float64 in the machine's order on read (convert.c) */
         return PyUnicode_FromString("=f8");
-    case ML_T_STRING:
-        return PyUnicode_FromFormat("S%zu", t->size);
+    case ML_T_STRING: {
+        /* np.dtype('S<n>', metadata={'h5py_encoding': ...}): what h5py gives, so
+         * h5py.check_string_dtype() names the character set. */
+        PyObject *s = PyUnicode_FromFormat("S%zu", t->size);
+        PyObject *args = s ? PyTuple_Pack(1, s) : NULL;
+        PyObject *md = Py_BuildValue("{ss}", "h5py_encoding", t->cset ? "utf-8" : "ascii");
+        PyObject *kw = md ? Py_BuildValue("{sO}", "metadata", md) : NULL;
+        PyObject *d = args && kw ? PyObject_Call((PyObject *)&PyArrayDescr_Type, args, kw) : NULL;
+        Py_XDECREF(s);
+        Py_XDECREF(args);
+        Py_XDECREF(md);
+        Py_XDECREF(kw);
+        return d;
+    }
     case ML_T_ARRAY: {
         PyObject *base = spec(t->base), *shape = PyTuple_New(t->ndim);
         if (!base || !shape) {
