@@ -301,7 +301,7 @@ static void setup_chunk_index(ml_layout *L) {
  * H5PL search as here, call none (their HDF5 calls are no-ops until
  * hdf5plugin's init_filter runs, which only h5py's registration does):
  * their decode paths use only cd_values, so any HDF5 1.10+ loads them.
- * HDF5_PLUGIN_PATH, if set, is searched first (HDF5 reads it itself). */
+ * HDF5_PLUGIN_PATH, if set, is searched before (HDF5 reads it itself). */
 static int plugin_dir_cb(struct dl_phdr_info *info, size_t size, void *data) {
     (void)size;
     char *found = data;
@@ -321,29 +321,22 @@ static int plugin_dir_cb(struct dl_phdr_info *info, size_t size, void *data) {
     return 0;
 }
 
-/* Add hdf5plugin's folder to HDF5's plugin search path, the first time a
- * filter is missing (later calls return what the first did). HDF5 1.10.8
- * ends its search at the first folder it cannot open (H5PL__find_plugin_
- * in_path fails rather than moving on), and its default folder
- * (.../hdf5/serial/plugins) usually does not exist: so the folder goes
- * just before the first entry that is not a folder, after every one that
- * is (HDF5_PLUGIN_PATH's keep their precedence). Returns 1 if it was
- * added, so a retry may find the filter. HDF5 lock held. */
+/* Put hdf5plugin's folder first in HDF5's plugin search path, the first
+ * time a filter is missing (later calls return what the first did): the
+ * folders HDF5 had (HDF5_PLUGIN_PATH's, or its default) have been searched
+ * by then and did not have it. First, because HDF5 1.10.8 ends a search at
+ * the first folder it cannot search (H5PL__find_plugin_in_path fails
+ * rather than moving on): its default folder (.../hdf5/serial/plugins)
+ * usually does not exist, and netCDF4's, which importing netCDF4 puts in
+ * HDF5_PLUGIN_PATH, stops it too. Returns 1 if it was added, so a retry
+ * may find the filter. HDF5 lock held. */
 static int add_hdf5plugin_path(void) {
     static int tried, added; /* guarded by h5_mutex */
     if (tried)
         return added;
     tried = 1;
-    char dir[PATH_MAX], path[PATH_MAX];
-    unsigned n = 0, at = 0;
-    if (dl_iterate_phdr(plugin_dir_cb, dir) != 1 || H5PLsize(&n) < 0)
-        return 0;
-    for (struct stat st; at < n; at++) {
-        ssize_t len = H5PLget(at, path, sizeof path);
-        if (len <= 0 || (size_t)len >= sizeof path || stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
-            break;
-    }
-    added = H5PLinsert(dir, at) >= 0;
+    char dir[PATH_MAX];
+    added = dl_iterate_phdr(plugin_dir_cb, dir) == 1 && H5PLprepend(dir) >= 0;
     return added;
 }
 
