@@ -61,7 +61,9 @@ static inline uint64_t transpose8(uint64_t x) {
     return x;
 }
 
-void ml_bitunshuffle_block(const unsigned char *in, unsigned char *out, size_t n, size_t size) {
+/* One block; `size` a compile-time constant where inlined below, so the
+ * strided stores and the row loads unroll. */
+static inline void unshuffle_block(const unsigned char *in, unsigned char *out, size_t n, size_t size) {
     size_t row = n / 8; /* bytes of one bit row */
     for (size_t j = 0; j < size; j++) {
         const unsigned char *plane = in + j * 8 * row; /* the 8 rows of byte j */
@@ -74,6 +76,16 @@ void ml_bitunshuffle_block(const unsigned char *in, unsigned char *out, size_t n
             for (int r = 0; r < 8; r++)
                 o[(size_t)r * size] = (unsigned char)(x >> (8 * r));
         }
+    }
+}
+
+void ml_bitunshuffle_block(const unsigned char *in, unsigned char *out, size_t n, size_t size) {
+    switch (size) {
+    case 1: unshuffle_block(in, out, n, 1); break;
+    case 2: unshuffle_block(in, out, n, 2); break;
+    case 4: unshuffle_block(in, out, n, 4); break;
+    case 8: unshuffle_block(in, out, n, 8); break;
+    default: unshuffle_block(in, out, n, size); break;
     }
 }
 
