@@ -12,8 +12,9 @@
  * was handed on write); a step that produces any other size means the
  * stored chunk is damaged. The last transforming filter writes straight
  * into the destination when no trailer is left after it, others into two
- * scratch buffers (the chunk plus every trailer) that alternate. Each filter's parameters are
- * checked per chunk as HDF5's filter checks them (the codec's check).
+ * scratch buffers (the chunk plus every trailer) that alternate. Each
+ * filter's parameters are checked per chunk as HDF5's filter checks them
+ * (the codec's check).
  *
  * Each worker owns a decoder, holding one context per codec that needs
  * one (libdeflate's decompressor), so no codec state is ever shared.
