@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 CACHE ?= $(HOME)/.cache/multiload
-APT_PKGS := liburing-dev libhdf5-dev libdeflate-dev libblosc-dev liblzf-dev pkg-config
+APT_PKGS := liburing-dev libhdf5-dev libdeflate-dev libblosc-dev liblzf-dev libzstd-dev liblz4-dev libbz2-dev pkg-config
 CC ?= gcc
 # torch for multiload.torch's tests and the benchmarks (CPU build).
 TORCH := torch==2.13.0

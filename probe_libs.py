@@ -4,7 +4,8 @@ compile the same codecs with the same ML_HAVE_* flags.
 
 Required: HDF5 (pkg-config hdf5 or hdf5-serial, or HDF5_DIR pointing at an
 installation prefix, as h5py finds it) and liburing. Optional: libdeflate
-(else zlib, slower), c-blosc and liblzf; each one found adds its ML_HAVE_*
+(else zlib, slower), c-blosc, liblzf, libzstd, liblz4 and libbz2 (bitshuffle
+needs lz4 and zstd both); each one found adds its ML_HAVE_*
 macro, and a missing one leaves its row of the codec table (src/codec.c)
 unavailable, so its filter reads through HDF5 if HDF5 can.
 
@@ -19,7 +20,25 @@ import subprocess
 import sys
 
 # (pkg-config name, macro, what to call it): the optional codec libraries.
-OPTIONAL = (("blosc", "ML_HAVE_BLOSC", "c-blosc"), ("liblzf", "ML_HAVE_LZF", "liblzf"))
+OPTIONAL = (("blosc", "ML_HAVE_BLOSC", "c-blosc"), ("liblzf", "ML_HAVE_LZF", "liblzf"),
+            ("libzstd", "ML_HAVE_ZSTD", "libzstd"), ("liblz4", "ML_HAVE_LZ4", "liblz4"))
+# Libraries without a pkg-config file on Debian: (header, -l name, macro, what to call it), found by compiling.
+OPTIONAL_NO_PC = (("bzlib.h", "bz2", "ML_HAVE_BZIP2", "libbz2"),)
+
+
+def compiles(header, lib):
+    """True if a program including header links with -l<lib>."""
+    import tempfile
+    cc = os.environ.get("CC", "cc")
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, "t.c")
+        with open(src, "w") as f:
+            f.write(f"#include <stdio.h>\n#include <{header}>\nint main(void) {{ return 0; }}\n")
+        try:
+            return subprocess.run([cc, src, "-o", os.path.join(d, "t"), f"-l{lib}"], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL).returncode == 0
+        except OSError:
+            return False
 
 
 def pkg_config(*names):
@@ -72,6 +91,12 @@ def probe():
         if found:
             cflags += found[0]
             libs += found[1]
+            macros.append((macro, "1"))
+        else:
+            notes.append(f"{lib} not found, that filter reads through HDF5 if it can")
+    for header, name, macro, lib in OPTIONAL_NO_PC:
+        if compiles(header, name):
+            libs += [f"-l{name}"]
             macros.append((macro, "1"))
         else:
             notes.append(f"{lib} not found, that filter reads through HDF5 if it can")

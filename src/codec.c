@@ -1,5 +1,7 @@
 /* codec.c - the codec table and the codecs: the read side of HDF5's
- * deflate, shuffle and fletcher32, h5py's lzf and PyTables' blosc.
+ * deflate, shuffle and fletcher32, h5py's lzf and PyTables' blosc; the
+ * table's rows for hdf5plugin's zstd, lz4, bzip2 (codec_plugins.c) and
+ * bitshuffle (bitshuffle.c).
  *
  * Invariants: a codec never reads past len stored bytes nor writes past
  * cap: a short or long result is the caller's to refuse (decode.c wants
@@ -20,6 +22,7 @@
  * the shuffle's inner loops are SSE2 transposes for element sizes 2, 4, 8.
  */
 #include "codec.h"
+#include "codec_impl.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -282,7 +285,29 @@ static int lzf_decode(void *ctx, const ml_filter *f, unsigned char *src, size_t 
 #define DEFLATE_CTX_CLOSE NULL
 #endif
 
-/* Fletcher32 and lzf take no parameter they depend on to read. */
+#ifdef ML_HAVE_ZSTD
+#define ZSTD_AVAILABLE 1, .ctx_open = ml_zstd_ctx_open, .ctx_close = ml_zstd_ctx_close, .decode = ml_zstd_decode
+#else
+#define ZSTD_AVAILABLE 0
+#endif
+#ifdef ML_HAVE_LZ4
+#define LZ4_AVAILABLE 1, .decode = ml_lz4_decode
+#else
+#define LZ4_AVAILABLE 0
+#endif
+#ifdef ML_HAVE_BZIP2
+#define BZIP2_AVAILABLE 1, .decode = ml_bzip2_decode
+#else
+#define BZIP2_AVAILABLE 0
+#endif
+#ifdef ML_HAVE_BITSHUFFLE
+#define BITSHUFFLE_AVAILABLE 1, .ctx_open = ml_bitshuffle_ctx_open, .ctx_close = ml_bitshuffle_ctx_close, \
+        .decode = ml_bitshuffle_decode
+#else
+#define BITSHUFFLE_AVAILABLE 0
+#endif
+
+/* Fletcher32, lzf, zstd, lz4 and bzip2 take no parameter they depend on to read. */
 const ml_codec ml_codecs[] = {
     {.id = ML_FILTER_DEFLATE, .name = "deflate", .available = 1, .check = deflate_check,
      .ctx_open = DEFLATE_CTX_OPEN, .ctx_close = DEFLATE_CTX_CLOSE, .decode = deflate_decode},
@@ -291,6 +316,10 @@ const ml_codec ml_codecs[] = {
     {.id = ML_FILTER_LZF, .name = "lzf", .available = LZF_AVAILABLE, .decode = LZF_DECODE},
     {.id = ML_FILTER_BLOSC, .name = "blosc", .available = BLOSC_AVAILABLE, .check = blosc_check,
      .decode = BLOSC_DECODE},
+    {.id = ML_FILTER_ZSTD, .name = "zstd", .available = ZSTD_AVAILABLE},
+    {.id = ML_FILTER_LZ4, .name = "lz4", .available = LZ4_AVAILABLE},
+    {.id = ML_FILTER_BZIP2, .name = "bzip2", .available = BZIP2_AVAILABLE},
+    {.id = ML_FILTER_BITSHUFFLE, .name = "bitshuffle", .check = ml_bitshuffle_check, .available = BITSHUFFLE_AVAILABLE},
 };
 
 const size_t ml_codec_count = sizeof ml_codecs / sizeof ml_codecs[0];
@@ -306,4 +335,37 @@ const ml_codec *ml_codec_find(int id) {
 int ml_decode_supports(int filter_id) {
     const ml_codec *c = ml_codec_find(filter_id);
     return c && c->available;
+}
+
+/* Filters known by id, for the message when neither the core nor HDF5 can
+ * decode one: its name and what provides it. hdf5plugin's list (7.x) and
+ * the registered ones whose providers are certain. */
+static const struct {
+    int id;
+    const char *name, *provider;
+} known[] = {
+    {4, "szip", "an HDF5 built with szip (libaec)"},
+    {ML_FILTER_BZIP2, "bzip2", "pip install hdf5plugin (or build multiload with libbz2-dev)"},
+    {ML_FILTER_LZF, "lzf", "build multiload with liblzf (liblzf-dev)"},
+    {ML_FILTER_BLOSC, "blosc", "pip install hdf5plugin (or build multiload with libblosc-dev)"},
+    {ML_FILTER_LZ4, "lz4", "pip install hdf5plugin (or build multiload with liblz4-dev)"},
+    {ML_FILTER_BITSHUFFLE, "bitshuffle", "pip install hdf5plugin (or build multiload with liblz4-dev and libzstd-dev)"},
+    {32013, "zfp", "pip install hdf5plugin"},
+    {ML_FILTER_ZSTD, "zstd", "pip install hdf5plugin (or build multiload with libzstd-dev)"},
+    {32017, "sz", "pip install hdf5plugin"},
+    {32018, "fcidecomp", "pip install hdf5plugin"},
+    {32024, "sz3", "pip install hdf5plugin"},
+    {32026, "blosc2", "pip install hdf5plugin"},
+    {32028, "sperr", "pip install hdf5plugin"},
+    {32033, "htj2k", "pip install hdf5plugin"},
+};
+
+const char *ml_filter_known(int id, const char **provider) {
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (known[i].id == id) {
+            *provider = known[i].provider;
+            return known[i].name;
+        }
+    *provider = NULL;
+    return NULL;
 }

@@ -10,10 +10,14 @@
  * HDF5, if HDF5 has the filter).
  *
  * How to add a codec: write its decode (and, if it keeps state between
- * chunks, a per-thread context open/close; if HDF5's filter refuses some
- * parameters, a check) in codec.c behind its ML_HAVE_* flag, add one row
- * to the table there, and add its probe to probe_libs.py (the
- * Makefile and setup.py both read it).
+ * chunks, a per-thread context open/close; if the filter refuses some
+ * parameters, a check) behind its ML_HAVE_* flag, in codec.c or, for a
+ * family of its own, a file of its own (codec_plugins.c: hdf5plugin's
+ * zstd, lz4, bzip2; bitshuffle.c) declared in codec_impl.h; add one row
+ * to the table in codec.c, its id to the enum below and its probe to
+ * probe_libs.py (the Makefile and setup.py both read it). The decode must
+ * bound every size the stored bytes hold by len and cap; check each
+ * parameter as the filter's own plugin does.
  */
 #ifndef ML_CODEC_H
 #define ML_CODEC_H
@@ -30,9 +34,16 @@ enum {
     ML_FILTER_DEFLATE = 1,
     ML_FILTER_SHUFFLE = 2,
     ML_FILTER_FLETCHER32 = 3,
-    ML_FILTER_LZF = 32000,   /* h5py */
-    ML_FILTER_BLOSC = 32001, /* PyTables */
+    ML_FILTER_BZIP2 = 307,        /* hdf5plugin (PyTables' bzip2) */
+    ML_FILTER_LZF = 32000,        /* h5py */
+    ML_FILTER_BLOSC = 32001,      /* PyTables */
+    ML_FILTER_LZ4 = 32004,        /* hdf5plugin (HDF5's registered lz4) */
+    ML_FILTER_BITSHUFFLE = 32008, /* hdf5plugin, Dectris detectors */
+    ML_FILTER_ZSTD = 32015,       /* hdf5plugin */
 };
+
+/* Bytes a check filter (fletcher32) appends to what it covers. */
+#define ML_CHECK_TRAILER 4
 
 /* One filter of a pipeline, as the file declares it. */
 typedef struct ml_filter {
@@ -49,7 +60,7 @@ typedef struct ml_pipeline {
 } ml_pipeline;
 
 /* Per-thread codec state slots in a decoder: at least the table's rows. */
-#define ML_CODEC_MAX 8
+#define ML_CODEC_MAX 12
 
 typedef struct ml_codec {
     int id;                  /* HDF5 filter id */
@@ -80,6 +91,10 @@ const ml_codec *ml_codec_find(int id);
 
 /* 1 if this build decodes filter_id natively (the row is available). */
 int ml_decode_supports(int filter_id);
+
+/* The name of a filter known by id (NULL if unknown) and, in *provider,
+ * what to install for it (a static string). */
+const char *ml_filter_known(int id, const char **provider);
 
 /* HDF5's Fletcher-32 over len bytes (big-endian 16-bit words). */
 uint32_t ml_fletcher32(const void *data, size_t len);

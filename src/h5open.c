@@ -43,6 +43,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <link.h>
 #include <hdf5.h>
 #include <stdlib.h>
 #include <string.h>
@@ -292,6 +294,52 @@ static void setup_chunk_index(ml_layout *L) {
     }
 }
 
+/* hdf5plugin's plugin folder, found without Python: hdf5plugin sits in
+ * the site-packages of the interpreter's own extension modules (numpy's
+ * is always loaded beside ours), as <site-packages>/hdf5plugin/plugins.
+ * Its plugins resolve HDF5's symbols at run time and, loaded by a plain
+ * H5PL search as here, call none (their HDF5 calls are no-ops until
+ * hdf5plugin's init_filter runs, which only h5py's registration does):
+ * their decode paths use only cd_values, so any HDF5 1.10+ loads them.
+ * HDF5_PLUGIN_PATH, if set, is searched before (HDF5 reads it itself). */
+static int plugin_dir_cb(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    char *found = data;
+    const char *n = info->dlpi_name;
+    const char *markers[] = {"/site-packages/", "/dist-packages/"};
+    for (int m = 0; n && m < 2; m++) {
+        const char *at = strstr(n, markers[m]);
+        size_t prefix = at ? (size_t)(at - n) + strlen(markers[m]) : 0;
+        struct stat st;
+        if (at && prefix + sizeof "hdf5plugin/plugins" <= PATH_MAX) {
+            memcpy(found, n, prefix);
+            strcpy(found + prefix, "hdf5plugin/plugins");
+            if (stat(found, &st) == 0 && S_ISDIR(st.st_mode))
+                return 1;
+        }
+    }
+    return 0;
+}
+
+/* Put hdf5plugin's folder first in HDF5's plugin search path, the first
+ * time a filter is missing (later calls return what the first did): the
+ * folders HDF5 had (HDF5_PLUGIN_PATH's, or its default) have been searched
+ * by then and did not have it. First, because HDF5 1.10.8 ends a search at
+ * the first folder it cannot search (H5PL__find_plugin_in_path fails
+ * rather than moving on): its default folder (.../hdf5/serial/plugins)
+ * usually does not exist, and netCDF4's, which importing netCDF4 puts in
+ * HDF5_PLUGIN_PATH, stops it too. Returns 1 if it was added, so a retry
+ * may find the filter. HDF5 lock held. */
+static int add_hdf5plugin_path(void) {
+    static int tried, added; /* guarded by h5_mutex */
+    if (tried)
+        return added;
+    tried = 1;
+    char dir[PATH_MAX];
+    added = dl_iterate_phdr(plugin_dir_cb, dir) == 1 && H5PLprepend(dir) >= 0;
+    return added;
+}
+
 /* HDF5 refuses a chunk of 4 GiB or more (H5Pset_chunk: "chunk size must be < 4GB"). */
 #define CHUNK_BYTES_MAX UINT64_C(0xFFFFFFFF)
 
@@ -349,11 +397,17 @@ static int read_chunk_meta(ml_layout *L, hid_t dcpl, ml_error *err,
         if (!ml_decode_supports(f->id)) {
             /* The slow path decodes with HDF5: refuse up front a filter HDF5
              * cannot load either, rather than fail on every block. */
-            if (H5Zfilter_avail((H5Z_filter_t)f->id) <= 0)
+            if (H5Zfilter_avail((H5Z_filter_t)f->id) <= 0 &&
+                (!add_hdf5plugin_path() || H5Zfilter_avail((H5Z_filter_t)f->id) <= 0)) {
+                const char *provider, *known = ml_filter_known(f->id, &provider);
+                if (known)
+                    return ml_error_set(err, -ML_EFILTER, "%s uses filter %d (%s), which is not available: %s",
+                                        where, f->id, known, provider);
                 return ml_error_set(err, -ML_EFILTER,
-                                    "%s uses filter '%s' (id %d), which neither multiload nor the "
+                                    "%s uses filter %d ('%s'), which neither multiload nor the "
                                     "HDF5 library can decode (is its HDF5 plugin installed?)",
-                                    where, name, f->id);
+                                    where, f->id, name);
+            }
             L->storage = ML_STORE_SLOW;
             L->slow_reason = "a filter multiload does not decode natively";
             /* HDF5 1.10.8 reads past its buffers with damaged n-bit or
