@@ -16,7 +16,7 @@ from . import dataset_ops as ops
 from .dataset_ops import _column_field, _context, _is_coords, _is_int, _is_simple_slice, _read_range
 from .stage import Stage, StagePool
 
-__all__ = ["DatasetBase", "Dataset", "TableDataset", "ArrayDataset", "VLArrayDataset"]
+__all__ = ["DatasetBase", "Dataset", "TableDataset", "ArrayDataset", "ScalarDataset", "VLArrayDataset"]
 
 
 def _fill_shape(ds_shape, shape):
@@ -39,6 +39,17 @@ def _fill_shape(ds_shape, shape):
             raise ValueError(f"bad stage dimension {s!r}")
         out.append(int(s))
     return out
+
+
+def _key_ndims(k):
+    """How many dimensions one entry of a key indexes: none for None, a
+    field name or a boolean scalar; a boolean array's ndim; else one."""
+    if k is None or isinstance(k, (str, bool, np.bool_)):
+        return 0
+    if isinstance(k, (list, np.ndarray)):
+        a = np.asarray(k)
+        return a.ndim if a.dtype == np.bool_ else 1
+    return 1
 
 
 def _restore(reader, path, cls, dtype, shape):
@@ -69,6 +80,11 @@ class DatasetBase:
         # order: the generic planner converts it when the file's is not.
         self._fast_int = len(self.shape) != 1 or dtype.names is not None or dtype.isnative
         self._row_nbytes = dtype.itemsize * math.prod(self.shape[1:])
+        # What requests index (see _ElementView): the dataset itself, unless
+        # its element type is an HDF5 array.
+        self._planned = self
+        if dtype.subdtype is not None and self._native_rows and self.shape:
+            self._planned = _ElementView(self)
 
     @classmethod
     def _described(cls, reader, path, dtype, shape):
@@ -81,6 +97,7 @@ class DatasetBase:
     def _attach(self, opened):
         """Read through ``opened`` (the dataset opened again, checked by the reader)."""
         self._layout = opened
+        self._planned._layout = opened
 
     def _native(self):
         """The opened dataset (a ``_core.Layout`` or ``VLen``), or None."""
@@ -94,6 +111,8 @@ class DatasetBase:
         return Stage(self.dtype.itemsize * int(size_natoms))
 
     def __len__(self):
+        if not self.shape:
+            raise TypeError(f"Attempt to take len() of scalar dataset ({_context(self)})")
         return self.shape[0]
 
     def __repr__(self):
@@ -216,6 +235,68 @@ class ArrayDataset(Dataset):
             return ops.ReadOpArray(self._path, None, key.start, key.stop, key.step)
         if _is_simple_slice(key):
             return ops.ReadOpArray(self._path, None, key[0].start, key[0].stop, key[0].step)
+        return ops.IndexOp(self._path, key)
+
+
+class _ElementView(ArrayDataset):
+    """A dataset whose element type is an HDF5 array (PyTables' atoms with
+    a shape, h5py's subarray dtypes), as requests index it: h5py reads
+    shape ``S`` of dtype ``(base, sub)`` as an array of shape ``S + sub``
+    of ``base``, and a request's result is numpy indexing of that array
+    (``ds[i]`` is ``sub``-shaped, ``ds[i, j]`` indexes into the element).
+    The dataset's own ``shape`` and ``dtype`` stay h5py's and PyTables'
+    (``(N,)`` and ``('<i4', (2, 3))``), so stages sized in rows or atoms
+    hold whole elements. Never handed out: the reader plans with it
+    (``ds._planned``), and it reads through the dataset's layout."""
+
+    def __init__(self, ds):
+        base, sub = ds.dtype.subdtype
+        super().__init__(ds._reader, ds._path, base, ds.shape + tuple(sub), ds._layout)
+        self._space_ndim = len(ds.shape)  # the dataset's own dimensions, which keys index
+        self._sub = tuple(sub)
+
+    def _op(self, op):
+        """``op`` (a request on the dataset) as a request on this view: the
+        first key of an IndexOp indexes the dataset's own dimensions, as in
+        h5py (an Ellipsis stands for those only), and the element's
+        dimensions come whole after them; further keys index that result,
+        as numpy does. IndexError for a key with more indices than the
+        dataset has dimensions (h5py refuses it too)."""
+        if type(op) is not ops.IndexOp:
+            return op  # rows (and their numpy keys): axis 0 is the dataset's
+        key, *rest = op._index
+        k = key if isinstance(key, tuple) else (key,)
+        used = sum(_key_ndims(x) for x in k if x is not Ellipsis)
+        nd = self._space_ndim
+        if used > nd:
+            raise IndexError(f"too many indices for the dataset: it has {nd} dimension{'s' if nd > 1 else ''} "
+                             f"({used} were indexed), and its elements, HDF5 arrays of shape {self._sub}, are read "
+                             f"whole, as h5py reads them ({_context(self)})")
+        ell = [i for i, x in enumerate(k) if x is Ellipsis]
+        fill = (slice(None),) * (nd - used)
+        if ell:
+            k = k[:ell[0]] + fill + k[ell[0] + 1:]  # (a second Ellipsis is left to numpy to refuse)
+        else:
+            k = k + fill
+        new = ops.IndexOp(self._path, k + (slice(None),) * len(self._sub))
+        new._index += rest
+        return new
+
+
+class ScalarDataset(Dataset):
+    """A scalar (0-d) dataset, shape ``()``: NeXus metadata, h5py's
+    ``f['x'] = 3.5``. A request takes it whole, as h5py does:
+    ``ds[()]`` is its value (``reader.read`` returns the numpy scalar
+    h5py returns; a request's stage holds it as a 0-d array), ``ds[...]``
+    a 0-d array; a field name selects a field of a compound. Other keys
+    are numpy's on a 0-d array (an integer or a slice: IndexError, as
+    there is no dimension to index). ``ds.read()`` is ``ds[...]``, a 0-d
+    array, as PyTables' ``Array.read`` of a scalar array."""
+
+    def read(self):
+        return ops.IndexOp(self._path, Ellipsis)
+
+    def __getitem__(self, key):
         return ops.IndexOp(self._path, key)
 
 

@@ -35,14 +35,66 @@ from . import _core, _handle
 from ._args import open_file_options, positive_int
 from ._io import io_mode_code
 from ._notify import Notifier
-from ._plan import _Plan, _VLPlan, _fast_plan, plan as _plan_of
+from . import dataset_ops as ops
+from ._plan import _Head, _Plan, _VLPlan, _apply_key, _dummy_base, _fast_plan, plan as _plan_of
 from ._signals import FileChangedError
-from .dataset import ArrayDataset, TableDataset, VLArrayDataset
-from .dataset_ops import ColumnError
+from .dataset import ArrayDataset, ScalarDataset, TableDataset, VLArrayDataset
+from .dataset_ops import ColumnError, _context
 from .request import Request, RequestPool, _Done
 from .stage import Stage, StagePool, _ArrayStage, check_fits, end_loan
 
 __all__ = ["Reader", "RequestPool", "Stage", "StagePool", "Request", "ColumnError"]
+
+
+# ---------------------------------------------------------------- scalar datasets
+
+class _ScalarPlan(_Plan):
+    """The plan of a request on a scalar dataset: its one element fetched
+    (a 0-d layout's one row), then numpy's keys on it as a 0-d array."""
+
+    __slots__ = ("numpy_scalar",)  # numpy gives the result as a scalar (h5py's ds[()])
+
+
+def _scalar_keys(ds, key):
+    """The first key of a request on scalar dataset ``ds`` as h5py takes
+    it, in plain numpy keys for its value as a 0-d array: the field names
+    in it first (several: numpy's field list), then the rest of it; nothing else (``[()]``, ``['a']``)
+    takes the value (h5py's numpy scalar), else numpy indexes the 0-d
+    array (``[...]``: a 0-d array; an integer or a slice: IndexError)."""
+    parts = key if isinstance(key, tuple) else (key,)
+    names = [k for k in parts if isinstance(k, str)]
+    rest = tuple(k for k in parts if not isinstance(k, str))
+    if names and ds.dtype.names is None:
+        raise IndexError(f"field name {names[0]!r} on a scalar dataset without fields ({_context(ds)})")
+    fields = [] if not names else [names[0]] if len(names) == 1 else [names]  # several: numpy's field list
+    return fields + [rest]
+
+
+def _scalar_plan(ds, key):
+    """Plan ``key`` on scalar dataset ``ds``: its value, indexed as h5py
+    indexes a scalar dataset (:func:`_scalar_keys`), then any further keys
+    as numpy does; IndexError naming the dataset for a key numpy refuses."""
+    if type(key) is not ops.IndexOp:
+        raise TypeError(f"a request on a scalar dataset indexes it (ds[()], ds[...], ds['field']), not "
+                        f"{type(key).__name__} ({_context(ds)})")
+    keys = key._post()
+    keys = _scalar_keys(ds, keys[0]) + keys[1:]
+    res = _dummy_base(ds.dtype)[0, ...]  # its value as a 0-d array (an HDF5 array element: its shape)
+    try:
+        for k in keys:
+            res = _apply_key(res, k)
+    except IndexError as e:
+        raise IndexError(f"{e} ({_context(ds)}, a scalar dataset: index it with [()] or [...])") from None
+    p = _ScalarPlan()
+    p.numpy_scalar = not isinstance(res, np.ndarray)
+    res = np.asarray(res)  # a numpy scalar's dtype: native, strings of the field's length
+    p.ds, p.head = ds, _Head(row0=0, n=1)
+    p.col_offset = p.col_size = 0
+    p.fetch_shape, p.fetch_dtype = (1,), ds.dtype
+    p.post = [(0, Ellipsis)] + keys  # the fetched row as a 0-d array, then the keys
+    p.shape, p.dtype = res.shape, res.dtype
+    p.nbytes = res.nbytes
+    return p
 
 
 # ---------------------------------------------------------------- the reader
@@ -197,13 +249,19 @@ class Reader(_handle.Handle):
     # -- datasets
     def get_dataset(self, path):
         """A proxy of the dataset at ``path`` (dtype, shape, request builder):
-        a :class:`TableDataset` (1-D compound), an :class:`ArrayDataset`, or
-        a :class:`VLArrayDataset` for a variable-length dataset (PyTables
+        a :class:`TableDataset` (1-D compound), an :class:`ArrayDataset`, a
+        :class:`ScalarDataset` (0-d, shape ``()``), or a
+        :class:`VLArrayDataset` for a variable-length dataset (PyTables
         VLArray), which the C core reads through HDF5 in the calling thread.
+        ``dtype`` and ``shape`` are h5py's: an HDF5 array element type is a
+        subarray dtype (requests read it as h5py does, into trailing
+        dimensions).
 
-        Raises KeyError (no such dataset), TypeError naming a type or shape
-        multiload cannot read (variable-length strings, references, a group),
-        and OSError for a missing or damaged file."""
+        Raises KeyError (no such dataset, a dangling link: the message says
+        which), TypeError naming a type or shape multiload cannot read
+        (variable-length strings, references, a null dataspace, a group),
+        and OSError for a missing or damaged file, or a dataset this HDF5
+        cannot open (through a link too: the message names the target)."""
         if self._local_pid != _handle.pid:
             self._reopen_local()
         with self._lock:
@@ -222,7 +280,7 @@ class Reader(_handle.Handle):
         """Open the dataset at ``path``: (its proxy class, its Layout or VLen)."""
         self._file.opening("Reader")
         try:
-            layout, refused = _core.Layout(self._filename, path), None
+            layout, refused = _core.Layout(self._filename, path, scalar=True), None
         except TypeError as e:
             layout, refused = None, e
         if layout is None:
@@ -232,6 +290,8 @@ class Reader(_handle.Handle):
             if vlen is None:
                 raise refused
             return VLArrayDataset, vlen
+        if not layout.shape:
+            return ScalarDataset, layout
         if layout.dtype.names and len(layout.shape) == 1:
             return TableDataset, layout
         return ArrayDataset, layout
@@ -263,9 +323,12 @@ class Reader(_handle.Handle):
         ds = self._datasets.get(getattr(key, "_path", None))  # _dataset_for(), inlined: the fast path
         if ds is None:
             ds = self._dataset_for(key)
-        plan = _fast_plan(ds, key) if ds._fast else None  # plan()'s first step, inlined: the fast path
+        pds = ds._planned  # what requests index (an HDF5 array element type: into its dimensions)
+        if pds is not ds:
+            key = pds._op(key)
+        plan = _fast_plan(pds, key) if pds._fast else None  # plan()'s first step, inlined: the fast path
         if plan is None:
-            plan = _plan_of(ds, key)
+            plan = self._plan(pds, key)
             if type(plan) is _VLPlan:
                 return self._request_vlarray(ds, plan, stage)
         check_fits(stage, plan.nbytes, plan.shape, plan.dtype, ds)
@@ -275,6 +338,13 @@ class Reader(_handle.Handle):
         except BaseException:
             end_loan(loan)  # nothing was submitted: no writer
             raise
+
+    @staticmethod
+    def _plan(pds, key):
+        """The plan of ``key`` on ``pds`` (a dataset's ``_planned``)."""
+        if type(pds) is ScalarDataset:
+            return _scalar_plan(pds, key)
+        return _plan_of(pds, key)
 
     def _submit(self, plan, loan, dest=None):
         """Submit ``plan`` into the stage of ``loan`` (or into ``dest``, an
@@ -334,13 +404,15 @@ class Reader(_handle.Handle):
         return fut
 
     def read(self, key):
-        """Read ``key`` now and return the result as a new array."""
+        """Read ``key`` now and return the result as a new array; on a
+        scalar dataset, what h5py returns (``ds[()]``: a numpy scalar)."""
         if self._closed:
             raise RuntimeError("Attempt to request data from a closed reader.")
         if self._local_pid != _handle.pid:
             self._reopen_local()
         ds = self._dataset_for(key)
-        plan = _plan_of(ds, key)
+        pds = ds._planned
+        plan = self._plan(pds, key if pds is ds else pds._op(key))
         if type(plan) is _VLPlan:
             return np.ascontiguousarray(self._vlarray_result(ds, plan))
         out = np.empty(plan.shape, dtype=plan.dtype)
@@ -350,6 +422,8 @@ class Reader(_handle.Handle):
             fut._take()
         finally:
             fut._end_loan()  # interrupted: `out` stays alive until the workers let go of it
+        if type(plan) is _ScalarPlan and plan.numpy_scalar:
+            return out[()]  # h5py's ds[()] on a scalar dataset: the numpy scalar
         return out
 
     # -- shutdown

@@ -29,6 +29,17 @@ typedef enum ml_table_state {
  * -ML_ENOTDSET, -ML_ETYPE, -ML_ESHAPE, -ML_EHDF5; detail in err. */
 int ml_layout_open(const char *filename, const char *path, ml_layout **out, ml_error *err);
 
+/* ml_layout_open_flags' flags. ML_LAYOUT_SCALAR: a scalar (0-d) dataset
+ * opens too, as a layout of ndim 0 with one row of one element (n_rows 1,
+ * row_bytes the element's size), for readers that take its one value (the
+ * Reader); without it a scalar is -ML_ESHAPE, as it has no rows to stream.
+ * A null dataspace (no value at all) is -ML_ESHAPE either way. */
+#define ML_LAYOUT_SCALAR 1u
+
+/* As ml_layout_open, with `flags` (ML_LAYOUT_*). */
+int ml_layout_open_flags(const char *filename, const char *path, unsigned flags, ml_layout **out,
+                         ml_error *err);
+
 /* Fill the whole chunk table of L (an HDF5 layout) in one pass now, if the
  * index allows and no pass was tried yet (ml_layout_chunk does this by
  * itself after a few look-ups). Thread-safe; takes the HDF5 lock. Returns

@@ -24,6 +24,10 @@
  *  - HDF5 before 1.14.4 reports chunk addresses relative to the file's
  *    base address (the user block's size), H5Dget_offset absolute ones:
  *    api_base makes every chunk address a file offset.
+ *  - A scalar (0-d) dataset opens only when asked (ML_LAYOUT_SCALAR, for
+ *    the Reader): a layout of ndim 0 with one row of one element, whose
+ *    storage is checked as any other's (never chunked); the Streamer's
+ *    open refuses it, since it has no rows to stream.
  *  - Types and storage the core cannot read byte-exactly are refused
  *    (-ML_ETYPE) or routed to ML_STORE_SLOW, which calls H5Dread with the
  *    file's own type as the memory type (no conversion): never wrong bytes.
@@ -46,6 +50,7 @@
 #include <limits.h>
 #include <link.h>
 #include <hdf5.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -552,8 +557,11 @@ static int read_compact(ml_layout *L, hid_t dset, uint64_t total, ml_error *err,
     return 0;
 }
 
-/* Fill everything after the HDF5 handles are open. Caller holds h5_mutex. */
-static int describe(ml_layout *L, ml_error *err) {
+/* Fill everything after the HDF5 handles are open. A scalar dataspace is
+ * refused unless `scalar` (ml_layout_open_flags' ML_LAYOUT_SCALAR): then it
+ * is a layout of ndim 0 and one row of one element, its storage checked as
+ * any other's. Caller holds h5_mutex. */
+static int describe(ml_layout *L, int scalar, ml_error *err) {
     ml_h5_dataset *H = ml_h5(L);
     char where[600];
     snprintf(where, sizeof where, "dataset '%s' of file '%s'", L->path, L->filename);
@@ -576,7 +584,14 @@ static int describe(ml_layout *L, ml_error *err) {
         rc = ml_error_set(err, -ML_EHDF5, "cannot read the shape of %s", where);
         goto out;
     }
-    if (nd == 0 || H5Sget_simple_extent_type(space) != H5S_SIMPLE) {
+    H5S_class_t space_class = H5Sget_simple_extent_type(space);
+    int is_scalar = scalar && nd == 0 && space_class == H5S_SCALAR;
+    if (scalar && space_class == H5S_NULL) {
+        rc = ml_error_set(err, -ML_ESHAPE, "%s has a null dataspace: it holds no value to read (h5py reads it "
+                          "as h5py.Empty)", where);
+        goto out;
+    }
+    if (!is_scalar && (nd == 0 || space_class != H5S_SIMPLE)) {
         rc = ml_error_set(err, -ML_ESHAPE, "%s is scalar or empty-typed and has no rows to stream", where);
         goto out;
     }
@@ -597,7 +612,7 @@ static int describe(ml_layout *L, ml_error *err) {
         if (d > 0)
             fits = fits && ml_mul_ok(row_elems, dims[d], &row_elems);
     }
-    L->n_rows = dims[0];
+    L->n_rows = is_scalar ? 1 : dims[0]; /* a scalar: one row of one element */
     if (!fits || !ml_mul_ok(row_elems, L->type->size, &row_bytes) ||
         !ml_mul_ok(row_bytes, L->n_rows, &total) || total > (uint64_t)INT64_MAX || row_bytes > SIZE_MAX) {
         rc = ml_error_set(err, -ML_ECORRUPT, "%s is too large to address: its shape times its %zu-byte elements "
@@ -629,6 +644,9 @@ static int describe(ml_layout *L, ml_error *err) {
         haddr_t off = H5Dget_offset(dset);
         L->offset = off == HADDR_UNDEF ? UINT64_MAX : (uint64_t)off;
         rc = check_contiguous(L, dset, total, err, where);
+    } else if (lay == H5D_CHUNKED && is_scalar) {
+        rc = ml_error_set(err, -ML_ECORRUPT, "%s is scalar but claims chunked storage, which HDF5 never writes "
+                          "for a scalar (damaged layout or dataspace)", where);
     } else if (lay == H5D_CHUNKED) {
         L->storage = ML_STORE_CHUNKED;
         rc = read_chunk_meta(L, dcpl, err, where);
@@ -647,6 +665,206 @@ out:
     if (space >= 0)
         H5Sclose(space);
     return rc;
+}
+
+/* ---------------------------------------------------------------- why an object does not open
+ *
+ * H5Oopen says only that it failed. explain_unopened() walks the path the
+ * way HDF5 resolves it -- component by component, following soft links
+ * (relative to the group that holds them) and external links (to the file
+ * HDF5 would open) -- and says what is at its end: nothing (a missing path,
+ * or a dangling link: the link named, and where it leads), or an object
+ * this HDF5 cannot open, in the same words as for the target's own path,
+ * with the links that led there. It only reads (link info and values,
+ * H5Fopen of an external link's file); every step runs under h5_mutex. */
+
+#define LINKS_MAX 16 /* HDF5's default limit on soft and external links in one traversal */
+
+typedef struct link_walk {
+    const char *file0;          /* the user's file (borrowed) */
+    char via[ML_ERROR_MSG_MAX]; /* the links followed so far, in words; "" if none */
+    unsigned links;             /* how many (<= LINKS_MAX) */
+} link_walk;
+
+/* Why nothing can be beneath `cur` (an object of `file`): it is not a
+ * group, or it cannot be opened. "" if it is a group. */
+static const char *not_a_group(hid_t file, const char *cur) {
+    if (!cur[0])
+        return "";
+    hid_t o = H5Oopen(file, cur, H5P_DEFAULT);
+    if (o < 0)
+        return ", which HDF5 cannot open";
+    H5I_type_t t = H5Iget_type(o);
+    H5Oclose(o);
+    return t == H5I_GROUP ? "" : t == H5I_DATASET ? ", a dataset, not a group" : ", not a group";
+}
+
+/* Append one link followed, in words (printf-style), to w->via and count
+ * it; the words are cut at the buffer's end. */
+static void walk_note(link_walk *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void walk_note(link_walk *w, const char *fmt, ...) {
+    size_t n = strlen(w->via);
+    if (n && n + 7 < sizeof w->via) {
+        memcpy(w->via + n, ", then ", 8);
+        n += 7;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(w->via + n, sizeof w->via - n, fmt, ap);
+    va_end(ap);
+    w->links++;
+}
+
+/* Where HDF5 finds the file of an external link: its name as given if
+ * absolute, else in each directory of HDF5_EXT_PREFIX, beside the linking
+ * file, and in the working directory (H5L__extern_traverse's order, less
+ * the link-access prefix property, which multiload never sets). Writes
+ * the first that exists into out; 0 if none does. */
+static int find_external_file(const char *name, const char *linking_file, char *out, size_t size) {
+    if (name[0] == '/') {
+        snprintf(out, size, "%s", name);
+        return access(out, F_OK) == 0;
+    }
+    const char *prefix = getenv("HDF5_EXT_PREFIX");
+    while (prefix && *prefix) {
+        size_t len = strcspn(prefix, ":");
+        if (len && (size_t)snprintf(out, size, "%.*s/%s", (int)len, prefix, name) < size && access(out, F_OK) == 0)
+            return 1;
+        prefix += len + (prefix[len] == ':');
+    }
+    const char *slash = strrchr(linking_file, '/');
+    if (slash && (size_t)snprintf(out, size, "%.*s/%s", (int)(slash - linking_file), linking_file, name) < size &&
+        access(out, F_OK) == 0)
+        return 1;
+    snprintf(out, size, "%s", name);
+    return access(out, F_OK) == 0;
+}
+
+static int explain_at(hid_t file, const char *filename, const char *asked, const char *path, size_t in_link,
+                      link_walk *w, ml_error *err);
+
+/* What is at `path` (an HDF5 path in `file`, named `filename`), which H5Oopen
+ * could not open when asked for `asked` in the user's file; `w` holds the
+ * links followed to get here, and the first `in_link` characters of `path`
+ * are the last one's target (nothing there: the link dangles). Caller
+ * holds h5_mutex. Returns the code set in err: -ML_ENOTFOUND (nothing
+ * there, or a link HDF5 cannot follow) or -ML_EHDF5 (an object this HDF5
+ * cannot open, or a link value it cannot read). */
+static int explain_at(hid_t file, const char *filename, const char *asked, const char *path, size_t in_link,
+                      link_walk *w, ml_error *err) {
+    char cur[1024] = "", next[1024]; /* 3 buffers a level, LINKS_MAX levels at most: bounded stack */
+    const char *p = path;
+    while (*p) {
+        while (*p == '/')
+            p++;
+        size_t len = strcspn(p, "/");
+        if (len == 0)
+            break;
+        const char *rest = p + len; /* "" or "/..." */
+        if (len == 1 && p[0] == '.') {
+            p = rest;
+            continue;
+        }
+        if ((size_t)snprintf(next, sizeof next, "%s/%.*s", cur, (int)len, p) >= sizeof next)
+            return ml_error_set(err, -ML_ENOTFOUND, "no dataset '%s' in file '%s' (its path is too long to follow)",
+                                asked, filename);
+        H5L_info_t li;
+        if (H5Lexists(file, next, H5P_DEFAULT) <= 0 || H5Lget_info(file, next, &li, H5P_DEFAULT) < 0) {
+            const char *why = not_a_group(file, cur);
+            char beneath[1100] = ""; /* ": '/x', a dataset, not a group" */
+            if (why[0])
+                snprintf(beneath, sizeof beneath, ": '%s'%s", cur, why);
+            if (w->links && (size_t)(p - path) < in_link)
+                return ml_error_set(err, -ML_ENOTFOUND, "no dataset '%s' in file '%s': it is a dangling link (%s; "
+                                    "nothing is at '%s' in file '%s'%s)", asked, w->file0, w->via, next, filename,
+                                    beneath);
+            if (w->links)
+                return ml_error_set(err, -ML_ENOTFOUND, "no dataset '%s' in file '%s' (nothing is at '%s' in file "
+                                    "'%s'%s; reached through links: %s)", asked, w->file0, next, filename, beneath,
+                                    w->via);
+            return ml_error_set(err, -ML_ENOTFOUND, "no dataset '%s' in file '%s' (nothing is at '%s'%s)", asked,
+                                filename, next, beneath);
+        }
+        if (li.type == H5L_TYPE_HARD) {
+            snprintf(cur, sizeof cur, "%s", next);
+            p = rest;
+            continue;
+        }
+        if (w->links == LINKS_MAX)
+            return ml_error_set(err, -ML_ENOTFOUND, "no dataset '%s' in file '%s': more than %d soft or external "
+                                "links lead to it, HDF5's limit (a cycle of links?): %s", asked, w->file0, LINKS_MAX,
+                                w->via);
+        size_t vsize = li.u.val_size;
+        char *val = vsize && vsize < 65536 ? calloc(1, vsize + 1) : NULL;
+        if (!val || H5Lget_val(file, next, val, vsize, H5P_DEFAULT) < 0) {
+            free(val);
+            return ml_error_set(err, -ML_EHDF5, "dataset '%s' cannot be opened: the value of link '%s' in file "
+                                "'%s' cannot be read", asked, next, filename);
+        }
+        char target[1024];
+        int rc;
+        if (li.type == H5L_TYPE_SOFT) {
+            /* A relative soft link is resolved in the group that holds it. */
+            int n = val[0] == '/' ? snprintf(target, sizeof target, "%s%s", val, rest)
+                                  : snprintf(target, sizeof target, "%s/%s%s", cur, val, rest);
+            walk_note(w, "'%s' is a soft link to '%s'", next, val);
+            rc = n < 0 || (size_t)n >= sizeof target
+                     ? ml_error_set(err, -ML_ENOTFOUND, "no dataset '%s' in file '%s' (the path %s leads to is too "
+                                    "long)", asked, w->file0, w->via)
+                     : explain_at(file, filename, asked, target, (size_t)n - strlen(rest), w, err);
+        } else if (li.type == H5L_TYPE_EXTERNAL) {
+            const char *efile = NULL, *eobj = NULL;
+            unsigned flags = 0;
+            char found[1024];
+            if (H5Lunpack_elink_val(val, vsize, &flags, &efile, &eobj) < 0 || !efile || !eobj) {
+                rc = ml_error_set(err, -ML_EHDF5, "dataset '%s' cannot be opened: external link '%s' in file '%s' "
+                                  "is malformed", asked, next, filename);
+            } else if (!find_external_file(efile, filename, found, sizeof found)) {
+                walk_note(w, "'%s' in file '%s' is an external link to '%s' in file '%s'", next, filename, eobj,
+                          efile);
+                rc = ml_error_set(err, -ML_ENOTFOUND, "no dataset '%s' in file '%s': it is a dangling link (%s, and "
+                                  "that file does not exist: HDF5 looks for it in HDF5_EXT_PREFIX, beside '%s' and in "
+                                  "the working directory)", asked, w->file0, w->via, filename);
+            } else {
+                walk_note(w, "'%s' in file '%s' is an external link to '%s' in file '%s'", next, filename, eobj,
+                          found);
+                int n = snprintf(target, sizeof target, "%s%s", eobj, rest);
+                hid_t other = (size_t)n < sizeof target ? H5Fopen(found, H5F_ACC_RDONLY, H5P_DEFAULT) : -1;
+                if (other < 0)
+                    rc = ml_error_set(err, -ML_EHDF5, "dataset '%s' cannot be opened: %s, which HDF5 cannot open "
+                                      "(not HDF5, damaged or locked)", asked, w->via);
+                else
+                    rc = explain_at(other, found, asked, target, (size_t)n - strlen(rest), w, err);
+                if (other >= 0)
+                    H5Fclose(other);
+            }
+        } else {
+            rc = ml_error_set(err, -ML_ENOTFOUND, "no dataset '%s' in file '%s': '%s' in file '%s' is a "
+                              "user-defined link, which HDF5 cannot follow", asked, w->file0, next, filename);
+        }
+        free(val);
+        return rc;
+    }
+    /* The path ends on an object reached by a hard link: it exists. */
+    unsigned maj = 0, min = 0, rel = 0;
+    H5get_libversion(&maj, &min, &rel);
+    const char *name = cur[0] ? cur : "/";
+    if (!w->links) /* as asked: the user's own path */
+        return ml_error_set(err, -ML_EHDF5, "dataset '%s' in file '%s' exists, but HDF5 %u.%u.%u cannot open it (its "
+                            "object header or layout is in a format this HDF5 does not know: written by a newer "
+                            "HDF5, or damaged)", asked, filename, maj, min, rel);
+    return ml_error_set(err, -ML_EHDF5, "dataset '%s' in file '%s' exists, but HDF5 %u.%u.%u cannot open it (its "
+                        "object header or layout is in a format this HDF5 does not know: written by a newer HDF5, "
+                        "or damaged); it was asked for as '%s', through links: %s", name, filename, maj, min, rel,
+                        asked, w->via);
+}
+
+/* Why H5Oopen(file, path) failed, in err (see above). Caller holds h5_mutex. */
+static int explain_unopened(hid_t file, const char *filename, const char *path, ml_error *err) {
+    if (!path[0])
+        return ml_error_set(err, -ML_ENOTFOUND, "no dataset '' in file '%s' (an empty path names nothing)", filename);
+    link_walk w = {.file0 = filename, .via = "", .links = 0};
+    return explain_at(file, filename, path, path, 0, &w, err);
 }
 
 int ml_h5_dataset_open(const char *filename, const char *path, ml_source **src_out, hid_t *file_out,
@@ -705,19 +923,7 @@ int ml_h5_dataset_open(const char *filename, const char *path, ml_source **src_o
     }
     obj = H5Oopen(file, path, H5P_DEFAULT);
     if (obj < 0) {
-        /* A hard link that resolves but an object HDF5 cannot open: the
-         * object exists, in a format this HDF5 cannot read (a newer one). */
-        H5L_info_t li;
-        if (H5Lget_info(file, path, &li, H5P_DEFAULT) >= 0 && li.type == H5L_TYPE_HARD) {
-            unsigned maj = 0, min = 0, rel = 0;
-            H5get_libversion(&maj, &min, &rel);
-            rc = ml_error_set(err, -ML_EHDF5, "dataset '%s' in file '%s' exists, but HDF5 %u.%u.%u cannot open "
-                              "it (its object header or layout is in a format this HDF5 does not know: "
-                              "written by a newer HDF5, or damaged)", path, filename, maj, min, rel);
-        } else {
-            rc = ml_error_set(err, -ML_ENOTFOUND, "no dataset '%s' in file '%s' (missing path or dangling link)",
-                              path, filename);
-        }
+        rc = explain_unopened(file, filename, path, err);
         goto fail;
     }
     H5I_type_t it = H5Iget_type(obj);
@@ -757,8 +963,12 @@ static void h5_close(ml_layout *L) {
 static const ml_layout_ops h5_ops = {.format = "HDF5", .chunk = ml_h5_chunk, .read_chunk = ml_h5_read_chunk,
                                      .read_slow = h5_read_slow, .close = h5_close};
 
-int ml_layout_open(const char *filename, const char *path, ml_layout **out,
-                   ml_error *err) {
+int ml_layout_open(const char *filename, const char *path, ml_layout **out, ml_error *err) {
+    return ml_layout_open_flags(filename, path, 0, out, err);
+}
+
+int ml_layout_open_flags(const char *filename, const char *path, unsigned flags, ml_layout **out,
+                         ml_error *err) {
     ml_layout *L = ml_layout_new();
     ml_h5_dataset *H = calloc(1, sizeof *H);
     hid_t file = -1, dset = -1;
@@ -791,7 +1001,7 @@ int ml_layout_open(const char *filename, const char *path, ml_layout **out,
     int slow = 0;
     rc = follow_external_file(L, &slow, err);
     if (rc == 0)
-        rc = describe(L, err);
+        rc = describe(L, (flags & ML_LAYOUT_SCALAR) != 0, err);
     if (rc == 0 && slow) {
         L->storage = ML_STORE_SLOW;
         L->slow_reason = "an external link to a file HDF5 reads with a driver other than sec2";
@@ -916,6 +1126,14 @@ static int h5_read_slow(ml_layout *L, uint64_t row0, uint64_t n, void *dest, ml_
     count[0] = n;
     int rc = 0;
     ml_h5_lock();
+    if (L->ndim == 0) { /* a scalar (ML_LAYOUT_SCALAR): its one element; no hyperslab of it exists */
+        if (H5Dread((hid_t)H->h5_dset, (hid_t)H->h5_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, dest) < 0)
+            rc = -ML_EHDF5;
+        ml_h5_unlock();
+        if (rc < 0)
+            ml_error_set(err, rc, "HDF5 failed to read scalar dataset '%s' in file '%s'", L->path, L->filename);
+        return rc;
+    }
     hid_t fspace = H5Dget_space((hid_t)H->h5_dset);
     hid_t mspace = H5Screate_simple((int)L->ndim, count, NULL);
     if (fspace < 0 || mspace < 0 ||

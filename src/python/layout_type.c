@@ -10,7 +10,8 @@
  * Layout (the Streamer opens one per get_remainder) has its own. After
  * fork() the child never touches the parent's fetcher (its lock may be
  * held, its io_uring ring is shared with the parent): it leaks it and
- * makes its own. */
+ * makes its own. A Layout opened with scalar=True may be 0-d (shape (),
+ * one row): read(0, 1) gives it as a 0-d array. */
 #include "ml_python.h"
 
 #include <pthread.h>
@@ -60,10 +61,12 @@ static layout_reader *layout_reader_of(LayoutObject *self) {
 }
 
 static PyObject *layout_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"filename", "path", NULL};
+    static char *kwlist[] = {"filename", "path", "scalar", NULL};
     PyObject *fname_obj = NULL;
     const char *path;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&s:Layout", kwlist, PyUnicode_FSConverter, &fname_obj, &path))
+    int scalar = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&s|$p:Layout", kwlist, PyUnicode_FSConverter, &fname_obj, &path,
+                                     &scalar))
         return NULL;
     const char *fname = PyBytes_AS_STRING(fname_obj);
     ml_error err;
@@ -71,7 +74,7 @@ static PyObject *layout_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
     ml_layout *L = NULL;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = ml_layout_open(fname, path, &L, &err);
+    rc = ml_layout_open_flags(fname, path, scalar ? ML_LAYOUT_SCALAR : 0, &L, &err);
     Py_END_ALLOW_THREADS
     if (rc < 0) {
         ml_py_raise(&err, fname);
@@ -274,7 +277,9 @@ static PyType_Slot layout_slots[] = {
     {Py_tp_traverse, layout_traverse},
     {Py_tp_methods, layout_methods},
     {Py_tp_getset, layout_getset},
-    {Py_tp_doc, "Layout(filename, path): an opened HDF5 dataset described for native reads."},
+    {Py_tp_doc, "Layout(filename, path, *, scalar=False): an opened HDF5 dataset described for native reads. "
+                "scalar=True opens a 0-d dataset too (shape (), one row of one element: read(0, 1) is a 0-d "
+                "array); without it a 0-d dataset is refused (TypeError), having no rows to stream."},
     {0, NULL},
 };
 
