@@ -38,6 +38,7 @@ from ._notify import Notifier
 from ._plan import _Plan, _VLPlan, _fast_plan, plan as _plan_of
 from ._signals import FileChangedError
 from .dataset import ArrayDataset, TableDataset, VLArrayDataset
+from .vlstring import VLStringDataset, refuse_request
 from .dataset_ops import ColumnError
 from .request import Request, RequestPool, _Done
 from .stage import Stage, StagePool, _ArrayStage, check_fits, end_loan
@@ -199,10 +200,12 @@ class Reader(_handle.Handle):
         """A proxy of the dataset at ``path`` (dtype, shape, request builder):
         a :class:`TableDataset` (1-D compound), an :class:`ArrayDataset`, or
         a :class:`VLArrayDataset` for a variable-length dataset (PyTables
-        VLArray), which the C core reads through HDF5 in the calling thread.
+        VLArray), or a :class:`~multiload.vlstring.VLStringDataset` for
+        variable-length strings (read by ``read()`` only), which the C core
+        reads through HDF5 in the calling thread.
 
         Raises KeyError (no such dataset), TypeError naming a type or shape
-        multiload cannot read (variable-length strings, references, a group),
+        multiload cannot read (references, a group, strings in a compound),
         and OSError for a missing or damaged file."""
         if self._local_pid != _handle.pid:
             self._reopen_local()
@@ -211,8 +214,8 @@ class Reader(_handle.Handle):
         if ds is not None:
             return ds
         cls, obj = self._open(path)
-        if cls is VLArrayDataset:
-            ds = VLArrayDataset(self, path, obj)
+        if cls is VLArrayDataset or cls is VLStringDataset:
+            ds = cls(self, path, obj)
         else:
             ds = cls(self, path, obj.dtype, obj.shape, obj)
         with self._lock:
@@ -231,7 +234,7 @@ class Reader(_handle.Handle):
             vlen = _core.vlen_open(self._filename, path)
             if vlen is None:
                 raise refused
-            return VLArrayDataset, vlen
+            return (VLStringDataset if vlen.is_string else VLArrayDataset), vlen
         if layout.dtype.names and len(layout.shape) == 1:
             return TableDataset, layout
         return ArrayDataset, layout
@@ -265,6 +268,8 @@ class Reader(_handle.Handle):
             ds = self._dataset_for(key)
         plan = _fast_plan(ds, key) if ds._fast else None  # plan()'s first step, inlined: the fast path
         if plan is None:
+            if type(ds) is VLStringDataset:
+                refuse_request(ds)
             plan = _plan_of(ds, key)
             if type(plan) is _VLPlan:
                 return self._request_vlarray(ds, plan, stage)
@@ -340,6 +345,8 @@ class Reader(_handle.Handle):
         if self._local_pid != _handle.pid:
             self._reopen_local()
         ds = self._dataset_for(key)
+        if type(ds) is VLStringDataset:
+            return ds._read_now(key)
         plan = _plan_of(ds, key)
         if type(plan) is _VLPlan:
             return np.ascontiguousarray(self._vlarray_result(ds, plan))
