@@ -105,6 +105,8 @@ class VLStringDataset(DatasetBase):
                 res = _apply_key(res, k)
         except IndexError as e:
             raise IndexError(f"{e} ({_context(self)})") from None
+        if self.shape and isinstance(res, np.ndarray) and res.ndim == 0:
+            return res[()]  # h5py: one element of a dataset with a shape is its bytes (ds[..., 2] too)
         return res
 
 
