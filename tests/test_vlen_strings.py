@@ -446,3 +446,21 @@ def test_damaged_nd_chunk_names_the_element(tmp_path):
             r.read(ds[5])
         with h5py.File(fn) as f:
             _same(r.read(ds[:5]), f["s"][:5])  # the other rows are intact
+
+
+def test_compact_strings_are_refused(tmp_path):
+    """Compact storage keeps the descriptors in the object header, which
+    HDF5 1.10 gives no raw access to: refused (TypeError), never read
+    unchecked. (h5py reads the same dataset.)"""
+    fn = str(tmp_path / "compact.h5")
+    with h5py.File(fn, "w") as f:
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_layout(h5py.h5d.COMPACT)
+        tid = h5py.h5t.py_create(UTF8, logical=True)
+        h5py.h5d.create(f.id, b"s", tid, h5py.h5s.create_simple((3,)), dcpl=dcpl).close()
+        f["s"][0] = "x"
+    with h5py.File(fn) as f:
+        assert f["s"][0] == b"x"
+    with multiload.Reader(fn, n_procs=1) as r:
+        with pytest.raises(TypeError, match="compact storage"):
+            r.get_dataset("s")
