@@ -40,6 +40,7 @@ from ._plan import _Head, _Plan, _VLPlan, _apply_key, _dummy_base, _fast_plan, p
 from ._signals import FileChangedError
 from .dataset import ArrayDataset, ScalarDataset, TableDataset, VLArrayDataset
 from .dataset_ops import ColumnError, _context
+from .vlstring import VLStringDataset, refuse_request
 from .request import Request, RequestPool, _Done
 from .stage import Stage, StagePool, _ArrayStage, check_fits, end_loan
 
@@ -250,16 +251,17 @@ class Reader(_handle.Handle):
     def get_dataset(self, path):
         """A proxy of the dataset at ``path`` (dtype, shape, request builder):
         a :class:`TableDataset` (1-D compound), an :class:`ArrayDataset`, a
-        :class:`ScalarDataset` (0-d, shape ``()``), or a
-        :class:`VLArrayDataset` for a variable-length dataset (PyTables
-        VLArray), which the C core reads through HDF5 in the calling thread.
-        ``dtype`` and ``shape`` are h5py's: an HDF5 array element type is a
-        subarray dtype (requests read it as h5py does, into trailing
-        dimensions).
+        :class:`ScalarDataset` (0-d, shape ``()``), a :class:`VLArrayDataset`
+        for a variable-length dataset (PyTables VLArray), or a
+        :class:`~multiload.vlstring.VLStringDataset` for variable-length
+        strings (read by ``read()`` only); the C core reads the last two
+        through HDF5 in the calling thread. ``dtype`` and ``shape`` are
+        h5py's: an HDF5 array element type is a subarray dtype (requests read
+        it as h5py does, into trailing dimensions).
 
         Raises KeyError (no such dataset, a dangling link: the message says
         which), TypeError naming a type or shape multiload cannot read
-        (variable-length strings, references, a null dataspace, a group),
+        (references, a null dataspace, a group, strings in a compound),
         and OSError for a missing or damaged file, or a dataset this HDF5
         cannot open (through a link too: the message names the target)."""
         if self._local_pid != _handle.pid:
@@ -269,8 +271,8 @@ class Reader(_handle.Handle):
         if ds is not None:
             return ds
         cls, obj = self._open(path)
-        if cls is VLArrayDataset:
-            ds = VLArrayDataset(self, path, obj)
+        if cls is VLArrayDataset or cls is VLStringDataset:
+            ds = cls(self, path, obj)
         else:
             ds = cls(self, path, obj.dtype, obj.shape, obj)
         with self._lock:
@@ -289,7 +291,7 @@ class Reader(_handle.Handle):
             vlen = _core.vlen_open(self._filename, path)
             if vlen is None:
                 raise refused
-            return VLArrayDataset, vlen
+            return (VLStringDataset if vlen.is_string else VLArrayDataset), vlen
         if not layout.shape:
             return ScalarDataset, layout
         if layout.dtype.names and len(layout.shape) == 1:
@@ -323,6 +325,8 @@ class Reader(_handle.Handle):
         ds = self._datasets.get(getattr(key, "_path", None))  # _dataset_for(), inlined: the fast path
         if ds is None:
             ds = self._dataset_for(key)
+        if type(ds) is VLStringDataset:
+            refuse_request(ds)
         pds = ds._planned  # what requests index (an HDF5 array element type: into its dimensions)
         if pds is not ds:
             key = pds._op(key)
@@ -411,6 +415,8 @@ class Reader(_handle.Handle):
         if self._local_pid != _handle.pid:
             self._reopen_local()
         ds = self._dataset_for(key)
+        if type(ds) is VLStringDataset:
+            return ds._read_now(key)
         pds = ds._planned
         plan = self._plan(pds, key if pds is ds else pds._op(key))
         if type(plan) is _VLPlan:

@@ -14,7 +14,7 @@ import weakref
 
 import numpy as np
 
-from . import _core, _handle
+from . import _core, _handle, vlstring
 from ._args import UINT_MAX, open_file_options, positive_int
 from ._io import io_mode_code
 from ._signals import QueueClosed, SlowPathWarning
@@ -632,16 +632,27 @@ class Streamer(_handle.Handle):
         ------
         numpy.ndarray or numpy.void
             One row at a time, a copy that stays valid. With ``cyclic=True``
-            the generator is endless.
+            the generator is endless. A dataset of variable-length strings
+            (which :meth:`get_queue` refuses: a ring slot holds no Python
+            object) yields ``bytes`` (1-D) or object arrays of ``bytes``
+            (N-D) as h5py reads them, ``block_size`` rows (default 1024)
+            read at a time by the calling thread.
 
         Notes
         -----
         The queue behind the generator is closed when the generator is
         closed or garbage-collected.
         """
-        queue = self.get_queue(path, n_procs=n_procs, read_ahead=read_ahead, cyclic=cyclic,
-                               block_size=block_size, ordered=True, field=field,
-                               remainder=remainder, io_mode=io_mode)
+        try:
+            queue = self.get_queue(path, n_procs=n_procs, read_ahead=read_ahead, cyclic=cyclic,
+                                   block_size=block_size, ordered=True, field=field,
+                                   remainder=remainder, io_mode=io_mode)
+        except TypeError:
+            vlen = vlstring.open_strings(self._filename, path)  # strings: rows read here, not in a ring
+            if vlen is None:
+                raise
+            yield from vlstring.generate_rows(vlen, self._filename, path, cyclic, block_size, field)
+            return
         try:
             for guard in queue.iter():
                 with guard as block:

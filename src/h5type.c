@@ -104,8 +104,12 @@ int ml_type_from_h5(hid_t tid, ml_type **out, ml_error *err,
         break;
     case H5T_STRING:
         if (H5Tis_variable_str(tid) > 0) {
+            /* Python objects, one per element: never in a ring slot or a
+             * stage. vlen.c reads them for Reader.read and get_generator. */
             rc = ml_error_set(err, -ML_ETYPE,
-                              "unsupported datatype: variable-length string in %s",
+                              "unsupported datatype: variable-length string in %s (a Python object per "
+                              "element, which cannot live in a ring slot or a stage; a dataset of strings is "
+                              "read by Reader.read() and Streamer.get_generator())",
                               where);
             break;
         }

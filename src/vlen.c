@@ -214,43 +214,144 @@ static int describe_storage(ml_vlen *V, ml_error *err) {
         goto out;
     }
     uint64_t total;
-    if (__builtin_mul_overflow(V->n_rows, (uint64_t)V->desc_size, &total) || total > INT64_MAX) {
-        rc = ml_error_set(err, -ML_ECORRUPT, "variable-length dataset '%s' of file '%s' claims %llu rows, more "
-                          "than any file holds", V->path, V->filename, (unsigned long long)V->n_rows);
+    if (__builtin_mul_overflow(V->n_elems, (uint64_t)V->desc_size, &total) || total > INT64_MAX) {
+        rc = ml_error_set(err, -ML_ECORRUPT, "variable-length dataset '%s' of file '%s' claims %llu elements, "
+                          "more than any file holds", V->path, V->filename, (unsigned long long)V->n_elems);
         goto out;
     }
     if (lay == H5D_CHUNKED) {
-        hsize_t c = 0;
-        uint64_t bytes;
+        hsize_t c[H5S_MAX_RANK];
+        uint64_t elems = 1, bytes = 0;
+        int ok = V->ndim >= 1 && H5Pget_chunk(dcpl, (int)V->ndim, c) == (int)V->ndim;
         V->chunked = 1;
-        if (H5Pget_chunk(dcpl, 1, &c) != 1 || c == 0 ||
-            __builtin_mul_overflow((uint64_t)c, (uint64_t)V->desc_size, &bytes) || bytes > UINT32_MAX) {
+        for (unsigned d = 0; ok && d < V->ndim; d++) {
+            V->chunk_dims[d] = c[d];
+            ok = c[d] > 0 && !__builtin_mul_overflow(elems, (uint64_t)c[d], &elems);
+        }
+        if (!ok || __builtin_mul_overflow(elems, (uint64_t)V->desc_size, &bytes) || bytes > UINT32_MAX) {
             rc = ml_error_set(err, -ML_ECORRUPT, "variable-length dataset '%s' of file '%s' has chunks of %llu "
-                              "rows (HDF5 chunks are 1 to 4 GiB)", V->path, V->filename, (unsigned long long)c);
+                              "bytes or of no shape (HDF5 chunks are 1 byte to 4 GiB)", V->path, V->filename,
+                              (unsigned long long)bytes);
             goto out;
         }
-        V->chunk_rows = c;
+        V->chunk_rows = V->chunk_dims[0];
+        V->chunk_elems = elems;
         goto out;
     }
     haddr_t off = H5Dget_offset((hid_t)V->h5_dset); /* absolute: a file offset */
     V->offset = off == HADDR_UNDEF ? UINT64_MAX : (uint64_t)off;
     hsize_t stored = H5Dget_storage_size((hid_t)V->h5_dset);
     if (V->offset != UINT64_MAX && (uint64_t)stored != total)
-        rc = ml_error_set(err, -ML_ECORRUPT, "variable-length dataset '%s' of file '%s' stores %llu bytes of row "
-                          "descriptors, but its %llu rows need %llu (damaged layout or dataspace)", V->path,
-                          V->filename, (unsigned long long)stored, (unsigned long long)V->n_rows,
+        rc = ml_error_set(err, -ML_ECORRUPT, "variable-length dataset '%s' of file '%s' stores %llu bytes of "
+                          "descriptors, but its %llu elements need %llu (damaged layout or dataspace)", V->path,
+                          V->filename, (unsigned long long)stored, (unsigned long long)V->n_elems,
                           (unsigned long long)total);
 out:
     H5Pclose(dcpl);
     return rc;
 }
 
+/* The first member of compound `tid` (at any depth, inside arrays too)
+ * that is a variable-length string, its path written into name[] as
+ * PyTables names nested fields ('outer/inner'). Returns 1 when found, 0
+ * when none, -1 on an HDF5 failure. Caller holds the lock. */
+static int find_vlen_string_member(hid_t tid, char *name, size_t len, unsigned depth) {
+    H5T_class_t cls = H5Tget_class(tid);
+    if (depth > 32)
+        return 0; /* h5dmsg.c bounds the nesting HDF5 decodes; deeper is not ours to refuse */
+    if (cls == H5T_STRING)
+        return H5Tis_variable_str(tid) > 0;
+    if (cls == H5T_ARRAY) {
+        hid_t super = H5Tget_super(tid);
+        int r = super < 0 ? -1 : find_vlen_string_member(super, name, len, depth + 1);
+        if (super >= 0)
+            H5Tclose(super);
+        return r;
+    }
+    if (cls != H5T_COMPOUND)
+        return 0;
+    int n = H5Tget_nmembers(tid);
+    for (int i = 0; i < n; i++) {
+        char *mname = H5Tget_member_name(tid, (unsigned)i);
+        hid_t mt = H5Tget_member_type(tid, (unsigned)i);
+        size_t used = strlen(name);
+        int r = mname && mt >= 0 ? 0 : -1;
+        if (r == 0) {
+            snprintf(name + used, len - used, "%s%s", used ? "/" : "", mname);
+            r = find_vlen_string_member(mt, name, len, depth + 1);
+            if (r == 0)
+                name[used] = '\0';
+        }
+        if (mname)
+            H5free_memory(mname);
+        if (mt >= 0)
+            H5Tclose(mt);
+        if (r != 0)
+            return r;
+    }
+    return n < 0 ? -1 : 0;
+}
+
+/* The shape: VLArrays 1-D only; strings any simple dataspace (scalar: 0-d,
+ * one row). Fills V->ndim, dims, n_rows, inner and n_elems, every product
+ * overflow-checked. Caller holds the lock. */
+static int describe_shape(ml_vlen *V, ml_error *err) {
+    hid_t space = H5Dget_space((hid_t)V->h5_dset);
+    H5S_class_t cls = space < 0 ? H5S_NO_CLASS : H5Sget_simple_extent_type(space);
+    int nd = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
+    hsize_t dims[H5S_MAX_RANK];
+    int rc = 0;
+    if (nd < 0 || nd > H5S_MAX_RANK || (cls != H5S_NULL && H5Sget_simple_extent_dims(space, dims, NULL) < 0)) {
+        rc = ml_error_set(err, -ML_EHDF5, "cannot read the shape of dataset '%s' of file '%s'", V->path,
+                          V->filename);
+        goto out;
+    }
+    if (!V->is_string && (nd != 1 || cls != H5S_SIMPLE)) {
+        rc = ml_error_set(err, -ML_ESHAPE,
+                          "variable-length dataset '%s' of file '%s' has %d dimensions: only 1-D ones "
+                          "(PyTables VLArray) are read", V->path, V->filename, nd);
+        goto out;
+    }
+    if (cls != H5S_SIMPLE && cls != H5S_SCALAR) {
+        rc = ml_error_set(err, -ML_ESHAPE, "variable-length string dataset '%s' of file '%s' has a null "
+                          "dataspace: it holds no value to read", V->path, V->filename);
+        goto out;
+    }
+    if (cls == H5S_SCALAR)
+        nd = 0;
+    if (nd > ML_MAX_DIMS) {
+        rc = ml_error_set(err, -ML_ESHAPE, "dataset '%s' of file '%s' has %d dimensions (at most %d are read)",
+                          V->path, V->filename, nd, ML_MAX_DIMS);
+        goto out;
+    }
+    V->ndim = (unsigned)nd;
+    V->n_rows = nd ? dims[0] : 1;
+    V->inner = 1;
+    for (int d = 0; d < nd; d++) {
+        V->dims[d] = dims[d];
+        if (d > 0 && __builtin_mul_overflow(V->inner, (uint64_t)dims[d], &V->inner))
+            V->inner = UINT64_MAX;
+    }
+    uint64_t bytes;
+    if (__builtin_mul_overflow(V->n_rows, V->inner, &V->n_elems) ||
+        __builtin_mul_overflow(V->n_elems, (uint64_t)(4 + 8 + 4), &bytes) || bytes > INT64_MAX) {
+        rc = ml_error_set(err, -ML_ECORRUPT, "variable-length dataset '%s' of file '%s' claims more elements "
+                          "than any file holds", V->path, V->filename);
+        goto out;
+    }
+out:
+    if (space >= 0)
+        H5Sclose(space);
+    return rc;
+}
+
 /* Check the dataset's type and shape and build V's element type and memory
- * type. Sets *is_vlen = 0 (and returns 0) when the type is not a
- * variable-length sequence. Caller holds the lock. */
+ * type. Sets *is_vlen = 0 (and returns 0) when the type is neither a
+ * variable-length sequence nor a variable-length string, nor a compound
+ * holding one (refused, naming the field). Caller holds the lock. */
 static int describe(ml_vlen *V, int *is_vlen, ml_error *err) {
     char where[600];
-    hid_t ftype = -1, super = -1, space = -1;
+    hid_t ftype = -1, super = -1;
     int rc = 0;
     *is_vlen = 0;
     ftype = H5Dget_type((hid_t)V->h5_dset);
@@ -259,53 +360,86 @@ static int describe(ml_vlen *V, int *is_vlen, ml_error *err) {
                           V->filename);
         goto out;
     }
-    if (H5Tget_class(ftype) != H5T_VLEN)
-        goto out; /* variable-length strings are H5T_STRING: not ours either */
+    H5T_class_t cls = H5Tget_class(ftype);
+    if (cls == H5T_COMPOUND || cls == H5T_ARRAY) {
+        char field[1024] = "";
+        if (find_vlen_string_member(ftype, field, sizeof field, 0) > 0) {
+            *is_vlen = 1;
+            rc = ml_error_set(err, -ML_ETYPE, "unsupported datatype: variable-length string in field '%s' of "
+                              "the %s of dataset '%s' of file '%s' (variable-length strings are read in datasets "
+                              "of strings only, not inside compounds or arrays)", field,
+                              cls == H5T_COMPOUND ? "compound" : "array", V->path, V->filename);
+        }
+        goto out;
+    }
+    V->is_string = cls == H5T_STRING && H5Tis_variable_str(ftype) > 0;
+    if (cls != H5T_VLEN && !V->is_string)
+        goto out;
     *is_vlen = 1;
     snprintf(where, sizeof where, "the elements of variable-length dataset '%s' of file '%s'", V->path,
              V->filename);
-    super = H5Tget_super(ftype);
-    if (super < 0) {
-        rc = ml_error_set(err, -ML_EHDF5, "cannot read %s", where);
-        goto out;
+    if (V->is_string) {
+        H5T_cset_t cs = H5Tget_cset(ftype);
+        H5T_str_t pad = H5Tget_strpad(ftype);
+        if ((cs != H5T_CSET_ASCII && cs != H5T_CSET_UTF8) ||
+            (pad != H5T_STR_NULLTERM && pad != H5T_STR_NULLPAD && pad != H5T_STR_SPACEPAD)) {
+            rc = ml_error_set(err, -ML_ETYPE, "unsupported datatype: variable-length string of character set "
+                              "%d and padding %d in dataset '%s' of file '%s'", (int)cs, (int)pad, V->path,
+                              V->filename);
+            goto out;
+        }
+        V->str_utf8 = cs == H5T_CSET_UTF8;
+        V->str_pad = (int)pad;
+        V->base = calloc(1, sizeof *V->base);
+        if (!V->base) {
+            rc = ml_error_set(err, -ENOMEM, "out of memory");
+            goto out;
+        }
+        V->base->kind = ML_T_UINT; /* one char: a string's heap object is its bytes */
+        V->base->size = 1;
+        V->base->precision = 8;
+        V->elem_size = 1;
+    } else {
+        super = H5Tget_super(ftype);
+        if (super < 0) {
+            rc = ml_error_set(err, -ML_EHDF5, "cannot read %s", where);
+            goto out;
+        }
+        rc = ml_type_from_h5(super, &V->base, err, where);
+        if (rc < 0)
+            goto out;
+        V->elem_size = H5Tget_size(super);
+        if (V->elem_size == 0) {
+            rc = ml_error_set(err, -ML_EHDF5, "cannot read the size of %s", where);
+            goto out;
+        }
     }
-    rc = ml_type_from_h5(super, &V->base, err, where);
-    if (rc < 0)
-        goto out;
-    space = H5Dget_space((hid_t)V->h5_dset);
-    int nd = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
-    if (nd < 0) {
-        rc = ml_error_set(err, -ML_EHDF5, "cannot read the shape of dataset '%s' of file '%s'", V->path,
-                          V->filename);
-        goto out;
-    }
-    if (nd != 1 || H5Sget_simple_extent_type(space) != H5S_SIMPLE) {
-        rc = ml_error_set(err, -ML_ESHAPE,
-                          "variable-length dataset '%s' of file '%s' has %d dimensions: only 1-D ones "
-                          "(PyTables VLArray) are read", V->path, V->filename, nd);
-        goto out;
-    }
-    hsize_t dim = 0;
-    H5Sget_simple_extent_dims(space, &dim, NULL);
-    V->n_rows = dim;
-    V->elem_size = H5Tget_size(super);
-    if (V->elem_size == 0) {
-        rc = ml_error_set(err, -ML_EHDF5, "cannot read the size of %s", where);
-        goto out;
-    }
-    rc = check_filters(V, err);
+    rc = describe_shape(V, err);
+    if (rc == 0)
+        rc = check_filters(V, err);
     if (rc == 0)
         rc = describe_file(V, err);
     if (rc == 0)
         rc = describe_storage(V, err);
     if (rc < 0)
         goto out;
-    V->h5_mtype = H5Tvlen_create(super);
+    if (V->is_string) {
+        /* char *: HDF5 allocates each string NUL-terminated; no conversion
+         * between string types of one character set and padding. */
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        if (mt < 0 || H5Tset_size(mt, H5T_VARIABLE) < 0 ||
+            H5Tset_cset(mt, V->str_utf8 ? H5T_CSET_UTF8 : H5T_CSET_ASCII) < 0 ||
+            H5Tset_strpad(mt, (H5T_str_t)V->str_pad) < 0) {
+            if (mt >= 0)
+                H5Tclose(mt);
+            mt = -1;
+        }
+        V->h5_mtype = mt;
+    } else
+        V->h5_mtype = H5Tvlen_create(super);
     if (V->h5_mtype < 0)
         rc = ml_error_set(err, -ML_EHDF5, "cannot build the memory type of %s", where);
 out:
-    if (space >= 0)
-        H5Sclose(space);
     if (super >= 0)
         H5Tclose(super);
     if (ftype >= 0)
@@ -400,12 +534,30 @@ static desc desc_at(const ml_vlen *V, const unsigned char *p) {
     return d;
 }
 
-static int row_error(const ml_vlen *V, ml_error *err, int rc, uint64_t row, const char *why) {
-    return ml_error_set(err, rc, "variable-length dataset '%s' of file '%s', row %llu: %s", V->path, V->filename,
-                        (unsigned long long)row, why);
+/* An error about element e (VLArrays: row e): "row R" for 1-D datasets,
+ * "element [i, j, ...]" for others. */
+static int row_error(const ml_vlen *V, ml_error *err, int rc, uint64_t e, const char *why) {
+    char at[ML_MAX_DIMS * 22 + 16] = "the value"; /* 0-d */
+    if (V->ndim == 1)
+        snprintf(at, sizeof at, "row %llu", (unsigned long long)e);
+    else if (V->ndim > 1) {
+        uint64_t x[ML_MAX_DIMS];
+        size_t used = 0;
+        for (unsigned d = V->ndim; d-- > 0;) {
+            x[d] = e % V->dims[d];
+            e /= V->dims[d];
+        }
+        used += (size_t)snprintf(at, sizeof at, "element [");
+        for (unsigned d = 0; d < V->ndim && used < sizeof at; d++)
+            used += (size_t)snprintf(at + used, sizeof at - used, "%s%llu", d ? ", " : "", (unsigned long long)x[d]);
+        if (used < sizeof at)
+            snprintf(at + used, sizeof at - used, "]");
+    }
+    return ml_error_set(err, rc, "variable-length %sdataset '%s' of file '%s', %s: %s", V->is_string ? "string " : "",
+                        V->path, V->filename, at, why);
 }
 
-/* Contiguous: the descriptors of uniq[0..m) (sorted, distinct) into
+/* Contiguous: the descriptors of elements uniq[0..m) (sorted, distinct) into
  * out[i * desc_size], read in spans of at most DESC_SPAN rows. Never
  * written: all null. Returns 0, -errno, -ML_ETRUNC or -ENOMEM. */
 static int read_contiguous(ml_vlen *V, const uint64_t *uniq, size_t m, unsigned char *out, ml_error *err) {
@@ -423,7 +575,7 @@ static int read_contiguous(ml_vlen *V, const uint64_t *uniq, size_t m, unsigned 
     for (size_t i = 0, j; i < m; i = j) {
         for (j = i + 1; j < m && uniq[j] - uniq[i] < DESC_SPAN; j++)
             ;
-        /* Row numbers are below n_rows, whose descriptors' bytes were
+        /* Elements are below n_elems, whose descriptors' bytes were
          * checked at open to fit in 2^63: only the sum with the offset can wrap. */
         uint64_t first = uniq[i], len = (uniq[j - 1] - first + 1) * ds, at;
         if (__builtin_add_overflow(V->offset, first * ds, &at) || at > end || len > end - at) {
@@ -505,54 +657,90 @@ static int decode_chunk(const ml_vlen *V, unsigned mask, unsigned char **buf, si
     return 0;
 }
 
-/* Chunked: the descriptors of uniq[0..m) into out[i * desc_size], one
- * raw chunk read (under the lock) and decoded (without it) per chunk
- * touched; a chunk never written holds null descriptors (HDF5 reads the
- * fill value). Returns 0 or an error for the chunk's first row. */
-/* Does the chunk index store `nbytes` for the chunk at `coord`, the size
- * H5Dread_chunk of an unfiltered chunk writes? (H5Dget_chunk_storage_size
- * reports the full chunk size for unfiltered chunks whatever the index
- * stores.) Caller holds the HDF5 lock. */
-static int raw_size_is(ml_vlen *V, const hsize_t *coord, hsize_t nbytes) {
-    unsigned mask = 0;
-    haddr_t addr = HADDR_UNDEF;
-    hsize_t size = 0;
-    return H5Dget_chunk_info_by_coord((hid_t)V->h5_dset, coord, &mask, &addr, &size) >= 0 && addr != HADDR_UNDEF &&
-           size == nbytes;
+/* Where an element's descriptor lies in the chunked layout: its chunk (a
+ * row-major index over the grid of chunks) and its index inside that
+ * chunk (row-major over the chunk's shape, as HDF5 stores a chunk). */
+typedef struct chunk_pos {
+    uint64_t chunk;  /* chunk number; its origin is recomputed from it */
+    uint64_t local;  /* descriptor index inside the chunk, < chunk_elems */
+    size_t i;        /* the element's place in uniq */
+} chunk_pos;
+
+static chunk_pos chunk_pos_of(const ml_vlen *V, uint64_t e, size_t i) {
+    uint64_t x[ML_MAX_DIMS];
+    chunk_pos p = {.i = i};
+    for (unsigned d = V->ndim; d-- > 0;) {
+        x[d] = e % V->dims[d];
+        e /= V->dims[d];
+    }
+    for (unsigned d = 0; d < V->ndim; d++) {
+        uint64_t grid = (V->dims[d] + V->chunk_dims[d] - 1) / V->chunk_dims[d]; /* dims < 2^63: no wrap */
+        p.chunk = p.chunk * grid + x[d] / V->chunk_dims[d];
+        p.local = p.local * V->chunk_dims[d] + x[d] % V->chunk_dims[d];
+    }
+    return p;
 }
 
+/* The chunk origin (element coordinates) of chunk number `chunk`. */
+static void chunk_origin(const ml_vlen *V, uint64_t chunk, hsize_t *coord) {
+    for (unsigned d = V->ndim; d-- > 0;) {
+        uint64_t grid = (V->dims[d] + V->chunk_dims[d] - 1) / V->chunk_dims[d];
+        coord[d] = (hsize_t)(chunk % grid * V->chunk_dims[d]);
+        chunk /= grid;
+    }
+}
+
+static int cmp_chunk_pos(const void *a, const void *b) {
+    const chunk_pos *x = a, *y = b;
+    if (x->chunk != y->chunk)
+        return (x->chunk > y->chunk) - (x->chunk < y->chunk);
+    return (x->i > y->i) - (x->i < y->i);
+}
+
+/* Chunked: the descriptors of elements uniq[0..m) (sorted, distinct) into
+ * out[i * desc_size], one raw chunk read (under the lock) and decoded
+ * (without it) per chunk touched; a chunk never written holds null
+ * descriptors (HDF5 reads the fill value). Returns 0 or an error for the
+ * chunk's first element. */
 static int read_chunked(ml_vlen *V, const uint64_t *uniq, size_t m, unsigned char *out, ml_error *err) {
-    size_t ds = V->desc_size, want = (size_t)(V->chunk_rows * ds);
+    size_t ds = V->desc_size, want = (size_t)(V->chunk_elems * ds);
+    chunk_pos *pos = malloc(m * sizeof *pos);
     int rc = 0;
+    if (!pos)
+        return ml_error_set(err, -ENOMEM, "out of memory reading the descriptors of '%s'", V->path);
+    for (size_t i = 0; i < m; i++)
+        pos[i] = chunk_pos_of(V, uniq[i], i);
+    if (V->ndim > 1) /* 1-D: element order is chunk order already */
+        qsort(pos, m, sizeof *pos, cmp_chunk_pos);
     for (size_t i = 0, j; i < m && rc == 0; i = j) {
-        uint64_t chunk = uniq[i] / V->chunk_rows;
-        for (j = i + 1; j < m && uniq[j] / V->chunk_rows == chunk; j++)
+        for (j = i + 1; j < m && pos[j].chunk == pos[i].chunk; j++)
             ;
-        hsize_t coord = chunk * V->chunk_rows, nbytes = 0;
+        hsize_t coord[ML_MAX_DIMS], nbytes = 0;
         uint32_t mask = 0;
         unsigned char *buf = NULL;
         size_t len = 0;
         const char *why = NULL;
+        chunk_origin(V, pos[i].chunk, coord);
+        haddr_t caddr = HADDR_UNDEF;
+        unsigned cmask = 0;
         ml_h5_lock();
-        if (H5Dget_chunk_storage_size((hid_t)V->h5_dset, &coord, &nbytes) < 0) {
+        /* The size the chunk index stores, which H5Dread_chunk writes
+         * (H5Dget_chunk_storage_size reports an unfiltered chunk's full size
+         * whatever the index stores, and fails on a chunk never written in
+         * 1.10.8); an address HADDR_UNDEF: never written. */
+        if (H5Dget_chunk_info_by_coord((hid_t)V->h5_dset, coord, &cmask, &caddr, &nbytes) < 0) {
             rc = -ML_EHDF5;
             why = "HDF5 cannot find the chunk of its descriptor";
-        } else if (nbytes == 0) {
-            /* never written: fill, nothing for HDF5 to follow */
+        } else if (caddr == HADDR_UNDEF) {
+            /* never written: fill, nothing for HDF5 to follow but the fill value */
         } else if (nbytes > V->limit || (V->n_filters == 0 && nbytes != want)) {
             rc = -ML_ECORRUPT;
             why = "the chunk of its descriptor claims a size larger than the file, or, unfiltered, other "
-                  "than its rows' descriptors";
-        } else if (V->n_filters == 0 && !raw_size_is(V, &coord, nbytes)) {
-            /* Unfiltered, HDF5's keyed size is the chunk's full size, but
-             * H5Dread_chunk writes the size the index stores: they must
-             * agree, or it would write past the buffer. */
-            rc = -ML_ECORRUPT;
-            why = "the chunk index stores another size for the chunk of its descriptor than its rows' descriptors";
-        } else if (!(buf = malloc((size_t)nbytes))) {
+                  "than its descriptors";
+        } else if (!(buf = malloc(nbytes ? (size_t)nbytes : 1))) {
             rc = -ENOMEM;
             why = "out of memory for the chunk of its descriptor";
-        } else if (H5Dread_chunk((hid_t)V->h5_dset, H5P_DEFAULT, &coord, &mask, buf) < 0) {
+        } else if (H5Dread_chunk((hid_t)V->h5_dset, H5P_DEFAULT, coord, &mask, buf) < 0) {
             rc = -ML_EHDF5;
             why = "HDF5 cannot read the chunk of its descriptor";
         }
@@ -561,16 +749,17 @@ static int read_chunked(ml_vlen *V, const uint64_t *uniq, size_t m, unsigned cha
         if (rc == 0 && buf)
             rc = decode_chunk(V, mask, &buf, &len, want, &why);
         if (rc < 0)
-            row_error(V, err, rc, uniq[i], why);
+            row_error(V, err, rc, uniq[pos[i].i], why);
         else
             for (size_t k = i; k < j; k++) {
                 if (buf)
-                    memcpy(out + k * ds, buf + (uniq[k] - coord) * ds, ds);
+                    memcpy(out + pos[k].i * ds, buf + pos[k].local * ds, ds);
                 else
-                    memset(out + k * ds, 0, ds);
+                    memset(out + pos[k].i * ds, 0, ds);
             }
         free(buf);
     }
+    free(pos);
     return rc;
 }
 
@@ -598,11 +787,12 @@ static uint64_t row_of_heap(const ml_vlen *V, const uint64_t *uniq, size_t m, co
     return uniq[0];
 }
 
-/* Everything H5Dread will follow from the rows uniq[0..m) (sorted,
- * distinct), checked as the opening comment says. Each collection is read
- * and walked once, however many rows share it; collections may not
- * overlap, so the walks together cover at most the file. Returns 0 or an
- * error naming the first row concerned. */
+/* Everything H5Dread will follow from the elements uniq[0..m) (sorted,
+ * distinct; a VLArray's rows, a string dataset's strings), checked as the
+ * opening comment says. Each collection is read and walked once, however
+ * many elements share it; collections may not overlap, so the walks
+ * together cover at most the file. Returns 0 or an error naming the first
+ * element concerned. */
 static int check_rows(ml_vlen *V, const uint64_t *uniq, size_t m, ml_error *err) {
     unsigned char *descs = NULL;
     uint64_t *addrs = NULL;
@@ -616,7 +806,7 @@ static int check_rows(ml_vlen *V, const uint64_t *uniq, size_t m, ml_error *err)
     addrs = malloc(m * sizeof *addrs);
     heaps = calloc(m, sizeof *heaps);
     if (!descs || !addrs || !heaps) {
-        rc = ml_error_set(err, -ENOMEM, "out of memory checking %zu rows of '%s'", m, V->path);
+        rc = ml_error_set(err, -ENOMEM, "out of memory checking %zu elements of '%s'", m, V->path);
         goto out;
     }
     rc = V->chunked ? read_chunked(V, uniq, m, descs, err) : read_contiguous(V, uniq, m, descs, err);
@@ -668,9 +858,14 @@ static int check_rows(ml_vlen *V, const uint64_t *uniq, size_t m, ml_error *err)
             goto out;
         }
         if (__builtin_mul_overflow(d.count, (uint64_t)V->elem_size, &need) || o->size != need) {
-            snprintf(why, sizeof why, "it has %llu elements of %zu bytes, but its object %llu in the global heap "
-                     "collection at address %llu holds %llu bytes", (unsigned long long)d.count, V->elem_size,
-                     (unsigned long long)d.idx, (unsigned long long)d.addr, (unsigned long long)o->size);
+            if (V->is_string)
+                snprintf(why, sizeof why, "its string has %llu bytes, but its object %llu in the global heap "
+                         "collection at address %llu holds %llu bytes", (unsigned long long)d.count,
+                         (unsigned long long)d.idx, (unsigned long long)d.addr, (unsigned long long)o->size);
+            else
+                snprintf(why, sizeof why, "it has %llu elements of %zu bytes, but its object %llu in the global heap "
+                         "collection at address %llu holds %llu bytes", (unsigned long long)d.count, V->elem_size,
+                         (unsigned long long)d.idx, (unsigned long long)d.addr, (unsigned long long)o->size);
             rc = row_error(V, err, -ML_ECORRUPT, uniq[i], why);
             goto out;
         }
@@ -702,14 +897,61 @@ static size_t find_row(const uint64_t *uniq, size_t m, uint64_t row) {
     return lo;
 }
 
+/* Is uniq[0..m) an arithmetic progression? Its step in *step (1 for m = 1). */
+static int is_progression(const uint64_t *uniq, size_t m, uint64_t *step) {
+    *step = m > 1 ? uniq[1] - uniq[0] : 1;
+    for (size_t i = 2; i < m; i++)
+        if (uniq[i] - uniq[i - 1] != *step)
+            return 0;
+    return 1;
+}
+
+/* Select the rows uniq[0..m) (sorted, distinct) of the file space, every
+ * element of each: one hyperslab when they are evenly spaced (a run, a
+ * slice's step), else the points, in order (HDF5 then reads the elements
+ * in the order the memory space lists them: row after row). elems[0..me)
+ * are the elements, for the points. Caller holds the lock. Returns 0 or
+ * -ML_EHDF5 / -ENOMEM. */
+static int select_rows(const ml_vlen *V, hid_t fspace, const uint64_t *uniq, size_t m, const uint64_t *elems,
+                       size_t me) {
+    uint64_t step;
+    if (V->ndim == 0)
+        return H5Sselect_all(fspace) < 0 ? -ML_EHDF5 : 0;
+    if (is_progression(uniq, m, &step)) {
+        hsize_t start[ML_MAX_DIMS], stride[ML_MAX_DIMS], count[ML_MAX_DIMS];
+        for (unsigned d = 0; d < V->ndim; d++) {
+            start[d] = 0;
+            stride[d] = 1;
+            count[d] = V->dims[d];
+        }
+        start[0] = uniq[0];
+        stride[0] = step;
+        count[0] = m;
+        return H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, stride, count, NULL) < 0 ? -ML_EHDF5 : 0;
+    }
+    size_t nd = V->ndim, bytes;
+    hsize_t *coords = NULL;
+    if (__builtin_mul_overflow(me, nd * sizeof *coords, &bytes) || !(coords = malloc(bytes)))
+        return -ENOMEM;
+    for (size_t i = 0; i < me; i++) {
+        uint64_t e = elems[i];
+        for (size_t d = nd; d-- > 0;) {
+            coords[i * nd + d] = e % V->dims[d];
+            e /= V->dims[d];
+        }
+    }
+    int rc = H5Sselect_elements(fspace, H5S_SELECT_SET, me, coords) < 0 ? -ML_EHDF5 : 0;
+    free(coords);
+    return rc;
+}
+
 int ml_vlen_read(ml_vlen *V, const uint64_t *rows, size_t n, uint64_t *counts, void **data,
                  size_t *nbytes, ml_error *err) {
-    uint64_t *uniq = NULL;
-    hsize_t *coords = NULL;
-    hvl_t *seqs = NULL;
+    uint64_t *uniq = NULL, *elems = NULL;
+    void *seqs = NULL; /* hvl_t[m] (VLArrays) or char *[me] (strings): HDF5's allocations until reclaimed */
     unsigned char *outp = NULL;
     hid_t fspace = -1, mspace = -1;
-    size_t m = 0, total = 0, esize = V->base->size;
+    size_t m = 0, me = 0, total = 0, esize = V->base->size, inner = (size_t)V->inner, cells;
     int rc = 0, read_done = 0;
     *data = NULL;
     *nbytes = 0;
@@ -718,7 +960,9 @@ int ml_vlen_read(ml_vlen *V, const uint64_t *rows, size_t n, uint64_t *counts, v
             return ml_error_set(err, -ML_EINVAL, "row %llu out of range of variable-length dataset '%s' "
                                 "of file '%s' with %llu rows", (unsigned long long)rows[i], V->path,
                                 V->filename, (unsigned long long)V->n_rows);
-    if (n == 0) {
+    if (__builtin_mul_overflow(n, inner, &cells) || cells > SIZE_MAX / 16)
+        return ml_error_set(err, -ENOMEM, "%zu rows of dataset '%s' exceed the address space", n, V->path);
+    if (cells == 0) {
         *data = malloc(1);
         return *data ? 0 : ml_error_set(err, -ENOMEM, "out of memory");
     }
@@ -733,29 +977,32 @@ int ml_vlen_read(ml_vlen *V, const uint64_t *rows, size_t n, uint64_t *counts, v
     for (size_t i = 0; i < n; i++)
         if (m == 0 || uniq[i] != uniq[m - 1])
             uniq[m++] = uniq[i];
-    seqs = calloc(m, sizeof *seqs); /* zeroed: reclaiming an entry never read is a no-op */
-    int run = uniq[m - 1] - uniq[0] == m - 1;
-    if (!run)
-        coords = malloc(m * sizeof *coords);
-    if (!seqs || (!run && !coords)) {
+    me = m * inner; /* <= cells */
+    if (inner == 1)
+        elems = uniq;
+    else if ((elems = malloc(me * sizeof *elems)))
+        for (size_t k = 0; k < m; k++)
+            for (size_t j = 0; j < inner; j++)
+                elems[k * inner + j] = uniq[k] * inner + j;
+    /* zeroed: reclaiming an entry never read is a no-op */
+    seqs = V->is_string ? calloc(me, sizeof(char *)) : calloc(m, sizeof(hvl_t));
+    if (!seqs || !elems) {
         rc = ml_error_set(err, -ENOMEM, "out of memory for %zu rows", m);
         goto out;
     }
-    for (size_t i = 0; !run && i < m; i++)
-        coords[i] = uniq[i];
-    rc = check_rows(V, uniq, m, err); /* before HDF5 follows any heap reference */
+    rc = check_rows(V, elems, me, err); /* before HDF5 follows any heap reference */
     if (rc < 0)
         goto out;
 
     ml_h5_lock();
-    hsize_t start = uniq[0], count = m;
+    hsize_t count = me;
     fspace = H5Dget_space((hid_t)V->h5_dset);
     mspace = H5Screate_simple(1, &count, NULL);
-    if (fspace < 0 || mspace < 0 ||
-        (run ? H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, NULL, &count, NULL)
-             : H5Sselect_elements(fspace, H5S_SELECT_SET, m, coords)) < 0)
+    if (fspace < 0 || mspace < 0)
         rc = -ML_EHDF5;
-    else {
+    else
+        rc = select_rows(V, fspace, uniq, m, elems, me);
+    if (rc == 0) {
         read_done = 1; /* from here on, seqs may hold HDF5's allocations */
         if (H5Dread((hid_t)V->h5_dset, (hid_t)V->h5_mtype, mspace, fspace, H5P_DEFAULT, seqs) < 0)
             rc = -ML_EHDF5;
@@ -767,13 +1014,24 @@ int ml_vlen_read(ml_vlen *V, const uint64_t *rows, size_t n, uint64_t *counts, v
         goto out;
     }
 
-    /* Copy out without the lock: seqs is ours until reclaimed. */
+    /* Copy out without the lock: seqs is ours until reclaimed. A string is
+     * its bytes up to the NUL HDF5 ends it with (what h5py gives); a null
+     * element (never written) is empty. */
+    char **strs = seqs;
+    const hvl_t *vl = seqs;
     for (size_t i = 0; i < n; i++) {
-        size_t len = seqs[find_row(uniq, m, rows[i])].len, b;
-        if (__builtin_mul_overflow(len, esize, &b) || __builtin_add_overflow(total, b, &total)) {
-            rc = ml_error_set(err, -ENOMEM, "%zu rows of variable-length dataset '%s' exceed the address space",
-                              n, V->path);
-            goto out;
+        size_t k = find_row(uniq, m, rows[i]), b;
+        for (size_t j = 0; j < inner; j++) {
+            if (V->is_string)
+                b = strs[k * inner + j] ? strlen(strs[k * inner + j]) : 0;
+            else if (__builtin_mul_overflow(vl[k].len, esize, &b))
+                b = SIZE_MAX;
+            counts[i * inner + j] = V->is_string ? b : vl[k].len;
+            if (__builtin_add_overflow(total, b, &total)) {
+                rc = ml_error_set(err, -ENOMEM, "%zu rows of variable-length dataset '%s' exceed the address space",
+                                  n, V->path);
+                goto out;
+            }
         }
     }
     outp = malloc(total ? total : 1);
@@ -784,11 +1042,12 @@ int ml_vlen_read(ml_vlen *V, const uint64_t *rows, size_t n, uint64_t *counts, v
     }
     size_t off = 0;
     for (size_t i = 0; i < n; i++) {
-        const hvl_t *s = &seqs[find_row(uniq, m, rows[i])];
-        counts[i] = s->len;
-        if (s->len) {
-            memcpy(outp + off, s->p, s->len * esize);
-            off += s->len * esize;
+        size_t k = find_row(uniq, m, rows[i]);
+        for (size_t j = 0; j < inner; j++) {
+            size_t b = V->is_string ? (size_t)counts[i * inner + j] : vl[k].len * esize;
+            if (b)
+                memcpy(outp + off, V->is_string ? (const void *)strs[k * inner + j] : vl[k].p, b);
+            off += b;
         }
     }
     *data = outp;
@@ -812,7 +1071,8 @@ out:
     }
     free(outp);
     free(seqs);
-    free(coords);
+    if (elems != uniq)
+        free(elems);
     free(uniq);
     return rc;
 }

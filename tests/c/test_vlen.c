@@ -4,7 +4,9 @@
  * an int16 array atom; empty rows; rows in any order with repeats, as one
  * run (hyperslab) and scattered (points); the open errors (missing file,
  * not HDF5, missing path) and what is refused (2-D and scalar vlen, vlen
- * of vlen) or is not a vlen dataset (group, plain dataset, vlen string);
+ * of vlen) or is not a vlen dataset (group, plain dataset); variable-length
+ * strings, 1-D never written (null: empty) and 2-D chunked with deflate and
+ * edge chunks, against the strings written here;
  * threads reading at once beside ml_layout_open, all under one lock; and
  * damaged global heaps (a collection size below HDF5's minimum, an object
  * size that wraps HDF5's walk, an object index past the objects) read as
@@ -175,8 +177,8 @@ static void check_open_errors(void) {
     CHECK(strstr(err.msg, "/no/such") != NULL);
 
     /* Not variable-length datasets: 0 and no handle, err untouched. */
-    const char *not_vlen[] = {"/grp", "/plain", "/vlstr"};
-    for (size_t i = 0; i < 3; i++) {
+    const char *not_vlen[] = {"/grp", "/plain"};
+    for (size_t i = 0; i < 2; i++) {
         V = (ml_vlen *)1;
         ml_error_clear(&err);
         CHECK_RC(ml_vlen_open(g_file, not_vlen[i], &V, &err));
@@ -347,6 +349,83 @@ static void check_threads(void) {
     ml_vlen_close(V);
 }
 
+/* String (r, c) of the 2-D string dataset: empty when (r + c) % 5 == 0. */
+static void string_at(unsigned r, unsigned c, char *out, size_t len) {
+    if ((r + c) % 5 == 0)
+        out[0] = '\0';
+    else
+        snprintf(out, len, "s%u.%u%.*s", r, c, (int)((r * 3 + c) % 7), "xxxxxxx");
+}
+
+#define S_ROWS 9
+#define S_COLS 5
+
+static void write_strings(void) {
+    hid_t fid = H5Fopen(g_file, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t st = H5Tcopy(H5T_C_S1);
+    H5_OK(H5Tset_size(st, H5T_VARIABLE));
+    H5_OK(H5Tset_cset(st, H5T_CSET_UTF8));
+    hsize_t dims[2] = {S_ROWS, S_COLS}, chunk[2] = {4, 2};
+    hid_t sp = H5Screate_simple(2, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5_OK(H5Pset_chunk(dcpl, 2, chunk));
+    H5_OK(H5Pset_deflate(dcpl, 4));
+    static char buf[S_ROWS * S_COLS][32];
+    const char *ptrs[S_ROWS * S_COLS];
+    for (unsigned r = 0; r < S_ROWS; r++)
+        for (unsigned c = 0; c < S_COLS; c++) {
+            string_at(r, c, buf[r * S_COLS + c], sizeof buf[0]);
+            ptrs[r * S_COLS + c] = buf[r * S_COLS + c];
+        }
+    hid_t ds = H5Dcreate2(fid, "/str2d", st, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    H5_OK(H5Dwrite(ds, st, H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs));
+    H5Dclose(ds);
+    H5Pclose(dcpl);
+    H5Sclose(sp);
+    H5Tclose(st);
+    H5Fclose(fid);
+}
+
+static void check_strings(void) {
+    ml_vlen *V = NULL;
+    ml_error err;
+    ml_error_clear(&err);
+    /* Never written: every string null, read as empty. */
+    CHECK_RC(ml_vlen_open(g_file, "/vlstr", &V, &err));
+    CHECK(V != NULL && V->is_string && V->ndim == 1 && V->inner == 1 && !V->str_utf8);
+    uint64_t rows1[3] = {1, 0, 1}, c1[3] = {9, 9, 9}; /* /vlstr has 2 rows */
+    void *data = NULL;
+    size_t nbytes = 1;
+    CHECK_RC(ml_vlen_read(V, rows1, 3, c1, &data, &nbytes, &err));
+    CHECK_EQ(nbytes, 0);
+    CHECK(c1[0] == 0 && c1[1] == 0 && c1[2] == 0);
+    free(data);
+    ml_vlen_close(V);
+
+    CHECK_RC(ml_vlen_open(g_file, "/str2d", &V, &err));
+    CHECK(V != NULL && V->is_string && V->str_utf8 && V->ndim == 2);
+    CHECK_EQ(V->n_rows, S_ROWS);
+    CHECK_EQ(V->inner, S_COLS);
+    /* Scattered rows with a repeat (points), then a run (a hyperslab). */
+    uint64_t sets[2][4] = {{8, 1, 8, 4}, {2, 3, 4, 5}};
+    for (int t = 0; t < 2; t++) {
+        uint64_t counts[4 * S_COLS];
+        CHECK_RC(ml_vlen_read(V, sets[t], 4, counts, &data, &nbytes, &err));
+        const char *p = data;
+        size_t used = 0;
+        for (unsigned i = 0; i < 4; i++)
+            for (unsigned c = 0; c < S_COLS; c++) {
+                char want[32];
+                string_at((unsigned)sets[t][i], c, want, sizeof want);
+                CHECK_EQ(counts[i * S_COLS + c], strlen(want));
+                CHECK(memcmp(p + used, want, strlen(want)) == 0);
+                used += strlen(want);
+            }
+        CHECK_EQ(used, nbytes);
+        free(data);
+    }
+    ml_vlen_close(V);
+}
+
 int main(void) {
     g_file = check_path("vlen.h5");
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
@@ -355,6 +434,8 @@ int main(void) {
     check_reads("/u16be", ML_T_UINT, 2, 1);
     check_reads("/arr", ML_T_ARRAY, 6, 0);
     check_open_errors();
+    write_strings();
+    check_strings();
     check_threads();
     check_damaged_heap();
     CHECK_DONE();
