@@ -71,7 +71,7 @@ deps:
 # Create .venv with the package (editable) and its test dependencies.
 venv: deps
 	@test -x $(PY) || { echo ">> creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
-	@$(PY) -c "import h5py, tables, pytest, hypothesis, pytest_timeout, numexpr, tqdm, setuptools as s, sys; sys.exit(int(s.__version__.split('.')[0]) < 77)" 2>/dev/null || \
+	@$(PY) -c "import h5py, tables, pytest, hypothesis, pytest_timeout, numexpr, tqdm, hdf5plugin, netCDF4, pandas, hdf5storage, xarray, anndata, setuptools as s, sys; sys.exit(int(s.__version__.split('.')[0]) < 77)" 2>/dev/null || \
 	  { echo ">> installing Python dependencies into $(VENV)"; $(PIP) install -q -U pip 'setuptools>=77' wheel 'numpy>=2' && \
 	    $(PIP) install -q --no-build-isolation -e '.[test]'; }
 	@$(PY) -c "import torch, torchdata" 2>/dev/null || { echo ">> installing torch (CPU), torchdata into $(VENV): the torch adapters' tests"; \
