@@ -88,7 +88,10 @@ class SlotPool:
         for b in bufs:
             pin = _Pin(b if rows is None else b[:rows])
             weakref.finalize(pin, release)
-            out.append(np.asarray(pin))
+            # The interface's descr flattens some dtypes (fields out of offset
+            # order become V<n>, string fields lose h5py's metadata): view back.
+            a = np.asarray(pin)
+            out.append(a if a.dtype == b.dtype and a.dtype.metadata == b.dtype.metadata else a.view(b.dtype))
         return out
 
     def _take_bufs(self, must):

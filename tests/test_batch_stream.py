@@ -599,3 +599,27 @@ def test_the_slot_error_loses_no_batch(data, images):
     for b in bs:
         got.append(rows_of(b["y"]))
     assert len(got) == len(whole) and all((a == b).all() for a, b in zip(got, whole))
+
+
+def test_compound_fields_out_of_offset_order(tmp_path):
+    """A compound whose fields are stored out of offset order (PyTables'
+    out_of_order_types.h5) keeps its dtype in the batches: the slot pin's
+    array interface alone would flatten it to V16."""
+    from h5py import h5d, h5s, h5t
+    ct = h5t.create(h5t.COMPOUND, 16)
+    ct.insert(b"b", 8, h5t.IEEE_F64LE)
+    ct.insert(b"a", 0, h5t.STD_I32LE)
+    mdt = np.dtype({"names": ["b", "a"], "formats": ["<f8", "<i4"], "offsets": [8, 0], "itemsize": 16})
+    v = np.zeros(100, mdt)
+    v["a"] = np.arange(100)
+    v["b"] = np.arange(100) / 2
+    fn = str(tmp_path / "ooo.h5")
+    with h5py.File(fn, "w") as f:
+        h5d.create(f.id, b"x", ct, h5s.create_simple((100,))).write(h5s.ALL, h5s.ALL, v, mtype=h5t.py_create(mdt))
+    with h5py.File(fn) as f:
+        ref = f["x"][()]
+    with multiload.BatchStream(fn, "x", batch_size=10, shuffle="none") as bs:
+        batches = [np.array(b) for b in bs]
+    assert all(b.dtype == ref.dtype for b in batches)
+    for name in ref.dtype.names:  # (np.concatenate would pack the fields)
+        np.testing.assert_array_equal(np.concatenate([b[name] for b in batches]), ref[name])

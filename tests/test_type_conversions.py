@@ -301,3 +301,23 @@ def test_non_ieee_float_is_refused_by_layout(tmp_path):
     assert "f.h5" in str(e.value)
     with pytest.raises(TypeError, match="non-IEEE"):
         multiload.Reader(fn).get_dataset("x")
+
+
+def test_scalars_are_converted_too(tmp_path):
+    """0-d datasets (the Reader's ds[()]) go through the same conversion."""
+    fn = str(tmp_path / "scalars.h5")
+    t = h5t.C_S1.copy()
+    t.set_size(8)
+    t.set_strpad(h5t.STR_SPACEPAD)
+    mt = h5t.C_S1.copy()
+    mt.set_size(8)
+    mt.set_strpad(h5t.STR_NULLPAD)
+    with h5file(fn) as f:
+        h5d.create(f.id, b"s", t, h5s.create(h5s.SCALAR)).write(h5s.ALL, h5s.ALL, np.array(b"ab c", "S8"), mtype=mt)
+        h5d.create(f.id, b"i", int_type(4, True, 12, 2), h5s.create(h5s.SCALAR)).write(
+            h5s.ALL, h5s.ALL, np.array(-500, "<i4"), mtype=h5t.NATIVE_INT32)
+    with h5py.File(fn, "r") as f, multiload.Reader(fn) as r:
+        for name in ("s", "i"):
+            ref = f[name][()]
+            got = r.read(r.get_dataset(name)[()])
+            assert type(got) is type(ref) and got == ref and np.asarray(got).tobytes() == np.asarray(ref).tobytes()
