@@ -45,6 +45,7 @@
 
 #include "chunk_index4.h"
 #include "error.h"
+#include "h5meta.h"
 #include "source.h"
 
 #define UNDEF UINT64_MAX
@@ -57,20 +58,6 @@
 #define MSG_LAYOUT 0x0008
 #define MSG_FILL 0x0005                 /* the fill value message (not the old 0x0004) */
 #define MSG_CONTINUATION 0x0010
-
-/* Little-endian unsigned integer of n <= 8 bytes. */
-static uint64_t get_le(const unsigned char *p, unsigned n) {
-    uint64_t v = 0;
-    for (unsigned i = n; i-- > 0;)
-        v = v << 8 | p[i];
-    return v;
-}
-
-/* A file address of n bytes; all ones is "undefined" (UNDEF). */
-static uint64_t get_addr(const unsigned char *p, unsigned n) {
-    uint64_t v = get_le(p, n);
-    return (n < 8 && v == (UINT64_C(1) << (8 * n)) - 1) ? UNDEF : v;
-}
 
 /* Read up to `want` bytes at HDF5 address `addr` (relative to the base),
  * stopping at the end of the file; *got = bytes read. Returns 0,
@@ -114,9 +101,9 @@ static int parse_layout(const ml_chunk_file *f, const unsigned char *p, size_t n
         if (nd < 2 || nd > ML_CHUNK_INDEX_MAX_DIMS || n < 3 + sa + 4 * (size_t)nd)
             return -ML_ECORRUPT;
         out->ndims = nd;
-        out->addr = get_addr(p + 3, sa);
+        out->addr = ml_meta_addr(p + 3, sa);
         for (unsigned d = 0; d < nd; d++) {
-            out->dims[d] = get_le(p + 3 + sa + 4 * d, 4);
+            out->dims[d] = ml_meta_le(p + 3 + sa + 4 * d, 4);
             if (out->dims[d] == 0)
                 return -ML_ECORRUPT;
         }
@@ -135,7 +122,7 @@ static int parse_layout(const ml_chunk_file *f, const unsigned char *p, size_t n
     if (n < pos + 1)
         return -ML_ECORRUPT;
     for (unsigned d = 0; d < nd; d++) {
-        out->dims[d] = get_le(p + 5 + (size_t)d * enc, enc);
+        out->dims[d] = ml_meta_le(p + 5 + (size_t)d * enc, enc);
         if (out->dims[d] == 0)
             return -ML_ECORRUPT;
     }
@@ -156,8 +143,8 @@ static int parse_layout(const ml_chunk_file *f, const unsigned char *p, size_t n
     switch (type) {
     case ML_CHUNK_INDEX_SINGLE:
         if (flags & ML_CHUNK_FLAG_SINGLE_FILTERED) {
-            out->single_size = get_le(q, f->sizeof_size);
-            out->single_mask = (unsigned)get_le(q + f->sizeof_size, 4);
+            out->single_size = ml_meta_le(q, f->sizeof_size);
+            out->single_mask = (unsigned)ml_meta_le(q + f->sizeof_size, 4);
         }
         break;
     case ML_CHUNK_INDEX_FARRAY: out->farray_page_bits = q[0]; break;
@@ -169,7 +156,7 @@ static int parse_layout(const ml_chunk_file *f, const unsigned char *p, size_t n
         out->earray.page_bits = q[4];
         break;
     case ML_CHUNK_INDEX_BTREE2:
-        out->btree2.node_size = (uint32_t)get_le(q, 4);
+        out->btree2.node_size = (uint32_t)ml_meta_le(q, 4);
         out->btree2.split_percent = q[4];
         out->btree2.merge_percent = q[5];
         break;
@@ -177,7 +164,7 @@ static int parse_layout(const ml_chunk_file *f, const unsigned char *p, size_t n
     }
     out->flags = flags;
     out->ndims = nd;
-    out->addr = get_addr(q + extra, sa);
+    out->addr = ml_meta_addr(q + extra, sa);
     out->kind = (ml_chunk_index_kind)type;
     return 0;
 }
@@ -194,13 +181,13 @@ static int64_t parse_fill(const unsigned char *p, uint64_t n) {
             return -1;
         if (p[0] == 2 && !p[3])
             return 0;
-        return n < 8 ? -1 : (int64_t)get_le(p + 4, 4);
+        return n < 8 ? -1 : (int64_t)ml_meta_le(p + 4, 4);
     }
     if (p[0] == 3) {
         /* version, flags (bit 5: a value is defined), [size (4), value] */
         if (!(p[1] & 0x20))
             return 0;
-        return n < 6 ? -1 : (int64_t)get_le(p + 2, 4);
+        return n < 6 ? -1 : (int64_t)ml_meta_le(p + 2, 4);
     }
     return -1;
 }
@@ -229,13 +216,13 @@ int ml_chunk_index_locate(const ml_chunk_file *f, uint64_t ohdr, ml_chunk_index 
         if (got < pos + csz)
             return -ML_ECORRUPT;
         at[0] = ohdr + pos + csz;
-        len[0] = get_le(pre + pos, csz); /* messages and gap; the checksum follows */
+        len[0] = ml_meta_le(pre + pos, csz); /* messages and gap; the checksum follows */
         v2 = 1;
         msg_hdr = (flags & 0x04) ? 6 : 4; /* type, size, flags, [creation order] */
     } else if (got >= 16 && pre[0] == 1) {
         /* v1: version, reserved, message count, refcount, header size, 4 bytes padding */
         at[0] = ohdr + 16;
-        len[0] = get_le(pre + 8, 4);
+        len[0] = ml_meta_le(pre + 8, 4);
         v2 = 0;
         msg_hdr = 8; /* type (2), size (2), flags, 3 reserved */
     } else {
@@ -266,8 +253,8 @@ int ml_chunk_index_locate(const ml_chunk_file *f, uint64_t ohdr, ml_chunk_index 
         /* Fewer bytes left than a message header: the gap at a v2 chunk's end. */
         for (uint64_t pos = start; end - pos >= msg_hdr;) {
             const unsigned char *m = buf + pos;
-            unsigned type = v2 ? m[0] : (unsigned)get_le(m, 2);
-            uint64_t size = v2 ? get_le(m + 1, 2) : get_le(m + 2, 2);
+            unsigned type = v2 ? m[0] : (unsigned)ml_meta_le(m, 2);
+            uint64_t size = v2 ? ml_meta_le(m + 1, 2) : ml_meta_le(m + 2, 2);
             unsigned mflags = v2 ? m[3] : m[4];
             if (size > end - pos - msg_hdr) {
                 rc = -ML_ECORRUPT;
@@ -291,8 +278,8 @@ int ml_chunk_index_locate(const ml_chunk_file *f, uint64_t ohdr, ml_chunk_index 
                     rc = -ML_ECORRUPT;
                     goto out;
                 }
-                at[n_chunks] = get_addr(data, f->sizeof_addr);
-                len[n_chunks] = get_le(data + f->sizeof_addr, f->sizeof_size);
+                at[n_chunks] = ml_meta_addr(data, f->sizeof_addr);
+                len[n_chunks] = ml_meta_le(data + f->sizeof_addr, f->sizeof_size);
                 n_chunks++;
             }
             pos += msg_hdr + size;
@@ -310,7 +297,7 @@ out:
  * them, the element-size dimension too, as HDF5's comparison does). */
 static int key_cmp(const unsigned char *a, const unsigned char *b, unsigned nd) {
     for (unsigned d = 0; d < nd; d++) {
-        uint64_t x = get_le(a + 8 + 8 * d, 8), y = get_le(b + 8 + 8 * d, 8);
+        uint64_t x = ml_meta_le(a + 8 + 8 * d, 8), y = ml_meta_le(b + 8 + 8 * d, 8);
         if (x != y)
             return x < y ? -1 : 1;
     }
@@ -338,9 +325,9 @@ typedef struct walk {
  * (HDF5's right key; its comparison is lexicographic over all nd). */
 static int key_aligned(const walk *w, const unsigned char *k, int left) {
     for (unsigned d = 0; d <= w->rank; d++)
-        if (get_le(k + 8 + 8 * (size_t)d, 8) % w->ix->dims[d] != 0)
+        if (ml_meta_le(k + 8 + 8 * (size_t)d, 8) % w->ix->dims[d] != 0)
             return 0;
-    return !left || get_le(k + 8 + 8 * (size_t)w->rank, 8) == 0;
+    return !left || ml_meta_le(k + 8 + 8 * (size_t)w->rank, 8) == 0;
 }
 
 /* Read the node at `addr`, `depth` levels below the root, into the
@@ -366,7 +353,7 @@ static int load_node(walk *w, uint64_t addr, int level, const unsigned char *lo,
     if (got < 8 + 2 * sa || memcmp(node, "TREE", 4) != 0 || node[4] != 1)
         return -ML_ECORRUPT;
     int nlevel = node[5];
-    size_t entries = get_le(node + 6, 2);
+    size_t entries = ml_meta_le(node + 6, 2);
     if ((level >= 0 && nlevel != level) || nlevel > BTREE_MAX_LEVEL || (unsigned)nlevel + depth > BTREE_MAX_LEVEL ||
         entries == 0 || entries > w->max_entries || got < 8 + 2 * sa + entries * (key + sa) + key)
         return -ML_ECORRUPT;
@@ -402,7 +389,7 @@ static int visit(walk *w, uint64_t addr, int level, const unsigned char *lo, con
         return rc;
     for (size_t i = 0; i < entries; i++) {
         const unsigned char *k = k0 + i * (key + sa);
-        uint64_t child = get_addr(k + key, sa);
+        uint64_t child = ml_meta_addr(k + key, sa);
         if (nlevel > 0) {
             if (child == UNDEF)
                 return -ML_ECORRUPT;
@@ -415,7 +402,7 @@ static int visit(walk *w, uint64_t addr, int level, const unsigned char *lo, con
          * dataset's chunk grid (off it, no read of the dataset reaches it). */
         uint64_t index = 0;
         for (unsigned d = 0; d < w->rank; d++) {
-            uint64_t o = get_le(k + 8 + 8 * (size_t)d, 8) / w->ix->dims[d];
+            uint64_t o = ml_meta_le(k + 8 + 8 * (size_t)d, 8) / w->ix->dims[d];
             if (o >= w->grid[d])
                 return -ML_ECORRUPT;
             index = index * w->grid[d] + o;
@@ -425,8 +412,8 @@ static int visit(walk *w, uint64_t addr, int level, const unsigned char *lo, con
         w->prev_index = index;
         /* An undefined address is a chunk H5Dread reads as never written;
          * a stored size of 0 at a defined one is for the reader to refuse. */
-        uint64_t size = get_le(k, 4);
-        unsigned mask = (unsigned)get_le(k + 4, 4);
+        uint64_t size = ml_meta_le(k, 4);
+        unsigned mask = (unsigned)ml_meta_le(k + 4, 4);
         if ((rc = w->emit(w->ctx, index, child == UNDEF ? UNDEF : w->f->base + child, child == UNDEF ? 0 : size,
                           mask)) < 0)
             return rc;
@@ -528,7 +515,7 @@ int ml_chunk_index_find(const ml_chunk_file *f, const ml_chunk_index *ix, unsign
                 b = m;
         }
         const unsigned char *k = k0 + a * step;
-        uint64_t child = get_addr(k + w.key, w.sa);
+        uint64_t child = ml_meta_addr(k + w.key, w.sa);
         if (nlevel > 0) {
             if (child == UNDEF) {
                 rc = -ML_ECORRUPT;
@@ -547,8 +534,8 @@ int ml_chunk_index_find(const ml_chunk_file *f, const ml_chunk_index *ix, unsign
                 break;
             }
             *offset = f->base + child;
-            *size = get_le(k, 4);
-            *mask = (unsigned)get_le(k + 4, 4);
+            *size = ml_meta_le(k, 4);
+            *mask = (unsigned)ml_meta_le(k + 4, 4);
         }
         break;
     }
@@ -572,6 +559,6 @@ int ml_chunk_index_farray_count(const ml_chunk_file *f, const ml_chunk_index *ix
         return rc;
     if (memcmp(h, "FAHD", 4) != 0 || h[4] != 0)
         return -ML_ECORRUPT;
-    *nelmts = get_le(h + 8, f->sizeof_size);
+    *nelmts = ml_meta_le(h + 8, f->sizeof_size);
     return 0;
 }

@@ -114,18 +114,6 @@ typedef struct w4 {
     void *ctx;
 } w4;
 
-static uint64_t get_le(const unsigned char *p, unsigned n) {
-    uint64_t v = 0;
-    for (unsigned i = n; i-- > 0;)
-        v = v << 8 | p[i];
-    return v;
-}
-
-static uint64_t get_addr(const unsigned char *p, unsigned n) {
-    uint64_t v = get_le(p, n);
-    return (n < 8 && v == (UINT64_C(1) << (8 * n)) - 1) ? UNDEF : v;
-}
-
 static unsigned log2_floor(uint64_t x) { return x ? 63u - (unsigned)__builtin_clzll(x) : 0; }
 
 static int is_pow2(uint64_t x) { return x && !(x & (x - 1)); }
@@ -152,7 +140,7 @@ static int read_block(const w4 *w, buf4 *b, uint64_t addr, uint64_t len) {
 
 /* HDF5's metadata checksum: the last 4 bytes of p[0..len) over the rest. */
 static int checksum_ok(const unsigned char *p, size_t len) {
-    return len >= 4 && get_le(p + len - 4, 4) == ml_meta_checksum(p, len - 4);
+    return len >= 4 && ml_meta_le(p + len - 4, 4) == ml_meta_checksum(p, len - 4);
 }
 
 /* Hand one chunk on (or keep it, when sorting). addr: HDF5 address,
@@ -206,14 +194,14 @@ static int elem_index(const w4 *w, uint64_t e, uint64_t *index) {
 /* Array element e at p: an address, and for filtered chunks the stored
  * size and filter mask. */
 static int put_elem(w4 *w, uint64_t e, const unsigned char *p) {
-    uint64_t addr = get_addr(p, w->sa), index = 0;
+    uint64_t addr = ml_meta_addr(p, w->sa), index = 0;
     if (addr == UNDEF)
         return 0;
     if (!elem_index(w, e, &index))
         return -ML_ECORRUPT; /* a chunk outside the dataspace */
     if (!w->filtered)
         return put(w, index, addr, w->chunk_bytes, 0);
-    return put(w, index, addr, get_le(p + w->sa, w->size_len), (unsigned)get_le(p + w->sa + w->size_len, 4));
+    return put(w, index, addr, ml_meta_le(p + w->sa, w->size_len), (unsigned)ml_meta_le(p + w->sa + w->size_len, 4));
 }
 
 /* Bytes of a filtered chunk's stored size in the index. */
@@ -342,7 +330,7 @@ static int farray_walk(w4 *w) {
     if (memcmp(h, "FAHD", 4) != 0 || h[4] != 0 || !checksum_ok(h, hlen) || !client_ok(w, h[5], h[6]))
         return -ML_ECORRUPT;
     unsigned page_bits = h[7];
-    uint64_t nelmts = get_le(h + 8, ss), dblk = get_addr(h + 8 + ss, sa);
+    uint64_t nelmts = ml_meta_le(h + 8, ss), dblk = ml_meta_addr(h + 8 + ss, sa);
     if (page_bits != ix->farray_page_bits || page_bits == 0 || page_bits > 32 || nelmts != max_elems(w) ||
         nelmts == 0)
         return -ML_ECORRUPT;
@@ -357,7 +345,7 @@ static int farray_walk(w4 *w) {
         if ((rc = read_block(w, &w->b[1], dblk, len)) < 0)
             return rc;
         const unsigned char *b = w->b[1].p;
-        if (memcmp(b, "FADB", 4) != 0 || b[4] != 0 || b[5] != h[5] || get_addr(b + 6, sa) != ix->addr ||
+        if (memcmp(b, "FADB", 4) != 0 || b[4] != 0 || b[5] != h[5] || ml_meta_addr(b + 6, sa) != ix->addr ||
             !checksum_ok(b, len))
             return -ML_ECORRUPT;
         for (uint64_t e = 0; e < nelmts; e++)
@@ -374,7 +362,7 @@ static int farray_walk(w4 *w) {
     if ((rc = read_block(w, &w->b[1], dblk, plen)) < 0)
         return rc;
     const unsigned char *b = w->b[1].p;
-    if (memcmp(b, "FADB", 4) != 0 || b[4] != 0 || b[5] != h[5] || get_addr(b + 6, sa) != ix->addr ||
+    if (memcmp(b, "FADB", 4) != 0 || b[4] != 0 || b[5] != h[5] || ml_meta_addr(b + 6, sa) != ix->addr ||
         !checksum_ok(b, plen))
         return -ML_ECORRUPT;
     const unsigned char *bits = b + pre;
@@ -426,8 +414,8 @@ static int ea_dblock(w4 *w, const ea *a, uint64_t addr, uint64_t n, uint64_t e0,
     if ((rc = read_block(w, &w->b[2], addr, len)) < 0)
         return rc;
     const unsigned char *b = w->b[2].p;
-    if (memcmp(b, "EADB", 4) != 0 || b[4] != 0 || b[5] != a->client || get_addr(b + 6, sa) != a->hdr ||
-        get_le(b + 6 + sa, a->aos) != off || !checksum_ok(b, len))
+    if (memcmp(b, "EADB", 4) != 0 || b[4] != 0 || b[5] != a->client || ml_meta_addr(b + 6, sa) != a->hdr ||
+        ml_meta_le(b + 6 + sa, a->aos) != off || !checksum_ok(b, len))
         return -ML_ECORRUPT;
     if (!paged) {
         for (uint64_t j = 0; j < n && e0 + j < a->max_idx; j++)
@@ -494,8 +482,8 @@ static int earray_walk(w4 *w) {
         return -ML_ECORRUPT;
     ea a = {.client = h[5], .aos = (max_bits + 7) / 8, .nsblks = 1 + max_bits - log2_floor(min_elmts),
             .ib_nsblks = 2 * log2_floor(min_ptrs), .page_n = UINT64_C(1) << page_bits,
-            .max_idx = get_le(h + 12 + 4 * (size_t)ss, ss), .hdr = ix->addr};
-    uint64_t iblock = get_addr(h + 12 + 6 * (size_t)ss, sa);
+            .max_idx = ml_meta_le(h + 12 + 4 * (size_t)ss, ss), .hdr = ix->addr};
+    uint64_t iblock = ml_meta_addr(h + 12 + 6 * (size_t)ss, sa);
     if (a.ib_nsblks > a.nsblks)
         return -ML_ECORRUPT;
     if (iblock == UNDEF || a.max_idx == 0)
@@ -507,7 +495,7 @@ static int earray_walk(w4 *w) {
     if ((rc = read_block(w, &w->b[0], iblock, ilen)) < 0)
         return rc;
     const unsigned char *ib = w->b[0].p;
-    if (memcmp(ib, "EAIB", 4) != 0 || ib[4] != 0 || ib[5] != a.client || get_addr(ib + 6, sa) != a.hdr ||
+    if (memcmp(ib, "EAIB", 4) != 0 || ib[4] != 0 || ib[5] != a.client || ml_meta_addr(ib + 6, sa) != a.hdr ||
         !checksum_ok(ib, ilen))
         return -ML_ECORRUPT;
     for (uint64_t e = 0; e < idx_elmts && e < a.max_idx; e++)
@@ -525,13 +513,13 @@ static int earray_walk(w4 *w) {
                 /* HDF5 states these blocks' offsets counting data blocks
                  * from the array's first, not the super block's (H5EA.c's
                  * lookup): a quirk, but what every file holds. */
-                uint64_t addr = get_addr(dblks + (dblk_i + d) * sa, sa);
+                uint64_t addr = ml_meta_addr(dblks + (dblk_i + d) * sa, sa);
                 if (addr != UNDEF &&
                     (rc = ea_dblock(w, &a, addr, dn, e0 + d * dn, start + (dblk_i + d) * dn, NULL, 0)) < 0)
                     return rc;
             }
         } else {
-            uint64_t saddr = get_addr(sblks + (uint64_t)(s - a.ib_nsblks) * sa, sa);
+            uint64_t saddr = ml_meta_addr(sblks + (uint64_t)(s - a.ib_nsblks) * sa, sa);
             if (saddr != UNDEF) {
                 /* EASB, version, client, header address, block offset,
                  * page bitmaps, data block addresses, checksum */
@@ -543,11 +531,11 @@ static int earray_walk(w4 *w) {
                 if ((rc = read_block(w, &w->b[1], saddr, slen)) < 0)
                     return rc;
                 const unsigned char *sb = w->b[1].p, *bits = sb + 6 + sa + a.aos;
-                if (memcmp(sb, "EASB", 4) != 0 || sb[4] != 0 || sb[5] != a.client || get_addr(sb + 6, sa) != a.hdr ||
-                    get_le(sb + 6 + sa, a.aos) != start || !checksum_ok(sb, slen))
+                if (memcmp(sb, "EASB", 4) != 0 || sb[4] != 0 || sb[5] != a.client || ml_meta_addr(sb + 6, sa) != a.hdr ||
+                    ml_meta_le(sb + 6 + sa, a.aos) != start || !checksum_ok(sb, slen))
                     return -ML_ECORRUPT;
                 for (uint64_t d = 0; d < nd && e0 + d * dn < a.max_idx; d++) {
-                    uint64_t addr = get_addr(bits + nd * init + d * sa, sa);
+                    uint64_t addr = ml_meta_addr(bits + nd * init + d * sa, sa);
                     if (addr != UNDEF &&
                         (rc = ea_dblock(w, &a, addr, dn, e0 + d * dn, start + d * dn, paged ? bits : NULL,
                                         d * npages)) < 0)
@@ -577,19 +565,19 @@ static unsigned enc_size(uint64_t n) { return log2_floor(n) / 8 + 1; }
 
 /* One record: address, [stored size, filter mask,] scaled coordinates. */
 static int bt2_record(w4 *w, const unsigned char *r) {
-    uint64_t addr = get_addr(r, w->sa), index = 0;
+    uint64_t addr = ml_meta_addr(r, w->sa), index = 0;
     const unsigned char *sc = r + w->elsize;
     if (addr == UNDEF)
         return -ML_ECORRUPT;
     for (unsigned d = 0; d < w->rank; d++) {
-        uint64_t s = get_le(sc + 8 * (size_t)d, 8);
+        uint64_t s = ml_meta_le(sc + 8 * (size_t)d, 8);
         if (s >= w->grid[d])
             return -ML_ECORRUPT; /* off the chunk grid */
         index = index * w->grid[d] + s;
     }
     if (!w->filtered)
         return put(w, index, addr, w->chunk_bytes, 0);
-    return put(w, index, addr, get_le(r + w->sa, w->size_len), (unsigned)get_le(r + w->sa + w->size_len, 4));
+    return put(w, index, addr, ml_meta_le(r + w->sa, w->size_len), (unsigned)ml_meta_le(r + w->sa + w->size_len, 4));
 }
 
 /* Visit the node at `addr`, `depth` levels above the leaves, holding
@@ -612,8 +600,8 @@ static int bt2_visit(w4 *w, bt2 *t, uint64_t addr, unsigned depth, uint64_t nrec
     for (uint64_t i = 0; i <= nrec; i++) {
         if (depth) {
             const unsigned char *p = ptrs + i * ptr;
-            uint64_t child = get_addr(p, sa), cn = get_le(p + sa, t->max_nrec_size);
-            uint64_t total = depth > 1 ? get_le(p + sa + t->max_nrec_size, t->cum_size[depth - 1]) : cn;
+            uint64_t child = ml_meta_addr(p, sa), cn = ml_meta_le(p + sa, t->max_nrec_size);
+            uint64_t total = depth > 1 ? ml_meta_le(p + sa + t->max_nrec_size, t->cum_size[depth - 1]) : cn;
             uint64_t before = t->count;
             if ((rc = bt2_visit(w, t, child, depth - 1, cn)) < 0)
                 return rc;
@@ -647,10 +635,10 @@ static int btree2_walk(w4 *w) {
     w->filtered = t.type == 11;
     w->elsize = sa + (w->filtered ? w->size_len + 4 : 0);
     t.rec = w->elsize + 8 * (size_t)w->rank;
-    uint64_t node_size = get_le(h + 6, 4), depth = get_le(h + 12, 2);
-    uint64_t root = get_addr(h + 16, sa), root_n = get_le(h + 16 + sa, 2), total = get_le(h + 18 + sa, ss);
+    uint64_t node_size = ml_meta_le(h + 6, 4), depth = ml_meta_le(h + 12, 2);
+    uint64_t root = ml_meta_addr(h + 16, sa), root_n = ml_meta_le(h + 16 + sa, 2), total = ml_meta_le(h + 18 + sa, ss);
     if (node_size != ix->btree2.node_size || h[14] != ix->btree2.split_percent ||
-        h[15] != ix->btree2.merge_percent || get_le(h + 10, 2) != t.rec || node_size > BLOCK_MAX ||
+        h[15] != ix->btree2.merge_percent || ml_meta_le(h + 10, 2) != t.rec || node_size > BLOCK_MAX ||
         node_size < 10 + t.rec || depth > BT2_MAX_DEPTH)
         return -ML_ECORRUPT;
     t.max_nrec[0] = (node_size - 10) / t.rec;

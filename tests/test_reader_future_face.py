@@ -278,7 +278,8 @@ ALLOWED = {
     "_notify": {"_signals"},
     "_io": {"_core"},
     "reader": {"_core", "_args", "_io", "_signals", "_notify", "_plan", "dataset", "dataset_ops", "request", "stage",
-               "_handle"},
+               "_handle", "vlstring"},
+    "vlstring": {"_core", "_plan", "dataset", "dataset_ops"},
 }
 
 

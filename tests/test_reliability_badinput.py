@@ -47,7 +47,7 @@ def d(tmp_path_factory):
         f["ext_ok"] = h5py.ExternalLink(data, "/gz")
     (p / "empty.h5").write_bytes(b"")
     (p / "text.h5").write_text("this is not an HDF5 file\n" * 100)
-    import tables  # blosc2 exists only in PyTables' own HDF5, not in the one multiload links
+    import tables  # blosc2 is in no system HDF5: read through hdf5plugin (test below)
     with tables.open_file(str(p / "bad.h5"), "a") as h:
         h.create_carray("/", "blosc2", obj=np.arange(1000, dtype="<f4"),
                         filters=tables.Filters(5, "blosc2"), chunkshape=(64,))
@@ -189,7 +189,6 @@ def test_no_read_permission(d):
     ("regrefs", TypeError, r"unsupported datatype: object/region reference in dataset 'regrefs'"),
     ("opaque", TypeError, r"unsupported datatype: opaque in dataset 'opaque'"),
     ("compound_vlen", TypeError, r"unsupported datatype: variable-length string in dataset 'compound_vlen'"),
-    ("blosc2", OSError, r"'blosc2' .*neither multiload nor the HDF5 library can decode"),
 ])
 def test_object(d, path, exc, pattern):
     e = expect(exc, pattern, fn(d, "bad.h5"), path)
@@ -438,3 +437,18 @@ def test_reader_busy_stage(reader):
     with pytest.raises(RuntimeError, match="contig"):
         reader.request(a[4:8], st)
     np.testing.assert_array_equal(fut.get(), rf.values()[0:4])
+
+
+def test_pytables_blosc2_reads_through_hdf5plugin(d):
+    """PyTables' blosc2 is in no system HDF5: it reads through HDF5 with
+    hdf5plugin's plugin, found by the core itself, exactly as PyTables reads
+    it (a filter nobody can decode: test_filters_plugins.py)."""
+    import tables
+    import warnings
+    with tables.open_file(fn(d, "bad.h5")) as h:
+        ref = h.root.blosc2.read()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", multiload.SlowPathWarning)
+        with multiload.Reader(fn(d, "bad.h5")) as r:
+            got = r.read(r.get_dataset("/blosc2")[:])
+    assert got.tobytes() == ref.tobytes()
