@@ -433,8 +433,15 @@ static int decode_space(ctx *x, const ml_meta_msg *m, ml_layout *L) {
     if (m->size < pos + (size_t)nd * x->ss * ((flags & 1) ? 2 : 1))
         return CORRUPT(x, "the dataspace message is too short for its %u dimensions", nd);
     L->ndim = nd;
-    for (unsigned d = 0; d < nd; d++)
+    for (unsigned d = 0; d < nd; d++) {
         L->dims[d] = ml_meta_le(p + pos + (size_t)d * x->ss, x->ss);
+        /* HDF5 refuses a dimension past its maximum (all ones: unlimited) */
+        uint64_t max = (flags & 1) ? ml_meta_le(p + pos + (size_t)(nd + d) * x->ss, x->ss) : L->dims[d];
+        int unlimited = x->ss == 8 ? max == UINT64_MAX : max == (UINT64_C(1) << (8 * x->ss)) - 1;
+        if (!unlimited && L->dims[d] > max)
+            return CORRUPT(x, "dimension %u of its dataspace (%llu) is greater than its maximum (%llu)", d,
+                           (unsigned long long)L->dims[d], (unsigned long long)max);
+    }
     return 0;
 }
 
@@ -456,8 +463,13 @@ static int decode_fill(ctx *x, const ml_meta_ohdr *oh, fill_info *fi) {
     if (!m) {
         /* only the old message (before HDF5 1.6): a value, written if set */
         m = ml_meta_ohdr_find(oh, MSG_FILL_OLD);
-        if (!m)
+        if (!m) {
+            /* No fill message at all (every HDF5 since 1.6 writes one): HDF5
+             * 2.0 refuses to read such a dataset's unwritten data, so rows
+             * never written are refused here too. */
+            fi->size = -1;
             return 0;
+        }
         if (m->flags & 0x02)
             return CORRUPT(x, "its old fill value message is shared, which this reader does not follow");
         if (m->size < 4 || ml_meta_le(m->data, 4) > m->size - 4)
@@ -769,6 +781,26 @@ static int decode_layout(ctx *x, const ml_meta_msg *m, const ml_meta_ohdr *oh, c
                         "multiload does not yet read without the HDF5 library", x->where, names[itype], version);
 }
 
+/* ---- the object header's message flags ---- */
+
+/* HDF5 (H5O__chunk_deserialize) refuses an object whose header holds a
+ * message with a flag combination it calls bad, or a message of a type it
+ * does not know marked "fail if unknown": so does this reader, so that it
+ * never opens what the HDF5 that wrote the file would refuse. Message
+ * types 0x00..0x18 are the ones HDF5 2.0 knows. */
+static int check_msg_flags(ctx *x, const ml_meta_ohdr *oh) {
+    for (size_t i = 0; i < oh->n_msgs; i++) {
+        unsigned fl = oh->msgs[i].flags, type = oh->msgs[i].type;
+        if (((fl & 0x02) && (fl & 0x04)) || ((fl & 0x20) && (fl & 0x08)) || ((fl & 0x20) && !(fl & 0x10)))
+            return CORRUPT(x, "message %zu (type %u) of its object header has a bad flag combination 0x%02x", i,
+                           type, fl);
+        if (type > 0x18 && (fl & 0x80))
+            return CORRUPT(x, "message %zu of its object header has type %u, which no HDF5 knows, and is marked "
+                           "fail-if-unknown", i, type);
+    }
+    return 0;
+}
+
 /* ---- the layout's operations ---- */
 
 static int native_chunk(ml_layout *L, uint64_t index, ml_chunk_info *info, ml_error *err) {
@@ -837,6 +869,8 @@ int ml_h5_native_open(ml_layout *L, const ml_chunk_file *cf, uint64_t ohdr, ml_e
                                   : ml_error_set(err, rc, "cannot read the object header of %s: %s", where,
                                                  ml_strerror(rc));
     }
+    if ((rc = check_msg_flags(&x, &oh)) < 0)
+        goto out;
     const ml_meta_msg *space = ml_meta_ohdr_find(&oh, MSG_SPACE), *type = ml_meta_ohdr_find(&oh, MSG_DTYPE);
     const ml_meta_msg *layout = ml_meta_ohdr_find(&oh, MSG_LAYOUT);
     if (!space || !type || !layout) {
