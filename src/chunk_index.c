@@ -1,4 +1,5 @@
-/* chunk_index.c - walk a chunked dataset's version 1 B-tree chunk index.
+/* chunk_index.c - find a chunked dataset's Data Layout message and walk its
+ * version 1 B-tree chunk index (the layout 4/5 kinds: chunk_index4.c).
  *
  * HDF5 1.10's only ways to learn a chunk's address, H5Dget_chunk_info and
  * H5Dget_chunk_info_by_coord, iterate the index up to the chunk asked for,
@@ -42,6 +43,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "chunk_index4.h"
 #include "error.h"
 #include "source.h"
 
@@ -102,7 +104,7 @@ static int parse_layout(const ml_chunk_file *f, const unsigned char *p, size_t n
     if (n < 2)
         return -ML_ECORRUPT;
     out->layout_version = p[0];
-    if (p[0] < 3 || p[0] > 4 || p[1] != 2)
+    if (p[0] < 3 || p[0] > 5 || p[1] != 2)
         return 0;
     if (p[0] == 3) {
         /* version, class, dimensionality, B-tree address, 4-byte chunk dims */
@@ -121,8 +123,9 @@ static int parse_layout(const ml_chunk_file *f, const unsigned char *p, size_t n
         out->kind = ML_CHUNK_INDEX_BTREE1;
         return 0;
     }
-    /* version 4: version, class, flags, dimensionality, bytes per dim,
-     * dims, index type, index-specific fields, index address */
+    /* versions 4 and 5: version, class, flags, dimensionality, bytes per
+     * dim, dims, index type, index-specific fields, index address (5
+     * differs only inside the index: chunk_index4.c) */
     if (n < 5)
         return -ML_ECORRUPT;
     unsigned flags = p[2], nd = p[3], enc = p[4];
@@ -139,7 +142,7 @@ static int parse_layout(const ml_chunk_file *f, const unsigned char *p, size_t n
     unsigned type = p[pos++];
     size_t extra;
     switch (type) {
-    case ML_CHUNK_INDEX_SINGLE: extra = (flags & 0x02) ? f->sizeof_size + 4 : 0; break;
+    case ML_CHUNK_INDEX_SINGLE: extra = (flags & ML_CHUNK_FLAG_SINGLE_FILTERED) ? f->sizeof_size + 4 : 0; break;
     case ML_CHUNK_INDEX_IMPLICIT: extra = 0; break;
     case ML_CHUNK_INDEX_FARRAY: extra = 1; break;  /* page bits */
     case ML_CHUNK_INDEX_EARRAY: extra = 5; break;  /* max bits, index elements, min pointers,
@@ -147,10 +150,34 @@ static int parse_layout(const ml_chunk_file *f, const unsigned char *p, size_t n
     case ML_CHUNK_INDEX_BTREE2: extra = 6; break;  /* node size, split and merge percent */
     default: return -ML_ECORRUPT;
     }
-    if (n < pos + extra + sa)
+    if (n < pos + extra + sa || (flags & ~3u) != 0)
         return -ML_ECORRUPT;
+    const unsigned char *q = p + pos;
+    switch (type) {
+    case ML_CHUNK_INDEX_SINGLE:
+        if (flags & ML_CHUNK_FLAG_SINGLE_FILTERED) {
+            out->single_size = get_le(q, f->sizeof_size);
+            out->single_mask = (unsigned)get_le(q + f->sizeof_size, 4);
+        }
+        break;
+    case ML_CHUNK_INDEX_FARRAY: out->farray_page_bits = q[0]; break;
+    case ML_CHUNK_INDEX_EARRAY:
+        out->earray.max_bits = q[0];
+        out->earray.index_elmts = q[1];
+        out->earray.min_ptrs = q[2];
+        out->earray.min_elmts = q[3];
+        out->earray.page_bits = q[4];
+        break;
+    case ML_CHUNK_INDEX_BTREE2:
+        out->btree2.node_size = (uint32_t)get_le(q, 4);
+        out->btree2.split_percent = q[4];
+        out->btree2.merge_percent = q[5];
+        break;
+    default: break;
+    }
+    out->flags = flags;
     out->ndims = nd;
-    out->addr = get_addr(p + pos + extra, sa);
+    out->addr = get_addr(q + extra, sa);
     out->kind = (ml_chunk_index_kind)type;
     return 0;
 }
@@ -443,8 +470,10 @@ static void walk_free(walk *w) {
 }
 
 int ml_chunk_index_walk(const ml_chunk_file *f, const ml_chunk_index *ix, unsigned rank,
-                        const uint64_t *dims, ml_chunk_emit_fn emit, void *ctx) {
+                        const uint64_t *dims, const uint64_t *maxdims, ml_chunk_emit_fn emit, void *ctx) {
     walk w;
+    if (ix->kind >= ML_CHUNK_INDEX_SINGLE && ix->kind <= ML_CHUNK_INDEX_BTREE2)
+        return ml_chunk_index4_walk(f, ix, rank, dims, maxdims ? maxdims : dims, emit, ctx);
     int rc = walk_setup(&w, f, ix, rank, dims);
     if (rc != 0)
         return rc < 0 ? rc : 0;
@@ -456,9 +485,11 @@ int ml_chunk_index_walk(const ml_chunk_file *f, const ml_chunk_index *ix, unsign
 }
 
 int ml_chunk_index_find(const ml_chunk_file *f, const ml_chunk_index *ix, unsigned rank,
-                        const uint64_t *dims, uint64_t index, uint64_t *offset, uint64_t *size,
-                        unsigned *mask) {
+                        const uint64_t *dims, const uint64_t *maxdims, uint64_t index, uint64_t *offset,
+                        uint64_t *size, unsigned *mask) {
     walk w;
+    if (ix->kind >= ML_CHUNK_INDEX_SINGLE && ix->kind <= ML_CHUNK_INDEX_BTREE2)
+        return ml_chunk_index4_find(f, ix, rank, dims, maxdims ? maxdims : dims, index, offset, size, mask);
     unsigned char target[8 + 8 * ML_CHUNK_INDEX_MAX_DIMS] = {0};
     const unsigned char *lo = NULL, *hi = NULL;
     int rc = walk_setup(&w, f, ix, rank, dims), level = -1;

@@ -16,10 +16,12 @@
  * comment). */
 typedef enum ml_table_state {
     ML_TABLE_LAZY = 0,  /* by coordinate on first touch; a one-pass fill may follow */
-    ML_TABLE_WALKED,    /* filled from our own walk of the v1 B-tree, checked against HDF5 */
+    ML_TABLE_WALKED,    /* filled from our own walk of the index (chunk_index.c), checked
+                           against HDF5 */
     ML_TABLE_ITERATED,  /* filled by H5Dchunk_iter (HDF5 1.10.10+, 1.12.3+, 1.14+) */
     ML_TABLE_FALLBACK,  /* no one-pass fill (index type, or the walk or its check failed
-                           for want of memory or a read): by coordinate for good */
+                           for want of memory or a read, or a layout 4/5 index malformed or
+                           disagreeing with HDF5): through HDF5 one chunk at a time for good */
     ML_TABLE_CORRUPT,   /* the v1 B-tree is malformed, or disagrees with HDF5: no chunk can
                            be located as H5Dread would, so every chunk read is corrupt data */
 } ml_table_state;
@@ -37,6 +39,11 @@ int ml_layout_open(const char *filename, const char *path, ml_layout **out, ml_e
  * but O(n) each), or CORRUPT (then every ml_layout_chunk is -ML_ECORRUPT,
  * naming why). */
 ml_table_state ml_layout_fill_table(ml_layout *L);
+
+/* Fill the chunk table as ml_layout_fill_table does, and say why it is not
+ * WALKED or ITERATED: *why is a static string, or NULL. Takes the HDF5
+ * lock. (Tests: which path a dataset's chunks take.) */
+ml_table_state ml_layout_table_state(ml_layout *L, const char **why);
 
 /* The HDF5 library's version (major, minor, release), as linked at run time. */
 void ml_h5_version(unsigned *major, unsigned *minor, unsigned *release);

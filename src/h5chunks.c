@@ -166,7 +166,7 @@ static int lookup_by_key(ml_layout *L, uint64_t index, ml_chunk_info *out) {
     ml_h5_dataset *H = ml_h5(L);
     uint64_t off = UINT64_MAX, size = 0, keyed = 0;
     unsigned mask = 0;
-    int rc = ml_chunk_index_find(&H->cfile, &H->cindex, L->ndim, L->dims, index, &off, &size, &mask);
+    int rc = ml_chunk_index_find(&H->cfile, &H->cindex, L->ndim, L->dims, NULL, index, &off, &size, &mask);
     if (rc == -ML_ECORRUPT) {
         H->table_state = ML_TABLE_CORRUPT;
         H->table_why = "a node of the chunk index is malformed";
@@ -239,6 +239,7 @@ typedef struct fill_ctx {
     ml_chunk_entry *entries; /* owned until published */
     uint64_t count, cap;     /* entries given; allocated */
     uint64_t expect;         /* chunks HDF5 counts (H5Dget_num_chunks) */
+    int no_coord;            /* HDF5's answers by coordinate are wrong for this index */
     const char *why;         /* static reason of a refusal */
 } fill_ctx;
 
@@ -329,8 +330,20 @@ static int fill_agrees(ml_layout *L, fill_ctx *c) {
         c->why = "HDF5 finds a chunk that the chunk index lacks";
         return 0;
     }
+    /* HDF5 (1.10 to 2.0) names the chunks of an extensible array whose
+     * unlimited dimension is not the first wrongly when it iterates (its
+     * iteration never wraps the unlimited dimension's coordinate), so its
+     * answers by coordinate are wrong there, while H5Dread's, by key, are
+     * right: the ends are then compared by key only. */
     uint64_t ends[2] = {0, c->count ? c->count - 1 : 0};
-    for (unsigned e = 0; e < 2 && c->count; e++) {
+    for (unsigned e = 0; e < 2 && c->count && c->no_coord; e++) {
+        uint64_t keyed = 0;
+        if (keyed_size(L, c->entries[ends[e]].index, &keyed) < 0 || !keyed_agrees(L, keyed, &c->entries[ends[e]].info)) {
+            c->why = "the chunk index disagrees with HDF5's keyed look-up";
+            return 0;
+        }
+    }
+    for (unsigned e = 0; e < 2 && c->count && !c->no_coord; e++) {
         ml_chunk_info h;
         const ml_chunk_info *w = &c->entries[ends[e]].info;
         if (lookup_by_coord(L, c->entries[ends[e]].index, &h) < 0 || h.bad || h.addr != w->addr ||
@@ -346,26 +359,65 @@ static int fill_agrees(ml_layout *L, fill_ctx *c) {
     return 1;
 }
 
+/* Does chunk_index.c walk this dataset's index itself? The v1 B-tree and
+ * every layout 4/5 kind, except where partial edge chunks are stored
+ * unfiltered in a filtered dataset (the decoder would filter them). */
+int ml_h5_walks_index(const ml_layout *L) {
+    const ml_chunk_index *ix = &ml_h5(L)->cindex;
+    if (ix->kind == ML_CHUNK_INDEX_BTREE1)
+        return 1;
+    return ix->kind >= ML_CHUNK_INDEX_SINGLE && ix->kind <= ML_CHUNK_INDEX_BTREE2 &&
+           !((ix->flags & ML_CHUNK_FLAG_PARTIAL_UNFILTERED) && L->pipeline.n_filters > 0);
+}
+
+/* The dataspace's maximum dimensions (ML_CHUNK_UNLIMITED for unlimited
+ * ones). Caller holds h5_mutex. Returns 0 or -ML_EHDF5. */
+static int dataset_maxdims(ml_layout *L, uint64_t *maxdims) {
+    hsize_t dims[H5S_MAX_RANK], max[H5S_MAX_RANK];
+    hid_t space = H5Dget_space((hid_t)ml_h5(L)->h5_dset);
+    int nd = space < 0 ? -1 : H5Sget_simple_extent_dims(space, dims, max);
+    if (space >= 0)
+        H5Sclose(space);
+    if (nd != (int)L->ndim)
+        return -ML_EHDF5;
+    for (unsigned d = 0; d < L->ndim; d++) {
+        if (dims[d] != L->dims[d])
+            return -ML_EHDF5;
+        maxdims[d] = max[d] == H5S_UNLIMITED ? ML_CHUNK_UNLIMITED : (uint64_t)max[d];
+    }
+    return 0;
+}
+
 /* Fill the whole table in one pass over the index, check, publish (the
  * protocol in the opening comment). Caller holds h5_mutex. */
 static void fill_table(ml_layout *L) {
     ml_h5_dataset *H = ml_h5(L);
     if (H->table_state != ML_TABLE_LAZY)
         return;
-    int walk = H->cindex.kind == ML_CHUNK_INDEX_BTREE1;
-    /* Every leaf entry takes more than 16 bytes of the file: a bound on the
-     * entries before HDF5 has counted them. */
-    uint64_t bound = L->eof / 16 + 1;
+    int btree1 = H->cindex.kind == ML_CHUNK_INDEX_BTREE1, walk = ml_h5_walks_index(L);
+    /* A bound on the entries before HDF5 has counted them: a v1 B-tree's
+     * leaf entry takes more than 16 bytes of the file, a layout 4/5 chunk
+     * at least one (its element or record, or for an implicit index its
+     * bytes, all inside the file). */
+    uint64_t bound = (btree1 ? L->eof / 16 : L->eof) + 1;
     fill_ctx c = {.L = L, .expect = bound < L->n_chunks ? bound : L->n_chunks};
     int rc = 0;
     if (walk) {
-        /* Our walk first: a B-tree it finds malformed is never handed to
-         * HDF5's iteration, which crashes on some (a child address of all
-         * ones: a memmove in H5F__accum_read). */
-        rc = ml_chunk_index_walk(&H->cfile, &H->cindex, L->ndim, L->dims, fill_one, &c);
+        /* Our walk first: an index it finds malformed is never handed to
+         * HDF5's iteration, which crashes on some v1 B-trees (a child
+         * address of all ones: a memmove in H5F__accum_read). */
+        uint64_t maxdims[ML_MAX_DIMS];
+        rc = dataset_maxdims(L, maxdims);
+        if (rc < 0) {
+            c.why = "HDF5 cannot describe the dataspace";
+        } else {
+            rc = ml_chunk_index_walk(&H->cfile, &H->cindex, L->ndim, L->dims, maxdims, fill_one, &c);
+            c.no_coord = H->cindex.kind == ML_CHUNK_INDEX_EARRAY && maxdims[0] != ML_CHUNK_UNLIMITED;
+        }
         if (rc < 0 && !c.why)
             c.why = rc == -ENOMEM ? "out of memory walking the chunk index"
                     : rc == -ML_ECORRUPT ? "the chunk index is malformed"
+                    : rc == -ENOTSUP ? "an extensible array of paged data blocks in its index block"
                                          : "the chunk index could not be read";
     }
     hsize_t expect = 0;
@@ -378,12 +430,14 @@ static void fill_table(ml_layout *L) {
             /* HDF5 cannot iterate the index: a v1 B-tree it cannot iterate
              * is damaged. */
             free(c.entries);
-            H->table_state = walk ? ML_TABLE_CORRUPT : ML_TABLE_FALLBACK;
+            H->table_state = btree1 ? ML_TABLE_CORRUPT : ML_TABLE_FALLBACK;
             H->table_why = "HDF5 cannot count the chunks";
             return;
         }
         if (!walk)
             c.expect = expect;
+        else if (c.count > expect)
+            rc = -ML_ECORRUPT, c.why = "the chunk index holds more chunks than HDF5 counts";
     }
 #ifdef ML_HAVE_CHUNK_ITER
     if (rc == 0 && !walk) {
@@ -401,9 +455,10 @@ static void fill_table(ml_layout *L) {
         free(c.entries);
         /* A v1 B-tree that is malformed or disagrees with HDF5 cannot be
          * read as H5Dread reads it; any other failure (memory, an I/O
-         * error, an index kind only HDF5 iterates) leaves look-ups by
-         * coordinate, each confirmed by key. */
-        int corrupt = walk && rc != -ENOMEM && (rc == 0 || rc == -ML_ECORRUPT);
+         * error, a layout 4/5 index we find malformed or that disagrees
+         * with HDF5, an index kind only HDF5 iterates) leaves look-ups
+         * through HDF5, each confirmed by key. */
+        int corrupt = btree1 && rc != -ENOMEM && (rc == 0 || rc == -ML_ECORRUPT);
         H->table_state = corrupt ? ML_TABLE_CORRUPT : ML_TABLE_FALLBACK;
         H->table_why = c.why;
         return;
@@ -420,6 +475,20 @@ ml_table_state ml_layout_fill_table(ml_layout *L) {
     ml_h5_lock();
     fill_table(L);
     ml_table_state st = H->table_state;
+    ml_h5_unlock();
+    return st;
+}
+
+ml_table_state ml_layout_table_state(ml_layout *L, const char **why) {
+    ml_h5_dataset *H = ml_h5(L);
+    if (L->storage != ML_STORE_CHUNKED) {
+        *why = "not chunked";
+        return ML_TABLE_FALLBACK;
+    }
+    ml_h5_lock();
+    fill_table(L);
+    ml_table_state st = H->table_state;
+    *why = H->table_why;
     ml_h5_unlock();
     return st;
 }

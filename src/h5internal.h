@@ -114,6 +114,10 @@ int ml_type_from_h5(hid_t tid, ml_type **out, ml_error *err, const char *where);
  * unless the table answers. */
 int ml_h5_chunk(ml_layout *L, uint64_t index, ml_chunk_info *info, ml_error *err);
 
+/* Does the chunk table's one-pass fill walk L's chunk index itself
+ * (chunk_index.c: the v1 B-tree and the layout 4/5 kinds)? (h5chunks.c) */
+int ml_h5_walks_index(const ml_layout *L);
+
 /* ml_layout_ops.read_chunk of HDF5 layouts: H5Dread_chunk, by HDF5's
  * descent by key, under the lock, after checking HDF5 still finds `size`. */
 int ml_h5_read_chunk(ml_layout *L, uint64_t index, void *buf, uint64_t size, unsigned *mask, ml_error *err);

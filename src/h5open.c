@@ -259,19 +259,12 @@ static void setup_chunk_index(ml_layout *L) {
             corrupt = H->table_why = "the layout message disagrees with HDF5";
         }
     }
-    if (H->cindex.kind != ML_CHUNK_INDEX_BTREE1 && !H->table_why) {
-        switch (H->cindex.kind) {
-        case ML_CHUNK_INDEX_SINGLE: H->table_why = "a single-chunk index (one look-up)"; break;
-        case ML_CHUNK_INDEX_IMPLICIT: H->table_why = "an implicit index"; break;
-        case ML_CHUNK_INDEX_FARRAY: H->table_why = "a fixed-array index"; break;
-        case ML_CHUNK_INDEX_EARRAY: H->table_why = "an extensible-array index"; break;
-        case ML_CHUNK_INDEX_BTREE2: H->table_why = "a version 2 B-tree index"; break;
-        default: H->table_why = "a layout message of version 1 or 2"; break;
-        }
-    }
+    if (!ml_h5_walks_index(L) && !H->table_why)
+        H->table_why = H->cindex.kind == ML_CHUNK_INDEX_NONE ? "a layout message of version 1 or 2"
+                                                             : "partial edge chunks stored unfiltered";
 #ifndef ML_HAVE_CHUNK_ITER
-    /* Without H5Dchunk_iter only the v1 B-tree can be read in one pass. */
-    if (H->cindex.kind != ML_CHUNK_INDEX_BTREE1)
+    /* Without H5Dchunk_iter only the indices we walk can be read in one pass. */
+    if (!ml_h5_walks_index(L))
         H->table_state = ML_TABLE_FALLBACK;
 #endif
     if (H->cindex.kind == ML_CHUNK_INDEX_FARRAY && H->cindex.addr != UINT64_MAX && !farray_fits(L)) {
@@ -873,7 +866,7 @@ static int check_slow_chunks(ml_layout *L, uint64_t row0, uint64_t n, ml_error *
             unsigned mask = 0;
             const char *why = NULL;
             if (btree1) {
-                int rc = ml_chunk_index_find(&H->cfile, &H->cindex, L->ndim, L->dims, index, &off, &size, &mask);
+                int rc = ml_chunk_index_find(&H->cfile, &H->cindex, L->ndim, L->dims, NULL, index, &off, &size, &mask);
                 if (rc == -ML_ECORRUPT)
                     why = "a node of the chunk index is malformed";
                 else if (rc < 0 || off == UINT64_MAX)

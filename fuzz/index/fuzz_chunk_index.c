@@ -202,7 +202,7 @@ static void expect_find(const ml_chunk_file *f, const ml_chunk_index *ix, unsign
     uint64_t o, z;
     unsigned m;
     reads = 0;
-    int rc = ml_chunk_index_find(f, ix, rank, dims, index, &o, &z, &m);
+    int rc = ml_chunk_index_find(f, ix, rank, dims, NULL, index, &o, &z, &m);
     if (rc == -READ_CAP_ERRNO && reads > READS_MAX)
         return;
     if (rc != 0)
@@ -302,7 +302,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         c.n_grid *= g;
     }
     reads = 0;
-    rc = ml_chunk_index_walk(&f, &ix, rank, dims, emit, &c);
+    rc = ml_chunk_index_walk(&f, &ix, rank, dims, NULL, emit, &c);
     fuzz_index_last.walked = 1;
     fuzz_index_last.walk_rc = rc;
     fuzz_index_last.emitted = c.emitted;

@@ -4,6 +4,7 @@
 #include "ml_python.h"
 
 #include "../fault.h"
+#include "../h5.h"
 #include "../io.h"
 
 static PyObject *mod_default_io_mode(PyObject *m, PyObject *Py_UNUSED(ignored)) {
@@ -110,7 +111,34 @@ static PyObject *mod_hdf5_version(PyObject *m, PyObject *noargs) {
     return Py_BuildValue("(III)", maj, min, rel);
 }
 
+/* _chunk_table_state(filename, path) -> (state, why): fill the dataset's
+ * chunk table in one pass and say how (tests only). */
+static PyObject *mod_chunk_table_state(PyObject *m, PyObject *args) {
+    static const char *names[] = {"lazy", "walked", "iterated", "fallback", "corrupt"};
+    const char *fname, *path, *why = NULL;
+    ml_layout *L = NULL;
+    ml_error err;
+    int rc;
+    ml_table_state st = ML_TABLE_LAZY;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "ss", &fname, &path))
+        return NULL;
+    ml_error_clear(&err);
+    Py_BEGIN_ALLOW_THREADS
+    rc = ml_layout_open(fname, path, &L, &err);
+    if (rc == 0) {
+        st = ml_layout_table_state(L, &why);
+        ml_layout_unref(L);
+    }
+    Py_END_ALLOW_THREADS
+    if (rc < 0)
+        return ml_py_raise(&err, fname);
+    return Py_BuildValue("(sz)", names[st], why);
+}
+
 static PyMethodDef module_methods[] = {
+    {"_chunk_table_state", mod_chunk_table_state, METH_VARARGS,
+     "_chunk_table_state(filename, path) -> (state, why): how the chunk table fills (tests only)."},
     {"hdf5_version", mod_hdf5_version, METH_NOARGS,
      "The HDF5 library's version, as linked at run time: (major, minor, release)."},
     {"default_io_mode", mod_default_io_mode, METH_NOARGS,
