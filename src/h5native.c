@@ -79,6 +79,8 @@ typedef struct ctx {
     const char *where;  /* "dataset 'x' of file 'f'" */
     unsigned members;   /* datatype members seen so far, all levels */
     unsigned sa, ss;    /* bytes of an address, of a length */
+    uint64_t ohdr;      /* the object header's HDF5 address */
+    uint64_t maxdims[ML_MAX_DIMS]; /* the dataspace's maximum dims (ML_CHUNK_UNLIMITED: none) */
 } ctx;
 
 #define CORRUPT(x, ...) corrupt(x, __VA_ARGS__)
@@ -438,6 +440,7 @@ static int decode_space(ctx *x, const ml_meta_msg *m, ml_layout *L) {
         /* HDF5 refuses a dimension past its maximum (all ones: unlimited) */
         uint64_t max = (flags & 1) ? ml_meta_le(p + pos + (size_t)(nd + d) * x->ss, x->ss) : L->dims[d];
         int unlimited = x->ss == 8 ? max == UINT64_MAX : max == (UINT64_C(1) << (8 * x->ss)) - 1;
+        x->maxdims[d] = unlimited ? ML_CHUNK_UNLIMITED : max;
         if (!unlimited && L->dims[d] > max)
             return CORRUPT(x, "dimension %u of its dataspace (%llu) is greater than its maximum (%llu)", d,
                            (unsigned long long)L->dims[d], (unsigned long long)max);
@@ -651,16 +654,31 @@ static int set_chunk_shape(ctx *x, ml_layout *L, unsigned nd, const uint64_t *di
     return 0;
 }
 
-/* Walk the chunk index ix into the published table. */
+static const char *index_name(ml_chunk_index_kind k) {
+    switch (k) {
+    case ML_CHUNK_INDEX_SINGLE: return "a single-chunk index";
+    case ML_CHUNK_INDEX_IMPLICIT: return "an implicit index";
+    case ML_CHUNK_INDEX_FARRAY: return "a fixed array";
+    case ML_CHUNK_INDEX_EARRAY: return "an extensible array";
+    case ML_CHUNK_INDEX_BTREE2: return "a version 2 B-tree";
+    case ML_CHUNK_INDEX_BTREE1: return "a version 1 B-tree";
+    default: return "an index of unknown kind";
+    }
+}
+
+/* Walk the chunk index ix (any kind, chunk_index.h) into the published table. */
 static int walk_chunks(ctx *x, ml_layout *L, const ml_chunk_file *cf, const ml_chunk_index *ix) {
     native_state *S = L->fmt;
     gather g = {.n_chunks = L->n_chunks};
     int rc = 0;
     if (ix->addr != UINT64_MAX && L->n_chunks > 0) {
-        rc = ml_chunk_index_walk(cf, ix, L->ndim, L->dims, gather_emit, &g);
+        rc = ml_chunk_index_walk(cf, ix, L->ndim, L->dims, x->maxdims, gather_emit, &g);
         if (rc == -ML_ECORRUPT || rc == -ML_EINVAL)
-            rc = CORRUPT(x, "its chunk index (a version 1 B-tree at address %llu) is malformed",
+            rc = CORRUPT(x, "its chunk index (%s at address %llu) is malformed", index_name(ix->kind),
                          (unsigned long long)ix->addr);
+        else if (rc == -ENOTSUP)
+            rc = ml_error_set(x->err, -ML_ECORRUPT, "%s has a chunk index (%s) laid out in a way this reader does "
+                              "not walk", x->where, index_name(ix->kind));
         else if (rc < 0)
             rc = ml_error_set(x->err, rc, "cannot read the chunk index of %s: %s", x->where, ml_strerror(rc));
     }
@@ -773,12 +791,24 @@ static int decode_layout(ctx *x, const ml_meta_msg *m, const ml_meta_ohdr *oh, c
                                     "(H5D_CHUNK_DONT_FILTER_PARTIAL_CHUNKS), which multiload does not read",
                                     x->where);
     }
-    if (ix.kind == ML_CHUNK_INDEX_BTREE1)
-        return walk_chunks(x, L, cf, &ix);
-    static const char *const names[] = {"", "single-chunk", "implicit", "fixed-array", "extensible-array",
-                                        "version 2 B-tree"};
-    return ml_error_set(x->err, -ML_ECORRUPT, "%s is chunked with a %s index (layout message version %u), which "
-                        "multiload does not yet read without the HDF5 library", x->where, names[itype], version);
+    /* The index kind's own parameters, as chunk_index.c parses the same
+     * message: it must describe what was decoded here. */
+    ml_chunk_index lix;
+    rc = ml_chunk_index_locate(cf, x->ohdr, &lix);
+    if (rc == -ML_ECORRUPT)
+        return CORRUPT(x, "its layout message is malformed");
+    if (rc < 0)
+        return ml_error_set(x->err, rc, "cannot read the layout of %s: %s", x->where, ml_strerror(rc));
+    int same = lix.kind == ix.kind && lix.ndims == ix.ndims && lix.addr == ix.addr;
+    for (unsigned d = 0; same && d < nd; d++)
+        same = lix.dims[d] == ix.dims[d];
+    if (!same)
+        return CORRUPT(x, "its layout message is read two ways");
+    if (lix.kind == ML_CHUNK_INDEX_SINGLE && L->n_chunks > 1)
+        return CORRUPT(x, "a single-chunk index for a dataset of %llu chunks", (unsigned long long)L->n_chunks);
+    if (lix.kind == ML_CHUNK_INDEX_IMPLICIT && L->pipeline.n_filters > 0)
+        return CORRUPT(x, "an implicit index for filtered chunks");
+    return walk_chunks(x, L, cf, &lix);
 }
 
 /* ---- the object header's message flags ---- */
@@ -842,7 +872,7 @@ static const ml_layout_ops native_ops = {.format = "HDF5", .chunk = native_chunk
 int ml_h5_native_open(ml_layout *L, const ml_chunk_file *cf, uint64_t ohdr, ml_error *err) {
     char where[600], why[ML_META_WHY_MAX] = "";
     snprintf(where, sizeof where, "dataset '%s' of file '%s'", L->path, L->filename);
-    ctx x = {.err = err, .where = where, .sa = cf->sizeof_addr, .ss = cf->sizeof_size};
+    ctx x = {.err = err, .where = where, .sa = cf->sizeof_addr, .ss = cf->sizeof_size, .ohdr = ohdr};
     ml_meta_file f;
     ml_meta_ohdr oh = {0};
     native_state *S = calloc(1, sizeof *S);
