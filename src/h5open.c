@@ -682,11 +682,8 @@ static int dataset_open(const char *filename, const char *path, ml_source **src_
         rc = ml_error_set(err, -ML_EHDF5, "'%s' was replaced or removed while it was being opened", filename);
         goto fail;
     }
-    obj = H5Oopen(file, path, H5P_DEFAULT);
-    if (obj >= 0 && nt && native_always() && H5Iget_type(obj) == H5I_DATASET) {
-        H5Oclose(obj);
-        obj = -1;
-    }
+    /* MULTILOAD_NATIVE_OPEN=always: HDF5 opens only the file and the path's links */
+    obj = nt && native_always() ? -1 : H5Oopen(file, path, H5P_DEFAULT);
     if (obj < 0) {
         /* A hard link that resolves but an object HDF5 cannot open: the
          * object exists, in a format this HDF5 cannot read (a newer one),
