@@ -111,7 +111,8 @@ print(json.dumps(res))
 
 def run_child(code, fns, names):
     """("ran", [one {name: result} per file]) or ("CRASH" | "HANG", detail)."""
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # a PYTHONPATH already set (make check-asan's sanitized build) goes first
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), ROOT])))
     try:
         p = subprocess.run([sys.executable, "-c", code, json.dumps(fns), json.dumps(names)], capture_output=True,
                            text=True, timeout=CHILD_TIMEOUT, env=env)
