@@ -512,7 +512,7 @@ static int earray_walk(w4 *w) {
         return -ML_ECORRUPT;
     for (uint64_t e = 0; e < idx_elmts && e < a.max_idx; e++)
         if ((rc = put_elem(w, e, ib + 6 + sa + e * es)) < 0)
-            goto out;
+            return rc;
     const unsigned char *dblks = ib + 6 + sa + idx_elmts * es, *sblks = dblks + n_dblk * sa;
     uint64_t start = 0, dblk_i = 0; /* element offset (after the index block's) and data block of super block s */
     for (unsigned s = 0; s < a.nsblks; s++) {
@@ -528,7 +528,7 @@ static int earray_walk(w4 *w) {
                 uint64_t addr = get_addr(dblks + (dblk_i + d) * sa, sa);
                 if (addr != UNDEF &&
                     (rc = ea_dblock(w, &a, addr, dn, e0 + d * dn, start + (dblk_i + d) * dn, NULL, 0)) < 0)
-                    goto out;
+                    return rc;
             }
         } else {
             uint64_t saddr = get_addr(sblks + (uint64_t)(s - a.ib_nsblks) * sa, sa);
@@ -537,25 +537,21 @@ static int earray_walk(w4 *w) {
                  * page bitmaps, data block addresses, checksum */
                 int paged = dn > a.page_n;
                 uint64_t npages = paged ? dn / a.page_n : 0, init = (npages + 7) / 8;
-                if (nd > BLOCK_MAX / (sa + init + 1)) {
-                    rc = -ML_ECORRUPT;
-                    goto out;
-                }
+                if (nd > BLOCK_MAX / (sa + init + 1))
+                    return -ML_ECORRUPT;
                 size_t slen = 6 + (size_t)sa + a.aos + nd * init + nd * sa + 4;
                 if ((rc = read_block(w, &w->b[1], saddr, slen)) < 0)
-                    goto out;
+                    return rc;
                 const unsigned char *sb = w->b[1].p, *bits = sb + 6 + sa + a.aos;
                 if (memcmp(sb, "EASB", 4) != 0 || sb[4] != 0 || sb[5] != a.client || get_addr(sb + 6, sa) != a.hdr ||
-                    get_le(sb + 6 + sa, a.aos) != start || !checksum_ok(sb, slen)) {
-                    rc = -ML_ECORRUPT;
-                    goto out;
-                }
+                    get_le(sb + 6 + sa, a.aos) != start || !checksum_ok(sb, slen))
+                    return -ML_ECORRUPT;
                 for (uint64_t d = 0; d < nd && e0 + d * dn < a.max_idx; d++) {
                     uint64_t addr = get_addr(bits + nd * init + d * sa, sa);
                     if (addr != UNDEF &&
                         (rc = ea_dblock(w, &a, addr, dn, e0 + d * dn, start + d * dn, paged ? bits : NULL,
                                         d * npages)) < 0)
-                        goto out;
+                        return rc;
                 }
             }
         }
@@ -563,9 +559,7 @@ static int earray_walk(w4 *w) {
             break;
         dblk_i += nd;
     }
-    rc = 0;
-out:
-    return rc;
+    return 0;
 }
 
 /* The version 2 B-tree's fixed facts (H5B2_hdr_init's arithmetic). */

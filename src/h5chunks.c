@@ -17,14 +17,16 @@
  *    LOOKUPS_BEFORE_FILL look-ups, one thread,
  *    holding the lock throughout, walks the index (chunk_index.c, for a
  *    layout-3 v1 B-tree, finding exactly what descent by key finds;
- *    H5Dchunk_iter, where this HDF5 has it, for the other index types),
+ *    chunk_index4.c for the layout 4/5 kinds; H5Dchunk_iter, where this
+ *    HDF5 has it, for what neither walks),
  *    checks the result against HDF5 (the chunk count, a sample by key, the
  *    ends by coordinate, every answer already given), and only then
  *    publishes it. A v1 B-tree that is malformed or disagrees is CORRUPT:
  *    every chunk read of it is an error (H5Dread refuses such trees in
  *    part, and which part is not ours to guess). Any other pass that
- *    fails publishes nothing and leaves the table by coordinate for good
- *    (FALLBACK): slower, and still never a guess.
+ *    fails (a layout 4/5 index malformed or disagreeing with HDF5 too)
+ *    publishes nothing and leaves the table to HDF5 for good (FALLBACK,
+ *    the reason in table_why): slower, and still never a guess.
  *  - The table is sized by the chunks the index holds (bounded by HDF5's
  *    count and by the file's size), never by the grid the dataspace claims.
  *

@@ -4,6 +4,12 @@
 #include "ml_python.h"
 
 #include "../fault.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../chunk_index.h"
 #include "../h5.h"
 #include "../io.h"
 
@@ -136,7 +142,77 @@ static PyObject *mod_chunk_table_state(PyObject *m, PyObject *args) {
     return Py_BuildValue("(sz)", names[st], why);
 }
 
+/* _walk_chunk_index's emit: append (index, offset, size, mask) to a list.
+ * Runs with the GIL held (the walk is short and only for tests). */
+static int walk_emit_py(void *ctx, uint64_t index, uint64_t offset, uint64_t size, unsigned mask) {
+    PyObject *t = Py_BuildValue("(KKKI)", (unsigned long long)index, (unsigned long long)offset,
+                                (unsigned long long)size, mask);
+    int rc = t ? PyList_Append((PyObject *)ctx, t) : -1;
+    Py_XDECREF(t);
+    return rc < 0 ? -ENOMEM : 0;
+}
+
+/* _walk_chunk_index(filename, ohdr, base, sizeof_addr, sizeof_size, dims,
+ * maxdims) -> (layout_version, kind, [(index, offset, size, mask), ...]):
+ * the core's own chunk index reader, without HDF5 (tests only: files
+ * HDF5 1.10 cannot open). maxdims: None for unlimited. */
+static PyObject *mod_walk_chunk_index(PyObject *m, PyObject *args) {
+    const char *fname;
+    unsigned long long ohdr, base;
+    unsigned sa, ss;
+    PyObject *dims_o, *max_o, *list = NULL;
+    uint64_t dims[ML_CHUNK_INDEX_MAX_DIMS], maxdims[ML_CHUNK_INDEX_MAX_DIMS];
+    (void)m;
+    if (!PyArg_ParseTuple(args, "sKKIIOO", &fname, &ohdr, &base, &sa, &ss, &dims_o, &max_o))
+        return NULL;
+    Py_ssize_t rank = PySequence_Length(dims_o);
+    if (rank < 1 || rank >= ML_CHUNK_INDEX_MAX_DIMS || PySequence_Length(max_o) != rank) {
+        PyErr_SetString(PyExc_ValueError, "dims and maxdims: one to 32 dimensions each");
+        return NULL;
+    }
+    for (Py_ssize_t d = 0; d < rank; d++) {
+        PyObject *a = PySequence_GetItem(dims_o, d), *b = PySequence_GetItem(max_o, d);
+        dims[d] = a ? PyLong_AsUnsignedLongLong(a) : 0;
+        maxdims[d] = b == Py_None ? ML_CHUNK_UNLIMITED : b ? PyLong_AsUnsignedLongLong(b) : 0;
+        Py_XDECREF(a);
+        Py_XDECREF(b);
+        if (PyErr_Occurred())
+            return NULL;
+    }
+    int fd = open(fname, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return PyErr_SetFromErrnoWithFilename(PyExc_OSError, fname);
+    struct stat st;
+    ml_source *src = NULL;
+    if (fstat(fd, &st) < 0 || ml_source_posix_adopt(fd, &src) < 0) {
+        close(fd);
+        return PyErr_SetFromErrnoWithFilename(PyExc_OSError, fname);
+    }
+    ml_chunk_file cf = {.src = src, .base = base, .size = (uint64_t)st.st_size, .sizeof_addr = sa,
+                        .sizeof_size = ss, .btree_k = 32};
+    ml_chunk_index ix;
+    int rc = ml_chunk_index_locate(&cf, ohdr, &ix);
+    if (rc == 0 && (list = PyList_New(0)) != NULL)
+        rc = ml_chunk_index_walk(&cf, &ix, (unsigned)rank, dims, maxdims, walk_emit_py, list);
+    ml_source_unref(src);
+    if (!list && rc == 0)
+        return NULL;
+    if (rc < 0) {
+        Py_XDECREF(list);
+        ml_error err;
+        ml_error_clear(&err);
+        err.code = rc;
+        snprintf(err.msg, sizeof err.msg, "walking the chunk index: %s", ml_strerror(rc));
+        return ml_py_raise(&err, fname);
+    }
+    PyObject *out = Py_BuildValue("(IIN)", ix.layout_version, (unsigned)ix.kind, list);
+    return out;
+}
+
 static PyMethodDef module_methods[] = {
+    {"_walk_chunk_index", mod_walk_chunk_index, METH_VARARGS,
+     "_walk_chunk_index(filename, ohdr, base, sizeof_addr, sizeof_size, dims, maxdims) -> (version, kind, "
+     "chunks): the core's chunk index walk, without HDF5 (tests only)."},
     {"_chunk_table_state", mod_chunk_table_state, METH_VARARGS,
      "_chunk_table_state(filename, path) -> (state, why): how the chunk table fills (tests only)."},
     {"hdf5_version", mod_hdf5_version, METH_NOARGS,

@@ -5,8 +5,8 @@
  * unallocated chunks with a fill value; deflate, shuffle and fletcher32,
  * with some chunks written raw under a filter mask; a user block; B-trees
  * of one, two and three levels (up to 20 000 chunks); a dataset with no
- * chunk written; libver latest (fixed and extensible array indexes: the
- * fallback, still right); entries looked up before the fill; a walk that
+ * chunk written; libver latest (fixed and extensible array indexes, walked
+ * by chunk_index4.c); entries looked up before the fill; a walk that
  * disagrees with HDF5 (the file changed under it) or meets a broken index
  * (fallback); random damage to the index (an error, never a crash or an
  * entry off the grid); threads racing the fill. */
@@ -269,8 +269,8 @@ static void test_big(void) {
 }
 
 /* libver latest: layout version 4. Fixed array (fixed shape), extensible
- * array (unlimited rows), single chunk, implicit (early allocation): the
- * by-coordinate fallback, and the rows are still HDF5's. */
+ * array (unlimited rows), single chunk, implicit (early allocation):
+ * walked by chunk_index4.c, every entry HDF5's, and the rows HDF5's. */
 static void test_latest(void) {
     const char *file = check_path("latest.h5");
     hid_t fid = h5gen_create_ex(file, 0, 1);
@@ -310,10 +310,10 @@ static void test_latest(void) {
     }
     H5Fclose(fid);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        ml_layout *L = check_dataset(file, cases[i].path, H5T_NATIVE_INT32, 0, ML_TABLE_FALLBACK, 1, 11);
+        ml_layout *L = check_dataset(file, cases[i].path, H5T_NATIVE_INT32, 0, ML_TABLE_WALKED, 1, 11);
         CHECK_EQ(ml_h5(L)->cindex.layout_version, 4);
         CHECK_EQ(ml_h5(L)->cindex.kind, cases[i].kind);
-        CHECK(ml_h5(L)->table_why != NULL);
+        CHECK(ml_h5(L)->table_why == NULL);
         ml_layout_unref(L);
     }
 }
@@ -502,10 +502,10 @@ static void test_crafted_headers(void) {
         ix = (ml_chunk_index){.kind = ML_CHUNK_INDEX_BTREE1, .ndims = 2, .dims = {4, 8}, .addr = 3000};
         uint64_t dims[1] = {40};
         emit_count c = {.n_chunks = 10};
-        CHECK_ERR(ml_chunk_index_walk(&cf, &ix, 1, dims, count_one, &c), -ML_ECORRUPT);
+        CHECK_ERR(ml_chunk_index_walk(&cf, &ix, 1, dims, NULL, count_one, &c), -ML_ECORRUPT);
         ix.addr = sizeof f;
-        CHECK_ERR(ml_chunk_index_walk(&cf, &ix, 1, dims, count_one, &c), -ML_ECORRUPT);
-        CHECK_ERR(ml_chunk_index_walk(&cf, &ix, 2, dims, count_one, &c), -ML_EINVAL);
+        CHECK_ERR(ml_chunk_index_walk(&cf, &ix, 1, dims, NULL, count_one, &c), -ML_ECORRUPT);
+        CHECK_ERR(ml_chunk_index_walk(&cf, &ix, 2, dims, NULL, count_one, &c), -ML_EINVAL);
         ml_source_unref(src); /* closes fd */
     }
 }
@@ -672,7 +672,7 @@ static void test_damage(const char *file) {
         ml_chunk_file df = cf;
         df.src = src;
         emit_count c = {.n_chunks = n_chunks};
-        int rc = ml_chunk_index_walk(&df, &ix, 1, dims, count_one, &c);
+        int rc = ml_chunk_index_walk(&df, &ix, 1, dims, NULL, count_one, &c);
         CHECK(rc == 0 || rc == -ML_ECORRUPT);
         CHECK_LE(c.n, n_chunks);
         if (rc == 0)
@@ -834,12 +834,12 @@ static void test_find_equals_walk(const char *file, const char *path) {
     walked w = {calloc(L->n_chunks, 8), calloc(L->n_chunks, 8), calloc(L->n_chunks, sizeof(unsigned))};
     for (uint64_t i = 0; i < L->n_chunks; i++)
         w.offset[i] = UINT64_MAX;
-    CHECK_RC(ml_chunk_index_walk(&ml_h5(L)->cfile, &ml_h5(L)->cindex, L->ndim, L->dims, note_walked, &w));
+    CHECK_RC(ml_chunk_index_walk(&ml_h5(L)->cfile, &ml_h5(L)->cindex, L->ndim, L->dims, NULL, note_walked, &w));
     uint64_t found = 0;
     for (uint64_t i = 0; i < L->n_chunks; i++) {
         uint64_t off, size;
         unsigned mask;
-        CHECK_RC(ml_chunk_index_find(&ml_h5(L)->cfile, &ml_h5(L)->cindex, L->ndim, L->dims, i, &off, &size, &mask));
+        CHECK_RC(ml_chunk_index_find(&ml_h5(L)->cfile, &ml_h5(L)->cindex, L->ndim, L->dims, NULL, i, &off, &size, &mask));
         CHECK_U64_EQ(off, w.offset[i]);
         CHECK_U64_EQ(size, w.offset[i] == UINT64_MAX ? 0 : w.size[i]);
         CHECK_EQ(mask, w.offset[i] == UINT64_MAX ? 0 : w.mask[i]);
@@ -847,7 +847,7 @@ static void test_find_equals_walk(const char *file, const char *path) {
     }
     uint64_t off, size;
     unsigned mask;
-    CHECK_ERR(ml_chunk_index_find(&ml_h5(L)->cfile, &ml_h5(L)->cindex, L->ndim, L->dims, L->n_chunks, &off, &size, &mask),
+    CHECK_ERR(ml_chunk_index_find(&ml_h5(L)->cfile, &ml_h5(L)->cindex, L->ndim, L->dims, NULL, L->n_chunks, &off, &size, &mask),
               -ML_EINVAL);
     CHECK_GT(found, 0);
     free(w.offset);
