@@ -43,6 +43,7 @@
 #include "codec.h"
 #include "h5internal.h"
 #include "h5meta.h"
+#include "h5native.h"
 #include "io.h"
 
 #include <errno.h>
@@ -860,8 +861,49 @@ static int explain_unopened(hid_t file, const char *filename, const char *path, 
     return explain_at(file, filename, path, path, 0, &w, err);
 }
 
-int ml_h5_dataset_open(const char *filename, const char *path, ml_source **src_out, hid_t *file_out,
-                       hid_t *dset_out, ml_error *err) {
+/* Where the native open (h5native.c) is to read a dataset HDF5 cannot open. */
+typedef struct native_target {
+    uint64_t ohdr;       /* the object header's HDF5 address */
+    ml_chunk_file file;  /* the file as HDF5 measured it (src: unset) */
+} native_target;
+
+/* Is the native open to be used for every dataset, not only those HDF5
+ * refuses (MULTILOAD_NATIVE_OPEN=always: for tests, docs/newer-hdf5.md)? */
+static int native_always(void) {
+    const char *v = getenv("MULTILOAD_NATIVE_OPEN");
+    return v && strcmp(v, "always") == 0;
+}
+
+/* HDF5 found a hard link at `path` but cannot open its object: fill *nt
+ * for the native open. Caller holds h5_mutex. Returns 1 (a hard link:
+ * *nt filled) or 0. */
+static int native_target_get(hid_t file, const char *path, ml_source *src, native_target *nt) {
+    ml_h5_file_facts ff;
+    uint64_t addr;
+#if H5_VERSION_GE(1, 12, 0)
+    H5L_info2_t li;
+    if (H5Lget_info2(file, path, &li, H5P_DEFAULT) < 0 || li.type != H5L_TYPE_HARD ||
+        H5VLnative_token_to_addr(file, li.u.token, &addr) < 0)
+        return 0;
+#else
+    H5L_info_t li;
+    if (H5Lget_info(file, path, &li, H5P_DEFAULT) < 0 || li.type != H5L_TYPE_HARD)
+        return 0;
+    addr = (uint64_t)li.u.address;
+#endif
+    if (ml_h5_file_facts_get(file, src, &ff) < 0)
+        return 0;
+    nt->ohdr = addr;
+    nt->file = (ml_chunk_file){.base = ff.base, .size = ff.eof, .sizeof_addr = ff.sizeof_addr,
+                               .sizeof_size = ff.sizeof_size, .btree_k = ff.btree_k};
+    return 1;
+}
+
+/* ml_h5_dataset_open; with nt non-NULL, a hard link to an object HDF5
+ * cannot open (a newer format) returns 1 with *src_out and *nt filled
+ * and no HDF5 handle open, for the native open. */
+static int dataset_open(const char *filename, const char *path, ml_source **src_out, hid_t *file_out,
+                        hid_t *dset_out, native_target *nt, ml_error *err) {
     hid_t file = -1, obj = -1;
     ml_source *src = NULL;
     int fd = -1;
@@ -914,8 +956,18 @@ int ml_h5_dataset_open(const char *filename, const char *path, ml_source **src_o
         rc = ml_error_set(err, -ML_EHDF5, "'%s' was replaced or removed while it was being opened", filename);
         goto fail;
     }
-    obj = H5Oopen(file, path, H5P_DEFAULT);
+    /* MULTILOAD_NATIVE_OPEN=always: HDF5 opens only the file and the path's links */
+    obj = nt && native_always() ? -1 : H5Oopen(file, path, H5P_DEFAULT);
     if (obj < 0) {
+        /* A hard link that resolves but an object HDF5 cannot open: the
+         * object exists, in a format this HDF5 cannot read (a newer one),
+         * which the native open reads if it can (h5native.c). */
+        if (nt && native_target_get(file, path, src, nt)) {
+            H5Fclose(file);
+            ml_h5_unlock();
+            *src_out = src;
+            return 1;
+        }
         rc = explain_unopened(file, filename, path, err);
         goto fail;
     }
@@ -938,6 +990,11 @@ fail:
     ml_h5_unlock();
     ml_source_unref(src);
     return rc;
+}
+
+int ml_h5_dataset_open(const char *filename, const char *path, ml_source **src_out, hid_t *file_out,
+                       hid_t *dset_out, ml_error *err) {
+    return dataset_open(filename, path, src_out, file_out, dset_out, NULL, err);
 }
 
 static int h5_read_slow(ml_layout *L, uint64_t row0, uint64_t n, void *dest, ml_error *err);
@@ -985,7 +1042,18 @@ int ml_layout_open_flags(const char *filename, const char *path, unsigned flags,
         rc = ml_error_set(err, -ENOMEM, "out of memory");
         goto fail;
     }
-    rc = ml_h5_dataset_open(filename, path, &L->src, &file, &dset, err);
+    native_target nt;
+    rc = dataset_open(filename, path, &L->src, &file, &dset, &nt, err);
+    if (rc == 1) {
+        /* HDF5 cannot open it: the core's own reader of its object header does (h5native.c) */
+        h5_close(L);
+        L->ops = NULL;
+        rc = ml_h5_native_open(L, &nt.file, nt.ohdr, err);
+        if (rc < 0)
+            goto fail;
+        *out = L;
+        return 0;
+    }
     if (rc < 0)
         goto fail;
     H->h5_file = file;

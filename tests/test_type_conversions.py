@@ -28,13 +28,15 @@ pytestmark = pytest.mark.timeout(120)
 N = 1000
 
 
-def h5file(fn):
+def h5file(fn, libver=None):
     """An h5py file for writing types with unused bits: HDF5 2.0 refuses them
     unless the file access list relaxes that check (H5F_RFIC_UNUSUAL_NUM_UNUSED_NUMERIC_BITS),
     which h5py does not wrap: called on h5py's own HDF5 through ctypes."""
     lib = ctypes.CDLL(glob.glob(os.path.join(os.path.dirname(h5py.__file__) + ".libs", "libhdf5-*.so*"))[0])
     fapl = h5p.create(h5p.FILE_ACCESS)
     assert lib.H5Pset_relax_file_integrity_checks(ctypes.c_int64(fapl.id), ctypes.c_uint64(1)) == 0
+    if libver:
+        fapl.set_libver_bounds(libver, h5f.LIBVER_LATEST)
     return h5py.File(h5f.create(fn.encode(), h5f.ACC_TRUNC, fapl=fapl))
 
 
@@ -321,3 +323,25 @@ def test_scalars_are_converted_too(tmp_path):
             ref = f[name][()]
             got = r.read(r.get_dataset(name)[()])
             assert type(got) is type(ref) and got == ref and np.asarray(got).tobytes() == np.asarray(ref).tobytes()
+
+
+def test_conversions_in_files_only_the_native_open_reads(tmp_path):
+    """A compound written with libver v112 (datatype message version 4, which
+    HDF5 1.10.8 cannot open: src/h5native.c opens it) holding a reduced-
+    precision integer and a space-padded string: converted the same way."""
+    fn = str(tmp_path / "v112.h5")
+    s = h5t.C_S1.copy()
+    s.set_size(6)
+    s.set_strpad(h5t.STR_SPACEPAD)
+    ct = h5t.create(h5t.COMPOUND, 10)
+    ct.insert(b"i", 0, int_type(4, True, 12, 2))
+    ct.insert(b"s", 4, s)
+    mdt = np.dtype([("i", "<i4"), ("s", "S6")])
+    v = np.zeros(N, mdt)
+    v["i"] = values(4, True, 12)
+    v["s"] = [b"ab %d" % (i % 10) for i in range(N)]
+    with h5file(fn, h5f.LIBVER_V112) as f:
+        create(f, "contig", ct, (N,), v, h5t.py_create(mdt))
+        create(f, "chunk", ct, (N,), v, h5t.py_create(mdt), chunks=(64,))
+    for path in ("contig", "chunk"):
+        check_all(fn, path)
