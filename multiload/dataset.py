@@ -300,20 +300,10 @@ class ScalarDataset(Dataset):
         return ops.IndexOp(self._path, key)
 
 
-class VLArrayDataset(DatasetBase):
-    """A variable-length array (PyTables VLArray): each row is a 1-D array
-    of any length of one dtype (the atom's; an atom with a shape adds
-    trailing dimensions). Read by the C core through HDF5 under its lock
-    in the calling thread (the slow path; no worker threads, no h5py).
-
-    ``dataset[i]`` is row i's array (shape ``(len,) + atom shape``);
-    a slice, a list, an integer array or a boolean mask of rows gives those
-    rows concatenated, in the order given (repeats allowed). Negative rows
-    count from the end, as in numpy; a row out of range is an IndexError.
-    Further keys (``dataset[3:9][::2]``) index that result as numpy does.
-    ``dtype`` is the element dtype as h5py reports it (PyTables'
-    VLStringAtom and ObjectAtom rows are their ``uint8`` bytes).
-    """
+class VLenBase(DatasetBase):
+    """What the variable-length proxies share (VLArrayDataset here,
+    vlstring.VLStringDataset): the core's VLen handle, opened by HDF5 in
+    the calling thread, never read by the worker engine."""
 
     _native_rows = False
     _vlen = None  # _core.VLen: the opened dataset (None until opened, for an unpickled proxy)
@@ -327,6 +317,22 @@ class VLArrayDataset(DatasetBase):
 
     def _native(self):
         return self._vlen
+
+
+class VLArrayDataset(VLenBase):
+    """A variable-length array (PyTables VLArray): each row is a 1-D array
+    of any length of one dtype (the atom's; an atom with a shape adds
+    trailing dimensions). Read by the C core through HDF5 under its lock
+    in the calling thread (the slow path; no worker threads, no h5py).
+
+    ``dataset[i]`` is row i's array (shape ``(len,) + atom shape``);
+    a slice, a list, an integer array or a boolean mask of rows gives those
+    rows concatenated, in the order given (repeats allowed). Negative rows
+    count from the end, as in numpy; a row out of range is an IndexError.
+    Further keys (``dataset[3:9][::2]``) index that result as numpy does.
+    ``dtype`` is the element dtype as h5py reports it (PyTables'
+    VLStringAtom and ObjectAtom rows are their ``uint8`` bytes).
+    """
 
     def read(self, start=None, stop=None, step=None):
         """Rows ``start:stop:step`` concatenated. Slice rules: PyTables'

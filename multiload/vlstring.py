@@ -21,7 +21,7 @@ import numpy as np
 from . import _core
 from . import dataset_ops as ops
 from ._plan import _apply_key, _parts, _plan_head
-from .dataset import DatasetBase
+from .dataset import VLenBase
 from .dataset_ops import _context, _is_int, _is_simple_slice
 
 __all__ = ["VLStringDataset"]
@@ -30,7 +30,7 @@ _NOT_STAGED = ("variable-length strings are Python bytes objects, which cannot b
                "read them with reader.read(expr)")
 
 
-class VLStringDataset(DatasetBase):
+class VLStringDataset(VLenBase):
     """A dataset of variable-length strings, of any shape (0-d too).
 
     Indexing is numpy's, as for an :class:`ArrayDataset` (one index array
@@ -42,19 +42,6 @@ class VLStringDataset(DatasetBase):
     ``encoding`` is ``'utf-8'`` or ``'ascii'``: decode with it
     (``b.decode(ds.encoding)``, what h5py's ``asstr()`` does).
     """
-
-    _native_rows = False
-    _vlen = None  # _core.VLen (None until opened, for an unpickled proxy)
-
-    def __init__(self, reader, path, vlen):
-        super().__init__(reader, path, vlen.dtype, vlen.shape)
-        self._vlen = vlen
-
-    def _attach(self, opened):
-        self._vlen = opened
-
-    def _native(self):
-        return self._vlen
 
     @property
     def encoding(self):

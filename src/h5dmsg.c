@@ -34,13 +34,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MSG_SPACE 0x0001
-#define MSG_DTYPE 0x0003
-#define MSG_FILL_OLD 0x0004
-#define MSG_FILL 0x0005
-#define MSG_EFL 0x0007
-#define MSG_LAYOUT 0x0008
-#define MSG_PLINE 0x000B
 #define MAX_DEPTH 32
 #define MAX_MEMBERS 65536
 #define MAX_RANK 32
@@ -441,7 +434,7 @@ static int check_pline(const ml_meta_file *f, const ml_meta_msg *m) {
 static int check_fill(const ml_meta_file *f, const ml_meta_msg *m) {
     const unsigned char *p = m->data;
     size_t n = m->size, pos;
-    if (m->type == MSG_FILL_OLD)
+    if (m->type == ML_META_MSG_FILL_OLD)
         pos = 0;
     else if (n >= 1 && (p[0] == 1 || p[0] == 2)) {
         if (n < 4)
@@ -553,8 +546,8 @@ static int body_of(const ml_meta_file *f, const ml_meta_msg *m, ml_meta_ohdr *st
 }
 
 int ml_meta_dataset_check(const ml_meta_file *f, const ml_meta_ohdr *oh) {
-    const ml_meta_msg *space = ml_meta_ohdr_find(oh, MSG_SPACE), *type = ml_meta_ohdr_find(oh, MSG_DTYPE);
-    const ml_meta_msg *layout = ml_meta_ohdr_find(oh, MSG_LAYOUT);
+    const ml_meta_msg *space = ml_meta_ohdr_find(oh, ML_META_MSG_SPACE), *type = ml_meta_ohdr_find(oh, ML_META_MSG_DTYPE);
+    const ml_meta_msg *layout = ml_meta_ohdr_find(oh, ML_META_MSG_LAYOUT);
     unsigned rank = 0, cls = 0;
     uint64_t elem = 0;
     int rc, unchecked = 0;
@@ -578,17 +571,17 @@ int ml_meta_dataset_check(const ml_meta_file *f, const ml_meta_ohdr *oh) {
         return rc;
     if (layout->flags & 0x02)
         return ml_meta_bad(f, "the layout message is marked shared"); /* HDF5 refuses it too */
-    const ml_meta_msg *pl = ml_meta_ohdr_find(oh, MSG_PLINE);
+    const ml_meta_msg *pl = ml_meta_ohdr_find(oh, ML_META_MSG_PLINE);
     int filtered = !pl ? 0 : (pl->flags & 0x02) ? -1 : pl->size >= 2 && pl->data[1] > 0;
     if ((rc = check_layout(f, layout, rank, elem, filtered)) < 0)
         return rc;
     unchecked |= rc == ML_META_UNCHECKED;
     for (size_t i = 0; i < oh->n_msgs; i++) {
         const ml_meta_msg *m = &oh->msgs[i];
-        if (m->type != MSG_PLINE && m->type != MSG_FILL && m->type != MSG_FILL_OLD && m->type != MSG_EFL)
+        if (m->type != ML_META_MSG_PLINE && m->type != ML_META_MSG_FILL && m->type != ML_META_MSG_FILL_OLD && m->type != ML_META_MSG_EFL)
             continue;
         if ((rc = body_of(f, m, &store, &b)) == 0) {
-            rc = b->type == MSG_PLINE ? check_pline(f, b) : b->type == MSG_EFL ? check_efl(f, b) : check_fill(f, b);
+            rc = b->type == ML_META_MSG_PLINE ? check_pline(f, b) : b->type == ML_META_MSG_EFL ? check_efl(f, b) : check_fill(f, b);
             ml_meta_ohdr_free(&store);
         }
         if (rc < 0)

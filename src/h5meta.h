@@ -82,6 +82,15 @@ uint32_t ml_meta_checksum(const void *p, size_t n);
  * (a version this does not parse) or -errno. (h5super.c) */
 int ml_meta_super_read(ml_source *src, char *why, ml_meta_extents *ext, ml_meta_file *f);
 
+/* Object header message types a dataset's open reads. */
+#define ML_META_MSG_SPACE 0x0001
+#define ML_META_MSG_DTYPE 0x0003
+#define ML_META_MSG_FILL_OLD 0x0004
+#define ML_META_MSG_FILL 0x0005
+#define ML_META_MSG_EFL 0x0007
+#define ML_META_MSG_LAYOUT 0x0008
+#define ML_META_MSG_PLINE 0x000B
+
 /* One message of an object header. */
 typedef struct ml_meta_msg {
     unsigned type;             /* message type */

@@ -48,13 +48,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MSG_SPACE 0x0001
-#define MSG_DTYPE 0x0003
-#define MSG_FILL_OLD 0x0004
-#define MSG_FILL 0x0005
-#define MSG_EFL 0x0007
-#define MSG_LAYOUT 0x0008
-#define MSG_PLINE 0x000B
 
 #define TYPE_MAX_DEPTH 32      /* nesting of compound, array and enum types */
 #define TYPE_MAX_MEMBERS 65536 /* members of all compounds and enums of one type */
@@ -462,11 +455,11 @@ typedef struct fill_info {
 } fill_info;
 
 static int decode_fill(ctx *x, const ml_meta_ohdr *oh, fill_info *fi) {
-    const ml_meta_msg *m = ml_meta_ohdr_find(oh, MSG_FILL);
+    const ml_meta_msg *m = ml_meta_ohdr_find(oh, ML_META_MSG_FILL);
     *fi = (fill_info){.size = 0, .value = NULL, .when = 2};
     if (!m) {
         /* only the old message (before HDF5 1.6): a value, written if set */
-        m = ml_meta_ohdr_find(oh, MSG_FILL_OLD);
+        m = ml_meta_ohdr_find(oh, ML_META_MSG_FILL_OLD);
         if (!m) {
             /* No fill message at all (every HDF5 since 1.6 writes one): HDF5
              * 2.0 refuses to read such a dataset's unwritten data, so rows
@@ -781,7 +774,7 @@ static int decode_layout(ctx *x, const ml_meta_msg *m, const ml_meta_ohdr *oh, c
         return rc;
     ix.ndims = nd;
     memcpy(ix.dims, dims, nd * sizeof dims[0]);
-    const ml_meta_msg *pl = ml_meta_ohdr_find(oh, MSG_PLINE);
+    const ml_meta_msg *pl = ml_meta_ohdr_find(oh, ML_META_MSG_PLINE);
     if (pl && (rc = decode_pipeline(x, pl, &L->pipeline)) < 0)
         return rc;
     if ((flags & 0x01) && L->pipeline.n_filters) {
@@ -902,8 +895,8 @@ int ml_h5_native_open(ml_layout *L, const ml_chunk_file *cf, uint64_t ohdr, ml_e
     }
     if ((rc = check_msg_flags(&x, &oh)) < 0)
         goto out;
-    const ml_meta_msg *space = ml_meta_ohdr_find(&oh, MSG_SPACE), *type = ml_meta_ohdr_find(&oh, MSG_DTYPE);
-    const ml_meta_msg *layout = ml_meta_ohdr_find(&oh, MSG_LAYOUT);
+    const ml_meta_msg *space = ml_meta_ohdr_find(&oh, ML_META_MSG_SPACE), *type = ml_meta_ohdr_find(&oh, ML_META_MSG_DTYPE);
+    const ml_meta_msg *layout = ml_meta_ohdr_find(&oh, ML_META_MSG_LAYOUT);
     if (!space || !type || !layout) {
         rc = ml_error_set(err, -ML_ENOTDSET, "'%s' in file '%s' is not a dataset (its object header has no %s "
                           "message)", L->path, L->filename, !space ? "dataspace" : !type ? "datatype" : "layout");
@@ -918,7 +911,7 @@ int ml_h5_native_open(ml_layout *L, const ml_chunk_file *cf, uint64_t ohdr, ml_e
         rc = CORRUPT(&x, "its dataspace message is shared, which this reader does not follow");
         goto out;
     }
-    if (ml_meta_ohdr_find(&oh, MSG_EFL)) {
+    if (ml_meta_ohdr_find(&oh, ML_META_MSG_EFL)) {
         rc = ml_error_set(err, -ML_ECORRUPT, "%s has external storage, which multiload does not read without the "
                           "HDF5 library", where);
         goto out;
