@@ -880,17 +880,44 @@ static int native_always(void) {
 static int native_target_get(hid_t file, const char *path, ml_source *src, native_target *nt) {
     ml_h5_file_facts ff;
     uint64_t addr;
+    /* Soft links at the end of the path are followed here, as HDF5 follows
+     * them (a relative one from its group; at most LINKS_MAX): the native
+     * open reads the object they lead to. HDF5 itself follows the links
+     * of the path's groups. External links are not followed. */
+    char cur[1024], val[1024];
+    if ((size_t)snprintf(cur, sizeof cur, "%s", path) >= sizeof cur)
+        return 0;
+    for (unsigned hop = 0;; hop++) {
 #if H5_VERSION_GE(1, 12, 0)
-    H5L_info2_t li;
-    if (H5Lget_info2(file, path, &li, H5P_DEFAULT) < 0 || li.type != H5L_TYPE_HARD ||
-        H5VLnative_token_to_addr(file, li.u.token, &addr) < 0)
-        return 0;
+        H5L_info2_t li;
+        if (H5Lget_info2(file, cur, &li, H5P_DEFAULT) < 0)
+            return 0;
+        if (li.type == H5L_TYPE_HARD) {
+            if (H5VLnative_token_to_addr(file, li.u.token, &addr) < 0)
+                return 0;
+            break;
+        }
 #else
-    H5L_info_t li;
-    if (H5Lget_info(file, path, &li, H5P_DEFAULT) < 0 || li.type != H5L_TYPE_HARD)
-        return 0;
-    addr = (uint64_t)li.u.address;
+        H5L_info_t li;
+        if (H5Lget_info(file, cur, &li, H5P_DEFAULT) < 0)
+            return 0;
+        if (li.type == H5L_TYPE_HARD) {
+            addr = (uint64_t)li.u.address;
+            break;
+        }
 #endif
+        if (li.type != H5L_TYPE_SOFT || hop == LINKS_MAX || li.u.val_size == 0 || li.u.val_size >= sizeof val ||
+            H5Lget_val(file, cur, val, sizeof val, H5P_DEFAULT) < 0)
+            return 0;
+        val[li.u.val_size] = 0;
+        char next[1024];
+        const char *slash = strrchr(cur, '/');
+        int n = val[0] == '/' || !slash ? snprintf(next, sizeof next, "%s", val)
+                                        : snprintf(next, sizeof next, "%.*s/%s", (int)(slash - cur), cur, val);
+        if (n < 0 || (size_t)n >= sizeof next)
+            return 0;
+        memcpy(cur, next, (size_t)n + 1);
+    }
     if (ml_h5_file_facts_get(file, src, &ff) < 0)
         return 0;
     nt->ohdr = addr;

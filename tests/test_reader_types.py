@@ -115,6 +115,17 @@ def files(tmp_path_factory):
         f["ext_ok"] = h5py.ExternalLink(os.path.basename(paths["other"]), "/x")
         f["cycle1"] = h5py.SoftLink("/cycle2")
         f["cycle2"] = h5py.SoftLink("/cycle1")
+        # A compound behind n-bit: HDF5 1.10.8 cannot open it, nor can the
+        # native open (no n-bit decoder, no slow path without HDF5).
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_chunk((8,))
+        dcpl.set_filter(h5py.h5z.FILTER_NBIT)
+        ct = np.dtype([("a", "<i4"), ("b", "<i2")])
+        h5py.h5d.create(f.id, b"nbitc", h5py.h5t.py_create(ct), h5py.h5s.create_simple((16,)), dcpl=dcpl).write(
+            h5py.h5s.ALL, h5py.h5s.ALL, np.zeros(16, dtype=ct))
+        f["link_nbitc"] = h5py.SoftLink("/nbitc")
+        f["g/n2"] = h5py.SoftLink("/link_nbitc")
+        f["g/rel_nbitc"] = h5py.SoftLink("n2")  # relative, then a chain
     src = os.path.join(os.path.dirname(tables.__file__), "tests", "out_of_order_types.h5")
     paths["pt_ooo"] = str(d / "out_of_order_types.h5")
     shutil.copy(src, paths["pt_ooo"])
@@ -405,25 +416,26 @@ def open_error(fn, path):
 
 
 def test_link_to_a_dataset_hdf5_cannot_open(files):
+    """A soft link (chained, relative) to a dataset HDF5 1.10.8 cannot open
+    (a v112 compound) reads it, through the native open, as h5py reads it;
+    to one neither opener reads, it gives the target's own error."""
     fn = files["links"]
     with h5py.File(fn, "r") as f:
-        assert f["link"][()].tobytes() == f["compound"][()].tobytes()  # it exists: h5py 2.0 reads it
-    direct = open_error(fn, "/compound")
+        ref = f["compound"][()]
+        assert f["link"][()].tobytes() == ref.tobytes()  # it exists: h5py 2.0 reads it
+    for path in ("/compound", "/link", "/chain", "/g/rel"):
+        with multiload.Reader(fn) as r:
+            got = r.read(r.get_dataset(path)[:])
+        assert got.dtype == ref.dtype and got.tobytes() == ref.tobytes(), path
+        with multiload.Streamer(fn).get_queue(path, ordered=True, remainder=True, block_size=3) as q:
+            assert np.concatenate([g.array.copy() for g in q]).tobytes() == ref.tobytes()
+    direct = open_error(fn, "/nbitc")
     assert isinstance(direct, OSError) and direct.errno == errno.EIO
-    assert "dataset '/compound'" in str(direct) and "cannot open it" in str(direct)
-    core = str(direct).split(": '")[0]  # without the filename OSError appends
-    for path, names in (("/link", ["'/link' is a soft link to '/compound'"]),
-                        ("/chain", ["'/chain' is a soft link to '/link'", "'/link' is a soft link to '/compound'"]),
-                        ("/g/rel", ["'/g/rel' is a soft link to 'link2'", "'/g/link2' is a soft link to '/compound'"])):
+    assert "'/nbitc'" in str(direct) and "nbit" in str(direct)
+    for path in ("/link_nbitc", "/g/rel_nbitc"):
         e = open_error(fn, path)
         assert type(e) is type(direct) and e.errno == direct.errno
-        msg = str(e)
-        assert msg.startswith(core), (msg, core)
-        assert f"asked for as '{path}'" in msg
-        for n in names:
-            assert n in msg
-        with pytest.raises(OSError, match=f"asked for as '{path}'"):
-            multiload.Streamer(fn).get_queue(path)
+        assert str(e) == str(direct).replace("'/nbitc'", f"'{path}'")  # the same words, naming the path asked
 
 
 def test_dangling_and_missing_links(files):
