@@ -229,13 +229,7 @@ class ArrayDataset(Dataset):
         if key is Ellipsis:
             raise IndexError(f"a single Ellipsis is not a request (PyTables does not support it); use [:] "
                              f"({_context(self)})")
-        if _is_int(key):
-            return ops.ReadScalarOpArray(self._path, None, key)
-        if isinstance(key, slice):
-            return ops.ReadOpArray(self._path, None, key.start, key.stop, key.step)
-        if _is_simple_slice(key):
-            return ops.ReadOpArray(self._path, None, key[0].start, key[0].stop, key[0].step)
-        return ops.IndexOp(self._path, key)
+        return _array_op(self._path, key)
 
 
 class _ElementView(ArrayDataset):
@@ -298,6 +292,18 @@ class ScalarDataset(Dataset):
 
     def __getitem__(self, key):
         return ops.IndexOp(self._path, key)
+
+
+def _array_op(path, key):
+    """The request expression of `key` (not a lone Ellipsis) on the array
+    dataset at `path`: a row, a row range, or any other numpy-style index."""
+    if _is_int(key):
+        return ops.ReadScalarOpArray(path, None, key)
+    if isinstance(key, slice):
+        return ops.ReadOpArray(path, None, key.start, key.stop, key.step)
+    if _is_simple_slice(key):
+        return ops.ReadOpArray(path, None, key[0].start, key[0].stop, key[0].step)
+    return ops.IndexOp(path, key)
 
 
 class VLenBase(DatasetBase):

@@ -21,8 +21,8 @@ import numpy as np
 from . import _core
 from . import dataset_ops as ops
 from ._plan import _apply_key, _parts, _plan_head
-from .dataset import VLenBase
-from .dataset_ops import _context, _is_int, _is_simple_slice
+from .dataset import VLenBase, _array_op
+from .dataset_ops import _context
 
 __all__ = ["VLStringDataset"]
 
@@ -66,13 +66,7 @@ class VLStringDataset(VLenBase):
         if key is Ellipsis and self.shape:
             raise IndexError(f"a single Ellipsis is not a request (PyTables does not support it); use [:] "
                              f"({_context(self)})")
-        if _is_int(key):
-            return ops.ReadScalarOpArray(self._path, None, key)
-        if isinstance(key, slice):
-            return ops.ReadOpArray(self._path, None, key.start, key.stop, key.step)
-        if _is_simple_slice(key):
-            return ops.ReadOpArray(self._path, None, key[0].start, key[0].stop, key[0].step)
-        return ops.IndexOp(self._path, key)
+        return _array_op(self._path, key)
 
     def _read_now(self, key):
         """What h5py's ``ds[key]`` gives, read now (reader.read)."""
