@@ -102,6 +102,10 @@ typedef struct ml_h5_file_facts {
  * had) or -errno (the source's identity). */
 int ml_h5_file_facts_get(hid_t obj, ml_source *src, ml_h5_file_facts *out);
 
+/* Can HDF5 decode filter `id`, once hdf5plugin's plugin folder (when
+ * installed) is in its search path? Caller holds the HDF5 lock. 1 or 0. */
+int ml_h5_filter_loadable(int id);
+
 /* Build an ml_type from an HDF5 type, as the numpy dtype h5py reports.
  * Returns 0 (*out owned by the caller, free with ml_type_free) or
  * -ML_ETYPE / -ML_EHDF5 / -ENOMEM with a message naming the offending type

@@ -339,6 +339,10 @@ static int add_hdf5plugin_path(void) {
     return added;
 }
 
+int ml_h5_filter_loadable(int id) {
+    return H5Zfilter_avail((H5Z_filter_t)id) > 0 || (add_hdf5plugin_path() && H5Zfilter_avail((H5Z_filter_t)id) > 0);
+}
+
 /* HDF5 refuses a chunk of 4 GiB or more (H5Pset_chunk: "chunk size must be < 4GB"). */
 #define CHUNK_BYTES_MAX UINT64_C(0xFFFFFFFF)
 
@@ -396,8 +400,7 @@ static int read_chunk_meta(ml_layout *L, hid_t dcpl, ml_error *err,
         if (!ml_decode_supports(f->id)) {
             /* The slow path decodes with HDF5: refuse up front a filter HDF5
              * cannot load either, rather than fail on every block. */
-            if (H5Zfilter_avail((H5Z_filter_t)f->id) <= 0 &&
-                (!add_hdf5plugin_path() || H5Zfilter_avail((H5Z_filter_t)f->id) <= 0)) {
+            if (!ml_h5_filter_loadable(f->id)) {
                 const char *provider, *known = ml_filter_known(f->id, &provider);
                 if (known)
                     return ml_error_set(err, -ML_EFILTER, "%s uses filter %d (%s), which is not available: %s",

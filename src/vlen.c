@@ -96,7 +96,7 @@ static int check_filters(ml_vlen *V, ml_error *err) {
         if (id < 0)
             rc = ml_error_set(err, -ML_EHDF5, "cannot read filter %d of dataset '%s' of file '%s'", i, V->path,
                               V->filename);
-        else if (H5Zfilter_avail(id) <= 0)
+        else if (!ml_h5_filter_loadable((int)id))
             rc = ml_error_set(err, -ML_EFILTER,
                               "variable-length dataset '%s' of file '%s' uses filter '%s' (id %d), which the "
                               "HDF5 library cannot decode (%s)", V->path, V->filename, name, (int)id,
