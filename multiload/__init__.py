@@ -29,6 +29,7 @@ from . import dataset, dataset_ops, request, stage
 from .reader import Reader, RequestPool
 from .order import Order
 from .batch import BatchStream
+from .array import Array, close_all
 
 __version__ = "0.1.0"
 
@@ -39,6 +40,8 @@ __all__ = [
     "RequestPool",
     "Order",
     "BatchStream",
+    "Array",
+    "close_all",
     "dataset_ops",
     "QueueClosed",
     "QueueClosedType",
