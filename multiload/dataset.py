@@ -52,6 +52,24 @@ def _key_ndims(k):
     return 1
 
 
+#: Bytes of rows read at a time when a dataset is iterated.
+_ITER_BYTES = 1 << 20
+
+
+def _read_attrs(reader, path):
+    """Dataset ``path``'s attributes in ``reader``'s file, read with h5py."""
+    import types
+
+    try:
+        import h5py
+    except ImportError:
+        raise TypeError(f"multiload reads attributes with h5py, which is not installed: pip install h5py "
+                        f"(dataset {path!r}, file {reader._filename!r})") from None
+    reader._file.opening("Reader")  # the file the reader describes, or FileChangedError
+    with h5py.File(reader._filename, "r") as f:
+        return types.MappingProxyType({k: v for k, v in f[path].attrs.items()})
+
+
 def _restore(reader, path, cls, dtype, shape):
     """Unpickle a dataset proxy: its (unpickled) reader's proxy of ``path``."""
     return reader._adopt_dataset(cls, path, dtype, shape)
@@ -67,6 +85,8 @@ class DatasetBase:
 
     #: Read by the native engine through a ``_core.Layout`` (VLArrays: no).
     _native_rows = True
+    #: At most this many rows are read at a time by iteration.
+    _iter_max_rows = 1 << 20
 
     def __init__(self, reader, path, dtype, shape, layout=None):
         self._reader = reader
@@ -114,6 +134,63 @@ class DatasetBase:
         if not self.shape:
             raise TypeError(f"Attempt to take len() of scalar dataset ({_context(self)})")
         return self.shape[0]
+
+    # -- the generic protocol: what numpy, list(), for loops and libraries ask of an array-like.
+    # Indexing builds a lazy request and never raises IndexError, so without these the old
+    # sequence protocol made np.asarray(ds), list(ds) and `for row in ds` loop forever.
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    def __array__(self, dtype=None, copy=None):
+        """The whole dataset, read now through the reader (as h5py's
+        ``np.asarray(ds)``). ``copy=False`` is refused: the data is read
+        into a new array."""
+        if copy is False:
+            raise ValueError(f"a dataset's data is read into a new array: np.asarray(ds, copy=False) cannot avoid "
+                             f"the copy ({_context(self)})")
+        out = np.asarray(self._read_all())
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __iter__(self):
+        """The rows, read about 1 MiB at a time through the reader (rows of
+        a table are ``numpy.void``, of a 1-D array numpy scalars, as h5py
+        iterates). TypeError for a scalar dataset."""
+        if not self.shape:
+            raise TypeError(f"iteration over a scalar (0-d) dataset ({_context(self)})")
+        n = self.shape[0]
+        step = max(1, min(self._iter_max_rows, _ITER_BYTES // max(1, self._row_nbytes)))
+        for start in range(0, n, step):
+            yield from self._read_rows(start, min(n, start + step))
+
+    def __reversed__(self):
+        raise TypeError(f"reversed() of a dataset: read the rows reversed with reader.read(ds[::-1]) "
+                        f"({_context(self)})")
+
+    def __setitem__(self, key, value):
+        raise TypeError(f"a multiload dataset is read-only ({_context(self)})")
+
+    def __contains__(self, value):
+        raise TypeError(f"`in` on a dataset would read all of it: use `value in reader.read(ds[:])` "
+                        f"({_context(self)})")
+
+    @property
+    def attrs(self):
+        """The dataset's HDF5 attributes, as a read-only mapping read once
+        (through h5py, which must be installed: the C core reads data, not
+        attributes). FileChangedError if the file is not the reader's."""
+        attrs = self.__dict__.get("_attrs")
+        if attrs is None:
+            attrs = self.__dict__["_attrs"] = _read_attrs(self._reader, self._path)
+        return attrs
+
+    def _read_all(self):
+        """The whole dataset as a numpy array (what ``np.asarray`` gives)."""
+        return self._reader.read(self[:] if self.shape else self[...])
+
+    def _read_rows(self, start, stop):
+        """Rows ``[start, stop)``, something whose iteration gives the rows."""
+        return self._reader.read(self[start:stop])
 
     def __repr__(self):
         return f"<multiload {type(self).__name__} {self._path!r} shape={self.shape} dtype={self.dtype}>"
@@ -294,6 +371,7 @@ class ScalarDataset(Dataset):
         return ops.IndexOp(self._path, key)
 
 
+
 def _array_op(path, key):
     """The request expression of `key` (not a lone Ellipsis) on the array
     dataset at `path`: a row, a row range, or any other numpy-style index."""
@@ -312,6 +390,7 @@ class VLenBase(DatasetBase):
     the calling thread, never read by the worker engine."""
 
     _native_rows = False
+    _iter_max_rows = 1024  # rows of any length: a row's size is not known before it is read
     _vlen = None  # _core.VLen: the opened dataset (None until opened, for an unpickled proxy)
 
     def __init__(self, reader, path, vlen):
@@ -351,3 +430,18 @@ class VLArrayDataset(VLenBase):
             raise IndexError(f"a single Ellipsis is not a request (PyTables does not support it); use [:] "
                              f"({_context(self)})")
         return ops.IndexOp(self._path, key)
+
+    def _read_all(self):
+        return self._read_rows(0, self.shape[0])
+
+    def _read_rows(self, start, stop):
+        """Rows ``[start, stop)`` as h5py reads a variable-length dataset:
+        an object array holding each row's array."""
+        reader = self._reader
+        if reader._closed:
+            raise RuntimeError("Attempt to request data from a closed reader.")
+        reader.get_dataset(self._path)  # opens the reader in this process if it is not yet
+        counts, data = self._vlen.read(np.arange(start, stop, dtype=np.int64))
+        out = np.empty(stop - start, dtype=object)
+        out[:] = np.split(data, np.cumsum(counts)[:-1]) if stop > start else []
+        return out
