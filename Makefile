@@ -77,6 +77,8 @@ venv: deps
 	    $(PIP) install -q --no-build-isolation -e '.[test]'; }
 	@$(PY) -c "import torch, torchdata" 2>/dev/null || { echo ">> installing torch (CPU), torchdata into $(VENV): the torch adapters' tests"; \
 	  $(PIP) install -q $(TORCH) torchdata; }
+	@$(PY) -c "import dask.array, distributed, ray.data" 2>/dev/null || { echo ">> installing the dask and ray extras into $(VENV): multiload.dask's and multiload.ray's tests"; \
+	  $(PIP) install -q 'dask[array]' distributed 'ray[data]'; }
 
 # Build the extension (only what changed) and swap it in atomically, under a
 # lock, so a running test never maps a half-written library.
