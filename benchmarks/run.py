@@ -46,6 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import files  # noqa: E402
+import scaleout  # noqa: E402  (W9)
 
 PY = sys.executable
 MT_PY = os.path.join(ROOT, ".venv-multitables", "bin", "python")
@@ -186,7 +187,7 @@ class Entry:
             system, kind, run, missing, note, role
 
 
-def py_entry(system, spec, python=PY, imports=(), role="peer", note=""):
+def py_entry(system, spec, python=PY, imports=(), role="peer", note="", script=SYSTEMS):
     spec = dict(spec, imports=list(imports))
 
     def run():
@@ -194,7 +195,7 @@ def py_entry(system, spec, python=PY, imports=(), role="peer", note=""):
         # keeps a pipe open and would stall us. The whole session is killed
         # after the run, so no stray process loads the machine later.
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            p = subprocess.Popen([python, SYSTEMS, json.dumps(spec)], stdout=out, stderr=err,
+            p = subprocess.Popen([python, script, json.dumps(spec)], stdout=out, stderr=err,
                                  start_new_session=True, env=CHILD_ENV)
             try:
                 rc = p.wait(timeout=600)
@@ -447,6 +448,7 @@ def plan(args, paths, exe, have_mt, mt_reason, can_drop):
     W.append(Workload("W8", "one shuffled epoch of 64×64 uint8 images + int64 labels, batches of 256 "
                             "(torch tensors + a tiny matmul each, 1 thread)", paths["w8"], w8_entries(paths),
                       unit="rows/s", ref=W8_REF))
+    W += scaleout.workloads(paths, py_entry, Workload)
     return W
 
 
@@ -648,7 +650,7 @@ TARGETS = [
     ("W8 BatchStream peak RSS growth within stats()['memory_bound'] (gzip)", "W8", W8_REF, MEMORY_BOUND, "<=", 1.0),
     ("W8 BatchStream peak RSS growth within stats()['memory_bound'] (contiguous)", "W8",
      "BatchStream window, contiguous", MEMORY_BOUND, "<=", 1.0),
-]
+] + scaleout.TARGETS
 
 
 def targets(W, S):
