@@ -24,22 +24,22 @@ and scalar (0-d) datasets are refused with TypeError: they have no fixed
 row size to chunk.
 
 May import: numpy, :mod:`multiload._handle`, :mod:`multiload._core`,
-:mod:`multiload.reader`, :mod:`multiload._signals`.
+:mod:`multiload._sources` (a source's files), :mod:`multiload.reader`,
+:mod:`multiload._signals`.
 """
 
 import errno
 import gc
-import glob
 import math
-import os
 import threading
 
 import numpy as np
 
 from . import _core, _handle
 from ._signals import FileChangedError
+from ._sources import _resolve_files
 
-__all__ = ["Array", "close_all", "expand_source"]
+__all__ = ["Array", "close_all"]
 
 _WHAT = "multiload.Array"
 
@@ -109,37 +109,6 @@ def _close(entries):
 
 
 # ---------------------------------------------------------------- sources
-
-def expand_source(source):
-    """The files of ``source``: a path, a glob pattern (``*``, ``?``, ``[``;
-    its matches sorted) or a list of paths and patterns, in order.
-    FileNotFoundError for a path that does not exist or a pattern that
-    matches nothing; TypeError for anything else."""
-    items = [source] if isinstance(source, (str, bytes, os.PathLike)) else source
-    try:
-        items = list(items)
-    except TypeError:
-        raise TypeError(f"source must be a path, a glob pattern or a list of them, not "
-                        f"{type(source).__name__}") from None
-    paths = []
-    for item in items:
-        if not isinstance(item, (str, bytes, os.PathLike)):
-            raise TypeError(f"source must be a path, a glob pattern or a list of them; it holds a "
-                            f"{type(item).__name__}: {item!r}")
-        p = os.fsdecode(item)
-        if os.path.exists(p):
-            paths.append(p)
-        elif glob.has_magic(p):
-            found = sorted(glob.glob(p))
-            if not found:
-                raise FileNotFoundError(errno.ENOENT, "no file matches the pattern", p)
-            paths.extend(found)
-        else:
-            raise FileNotFoundError(errno.ENOENT, "No such file", p)
-    if not paths:
-        raise ValueError("source names no file (an empty list)")
-    return paths
-
 
 def _probe(path, dataset):
     """(dtype, shape, chunks) of ``dataset`` in ``path`` as the Reader reads
@@ -243,7 +212,7 @@ class Array(_handle.Handle):
             raise TypeError(f"dataset must be a path in the file (a str), not {type(dataset).__name__}")
         if n_procs is not None and (isinstance(n_procs, bool) or not isinstance(n_procs, int) or n_procs < 1):
             raise ValueError(f"n_procs must be a positive integer, got {n_procs!r}")
-        files = [_handle.FileRef(p) for p in expand_source(source)]
+        files = [_handle.FileRef(p) for p in _resolve_files(source)]
         metas = []
         for f in files:
             f.opening(_WHAT)  # records the identity the description carries
