@@ -238,7 +238,7 @@ class Array(_handle.Handle):
         self.file_rows = [s[0] for s in self._file_shapes]
         self.shape = (sum(self.file_rows),) + tuple(self._file_shapes[0][1:]) + self._sub
         self._starts = np.cumsum([0] + self.file_rows)  # first global row of each file, then the total
-        self._checked = None  # the close_all() generation whose files were checked in this process
+        self._checked = None  # (pid, close_all() generation) in which the files were last checked
 
     # -- the handle (multiload._handle): the description
     def _describe(self):
@@ -311,10 +311,10 @@ class Array(_handle.Handle):
     # -- reading
     def _proxy(self, i):
         """File ``i``'s Reader and dataset proxy in this process."""
-        if self._checked != _generation:  # first read here, or after close_all(): is each file still its own?
-            for f in self._files:
+        if self._checked != (_handle.pid, _generation):  # first read in this process, or after close_all()
+            for f in self._files:  # is each file still the one described?
                 _handle.FileRef(f.path, f.identity).opening(_WHAT)
-            self._checked = _generation
+            self._checked = (_handle.pid, _generation)
         ref = self._files[i]
         reader, ds = _shared_dataset(ref, self._dataset, self._n_procs)
         if (ds.dtype, ds.shape) != (self._stored_dtype, self._file_shapes[i]):

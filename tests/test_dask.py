@@ -311,3 +311,20 @@ def test_import_multiload_imports_neither_dask_nor_ray():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def _rows_in_child(a, lo, hi):
+    return os.getpid(), a[lo:hi]
+
+
+def test_array_inherited_over_fork_opens_its_own_reader(data):
+    """A forked child (a fork-start pool) abandons its parent's Reader, whose
+    threads do not exist there, and opens its own."""
+    a = multiload.Array(data["single"], "/x", n_procs=2)
+    want = truth(data["single"])
+    np.testing.assert_array_equal(a[:100], want[:100])  # the parent's Reader is open and running
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        pid, got = pool.apply(_rows_in_child, (a, 5000, 9000))
+    assert pid != os.getpid()
+    np.testing.assert_array_equal(got, want[5000:9000])
+    np.testing.assert_array_equal(a[9000:9100], want[9000:9100])  # the parent's still works
