@@ -64,7 +64,8 @@ def read_hdf5(paths, dataset, *, include_paths=False, override_num_blocks=None, 
     override_num_blocks : int, optional
         How many read tasks to aim for (Ray's parallelism): the rows are cut
         into about that many ranges, each a multiple of the HDF5 chunk's
-        rows and inside one file.
+        rows and inside one file, and none smaller than Ray's
+        ``target_min_block_size`` (1 MiB) unless a file is.
     concurrency : int, optional
         At most this many read tasks at once (Ray's).
     ray_remote_args : dict, optional
@@ -103,8 +104,10 @@ class HDF5Datasource(Datasource):
         arr = self._array
         ctx = data_context or DataContext.get_current()
         block_bytes = getattr(ctx, "target_max_block_size", None) or _DEFAULT_BLOCK_BYTES
+        # Ray asks for 200 tasks or more by default: no task smaller than its minimum block size.
+        min_rows = (getattr(ctx, "target_min_block_size", None) or 1) // max(1, self._row_nbytes)
         tasks = []
-        for i, a, b, unit in task_ranges(arr, max(1, int(parallelism))):
+        for i, a, b, unit in task_ranges(arr, max(1, int(parallelism)), min_rows):
             block_rows = max(unit, block_bytes // max(1, self._row_nbytes) // unit * unit)
             meta = BlockMetadata(num_rows=b - a, size_bytes=(b - a) * self._row_nbytes, exec_stats=None,
                                  input_files=(arr.files[i],))
@@ -114,13 +117,13 @@ class HDF5Datasource(Datasource):
         return tasks
 
 
-def task_ranges(arr, parallelism):
+def task_ranges(arr, parallelism, min_rows=1):
     """``[(file, start, stop, unit)]``: the rows of :class:`multiload.Array`
-    ``arr`` in about ``parallelism`` ranges of local rows, each inside one
-    file and a multiple of its HDF5 chunk's rows (``unit``; 1 for
-    contiguous data) but for the file's last."""
+    ``arr`` in about ``parallelism`` ranges of local rows (of at least
+    ``min_rows``), each inside one file and a multiple of its HDF5 chunk's
+    rows (``unit``; 1 for contiguous data) but for the file's last."""
     total = arr.shape[0]
-    per_task = max(1, -(-total // parallelism))
+    per_task = max(1, min_rows, -(-total // parallelism))
     out = []
     for i, n in enumerate(arr.file_rows):
         c = arr.file_chunks[i]

@@ -89,10 +89,12 @@ def test_multi_file_iter_batches(cluster, data):
     np.testing.assert_array_equal([r["data"] for r in flat], want[:, 0, 0].astype(np.float64))
 
 
-def test_read_tasks_are_chunk_aligned_ranges_inside_files(data):
+def test_read_tasks_are_chunk_aligned_ranges_inside_files(data, monkeypatch):
     src = mlr.HDF5Datasource(data["parts"], "/x")
     assert src.estimate_inmemory_data_size() == data["whole"].nbytes
-    tasks = src.get_read_tasks(6)
+    ctx = ray.data.DataContext.get_current()
+    monkeypatch.setattr(ctx, "target_min_block_size", 1)  # these files are smaller than Ray's 1 MiB minimum
+    tasks = src.get_read_tasks(6, data_context=ctx)
     ranges = mlr.task_ranges(src._array, 6)
     assert len(tasks) == len(ranges) >= 6
     for i, a, b, unit in ranges:
@@ -103,6 +105,10 @@ def test_read_tasks_are_chunk_aligned_ranges_inside_files(data):
         assert covered[0][0] == 0 and covered[-1][1] == PARTS[i]
         assert all(x[1] == y[0] for x, y in zip(covered, covered[1:]))
     assert sum(t.metadata.num_rows for t in tasks) == sum(PARTS)
+    # Ray's default parallelism (200+) never makes tasks below its minimum block size (1 MiB here)
+    few = mlr.task_ranges(src._array, 200, min_rows=(1 << 20) // 48)
+    assert all(b - a >= (1 << 20) // 48 or b == PARTS[i] for i, a, b, _ in few)
+    assert len(few) == 3
     # a read task yields blocks of about the target block size
     row = 3 * 4 * 4
     blocks = list(mlr._read_task(src._array, 0, 0, 3000, 1024, False))
