@@ -304,6 +304,7 @@ class Array(_handle.Handle):
         return out if dtype is None else out.astype(dtype, copy=False)
 
     def __getitem__(self, key):
+        key = _whole_axes_dropped(key, self.shape)
         if len(self._files) == 1:
             return self._read_file(0, key)
         return self._read_files(key)
@@ -452,6 +453,23 @@ class Array(_handle.Handle):
             parts.append(self._read_file(i, lead + (rows[seg] - int(self._starts[i]),) + rest,
                                          words=words or _rows_words(rows[seg])))
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=len(lead))
+
+
+def _whole_axes_dropped(key, shape):
+    """``key`` without its trailing slices that take a whole axis (Dask's
+    getter asks ``(slice(a, b), slice(0, n))``): the Reader then reads the
+    rows straight into the result instead of into a buffer it indexes."""
+    if type(key) is not tuple or len(key) > len(shape):
+        return key
+    # Only where entry j indexes axis j: integers, slices and 1-D index arrays.
+    for k in key:
+        if not (type(k) in (int, slice) or isinstance(k, np.integer)
+                or (isinstance(k, (list, np.ndarray)) and np.ndim(k) == 1)):
+            return key
+    n = len(key)
+    while n > 1 and type(key[n - 1]) is slice and key[n - 1].indices(shape[n - 1]) == (0, shape[n - 1], 1):
+        n -= 1
+    return key if n == len(key) else key[:n]
 
 
 def _is_int(k):

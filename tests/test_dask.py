@@ -328,3 +328,31 @@ def test_array_inherited_over_fork_opens_its_own_reader(data):
     assert pid != os.getpid()
     np.testing.assert_array_equal(got, want[5000:9000])
     np.testing.assert_array_equal(a[9000:9100], want[9000:9100])  # the parent's still works
+
+
+KEYS = [np.s_[:], np.s_[...], np.s_[()], np.s_[3], np.s_[-1], np.s_[6990:7010], np.s_[::7], np.s_[::-3],
+        np.s_[18000:2:-5], np.s_[..., 1], np.s_[None, 3:9600, 2], np.s_[[5, 9600, 0, 7000, 7000]],
+        np.s_[[5, 1], [2, 3]], np.s_[2:9000, [1, 2]], np.s_[2:9000, [1, 2], None], np.s_[[]], np.s_[50:40],
+        np.s_[:, [0, 2]], np.s_[np.array([[1, 2], [3, 18000]])], np.s_[1:10000:2, ::-1], np.s_[..., None],
+        np.s_[6000:8000, 0:16], np.s_[6000:8000, 0:16:1], np.s_[[7001, 2], :], np.s_[-9001:, 3:5]]
+
+
+@pytest.mark.parametrize("src", ["single", "parts"])
+@pytest.mark.parametrize("key", KEYS, ids=[str(i) for i in range(len(KEYS))])
+def test_array_keys_are_numpys(data, src, key):
+    a = multiload.Array(data[src], "/x")
+    want = truth(data[src])[key]
+    got = a[key]
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("src", ["single", "parts"])
+def test_array_masks_and_bad_keys(data, src):
+    a, want = multiload.Array(data[src], "/x"), truth(data[src])
+    mask = want[:, 0] > 500
+    np.testing.assert_array_equal(a[mask], want[mask])
+    np.testing.assert_array_equal(a[want > 900], want[want > 900])
+    for bad in (np.s_[len(want)], np.s_[[0, len(want)]], np.s_[-len(want) - 1]):
+        with pytest.raises(IndexError):
+            a[bad]
