@@ -109,7 +109,10 @@ def cluster():
         yield client
 
 
-@pytest.fixture(params=["threads", "processes", "distributed"])
+# The process pool and the cluster take seconds to start: `slow`, so the pread pass of
+# `make test` (-m "not slow") leaves them out; the first pass runs them.
+@pytest.fixture(params=["threads", pytest.param("processes", marks=pytest.mark.slow),
+                        pytest.param("distributed", marks=pytest.mark.slow)])
 def compute(request, process_pool):
     """compute(*collections) on one scheduler: numpy results."""
     if request.param == "threads":
@@ -259,6 +262,7 @@ def _can_lock_for_writing(path):
         return False
 
 
+@pytest.mark.slow
 def test_close_all_releases_the_files_for_writing(data, cluster, tmp_path):
     """dask/distributed#8452: after compute, the workers keep the file
     open and a writer cannot open it; close_all() on every worker and in
@@ -285,6 +289,7 @@ def test_close_all_releases_the_files_for_writing(data, cluster, tmp_path):
     cluster.run(multiload.close_all)
 
 
+@pytest.mark.slow
 def test_worker_errors_name_the_file_dataset_and_rows(data, cluster, tmp_path):
     p = str(tmp_path / "corrupt.h5")
     shutil.copy(data["single"], p)
@@ -317,6 +322,7 @@ def _rows_in_child(a, lo, hi):
     return os.getpid(), a[lo:hi]
 
 
+@pytest.mark.slow
 def test_array_inherited_over_fork_opens_its_own_reader(data):
     """A forked child (a fork-start pool) abandons its parent's Reader, whose
     threads do not exist there, and opens its own."""

@@ -19,7 +19,8 @@ pytest.importorskip("ray.data")
 import multiload  # noqa: E402
 import multiload.ray as mlr  # noqa: E402
 
-pytestmark = pytest.mark.timeout(300)
+# A Ray cluster takes seconds to start: `slow`, out of the pread pass of `make test` (the first pass runs it).
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARTS = (3000, 1000, 4100)
