@@ -303,6 +303,12 @@ class Array(_handle.Handle):
         out = self[...]
         return out if dtype is None else out.astype(dtype, copy=False)
 
+    def __iter__(self):
+        """The rows, read about 1 MiB at a time."""
+        step = max(1, (1 << 20) // max(1, self.nbytes // max(1, self.shape[0])))
+        for start in range(0, self.shape[0], step):
+            yield from self[start:start + step]
+
     def __getitem__(self, key):
         key = _whole_axes_dropped(key, self.shape)
         if len(self._files) == 1:

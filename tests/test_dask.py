@@ -362,3 +362,6 @@ def test_array_masks_and_bad_keys(data, src):
     for bad in (np.s_[len(want)], np.s_[[0, len(want)]], np.s_[-len(want) - 1]):
         with pytest.raises(IndexError):
             a[bad]
+    rows = list(a)  # iteration: the rows, in blocks
+    assert len(rows) == len(want)
+    np.testing.assert_array_equal(np.array(rows), want)
