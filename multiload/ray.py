@@ -145,11 +145,11 @@ def _read_task(arr, i, start, stop, block_rows, include_paths):
 
 def columns(rows, path=None):
     """The Ray columns of ``rows`` (a numpy array read by an Array): one
-    per field of a compound (nested fields ``outer/inner``), else ``data``;
-    plus ``path`` when ``path`` is given."""
+    per field of a compound (nested fields ``outer/inner``), else ``data``,
+    each in native byte order; plus ``path`` when ``path`` is given."""
     cols = {}
     if rows.dtype.names is None:
-        cols["data"] = rows
+        cols["data"] = _native(rows)
     else:
         _fields(rows, "", cols)
     if path is not None:
@@ -163,4 +163,10 @@ def _fields(rows, prefix, cols):
         if col.dtype.names is not None and col.ndim == 1:
             _fields(col, f"{prefix}{name}/", cols)
         else:
-            cols[prefix + name] = np.ascontiguousarray(col)
+            cols[prefix + name] = _native(np.ascontiguousarray(col))
+
+
+def _native(a):
+    """``a`` in native byte order: Arrow reads a buffer as native, so a
+    big-endian dataset's values would come out byte-swapped."""
+    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))

@@ -185,3 +185,28 @@ def test_import_multiload_does_not_import_ray():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_edge_shapes_and_names_as_in_rays_proposal(cluster, tmp_path):
+    """The cases ray-project/ray#65760's tests hold that multiload reads the
+    same way: a name without a leading slash, a pathlib path, no rows, rows
+    of no width, a big-endian dataset."""
+    p = tmp_path / "edges.h5"
+    with h5py.File(p, "w") as f:
+        f["observations"] = np.arange(12).reshape(4, 3)
+        f.create_dataset("empty", (0, 3), dtype=np.float32)
+        f.create_dataset("zero_width", shape=(5, 0), dtype=np.int32, chunks=True)
+        f.create_dataset("big_endian", data=np.arange(6, dtype=">i4").reshape(3, 2))
+        mixed = np.zeros(4, [("a", ">i4"), ("b", "<f8", (2,)), ("c", [("d", ">u2")])])
+        mixed["a"], mixed["b"], mixed["c"]["d"] = np.arange(4), np.arange(8).reshape(4, 2), 7
+        f["mixed"] = mixed
+    rows = mlr.read_hdf5(p, dataset="observations").take_all()
+    np.testing.assert_array_equal(np.stack([r["data"] for r in rows]), np.arange(12).reshape(4, 3))
+    assert mlr.read_hdf5(p, dataset="empty").count() == 0
+    rows = mlr.read_hdf5(p, dataset="zero_width").take_all()
+    assert len(rows) == 5 and all(r["data"].shape == (0,) for r in rows)
+    rows = mlr.read_hdf5(p, dataset="big_endian").take_all()
+    np.testing.assert_array_equal(np.stack([r["data"] for r in rows]), np.arange(6).reshape(3, 2))
+    rows = mlr.read_hdf5(p, dataset="mixed").take_all()  # big-endian fields, one nested
+    assert [r["a"] for r in rows] == [0, 1, 2, 3] and [r["c/d"] for r in rows] == [7] * 4
+    np.testing.assert_array_equal(np.stack([r["b"] for r in rows]), np.arange(8).reshape(4, 2))
