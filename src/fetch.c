@@ -622,6 +622,30 @@ int ml_fetch_parallel(const ml_layout *L) {
 
 int ml_fetch_range_is_one_read(const ml_layout *L) { return one_extent(L); }
 
+int ml_fetch_view(const ml_layout *L, ml_rows_view *out) {
+    if (L->row_bytes == 0)
+        return -EAGAIN;
+    if (L->storage == ML_STORE_MEMORY) { /* converted at open */
+        *out = (ml_rows_view){.rows = L->mem, .n_rows = L->n_rows, .local = 1};
+        return 0;
+    }
+    ml_source_view v;
+    if (L->convert || !one_extent(L) || ml_source_map(L->src, &v) < 0)
+        return -EAGAIN;
+    /* Rows wholly inside the view, the file's end as the layout knows it
+     * (fetch_rows refuses rows past L->eof) and the file as it is now: a
+     * file truncated under the view faults past its last page, but the
+     * rest of that page reads as zeros, bytes no read would return. */
+    ml_source_id id;
+    if (ml_source_identify(L->src, &id) < 0)
+        return -EAGAIN;
+    uint64_t end = v.len < L->eof ? v.len : L->eof;
+    end = id.size < end ? id.size : end;
+    uint64_t n = end > L->offset ? (end - L->offset) / L->row_bytes : 0;
+    *out = (ml_rows_view){.rows = v.base + L->offset, .n_rows = n < L->n_rows ? n : L->n_rows, .local = v.local};
+    return 0;
+}
+
 void ml_nowait_init(ml_nowait *nw, ml_io_mode io_mode) {
     atomic_init(&nw->ok, 1);
     atomic_init(&nw->batch, 1);
