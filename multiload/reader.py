@@ -44,6 +44,7 @@ from .vlstring import VLStringDataset, refuse_request
 from .request import Request, RequestPool, _Done
 
 _DONE = _Done()  # the C request of every request read inside request(): done, with success
+_ROW_OP = ops.ReadScalarOpArray  # ds[i] on an array
 from .stage import Stage, StagePool, _ArrayStage, check_fits, end_loan
 
 __all__ = ["Reader", "RequestPool", "Stage", "StagePool", "Request", "ColumnError"]
@@ -333,6 +334,10 @@ class Reader(_handle.Handle):
         Raises RuntimeError on a closed reader or a busy stage,
         SharedMemoryError when the result would not fit the stage, and
         IndexError / KeyError for a bad expression, before any I/O."""
+        if type(key) is _ROW_OP:  # ds[i]: one row, read here when it is cached (_request_row)
+            fut = self._request_row(key, stage)
+            if fut is not None:
+                return fut
         if self._closed:
             raise RuntimeError("Attempt to request data from a closed reader.")
         if self._local_pid != _handle.pid:  # unpickled, or forked: open here
@@ -366,6 +371,43 @@ class Reader(_handle.Handle):
         except BaseException:
             end_loan(loan)  # nothing was submitted: no writer
             raise
+
+    def _request_row(self, key, stage):
+        """``ds[i]`` (key) into a plain stage, read now from the file's mapping
+        or the page cache, with no request in the core (``_core.read_now``):
+        its future, done; or None where request() must take the usual path
+        (which also raises every error: a closed reader, a bad row, a busy
+        stage). Workload: W5's single rows, where Python was the cost --
+        this is request() with nothing but what one row needs."""
+        ds = self._datasets.get(key._path)
+        row = ds._row_plan if ds is not None else None
+        if row is False:
+            row = ds._row_plan = self._row_plan_of(ds)
+        if (row is None or self._closed or self._local_pid != _handle.pid or type(stage) is not Stage
+                or self._notifier.thread is not None):
+            return None
+        layout, n, plan = row
+        i = key._idx
+        if type(i) is not int or not -n <= i < n or stage.size_nbytes < plan.nbytes:
+            return None
+        loan = stage._lend(ds)
+        if not self._core.read_now(layout, i + n if i < 0 else i, 1, loan[0]._buf):
+            end_loan(loan)
+            return None
+        fut = Request(self._notifier, loan, _DONE, plan, None)
+        fut._finished = True
+        return fut
+
+    @staticmethod
+    def _row_plan_of(ds):
+        """(layout, rows, the plan every ds[i] request shares: _fast_plan's
+        for an int), or None where ds[i] takes the usual path."""
+        if ds._layout is None or not (ds._fast and ds._fast_int and ds._planned is ds):
+            return None
+        p = _Plan()
+        p.ds, p.head, p.col_offset, p.col_size, p.post = ds, None, 0, 0, None
+        p.shape, p.dtype, p.fetch_dtype, p.nbytes = ds.shape[1:], ds.dtype, ds.dtype, ds._row_nbytes
+        return ds._layout, ds.shape[0], p
 
     @staticmethod
     def _plan(pds, key):

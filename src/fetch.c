@@ -31,6 +31,7 @@
 #include "convert.h"
 #include "decode.h"
 #include "fault.h"
+#include "mapcopy.h"
 
 #define MAX_BATCH 64
 
@@ -644,6 +645,40 @@ int ml_fetch_view(const ml_layout *L, ml_rows_view *out) {
     uint64_t n = end > L->offset ? (end - L->offset) / L->row_bytes : 0;
     *out = (ml_rows_view){.rows = v.base + L->offset, .n_rows = n < L->n_rows ? n : L->n_rows, .local = v.local};
     return 0;
+}
+
+typedef struct mapped_copy {
+    void *dest;
+    const unsigned char *src;
+    size_t n;
+    const volatile unsigned char *probe; /* a byte of the page after src's last */
+} mapped_copy;
+
+static void copy_and_probe(void *arg) {
+    const mapped_copy *c = arg;
+    memcpy(c->dest, c->src, c->n);
+    (void)*c->probe; /* faults if the file ends in or before src's last page */
+}
+
+int ml_fetch_rows_mapped(const ml_layout *L, uint64_t row0, uint64_t n, void *dest) {
+    static _Atomic uint64_t page;
+    uint64_t pg = atomic_load_explicit(&page, memory_order_relaxed);
+    if (!pg) {
+        long p = sysconf(_SC_PAGESIZE);
+        pg = p > 0 ? (uint64_t)p : 4096;
+        atomic_store_explicit(&page, pg, memory_order_relaxed);
+    }
+    ml_source_view v;
+    if (n == 0 || L->row_bytes == 0 || L->convert || !one_extent(L) || ml_source_map(L->src, &v) < 0 || !v.local)
+        return -EAGAIN;
+    uint64_t off = L->offset + row0 * L->row_bytes, len = n * L->row_bytes;
+    if (!ml_layout_in_file(L, off, len))
+        return -EAGAIN;
+    uint64_t next_page = (off + len - 1) / pg * pg + pg; /* the page after the last byte's */
+    if (next_page >= v.len) /* the view's last page: fstat would be needed */
+        return -EAGAIN;
+    mapped_copy c = {dest, v.base + off, (size_t)len, v.base + next_page};
+    return ml_map_protect(copy_and_probe, &c) == 0 ? 0 : -EAGAIN;
 }
 
 void ml_nowait_init(ml_nowait *nw, ml_io_mode io_mode) {

@@ -105,6 +105,15 @@ typedef struct ml_rows_view {
  * regular file). Borrows L; the view lives as long as L. */
 int ml_fetch_view(const ml_layout *L, ml_rows_view *out);
 
+/* Rows [row0, row0 + n) of L into dest (n * L->row_bytes bytes) copied
+ * from L's view if it is local, without a system call: after the copy it
+ * touches the page after the rows' last one, which faults if the file now
+ * ends in or before the rows' last page (so a truncated file never reads
+ * as zeros), instead of asking fstat. A page not in memory waits for the
+ * local disk. Returns 0, or -EAGAIN (no local view, rows past it or past
+ * the view's last page, or the file shrank): read them instead. */
+int ml_fetch_rows_mapped(const ml_layout *L, uint64_t row0, uint64_t n, void *dest);
+
 /* Reads that never wait for a device, for threads that must stay able to
  * give up at any moment (the Reader's submit and its helping waiter): rows
  * come from memory or from the page cache only (RWF_NOWAIT). Anything that

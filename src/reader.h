@@ -69,7 +69,7 @@ int ml_request_submit(ml_reader *r, const ml_request_spec *spec, ml_request **ou
 
 /* Read rows [row0, row0 + n) of L (whole rows) into dest now, on the
  * calling thread, if that needs no worker: a small range (up to 64 KiB)
- * of contiguous data read from the
+ * of contiguous data copied from the file's local view or read from the
  * page cache (see ml_request_submit's inline reads, of which this is the
  * form without a request). Returns 0 when dest holds the rows (counted in
  * the stats as a request), or -EAGAIN for anything else -- rows out of

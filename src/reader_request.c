@@ -38,7 +38,10 @@
  * path never produces an error of its own. It stands aside while fault
  * injection is on. ml_reader_read_now is the same read without a request
  * at all, for a caller that can make its own result (the binding's one-row
- * fast path).
+ * fast path). Both copy from the file's view when it is local
+ * (ml_fetch_rows_mapped: a memcpy, no system call; a page not in memory
+ * then waits for the local disk, see reader_dispatch.c), else read with
+ * RWF_NOWAIT.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -49,11 +52,14 @@
 #include "fault.h"
 #include "reader_internal.h"
 
-/* Rows [row0, row0 + n) of L into dest now, from the page cache: 0, or
- * -EAGAIN (read them the usual way). Not from the view: checking that the
- * file still holds the rows (ml_fetch_view's fstat) costs as much as this
- * one RWF_NOWAIT read. */
+/* Rows [row0, row0 + n) of L into dest now, from the file's local view
+ * (a memcpy, no system call) or the page cache: 0, or -EAGAIN (read them
+ * the usual way). */
 static int read_small_now(ml_reader *r, ml_layout *L, uint64_t row0, uint64_t n, void *dest) {
+    if (ml_fetch_rows_mapped(L, row0, n, dest) == 0) {
+        atomic_fetch_add_explicit(&r->n_mapped, n, memory_order_relaxed);
+        return 0;
+    }
     return ml_fetch_rows_nowait(&r->nowait, L, row0, n, dest);
 }
 
