@@ -106,6 +106,36 @@ def _write_images(path, n_rows, label, chunked):
     os.replace(tmp, path)
 
 
+W10_ROWS, W10_COLS, W10_CHUNK = 200_000, 64, 8   # 25,000 chunks of 8 rows (2 KiB each)
+W10_INDEXES = (("farray", None), ("earray", (None, W10_COLS)), ("btree2", (None, None)))
+W10_OPEN_CHUNKS = (10**3, 10**4, 10**5, 10**6)
+
+
+def _write_latest(path):
+    """W10: one array three times under libver='latest', each with another
+    chunk index -- fixed array, extensible array (one unlimited dimension),
+    v2 B-tree (two)."""
+    import h5py
+
+    data = np.random.default_rng(0).random((W10_ROWS, W10_COLS), dtype=np.float32)
+    tmp = path + ".part"
+    with h5py.File(tmp, "w", libver="latest") as f:
+        for name, maxshape in W10_INDEXES:
+            f.create_dataset(name, data=data, chunks=(W10_CHUNK, W10_COLS), maxshape=maxshape)
+    os.replace(tmp, path)
+
+
+def _write_open_curve(path, n):
+    """W10 open cost: n one-row chunks of 4 float32, an extensible-array index."""
+    import h5py
+
+    tmp = path + ".part"
+    with h5py.File(tmp, "w", libver="latest") as f:
+        f.create_dataset("d", data=np.arange(n * 4, dtype=np.float32).reshape(n, 4), chunks=(1, 4),
+                         maxshape=(None, 4))
+    os.replace(tmp, path)
+
+
 def sizes(full):
     """Rows of each file: quick keeps `make bench` near 5 minutes on 2 cores (W8 about 1.5 of them:
     seven systems that each import torch, five runs each)."""
@@ -129,7 +159,10 @@ def ensure(cache, full, scale=1.0):
         w6=os.path.join(cache, f"bench-{tag}-rows4k-{n['w6']}.h5"),
         w8=os.path.join(cache, f"bench-{tag}-images-gzip-{n['w8']}.h5"),
         w8c=os.path.join(cache, f"bench-{tag}-images-contiguous-{n['w8']}.h5"),
+        w10=os.path.join(cache, f"bench-{tag}-latest-{W10_ROWS}.h5"),
     )
+    for c in W10_OPEN_CHUNKS:
+        paths[f"w10open{c}"] = os.path.join(cache, f"bench-{tag}-latest-open-{c}.h5")
     jobs = [
         ("w1", lambda p: _write_array(p, n["w1"], ROW, f"W1 contiguous {n['w1'] >> 10} MiB")),
         ("w2", lambda p: _write_array(p, n["w1"], ROW, f"W2 chunked {n['w1'] >> 10} MiB",
@@ -143,7 +176,8 @@ def ensure(cache, full, scale=1.0):
                                        chunked=True)),
         ("w8c", lambda p: _write_images(p, n["w8"], f"W8 images, contiguous, {n['w8'] * 4 >> 10} MiB",
                                         chunked=False)),
-    ]
+        ("w10", _write_latest),
+    ] + [(f"w10open{c}", lambda p, c=c: _write_open_curve(p, c)) for c in W10_OPEN_CHUNKS]
     for key, write in jobs:
         if not os.path.exists(paths[key]):
             t0 = time.perf_counter()

@@ -552,12 +552,48 @@ def _vm_mib(field):
     return None
 
 
+# ------------------------------------------------------------ opening (W10)
+
+
+def open_multiload(spec):
+    """Open the dataset and fill its chunk table, as the first read of a
+    Streamer or Reader does (the index walked in one pass and checked
+    against HDF5; _chunk_table_state does just that); rows = chunks."""
+    import multiload._core as core
+
+    t0 = clock()
+    state, why = core._chunk_table_state(spec["file"], spec["path"])
+    secs = clock() - t0
+    if state != "walked":
+        return dict(error=f"the chunk table was not walked natively: {state} ({why})")
+    return _result(spec["chunks"], 0, secs)
+
+
+def open_h5py(spec):
+    """h5py's open and one pass over every chunk's address (chunk_iter,
+    HDF5's own index walk), what a reader that plans its reads needs."""
+    import h5py
+
+    t0 = clock()
+    with h5py.File(spec["file"], "r") as f:
+        d = f[spec["path"]]
+        n = [0]
+
+        def count(_info):
+            n[0] += 1
+        d.id.chunk_iter(count)
+    secs = clock() - t0
+    assert n[0] == spec["chunks"], (n[0], spec["chunks"])
+    return _result(spec["chunks"], 0, secs)
+
+
 FUNCS = {
     "seq-multiload": seq_multiload, "seq-multitables": seq_multitables, "seq-h5py": seq_h5py,
     "seq-tables": seq_tables, "seq-memmap": seq_memmap,
     "rand-multiload": rand_multiload, "rand-multitables": rand_multitables, "rand-h5py": rand_h5py,
     "rand-tables": rand_tables, "rand-memmap": rand_memmap,
     "train": train_loop, "shuffled-epoch": shuffled_epoch,
+    "open-multiload": open_multiload, "open-h5py": open_h5py,
 }
 
 

@@ -105,6 +105,9 @@ class DatasetBase:
         self._planned = self
         if dtype.subdtype is not None and self._native_rows and self.shape:
             self._planned = _ElementView(self)
+        # What Reader._request_row reads ds[i] with, made by the reader on
+        # first use: (layout, rows, plan), None (the usual path) or False (not yet).
+        self._row_plan = False
 
     @classmethod
     def _described(cls, reader, path, dtype, shape):
@@ -118,6 +121,7 @@ class DatasetBase:
         """Read through ``opened`` (the dataset opened again, checked by the reader)."""
         self._layout = opened
         self._planned._layout = opened
+        self._row_plan = False
 
     def _native(self):
         """The opened dataset (a ``_core.Layout`` or ``VLen``), or None."""

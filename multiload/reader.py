@@ -42,6 +42,9 @@ from .dataset import ArrayDataset, ScalarDataset, TableDataset, VLArrayDataset
 from .dataset_ops import ColumnError, _context
 from .vlstring import VLStringDataset, refuse_request
 from .request import Request, RequestPool, _Done
+
+_DONE = _Done()  # the C request of every request read inside request(): done, with success
+_ROW_OP = ops.ReadScalarOpArray  # ds[i] on an array
 from .stage import Stage, StagePool, _ArrayStage, check_fits, end_loan
 
 __all__ = ["Reader", "RequestPool", "Stage", "StagePool", "Request", "ColumnError"]
@@ -101,7 +104,7 @@ def _scalar_plan(ds, key):
 # ---------------------------------------------------------------- the reader
 
 # The Reader's own parameters, for the hint of a misspelt one.
-_READER_HINTS = dict.fromkeys(("n_procs", "notify", "cache_bytes", "io_mode", "inline_reads"), "")
+_READER_HINTS = dict.fromkeys(("n_procs", "notify", "cache_bytes", "cache_budget", "io_mode", "inline_reads"), "")
 _IO_MODES = "'io_uring', 'pread' or None"
 
 class Reader(_handle.Handle):
@@ -116,8 +119,17 @@ class Reader(_handle.Handle):
         Called with each finished request, from a notification thread, and
         with :data:`multiload.QueueClosed` when the reader has shut down.
     cache_bytes : int, optional
-        Size of the cache of decoded chunk rows (chunked data). Default:
-        the larger of 64 MiB and 4 x n_procs chunk rows.
+        Size of the cache of decoded chunk rows (chunked, compressed data),
+        shared by the workers. Default: sized from the data -- the decoded
+        size of every dataset requests have read chunks of, so a dataset
+        whose decoded rows fit is decoded once and then served from memory
+        (an epoch of random batches decodes each chunk once) -- at least 64
+        MiB and at most ``cache_budget``. The cache grows only as chunks
+        are decoded. ``stats()`` gives the hit rate and the size that would
+        hold everything.
+    cache_budget : int, optional
+        The most the default cache grows to. Default: an eighth of physical
+        memory, at most 2 GiB. Ignored when ``cache_bytes`` is given.
     io_mode : {'io_uring', 'pread', None}
     inline_reads : bool, default True
         Read a small contiguous request (up to 64 KiB of whole rows) inside
@@ -162,7 +174,7 @@ class Reader(_handle.Handle):
     """
 
     def __init__(self, filename, n_procs=4, notify=None, cache_bytes=None, io_mode=None, inline_reads=True,
-                 **kw_args):
+                 cache_budget=None, **kw_args):
         self._core = None
         open_file_options("Reader", kw_args, _READER_HINTS)
         n_procs = positive_int("n_procs", n_procs)
@@ -170,8 +182,11 @@ class Reader(_handle.Handle):
         self._filename = os.fspath(filename)
         if not os.path.exists(self._filename):
             raise FileNotFoundError(2, "No such file", self._filename)
+        for name, v in (("cache_bytes", cache_bytes), ("cache_budget", cache_budget)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0):
+                raise ValueError(f"{name} must be a number of bytes >= 0 or None, got {v!r}")
         self._options = dict(n_procs=n_procs, notify=notify, cache_bytes=cache_bytes, io_mode=io_mode,
-                             inline_reads=inline_reads)
+                             inline_reads=inline_reads, cache_budget=cache_budget)
         self._kw_args = kw_args
         self._file = _handle.FileRef(self._filename)
         self._datasets = {}  # path -> dataset proxy; _lock
@@ -211,7 +226,8 @@ class Reader(_handle.Handle):
         self._lock = threading.Lock()
         self._tags = itertools.count(1)  # request tags (next() is atomic under the GIL)
         self._core = _core.ReaderCore(n_workers=o["n_procs"], io_mode=io_mode_code(o["io_mode"], _IO_MODES),
-                                      cache_bytes=int(o["cache_bytes"] or 0), inline_reads=bool(o["inline_reads"]))
+                                      cache_bytes=int(o["cache_bytes"] or 0), inline_reads=bool(o["inline_reads"]),
+                                      cache_budget=int(o.get("cache_budget") or 0))
         self._notifier = Notifier(self._core, o["notify"])
         if o["notify"] is not None:
             self._notifier.start()
@@ -318,6 +334,10 @@ class Reader(_handle.Handle):
         Raises RuntimeError on a closed reader or a busy stage,
         SharedMemoryError when the result would not fit the stage, and
         IndexError / KeyError for a bad expression, before any I/O."""
+        if type(key) is _ROW_OP:  # ds[i]: one row, read here when it is cached (_request_row)
+            fut = self._request_row(key, stage)
+            if fut is not None:
+                return fut
         if self._closed:
             raise RuntimeError("Attempt to request data from a closed reader.")
         if self._local_pid != _handle.pid:  # unpickled, or forked: open here
@@ -337,11 +357,57 @@ class Reader(_handle.Handle):
                 return self._request_vlarray(ds, plan, stage)
         check_fits(stage, plan.nbytes, plan.shape, plan.dtype, ds)
         loan = stage._lend(ds)
+        h = plan.head
+        # A small range of cached rows is read here and now, with no request
+        # in the core and no worker: the one-row path (_core read_now). Not
+        # with notify=: the notification thread reports requests of the core.
+        if (h.rows is None and plan.post is None and plan.col_size == 0 and self._notifier.thread is None
+                and self._core.read_now(pds._layout, h.row0, h.n, loan[0]._buf)):
+            fut = Request(self._notifier, loan, _DONE, plan, None)
+            fut._finished = True
+            return fut
         try:
             return self._submit(plan, loan)
         except BaseException:
             end_loan(loan)  # nothing was submitted: no writer
             raise
+
+    def _request_row(self, key, stage):
+        """``ds[i]`` (key) into a plain stage, read now from the file's mapping
+        or the page cache, with no request in the core (``_core.read_now``):
+        its future, done; or None where request() must take the usual path
+        (which also raises every error: a closed reader, a bad row, a busy
+        stage). Workload: W5's single rows, where Python was the cost --
+        this is request() with nothing but what one row needs."""
+        ds = self._datasets.get(key._path)
+        row = ds._row_plan if ds is not None else None
+        if row is False:
+            row = ds._row_plan = self._row_plan_of(ds)
+        if (row is None or self._closed or self._local_pid != _handle.pid or type(stage) is not Stage
+                or self._notifier.thread is not None):
+            return None
+        layout, n, plan = row
+        i = key._idx
+        if type(i) is not int or not -n <= i < n or stage.size_nbytes < plan.nbytes:
+            return None
+        loan = stage._lend(ds)
+        if not self._core.read_now(layout, i + n if i < 0 else i, 1, loan[0]._buf):
+            end_loan(loan)
+            return None
+        fut = Request(self._notifier, loan, _DONE, plan, None)
+        fut._finished = True
+        return fut
+
+    @staticmethod
+    def _row_plan_of(ds):
+        """(layout, rows, the plan every ds[i] request shares: _fast_plan's
+        for an int), or None where ds[i] takes the usual path."""
+        if ds._layout is None or not (ds._fast and ds._fast_int and ds._planned is ds):
+            return None
+        p = _Plan()
+        p.ds, p.head, p.col_offset, p.col_size, p.post = ds, None, 0, 0, None
+        p.shape, p.dtype, p.fetch_dtype, p.nbytes = ds.shape[1:], ds.dtype, ds.dtype, ds._row_nbytes
+        return ds._layout, ds.shape[0], p
 
     @staticmethod
     def _plan(pds, key):
@@ -466,10 +532,27 @@ class Reader(_handle.Handle):
         copied out, ``cache_hits`` / ``cache_misses`` (decoded chunk rows),
         ``parallel`` (requests split across threads), ``helped`` (run by
         the waiting thread), ``batched`` (small requests read in one I/O
-        batch), ``inlined`` (read inside ``request()`` from the page cache)."""
+        batch), ``inlined`` (read inside ``request()`` from the page cache
+        or the file's mapping), ``mapped`` (rows copied from the file's
+        memory mapping instead of read); and for the decoded-chunk cache:
+        ``cache_hit_rate`` (hits / look-ups, None before any),
+        ``cache_evictions``, ``cache_bytes`` (held now), ``cache_limit`` (its
+        most now), ``cache_wanted`` (what would hold every dataset read
+        through it, decoded) and ``cache_advice``: None, or a sentence
+        saying which ``cache_bytes`` would stop the evictions."""
         if self._local_pid != _handle.pid:
             self._reopen_local()
-        return self._core.stats()
+        st = self._core.stats()
+        looks = st["cache_hits"] + st["cache_misses"]
+        st["cache_hit_rate"] = st["cache_hits"] / looks if looks else None
+        st["cache_advice"] = None
+        if st["cache_evictions"] and st["cache_wanted"] > st["cache_limit"]:
+            st["cache_advice"] = (
+                f"the decoded-chunk cache evicted {st['cache_evictions']} chunk rows: it holds "
+                f"{st['cache_limit'] / 2**20:.0f} MiB and the datasets read need "
+                f"{st['cache_wanted'] / 2**20:.0f} MiB decoded; Reader(..., cache_bytes="
+                f"{st['cache_wanted']}) would decode each chunk once")
+        return st
 
     def __enter__(self):
         return self

@@ -31,6 +31,7 @@
 #include "convert.h"
 #include "decode.h"
 #include "fault.h"
+#include "mapcopy.h"
 
 #define MAX_BATCH 64
 
@@ -621,6 +622,64 @@ int ml_fetch_parallel(const ml_layout *L) {
 }
 
 int ml_fetch_range_is_one_read(const ml_layout *L) { return one_extent(L); }
+
+int ml_fetch_view(const ml_layout *L, ml_rows_view *out) {
+    if (L->row_bytes == 0)
+        return -EAGAIN;
+    if (L->storage == ML_STORE_MEMORY) { /* converted at open */
+        *out = (ml_rows_view){.rows = L->mem, .n_rows = L->n_rows, .local = 1};
+        return 0;
+    }
+    ml_source_view v;
+    if (L->convert || !one_extent(L) || ml_source_map(L->src, &v) < 0)
+        return -EAGAIN;
+    /* Rows wholly inside the view, the file's end as the layout knows it
+     * (fetch_rows refuses rows past L->eof) and the file as it is now: a
+     * file truncated under the view faults past its last page, but the
+     * rest of that page reads as zeros, bytes no read would return. */
+    ml_source_id id;
+    if (ml_source_identify(L->src, &id) < 0)
+        return -EAGAIN;
+    uint64_t end = v.len < L->eof ? v.len : L->eof;
+    end = id.size < end ? id.size : end;
+    uint64_t n = end > L->offset ? (end - L->offset) / L->row_bytes : 0;
+    *out = (ml_rows_view){.rows = v.base + L->offset, .n_rows = n < L->n_rows ? n : L->n_rows, .local = v.local};
+    return 0;
+}
+
+typedef struct mapped_copy {
+    void *dest;
+    const unsigned char *src;
+    size_t n;
+    const volatile unsigned char *probe; /* a byte of the page after src's last */
+} mapped_copy;
+
+static void copy_and_probe(void *arg) {
+    const mapped_copy *c = arg;
+    memcpy(c->dest, c->src, c->n);
+    (void)*c->probe; /* faults if the file ends in or before src's last page */
+}
+
+int ml_fetch_rows_mapped(const ml_layout *L, uint64_t row0, uint64_t n, void *dest) {
+    static _Atomic uint64_t page;
+    uint64_t pg = atomic_load_explicit(&page, memory_order_relaxed);
+    if (!pg) {
+        long p = sysconf(_SC_PAGESIZE);
+        pg = p > 0 ? (uint64_t)p : 4096;
+        atomic_store_explicit(&page, pg, memory_order_relaxed);
+    }
+    ml_source_view v;
+    if (n == 0 || L->row_bytes == 0 || L->convert || !one_extent(L) || ml_source_map(L->src, &v) < 0 || !v.local)
+        return -EAGAIN;
+    uint64_t off = L->offset + row0 * L->row_bytes, len = n * L->row_bytes;
+    if (!ml_layout_in_file(L, off, len))
+        return -EAGAIN;
+    uint64_t next_page = (off + len - 1) / pg * pg + pg; /* the page after the last byte's */
+    if (next_page >= v.len) /* the view's last page: fstat would be needed */
+        return -EAGAIN;
+    mapped_copy c = {dest, v.base + off, (size_t)len, v.base + next_page};
+    return ml_map_protect(copy_and_probe, &c) == 0 ? 0 : -EAGAIN;
+}
 
 void ml_nowait_init(ml_nowait *nw, ml_io_mode io_mode) {
     atomic_init(&nw->ok, 1);

@@ -81,6 +81,39 @@ int ml_fetch_parallel(const ml_layout *L);
  * several ranges as one batch of reads. */
 int ml_fetch_range_is_one_read(const ml_layout *L);
 
+/* Rows in memory: where a layout's rows can be copied from directly
+ * (contiguous data through the source's view of the file, compact data
+ * from the layout), for gathers of many small rows without a read each.
+ * Copies out of a view must run inside ml_map_protect (mapcopy.h): a file
+ * truncated under its view faults, and the copy then returns -EFAULT;
+ * the caller reads those rows through a fetcher instead, which names the
+ * error. Touching a page that is not in memory waits for the device, so
+ * only threads that may wait copy from a view. */
+typedef struct ml_rows_view {
+    const unsigned char *rows; /* row 0's bytes; row i at rows + i * L->row_bytes */
+    uint64_t n_rows;           /* rows [0, n_rows) lie in the view (all of L's, unless the
+                                  file grew past its view) */
+    int local;                 /* 1: a page not in memory waits only for a local device
+                                  (ml_source_view.local) */
+} ml_rows_view;
+
+/* Fill *out for L, with the rows that exist now (one fstat: a file cut
+ * under the view would read as zeros to the end of its last page). Ask
+ * again for each batch of copies. Returns 0, or -EAGAIN where rows must be read: chunked
+ * or unallocated storage, bytes that need a conversion (convert.c), a
+ * source without a view (MULTILOAD_MMAP=0, fault injection, not a
+ * regular file). Borrows L; the view lives as long as L. */
+int ml_fetch_view(const ml_layout *L, ml_rows_view *out);
+
+/* Rows [row0, row0 + n) of L into dest (n * L->row_bytes bytes) copied
+ * from L's view if it is local, without a system call: after the copy it
+ * touches the page after the rows' last one, which faults if the file now
+ * ends in or before the rows' last page (so a truncated file never reads
+ * as zeros), instead of asking fstat. A page not in memory waits for the
+ * local disk. Returns 0, or -EAGAIN (no local view, rows past it or past
+ * the view's last page, or the file shrank): read them instead. */
+int ml_fetch_rows_mapped(const ml_layout *L, uint64_t row0, uint64_t n, void *dest);
+
 /* Reads that never wait for a device, for threads that must stay able to
  * give up at any moment (the Reader's submit and its helping waiter): rows
  * come from memory or from the page cache only (RWF_NOWAIT). Anything that

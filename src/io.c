@@ -34,6 +34,12 @@
  * it, as those reads always were. The direct variant is a second source
  * on the same open file (reopened through /proc/self/fd with O_DIRECT)
  * whose align says reads must be 4 KiB-aligned; fetch.c widens them.
+ *
+ * The view (posix_map) is one read-only MAP_SHARED mapping of the whole
+ * file as fstat sees it the first time it is asked for, made under the
+ * source's mutex and unmapped when the source goes. MULTILOAD_MMAP=0
+ * refuses it (every read is then a read), so tests cover both paths; so
+ * does fault injection, whose faults model the read engines.
  */
 #define _GNU_SOURCE
 #include "io.h"
@@ -45,6 +51,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/vfs.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -69,6 +77,10 @@
 typedef struct posix_source {
     ml_source base;      /* first: a posix_source is an ml_source */
     int fd;              /* owned O_RDONLY (maybe O_DIRECT) descriptor; read-only */
+    pthread_mutex_t map_mu; /* serialises making the view */
+    _Atomic int map_tried; /* 1 once a view was asked for (made or refused); its release
+                              store publishes map and map_len, read without the mutex after */
+    ml_source_view view; /* base: MAP_SHARED, PROT_READ, len bytes; or NULL */
 } posix_source;
 
 typedef struct posix_io {
@@ -315,8 +327,71 @@ static int posix_identify(ml_source *s, ml_source_id *out) {
 
 static void posix_destroy(ml_source *s) {
     posix_source *p = (posix_source *)s;
+    if (p->view.base)
+        munmap((void *)p->view.base, (size_t)p->view.len);
+    pthread_mutex_destroy(&p->map_mu);
     close(p->fd);
     free(p);
+}
+
+/* MULTILOAD_MMAP=0: no views (read everything). Read once. */
+static int mmap_allowed(void) {
+    static _Atomic int allowed = -1;
+    int a = atomic_load_explicit(&allowed, memory_order_relaxed);
+    if (a < 0) {
+        const char *e = getenv("MULTILOAD_MMAP");
+        a = !(e && strcmp(e, "0") == 0);
+        atomic_store_explicit(&allowed, a, memory_order_relaxed);
+    }
+    return a;
+}
+
+/* 1 if a page fault on fd's filesystem waits for a local block device or
+ * memory: the filesystems of local disks and RAM. Network and FUSE
+ * filesystems (and anything not listed) can stall a fault forever. */
+static int fs_is_local(int fd) {
+    struct statfs sf;
+    if (fstatfs(fd, &sf) < 0)
+        return 0;
+    switch ((unsigned long)sf.f_type) {
+    case 0xEF53:     /* ext2/3/4 */
+    case 0x58465342: /* xfs */
+    case 0x9123683E: /* btrfs */
+    case 0x01021994: /* tmpfs */
+    case 0x858458F6: /* ramfs */
+    case 0xF2F52010: /* f2fs */
+    case 0x2FC12FC1: /* zfs */
+    case 0x4D44:     /* vfat */
+    case 0x2011BAB0: /* exfat */
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int posix_map(ml_source *s, ml_source_view *out) {
+    posix_source *p = (posix_source *)s;
+    if (!mmap_allowed() || ml_fault_active() || s->align != 1)
+        return -EOPNOTSUPP;
+    if (atomic_load_explicit(&p->map_tried, memory_order_acquire))
+        goto made;
+    pthread_mutex_lock(&p->map_mu);
+    if (!atomic_load_explicit(&p->map_tried, memory_order_relaxed)) {
+        struct stat st;
+        if (fstat(p->fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
+            (uint64_t)st.st_size <= SIZE_MAX) {
+            void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, p->fd, 0);
+            if (m != MAP_FAILED)
+                p->view = (ml_source_view){.base = m, .len = (uint64_t)st.st_size, .local = fs_is_local(p->fd)};
+        }
+        atomic_store_explicit(&p->map_tried, 1, memory_order_release);
+    }
+    pthread_mutex_unlock(&p->map_mu);
+made:
+    if (!p->view.base)
+        return -EOPNOTSUPP;
+    *out = p->view;
+    return 0;
 }
 
 static int adopt(int fd, unsigned align, ml_source **out);
@@ -337,13 +412,14 @@ static int posix_direct(ml_source *s, ml_source **out) {
 
 static const ml_source_ops posix_ops = {.kind = "posix", .io_open = posix_io_open, .read = posix_read,
                                         .identify = posix_identify, .direct = posix_direct,
-                                        .destroy = posix_destroy};
+                                        .destroy = posix_destroy, .map = posix_map};
 
 static int adopt(int fd, unsigned align, ml_source **out) {
     posix_source *p = calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;
     p->fd = fd;
+    pthread_mutex_init(&p->map_mu, NULL);
     ml_source_init(&p->base, &posix_ops, align);
     *out = &p->base;
     return 0;

@@ -62,7 +62,7 @@ int ml_reader_open(ml_reader **out, const ml_reader_config *cfg, ml_error *err) 
     ml_list_init(&r->queue);
     ml_list_init(&r->running);
     ml_list_init(&r->par);
-    ml_band_cache_init(&r->cache, cfg->cache_bytes, nw);
+    ml_band_cache_init(&r->cache, cfg->cache_bytes, cfg->cache_budget, nw);
     r->workers = ws;
     r->io_mode = cfg->io_mode;
     r->batch_io = (cfg->io_mode == ML_IO_AUTO ? ml_io_default_mode() : cfg->io_mode) == ML_IO_URING;
@@ -206,10 +206,17 @@ int ml_reader_pop_done(ml_reader *r, long timeout_ms, uint64_t *tags, size_t max
 void ml_reader_get_stats(ml_reader *r, ml_reader_stats *st) {
     st->requests = atomic_load_explicit(&r->n_requests, memory_order_relaxed);
     st->rows = atomic_load_explicit(&r->n_rows, memory_order_relaxed);
-    st->cache_hits = atomic_load_explicit(&r->cache.hits, memory_order_relaxed);
-    st->cache_misses = atomic_load_explicit(&r->cache.misses, memory_order_relaxed);
+    ml_band_cache_stats cs;
+    ml_band_cache_get_stats(&r->cache, &cs);
+    st->cache_hits = cs.hits;
+    st->cache_misses = cs.misses;
+    st->cache_evictions = cs.evictions;
+    st->cache_bytes = cs.bytes;
+    st->cache_limit = cs.limit;
+    st->cache_wanted = cs.wanted;
     st->parallel = atomic_load_explicit(&r->n_parallel, memory_order_relaxed);
     st->helped = atomic_load_explicit(&r->n_helped, memory_order_relaxed);
     st->batched = atomic_load_explicit(&r->n_batched, memory_order_relaxed);
     st->inlined = atomic_load_explicit(&r->n_inlined, memory_order_relaxed);
+    st->mapped = atomic_load_explicit(&r->n_mapped, memory_order_relaxed);
 }

@@ -16,7 +16,9 @@ typedef struct ml_request ml_request;
 typedef struct ml_reader_config {
     unsigned n_workers;  /* worker threads, >= 1 */
     ml_io_mode io_mode;
-    size_t cache_bytes;  /* decoded-chunk cache; 0 = auto (see band_cache.h) */
+    size_t cache_bytes;  /* decoded-chunk cache; 0 = auto: sized from the datasets read,
+                            within cache_budget (see band_cache.h) */
+    size_t cache_budget; /* the auto cache's most; 0 = an eighth of memory, at most 2 GiB */
     int inline_reads;    /* submit reads small cached ranges itself (see reader_request.c) */
 } ml_reader_config;
 
@@ -64,6 +66,17 @@ void ml_reader_free(ml_reader *r);
  * with ml_request_free). Errors: -ML_ECLOSED (reader shut down),
  * -ML_EINVAL (row outside the dataset, dest too small), -ENOMEM. */
 int ml_request_submit(ml_reader *r, const ml_request_spec *spec, ml_request **out, ml_error *err);
+
+/* Read rows [row0, row0 + n) of L (whole rows) into dest now, on the
+ * calling thread, if that needs no worker: a small range (up to 64 KiB)
+ * of contiguous data copied from the file's local view or read from the
+ * page cache (see ml_request_submit's inline reads, of which this is the
+ * form without a request). Returns 0 when dest holds the rows (counted in
+ * the stats as a request), or -EAGAIN for anything else -- rows out of
+ * range, a closed reader, data not cached, inline reads off, fault
+ * injection on: then submit a request, which reads them or says why not.
+ * Borrows L and dest (dest_bytes long). */
+int ml_reader_read_now(ml_reader *r, ml_layout *L, uint64_t row0, uint64_t n, void *dest, size_t dest_bytes);
 
 /* Wait up to timeout_ms (<0: forever) for the request to finish.
  * Returns 0 when done, -ETIMEDOUT otherwise. */
@@ -124,10 +137,15 @@ typedef struct ml_reader_stats {
     uint64_t rows;        /* rows copied out */
     uint64_t cache_hits;  /* chunk bands served from the cache */
     uint64_t cache_misses;/* chunk bands read and decoded */
+    uint64_t cache_evictions; /* decoded bands dropped to make room */
+    uint64_t cache_bytes; /* decoded bytes cached now */
+    uint64_t cache_limit; /* the most the cache holds now (auto: as sized so far) */
+    uint64_t cache_wanted;/* what would hold every dataset read through it, decoded */
     uint64_t parallel;    /* requests split into parts run by several threads */
     uint64_t helped;      /* requests run, or parts claimed, by a waiting thread */
     uint64_t batched;     /* small requests read together in one I/O batch */
     uint64_t inlined;     /* small requests read from the page cache inside submit */
+    uint64_t mapped;      /* rows copied from the file's mapping (no read each) */
 } ml_reader_stats;
 
 void ml_reader_get_stats(ml_reader *r, ml_reader_stats *st);

@@ -38,7 +38,13 @@
  * claim. With fault injection on, the helper stands aside (as inline
  * reads do), so injected faults hit the workers' engine. A cold read
  * costs milliseconds, beside which the hand-off the waiter saves (~5-10
- * us) is noise.
+ * us) is noise. One exception to "never waits": row lists of a file on a
+ * local filesystem are copied from its view (reader_exec.c), where a page
+ * not in memory is a fault that waits for the local disk -- milliseconds,
+ * like a signal handler's own latency -- instead of an RWF_NOWAIT read per
+ * row (mincore, to ask first, costs more than the read here: ~2.5 us a
+ * call). A view of a network or FUSE file, whose faults may never end, is
+ * never touched by a waiter.
  *
  * Stop. ml_reader_shutdown(drain=0) fails the queue and every request on
  * the running list at once (reader.c); the threads here then skip what

@@ -16,6 +16,15 @@
  *     when it is there, and the requested rows copied out. Ranges that
  *     cover whole bands are RANGE parts (ml_fetch_rows decodes into place).
  *
+ * Rows of data that is in memory or mapped (fetch.h's views: contiguous
+ * data of a file, compact data) are copied by workers straight from the
+ * view, one memcpy per run or row and no system call (DIRECT and SCATTER;
+ * numpy.memmap's gather, without numpy): a file truncated under the view
+ * makes the copy fail (mapcopy.c) and the part is read again through the
+ * fetcher, which names the error. Helpers copy from a view only when it
+ * is local (a page not in memory then waits for a local disk, see
+ * reader_dispatch.c), else read with RWF_NOWAIT.
+ *
  * Every byte comes through fetch.h: a worker reads with its ml_fetcher
  * (one per dataset, kept in a small LRU), a helper (w->nowait: a waiting
  * caller's thread that must never wait for a device) only with the
@@ -30,6 +39,7 @@
 #include <string.h>
 
 #include "fault.h"
+#include "mapcopy.h"
 #include "reader_internal.h"
 
 #define GAP_BYTES 2048        /* read through gaps smaller than this: random 256 B rows
@@ -197,6 +207,52 @@ static int read_runs(ml_worker *w, ml_fetcher *f, ml_request *q, const ml_row_ru
     return ml_fetch_runs_nowait(&w->r->nowait, &w->nio, q->L, runs, n, dest);
 }
 
+/* A gather out of a view, run under ml_map_protect: rows k0..k1 of q (in
+ * reading order), each to its place in dest. */
+typedef struct view_gather {
+    const ml_request *q;
+    const unsigned char *rows; /* the view's row 0 */
+    uint64_t k0, k1;
+} view_gather;
+
+static void gather_rows(void *arg) {
+    const view_gather *g = arg;
+    const ml_request *q = g->q;
+    size_t rb = q->L->row_bytes, out = q->out_size;
+    if (q->mode == M_DIRECT) { /* whole rows, increasing, dest consecutive: runs */
+        unsigned char *d = q->dest + g->k0 * out;
+        for (uint64_t k = g->k0; k < g->k1;) {
+            uint64_t row = q->rows[k], e = k + 1;
+            while (e < g->k1 && q->rows[e] == row + (e - k))
+                e++;
+            memcpy(d, g->rows + row * rb, (e - k) * rb);
+            d += (e - k) * rb;
+            k = e;
+        }
+        return;
+    }
+    const unsigned char *src = g->rows + q->col_offset;
+    for (uint64_t k = g->k0; k < g->k1; k++)
+        memcpy(q->dest + pos_k(q, k) * out, src + row_k(q, k) * rb, out);
+}
+
+/* DIRECT or SCATTER from L's view: 0 when done, or -EAGAIN (no view, a
+ * helper and a view that is not local, rows past it, or the file shrank
+ * under it): read instead. */
+static int exec_view(ml_worker *w, ml_request *q, uint64_t k0, uint64_t k1) {
+    ml_rows_view v;
+    if (ml_fetch_view(q->L, &v) < 0 || (w->nowait && !v.local))
+        return -EAGAIN;
+    /* Rows are sorted in both modes: the last is the largest. */
+    if (k1 > k0 && row_k(q, k1 - 1) >= v.n_rows)
+        return -EAGAIN;
+    view_gather g = {.q = q, .rows = v.rows, .k0 = k0, .k1 = k1};
+    if (ml_map_protect(gather_rows, &g) < 0)
+        return -EAGAIN;
+    atomic_fetch_add_explicit(&w->r->n_mapped, k1 - k0, memory_order_relaxed);
+    return 0;
+}
+
 /* DIRECT: strictly increasing whole rows k0..k1, merged into runs, read in
  * one batch straight to their place in dest. */
 static int exec_direct(ml_worker *w, ml_fetcher *f, ml_request *q, uint64_t k0, uint64_t k1, ml_error *err) {
@@ -258,6 +314,8 @@ static int exec_scatter(ml_worker *w, ml_fetcher *f, ml_request *q, uint64_t k0,
 }
 
 int ml_part_exec(ml_worker *w, ml_request *q, const ml_part *pt, ml_error *err) {
+    if ((q->mode == M_DIRECT || q->mode == M_SCATTER) && exec_view(w, q, pt->k0, pt->k1) == 0)
+        return 0;
     if (w->nowait) {
         switch (q->mode) {
         case M_RANGE:

@@ -135,7 +135,7 @@ struct ml_reader {
     int inline_reads;         /* config: read small cached requests inside submit */
     ml_nowait nowait;         /* what RWF_NOWAIT reads showed here: when it fails for want of
                                  kernel or filesystem support, no inline reads, no helping */
-    _Atomic uint64_t n_requests, n_rows, n_parallel, n_helped, n_batched, n_inlined; /* stats, relaxed */
+    _Atomic uint64_t n_requests, n_rows, n_parallel, n_helped, n_batched, n_inlined, n_mapped; /* stats, relaxed */
 };
 
 /* 1 if a stop completed q while it ran: its remaining work is skipped. */

@@ -36,7 +36,12 @@
  * on I/O; any failure or short read just queues the request as usual
  * (which re-reads it and reports errors the normal way), so the inline
  * path never produces an error of its own. It stands aside while fault
- * injection is on.
+ * injection is on. ml_reader_read_now is the same read without a request
+ * at all, for a caller that can make its own result (the binding's one-row
+ * fast path). Both copy from the file's view when it is local
+ * (ml_fetch_rows_mapped: a memcpy, no system call; a page not in memory
+ * then waits for the local disk, see reader_dispatch.c), else read with
+ * RWF_NOWAIT.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -46,6 +51,32 @@
 #include "clock.h"
 #include "fault.h"
 #include "reader_internal.h"
+
+/* Rows [row0, row0 + n) of L into dest now, from the file's local view
+ * (a memcpy, no system call) or the page cache: 0, or -EAGAIN (read them
+ * the usual way). */
+static int read_small_now(ml_reader *r, ml_layout *L, uint64_t row0, uint64_t n, void *dest) {
+    if (ml_fetch_rows_mapped(L, row0, n, dest) == 0) {
+        atomic_fetch_add_explicit(&r->n_mapped, n, memory_order_relaxed);
+        return 0;
+    }
+    return ml_fetch_rows_nowait(&r->nowait, L, row0, n, dest);
+}
+
+int ml_reader_read_now(ml_reader *r, ml_layout *L, uint64_t row0, uint64_t n, void *dest, size_t dest_bytes) {
+    if (!r->inline_reads || n == 0 || row0 >= L->n_rows || n > L->n_rows - row0 || !L->row_bytes ||
+        n > SMALL_BYTES / L->row_bytes || n * L->row_bytes > dest_bytes || !ml_fetch_range_is_one_read(L))
+        return -EAGAIN;
+    pthread_mutex_lock(&r->mu);
+    int closed = r->closed;
+    pthread_mutex_unlock(&r->mu);
+    if (closed || read_small_now(r, L, row0, n, dest) < 0)
+        return -EAGAIN;
+    atomic_fetch_add_explicit(&r->n_requests, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->n_rows, n, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->n_inlined, 1, memory_order_relaxed);
+    return 0;
+}
 
 int ml_request_oom(ml_error *err, const ml_request *q) {
     return ml_error_set(err, -ENOMEM, "out of memory reading %llu rows of dataset '%s'",
@@ -225,7 +256,7 @@ int ml_request_submit(ml_reader *r, const ml_request_spec *s, ml_request **out, 
     while (!r->closed && try_first) {
         pthread_mutex_unlock(&r->mu);
         try_first = 0;
-        if (ml_fetch_rows_nowait(&r->nowait, L, q->row0, q->n_rows, q->dest) == 0) {
+        if (read_small_now(r, L, q->row0, q->n_rows, q->dest) == 0) {
             atomic_fetch_add_explicit(&r->n_inlined, 1, memory_order_relaxed);
             ml_request_finish(r, q, NULL);
             ml_request_unref(q); /* the executor's reference: there is no executor */

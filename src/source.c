@@ -51,6 +51,10 @@ int ml_source_same(ml_source *a, ml_source *b) {
     return ml_source_identify(a, &x) == 0 && ml_source_identify(b, &y) == 0 && x.dev == y.dev && x.ino == y.ino;
 }
 
+int ml_source_map(ml_source *s, ml_source_view *out) {
+    return s->ops->map ? s->ops->map(s, out) : -EOPNOTSUPP;
+}
+
 int ml_source_direct(ml_source *s, ml_source **out) {
     return s->ops->direct ? s->ops->direct(s, out) : -EINVAL;
 }

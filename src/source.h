@@ -14,7 +14,10 @@
  *   - its size and identity (device, inode, size, mtime), so a caller can
  *     tell whether two sources are one file;
  *   - optionally a direct-I/O variant (bypassing the page cache), whose
- *     reads must be aligned to its `align`.
+ *     reads must be aligned to its `align`;
+ *   - optionally a read-only view of its bytes in memory (a file's
+ *     mapping), for gathers of many small pieces without a system call
+ *     each; copies out of it go through ml_map_protect (mapcopy.h).
  *
  * How to add a source: one .c file that embeds `ml_source` first in its
  * own struct and `ml_io` first in its read context, fills an
@@ -66,6 +69,20 @@ typedef struct ml_source_id {
 typedef struct ml_source ml_source;
 typedef struct ml_io ml_io;
 
+/* A read-only view of bytes [0, len) of a source in memory, valid until
+ * the source is destroyed. It does not follow later growth, and bytes the
+ * source loses later (a file truncated) fault: copy out of it only inside
+ * ml_map_protect (mapcopy.h). A page not in memory is read on first
+ * touch, which waits for the device. */
+typedef struct ml_source_view {
+    const unsigned char *base;
+    uint64_t len;       /* bytes */
+    int local;          /* 1: such a wait is for a local device or memory (it ends);
+                           0: it may be for a network or a user-space filesystem
+                           (it may never end), so threads that must stay able to
+                           give up never touch the view */
+} ml_source_view;
+
 typedef struct ml_source_ops {
     const char *kind;    /* "posix", ...: for messages and tests */
     /* A read context for one thread that keeps up to `depth` reads in
@@ -83,6 +100,10 @@ typedef struct ml_source_ops {
     int (*direct)(ml_source *s, ml_source **out);
     /* Free the source (its refcount reached zero). Required. */
     void (*destroy)(ml_source *s);
+    /* Fill *out with a read-only view of the source's bytes (see
+     * ml_source_view), made once, on first call; thread-safe. Returns 0, or
+     * -EOPNOTSUPP (no view here: read instead). NULL: no view. */
+    int (*map)(ml_source *s, ml_source_view *out);
 } ml_source_ops;
 
 struct ml_source {
@@ -132,6 +153,10 @@ int ml_source_same(ml_source *a, ml_source *b);
 /* The direct-I/O variant of s: *out is a new reference. Returns 0,
  * -EINVAL (none) or -errno. */
 int ml_source_direct(ml_source *s, ml_source **out);
+
+/* The source's view in memory (see ml_source_view): 0 with *out set, or
+ * -EOPNOTSUPP. */
+int ml_source_map(ml_source *s, ml_source_view *out);
 
 /* A read context on s for the calling thread (takes a reference to s).
  * Returns 0 or -errno (-ENOMEM). */

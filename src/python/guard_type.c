@@ -47,12 +47,12 @@ PyObject *ml_py_guard_new(PyTypeObject *tp, ml_ring *ring, const ml_taken *t,
         g->dims[i] = row_dims[i - 1];
     g->seq = t->seq;
     g->start = start_row;
-    g->pid = getpid();
+    g->pid = ml_py_pid();
     return (PyObject *)g;
 }
 
 static void guard_release_slot(GuardObject *g) {
-    if (g->pid != getpid()) {
+    if (g->pid != ml_py_pid()) {
         g->released = 1; /* forked child: the ring's lock may be held by a thread that no longer exists */
         return;
     }
@@ -65,7 +65,7 @@ static void guard_release_slot(GuardObject *g) {
 static void guard_dealloc(GuardObject *g) {
     PyTypeObject *tp = Py_TYPE(g);
     guard_release_slot(g);
-    if (g->pid == getpid())
+    if (g->pid == ml_py_pid())
         ml_ring_unref(g->ring);
     Py_XDECREF(g->descr);
     Py_XDECREF(g->field);

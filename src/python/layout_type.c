@@ -47,7 +47,7 @@ static void layout_reader_free(layout_reader *rd) {
  * A parent's, inherited through fork(), is leaked: see the file comment.
  * Returns a borrowed pointer, or NULL with MemoryError set. */
 static layout_reader *layout_reader_of(LayoutObject *self) {
-    if (self->rd && self->rd->pid == getpid())
+    if (self->rd && self->rd->pid == ml_py_pid())
         return self->rd;
     layout_reader *rd = PyMem_RawCalloc(1, sizeof *rd);
     if (!rd || pthread_mutex_init(&rd->lock, NULL) != 0) {
@@ -55,7 +55,7 @@ static layout_reader *layout_reader_of(LayoutObject *self) {
         PyErr_NoMemory();
         return NULL;
     }
-    rd->pid = getpid();
+    rd->pid = ml_py_pid();
     self->rd = rd; /* a parent's, if any, is dropped unfreed */
     return rd;
 }
@@ -103,7 +103,7 @@ static void layout_dealloc(LayoutObject *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     Py_CLEAR(self->descr);
-    layout_reader *rd = self->rd && self->rd->pid == getpid() ? self->rd : NULL; /* a parent's: leaked */
+    layout_reader *rd = self->rd && self->rd->pid == ml_py_pid() ? self->rd : NULL; /* a parent's: leaked */
     self->rd = NULL;
     if (self->L || rd) {
         ml_layout *L = self->L;

@@ -63,6 +63,11 @@ PyObject *ml_py_guard_new(PyTypeObject *tp, ml_ring *ring, const ml_taken *t,
 /* The core layout and dtype of a Layout object (borrowed). */
 ml_layout *ml_py_layout_core(PyObject *layout, PyArray_Descr **descr);
 
+/* This process's id without a system call (glibc's getpid() makes one
+ * each time): read at import and again in every child fork() makes. The
+ * hot paths that check "made in another process?" ask it. */
+pid_t ml_py_pid(void);
+
 int ml_py_add_layout_type(PyObject *m, ml_module_state *st);
 int ml_py_add_stream_type(PyObject *m, ml_module_state *st);
 int ml_py_add_guard_type(PyObject *m, ml_module_state *st);

@@ -6,6 +6,8 @@
 #include "../fault.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -234,7 +236,18 @@ static PyMethodDef module_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static _Atomic pid_t this_pid; /* set at exec, refreshed in the child of every fork() */
+
+static void refresh_pid(void) { atomic_store_explicit(&this_pid, getpid(), memory_order_relaxed); }
+
+pid_t ml_py_pid(void) { return atomic_load_explicit(&this_pid, memory_order_relaxed); }
+
+static void register_refresh(void) { pthread_atfork(NULL, NULL, refresh_pid); }
+
 static int module_exec(PyObject *m) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    refresh_pid();
+    pthread_once(&once, register_refresh);
     import_array1(-1);
     ml_module_state *st = PyModule_GetState(m);
     if (ml_py_add_guard_type(m, st) < 0 || ml_py_add_layout_type(m, st) < 0 ||

@@ -53,7 +53,7 @@ typedef struct RequestObject {
 } RequestObject;
 
 static int forked(pid_t pid) {
-    if (pid == getpid())
+    if (pid == ml_py_pid())
         return 0;
     PyErr_SetString(PyExc_RuntimeError,
                     "this multiload Reader was created in another process (before fork()); "
@@ -61,14 +61,14 @@ static int forked(pid_t pid) {
     return 1;
 }
 
-/* ReaderCore(*, n_workers, io_mode=IO_AUTO, cache_bytes=0, inline_reads=False) */
+/* ReaderCore(*, n_workers, io_mode=IO_AUTO, cache_bytes=0, inline_reads=False, cache_budget=0) */
 static PyObject *core_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"n_workers", "io_mode", "cache_bytes", "inline_reads", NULL};
+    static char *kwlist[] = {"n_workers", "io_mode", "cache_bytes", "inline_reads", "cache_budget", NULL};
     PyObject *n_workers_obj = NULL;
     int io_mode = ML_IO_AUTO, inline_reads = 0;
-    unsigned long long cache_bytes = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$OiKp:ReaderCore", kwlist, &n_workers_obj, &io_mode,
-                                     &cache_bytes, &inline_reads))
+    unsigned long long cache_bytes = 0, cache_budget = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$OiKpK:ReaderCore", kwlist, &n_workers_obj, &io_mode,
+                                     &cache_bytes, &inline_reads, &cache_budget))
         return NULL;
     if (!n_workers_obj) {
         PyErr_SetString(PyExc_TypeError, "ReaderCore() missing required keyword argument 'n_workers'");
@@ -88,9 +88,10 @@ static PyObject *core_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
     ReaderCoreObject *self = (ReaderCoreObject *)tp->tp_alloc(tp, 0);
     if (!self)
         return NULL;
-    self->pid = getpid();
+    self->pid = ml_py_pid();
     ml_reader_config cfg = {.n_workers = n_workers, .io_mode = (ml_io_mode)io_mode,
-                            .cache_bytes = (size_t)cache_bytes, .inline_reads = inline_reads};
+                            .cache_bytes = (size_t)cache_bytes, .cache_budget = (size_t)cache_budget,
+                            .inline_reads = inline_reads};
     ml_error err;
     ml_error_clear(&err);
     int rc;
@@ -127,7 +128,7 @@ static void core_sweep(ReaderCoreObject *self, int forget) {
 static void core_dealloc(ReaderCoreObject *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
-    if (self->r && self->pid != getpid()) {
+    if (self->r && self->pid != ml_py_pid()) {
         self->r = NULL; /* forked child: leak the parent's reader rather than deadlock */
         self->orphans = NULL;
     }
@@ -258,7 +259,7 @@ static PyObject *core_submit(ReaderCoreObject *self, PyObject *const *args, Py_s
     }
     req->q = NULL;
     req->have_view = 0;
-    req->pid = getpid();
+    req->pid = ml_py_pid();
     Py_INCREF(self);
     req->reader = (PyObject *)self;
     Py_INCREF(layout);
@@ -296,13 +297,44 @@ static PyObject *core_submit(ReaderCoreObject *self, PyObject *const *args, Py_s
     return (PyObject *)req;
 }
 
+/* read_now(layout, row0, n, dest) -> True when dest (a writable C-contiguous
+ * buffer) holds rows row0..row0+n, read on this thread with the GIL held
+ * (a small read from a local view or the page cache: no request, no
+ * worker); False for anything it does not do (then submit). */
+static PyObject *core_read_now(ReaderCoreObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    ml_module_state *st = ml_state_of_type(Py_TYPE(self));
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "read_now(layout, row0, n, dest) takes 4 arguments");
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(args[0], st->layout_type)) {
+        PyErr_SetString(PyExc_TypeError, "read_now() needs a Layout");
+        return NULL;
+    }
+    unsigned long long row0 = PyLong_AsUnsignedLongLong(args[1]), n = PyLong_AsUnsignedLongLong(args[2]);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        Py_RETURN_FALSE; /* negative or not an int: the usual path says what is wrong */
+    }
+    if (!self->r || self->pid != ml_py_pid())
+        Py_RETURN_FALSE;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[3], &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
+        return NULL;
+    PyArray_Descr *descr;
+    ml_layout *L = ml_py_layout_core(args[0], &descr);
+    int rc = ml_reader_read_now(self->r, L, row0, n, view.buf, (size_t)view.len);
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(rc == 0);
+}
+
 /* shutdown(drain, wait=0.0) -> True once every worker has left */
 static PyObject *core_shutdown(ReaderCoreObject *self, PyObject *args) {
     int drain;
     double wait = 0;
     if (!PyArg_ParseTuple(args, "p|d:shutdown", &drain, &wait))
         return NULL;
-    if (self->r && self->pid != getpid()) {
+    if (self->r && self->pid != ml_py_pid()) {
         self->r = NULL; /* forked child: just forget the parent's reader */
         self->orphans = NULL;
     }
@@ -323,7 +355,7 @@ static PyObject *core_join(ReaderCoreObject *self, PyObject *args) {
     double timeout;
     if (!PyArg_ParseTuple(args, "d:join", &timeout))
         return NULL;
-    if (!self->r || self->pid != getpid())
+    if (!self->r || self->pid != ml_py_pid())
         Py_RETURN_TRUE;
     ml_reader *r = self->r;
     int rc;
@@ -338,7 +370,7 @@ static PyObject *core_pop_done(ReaderCoreObject *self, PyObject *args) {
     double timeout;
     if (!PyArg_ParseTuple(args, "d:pop_done", &timeout))
         return NULL;
-    if (!self->r || self->pid != getpid())
+    if (!self->r || self->pid != ml_py_pid())
         Py_RETURN_NONE;
     if (self->orphans)
         core_sweep(self, 0);
@@ -360,11 +392,16 @@ static PyObject *core_stats(ReaderCoreObject *self, PyObject *Py_UNUSED(ignored)
     ml_reader_stats s = {0};
     if (self->r)
         ml_reader_get_stats(self->r, &s);
-    return Py_BuildValue("{sKsKsKsKsKsKsKsK}", "requests", (unsigned long long)s.requests, "rows",
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsK}", "requests", (unsigned long long)s.requests, "rows",
                          (unsigned long long)s.rows, "cache_hits", (unsigned long long)s.cache_hits,
                          "cache_misses", (unsigned long long)s.cache_misses,
+                         "cache_evictions", (unsigned long long)s.cache_evictions,
+                         "cache_bytes", (unsigned long long)s.cache_bytes,
+                         "cache_limit", (unsigned long long)s.cache_limit,
+                         "cache_wanted", (unsigned long long)s.cache_wanted,
                          "parallel", (unsigned long long)s.parallel, "helped", (unsigned long long)s.helped,
-                         "batched", (unsigned long long)s.batched, "inlined", (unsigned long long)s.inlined);
+                         "batched", (unsigned long long)s.batched, "inlined", (unsigned long long)s.inlined,
+                         "mapped", (unsigned long long)s.mapped);
 }
 
 static PyMethodDef core_methods[] = {
@@ -373,6 +410,9 @@ static PyMethodDef core_methods[] = {
      "-> Request: rows (int64 indices) or rows row0..row0+n, bytes col_offset..+col_size of each\n"
      "(col_size 0: whole rows), into the writable buffer dest. tag: reported by pop_done() when\n"
      "notify. wrap: negative rows count from the end (numpy's rule)."},
+    {"read_now", (PyCFunction)(void (*)(void))core_read_now, METH_FASTCALL,
+     "read_now(layout, row0, n, dest) -> bool: rows row0..row0+n read into dest now, on this thread,\n"
+     "if they are a small cached range (no request); False: submit instead."},
     {"shutdown", (PyCFunction)core_shutdown, METH_VARARGS,
      "shutdown(drain, wait=0.0) -> bool: refuse new requests; drain=False fails the queued and running ones.\n"
      "Waits up to `wait` seconds for the workers to leave; True if they have."},
@@ -380,7 +420,8 @@ static PyMethodDef core_methods[] = {
      "join(timeout) -> bool: wait up to timeout seconds (<0: forever) for the workers to leave."},
     {"pop_done", (PyCFunction)core_pop_done, METH_VARARGS,
      "pop_done(timeout) -> [tags] of finished notify-requests ([] on timeout, None once closed)."},
-    {"stats", (PyCFunction)core_stats, METH_NOARGS, "Counters: requests, rows, cache_hits, cache_misses, parallel, helped, batched, inlined."},
+    {"stats", (PyCFunction)core_stats, METH_NOARGS, "Counters: requests, rows, cache_hits, cache_misses, cache_evictions, parallel, helped, batched,\n"
+     "inlined, mapped (rows copied from the file's mapping); and cache_bytes (held), cache_limit (its most now), cache_wanted (all datasets, decoded)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -389,7 +430,9 @@ static PyType_Slot core_slots[] = {
     {Py_tp_dealloc, core_dealloc},
     {Py_tp_traverse, core_traverse},
     {Py_tp_methods, core_methods},
-    {Py_tp_doc, "ReaderCore(*, n_workers, io_mode=IO_AUTO, cache_bytes=0, inline_reads=False): request worker\n"
+    {Py_tp_doc, "ReaderCore(*, n_workers, io_mode=IO_AUTO, cache_bytes=0, inline_reads=False, cache_budget=0):\n"
+                  "request worker threads (internal). cache_bytes 0: sized from the datasets, within cache_budget\n"
+                  "(0: an eighth of memory, at most 2 GiB).\n"
                   "threads (internal). io_mode: _core.IO_AUTO, IO_URING or IO_PREAD."},
     {0, NULL},
 };
@@ -407,7 +450,7 @@ static void request_dealloc(RequestObject *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     ReaderCoreObject *core = (ReaderCoreObject *)self->reader;
-    if (self->q && self->pid == getpid()) {
+    if (self->q && self->pid == ml_py_pid()) {
         /* Never wait here: a queued request is cancelled (its dest never
          * touched); one that a thread may still write goes to the core. */
         if (core && core->r)
@@ -500,20 +543,20 @@ static PyObject *request_done(RequestObject *self, PyObject *Py_UNUSED(ignored))
 
 static PyObject *request_cancel(RequestObject *self, PyObject *Py_UNUSED(ignored)) {
     ReaderCoreObject *core = (ReaderCoreObject *)self->reader;
-    if (!core->r || self->pid != getpid())
+    if (!core->r || self->pid != ml_py_pid())
         Py_RETURN_FALSE;
     return PyBool_FromLong(ml_reader_cancel(core->r, self->q));
 }
 
 static PyObject *request_busy(RequestObject *self, PyObject *Py_UNUSED(ignored)) {
-    if (self->pid != getpid())
+    if (self->pid != ml_py_pid())
         Py_RETURN_FALSE; /* forked child: no worker writes the child's copy */
     return PyBool_FromLong(ml_request_busy(self->q));
 }
 
 static PyObject *request_watch(RequestObject *self, PyObject *Py_UNUSED(ignored)) {
     ReaderCoreObject *core = (ReaderCoreObject *)self->reader;
-    if (core->r && self->pid == getpid())
+    if (core->r && self->pid == ml_py_pid())
         ml_reader_watch(core->r, self->q);
     Py_RETURN_NONE;
 }

@@ -23,7 +23,7 @@ typedef struct StreamObject {
 /* After fork() the child has the stream's memory but none of its worker
  * threads, and its locks may have been held by them: never touch it. */
 static int stream_forked(StreamObject *self) {
-    if (self->pid == getpid())
+    if (self->pid == ml_py_pid())
         return 0;
     PyErr_SetString(PyExc_RuntimeError,
                     "this multiload queue was created in another process (before fork()); "
@@ -82,7 +82,7 @@ static PyObject *stream_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
     self->ndim = (int)L->ndim;
     for (unsigned i = 1; i < L->ndim; i++)
         self->row_dims[i - 1] = (npy_intp)L->dims[i];
-    self->pid = getpid();
+    self->pid = ml_py_pid();
     ml_error err;
     ml_error_clear(&err);
     /* Sequential, cyclic or permuted (seed, epoch) blocks, optionally one
@@ -116,7 +116,7 @@ static PyObject *stream_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
 }
 
 static void stream_free_core(StreamObject *self) {
-    if (self->s && self->pid != getpid()) {
+    if (self->s && self->pid != ml_py_pid()) {
         self->s = NULL; /* a forked child leaks the parent's stream rather than deadlock */
         return;
     }
@@ -239,7 +239,7 @@ static PyObject *stream_take(StreamObject *self, PyObject *args, PyObject *kw) {
 }
 
 static PyObject *stream_close(StreamObject *self, PyObject *Py_UNUSED(ignored)) {
-    if (self->s && self->pid != getpid()) {
+    if (self->s && self->pid != ml_py_pid()) {
         self->s = NULL; /* closing in a forked child: just forget the parent's stream */
         Py_RETURN_NONE;
     }
