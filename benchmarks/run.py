@@ -773,7 +773,7 @@ def table(w, S):
              "first block | p50 / p99 per block | CPU s/GB | peak RSS MiB | warm | load |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for e in w.entries:
-        s = S[(w.key, e.system)]
+        s = S.get((w.key, e.system)) or dict(missing="not in the published run (--merge)")
         name = e.system + (" *(limit)*" if e.role == "limit" else "")
         if "missing" in s:
             lines.append(f"| {name} | not available: {s['missing']} | | | | | | | | |")
@@ -843,7 +843,7 @@ def charts(W, S, outdir):
         for ax, (label, unit) in zip(axes[0], panels):
             bars, lims = [], []
             for e in w.entries:
-                s = S[(w.key, e.system)]
+                s = S.get((w.key, e.system)) or dict(missing="not in the published run (--merge)")
                 if "missing" in s:
                     continue
                 m = {"GB/s": s["gbs"], "rows/s": s["rps"], "us/block": s["us_per_row"]}[unit]

@@ -31,6 +31,7 @@ May import: numpy, :mod:`multiload._handle`, :mod:`multiload._core`,
 import errno
 import gc
 import math
+import sys
 import threading
 
 import numpy as np
@@ -54,12 +55,43 @@ _cache_lock = threading.Lock()
 _generation = 0
 
 
+def _engine_threads():
+    """The threads the engine gave the caller, when it is a Dask worker (its
+    ``nthreads``) or a Ray task (its CPUs); else None. On a cluster each
+    worker process is given its share of the machine: a Reader with more
+    threads than that only competes with the other workers."""
+    distributed = sys.modules.get("distributed")
+    if distributed is not None:
+        try:
+            worker = distributed.get_worker()
+        except (ValueError, AttributeError):
+            worker = None
+        if worker is not None:
+            n = getattr(getattr(worker, "state", None), "nthreads", None) or getattr(worker, "nthreads", None)
+            if n:
+                return max(1, int(n))
+    ray = sys.modules.get("ray")
+    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
+        try:
+            ctx = ray.get_runtime_context()
+            cpus = ctx.get_assigned_resources().get("CPU") if ctx.get_task_id() is not None else None
+        except Exception:  # noqa: BLE001 - not in a task (the driver), or an older Ray
+            cpus = None
+        if cpus:
+            return max(1, int(round(cpus)))
+    return None
+
+
 def _shared_dataset(ref, dataset, n_procs):
     """This process's Reader dataset proxy of ``dataset`` in file ``ref``
-    (a FileRef), opening the Reader on first use."""
+    (a FileRef), opening the Reader on first use. ``n_procs`` None: the
+    engine's threads for this worker (:func:`_engine_threads`), else the
+    Reader's default."""
     global _cache_pid
     from .reader import Reader  # (the Reader side imports this package's top level)
 
+    if n_procs is None:
+        n_procs = _engine_threads()
     key = (ref.path, ref.identity, n_procs)
     with _cache_lock:
         if _cache_pid != _handle.pid:  # forked: the parent's Readers are not ours
@@ -177,8 +209,9 @@ class Array(_handle.Handle):
     dataset : str
         The dataset's path in each file (``'/data'``, a PyTables node).
     n_procs : int, optional
-        Native threads of each file's Reader in the process that reads
-        (default: the Reader's).
+        Native threads of each file's Reader in the process that reads.
+        Default: in a Dask worker its ``nthreads``, in a Ray task its CPUs
+        (each worker's share of the machine), elsewhere the Reader's default.
 
     Attributes
     ----------
