@@ -365,3 +365,11 @@ def test_array_masks_and_bad_keys(data, src):
     rows = list(a)  # iteration: the rows, in blocks
     assert len(rows) == len(want)
     np.testing.assert_array_equal(np.array(rows), want)
+
+
+@pytest.mark.slow
+def test_a_dask_workers_reader_has_the_workers_threads(cluster):
+    from multiload.array import _engine_threads
+
+    assert _engine_threads() is None  # the client: the Reader's default
+    assert cluster.submit(_engine_threads, pure=False).result() == 1  # threads_per_worker=1

@@ -210,3 +210,11 @@ def test_edge_shapes_and_names_as_in_rays_proposal(cluster, tmp_path):
     rows = mlr.read_hdf5(p, dataset="mixed").take_all()  # big-endian fields, one nested
     assert [r["a"] for r in rows] == [0, 1, 2, 3] and [r["c/d"] for r in rows] == [7] * 4
     np.testing.assert_array_equal(np.stack([r["b"] for r in rows]), np.arange(8).reshape(4, 2))
+
+
+def test_a_ray_tasks_reader_has_the_tasks_cpus(cluster):
+    from multiload.array import _engine_threads
+
+    assert _engine_threads() is None  # the driver
+    assert ray.get(ray.remote(_engine_threads).remote()) == 1
+    assert ray.get(ray.remote(num_cpus=2)(_engine_threads).remote()) == 2
