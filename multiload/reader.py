@@ -45,6 +45,7 @@ from .request import Request, RequestPool, _Done
 
 _DONE = _Done()  # the C request of every request read inside request(): done, with success
 _ROW_OP = ops.ReadScalarOpArray  # ds[i] on an array
+_OWN_RESULT_BYTES = 32 << 10  # results this large are read into an array of their own (Reader._submit)
 from .stage import Stage, StagePool, _ArrayStage, check_fits, end_loan
 
 __all__ = ["Reader", "RequestPool", "Stage", "StagePool", "Request", "ColumnError"]
@@ -388,7 +389,8 @@ class Reader(_handle.Handle):
             return None
         layout, n, plan = row
         i = key._idx
-        if type(i) is not int or not -n <= i < n or stage.size_nbytes < plan.nbytes:
+        if (type(i) is not int or not -n <= i < n or stage.size_nbytes < plan.nbytes or key._index is not None
+                or key._col is not None):  # ds[i][...], a column: the usual path
             return None
         loan = stage._lend(ds)
         if not self._core.read_now(layout, i + n if i < 0 else i, 1, loan[0]._buf):
@@ -420,9 +422,14 @@ class Reader(_handle.Handle):
         """Submit ``plan`` into the stage of ``loan`` (or into ``dest``, an
         array the result is read straight into); return its Request."""
         h = plan.head
-        temp = None
+        temp = res = None
         if dest is None:
-            if plan.post is None:
+            if plan.post is None and plan.nbytes >= _OWN_RESULT_BYTES:
+                # A large result is read into an array of its own, which get()
+                # returns: one copy (the gather) where the stage took two.
+                res = np.empty(plan.shape, dtype=plan.dtype)
+                dest = res.reshape(-1).view(np.uint8)
+            elif plan.post is None:
                 dest = loan[0]._buf
             else:
                 temp = np.empty(plan.fetch_shape, dtype=plan.fetch_dtype)
@@ -441,7 +448,7 @@ class Reader(_handle.Handle):
             if notify:
                 notifier.release(tag)
             raise
-        fut = Request(notifier, loan, creq, plan, temp, tag)
+        fut = Request(notifier, loan, creq, plan, temp, tag, res)
         if notify:
             notifier.submitted(fut)
         return fut

@@ -169,6 +169,7 @@ class Request(concurrent.futures.Future):
     _face = False  # Future.__init__ has run on self; set under _lock
     _callbacks = None  # add_done_callback's functions, until run; _lock
     _callbacks_ran = False
+    _res = None  # the result array the rows were read straight into, instead of the stage (large results)
 
     # (the _FaceField descriptors are set on the class below)
 
@@ -177,7 +178,7 @@ class Request(concurrent.futures.Future):
         "pickle its result (request.get()), or the dataset (or Reader) and make the request "
         "in the process that reads")
 
-    def __init__(self, notifier, loan, creq, plan, temp, tag=0):
+    def __init__(self, notifier, loan, creq, plan, temp, tag=0, res=None):
         # Future.__init__ is not called here: see the module docstring.
         self._notifier = notifier  # watch(request): the reader's notification thread
         self._loan = loan  # the stage loan (multiload.stage): [stage] until ended, then []
@@ -186,6 +187,8 @@ class Request(concurrent.futures.Future):
         self._temp = temp  # fetched rows when numpy indexing is left to do; dropped once settled
         self._tag = tag
         self._lock = threading.Lock()
+        if res is not None:
+            self._res = res
 
     # -- the Future face
     def _make_face(self):
@@ -265,6 +268,8 @@ class Request(concurrent.futures.Future):
         out[...] = res
 
     def _view(self):
+        if self._res is not None:
+            return self._res
         p = self._plan
         return self._loan[0]._buf[:p.nbytes].view(p.dtype).reshape(p.shape)
 
@@ -304,17 +309,19 @@ class Request(concurrent.futures.Future):
         when it may still write into the stage -- by the rule in
         multiload.stage: the rows go straight into the stage (plan.post is
         None) and the request has not settled with success or as
-        cancelled. The stage module decides when the stage is free."""
-        if self._plan.post is None and not (self._finished and self._exc is None):
+        cancelled. A result read into an array of its own (``_res``) never
+        touches the stage. The stage module decides when the stage is free."""
+        if self._res is None and self._plan.post is None and not (self._finished and self._exc is None):
             end_loan(self._loan, self._creq)
         else:
             end_loan(self._loan)
 
     @contextlib.contextmanager
     def get_unsafe(self):
-        """Yield the result as a view of the stage; the stage is freed when
-        the with-block ends (the view must not be used after). After
-        result(), yields its kept copy."""
+        """Yield the result as a view of the stage (or, for a large result,
+        of the memory it was read into); the stage is freed when the
+        with-block ends (the view must not be used after). After result(),
+        yields its kept copy."""
         kept = self._take()
         if kept is not None:
             yield kept
@@ -345,6 +352,10 @@ class Request(concurrent.futures.Future):
         kept = self._take()
         if kept is not None:
             return kept
+        res = self._res
+        if res is not None:  # read straight into an array of its own: it is the copy
+            self._end_loan()
+            return res
         p = self._plan
         try:
             return self._loan[0]._buf[:p.nbytes].view(p.dtype).reshape(p.shape).copy()  # _view(), inlined
@@ -391,7 +402,7 @@ class Request(concurrent.futures.Future):
                 raise RuntimeError("this request's result was already taken by get() (or another get method), "
                                    "which keeps no copy; call result() alone to take it more than once")
             self._taken = _TAKEN_RESULT
-            self._copy = self._view().copy()
+            self._copy = self._res if self._res is not None else self._view().copy()
         self._end_loan()
         return self._copy
 

@@ -623,6 +623,17 @@ int ml_fetch_parallel(const ml_layout *L) {
 
 int ml_fetch_range_is_one_read(const ml_layout *L) { return one_extent(L); }
 
+/* Chunked data a view serves: unfiltered chunks of whole rows, each
+ * stored as its decoded bytes. */
+static int whole_row_chunks(const ml_layout *L) {
+    if (L->storage != ML_STORE_CHUNKED || L->pipeline.n_filters != 0 || L->n_chunks / L->grid[0] != 1)
+        return 0;
+    for (unsigned d = 1; d < L->ndim; d++)
+        if (L->chunk[d] != L->dims[d])
+            return 0;
+    return 1;
+}
+
 int ml_fetch_view(const ml_layout *L, ml_rows_view *out) {
     if (L->row_bytes == 0)
         return -EAGAIN;
@@ -631,7 +642,8 @@ int ml_fetch_view(const ml_layout *L, ml_rows_view *out) {
         return 0;
     }
     ml_source_view v;
-    if (L->convert || !one_extent(L) || ml_source_map(L->src, &v) < 0)
+    int chunked = whole_row_chunks(L);
+    if (L->convert || !(one_extent(L) || chunked) || ml_source_map(L->src, &v) < 0)
         return -EAGAIN;
     /* Rows wholly inside the view, the file's end as the layout knows it
      * (fetch_rows refuses rows past L->eof) and the file as it is now: a
@@ -642,9 +654,29 @@ int ml_fetch_view(const ml_layout *L, ml_rows_view *out) {
         return -EAGAIN;
     uint64_t end = v.len < L->eof ? v.len : L->eof;
     end = id.size < end ? id.size : end;
-    uint64_t n = end > L->offset ? (end - L->offset) / L->row_bytes : 0;
-    *out = (ml_rows_view){.rows = v.base + L->offset, .n_rows = n < L->n_rows ? n : L->n_rows, .local = v.local};
+    if (chunked) {
+        *out = (ml_rows_view){.n_rows = L->n_rows, .band_rows = L->chunk[0], .base = v.base, .end = end,
+                              .local = v.local};
+        return 0;
+    }
+    if (end <= L->offset)
+        return -EAGAIN; /* no row lies in the file: the fetch names the error */
+    uint64_t n = (end - L->offset) / L->row_bytes;
+    *out = (ml_rows_view){.rows = v.base + L->offset, .n_rows = n < L->n_rows ? n : L->n_rows, .base = v.base,
+                          .end = end, .local = v.local};
     return 0;
+}
+
+const unsigned char *ml_fetch_view_band(ml_layout *L, const ml_rows_view *v, uint64_t band) {
+    ml_chunk_info ci;
+    ml_error err;
+    ml_error_clear(&err);
+    if (!v->band_rows || band >= L->grid[0] || ml_layout_chunk(L, band, &ci, &err) < 0)
+        return NULL;
+    if (ci.bad || ci.addr == UINT64_MAX || ci.addr == ML_CHUNK_VIA_FORMAT || ci.size != L->chunk_bytes ||
+        ci.addr > v->end || ci.size > v->end - ci.addr)
+        return NULL; /* the fetch reads it, and names what is wrong */
+    return v->base + ci.addr;
 }
 
 typedef struct mapped_copy {
@@ -670,6 +702,8 @@ int ml_fetch_rows_mapped(const ml_layout *L, uint64_t row0, uint64_t n, void *de
     }
     ml_source_view v;
     if (n == 0 || L->row_bytes == 0 || L->convert || !one_extent(L) || ml_source_map(L->src, &v) < 0 || !v.local)
+        return -EAGAIN;
+    if (row0 >= L->n_rows || n > L->n_rows - row0 || row0 * L->row_bytes > UINT64_MAX - L->offset)
         return -EAGAIN;
     uint64_t off = L->offset + row0 * L->row_bytes, len = n * L->row_bytes;
     if (!ml_layout_in_file(L, off, len))

@@ -90,20 +90,33 @@ int ml_fetch_range_is_one_read(const ml_layout *L);
  * error. Touching a page that is not in memory waits for the device, so
  * only threads that may wait copy from a view. */
 typedef struct ml_rows_view {
-    const unsigned char *rows; /* row 0's bytes; row i at rows + i * L->row_bytes */
-    uint64_t n_rows;           /* rows [0, n_rows) lie in the view (all of L's, unless the
-                                  file grew past its view) */
+    const unsigned char *rows; /* contiguous: row 0's bytes, row i at rows + i * L->row_bytes;
+                                  chunked (band_rows > 0): NULL, ask ml_fetch_view_band */
+    uint64_t n_rows;           /* contiguous: rows [0, n_rows) lie in the view (all of L's,
+                                  unless the file grew past its view or shrank) */
+    uint64_t band_rows;        /* chunked: rows per chunk (each chunk whole rows); 0: contiguous */
+    const unsigned char *base; /* the view's first byte */
+    uint64_t end;              /* bytes of the view that exist now (file size, view, L->eof) */
     int local;                 /* 1: a page not in memory waits only for a local device
                                   (ml_source_view.local) */
 } ml_rows_view;
 
-/* Fill *out for L, with the rows that exist now (one fstat: a file cut
+/* Fill *out for L, with the bytes that exist now (one fstat: a file cut
  * under the view would read as zeros to the end of its last page). Ask
- * again for each batch of copies. Returns 0, or -EAGAIN where rows must be read: chunked
- * or unallocated storage, bytes that need a conversion (convert.c), a
- * source without a view (MULTILOAD_MMAP=0, fault injection, not a
- * regular file). Borrows L; the view lives as long as L. */
+ * again for each batch of copies. Contiguous data and chunked data stored
+ * without filters in chunks of whole rows (the trailing dims whole) have
+ * views. Returns 0, or -EAGAIN where rows must be read: compressed or
+ * partial-row chunks, unallocated storage, bytes that need a conversion
+ * (convert.c), a source without a view (MULTILOAD_MMAP=0, fault
+ * injection, not a regular file). Borrows L; the view lives as long as L. */
 int ml_fetch_view(const ml_layout *L, ml_rows_view *out);
+
+/* Chunked views: the bytes of band (chunk) `band` of L in view v, or
+ * NULL where they must be read (a chunk never written, one only the
+ * format's library finds, a corrupt or short entry, bytes past v->end).
+ * May look the chunk up in the index (the chunk table, or HDF5 for a lazy
+ * one): call it outside ml_map_protect, from a thread that may wait. */
+const unsigned char *ml_fetch_view_band(ml_layout *L, const ml_rows_view *v, uint64_t band);
 
 /* Rows [row0, row0 + n) of L into dest (n * L->row_bytes bytes) copied
  * from L's view if it is local, without a system call: after the copy it

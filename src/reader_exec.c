@@ -23,7 +23,11 @@
  * makes the copy fail (mapcopy.c) and the part is read again through the
  * fetcher, which names the error. Helpers copy from a view only when it
  * is local (a page not in memory then waits for a local disk, see
- * reader_dispatch.c), else read with RWF_NOWAIT.
+ * reader_dispatch.c), else read with RWF_NOWAIT. Chunked data stored
+ * uncompressed in chunks of whole rows has a view too (BANDS parts of a
+ * worker: each row copied from its chunk's bytes, no band decoded or
+ * cached); its chunks are looked up before the copies, which a helper
+ * must not wait for, so helpers leave those to the workers.
  *
  * Every byte comes through fetch.h: a worker reads with its ml_fetcher
  * (one per dataset, kept in a small LRU), a helper (w->nowait: a waiting
@@ -211,14 +215,21 @@ static int read_runs(ml_worker *w, ml_fetcher *f, ml_request *q, const ml_row_ru
  * reading order), each to its place in dest. */
 typedef struct view_gather {
     const ml_request *q;
-    const unsigned char *rows; /* the view's row 0 */
+    const unsigned char *rows; /* the view's row 0 (contiguous), or its first byte (offsets) */
     uint64_t k0, k1;
+    const uint64_t *offsets;   /* NULL, or the byte of rows + offsets[k - k0] that row k's copy
+                                  starts at (chunked data: looked up before the copies) */
 } view_gather;
 
 static void gather_rows(void *arg) {
     const view_gather *g = arg;
     const ml_request *q = g->q;
     size_t rb = q->L->row_bytes, out = q->out_size;
+    if (g->offsets) {
+        for (uint64_t k = g->k0; k < g->k1; k++)
+            memcpy(q->dest + pos_k(q, k) * out, g->rows + g->offsets[k - g->k0], out);
+        return;
+    }
     if (q->mode == M_DIRECT) { /* whole rows, increasing, dest consecutive: runs */
         unsigned char *d = q->dest + g->k0 * out;
         for (uint64_t k = g->k0; k < g->k1;) {
@@ -234,6 +245,35 @@ static void gather_rows(void *arg) {
     const unsigned char *src = g->rows + q->col_offset;
     for (uint64_t k = g->k0; k < g->k1; k++)
         memcpy(q->dest + pos_k(q, k) * out, src + row_k(q, k) * rb, out);
+}
+
+/* BANDS from the view of unfiltered whole-row chunks, for a worker: each
+ * requested row (or its column) copied from its chunk's bytes in the view.
+ * The chunks are looked up first (that may wait for the index), then the
+ * copies run protected. 0 when done, or -EAGAIN (read the bands instead). */
+static int exec_view_bands(ml_worker *w, ml_request *q, uint64_t k0, uint64_t k1) {
+    ml_layout *L = q->L;
+    ml_rows_view v;
+    if (w->nowait || ml_fetch_view(L, &v) < 0 || !v.band_rows)
+        return -EAGAIN;
+    uint64_t n = k1 - k0, c0 = v.band_rows, last = UINT64_MAX;
+    if (grow((void **)&w->src, &w->src_cap, (n ? n : 1) * sizeof *w->src) < 0)
+        return -EAGAIN;
+    const unsigned char *band = NULL;
+    for (uint64_t k = k0; k < k1; k++) {
+        uint64_t row = row_k(q, k);
+        if (row / c0 != last) {
+            last = row / c0;
+            if (!(band = ml_fetch_view_band(L, &v, last)))
+                return -EAGAIN;
+        }
+        w->src[k - k0] = (uint64_t)(band - v.base) + (row % c0) * L->row_bytes + q->col_offset;
+    }
+    view_gather g = {.q = q, .rows = v.base, .k0 = k0, .k1 = k1, .offsets = w->src};
+    if (ml_map_protect(gather_rows, &g) < 0)
+        return -EAGAIN;
+    atomic_fetch_add_explicit(&w->r->n_mapped, n, memory_order_relaxed);
+    return 0;
 }
 
 /* DIRECT or SCATTER from L's view: 0 when done, or -EAGAIN (no view, a
@@ -315,6 +355,8 @@ static int exec_scatter(ml_worker *w, ml_fetcher *f, ml_request *q, uint64_t k0,
 
 int ml_part_exec(ml_worker *w, ml_request *q, const ml_part *pt, ml_error *err) {
     if ((q->mode == M_DIRECT || q->mode == M_SCATTER) && exec_view(w, q, pt->k0, pt->k1) == 0)
+        return 0;
+    if (q->mode == M_BANDS && exec_view_bands(w, q, pt->k0, pt->k1) == 0)
         return 0;
     if (w->nowait) {
         switch (q->mode) {

@@ -34,6 +34,14 @@ def write_file(path):
         tab["c"] = [b"r%04d" % (i % 10000) for i in range(N)]
         f.create_dataset("tab", data=tab)
         f.create_dataset("be", data=rng.random((N, 4)).astype(">f8"))
+        # Chunked, uncompressed: whole-row chunks (a view), partial-row chunks
+        # (no view), chunks never written (their rows read as the fill value).
+        f.create_dataset("c_rows", data=rng.random((N, COLS), dtype=np.float32), chunks=(50, COLS))
+        f.create_dataset("c_tab", data=tab, chunks=(64,))
+        f.create_dataset("c_part", data=rng.random((N, COLS), dtype=np.float32), chunks=(50, 16))
+        sparse = f.create_dataset("c_sparse", shape=(N, 8), dtype="<i4", chunks=(100, 8), fillvalue=7)
+        sparse[1000:1500] = rng.integers(0, 99, size=(500, 8))
+        sparse[N - 37:] = 5
     return path
 
 
@@ -57,9 +65,10 @@ def keys(n, seed=0):
 
 
 def check_gathers(path):
-    """Every selection of every dataset equals h5py's; returns the stats."""
+    """Every selection of every dataset equals h5py's; returns the stats
+    (and those of a Reader of the chunked datasets alone)."""
     with h5py.File(path, "r") as f, multiload.Reader(path, n_procs=2) as r:
-        for name in ("f4", "i2", "tab", "be"):
+        for name in ("f4", "i2", "tab", "be", "c_rows", "c_tab", "c_part", "c_sparse"):
             want = f[name][()]
             ds = r.get_dataset(name)
             stage = ds.create_stage(400)
@@ -71,22 +80,31 @@ def check_gathers(path):
                 np.testing.assert_array_equal(fut.get(), want[i])
             for a, b in ((0, 1), (17, 29), (N - 5, N)):  # small ranges
                 np.testing.assert_array_equal(r.request(ds[a:b], stage).get(), want[a:b])
-        tab = r.get_dataset("tab")  # one column of a compound row (SCATTER of column bytes)
-        st = tab.create_stage(400 * 8)
-        for k in keys(N, seed=3):
-            np.testing.assert_array_equal(r.request(tab.col("b")[k], st).get(), f["tab"]["b"][np.asarray(k)])
-        return r.stats()
+        for name in ("tab", "c_tab"):  # one column of a compound row (SCATTER / BANDS of column bytes)
+            tab = r.get_dataset(name)
+            st = tab.create_stage(400 * 8 * 3)
+            for k in keys(N, seed=3):
+                np.testing.assert_array_equal(r.request(tab.col("b")[k], st).get(), f[name]["b"][np.asarray(k)])
+        stats = r.stats()
+    with multiload.Reader(path, n_procs=2) as r:
+        ds = r.get_dataset("c_rows")
+        st = ds.create_stage(256 * COLS * 4)
+        for k in keys(N, seed=9):
+            r.request(ds[k], st).get()
+        stats["chunked_mapped"] = r.stats()["mapped"]
+    return stats
 
 
 def test_gathers_from_the_mapping_equal_h5py(h5file):
     st = check_gathers(h5file)
     assert st["mapped"] > 0  # the rows came from the mapping
+    assert st["chunked_mapped"] > 0  # whole-row chunks too
     assert st["inlined"] > 0  # and the single rows were read inside request()
 
 
 def test_gathers_without_the_mapping_equal_h5py(h5file):
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import test_reader_view as t; "
-            "st = t.check_gathers(sys.argv[2]); assert st['mapped'] == 0, st; print('ok')")
+            "st = t.check_gathers(sys.argv[2]); assert st['mapped'] == st['chunked_mapped'] == 0, st; print('ok')")
     env = dict(os.environ, MULTILOAD_MMAP="0")
     p = subprocess.run([sys.executable, "-c", code, os.path.dirname(__file__), h5file], env=env,
                        capture_output=True, text=True, timeout=100)
@@ -135,6 +153,8 @@ ds = r.get_dataset("f4")
 stage = ds.create_stage(400 * want.shape[1] * 4)
 rows = np.arange(0, len(want), 7)
 np.testing.assert_array_equal(r.request(ds[rows], stage).get(), want[rows])  # maps the file
+c = r.get_dataset("c_rows")  # opened before the cut: its object header goes with it
+r.request(c[rows], stage).get()
 cut = len(want) // 2
 os.truncate(path, off + cut * want.shape[1] * 4)
 kept = np.arange(0, cut - 64, 3)
@@ -151,6 +171,11 @@ for k in (np.arange(cut + 10, cut + 300, 5), np.array([cut + 5]), len(want) - 1,
         assert path in str(e) and "'f4'" in str(e), str(e)
         errors += 1
 assert errors == 8, errors
+try:  # whole-row chunks, all past the cut now
+    r.request(c[np.arange(0, 300, 3)], stage).get()
+    raise SystemExit("no error for chunks past the end")
+except OSError as e:
+    assert path in str(e) and "'c_rows'" in str(e), str(e)
 assert r.stats()["mapped"] > 0
 r.close()
 print("ok")

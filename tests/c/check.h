@@ -10,6 +10,7 @@
  *   CHECK_MEM_EQ(a, b, n)    SKIP("why")     FAIL("why %d", x)
  *   check_tmpdir()           a fresh directory, removed at exit
  *   check_path("name")       a file path inside it (static buffer per call)
+ *   check_write_pattern(...) a file of patterned bytes (and the bytes)
  */
 #ifndef ML_CHECK_H
 #define ML_CHECK_H
@@ -138,6 +139,23 @@ static inline const char *check_path(const char *name) {
     char *b = bufs[next++ % 8];
     snprintf(b, sizeof bufs[0], "%s/%s", check_tmpdir(), name);
     return b;
+}
+
+/* Write n bytes of the pattern (i * mul + add) & 0xff to path (made or
+ * replaced) and, when out is not NULL, into out[0..n). */
+static inline void check_write_pattern(const char *path, size_t n, unsigned mul, unsigned add, unsigned char *out) {
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        FAIL("fopen(%s): %s", path, strerror(errno));
+    for (size_t i = 0; i < n; i++) {
+        unsigned char b = (unsigned char)(i * mul + add);
+        if (out)
+            out[i] = b;
+        if (fputc(b, f) == EOF)
+            FAIL("write %s: %s", path, strerror(errno));
+    }
+    if (fclose(f) != 0)
+        FAIL("close %s: %s", path, strerror(errno));
 }
 
 /* ---- small utilities ---------------------------------------------------- */

@@ -38,12 +38,7 @@ int main(void) {
     check_tmpdir();
     const char *path = check_path("data.bin");
     unsigned char data[3 * 4096 + 17];
-    for (size_t i = 0; i < sizeof data; i++)
-        data[i] = (unsigned char)(i * 7 + 3);
-    FILE *fp = fopen(path, "wb");
-    CHECK(fp != NULL);
-    CHECK_EQ(fwrite(data, 1, sizeof data, fp), sizeof data);
-    fclose(fp);
+    check_write_pattern(path, sizeof data, 7, 3, data);
 
     block_io_uring();
     CHECK_EQ(ml_io_default_mode(), ML_IO_PREAD);

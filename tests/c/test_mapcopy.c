@@ -29,12 +29,7 @@ static void do_copy(void *arg) {
 static void test_view_and_truncation(void) {
     const char *path = check_path("mapped.bin");
     unsigned char data[3 * PAGE];
-    for (size_t i = 0; i < sizeof data; i++)
-        data[i] = (unsigned char)(i * 7 + 1);
-    FILE *f = fopen(path, "wb");
-    CHECK(f != NULL);
-    CHECK_EQ(fwrite(data, 1, sizeof data, f), sizeof data);
-    fclose(f);
+    check_write_pattern(path, sizeof data, 7, 1, data);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     CHECK(fd >= 0);
     ml_source *s;
