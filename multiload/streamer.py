@@ -345,10 +345,16 @@ class Queue:
             ``wait_seconds`` (time consumers spent blocked in ``get()``),
             ``errors`` (blocks that raised), ``io_mode`` (``'io_uring'`` or
             ``'pread'``: the engine the workers use), ``block_size`` and
-            ``n_blocks``.
+            ``n_blocks``; and what the cold path did (docs/streamer.md,
+            "Data not in the page cache"): ``prefetch_steps`` (steps of
+            blocks ahead hinted to the kernel), ``resident_steps`` (steps
+            found in the page cache and left alone), ``batch_blocks``
+            (blocks a worker reads at once: more than 1 for ``direct=True``)
+            and ``batched_blocks`` (blocks read that way).
         """
         if self._stream is None:
-            st = {"blocks": 0, "bytes": 0, "wait_seconds": 0.0, "errors": 0, "io_mode": io_mode()}
+            st = {"blocks": 0, "bytes": 0, "wait_seconds": 0.0, "errors": 0, "io_mode": io_mode(),
+                  "prefetch_steps": 0, "resident_steps": 0, "batched_blocks": 0, "batch_blocks": 1}
         else:
             st = self._stream.stats()
         st["block_size"] = self.block_size
