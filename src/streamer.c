@@ -175,6 +175,9 @@ static void fetch_batch(ml_stream *s, ml_fetcher *f, unsigned n, const unsigned 
             rows[b] += br.count[i];
         }
     }
+    /* Counted before any block is published, so a consumer that has taken
+     * them all sees the count. */
+    atomic_fetch_add_explicit(&s->st_batched, n, memory_order_relaxed);
     ml_error err;
     ml_error_clear(&err);
     for (size_t i = 0; i < nr && rc == 0; i += MULTI_RUNS)
@@ -188,7 +191,6 @@ static void fetch_batch(ml_stream *s, ml_fetcher *f, unsigned n, const unsigned 
         int brc = read_block(s, f, k[b], data[b], &rows[b], &err);
         publish(s, slot[b], k[b], rows[b], brc, &err);
     }
-    atomic_fetch_add_explicit(&s->st_batched, n, memory_order_relaxed);
 }
 
 static void *worker_main(void *arg) {

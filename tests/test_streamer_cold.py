@@ -17,7 +17,7 @@ import pytest
 
 import multiload
 import reliability_files as rf
-from h5files import GET_TIMEOUT
+from h5files import GET_TIMEOUT, supports_o_direct
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -25,14 +25,6 @@ IO_MODES = ("io_uring", "pread")
 COLD = ("1", "0", "auto")
 B = 97  # rows per block: never a divisor, so the last block is short and cyclic blocks wrap
 
-
-def _supports_o_direct(path):
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
-    except OSError:
-        return False
-    os.close(fd)
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +94,7 @@ def stream(fn, path, cold, monkeypatch, **kw):
 @pytest.mark.parametrize("path", ["contig", "odd_rows", "chunked", "deflate", "table"])
 def test_cold_paths_equal_h5py(cold_file, monkeypatch, path, cold, io_mode, direct):
     fn, truth = cold_file
-    if direct and not _supports_o_direct(fn):
+    if direct and not supports_o_direct(fn):
         pytest.skip("this filesystem refuses O_DIRECT (test_streamer_direct covers the refusal)")
     blocks, st = stream(fn, path, cold, monkeypatch, io_mode=io_mode, direct=direct, remainder=True,
                         ordered=True)
@@ -134,7 +126,7 @@ def test_cold_schedules_equal_h5py(cold_file, monkeypatch, path, kw, direct):
     """The blocks ahead are the schedule's, whatever it is: the same blocks
     as with the cold path off, each equal to h5py's rows."""
     fn, truth = cold_file
-    if direct and not _supports_o_direct(fn):
+    if direct and not supports_o_direct(fn):
         pytest.skip("this filesystem refuses O_DIRECT")
     on, st = stream(fn, path, "1", monkeypatch, direct=direct, **kw)
     off, _ = stream(fn, path, "0", monkeypatch, direct=direct, **kw)
@@ -146,7 +138,7 @@ def test_cold_schedules_equal_h5py(cold_file, monkeypatch, path, kw, direct):
 def test_direct_batches_with_small_read_ahead(cold_file, monkeypatch):
     """An explicit read_ahead bounds the batch: every worker and the consumer keep a slot."""
     fn, truth = cold_file
-    if not _supports_o_direct(fn):
+    if not supports_o_direct(fn):
         pytest.skip("this filesystem refuses O_DIRECT")
     for read_ahead, batch in ((3, 1), (9, 3), (30, 10)):
         blocks, st = stream(fn, "contig", "auto", monkeypatch, direct=True, read_ahead=read_ahead,
@@ -206,6 +198,17 @@ def test_auto_follows_the_page_cache(tmp_path, monkeypatch):
     assert st["prefetch_steps"] >= 1, st
 
 
+def direct_batches(fn, path, io_mode, monkeypatch):
+    """Drain a direct queue of rf.BLOCK-row blocks read in batches: (blocks, errors) as rf.drain."""
+    monkeypatch.setenv("MULTILOAD_COLD", "1")
+    q = multiload.Streamer(fn).get_queue(path, n_procs=2, block_size=rf.BLOCK, io_mode=io_mode, direct=True)
+    with q:
+        out = rf.drain(q)
+        st = q.stats()
+    assert st["batch_blocks"] > 1, st
+    return out
+
+
 @pytest.mark.parametrize("io_mode", IO_MODES)
 def test_direct_batch_failure_names_each_block(tmp_path, monkeypatch, io_mode):
     """A file cut inside the data: the batch holding the cut fails and is
@@ -213,17 +216,11 @@ def test_direct_batch_failure_names_each_block(tmp_path, monkeypatch, io_mode):
     each naming itself, and every other block is exact."""
     fn = str(tmp_path / "cut.h5")
     off = rf.write_contig_last(fn)
-    if not _supports_o_direct(fn):
+    if not supports_o_direct(fn):
         pytest.skip("this filesystem refuses O_DIRECT")
     cut_row = 1234
     rf.set_eof(fn, off + cut_row * rf.COLS * 4 + 5)
-    monkeypatch.setenv("MULTILOAD_COLD", "1")
-    q = multiload.Streamer(fn).get_queue("contig", n_procs=2, block_size=rf.BLOCK, io_mode=io_mode,
-                                         direct=True)
-    with q:
-        blocks, errors = rf.drain(q)
-        st = q.stats()
-    assert st["batch_blocks"] > 1, st
+    blocks, errors = direct_batches(fn, "contig", io_mode, monkeypatch)
     bad = list(range(cut_row // rf.BLOCK, rf.N // rf.BLOCK))
     assert sorted(rf.block_of(e) for e in errors) == bad, errors
     for e in errors:
@@ -238,16 +235,10 @@ def test_direct_batch_under_injected_faults(tmp_path, monkeypatch, io_mode):
     it (a batch that fails is read again per block, so an error that
     recurs reaches its block); none is lost, none handed out twice."""
     fn = rf.write_data_file(str(tmp_path / "faults.h5"))
-    if not _supports_o_direct(fn):
+    if not supports_o_direct(fn):
         pytest.skip("this filesystem refuses O_DIRECT")
-    monkeypatch.setenv("MULTILOAD_COLD", "1")
     with rf.faults("eio~0.25/11"):
-        q = multiload.Streamer(fn).get_queue("gz", n_procs=2, block_size=rf.BLOCK, io_mode=io_mode,
-                                             direct=True)
-        with q:
-            blocks, errors = rf.drain(q)
-            st = q.stats()
-    assert st["batch_blocks"] > 1, st
+        blocks, errors = direct_batches(fn, "gz", io_mode, monkeypatch)
     bad = sorted(rf.block_of(e) for e in errors)
     for e in errors:
         assert isinstance(e, OSError) and f"block {rf.block_of(e)}:" in str(e) and "'gz'" in str(e), e

@@ -117,6 +117,17 @@ static unsigned row_hits(const ml_layout *L, const hint_source *h, uint64_t r) {
     return n;
 }
 
+/* How many hints cover chunk c of L (whole); *size gets its stored bytes. */
+static unsigned chunk_hits(ml_layout *L, const hint_source *h, uint64_t c, uint64_t *size) {
+    ml_chunk_info ci;
+    CHECK_RC(ml_layout_chunk(L, c, &ci, NULL));
+    unsigned n = 0;
+    for (size_t i = 0; i < h->n_hints; i++)
+        n += inside(h, i, ci.addr, ci.size);
+    *size = ci.size;
+    return n;
+}
+
 /* Every hinted byte is a byte of the dataset. */
 static void check_hints_inside(const ml_layout *L, const hint_source *h) {
     for (size_t i = 0; i < h->n_hints; i++) {
@@ -179,13 +190,9 @@ static void test_hints_chunked(const char *path) {
     for (size_t i = 0; i < h->n_hints; i++)
         hinted += h->len[i];
     for (uint64_t c = row0 / L->chunk[0] * inner; c < ((row0 + n - 1) / L->chunk[0] + 1) * inner; c++) {
-        ml_chunk_info ci;
-        CHECK_RC(ml_layout_chunk(L, c, &ci, NULL));
-        unsigned hits = 0;
-        for (size_t i = 0; i < h->n_hints; i++)
-            hits += inside(h, i, ci.addr, ci.size);
-        CHECK_EQ(hits, 1);
-        chunk_bytes += ci.size;
+        uint64_t size;
+        CHECK_EQ(chunk_hits(L, h, c, &size), 1);
+        chunk_bytes += size;
     }
     CHECK_U64_EQ(hinted, chunk_bytes); /* nothing else */
     CHECK_LT(h->n_hints, chunk_bytes / L->chunk_bytes); /* adjacent chunks merged */
@@ -346,11 +353,8 @@ static void test_chunked_stream(void) {
     for (uint64_t k = 0; k < n_blocks; k++)
         ml_readahead_claimed(&ra, L, &s, k);
     for (uint64_t c = 0; c < L->n_chunks; c++) {
-        ml_chunk_info ci;
-        CHECK_RC(ml_layout_chunk(L, c, &ci, NULL));
-        unsigned hits = 0;
-        for (size_t i = 0; i < h->n_hints; i++)
-            hits += inside(h, i, ci.addr, ci.size);
+        uint64_t size;
+        unsigned hits = chunk_hits(L, h, c, &size);
         CHECK_GE(hits, 1);
         CHECK_LE(hits, 2); /* a chunk cut by a step boundary: in the hints of both steps */
     }
