@@ -10,7 +10,7 @@
  * Buffered streams: the blocks ahead of the readers are handed to the
  * source as prefetch hints (posix_fadvise WILLNEED for a file), one step
  * (ML_READAHEAD_STEP_BYTES of blocks) at a time, keeping
- * ML_READAHEAD_WINDOW_BYTES ahead of the block a worker has just claimed,
+ * ML_READAHEAD_WINDOW_BYTES ahead of the block a worker has just read,
  * so the device always has a deep queue and the workers' reads find the
  * page cache filled. The schedule is a pure function, so the blocks ahead
  * are known for every schedule (sequential, cyclic, permuted, sharded):
@@ -117,7 +117,7 @@ static void prefetch_blocks(ml_layout *L, const ml_schedule *sch, uint64_t a, ui
         ml_fetch_prefetch(L, start, count);
 }
 
-void ml_readahead_claimed(ml_readahead *ra, ml_layout *L, const ml_schedule *sch, uint64_t k) {
+void ml_readahead_advance(ml_readahead *ra, ml_layout *L, const ml_schedule *sch, uint64_t k) {
     if (ra->mode == ML_COLD_OFF)
         return;
     uint64_t want = ra->limit - k > ra->window ? k + ra->window + 1 : ra->limit; /* k < limit */

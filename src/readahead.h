@@ -24,7 +24,7 @@ typedef enum ml_cold_mode {
 ml_cold_mode ml_cold_mode_env(void);
 
 /* Bytes a prefetch step covers and bytes kept prefetched ahead of the
- * block a worker has just claimed (readahead.c says how they were chosen). */
+ * block a worker has just read (readahead.c says how they were chosen). */
 #define ML_READAHEAD_STEP_BYTES (8u << 20)
 #define ML_READAHEAD_WINDOW_BYTES (32u << 20)
 /* Direct streams: bytes all workers together keep in flight (a worker's
@@ -37,9 +37,9 @@ ml_cold_mode ml_cold_mode_env(void);
 
 /* One stream's prefetch state, shared by its workers without a lock. */
 typedef struct ml_readahead {
-    ml_cold_mode mode;         /* immutable; OFF: ml_readahead_claimed does nothing */
+    ml_cold_mode mode;         /* immutable; OFF: ml_readahead_advance does nothing */
     uint64_t step;             /* blocks per prefetch step, >= 1; immutable */
-    uint64_t window;           /* blocks kept prefetched past a claimed one, >= step; immutable */
+    uint64_t window;           /* blocks kept prefetched past the one just read, >= step; immutable */
     uint64_t limit;            /* one past the last block number (UINT64_MAX: endless); immutable */
     _Atomic uint64_t next;     /* first block no step has covered yet; advanced by CAS */
     _Atomic uint64_t prefetched; /* steps handed to the source (relaxed counter) */
@@ -57,7 +57,7 @@ typedef struct ml_readahead {
 void ml_readahead_init(ml_readahead *ra, ml_cold_mode mode, uint64_t block_bytes, uint64_t first,
                        uint64_t limit);
 
-/* A worker claimed block k of sch over L: make sure every step up to
+/* A worker has read block k of sch over L: make sure every step up to
  * block k + window has been considered. The caller that wins a step (a
  * CAS on `next`) considers it: AUTO samples the step's last block
  * (ml_fetch_resident) and prefetches the step only if that is not
@@ -67,7 +67,7 @@ void ml_readahead_init(ml_readahead *ra, ml_cold_mode mode, uint64_t block_bytes
  * ml_fetch_prefetch, runs that continue one another merged. Never waits
  * for the device (beyond what the source's prefetch does) and reports
  * nothing: a hint. Thread-safe. */
-void ml_readahead_claimed(ml_readahead *ra, ml_layout *L, const ml_schedule *sch, uint64_t k);
+void ml_readahead_advance(ml_readahead *ra, ml_layout *L, const ml_schedule *sch, uint64_t k);
 
 /* Blocks one direct-I/O worker reads in one batch: 1 for mode OFF, else
  * its share of ML_DIRECT_INFLIGHT_BYTES (at most ML_DIRECT_BATCH_BLOCKS)

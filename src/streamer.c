@@ -23,7 +23,7 @@
  * never exits: if none could start, every block carries the error, so
  * consumers are never left waiting.
  *
- * Cold data (readahead.c): before reading a block, a worker keeps the
+ * Cold data (readahead.c): after publishing a block, a worker keeps the
  * blocks ahead of it hinted to the source (buffered streams), and a
  * direct worker claims up to `batch` slots at once and reads their blocks
  * in one batch, so several reads are in flight per worker. A batch that
@@ -237,15 +237,16 @@ static void *worker_main(void *arg) {
         if (claimed < 0)
             break;
         unsigned n = 1;
-        if (start_rc == 0) {
-            ml_readahead_claimed(&s->ra, L, &s->sch, k[0]);
-            if (s->batch > 1)
-                n += ml_ring_claim_more(s->ring, s->batch - 1, &slot[1], &k[1], &data[1]);
-        }
+        if (start_rc == 0 && s->batch > 1)
+            n += ml_ring_claim_more(s->ring, s->batch - 1, &slot[1], &k[1], &data[1]);
         if (n > 1)
             fetch_batch(s, f, n, slot, k, data);
         else
             fetch_one(s, f, start_rc, &start_err, slot[0], k[0], data[0]);
+        /* After the block is out, so hints never delay it (the first
+         * call of a stream hints a whole window: ~1 ms cold). */
+        if (start_rc == 0)
+            ml_readahead_advance(&s->ra, L, &s->sch, k[n - 1]);
         if (start_rc < 0 && first)
             note_tried(s);
         first = 0;

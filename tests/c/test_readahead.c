@@ -7,7 +7,7 @@
  * Checked: a contiguous hint is exactly the rows' bytes, a chunked one
  * exactly the chunks the rows touch (adjacent chunks merged); the sample
  * is the page of the rows' last byte. With the cold path forced on, after
- * a worker claims block k every block up to k + window is hinted and none
+ * a worker has read block k every block up to k + window is hinted and none
  * past the step that covers it; each row (chunk) is hinted exactly once
  * over a stream, whether the schedule is sequential, permuted or cyclic
  * (hints never leave the dataset), and when two threads claim blocks at
@@ -218,7 +218,7 @@ static void test_window_sequential(void) {
     uint64_t n_blocks = ml_schedule_n_blocks(&s);
     CHECK_GT(n_blocks, window + step); /* so the far edge is seen */
     for (uint64_t k = 0; k < n_blocks; k++) {
-        ml_readahead_claimed(&ra, L, &s, k);
+        ml_readahead_advance(&ra, L, &s, k);
         uint64_t want = k + window + 1 < n_blocks ? k + window + 1 : n_blocks; /* blocks [0, want) */
         for (uint64_t b = 0; b < n_blocks; b++) {
             unsigned hits = row_hits(L, h, b * BLOCK_ROWS);
@@ -247,7 +247,7 @@ static void test_permuted(void) {
     uint64_t n_blocks = ml_schedule_n_blocks(&s);
     ml_readahead ra;
     ml_readahead_init(&ra, ML_COLD_ON, B * L->row_bytes, 0, n_blocks);
-    ml_readahead_claimed(&ra, L, &s, 0);
+    ml_readahead_advance(&ra, L, &s, 0);
     /* The blocks of the first window, whichever rows they are. */
     for (uint64_t k = 0; k <= ra.window && k < n_blocks; k++) {
         ml_block_runs runs;
@@ -255,7 +255,7 @@ static void test_permuted(void) {
         CHECK_EQ(row_hits(L, h, runs.start[0]), 1);
     }
     for (uint64_t k = 1; k < n_blocks; k++)
-        ml_readahead_claimed(&ra, L, &s, k);
+        ml_readahead_advance(&ra, L, &s, k);
     for (uint64_t r = 0; r < L->n_rows; r++)
         CHECK_EQ(row_hits(L, h, r), 1);
     check_hints_inside(L, h);
@@ -264,7 +264,7 @@ static void test_permuted(void) {
     reset(h, ALL);
     CHECK_RC(ml_schedule_seek(&s, 50));
     ml_readahead_init(&ra, ML_COLD_ON, B * L->row_bytes, 50, n_blocks);
-    ml_readahead_claimed(&ra, L, &s, 50);
+    ml_readahead_advance(&ra, L, &s, 50);
     for (uint64_t k = 0; k < 50; k++) {
         ml_block_runs runs;
         CHECK_RC(ml_schedule_block(&s, k, &runs));
@@ -285,7 +285,7 @@ static void test_cyclic(void) {
     ml_readahead_init(&ra, ML_COLD_ON, B * L->row_bytes, 0, UINT64_MAX);
     uint64_t k_last = 3 * L->n_rows / B; /* three passes */
     for (uint64_t k = 0; k <= k_last; k++)
-        ml_readahead_claimed(&ra, L, &s, k);
+        ml_readahead_advance(&ra, L, &s, k);
     check_hints_inside(L, h);
     /* Every row was hinted once per pass at least (3 passes and the window). */
     for (uint64_t r = 0; r < L->n_rows; r++)
@@ -309,7 +309,7 @@ static void test_auto_and_off(void) {
     reset(h, ALL);
     ml_readahead_init(&ra, ML_COLD_AUTO, BLOCK_BYTES, 0, n_blocks);
     for (uint64_t k = 0; k < n_blocks; k++)
-        ml_readahead_claimed(&ra, L, &s, k);
+        ml_readahead_advance(&ra, L, &s, k);
     CHECK_EQ(h->n_hints, 0);
     CHECK_EQ(atomic_load(&ra.resident), steps);
     CHECK_EQ(h->n_samples, 3); /* 8 steps: sampled at steps 0, 2 and 5 (1, 2, then 4 skipped) */
@@ -317,7 +317,7 @@ static void test_auto_and_off(void) {
     reset(h, NOTHING);
     ml_readahead_init(&ra, ML_COLD_AUTO, BLOCK_BYTES, 0, n_blocks);
     for (uint64_t k = 0; k < n_blocks; k++)
-        ml_readahead_claimed(&ra, L, &s, k);
+        ml_readahead_advance(&ra, L, &s, k);
     CHECK_EQ(h->n_samples, steps);
     CHECK_EQ(atomic_load(&ra.prefetched), steps);
     for (uint64_t r = 0; r < L->n_rows; r++)
@@ -326,7 +326,7 @@ static void test_auto_and_off(void) {
     reset(h, UNKNOWN);
     ml_readahead_init(&ra, ML_COLD_AUTO, BLOCK_BYTES, 0, n_blocks);
     for (uint64_t k = 0; k < n_blocks; k++)
-        ml_readahead_claimed(&ra, L, &s, k);
+        ml_readahead_advance(&ra, L, &s, k);
     CHECK_EQ(h->n_hints, 0);
     CHECK_EQ(h->n_samples, 1); /* asked once, then blind */
     CHECK_EQ(atomic_load(&ra.blind), 1);
@@ -334,7 +334,7 @@ static void test_auto_and_off(void) {
     reset(h, NOTHING);
     ml_readahead_init(&ra, ML_COLD_OFF, BLOCK_BYTES, 0, n_blocks);
     for (uint64_t k = 0; k < n_blocks; k++)
-        ml_readahead_claimed(&ra, L, &s, k);
+        ml_readahead_advance(&ra, L, &s, k);
     CHECK_EQ(h->n_hints + h->n_samples, 0);
     ml_readahead_init(&ra, ML_COLD_ON, 0, 0, n_blocks); /* rows of 0 bytes: off */
     CHECK_EQ(ra.mode, ML_COLD_OFF);
@@ -351,7 +351,7 @@ static void test_chunked_stream(void) {
     ml_readahead ra;
     ml_readahead_init(&ra, ML_COLD_ON, B * L->row_bytes, 0, n_blocks);
     for (uint64_t k = 0; k < n_blocks; k++)
-        ml_readahead_claimed(&ra, L, &s, k);
+        ml_readahead_advance(&ra, L, &s, k);
     for (uint64_t c = 0; c < L->n_chunks; c++) {
         uint64_t size;
         unsigned hits = chunk_hits(L, h, c, &size);
@@ -374,7 +374,7 @@ static void *race(void *arg) {
     racer *r = arg;
     uint64_t k;
     while ((k = atomic_fetch_add(r->next_k, 1)) < r->n_blocks)
-        ml_readahead_claimed(r->ra, r->L, r->s, k);
+        ml_readahead_advance(r->ra, r->L, r->s, k);
     return NULL;
 }
 
