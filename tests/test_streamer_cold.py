@@ -85,7 +85,7 @@ def stream(fn, path, cold, monkeypatch, **kw):
                     blocks.setdefault(g.start, (g.rows, np.array(block)))
         else:
             blocks = drain(q)
-        return blocks, q.stats()
+    return blocks, q.stats()  # closed: the workers' counts are final
 
 
 @pytest.mark.parametrize("direct", [False, True])
@@ -175,7 +175,9 @@ def test_auto_follows_the_page_cache(tmp_path, monkeypatch):
     """Automatic: a file in the page cache is sampled and left alone; the
     same file dropped from the cache is hinted; the rows are h5py's both times."""
     fn = str(tmp_path / "big.h5")
-    data = np.arange(6 * 2**20 // 4, dtype="<i4").reshape(-1, 1024)  # 24 MiB: 3 steps of 8 MiB
+    # 64 MiB: 8 steps of 8 MiB, more than the kernel's own readahead from
+    # the first block reaches (read_ahead_kb, up to 8 MiB here).
+    data = np.arange(64 * 2**20 // 4, dtype="<i4").reshape(-1, 1024)
     with h5py.File(fn, "w") as f:
         f["x"] = data
     monkeypatch.delenv("MULTILOAD_COLD", raising=False)
@@ -183,7 +185,7 @@ def test_auto_follows_the_page_cache(tmp_path, monkeypatch):
     q = multiload.Streamer(fn).get_queue("x", n_procs=2, block_size=256)
     with q:
         warm = drain(q)
-        st = q.stats()
+    st = q.stats()  # closed: the workers' counts are final
     check(warm, data)
     assert st["prefetch_steps"] == 0 and st["resident_steps"] >= 1, st
 
@@ -193,7 +195,7 @@ def test_auto_follows_the_page_cache(tmp_path, monkeypatch):
     q = multiload.Streamer(fn).get_queue("x", n_procs=2, block_size=256)
     with q:
         cold = drain(q)
-        st = q.stats()
+    st = q.stats()
     check(cold, data)
     assert st["prefetch_steps"] >= 1, st
 
@@ -204,7 +206,7 @@ def direct_batches(fn, path, io_mode, monkeypatch):
     q = multiload.Streamer(fn).get_queue(path, n_procs=2, block_size=rf.BLOCK, io_mode=io_mode, direct=True)
     with q:
         out = rf.drain(q)
-        st = q.stats()
+    st = q.stats()
     assert st["batch_blocks"] > 1, st
     return out
 
