@@ -22,7 +22,7 @@ ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize
 # build locks glibc's malloc across fork and passes).
 ASAN_PYTESTS ?= tests/test_streamer_api.py tests/test_streamer_bad_input.py tests/test_streamer_close.py \
 	tests/test_streamer_shuffle.py \
-	tests/test_streamer_filters.py tests/test_streamer_types.py tests/test_streamer_direct.py \
+	tests/test_streamer_filters.py tests/test_streamer_types.py tests/test_streamer_direct.py tests/test_streamer_cold.py \
 	tests/test_reader_api.py tests/test_reader_index.py tests/test_reader_parallel.py tests/test_reader_lifecycle.py \
 	tests/test_reliability_badinput.py tests/test_reliability_faults.py tests/test_reliability_corrupt.py \
 	tests/test_reliability_lifecycle.py tests/test_reliability_signals.py \

@@ -217,7 +217,7 @@ def py_entry(system, spec, python=PY, imports=(), role="peer", note="", script=S
 
 
 def fio_entry(system, path, bs, rw="read", jobs=1, engine="io_uring", direct=False, cold=False,
-              runtime=None, role="limit", row_bytes=1024):
+              runtime=None, role="limit", row_bytes=1024, iodepth=16):
     size = os.path.getsize(path)
     part = size // jobs // bs * bs
 
@@ -227,7 +227,7 @@ def fio_entry(system, path, bs, rw="read", jobs=1, engine="io_uring", direct=Fal
                "--output-format=json", f"--direct={int(direct)}",
                f"--invalidate={int(bool(cold))}"]
         if engine != "psync":
-            cmd.append("--iodepth=16")
+            cmd.append(f"--iodepth={iodepth}")
         if runtime:
             cmd += ["--time_based", f"--runtime={runtime}", f"--size={size // bs * bs}"]
         else:
@@ -242,7 +242,7 @@ def fio_entry(system, path, bs, rw="read", jobs=1, engine="io_uring", direct=Fal
                     p50=_fio_pct(rd, "50.000000"), p99=_fio_pct(rd, "99.000000"),
                     cpu=(out["jobs"][0]["usr_cpu"] + out["jobs"][0]["sys_cpu"]) / 100 * secs * jobs)
     return Entry(system, "fio", run, role=role,
-                 note=f"fio {engine} bs={bs} {'iodepth=16 ' if engine != 'psync' else ''}jobs={jobs}"
+                 note=f"fio {engine} bs={bs} {f'iodepth={iodepth} ' if engine != 'psync' else ''}jobs={jobs}"
                       f"{' O_DIRECT' if direct else ''}")
 
 
@@ -365,11 +365,13 @@ def plan(args, paths, exe, have_mt, mt_reason, can_drop):
               py_entry("PyTables read()", dict(base, func="seq-tables"), imports=tb),
               py_entry("numpy.memmap copy", dict(base, func="seq-memmap", dtype="<f4",
                                                  offset=layout.offset, shape=layout.shape), imports=["numpy"]),
-              mt_entry("multitables n_procs=2", dict(base, func="seq-multitables", n_procs=2)),
-              fio_entry("fio io_uring 2 jobs, buffered", path, bs, jobs=2, cold=True, row_bytes=layout.row_bytes),
-              fio_entry("fio psync 2 jobs, buffered", path, bs, jobs=2, engine="psync", cold=True, row_bytes=layout.row_bytes),
-              fio_entry("fio io_uring 1 job, O_DIRECT", path, bs, jobs=1, direct=True, row_bytes=layout.row_bytes),
-              fio_entry("fio io_uring 2 jobs, O_DIRECT", path, bs, jobs=2, direct=True, row_bytes=layout.row_bytes)]
+              mt_entry("multitables n_procs=2", dict(base, func="seq-multitables", n_procs=2))]
+        # The storage's limit is whichever of these is fastest on the run
+        # (W1_COLD_FIO): one sequential buffered stream (what PyTables and
+        # numpy.memmap get from the kernel's readahead), two, and O_DIRECT
+        # queues deep enough for the device (iodepth 32/64 of 1 MiB reads).
+        for system, kw in W1_COLD_FIO_RUNS:
+            e.append(fio_entry(system, path, bs, cold=not kw.get("direct"), row_bytes=layout.row_bytes, **kw))
         W.append(Workload("W1-cold", "W1 from storage (page cache dropped before each run)", path, e,
                           warm=False, ref="multiload n_procs=2"))
 
@@ -640,6 +642,22 @@ def ratio(S, wk, a, b, unit):
 
 MEMORY_BOUND = "memory bound"  # a target's `versus`: the system's peak RSS growth ÷ its stated bound
 SAME_AT = "itself at "  # a target's `versus` prefix: the same system's µs per row (chunk) in another workload
+
+# W1-cold: the peers and the fio configurations a headline target compares
+# with the best of (a tuple as a target's `versus`: the fastest median of
+# them in this run).
+W1_COLD_PEERS = ("h5py dset[i:i+B]", "PyTables read()", "numpy.memmap copy", "multitables n_procs=2")
+W1_COLD_FIO_RUNS = (
+    ("fio psync 1 job, buffered", dict(engine="psync")),
+    ("fio io_uring 1 job, buffered", dict()),
+    ("fio psync 2 jobs, buffered", dict(engine="psync", jobs=2)),
+    ("fio io_uring 2 jobs, buffered", dict(jobs=2)),
+    ("fio io_uring 1 job, O_DIRECT", dict(direct=True)),
+    ("fio io_uring 2 jobs, O_DIRECT", dict(jobs=2, direct=True)),
+    ("fio io_uring 1 job, O_DIRECT, iodepth 32", dict(direct=True, iodepth=32)),
+    ("fio io_uring 1 job, O_DIRECT, iodepth 64", dict(direct=True, iodepth=64)),
+)
+W1_COLD_FIO = tuple(name for name, _ in W1_COLD_FIO_RUNS)
 TARGETS = [
     # (label, workload, multiload system, other system, op, target, unit)
     ("W1 ≥ 0.85× fio warm, 2 jobs", "W1", "multiload n_procs=2", "fio io_uring 2 jobs", ">=", 0.85),
@@ -649,10 +667,10 @@ TARGETS = [
     ("W1 vs memcpy past L3, 2 threads (reference: the copy limit)", "W1", "multiload n_procs=2",
      "memcpy 64 MiB, past L3, 2 threads", ">=", 0.85),
     ("W1 ≥ 1.8× h5py (2 workers)", "W1", "multiload n_procs=2", "h5py dset[i:i+B]", ">=", 1.8),
-    ("W1 cold ≥ 0.9× fio O_DIRECT (direct=True)", "W1-cold", "multiload direct=True",
-     "fio io_uring 2 jobs, O_DIRECT", ">=", 0.9),
-    ("W1 cold, buffered, vs fio O_DIRECT (reference)", "W1-cold", "multiload n_procs=2",
-     "fio io_uring 2 jobs, O_DIRECT", ">=", 0.9),
+    ("W1 cold buffered ≥ best peer", "W1-cold", "multiload n_procs=2", W1_COLD_PEERS, ">=", 1.0),
+    ("W1 cold buffered ≥ 0.9× best fio", "W1-cold", "multiload n_procs=2", W1_COLD_FIO, ">=", 0.9),
+    ("W1 cold direct=True ≥ best peer", "W1-cold", "multiload direct=True", W1_COLD_PEERS, ">=", 1.0),
+    ("W1 cold direct=True ≥ 0.9× best fio", "W1-cold", "multiload direct=True", W1_COLD_FIO, ">=", 0.9),
     ("W2 ≥ 0.8× fio, 2 jobs", "W2", "multiload n_procs=2", "fio io_uring 2 jobs", ">=", 0.8),
     ("W2 ≥ 2× h5py (default chunk cache)", "W2", "multiload n_procs=2", "h5py dset[i:i+B]", ">=", 2.0),
     ("W3 ≥ 0.85× libdeflate on all cores", "W3", "multiload n_procs=2", "libdeflate, 2 threads", ">=", 0.85),
@@ -705,11 +723,24 @@ TARGETS = [
 ] + scaleout.TARGETS
 
 
+def best_of(S, wk, systems, unit):
+    """The system of `systems` with the best median in workload wk (None if none was measured)."""
+    got = [(metric(S[(wk, b)], unit)["median"], b) for b in systems
+           if (wk, b) in S and "missing" not in S[(wk, b)]]
+    if not got:
+        return None
+    return (min if unit == "us/block" else max)(got)[1]
+
+
 def targets(W, S):
     units = {w.key: w.unit for w in W}
     out = []
     for label, wk, a, b, op, target in TARGETS:
         unit = units.get(wk)
+        best = None
+        if isinstance(b, tuple):  # the best of several systems, as measured in this run
+            best = best_of(S, wk, b, unit) if unit else None
+            b = best or b[0]
         row = dict(target=label, workload=wk, multiload=a, versus=b, op=op, goal=target)
         sa = S.get((wk, a))
         if unit is None or sa is None:
@@ -734,6 +765,8 @@ def targets(W, S):
             v = ratio(S, wk, a, b, unit)
             sb = S.get((wk, b), {})
             why = sa.get("missing") or sb.get("missing") or ""
+            if best and not why:
+                why = f"best: {best}, {fmt_num(metric(sb, unit)['median'], unit)} {unit}"
             row.update(value=v, status="not available" if v is None else ("met" if v >= target else "missed"),
                        why=why)
         out.append(row)

@@ -82,7 +82,7 @@ def default_block_size(layout, field=None):
     return max(1, min(rows, n_rows))
 
 
-def default_read_ahead(n_procs, block_bytes):
+def default_read_ahead(n_procs, block_bytes, direct=False):
     """The number of ring slots multiload uses when read_ahead is None.
 
     ``2 * n_procs + 1`` (multitables' default): each worker fills one slot
@@ -94,10 +94,18 @@ def default_read_ahead(n_procs, block_bytes):
     block; 128 KiB blocks (the contiguous default), 5 -> 16 slots: ~8 ->
     ~10-12 GB/s; 1 MiB blocks are best with 5 (32 slots: 18 -> 14 GB/s, the
     slots fall out of cache), so large blocks keep multitables' count.
+
+    ``direct=True`` reads bypass the page cache, so the device's queue
+    depth is the slots being read: each worker reads a batch of blocks at
+    once, about 16 MiB in flight among all workers (src/readahead.h), and
+    the default gives every worker and the consumer a full batch (1 MiB
+    blocks, 2 workers: 24 slots).
     """
     slots = 2 * n_procs + 1
     if block_bytes > 0:
         slots = max(slots, min(SMALL_BLOCK_SLOTS, -(-READ_AHEAD_MIN_BYTES // block_bytes)))
+        if direct:
+            slots = max(slots, _core.direct_slots(block_bytes, min(n_procs, UINT_MAX)))
     return min(slots, UINT_MAX)
 
 
@@ -337,10 +345,16 @@ class Queue:
             ``wait_seconds`` (time consumers spent blocked in ``get()``),
             ``errors`` (blocks that raised), ``io_mode`` (``'io_uring'`` or
             ``'pread'``: the engine the workers use), ``block_size`` and
-            ``n_blocks``.
+            ``n_blocks``; and what the cold path did (docs/streamer.md,
+            "Data not in the page cache"): ``prefetch_steps`` (steps of
+            blocks ahead hinted to the kernel), ``resident_steps`` (steps
+            found in the page cache and left alone), ``batch_blocks``
+            (blocks a worker reads at once: more than 1 for ``direct=True``)
+            and ``batched_blocks`` (blocks read that way).
         """
         if self._stream is None:
-            st = {"blocks": 0, "bytes": 0, "wait_seconds": 0.0, "errors": 0, "io_mode": io_mode()}
+            st = {"blocks": 0, "bytes": 0, "wait_seconds": 0.0, "errors": 0, "io_mode": io_mode(),
+                  "prefetch_steps": 0, "resident_steps": 0, "batched_blocks": 0, "batch_blocks": 1}
         else:
             st = self._stream.stats()
         st["block_size"] = self.block_size
@@ -560,7 +574,7 @@ class Streamer(_handle.Handle):
             return queue
         block_size = min(block_size, n_rows)
         if read_ahead is None:
-            read_ahead = default_read_ahead(n_procs, block_size * layout.row_bytes)
+            read_ahead = default_read_ahead(n_procs, block_size * layout.row_bytes, bool(direct))
         # The core builds a sequential, cyclic or permuted block schedule
         # (one shard of it) from these and a private ring of read_ahead
         # slots for it (stream_type.c; the schedule: schedule.c).

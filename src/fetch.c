@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -59,7 +60,8 @@ struct ml_fetcher {
     size_t align;            /* direct mode: the direct source's alignment, bytes */
     unsigned char *bounce;   /* direct mode: aligned, bounce_cap bytes */
     size_t bounce_cap;
-    ml_io_req *dreqs;        /* direct mode: widened requests, dreqs_cap */
+    ml_io_req *dreqs;        /* direct mode: widened, merged requests, dreqs_cap */
+    size_t *dmap;            /* direct mode: request i is read by dreqs[dmap[i]], dreqs_cap */
     size_t dreqs_cap;
 };
 
@@ -92,6 +94,7 @@ void ml_fetcher_close(ml_fetcher *f) {
     ml_io_close(f->dio);
     free(f->bounce);
     free(f->dreqs);
+    free(f->dmap);
     ml_io_close(f->io);
     ml_decoder_close(f->dec);
     free(f->scratch);
@@ -117,52 +120,87 @@ int ml_fetcher_set_direct(ml_fetcher *f, ml_error *err) {
     return 0;
 }
 
-/* Direct mode: widen each request to aligned bounds, read them all in one
- * batch into the bounce buffer, copy the wanted bytes out. A read may end
- * short at end of file as long as it covered the bytes wanted. */
+/* Direct mode: bytes one merged read covers at most. */
+#define DIRECT_MERGE_MAX (8u << 20)
+/* Bounce buffers at least this large are aligned to it and asked for
+ * transparent huge pages: a direct read into 4 KiB pages is split by the
+ * device's segment limit (virtio here: 254 segments, so 1 MiB + 4 KiB
+ * became a 1016 KiB and a 12 KiB request); 2 MiB pages make few segments. */
+#define BOUNCE_HUGE (2u << 20)
+
+static int grow_bounce(ml_fetcher *f, size_t need) {
+    if (need <= f->bounce_cap)
+        return 0;
+    free(f->bounce);
+    f->bounce = NULL;
+    f->bounce_cap = 0;
+    size_t align = f->align < sizeof(void *) ? sizeof(void *) : f->align;
+    if (need >= BOUNCE_HUGE) {
+        align = BOUNCE_HUGE;
+        need = (need + BOUNCE_HUGE - 1) / BOUNCE_HUGE * BOUNCE_HUGE;
+    }
+    if (ml_fault_alloc() < 0 || posix_memalign((void **)&f->bounce, align, need) != 0) {
+        f->bounce = NULL;
+        return -ENOMEM;
+    }
+    if (need >= BOUNCE_HUGE)
+        madvise(f->bounce, need, MADV_HUGEPAGE); /* a hint: 4 KiB pages still work */
+    f->bounce_cap = need;
+    return 0;
+}
+
+/* Direct mode: widen each request to aligned bounds, merge requests whose
+ * widened ranges touch or overlap in file order (one read instead of
+ * several, and the shared page read once), read them all in one batch into
+ * the bounce buffer, copy the wanted bytes out. A read may end short at end
+ * of file as long as it covered the bytes wanted. */
 static int read_direct(ml_fetcher *f, ml_io_req *reqs, size_t n) {
     const uint64_t A = f->align;
-    size_t need = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint64_t a = reqs[i].offset / A * A;
-        uint64_t b = (reqs[i].offset + reqs[i].len + A - 1) / A * A;
-        need += b - a;
-    }
-    if (need > f->bounce_cap) {
-        free(f->bounce);
-        f->bounce = NULL;
-        f->bounce_cap = 0;
-        if (ml_fault_alloc() < 0 || posix_memalign((void **)&f->bounce, A < sizeof(void *) ? sizeof(void *) : A, need) != 0) {
-            f->bounce = NULL;
-            return -ENOMEM;
-        }
-        f->bounce_cap = need;
-    }
     if (n > f->dreqs_cap) {
         ml_io_req *d = realloc(f->dreqs, n * sizeof *d);
         if (!d)
             return -ENOMEM;
         f->dreqs = d;
+        size_t *m = realloc(f->dmap, n * sizeof *m);
+        if (!m)
+            return -ENOMEM;
+        f->dmap = m;
         f->dreqs_cap = n;
     }
-    size_t off = 0;
+    size_t nd = 0, need = 0;
     for (size_t i = 0; i < n; i++) {
         uint64_t a = reqs[i].offset / A * A;
         uint64_t b = (reqs[i].offset + reqs[i].len + A - 1) / A * A;
-        f->dreqs[i] = (ml_io_req){.offset = a, .len = b - a,
-                                  .buf = f->bounce + off, .no_resume = 1};
-        off += b - a;
+        ml_io_req *d = nd ? &f->dreqs[nd - 1] : NULL;
+        if (d && a >= d->offset && a <= d->offset + d->len && b - d->offset <= DIRECT_MERGE_MAX) {
+            if (b > d->offset + d->len) {
+                need += b - (d->offset + d->len);
+                d->len = b - d->offset;
+            }
+        } else {
+            f->dreqs[nd++] = (ml_io_req){.offset = a, .len = b - a, .no_resume = 1};
+            need += b - a;
+        }
+        f->dmap[i] = nd - 1;
     }
-    int rc = ml_io_read(f->dio, f->dreqs, n);
+    if (grow_bounce(f, need) < 0)
+        return -ENOMEM;
+    size_t off = 0;
+    for (size_t j = 0; j < nd; j++) {
+        f->dreqs[j].buf = f->bounce + off;
+        off += f->dreqs[j].len;
+    }
+    int rc = ml_io_read(f->dio, f->dreqs, nd);
     if (rc < 0 && rc != -ML_ETRUNC)
         return rc;
     for (size_t i = 0; i < n; i++) {
-        size_t pad = reqs[i].offset - f->dreqs[i].offset;
-        if (f->dreqs[i].result < 0)
-            return (int)f->dreqs[i].result;
-        if ((size_t)f->dreqs[i].result < pad + reqs[i].len)
+        const ml_io_req *d = &f->dreqs[f->dmap[i]];
+        size_t pad = reqs[i].offset - d->offset;
+        if (d->result < 0)
+            return (int)d->result;
+        if ((size_t)d->result < pad + reqs[i].len)
             return -ML_ETRUNC;
-        memcpy(reqs[i].buf, (unsigned char *)f->dreqs[i].buf + pad, reqs[i].len);
+        memcpy(reqs[i].buf, (unsigned char *)d->buf + pad, reqs[i].len);
         reqs[i].result = (ssize_t)reqs[i].len;
     }
     return 0;
@@ -586,6 +624,95 @@ int ml_fetch_rows_multi(ml_fetcher *f, const ml_row_run *runs, void *const *dest
             return rc;
     }
     return np ? run_batch(f, f->plans, np, err) : 0;
+}
+
+/* ---- read-ahead hints ------------------------------------------------ */
+
+/* A chunk whose stored bytes a hint may name: written, at an address of
+ * the source, inside the file. Anything else is the fetch's to report. */
+static int hint_chunk(ml_layout *L, uint64_t index, ml_chunk_info *ci) {
+    ml_error ignored;
+    ml_error_clear(&ignored);
+    return ml_layout_chunk(L, index, ci, &ignored) == 0 && ci->addr != UINT64_MAX &&
+           ci->addr != ML_CHUNK_VIA_FORMAT && !ci->bad && ci->size > 0 && ml_layout_in_file(L, ci->addr, ci->size);
+}
+
+/* Calls fn(L, off, len, arg) for the stored byte ranges of rows [row0,
+ * row0 + n), adjacent chunks merged, until fn returns nonzero (which is
+ * returned). Chunked data: at most ML_PREFETCH_MAX_CHUNKS look-ups. */
+typedef int (*range_fn)(ml_layout *L, uint64_t off, uint64_t len, void *arg);
+
+static int stored_ranges(ml_layout *L, uint64_t row0, uint64_t n, range_fn fn, void *arg) {
+    if (n == 0 || L->row_bytes == 0 || row0 > L->n_rows || n > L->n_rows - row0)
+        return 0;
+    if (L->storage == ML_STORE_CONTIGUOUS) {
+        if (L->offset == UINT64_MAX || !ml_layout_in_file(L, L->offset + row0 * L->row_bytes, n * L->row_bytes))
+            return 0;
+        return fn(L, L->offset + row0 * L->row_bytes, n * L->row_bytes, arg);
+    }
+    if (L->storage != ML_STORE_CHUNKED)
+        return 0;
+    uint64_t inner = L->n_chunks / L->grid[0];
+    uint64_t first = row0 / L->chunk[0] * inner, end = ((row0 + n - 1) / L->chunk[0] + 1) * inner;
+    if (end - first > ML_PREFETCH_MAX_CHUNKS)
+        end = first + ML_PREFETCH_MAX_CHUNKS;
+    uint64_t off = 0, len = 0; /* the range being merged */
+    for (uint64_t c = first; c < end; c++) {
+        ml_chunk_info ci;
+        if (!hint_chunk(L, c, &ci))
+            continue;
+        if (len && ci.addr == off + len) {
+            len += ci.size;
+            continue;
+        }
+        int stop = len ? fn(L, off, len, arg) : 0;
+        if (stop)
+            return stop;
+        off = ci.addr;
+        len = ci.size;
+    }
+    return len ? fn(L, off, len, arg) : 0;
+}
+
+static int prefetch_range(ml_layout *L, uint64_t off, uint64_t len, void *arg) {
+    ml_source_prefetch(L->src, off, len);
+    ++*(size_t *)arg;
+    return 0;
+}
+
+size_t ml_fetch_prefetch(ml_layout *L, uint64_t row0, uint64_t n) {
+    size_t ranges = 0;
+    stored_ranges(L, row0, n, prefetch_range, &ranges);
+    return ranges;
+}
+
+/* The page holding byte `off` of the source: 1 resident, 0 not, or -errno. */
+static int page_resident(ml_layout *L, uint64_t off) {
+    uint64_t got;
+    int rc = ml_source_resident(L->src, off / 4096 * 4096, 4096, &got);
+    return rc < 0 ? rc : got > 0;
+}
+
+int ml_fetch_resident(ml_layout *L, uint64_t row0, uint64_t n) {
+    if (n == 0 || L->row_bytes == 0 || row0 > L->n_rows || n > L->n_rows - row0)
+        return 1;
+    uint64_t end; /* one past the last stored byte of the rows */
+    if (L->storage == ML_STORE_CONTIGUOUS) {
+        end = L->offset + (row0 + n) * L->row_bytes;
+        if (L->offset == UINT64_MAX || !ml_layout_in_file(L, L->offset + row0 * L->row_bytes, n * L->row_bytes))
+            return 1;
+    } else if (L->storage == ML_STORE_CHUNKED) {
+        /* The rows' last chunk (one look-up, whatever the chunk count). */
+        uint64_t inner = L->n_chunks / L->grid[0];
+        ml_chunk_info ci;
+        if (!hint_chunk(L, ((row0 + n - 1) / L->chunk[0] + 1) * inner - 1, &ci))
+            return 1;
+        end = ci.addr + ci.size;
+    } else {
+        return 1;
+    }
+    int r = page_resident(L, end - 1);
+    return r < 0 ? -EOPNOTSUPP : r;
 }
 
 /* ---- what the Reader asks of storage, and reads that never wait ------ */

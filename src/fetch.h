@@ -61,6 +61,29 @@ int ml_fetch_runs(ml_fetcher *f, const ml_row_run *runs, size_t n, void *dest,
 int ml_fetch_rows_multi(ml_fetcher *f, const ml_row_run *runs, void *const *dests, size_t n,
                         ml_error *err);
 
+/* ---- read-ahead hints (streamer.c's read-ahead of cold data) --------- */
+
+/* Hints about rows that will be read soon; they read nothing into a
+ * destination, check nothing and report nothing: the fetch that reads the
+ * rows later does all that. Borrow L. */
+
+/* Ask L's source to start reading the stored bytes of rows [row0, row0 +
+ * n) without waiting (the page cache, for a file): contiguous data is one
+ * range, chunked data the written chunks the rows touch (adjacent ones
+ * merged into one range; at most ML_PREFETCH_MAX_CHUNKS look-ups a call),
+ * memory and slow-path data nothing. Rows outside the dataset, chunks the
+ * index cannot give or that lie past the file's end are skipped. Returns
+ * the number of ranges handed to the source. */
+#define ML_PREFETCH_MAX_CHUNKS 4096
+size_t ml_fetch_prefetch(ml_layout *L, uint64_t row0, uint64_t n);
+
+/* Whether the stored bytes of rows [row0, row0 + n) look resident (a read
+ * would not wait for a device): the page of their last byte is sampled
+ * (the one a sequential reader reaches last).
+ * Returns 1 (resident, or nothing of them is read from the source), 0 (not
+ * resident), or -EOPNOTSUPP (the source cannot tell). */
+int ml_fetch_resident(ml_layout *L, uint64_t row0, uint64_t n);
+
 /* ---- what the Reader asks of storage, and reads that never wait ------ */
 
 /* Storage-neutral questions a planner may ask instead of testing

@@ -39,7 +39,20 @@
  * file as fstat sees it the first time it is asked for, made under the
  * source's mutex and unmapped when the source goes. MULTILOAD_MMAP=0
  * refuses it (every read is then a read), so tests cover both paths; so
- * does fault injection, whose faults model the read engines.
+ * does fault injection, whose faults model the read engines. (It is a
+ * mapping of its own beside the read-ahead's below, which must never be
+ * touched: two mappings of one file cost address space only.)
+ *
+ * What is resident (mincore) and prefetching (posix_fadvise WILLNEED) serve
+ * the Streamer's read-ahead (streamer.c). mincore needs a mapping of the
+ * file: the source maps the whole file once, read-only and never touched
+ * (no page is faulted in, so no memory is used and a truncated file cannot
+ * raise SIGBUS), the first time anyone asks, and unmaps it with the source;
+ * a range past that mapping (the file grew) or a mapping refused (address
+ * space limits) gets a mapping of its own for the call. Measured here: one
+ * page 1.6 us through the standing map, 8 us with a map per call; WILLNEED
+ * of 8 MiB already cached ~150 us, which is why callers sample before they
+ * prefetch.
  */
 #define _GNU_SOURCE
 #include "io.h"
@@ -74,6 +87,12 @@
 #define VALGRIND_MAKE_MEM_DEFINED(addr, len) ((void)(addr), (void)(len))
 #endif
 
+/* A read-only mapping of the whole file for mincore, made once. */
+typedef struct resident_map {
+    void *addr;          /* owned mapping, or NULL: mapping refused (map per call) */
+    size_t len;          /* bytes mapped: the file's size when it was made */
+} resident_map;
+
 typedef struct posix_source {
     ml_source base;      /* first: a posix_source is an ml_source */
     int fd;              /* owned O_RDONLY (maybe O_DIRECT) descriptor; read-only */
@@ -81,6 +100,7 @@ typedef struct posix_source {
     _Atomic int map_tried; /* 1 once a view was asked for (made or refused); its release
                               store publishes map and map_len, read without the mutex after */
     ml_source_view view; /* base: MAP_SHARED, PROT_READ, len bytes; or NULL */
+    _Atomic(resident_map *) map; /* owned; NULL until the first resident() (set once by CAS) */
 } posix_source;
 
 typedef struct posix_io {
@@ -330,6 +350,10 @@ static void posix_destroy(ml_source *s) {
     if (p->view.base)
         munmap((void *)p->view.base, (size_t)p->view.len);
     pthread_mutex_destroy(&p->map_mu);
+    resident_map *m = atomic_load_explicit(&p->map, memory_order_acquire);
+    if (m && m->addr)
+        munmap(m->addr, m->len);
+    free(m);
     close(p->fd);
     free(p);
 }
@@ -394,6 +418,97 @@ made:
     return 0;
 }
 
+#define PAGE 4096u
+
+/* The standing map, made by the first caller (a loser of the race unmaps
+ * its own). NULL only when even the record cannot be allocated. */
+static resident_map *standing_map(posix_source *p) {
+    /* acquire: pairs with the CAS's release, so addr and len are seen whole. */
+    resident_map *m = atomic_load_explicit(&p->map, memory_order_acquire);
+    if (m)
+        return m;
+    m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    struct stat st;
+    if (fstat(p->fd, &st) == 0 && st.st_size > 0) {
+        void *a = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, p->fd, 0);
+        if (a != MAP_FAILED) {
+            m->addr = a;
+            m->len = (size_t)st.st_size;
+        }
+    }
+    resident_map *none = NULL;
+    if (atomic_compare_exchange_strong_explicit(&p->map, &none, m, memory_order_acq_rel, memory_order_acquire))
+        return m;
+    if (m->addr)
+        munmap(m->addr, m->len);
+    free(m);
+    return none; /* the winner's */
+}
+
+/* Resident bytes of [off, off + len) of the pages mapped at `base`, which
+ * maps file offset `base_off` (both page-aligned). Returns 0 or -errno. */
+static int count_resident(unsigned char *base, uint64_t base_off, uint64_t off, uint64_t len, uint64_t *out) {
+    unsigned char vec[256];
+    uint64_t end = off + len, got = 0;
+    for (uint64_t pg = off / PAGE * PAGE; pg < end; pg += sizeof vec * (uint64_t)PAGE) {
+        uint64_t span = end - pg < sizeof vec * (uint64_t)PAGE ? end - pg : sizeof vec * (uint64_t)PAGE;
+        if (mincore(base + (pg - base_off), span, vec) < 0)
+            return -errno;
+        for (uint64_t i = 0; i * PAGE < span; i++) {
+            if (!(vec[i] & 1))
+                continue;
+            uint64_t a = pg + i * PAGE, b = a + PAGE;
+            got += (b < end ? b : end) - (a > off ? a : off);
+        }
+    }
+    *out = got;
+    return 0;
+}
+
+static int posix_resident(ml_source *s, uint64_t off, uint64_t len, uint64_t *out) {
+    posix_source *p = (posix_source *)s;
+    *out = 0;
+    if (len == 0)
+        return 0;
+    if (off > UINT64_MAX - len)
+        return -EINVAL;
+    resident_map *m = standing_map(p);
+    if (m && m->addr && off + len <= m->len)
+        return count_resident(m->addr, 0, off, len, out);
+    /* Past the standing map, or none: a map of just this range. */
+    uint64_t a = off / PAGE * PAGE, b = (off + len + PAGE - 1) / PAGE * PAGE;
+    if (b - a > SIZE_MAX || a > (uint64_t)INT64_MAX)
+        return -EINVAL;
+    void *map = mmap(NULL, (size_t)(b - a), PROT_READ, MAP_SHARED, p->fd, (off_t)a);
+    if (map == MAP_FAILED)
+        return errno == ENODEV || errno == EACCES ? -EOPNOTSUPP : -errno;
+    int rc = count_resident(map, a, off, len, out);
+    munmap(map, (size_t)(b - a));
+    return rc;
+}
+
+/* WILLNEED starts the reads (the kernel's readahead into the page cache)
+ * and returns; the caller's later reads find the pages. Linux reads at
+ * most max(read_ahead_kb, max_sectors_kb) of one WILLNEED call and drops
+ * the rest silently (mm/readahead.c, force_page_cache_ra), 128 KiB on many
+ * disks, so the range goes in PREFETCH_PIECE pieces. */
+#define PREFETCH_PIECE (256u << 10)
+
+static int posix_prefetch(ml_source *s, uint64_t off, uint64_t len) {
+    if (len == 0 || off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
+        return 0;
+    int fd = ((posix_source *)s)->fd;
+    for (uint64_t done = 0; done < len; done += PREFETCH_PIECE) {
+        uint64_t n = len - done < PREFETCH_PIECE ? len - done : PREFETCH_PIECE;
+        int rc = posix_fadvise(fd, (off_t)(off + done), (off_t)n, POSIX_FADV_WILLNEED);
+        if (rc)
+            return -rc;
+    }
+    return 0;
+}
+
 static int adopt(int fd, unsigned align, ml_source **out);
 
 /* O_DIRECT through /proc/self/fd: the same open file, not a new open by
@@ -412,6 +527,7 @@ static int posix_direct(ml_source *s, ml_source **out) {
 
 static const ml_source_ops posix_ops = {.kind = "posix", .io_open = posix_io_open, .read = posix_read,
                                         .identify = posix_identify, .direct = posix_direct,
+                                        .resident = posix_resident, .prefetch = posix_prefetch,
                                         .destroy = posix_destroy, .map = posix_map};
 
 static int adopt(int fd, unsigned align, ml_source **out) {
@@ -420,6 +536,7 @@ static int adopt(int fd, unsigned align, ml_source **out) {
         return -ENOMEM;
     p->fd = fd;
     pthread_mutex_init(&p->map_mu, NULL);
+    atomic_init(&p->map, NULL);
     ml_source_init(&p->base, &posix_ops, align);
     *out = &p->base;
     return 0;

@@ -378,6 +378,29 @@ void ml_ring_unref(ml_ring *r) {
 
 static uint64_t now_ns(void) { return (uint64_t)ml_clock_now_ns(); }
 
+/* FREE -> LOADING for the first free slot at or after *from, with the
+ * next block number. Returns 1, or 0 if no slot is free. Caller holds mu
+ * and has checked closed and the limit. */
+static int claim_free(ml_ring *r, unsigned *from, unsigned *slot_out, uint64_t *seq, void **data) {
+    ring_hdr *h = r->h;
+    for (unsigned i = *from; i < r->n_slots; i++) {
+        if (r->slots[i].state == ML_SLOT_FREE) {
+            ring_slot *s = &r->slots[i];
+            s->state = ML_SLOT_LOADING;
+            h->n_free--;
+            s->seq = h->next_seq++;
+            ml_error_clear(&s->error);
+            *slot_out = i;
+            *seq = s->seq;
+            *data = r->mem + (size_t)i * r->slot_bytes;
+            *from = i + 1;
+            return 1;
+        }
+    }
+    *from = r->n_slots;
+    return 0;
+}
+
 int ml_ring_claim(ml_ring *r, unsigned *slot_out, uint64_t *seq, void **data) {
     ring_hdr *h = r->h;
     ring_lock(r);
@@ -390,24 +413,26 @@ int ml_ring_claim(ml_ring *r, unsigned *slot_out, uint64_t *seq, void **data) {
             ring_unlock(r);
             return -ML_EEND;
         }
-        for (unsigned i = 0; i < r->n_slots; i++) {
-            if (r->slots[i].state == ML_SLOT_FREE) {
-                ring_slot *s = &r->slots[i];
-                s->state = ML_SLOT_LOADING;
-                h->n_free--;
-                s->seq = h->next_seq++;
-                ml_error_clear(&s->error);
-                *slot_out = i;
-                *seq = s->seq;
-                *data = r->mem + (size_t)i * r->slot_bytes;
-                ring_unlock(r);
-                return 0;
-            }
+        unsigned from = 0;
+        if (claim_free(r, &from, slot_out, seq, data)) {
+            ring_unlock(r);
+            return 0;
         }
         h->producers_waiting++;
         ring_wait(r, &h->space, NULL);
         h->producers_waiting--;
     }
+}
+
+unsigned ml_ring_claim_more(ml_ring *r, unsigned max, unsigned *slots, uint64_t *seqs, void **datas) {
+    ring_hdr *h = r->h;
+    unsigned n = 0, from = 0;
+    ring_lock(r);
+    while (n < max && !h->closed && h->next_seq < r->limit && h->n_free > 0 &&
+           claim_free(r, &from, &slots[n], &seqs[n], &datas[n]))
+        n++;
+    ring_unlock(r);
+    return n;
 }
 
 void ml_ring_publish(ml_ring *r, unsigned i, uint64_t rows, const ml_error *err) {

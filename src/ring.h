@@ -73,6 +73,13 @@ void ml_ring_unref(ml_ring *r);
  * -ML_ECLOSED. */
 int ml_ring_claim(ml_ring *r, unsigned *slot, uint64_t *seq, void **data);
 
+/* Producer, never waiting: claim up to `max` more FREE slots with the next
+ * block numbers (consecutive, increasing), as ml_ring_claim does one, into
+ * slots[i], seqs[i], datas[i]. Returns how many were claimed: 0 when no
+ * slot is free, every block is claimed, or the ring is closed. A producer
+ * holding several claimed slots must publish each (in any order). */
+unsigned ml_ring_claim_more(ml_ring *r, unsigned max, unsigned *slots, uint64_t *seqs, void **datas);
+
 /* Producer: LOADING -> READY with `rows` rows, or with an error (err may be
  * NULL for success). */
 void ml_ring_publish(ml_ring *r, unsigned slot, uint64_t rows, const ml_error *err);

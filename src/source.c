@@ -59,6 +59,14 @@ int ml_source_direct(ml_source *s, ml_source **out) {
     return s->ops->direct ? s->ops->direct(s, out) : -EINVAL;
 }
 
+int ml_source_resident(ml_source *s, uint64_t off, uint64_t len, uint64_t *out) {
+    return s->ops->resident ? s->ops->resident(s, off, len, out) : -EOPNOTSUPP;
+}
+
+int ml_source_prefetch(ml_source *s, uint64_t off, uint64_t len) {
+    return s->ops->prefetch ? s->ops->prefetch(s, off, len) : 0;
+}
+
 int ml_io_open(ml_io **out, ml_source *s, unsigned depth, ml_io_mode mode) {
     return s->ops->io_open(s, depth, mode, out);
 }

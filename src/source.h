@@ -18,11 +18,15 @@
  *   - optionally a read-only view of its bytes in memory (a file's
  *     mapping), for gathers of many small pieces without a system call
  *     each; copies out of it go through ml_map_protect (mapcopy.h).
+ *   - optionally what is in memory already (`resident`: how many bytes of
+ *     a range a read would not wait for) and a hint to start reading a
+ *     range now without waiting (`prefetch`), so a stream can keep the
+ *     device busy ahead of its readers (streamer.c's read-ahead).
  *
  * How to add a source: one .c file that embeds `ml_source` first in its
  * own struct and `ml_io` first in its read context, fills an
  * ml_source_ops (io_open, read and destroy are required; the rest may be NULL:
- * no identity, no direct variant), calls ml_source_init() and
+ * no identity, no direct variant, cannot tell what is resident, no prefetch), calls ml_source_init() and
  * ml_io_init() on them, and exports one constructor. io.c (POSIX files)
  * is the first; tests/c/test_source.c holds a memory source and a
  * wrapping one that counts and fails requests.
@@ -98,6 +102,14 @@ typedef struct ml_source_ops {
      * without the page cache, with its own `align`. Returns 0, -EINVAL (not
      * supported here) or -errno. NULL: -EINVAL. */
     int (*direct)(ml_source *s, ml_source **out);
+    /* Set *out to how many bytes of [off, off + len) are in memory now (a
+     * read of them would not wait for a device). Thread-safe. Returns 0,
+     * -EOPNOTSUPP (cannot tell) or -errno. NULL: -EOPNOTSUPP. */
+    int (*resident)(ml_source *s, uint64_t off, uint64_t len, uint64_t *out);
+    /* Start reading [off, off + len) into memory and return without waiting
+     * for it: a hint, whose bytes a later read finds ready. Thread-safe.
+     * Returns 0 or -errno (the caller may ignore it). NULL: nothing to do. */
+    int (*prefetch)(ml_source *s, uint64_t off, uint64_t len);
     /* Free the source (its refcount reached zero). Required. */
     void (*destroy)(ml_source *s);
     /* Fill *out with a read-only view of the source's bytes (see
@@ -157,6 +169,13 @@ int ml_source_direct(ml_source *s, ml_source **out);
 /* The source's view in memory (see ml_source_view): 0 with *out set, or
  * -EOPNOTSUPP. */
 int ml_source_map(ml_source *s, ml_source_view *out);
+/* Bytes of [off, off + len) in memory now, into *out (see ml_source_ops.
+ * resident). Returns 0, -EOPNOTSUPP or -errno. */
+int ml_source_resident(ml_source *s, uint64_t off, uint64_t len, uint64_t *out);
+
+/* Start reading [off, off + len) without waiting (see ml_source_ops.
+ * prefetch). Returns 0 (also when the source has no prefetch) or -errno. */
+int ml_source_prefetch(ml_source *s, uint64_t off, uint64_t len);
 
 /* A read context on s for the calling thread (takes a reference to s).
  * Returns 0 or -errno (-ENOMEM). */

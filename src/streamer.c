@@ -23,6 +23,13 @@
  * never exits: if none could start, every block carries the error, so
  * consumers are never left waiting.
  *
+ * Cold data (readahead.c): after publishing a block, a worker keeps the
+ * blocks ahead of it hinted to the source (buffered streams), and a
+ * direct worker claims up to `batch` slots at once and reads their blocks
+ * in one batch, so several reads are in flight per worker. A batch that
+ * fails is read again block by block, so each block still carries its own
+ * error.
+ *
  * Close: ring close wakes every worker waiting for a slot; workers in the
  * middle of a read finish that read, then exit. close() joins them for up
  * to ML_CLOSE_WAIT_MS and detaches any still reading (a hung network mount
@@ -50,11 +57,14 @@ struct ml_stream {
     ml_ring *ring;                /* owned reference */
     ml_stream_config cfg;         /* immutable */
     ml_schedule sch;              /* immutable copy: which rows block k holds */
+    ml_readahead ra;              /* prefetch ahead of the workers (buffered streams) */
+    unsigned batch;               /* blocks a worker claims and reads at once, >= 1; immutable */
     pthread_t *threads;           /* n_started entries */
     unsigned n_started;
     pthread_mutex_t close_mu;     /* serialises close */
     int closed;                   /* guarded by close_mu */
     _Atomic uint64_t st_blocks, st_bytes, st_wait_ns, st_errors; /* relaxed counters */
+    _Atomic uint64_t st_batched;  /* blocks read in batches of several (relaxed) */
     _Atomic int io_mode;          /* mode the first worker got */
     pthread_mutex_t start_mu;     /* start gate: guards started */
     pthread_cond_t start_cv;      /* signalled once, when started becomes 1 */
@@ -89,6 +99,98 @@ static void note_tried(ml_stream *s) {
     s->n_tried++;
     pthread_cond_broadcast(&s->start_cv);
     pthread_mutex_unlock(&s->start_mu);
+}
+
+/* Read block k into data (rows by its schedule runs): 0 or a negative code
+ * with err naming the block. *rows gets the rows stored. */
+static int read_block(ml_stream *s, ml_fetcher *f, uint64_t k, void *data, uint64_t *rows, ml_error *err) {
+    ml_layout *L = s->L;
+    ml_block_runs runs;
+    int rc = ml_schedule_block(&s->sch, k, &runs);
+    *rows = 0;
+    if (rc < 0)
+        return ml_error_set(err, rc, "the schedule of dataset '%s' has no block %llu", L->path,
+                            (unsigned long long)k);
+    for (unsigned i = 0; i < runs.n && rc == 0; i++) {
+        rc = ml_fetch_rows(f, runs.start[i], runs.count[i], (unsigned char *)data + *rows * L->row_bytes, err);
+        *rows += runs.count[i];
+    }
+    return rc;
+}
+
+/* Publish block k with its outcome; a failure's message is prefixed with
+ * the block, so the consumer knows which one failed. */
+static void publish(ml_stream *s, unsigned slot, uint64_t k, uint64_t rows, int rc, ml_error *err) {
+    if (rc < 0) {
+        /* Room for the prefix, so snprintf never truncates (which
+         * -Wformat-truncation rejects); the copy back keeps what fits. */
+        char msg[ML_ERROR_MSG_MAX + 32];
+        snprintf(msg, sizeof msg, "block %llu: %s", (unsigned long long)k, err->msg);
+        memcpy(err->msg, msg, sizeof err->msg - 1);
+        err->msg[sizeof err->msg - 1] = '\0';
+        err->code = rc;
+    }
+    ml_ring_publish(s->ring, slot, rows, rc < 0 ? err : NULL);
+}
+
+/* One block; a worker that could not start publishes its start error. */
+static void fetch_one(ml_stream *s, ml_fetcher *f, int start_rc, const ml_error *start_err, unsigned slot,
+                      uint64_t k, void *data) {
+    ml_error err;
+    ml_error_clear(&err);
+    uint64_t rows = 0;
+    int rc = start_rc;
+    if (rc < 0)
+        err = *start_err;
+    else
+        rc = read_block(s, f, k, data, &rows, &err);
+    publish(s, slot, k, rows, rc, &err);
+}
+
+/* Runs one ml_fetch_rows_multi call takes: what fetch.c reads as one
+ * batch of contiguous ranges. */
+#define MULTI_RUNS 64
+
+/* n > 1 claimed blocks read together: every run of every block, MULTI_RUNS
+ * at a time through ml_fetch_rows_multi (one batch of reads each). If a
+ * batch fails, each block is read again on its own, so an error reaches
+ * the consumer with the block it belongs to and the others are
+ * unaffected. */
+static void fetch_batch(ml_stream *s, ml_fetcher *f, unsigned n, const unsigned *slot, const uint64_t *k,
+                        void *const *data) {
+    ml_layout *L = s->L;
+    ml_row_run runs[ML_DIRECT_BATCH_BLOCKS * ML_SCHEDULE_MAX_RUNS];
+    void *dests[ML_DIRECT_BATCH_BLOCKS * ML_SCHEDULE_MAX_RUNS];
+    uint64_t rows[ML_DIRECT_BATCH_BLOCKS];
+    size_t nr = 0;
+    int rc = 0;
+    for (unsigned b = 0; b < n && rc == 0; b++) {
+        ml_block_runs br;
+        rows[b] = 0;
+        if ((rc = ml_schedule_block(&s->sch, k[b], &br)) < 0)
+            break;
+        for (unsigned i = 0; i < br.n; i++, nr++) {
+            runs[nr] = (ml_row_run){.start = br.start[i], .count = br.count[i]};
+            dests[nr] = (unsigned char *)data[b] + rows[b] * L->row_bytes;
+            rows[b] += br.count[i];
+        }
+    }
+    /* Counted before any block is published, so a consumer that has taken
+     * them all sees the count. */
+    atomic_fetch_add_explicit(&s->st_batched, n, memory_order_relaxed);
+    ml_error err;
+    ml_error_clear(&err);
+    for (size_t i = 0; i < nr && rc == 0; i += MULTI_RUNS)
+        rc = ml_fetch_rows_multi(f, runs + i, dests + i, nr - i < MULTI_RUNS ? nr - i : MULTI_RUNS, &err);
+    for (unsigned b = 0; b < n; b++) {
+        if (rc == 0) {
+            publish(s, slot[b], k[b], rows[b], 0, NULL);
+            continue;
+        }
+        ml_error_clear(&err);
+        int brc = read_block(s, f, k[b], data[b], &rows[b], &err);
+        publish(s, slot[b], k[b], rows[b], brc, &err);
+    }
 }
 
 static void *worker_main(void *arg) {
@@ -126,40 +228,25 @@ static void *worker_main(void *arg) {
     pthread_mutex_unlock(&s->start_mu);
     int first = 1;
     for (;;) {
-        unsigned slot;
-        uint64_t k;
-        void *data;
-        int claimed = ml_ring_claim(s->ring, &slot, &k, &data);
+        unsigned slot[ML_DIRECT_BATCH_BLOCKS];
+        uint64_t k[ML_DIRECT_BATCH_BLOCKS];
+        void *data[ML_DIRECT_BATCH_BLOCKS];
+        int claimed = ml_ring_claim(s->ring, &slot[0], &k[0], &data[0]);
         if (start_rc < 0 && first && claimed < 0)
             note_tried(s);
         if (claimed < 0)
             break;
-        ml_block_runs runs;
-        ml_error err;
-        ml_error_clear(&err);
-        uint64_t rows = 0;
-        int rc = start_rc;
-        if (rc < 0)
-            err = start_err;
-        else if ((rc = ml_schedule_block(&s->sch, k, &runs)) < 0)
-            ml_error_set(&err, rc, "the schedule of dataset '%s' has no block %llu", L->path,
-                         (unsigned long long)k);
-        for (unsigned i = 0; i < runs.n && rc == 0; i++) {
-            rc = ml_fetch_rows(f, runs.start[i], runs.count[i],
-                               (unsigned char *)data + rows * L->row_bytes, &err);
-            rows += runs.count[i];
-        }
-        if (rc < 0) {
-            /* Prefix the block so the consumer knows which one failed. */
-            /* Room for the prefix, so snprintf never truncates (which
-             * -Wformat-truncation rejects); the copy back keeps what fits. */
-            char msg[ML_ERROR_MSG_MAX + 32];
-            snprintf(msg, sizeof msg, "block %llu: %s", (unsigned long long)k, err.msg);
-            memcpy(err.msg, msg, sizeof err.msg - 1);
-            err.msg[sizeof err.msg - 1] = '\0';
-            err.code = rc;
-        }
-        ml_ring_publish(s->ring, slot, rows, rc < 0 ? &err : NULL);
+        unsigned n = 1;
+        if (start_rc == 0 && s->batch > 1)
+            n += ml_ring_claim_more(s->ring, s->batch - 1, &slot[1], &k[1], &data[1]);
+        if (n > 1)
+            fetch_batch(s, f, n, slot, k, data);
+        else
+            fetch_one(s, f, start_rc, &start_err, slot[0], k[0], data[0]);
+        /* After the block is out, so hints never delay it (the first
+         * call of a stream hints a whole window: ~1 ms cold). */
+        if (start_rc == 0)
+            ml_readahead_advance(&s->ra, L, &s->sch, k[n - 1]);
         if (start_rc < 0 && first)
             note_tried(s);
         first = 0;
@@ -219,6 +306,11 @@ int ml_stream_open(ml_stream **out, ml_layout *L, ml_ring *ring, const ml_schedu
     int rc;
     s->cfg = *cfg;
     s->sch = *sch;
+    if (s->cfg.cold == ML_COLD_AUTO)
+        s->cfg.cold = ml_cold_mode_env();
+    /* Buffered streams prefetch ahead; direct ones read batches (readahead.c). */
+    ml_readahead_init(&s->ra, cfg->direct ? ML_COLD_OFF : s->cfg.cold, need, ml_schedule_position(sch),
+                      ml_schedule_n_blocks(sch));
     atomic_init(&s->io_mode, -1);
     atomic_init(&s->refs, 1);
     pthread_mutex_init(&s->close_mu, NULL);
@@ -238,6 +330,7 @@ int ml_stream_open(ml_stream **out, ml_layout *L, ml_ring *ring, const ml_schedu
         nw = n_slots;
     if (nw > n_blocks)
         nw = (unsigned)n_blocks;
+    s->batch = cfg->direct ? ml_direct_batch_blocks(s->cfg.cold, need, n_slots, nw) : 1;
     s->threads = calloc(nw ? nw : 1, sizeof *s->threads);
     if (!s->threads) {
         rc = ml_error_set(err, -ENOMEM, "out of memory starting a stream of dataset '%s'", L->path);
@@ -308,6 +401,10 @@ void ml_stream_get_stats(ml_stream *s, ml_stream_stats *st) {
     st->bytes = atomic_load_explicit(&s->st_bytes, memory_order_relaxed);
     st->wait_ns = atomic_load_explicit(&s->st_wait_ns, memory_order_relaxed);
     st->errors = atomic_load_explicit(&s->st_errors, memory_order_relaxed);
+    st->prefetch_steps = atomic_load_explicit(&s->ra.prefetched, memory_order_relaxed);
+    st->resident_steps = atomic_load_explicit(&s->ra.resident, memory_order_relaxed);
+    st->batched_blocks = atomic_load_explicit(&s->st_batched, memory_order_relaxed);
+    st->batch_blocks = s->batch;
 }
 
 ml_io_mode ml_stream_io_mode(const ml_stream *s) {

@@ -8,6 +8,7 @@
 #include "error.h"
 #include "layout.h"
 #include "io.h"
+#include "readahead.h"
 #include "ring.h"
 #include "schedule.h"
 
@@ -19,6 +20,8 @@ typedef struct ml_stream_config {
     int ordered;          /* consumer policy: take hands out blocks in schedule order */
     ml_io_mode io_mode;
     int direct;           /* read with O_DIRECT (bypass the page cache) */
+    ml_cold_mode cold;    /* read-ahead of cold data (readahead.h); AUTO: MULTILOAD_COLD
+                             may override it */
 } ml_stream_config;
 
 typedef struct ml_stream ml_stream;
@@ -28,6 +31,10 @@ typedef struct ml_stream_stats {
     uint64_t bytes;       /* bytes in those blocks */
     uint64_t wait_ns;     /* consumer time blocked in ml_stream_take */
     uint64_t errors;      /* blocks that carried an error */
+    uint64_t prefetch_steps; /* read-ahead steps hinted to the source (readahead.c) */
+    uint64_t resident_steps; /* read-ahead steps found resident and left alone */
+    uint64_t batched_blocks; /* blocks read in a worker's batch of several (direct) */
+    unsigned batch_blocks;   /* largest batch a worker reads: 1, or more when direct */
 } ml_stream_stats;
 
 /* Create the ring a stream of L under sch needs: n_slots slots that fit

@@ -433,3 +433,13 @@ def take(queue, count):
         with guard as block:
             out.append((guard.index, guard.start, guard.rows, np.array(block, copy=True)))
     return out
+
+
+def supports_o_direct(path):
+    """True if the filesystem holding `path` lets it be opened with O_DIRECT (tmpfs does not)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    except OSError:
+        return False
+    os.close(fd)
+    return True

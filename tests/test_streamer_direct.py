@@ -9,17 +9,10 @@ import numpy as np
 import pytest
 
 import multiload
+from h5files import supports_o_direct
 
 pytestmark = pytest.mark.timeout(60)
 
-
-def _supports_o_direct(path):
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
-    except OSError:
-        return False
-    os.close(fd)
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +34,7 @@ def direct_file(tmp_path_factory):
 @pytest.mark.parametrize("cyclic", [False, True])
 def test_direct_equals_h5py(direct_file, path, io_mode, cyclic):
     fn, data = direct_file
-    if not _supports_o_direct(fn):
+    if not supports_o_direct(fn):
         with pytest.raises(OSError, match="O_DIRECT"):
             multiload.Streamer(fn).get_queue(path, direct=True)
         return
@@ -69,7 +62,7 @@ def test_direct_refused_names_the_file(tmp_path):
     with h5py.File(fn, "w") as f:
         f["x"] = np.arange(10)
     try:
-        if _supports_o_direct(fn):
+        if supports_o_direct(fn):
             q = multiload.Streamer(fn).get_queue("x", direct=True)
             np.testing.assert_array_equal(q.get(timeout=30).array, np.arange(10))
             q.close()

@@ -14,10 +14,20 @@
 #include "../chunk_index.h"
 #include "../h5.h"
 #include "../io.h"
+#include "../readahead.h"
 
 static PyObject *mod_default_io_mode(PyObject *m, PyObject *Py_UNUSED(ignored)) {
     (void)m;
     return PyUnicode_FromString(ml_io_default_mode() == ML_IO_URING ? "io_uring" : "pread");
+}
+
+static PyObject *mod_direct_slots(PyObject *m, PyObject *args) {
+    (void)m;
+    unsigned long long block_bytes;
+    unsigned n_workers;
+    if (!PyArg_ParseTuple(args, "KI:direct_slots", &block_bytes, &n_workers))
+        return NULL;
+    return PyLong_FromUnsignedLong(ml_direct_slots(block_bytes, n_workers));
 }
 
 static PyObject *mod_fault_reload(PyObject *m, PyObject *Py_UNUSED(ignored)) {
@@ -221,6 +231,8 @@ static PyMethodDef module_methods[] = {
      "The HDF5 library's version, as linked at run time: (major, minor, release)."},
     {"default_io_mode", mod_default_io_mode, METH_NOARGS,
      "The I/O engine new streams use: 'io_uring' or 'pread' (MULTILOAD_IO overrides)."},
+    {"direct_slots", mod_direct_slots, METH_VARARGS,
+     "direct_slots(block_bytes, n_workers) -> ring slots a direct stream needs for full read batches."},
     {"fault_reload", mod_fault_reload, METH_NOARGS, "Re-read MULTILOAD_FAULTS (tests only)."},
     {"_error_codes", mod_error_codes, METH_NOARGS,
      "_error_codes() -> ((name, value, message), ...): the core's own error codes (tests only)."},

@@ -261,16 +261,19 @@ static PyObject *stream_stats(StreamObject *self, PyObject *Py_UNUSED(ignored)) 
         ml_stream_get_stats(self->s, &st);
         mode = ml_stream_io_mode(self->s) == ML_IO_URING ? "io_uring" : "pread";
     }
-    return Py_BuildValue("{sKsKsdsKss}", "blocks", (unsigned long long)st.blocks, "bytes",
+    return Py_BuildValue("{sKsKsdsKsssKsKsKsI}", "blocks", (unsigned long long)st.blocks, "bytes",
                          (unsigned long long)st.bytes, "wait_seconds", st.wait_ns * 1e-9, "errors",
-                         (unsigned long long)st.errors, "io_mode", mode);
+                         (unsigned long long)st.errors, "io_mode", mode, "prefetch_steps",
+                         (unsigned long long)st.prefetch_steps, "resident_steps",
+                         (unsigned long long)st.resident_steps, "batched_blocks",
+                         (unsigned long long)st.batched_blocks, "batch_blocks", st.batch_blocks);
 }
 
 static PyMethodDef stream_methods[] = {
     {"take", (PyCFunction)(void (*)(void))stream_take, METH_VARARGS | METH_KEYWORDS,
      "take(timeout=None) -> Guard, or None at the end of the stream or after close()."},
     {"close", (PyCFunction)stream_close, METH_NOARGS, "Stop the workers and wait for them."},
-    {"stats", (PyCFunction)stream_stats, METH_NOARGS, "Counters: blocks, bytes, wait_seconds, errors, io_mode."},
+    {"stats", (PyCFunction)stream_stats, METH_NOARGS, "Counters: blocks, bytes, wait_seconds, errors, io_mode, prefetch_steps, resident_steps, batched_blocks, batch_blocks."},
     {NULL, NULL, 0, NULL},
 };
 

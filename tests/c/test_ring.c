@@ -211,6 +211,56 @@ static void test_limit(void) {
     ml_ring_unref(r);
 }
 
+/* claim_more takes the free slots with the next block numbers, never
+ * waits, stops at the limit and after close, and blocks claimed together
+ * are handed out in order whatever order they are published in. */
+static void test_claim_more(void) {
+    ml_ring *r;
+    ml_taken t;
+    unsigned s0, slots[8];
+    uint64_t seq0, seqs[8];
+    void *d0, *datas[8];
+    CHECK_RC(mk(&r, 5, 64, 9));
+    CHECK_RC(ml_ring_claim(r, &s0, &seq0, &d0));
+    CHECK_EQ(seq0, 0);
+    CHECK_EQ(ml_ring_claim_more(r, 2, slots, seqs, datas), 2); /* max respected */
+    CHECK_EQ(seqs[0], 1);
+    CHECK_EQ(seqs[1], 2);
+    CHECK_EQ(ml_ring_claim_more(r, 8, slots + 2, seqs + 2, datas + 2), 2); /* only 2 slots left */
+    CHECK_EQ(seqs[2], 3);
+    CHECK_EQ(seqs[3], 4);
+    CHECK_EQ(ml_ring_claim_more(r, 8, slots + 4, seqs + 4, datas + 4), 0); /* none free: no wait */
+    unsigned seen = 1u << s0;
+    for (int i = 0; i < 4; i++) {
+        CHECK(!(seen & (1u << slots[i]))); /* distinct slots */
+        seen |= 1u << slots[i];
+        CHECK(datas[i] != d0);
+    }
+    /* Published last to first: an ordered consumer still gets 0, 1, 2, 3, 4. */
+    for (int i = 3; i >= 0; i--)
+        ml_ring_publish(r, slots[i], 1, NULL);
+    ml_ring_publish(r, s0, 1, NULL);
+    for (uint64_t k = 0; k < 5; k++) {
+        CHECK_RC(ml_ring_take(r, 1, 1, 0, &t, NULL));
+        CHECK_EQ(t.seq, k);
+        ml_ring_release(r, t.slot);
+    }
+    /* Four blocks remain (limit 9): claim_more stops at the limit. */
+    CHECK_RC(ml_ring_claim(r, &s0, &seq0, &d0));
+    CHECK_EQ(seq0, 5);
+    CHECK_EQ(ml_ring_claim_more(r, 8, slots, seqs, datas), 3);
+    CHECK_EQ(seqs[2], 8);
+    CHECK_EQ(ml_ring_claim_more(r, 8, slots + 3, seqs + 3, datas + 3), 0);
+    ml_ring_close(r);
+    ml_ring_unref(r);
+
+    /* Closed: nothing. */
+    CHECK_RC(mk(&r, 4, 64, UINT64_MAX));
+    ml_ring_close(r);
+    CHECK_EQ(ml_ring_claim_more(r, 4, slots, seqs, datas), 0);
+    ml_ring_unref(r);
+}
+
 /* close() wakes a producer blocked in claim and consumers blocked in take. */
 static void test_close_wakes(void) {
     ml_ring *r;
@@ -572,6 +622,7 @@ int main(void) {
         test_states();
         test_order();
         test_limit();
+        test_claim_more();
         test_close_wakes();
         test_deadlock();
         test_timeout();

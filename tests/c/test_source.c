@@ -8,9 +8,15 @@
  * for deflated chunks found by the core's own B-tree descent and one-pass
  * walk; those walks and the data reads both reach the source (counted);
  * an injected failure comes back as the fetch's error naming the dataset,
- * and the next fetch succeeds; the last reference frees each source once. */
+ * and the next fetch succeeds; the last reference frees each source once.
+ * Then the optional ops: a source without them says it cannot tell what is
+ * resident and takes prefetch hints as no-ops; the POSIX source counts
+ * resident bytes exactly (partial pages too), sees pages dropped from the
+ * page cache, brings them back with a prefetch, and answers for a range
+ * past the mapping it made before the file grew. */
 #include "check.h"
 
+#include <fcntl.h>
 #include <stdatomic.h>
 
 #include "fetch.h"
@@ -259,6 +265,70 @@ static void test_through(const char *path) {
     free(want);
 }
 
+/* Optional ops absent: resident cannot tell, prefetch does nothing. */
+static void test_optional_ops_absent(void) {
+    ml_source *m = mem_source_of_file(g_file);
+    uint64_t got = 7;
+    CHECK_ERR(ml_source_resident(m, 0, 4096, &got), -EOPNOTSUPP);
+    CHECK_RC(ml_source_prefetch(m, 0, 4096));
+    ml_source_unref(m);
+}
+
+static uint64_t resident_of(ml_source *s, uint64_t off, uint64_t len) {
+    uint64_t got = UINT64_MAX;
+    CHECK_RC(ml_source_resident(s, off, len, &got));
+    CHECK_LE(got, len);
+    return got;
+}
+
+/* The POSIX source: mincore through its map, fadvise for prefetch. */
+static void test_posix_resident(void) {
+    const char *path = check_path("resident.bin");
+    enum { SIZE = 1 << 20 };
+    unsigned char *buf = malloc(SIZE);
+    for (size_t i = 0; i < SIZE; i++)
+        buf[i] = (unsigned char)(i * 13);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    CHECK(fd >= 0);
+    CHECK_EQ(write(fd, buf, SIZE), SIZE);
+    CHECK_RC(fsync(fd));
+    ml_source *src = NULL;
+    CHECK_RC(ml_source_posix_adopt(fd, &src));
+    /* Just written: in the page cache, to the byte (partial pages too). */
+    CHECK_EQ(resident_of(src, 0, SIZE), SIZE);
+    CHECK_EQ(resident_of(src, 100, 50), 50);
+    CHECK_EQ(resident_of(src, 4000, 5000), 5000);
+    CHECK_EQ(resident_of(src, 123, 0), 0);
+    uint64_t got;
+    CHECK_ERR(ml_source_resident(src, UINT64_MAX - 10, 100, &got), -EINVAL);
+    /* Past the end of the file: nothing resident there. */
+    CHECK_EQ(resident_of(src, SIZE, 8192), 0);
+
+    /* Dropped from the cache (clean pages after fsync), then prefetched
+     * back. A filesystem that keeps its pages (tmpfs) cannot show the drop. */
+    CHECK_EQ(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+    uint64_t left = resident_of(src, 0, SIZE);
+    if (left < SIZE) {
+        CHECK_RC(ml_source_prefetch(src, 0, SIZE));
+        uint64_t end = check_now_ms() + 10000;
+        while (resident_of(src, 0, SIZE) < SIZE && check_now_ms() < end)
+            usleep(1000);
+        CHECK_EQ(resident_of(src, 0, SIZE), SIZE);
+    } else {
+        printf("note: pages stay resident after POSIX_FADV_DONTNEED here (tmpfs?)\n");
+    }
+    CHECK_RC(ml_source_prefetch(src, 0, 0));
+    CHECK_RC(ml_source_prefetch(src, UINT64_MAX - 10, 100)); /* out of range: ignored */
+
+    /* The file grows past the map made above: its new bytes are answered
+     * through a map of their own. */
+    CHECK_EQ(pwrite(fd, buf, SIZE, SIZE), SIZE);
+    CHECK_EQ(resident_of(src, SIZE + 10, 4096), 4096);
+    CHECK_EQ(resident_of(src, SIZE - 4096, 8192), 8192); /* across the map's end */
+    ml_source_unref(src); /* closes fd, unmaps */
+    free(buf);
+}
+
 int main(void) {
     g_file = check_path("source.h5");
     hid_t fid = h5gen_create(g_file);
@@ -274,5 +344,7 @@ int main(void) {
     H5Fclose(fid);
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++)
         test_through(specs[i].path);
+    test_optional_ops_absent();
+    test_posix_resident();
     CHECK_DONE();
 }

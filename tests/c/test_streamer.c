@@ -3,10 +3,12 @@
  * wrap, an injected I/O error that travels with its block, deadlock
  * detection, bad configurations, an empty dataset, close() while
  * workers are busy and a consumer is waiting, a stream started at a saved
- * position, a permuted schedule, and a stream filling a shared ring. Every
- * block's rows are compared with H5Dread of the whole dataset. */
+ * position, a permuted schedule, a stream filling a shared ring, and direct
+ * (O_DIRECT) streams whose workers read batches of blocks. Every block's
+ * rows are compared with H5Dread of the whole dataset. */
 #include "check.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -20,6 +22,7 @@
 #define TAKE_MS 10000 /* a hang fails instead of stalling */
 
 static const char *g_file;
+static int g_direct; /* run_stream reads with O_DIRECT (direct batches) */
 static int32_t truth[2][N_ROWS * N_COLS]; /* H5Dread of /zip and /contig */
 static const char *g_paths[2] = {"/zip", "/contig"};
 
@@ -89,11 +92,12 @@ static int open_stream(ml_stream **out, ml_layout *L, int cyclic, int remainder,
 static void run_stream(int p, int ordered, int cyclic, int remainder, uint64_t B, unsigned workers,
                        unsigned ahead, ml_io_mode mode) {
     ml_layout *L = open_layout(g_paths[p]);
-    ml_stream_config cfg = {.n_workers = workers, .ordered = ordered, .io_mode = mode};
+    ml_stream_config cfg = {.n_workers = workers, .ordered = ordered, .io_mode = mode, .direct = g_direct};
     ml_stream *s = NULL;
     ml_error err;
     ml_error_clear(&err);
     CHECK_RC(open_stream(&s, L, cyclic, remainder, B, ahead, &cfg, &err));
+    unsigned batch = g_direct ? ml_direct_batch_blocks(ML_COLD_AUTO, B * L->row_bytes, ahead, workers) : 1;
     ml_layout_unref(L); /* the stream holds its own reference */
     uint64_t n = cyclic ? 3 * N_ROWS / B + 1 : N_ROWS / B + (remainder && N_ROWS % B ? 1 : 0);
     static unsigned seen[1000];
@@ -117,6 +121,9 @@ static void run_stream(int p, int ordered, int cyclic, int remainder, uint64_t B
         CHECK_U64_EQ(st.blocks, n);
         CHECK_U64_EQ(st.errors, 0);
         CHECK_U64_EQ(st.bytes, (remainder ? N_ROWS : N_ROWS / B * B) * N_COLS * sizeof(int32_t));
+        CHECK_EQ(st.batch_blocks, batch);
+        if (batch > 1)
+            CHECK_GT(st.batched_blocks, 0);
     }
     CHECK(ml_stream_io_mode(s) == mode);
     ml_stream_close(s);
@@ -432,6 +439,19 @@ int main(void) {
             run_stream(p, 0, 1, 0, 25, 2, 2, mode);  /* cyclic unordered */
             run_stream(p, 1, 0, 0, N_ROWS, 1, 1, mode); /* one block, one slot */
             run_stream(p, 1, 1, 0, N_ROWS, 2, 1, mode); /* whole dataset, cyclic */
+        }
+        /* Direct batches where the filesystem allows O_DIRECT (not tmpfs). */
+        int fd = open(g_file, O_RDONLY | O_DIRECT);
+        if (fd >= 0) {
+            close(fd);
+            g_direct = 1;
+            for (int p = 0; p < 2; p++) {
+                run_stream(p, 1, 0, 1, 10, 2, 30, mode); /* ordered, batches of 10 */
+                run_stream(p, 0, 0, 1, 7, 3, 16, mode);  /* unordered, batches of 4 */
+                run_stream(p, 1, 1, 0, 25, 2, 12, mode); /* cyclic: wrapped blocks in batches */
+                run_stream(p, 1, 0, 1, 10, 2, 3, mode);  /* too few slots: one block each */
+            }
+            g_direct = 0;
         }
         test_fault(mode);
         test_position(mode);
