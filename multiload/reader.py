@@ -42,11 +42,11 @@ from .dataset import ArrayDataset, ScalarDataset, TableDataset, VLArrayDataset
 from .dataset_ops import ColumnError, _context
 from .vlstring import VLStringDataset, refuse_request
 from .request import Request, RequestPool, _Done
+from .stage import Stage, StagePool, _ArrayStage, check_fits, end_loan
 
 _DONE = _Done()  # the C request of every request read inside request(): done, with success
 _ROW_OP = ops.ReadScalarOpArray  # ds[i] on an array
 _OWN_RESULT_BYTES = 32 << 10  # results this large are read into an array of their own (Reader._submit)
-from .stage import Stage, StagePool, _ArrayStage, check_fits, end_loan
 
 __all__ = ["Reader", "RequestPool", "Stage", "StagePool", "Request", "ColumnError"]
 
