@@ -35,21 +35,17 @@
  * on the same open file (reopened through /proc/self/fd with O_DIRECT)
  * whose align says reads must be 4 KiB-aligned; fetch.c widens them.
  *
- * The view (posix_map) is one read-only MAP_SHARED mapping of the whole
- * file as fstat sees it the first time it is asked for, made under the
- * source's mutex and unmapped when the source goes. MULTILOAD_MMAP=0
- * refuses it (every read is then a read), so tests cover both paths; so
- * does fault injection, whose faults model the read engines. (It is a
- * mapping of its own beside the read-ahead's below, which must never be
- * touched: two mappings of one file cost address space only.)
- *
- * What is resident (mincore) and prefetching (posix_fadvise WILLNEED) serve
- * the Streamer's read-ahead (streamer.c). mincore needs a mapping of the
- * file: the source maps the whole file once, read-only and never touched
- * (no page is faulted in, so no memory is used and a truncated file cannot
- * raise SIGBUS), the first time anyone asks, and unmaps it with the source;
- * a range past that mapping (the file grew) or a mapping refused (address
- * space limits) gets a mapping of its own for the call. Measured here: one
+ * The standing map is one read-only MAP_SHARED mapping of the whole file
+ * as fstat sees it the first time anyone asks, made once (standing_map)
+ * and unmapped with the source. It serves two things. The view (posix_map):
+ * the Reader copies rows out of it, always through ml_map_protect, since a
+ * truncated file makes those copies fault; MULTILOAD_MMAP=0 refuses the
+ * view (every read is then a read), so tests cover both paths, and so does
+ * fault injection, whose faults model the read engines. And what is
+ * resident (mincore, which never faults a page in) for the Streamer's
+ * read-ahead (streamer.c), beside prefetching (posix_fadvise WILLNEED); a
+ * range past the map (the file grew) or a map refused (address space
+ * limits) gets a mapping of its own for the call. Measured here: one
  * page 1.6 us through the standing map, 8 us with a map per call; WILLNEED
  * of 8 MiB already cached ~150 us, which is why callers sample before they
  * prefetch.
@@ -87,20 +83,17 @@
 #define VALGRIND_MAKE_MEM_DEFINED(addr, len) ((void)(addr), (void)(len))
 #endif
 
-/* A read-only mapping of the whole file for mincore, made once. */
+/* A read-only mapping of the whole file, made once (standing_map). */
 typedef struct resident_map {
     void *addr;          /* owned mapping, or NULL: mapping refused (map per call) */
     size_t len;          /* bytes mapped: the file's size when it was made */
+    int local;           /* its filesystem is local (fs_is_local): a fault waits for a disk */
 } resident_map;
 
 typedef struct posix_source {
     ml_source base;      /* first: a posix_source is an ml_source */
     int fd;              /* owned O_RDONLY (maybe O_DIRECT) descriptor; read-only */
-    pthread_mutex_t map_mu; /* serialises making the view */
-    _Atomic int map_tried; /* 1 once a view was asked for (made or refused); its release
-                              store publishes map and map_len, read without the mutex after */
-    ml_source_view view; /* base: MAP_SHARED, PROT_READ, len bytes; or NULL */
-    _Atomic(resident_map *) map; /* owned; NULL until the first resident() (set once by CAS) */
+    _Atomic(resident_map *) map; /* owned standing map; NULL until first asked for (set once by CAS) */
 } posix_source;
 
 typedef struct posix_io {
@@ -347,9 +340,6 @@ static int posix_identify(ml_source *s, ml_source_id *out) {
 
 static void posix_destroy(ml_source *s) {
     posix_source *p = (posix_source *)s;
-    if (p->view.base)
-        munmap((void *)p->view.base, (size_t)p->view.len);
-    pthread_mutex_destroy(&p->map_mu);
     resident_map *m = atomic_load_explicit(&p->map, memory_order_acquire);
     if (m && m->addr)
         munmap(m->addr, m->len);
@@ -393,31 +383,6 @@ static int fs_is_local(int fd) {
     }
 }
 
-static int posix_map(ml_source *s, ml_source_view *out) {
-    posix_source *p = (posix_source *)s;
-    if (!mmap_allowed() || ml_fault_active() || s->align != 1)
-        return -EOPNOTSUPP;
-    if (atomic_load_explicit(&p->map_tried, memory_order_acquire))
-        goto made;
-    pthread_mutex_lock(&p->map_mu);
-    if (!atomic_load_explicit(&p->map_tried, memory_order_relaxed)) {
-        struct stat st;
-        if (fstat(p->fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
-            (uint64_t)st.st_size <= SIZE_MAX) {
-            void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, p->fd, 0);
-            if (m != MAP_FAILED)
-                p->view = (ml_source_view){.base = m, .len = (uint64_t)st.st_size, .local = fs_is_local(p->fd)};
-        }
-        atomic_store_explicit(&p->map_tried, 1, memory_order_release);
-    }
-    pthread_mutex_unlock(&p->map_mu);
-made:
-    if (!p->view.base)
-        return -EOPNOTSUPP;
-    *out = p->view;
-    return 0;
-}
-
 #define PAGE 4096u
 
 /* The standing map, made by the first caller (a loser of the race unmaps
@@ -431,11 +396,12 @@ static resident_map *standing_map(posix_source *p) {
     if (!m)
         return NULL;
     struct stat st;
-    if (fstat(p->fd, &st) == 0 && st.st_size > 0) {
+    if (fstat(p->fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 && (uint64_t)st.st_size <= SIZE_MAX) {
         void *a = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, p->fd, 0);
         if (a != MAP_FAILED) {
             m->addr = a;
             m->len = (size_t)st.st_size;
+            m->local = fs_is_local(p->fd);
         }
     }
     resident_map *none = NULL;
@@ -445,6 +411,16 @@ static resident_map *standing_map(posix_source *p) {
         munmap(m->addr, m->len);
     free(m);
     return none; /* the winner's */
+}
+
+static int posix_map(ml_source *s, ml_source_view *out) {
+    if (!mmap_allowed() || ml_fault_active() || s->align != 1)
+        return -EOPNOTSUPP;
+    resident_map *m = standing_map((posix_source *)s);
+    if (!m || !m->addr)
+        return -EOPNOTSUPP;
+    *out = (ml_source_view){.base = m->addr, .len = m->len, .local = m->local};
+    return 0;
 }
 
 /* Resident bytes of [off, off + len) of the pages mapped at `base`, which
@@ -535,7 +511,6 @@ static int adopt(int fd, unsigned align, ml_source **out) {
     if (!p)
         return -ENOMEM;
     p->fd = fd;
-    pthread_mutex_init(&p->map_mu, NULL);
     atomic_init(&p->map, NULL);
     ml_source_init(&p->base, &posix_ops, align);
     *out = &p->base;
