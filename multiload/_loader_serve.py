@@ -12,9 +12,10 @@ Each connection is one consumer's *lease*:
    parameters, warnings raised while opening) and sends the memfd with
    SCM_RIGHTS; the consumer maps it and takes blocks from it directly,
    under its own owner ids: the loader sees neither takes nor releases;
-3. the connection then carries only ``("stats",)`` and ``("close",)``. Its
-   end -- a close, or the consumer process dying (kill -9 included) -- closes
-   the queue: the stream's workers stop and the ring, with every slot the
+3. the connection then carries only ``("stats",)`` and ``("close",)``
+   (answered once the lease is free, so the id can connect again at once).
+   Its end -- a close, or the consumer process dying (kill -9 included) --
+   closes the queue: the stream's workers stop and the ring, with every slot the
    consumer held, goes when the loader's reference does. The other
    consumers' streams are untouched.
 
@@ -164,6 +165,7 @@ class _Server:
                 return
             self._sessions[cid] = (req["pid"], None)
         queue = None
+        closing = False
         try:
             try:
                 with warnings.catch_warnings(record=True) as caught:
@@ -187,16 +189,22 @@ class _Server:
                 try:
                     msg = conn.recv()
                 except (EOFError, OSError):
-                    return  # the consumer closed or died: its lease ends
+                    return  # the consumer died (or hung up): its lease ends
                 if msg[0] == "stats":
                     conn.send(("ok", queue.stats()))
                 elif msg[0] == "close":
+                    closing = True
                     return
         finally:
             if queue is not None:
                 queue.close()
             with self._lock:
                 self._sessions.pop(cid, None)
+            if closing:  # the lease is free: the consumer may connect with its id again at once
+                try:
+                    conn.send(("ok",))
+                except OSError:
+                    pass
 
 
 def _handshake(sock, authkey, server):

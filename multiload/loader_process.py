@@ -172,6 +172,16 @@ class LoaderProcess:
             "authkey": self._authkey, "owner_pid": self._owner_pid, "loader_pid": self._loader_pid},))
 
     @property
+    def filename(self):
+        """str or None: the consumers' default file."""
+        return self._filename
+
+    @property
+    def path(self):
+        """str or None: the consumers' default dataset."""
+        return self._path
+
+    @property
     def pid(self):
         """int or None: the loader process's pid, once known in this process."""
         return self._loader_pid
@@ -473,9 +483,11 @@ class LoaderQueue(Queue):
             conn, self._conn = self._conn, None
         if conn is None:
             return
-        try:
+        try:  # wait (bounded) until the loader has freed the lease, so the id can reconnect at once
             conn.send(("close",))
-        except (OSError, ValueError):
+            if conn.poll(_loader_serve.HANDSHAKE_SECONDS):
+                conn.recv()
+        except (OSError, EOFError, ValueError):
             pass
         conn.close()
 
