@@ -92,7 +92,7 @@ def _consumer(kind, spec, rank, go, out):
         target = multiload.Streamer(spec["file"]) if kind == "separate" else spec["loader"]
         go.wait()
         c0, rows = _cpu_self(), 0
-        for _ in range(PASSES):
+        for _ in range(spec.get("passes", PASSES)):
             if kind == "separate":
                 q = target.get_queue(spec["path"], n_procs=N_PROCS, block_size=spec["block"], rank=rank,
                                      world_size=2)
@@ -143,7 +143,7 @@ def run_single(spec):
     import multiload
     s = multiload.Streamer(spec["file"])
     c0, t0, rows = _cpu_self(), time.monotonic(), 0
-    for _ in range(PASSES):
+    for _ in range(spec.get("passes", PASSES)):
         with s.get_queue(spec["path"], n_procs=N_PROCS, block_size=spec["block"]) as q:
             rows += _stream(q)
             row_bytes = q.dtype.itemsize * int(q.shape[1])
