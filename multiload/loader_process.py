@@ -468,6 +468,7 @@ class LoaderQueue(Queue):
         self._conn_lock = threading.Lock()
         self.consumer_id = consumer_id
         self.loader_pid = meta["loader_pid"]
+        self._pid = os.getpid()
         if stream is None:  # an empty dataset: nothing to stream, the lease ends now
             self._hang_up()
 
@@ -483,6 +484,8 @@ class LoaderQueue(Queue):
             conn, self._conn = self._conn, None
         if conn is None:
             return
+        if os.getpid() != self._pid:
+            return  # a forked child's copy: the lease is the parent's, leave it alone
         try:  # wait (bounded) until the loader has freed the lease, so the id can reconnect at once
             conn.send(("close",))
             if conn.poll(_loader_serve.HANDSHAKE_SECONDS):

@@ -471,3 +471,4 @@ def test_ten_thousand_cycles_flat_rss(loader):
     assert rss_kb() - ours < 20_000
     assert rss_kb(loader.pid) - theirs < 20_000
     assert memfd_maps() == 0
+
