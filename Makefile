@@ -120,7 +120,8 @@ PREAD_PYTESTS ?= tests/test_streamer_api.py tests/test_streamer_matrix.py tests/
 	tests/test_reliability_signals.py tests/test_reliability_badinput.py tests/test_io_fallback.py \
 	tests/test_batch_stream.py tests/test_layout_read.py tests/test_loader_process.py
 test-py: build
-	$(PY) -m pytest -q --durations=15 tests
+	@# tests/test_fuzz_regressions.py runs once, in fuzz-smoke (which `make test` runs after this).
+	$(PY) -m pytest -q --durations=15 --ignore=tests/test_fuzz_regressions.py tests
 	MULTILOAD_IO=pread $(PY) -m pytest -q -m "not slow" $(PREAD_PYTESTS)
 
 # Benchmarks beside h5py, PyTables, multitables, torch and the machine's limits (FULL=1: larger).
@@ -151,7 +152,7 @@ check-asan: venv
 	  ASAN_OPTIONS=$(ASAN_RUN_OPTIONS) PYTHONPATH=build/asan/lib $(PY) -P -c \
 	  "import multiload._core as c, sys; assert c.__file__.startswith('$(CURDIR)/build/asan/'), c.__file__; print('>> ASan build:', c.__file__)"
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" PYTHONMALLOC=malloc \
-	  ASAN_OPTIONS=$(ASAN_RUN_OPTIONS) PYTHONPATH=build/asan/lib $(PY) -P -m pytest -q -x -m "not slow" -p no:cacheprovider $(ASAN_PYTESTS)
+	  ASAN_OPTIONS=$(ASAN_RUN_OPTIONS) PYTHONPATH=build/asan/lib $(PY) -P -m pytest -q -x -m "not slow" -p no:cacheprovider --durations=15 $(ASAN_PYTESTS)
 
 # ThreadSanitizer: C tests, then the same pytest subset on a TSan build of the extension in build/tsan.
 check-tsan: venv

@@ -95,9 +95,9 @@ def _consumer(kind, spec, rank, go, out):
         for _ in range(spec.get("passes", PASSES)):
             if kind == "separate":
                 q = target.get_queue(spec["path"], n_procs=N_PROCS, block_size=spec["block"], rank=rank,
-                                     world_size=2)
+                                     world_size=2, read_ahead=spec.get("read_ahead"))
             else:
-                q = target.connect(rank)
+                q = target.connect(rank, read_ahead=spec.get("read_ahead"))
             with q:
                 rows += _stream(q)
         out.put((rows, _cpu_self() - c0, time.monotonic()))
