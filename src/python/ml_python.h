@@ -61,6 +61,19 @@ PyObject *ml_py_guard_new(PyTypeObject *tp, ml_ring *ring, const ml_taken *t,
                           PyArray_Descr *descr, int ndim, const npy_intp *row_dims,
                           PyObject *field, uint64_t start_row);
 
+/* A take()/wait() timeout argument: None -> -1 (forever), else a number
+ * >= 0 (wait.c). Returns 0, or -1 with ValueError/TypeError set. */
+int ml_py_timeout_arg(PyObject *obj, double *out);
+
+/* Wait as wait.c says: step(arg, ms) runs without the GIL and returns
+ * -ETIMEDOUT to go on waiting; between steps between(arg) (may be NULL;
+ * GIL held) returns 0 to go on, 1 to end the wait as closed (-ML_ECLOSED)
+ * or -1 with an exception set; then signals and the timeout (TimeoutError
+ * "no <what> within T s"; timeout < 0: none). Returns 0 with *rc the
+ * step's result, or -1 with an exception set. */
+int ml_py_wait_steps(double timeout, int (*step)(void *arg, long ms), int (*between)(void *arg), void *arg,
+                     const char *what, int *rc);
+
 /* Raise the RuntimeError of a take that could never end: every slot of
  * `ring` is held by the calling thread's guards (stream_type.c). NULL. */
 PyObject *ml_py_raise_self_deadlock(ml_ring *ring);

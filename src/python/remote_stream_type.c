@@ -25,7 +25,6 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <stdatomic.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "../schedule.h"
@@ -194,12 +193,6 @@ static int remote_traverse(RemoteStreamObject *self, visitproc visit, void *arg)
     return 0;
 }
 
-static double mono_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* True when the loader's end of the connection is gone: a hang-up, or
  * EOF. Bytes waiting there are a stats() reply another thread is about to
  * read, not a sign of death. */
@@ -215,64 +208,52 @@ static int loader_gone(int fd) {
     return (p.revents & POLLIN) && recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
 }
 
+typedef struct remote_wait {
+    RemoteStreamObject *self; /* in a step only its immutable fields and atomics; `closed` between steps */
+    ml_ring *ring;
+    uint64_t owner;
+    ml_taken *t;
+} remote_wait;
+
+static int remote_wait_step(void *arg, long ms) {
+    remote_wait *w = arg;
+    uint64_t waited = 0;
+    int rc = ml_ring_take(w->ring, w->self->ordered, w->owner, ms, w->t, &waited);
+    atomic_fetch_add_explicit(&w->self->st_wait_ns, waited, memory_order_relaxed);
+    return rc;
+}
+
+/* Between waits: closed here (another thread), or the loader gone. */
+static int remote_wait_between(void *arg) {
+    remote_wait *w = arg;
+    if (w->self->closed)
+        return 1;
+    if (loader_gone(w->self->live_fd)) {
+        PyErr_SetString(PyExc_BrokenPipeError, "the loader process is gone");
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *remote_take(RemoteStreamObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"timeout", NULL};
     PyObject *timeout_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:take", kwlist, &timeout_obj))
+    double timeout;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:take", kwlist, &timeout_obj) ||
+        ml_py_timeout_arg(timeout_obj, &timeout) < 0)
         return NULL;
-    double timeout = -1;
-    if (timeout_obj != Py_None) {
-        timeout = PyFloat_AsDouble(timeout_obj);
-        if (timeout == -1 && PyErr_Occurred())
-            return NULL;
-        if (!(timeout >= 0)) {
-            PyErr_SetString(PyExc_ValueError, "timeout must be a non-negative number or None");
-            return NULL;
-        }
-    }
     if (!self->ring)
         Py_RETURN_NONE;
     if (remote_forked(self))
         return NULL;
     ml_ring *ring = self->ring;
     ml_ring_ref(ring); /* close() from another thread must not unmap it under this wait */
-    uint64_t owner = ml_ring_owner_id();
-    double deadline = timeout >= 0 ? mono_seconds() + timeout : 0;
     PyObject *result = NULL;
     ml_taken t;
+    remote_wait w = {.self = self, .ring = ring, .owner = ml_ring_owner_id(), .t = &t};
     int rc;
-    for (;;) {
-        long step = 100;
-        if (timeout >= 0) {
-            double left = deadline - mono_seconds();
-            step = left <= 0 ? 0 : left < 0.1 ? (long)(left * 1000) : 100;
-        }
-        uint64_t waited = 0;
-        Py_BEGIN_ALLOW_THREADS
-        rc = ml_ring_take(ring, self->ordered, owner, step, &t, &waited);
-        Py_END_ALLOW_THREADS
-        atomic_fetch_add_explicit(&self->st_wait_ns, waited, memory_order_relaxed);
-        if (rc != -ETIMEDOUT)
-            break;
-        if (self->closed) {
-            rc = -ML_ECLOSED;
-            break;
-        }
-        if (loader_gone(self->live_fd)) {
-            PyErr_SetString(PyExc_BrokenPipeError, "the loader process is gone");
-            goto out;
-        }
-        if (PyErr_CheckSignals() < 0)
-            goto out;
-        if (timeout >= 0 && mono_seconds() >= deadline) {
-            PyObject *tobj = PyFloat_FromDouble(timeout);
-            if (tobj) {
-                PyErr_Format(PyExc_TimeoutError, "no block became ready within %R s", tobj);
-                Py_DECREF(tobj);
-            }
-            goto out;
-        }
-    }
+    if (ml_py_wait_steps(timeout, remote_wait_step, remote_wait_between, &w, "block became ready", &rc) < 0)
+        goto out;
     if (rc == -ML_EEND || rc == -ML_ECLOSED) {
         Py_INCREF(Py_None);
         result = Py_None;

@@ -5,7 +5,6 @@
 
 #include <errno.h>
 #include <stdatomic.h>
-#include <time.h>
 #include <unistd.h>
 
 typedef struct StreamObject {
@@ -148,62 +147,38 @@ static int stream_traverse(StreamObject *self, visitproc visit, void *arg) {
     return 0;
 }
 
-static double mono_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+typedef struct stream_wait {
+    ml_stream *s;
+    uint64_t owner;
+    ml_taken *t;
+} stream_wait;
+
+static int stream_wait_step(void *arg, long ms) {
+    stream_wait *w = arg;
+    return ml_stream_take(w->s, w->owner, ms, w->t);
 }
 
 static PyObject *stream_take(StreamObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"timeout", NULL};
     PyObject *timeout_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:take", kwlist, &timeout_obj))
+    double timeout;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:take", kwlist, &timeout_obj) ||
+        ml_py_timeout_arg(timeout_obj, &timeout) < 0)
         return NULL;
-    double timeout = -1;
-    if (timeout_obj != Py_None) {
-        timeout = PyFloat_AsDouble(timeout_obj);
-        if (timeout == -1 && PyErr_Occurred())
-            return NULL;
-        if (!(timeout >= 0)) { /* also refuses NaN, which would wait forever */
-            PyErr_SetString(PyExc_ValueError, "timeout must be a non-negative number or None");
-            return NULL;
-        }
-    }
     if (!self->s)
         Py_RETURN_NONE;
     if (stream_forked(self))
         return NULL;
     ml_stream *s = self->s;
-    /* Unique across processes and never reused for a later thread of this
-     * one: an ident of a finished thread (pthread_self) would make a new
-     * thread look like the owner of its guards (a false deadlock report). */
-    uint64_t owner = ml_ring_owner_id();
-    double deadline = timeout >= 0 ? mono_seconds() + timeout : 0;
     ml_taken t;
+    /* The owner id is unique across processes and never reused for a later
+     * thread of this one: an ident of a finished thread (pthread_self) would
+     * make a new thread look like the owner of its guards (a false deadlock
+     * report). */
+    stream_wait w = {.s = s, .owner = ml_ring_owner_id(), .t = &t};
     int rc;
-    for (;;) {
-        long step = 100;
-        if (timeout >= 0) {
-            double left = deadline - mono_seconds();
-            step = left <= 0 ? 0 : left < 0.1 ? (long)(left * 1000) : 100;
-        }
-        Py_BEGIN_ALLOW_THREADS
-        rc = ml_stream_take(s, owner, step, &t);
-        Py_END_ALLOW_THREADS
-        if (rc != -ETIMEDOUT)
-            break;
-        if (PyErr_CheckSignals() < 0)
-            return NULL;
-        if (timeout >= 0 && mono_seconds() >= deadline) {
-            PyObject *t = PyFloat_FromDouble(timeout);
-            if (t) {
-                /* PyErr_Format has no %g: format the float object with %R. */
-                PyErr_Format(PyExc_TimeoutError, "no block became ready within %R s", t);
-                Py_DECREF(t);
-            }
-            return NULL;
-        }
-    }
+    if (ml_py_wait_steps(timeout, stream_wait_step, NULL, &w, "block became ready", &rc) < 0)
+        return NULL;
     if (rc == -ML_EEND || rc == -ML_ECLOSED)
         Py_RETURN_NONE;
     if (rc == -ML_EDEADLOCK)
