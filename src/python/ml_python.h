@@ -28,6 +28,8 @@ typedef struct ml_module_state {
     PyTypeObject *request_type;  /* reader_type.c: Request */
     PyTypeObject *vlen_type;     /* vlen_type.c: VLen */
     PyTypeObject *order_type;    /* order_type.c: Order */
+    PyTypeObject *file_region_type; /* file_loader_type.c: FileRegion */
+    PyTypeObject *file_entry_type;  /* file_loader_type.c: FileEntry */
     PyObject *submit_kw[ML_PY_N_SUBMIT_KW];      /* reader_type.c: submit()'s keyword names, interned (owned) */
 } ml_module_state;
 
@@ -74,6 +76,7 @@ int ml_py_add_guard_type(PyObject *m, ml_module_state *st);
 int ml_py_add_reader_types(PyObject *m, ml_module_state *st);
 int ml_py_add_vlen_type(PyObject *m, ml_module_state *st);
 int ml_py_add_order_type(PyObject *m, ml_module_state *st);
+int ml_py_add_file_loader_types(PyObject *m, ml_module_state *st);
 
 /* _core.vlen_open(filename, path) -> VLen or None (vlen_type.c). */
 PyObject *ml_py_vlen_open(PyObject *m, PyObject *args, PyObject *kw);
