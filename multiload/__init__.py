@@ -30,6 +30,7 @@ from .reader import Reader, RequestPool
 from .order import Order
 from .batch import BatchStream
 from .array import Array, close_all
+from .file_loader import FileLoader
 
 __version__ = "0.1.0"
 
@@ -42,6 +43,7 @@ __all__ = [
     "BatchStream",
     "Array",
     "close_all",
+    "FileLoader",
     "dataset_ops",
     "QueueClosed",
     "QueueClosedType",
