@@ -80,19 +80,22 @@ uint64_t ml_floader_max_file_size(const ml_floader *fl);
  * FREE entry, waiting up to timeout_ms (0: not at all, <0: forever) for
  * one. A path of ML_FL_PATH_BYTES bytes or more completes at once with
  * -ENAMETOOLONG. Returns 0 (*entry set), -EAGAIN (no free entry, timeout
- * 0), -ETIMEDOUT, -ML_ECLOSED, -ML_EINVAL (w out of range), or
- * -ML_EDEADLOCK when every entry is DONE or TAKEN by the calling thread,
- * so only this thread could free one. */
+ * 0; *seq, if not NULL, gets its request number, which ml_fl_got.seq
+ * repeats), -ETIMEDOUT, -ML_ECLOSED, -ML_EINVAL (w out of range), or
+ * -ML_EDEADLOCK when `strict` (the caller means to wait as long as it
+ * takes) and every entry is DONE or TAKEN by the calling thread, so only
+ * this thread could free one (another thread's release would; a caller
+ * counting on that passes strict 0 and a timeout). */
 int ml_floader_request(ml_floader *fl, unsigned w, const char *path, size_t len, long timeout_ms,
-                       unsigned *entry);
+                       int strict, unsigned *entry, uint64_t *seq);
 
 /* Consumer: take worker w's oldest completed entry (DONE -> TAKEN), waiting
  * up to timeout_ms (0: not at all, <0: forever). Returns 0, -EAGAIN
- * (nothing completed, timeout 0), -ETIMEDOUT, -ML_ECLOSED, -ML_EINVAL, or
- * -ML_EDEADLOCK when w has nothing requested or loading (waiting could
- * never end). A waiting caller checks the server with
+ * (nothing completed, timeout 0), -ETIMEDOUT, -ML_ECLOSED, -ML_EINVAL, or,
+ * when `strict`, -ML_EDEADLOCK if w has nothing requested or loading
+ * (waiting could never end, unless another thread requests on w). A waiting caller checks the server with
  * ml_floader_check_server() between slices of its wait. */
-int ml_floader_get(ml_floader *fl, unsigned w, long timeout_ms, ml_fl_got *out);
+int ml_floader_get(ml_floader *fl, unsigned w, long timeout_ms, int strict, ml_fl_got *out);
 
 /* Consumer: TAKEN -> FREE. Anything else (released twice, out of range)
  * is a no-op. */

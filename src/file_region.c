@@ -364,7 +364,7 @@ static int only_mine(ml_floader *fl, unsigned w, uint64_t me) {
 }
 
 int ml_floader_request(ml_floader *fl, unsigned w, const char *path, size_t len, long timeout_ms,
-                       unsigned *entry) {
+                       int strict, unsigned *entry, uint64_t *seq) {
     if (w >= fl->n_workers)
         return -ML_EINVAL;
     fl_hdr *h = fl->h;
@@ -393,6 +393,8 @@ int ml_floader_request(ml_floader *fl, unsigned w, const char *path, size_t len,
             ml_error_clear(&e->error);
             h->n_requested++;
             *entry = k;
+            if (seq)
+                *seq = e->seq;
             if (len >= ML_FL_PATH_BYTES) {
                 /* open() would refuse it: fail the entry, as open would. */
                 e->path_len = 0;
@@ -420,7 +422,7 @@ int ml_floader_request(ml_floader *fl, unsigned w, const char *path, size_t len,
             rc = -EAGAIN;
             break;
         }
-        if (only_mine(fl, w, ml_ring_owner_id())) {
+        if (strict && only_mine(fl, w, ml_ring_owner_id())) {
             rc = -ML_EDEADLOCK;
             break;
         }
@@ -446,7 +448,7 @@ static unsigned outstanding(ml_floader *fl, unsigned w) {
     return n;
 }
 
-int ml_floader_get(ml_floader *fl, unsigned w, long timeout_ms, ml_fl_got *out) {
+int ml_floader_get(ml_floader *fl, unsigned w, long timeout_ms, int strict, ml_fl_got *out) {
     if (w >= fl->n_workers)
         return -ML_EINVAL;
     fl_hdr *h = fl->h;
@@ -483,7 +485,7 @@ int ml_floader_get(ml_floader *fl, unsigned w, long timeout_ms, ml_fl_got *out) 
             rc = -EAGAIN;
             break;
         }
-        if (outstanding(fl, w) == 0) {
+        if (strict && outstanding(fl, w) == 0) {
             rc = -ML_EDEADLOCK;
             break;
         }

@@ -41,6 +41,7 @@ typedef struct FileRegionObject {
     ml_fserve *serve;      /* owned, or NULL: loader threads of this handle */
     pid_t serve_pid;       /* the process whose threads those are */
     PyObject **paths;      /* n_entries owned references (or NULL): requested paths; GIL */
+    uint64_t *path_seq;    /* n_entries: the request number each path was stored for */
     unsigned n_entries;
     unsigned depth;
 } FileRegionObject;
@@ -93,7 +94,8 @@ static int region_init_paths(FileRegionObject *r) {
     r->n_entries = ml_floader_n_workers(r->fl) * ml_floader_queue_depth(r->fl);
     r->depth = ml_floader_queue_depth(r->fl);
     r->paths = PyMem_Calloc(r->n_entries, sizeof *r->paths);
-    if (!r->paths) {
+    r->path_seq = PyMem_Calloc(r->n_entries, sizeof *r->path_seq);
+    if (!r->paths || !r->path_seq) {
         PyErr_NoMemory();
         return -1;
     }
@@ -198,6 +200,7 @@ static void region_dealloc(FileRegionObject *r) {
     region_stop_serving(r);
     region_clear(r);
     PyMem_Free(r->paths);
+    PyMem_Free(r->path_seq);
     ml_floader_unref(r->fl);
     tp->tp_free((PyObject *)r);
     Py_DECREF(tp);
@@ -231,6 +234,7 @@ static PyObject *region_request(FileRegionObject *r, PyObject *args) {
     size_t len = (size_t)PyBytes_GET_SIZE(bytes);
     double deadline = timeout >= 0 ? mono_seconds() + timeout : 0;
     unsigned entry = 0;
+    uint64_t seq = 0;
     int rc;
     for (;;) {
         long step = SLICE_MS;
@@ -239,7 +243,7 @@ static PyObject *region_request(FileRegionObject *r, PyObject *args) {
             step = left <= 0 ? 0 : left < SLICE_MS / 1000.0 ? (long)(left * 1000) + 1 : SLICE_MS;
         }
         Py_BEGIN_ALLOW_THREADS
-        rc = ml_floader_request(r->fl, (unsigned)w, p, len, step, &entry);
+        rc = ml_floader_request(r->fl, (unsigned)w, p, len, step, timeout < 0, &entry, &seq);
         Py_END_ALLOW_THREADS
         if (rc != -ETIMEDOUT || step == 0)
             break;
@@ -252,8 +256,11 @@ static PyObject *region_request(FileRegionObject *r, PyObject *args) {
     }
     Py_DECREF(bytes);
     if (rc == 0) {
+        /* Another thread may have taken the entry already (the GIL was
+         * released): entry_new uses a path only for its own request number. */
         unsigned i = (unsigned)w * r->depth + entry;
         Py_XSETREF(r->paths[i], fs);
+        r->path_seq[i] = seq;
         Py_RETURN_TRUE;
     }
     Py_DECREF(fs);
@@ -297,7 +304,7 @@ static PyObject *region_get(FileRegionObject *r, PyObject *args) {
             step = left <= 0 ? 0 : left < SLICE_MS / 1000.0 ? (long)(left * 1000) + 1 : SLICE_MS;
         }
         Py_BEGIN_ALLOW_THREADS
-        rc = ml_floader_get(r->fl, (unsigned)w, step, &g);
+        rc = ml_floader_get(r->fl, (unsigned)w, step, timeout < 0, &g);
         Py_END_ALLOW_THREADS
         if (rc != -ETIMEDOUT)
             break;
@@ -524,7 +531,7 @@ static PyObject *entry_new(FileRegionObject *r, unsigned w, const ml_fl_got *g) 
     e->released = 0;
     e->exports = 0;
     unsigned i = w * r->depth + g->entry;
-    if (r->paths[i]) {
+    if (r->paths[i] && r->path_seq[i] == g->seq) {
         e->path = r->paths[i]; /* the handle's reference moves to the entry */
         r->paths[i] = NULL;
     } else {

@@ -33,7 +33,7 @@ static ml_floader *new_loader(unsigned nw, unsigned depth, uint64_t max) {
     return fl;
 }
 
-static void get_one(ml_floader *fl, unsigned w, ml_fl_got *g) { CHECK_RC(ml_floader_get(fl, w, 10000, g)); }
+static void get_one(ml_floader *fl, unsigned w, ml_fl_got *g) { CHECK_RC(ml_floader_get(fl, w, 10000, 0, g)); }
 
 /* Many files of random sizes through 2 workers and 2 threads, checked byte for byte. */
 static void roundtrip(ml_io_mode mode, int direct) {
@@ -61,14 +61,14 @@ static void roundtrip(ml_io_mode mode, int direct) {
                 char name[32];
                 snprintf(name, sizeof name, "f%u", next[w]);
                 const char *p = check_path(name);
-                int rc = ml_floader_request(fl, w, p, strlen(p), 0, &e);
+                int rc = ml_floader_request(fl, w, p, strlen(p), 0, 0, &e, NULL);
                 if (rc == -EAGAIN)
                     break;
                 CHECK_RC(rc);
                 next[w] += 2;
             }
             ml_fl_got g;
-            int rc = ml_floader_get(fl, w, 10000, &g);
+            int rc = ml_floader_get(fl, w, 10000, 1, &g);
             if (rc == -ML_EDEADLOCK)
                 continue; /* nothing outstanding on w: it is done */
             CHECK_RC(rc);
@@ -101,7 +101,7 @@ static void roundtrip(ml_io_mode mode, int direct) {
 static int fails_with(ml_floader *fl, const char *p, size_t len, char *msg, size_t cap) {
     unsigned e;
     ml_fl_got g;
-    CHECK_RC(ml_floader_request(fl, 0, p, len, 0, &e));
+    CHECK_RC(ml_floader_request(fl, 0, p, len, 0, 0, &e, NULL));
     get_one(fl, 0, &g);
     CHECK_EQ(g.entry, e);
     if (msg)
@@ -134,7 +134,7 @@ static void failures(void) {
     const char *edge = make_file("edge", 4096, 5, truth);
     unsigned e;
     ml_fl_got g;
-    CHECK_RC(ml_floader_request(fl, 0, edge, strlen(edge), 0, &e));
+    CHECK_RC(ml_floader_request(fl, 0, edge, strlen(edge), 0, 0, &e, NULL));
     get_one(fl, 0, &g);
     CHECK_EQ(g.error.code, 0);
     CHECK_U64_EQ(g.size, 4096);
@@ -150,19 +150,19 @@ static void backpressure(void) {
     const char *p = make_file("bp", 10, 1, NULL);
     unsigned e;
     ml_fl_got g;
-    CHECK_ERR(ml_floader_get(fl, 0, 1000, &g), -ML_EDEADLOCK); /* nothing requested */
-    CHECK_RC(ml_floader_request(fl, 0, p, strlen(p), 0, &e));
-    CHECK_RC(ml_floader_request(fl, 0, p, strlen(p), 0, &e));
-    CHECK_ERR(ml_floader_request(fl, 0, p, strlen(p), 0, &e), -EAGAIN);
+    CHECK_ERR(ml_floader_get(fl, 0, 1000, 1, &g), -ML_EDEADLOCK); /* nothing requested */
+    CHECK_RC(ml_floader_request(fl, 0, p, strlen(p), 0, 0, &e, NULL));
+    CHECK_RC(ml_floader_request(fl, 0, p, strlen(p), 0, 0, &e, NULL));
+    CHECK_ERR(ml_floader_request(fl, 0, p, strlen(p), 0, 0, &e, NULL), -EAGAIN);
     uint64_t t0 = check_now_ms();
-    CHECK_ERR(ml_floader_request(fl, 0, p, strlen(p), 50, &e), -ETIMEDOUT);
-    CHECK_ERR(ml_floader_get(fl, 0, 50, &g), -ETIMEDOUT);
+    CHECK_ERR(ml_floader_request(fl, 0, p, strlen(p), 50, 0, &e, NULL), -ETIMEDOUT);
+    CHECK_ERR(ml_floader_get(fl, 0, 50, 1, &g), -ETIMEDOUT);
     CHECK_LT(check_now_ms() - t0, 5000);
     ml_error err;
     ml_error_clear(&err);
     CHECK_EQ(ml_floader_check_server(fl, 10, 1000, &err), 0);
     CHECK_EQ(ml_floader_check_server(fl, 2000, 1000, &err), -ENOTCONN);
-    CHECK_ERR(ml_floader_get(fl, 5, 0, &g), -ML_EINVAL);
+    CHECK_ERR(ml_floader_get(fl, 5, 0, 1, &g), -ML_EINVAL);
     /* Serve now: both complete; taking both leaves every entry with us. */
     ml_fserve *s = NULL;
     ml_fserve_config sc = {.n_threads = 1, .batch = 2, .mode = ML_IO_AUTO};
@@ -172,15 +172,15 @@ static void backpressure(void) {
     ml_fl_got g2;
     get_one(fl, 0, &g);
     get_one(fl, 0, &g2);
-    CHECK_ERR(ml_floader_request(fl, 0, p, strlen(p), -1, &e), -ML_EDEADLOCK);
+    CHECK_ERR(ml_floader_request(fl, 0, p, strlen(p), -1, 1, &e, NULL), -ML_EDEADLOCK);
     ml_floader_release(fl, 0, g.entry);
-    CHECK_RC(ml_floader_request(fl, 0, p, strlen(p), -1, &e));
+    CHECK_RC(ml_floader_request(fl, 0, p, strlen(p), -1, 1, &e, NULL));
     ml_fl_stats st;
     ml_floader_stats(fl, &st);
     CHECK_EQ(st.unreleased, 1);
     ml_floader_close(fl);
-    CHECK_ERR(ml_floader_get(fl, 0, -1, &g), -ML_ECLOSED);
-    CHECK_ERR(ml_floader_request(fl, 0, p, strlen(p), 0, &e), -ML_ECLOSED);
+    CHECK_ERR(ml_floader_get(fl, 0, -1, 1, &g), -ML_ECLOSED);
+    CHECK_ERR(ml_floader_request(fl, 0, p, strlen(p), 0, 0, &e, NULL), -ML_ECLOSED);
     ml_fserve_stop(s);
     ml_floader_unref(fl);
 }
@@ -200,15 +200,15 @@ static void close_in_flight(void) {
     CHECK_RC(ml_fserve_start(&s, fl, &sc));
     unsigned e;
     for (int i = 0; i < 64; i++)
-        CHECK_RC(ml_floader_request(fl, 0, p, strlen(p), 0, &e));
+        CHECK_RC(ml_floader_request(fl, 0, p, strlen(p), 0, 0, &e, NULL));
     pthread_t t;
     CHECK_EQ(pthread_create(&t, NULL, closer, fl), 0);
     ml_fl_got g;
     int rc;
     /* Keep every entry busy: take, release, request again, until close. */
-    while ((rc = ml_floader_get(fl, 0, 10000, &g)) == 0) {
+    while ((rc = ml_floader_get(fl, 0, 10000, 1, &g)) == 0) {
         ml_floader_release(fl, 0, g.entry);
-        if ((rc = ml_floader_request(fl, 0, p, strlen(p), 0, &e)) < 0)
+        if ((rc = ml_floader_request(fl, 0, p, strlen(p), 0, 0, &e, NULL)) < 0)
             break;
     }
     CHECK_ERR(rc, -ML_ECLOSED);
@@ -247,7 +247,7 @@ static void processes(void) {
     CHECK_EQ(st.server_pid, loader);
     unsigned e;
     ml_fl_got g;
-    CHECK_RC(ml_floader_request(fl, 1, p, strlen(p), 0, &e));
+    CHECK_RC(ml_floader_request(fl, 1, p, strlen(p), 0, 0, &e, NULL));
     get_one(fl, 1, &g);
     CHECK_EQ(g.error.code, 0);
     CHECK_U64_EQ(g.size, 1234);
