@@ -149,6 +149,10 @@ void ml_floader_work_item(ml_floader *fl, unsigned i, char *buf, void **slot, si
 /* LOADING -> DONE with size bytes or err, waking the worker's consumer. */
 void ml_floader_complete(ml_floader *fl, unsigned i, uint64_t size, const ml_error *err,
                          int direct_fallback);
+/* complete() for n entries under one lock, waking each worker once:
+ * idx[k] with sizes[k], errs[k] (NULL or code 0: success), direct_fallbacks[k]. */
+void ml_floader_complete_batch(ml_floader *fl, unsigned n, const unsigned *idx, const uint64_t *sizes,
+                               const ml_error *const *errs, const int *direct_fallbacks);
 /* Wake the loader threads (of every process) to re-check their stop flag. */
 void ml_floader_kick(ml_floader *fl);
 

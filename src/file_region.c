@@ -343,6 +343,21 @@ unsigned ml_floader_n_workers(const ml_floader *fl) { return fl->n_workers; }
 unsigned ml_floader_queue_depth(const ml_floader *fl) { return fl->depth; }
 uint64_t ml_floader_max_file_size(const ml_floader *fl) { return fl->max_file_size; }
 
+/* Requests queued before a request wakes sleeping loader threads: a
+ * quarter of the entries, so a consumer that refills one entry at a time
+ * costs the loaders one wake-up per batch, not per file. A consumer about
+ * to wait (or polling with nothing ready) wakes them for any queued
+ * request (kick_if_pending), so no request waits for the batch to fill. */
+static uint64_t wake_batch(const ml_floader *fl) {
+    return fl->n_entries / 4 > 1 ? fl->n_entries / 4 : 1;
+}
+
+/* Wake sleeping loaders if anything is queued. Caller holds mu. */
+static void kick_if_pending(ml_floader *fl) {
+    if (fl->h->loaders_waiting && fl->h->req_tail != fl->h->req_head)
+        fl_wake(&fl->h->work);
+}
+
 /* Push entry i (of worker w) on w's done FIFO and wake its consumer. Caller holds mu. */
 static void push_done(ml_floader *fl, unsigned w, unsigned i) {
     fl_worker *wk = &fl->workers[w];
@@ -413,11 +428,12 @@ int ml_floader_request(ml_floader *fl, unsigned w, const char *path, size_t len,
                 e->state = ML_FL_REQUESTED;
                 fl->fifo[h->req_tail % fl->n_entries] = i;
                 h->req_tail++;
-                if (h->loaders_waiting)
+                if (h->loaders_waiting && h->req_tail - h->req_head >= wake_batch(fl))
                     fl_wake(&h->work);
             }
             break;
         }
+        kick_if_pending(fl);
         if (timeout_ms == 0) {
             rc = -EAGAIN;
             break;
@@ -481,6 +497,7 @@ int ml_floader_get(ml_floader *fl, unsigned w, long timeout_ms, int strict, ml_f
             out->error.msg[sizeof out->error.msg - 1] = '\0'; /* written by another process */
             goto done;
         }
+        kick_if_pending(fl); /* nothing ready: the loaders must not wait for a full batch */
         if (timeout_ms == 0) {
             rc = -EAGAIN;
             break;
@@ -713,27 +730,52 @@ void ml_floader_work_item(ml_floader *fl, unsigned i, char *buf, void **slot, si
     *slot_bytes = fl->slot_bytes;
 }
 
-void ml_floader_complete(ml_floader *fl, unsigned i, uint64_t size, const ml_error *err,
-                         int direct_fallback) {
+/* LOADING -> DONE for entry i, pushed on its worker's done FIFO; the
+ * caller wakes the worker. Caller holds mu. Returns the worker, or -1. */
+static int complete_one(ml_floader *fl, unsigned i, uint64_t size, const ml_error *err, int direct_fallback) {
     fl_hdr *h = fl->h;
     if (i >= fl->n_entries)
-        return;
-    fl_lock(fl);
+        return -1;
     fl_entry *e = &fl->entries[i];
-    if (e->state == ML_FL_LOADING) {
-        e->size = size;
-        if (err && err->code)
-            e->error = *err;
-        else
-            ml_error_clear(&e->error);
-        e->state = ML_FL_DONE;
-        h->n_completed++;
-        h->n_failed += err && err->code;
-        h->n_bytes += err && err->code ? 0 : size;
-        h->n_direct_fallbacks += direct_fallback != 0;
-        push_done(fl, i / fl->depth, i % fl->depth);
+    if (e->state != ML_FL_LOADING)
+        return -1;
+    e->size = size;
+    if (err && err->code)
+        e->error = *err;
+    else
+        ml_error_clear(&e->error);
+    e->state = ML_FL_DONE;
+    h->n_completed++;
+    h->n_failed += err && err->code;
+    h->n_bytes += err && err->code ? 0 : size;
+    h->n_direct_fallbacks += direct_fallback != 0;
+    unsigned w = i / fl->depth;
+    fl_worker *wk = &fl->workers[w];
+    fl->done[(size_t)w * fl->depth + wk->done_tail % fl->depth] = i % fl->depth;
+    wk->done_tail++;
+    return (int)w;
+}
+
+void ml_floader_complete_batch(ml_floader *fl, unsigned n, const unsigned *idx, const uint64_t *sizes,
+                               const ml_error *const *errs, const int *direct_fallbacks) {
+    int last = -1;
+    fl_lock(fl);
+    for (unsigned k = 0; k < n; k++) {
+        int w = complete_one(fl, idx[k], sizes[k], errs[k], direct_fallbacks[k]);
+        /* One wake per run of the same worker: a consumer woken once takes them all. */
+        if (w != last && last >= 0 && fl->workers[last].waiting)
+            fl_wake(&fl->workers[last].word);
+        if (w >= 0)
+            last = w;
     }
+    if (last >= 0 && fl->workers[last].waiting)
+        fl_wake(&fl->workers[last].word);
     fl_unlock(fl);
+}
+
+void ml_floader_complete(ml_floader *fl, unsigned i, uint64_t size, const ml_error *err,
+                         int direct_fallback) {
+    ml_floader_complete_batch(fl, 1, &i, &size, &err, &direct_fallback);
 }
 
 void ml_floader_kick(ml_floader *fl) {

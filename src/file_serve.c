@@ -3,7 +3,7 @@
  * n_threads threads each loop: take a share of the REQUESTED entries
  * (ml_floader_take_work: at most `batch`, about pending / n_threads so
  * work spreads over the threads), read them as one batch (file_read.c),
- * complete each (which wakes its consumer). A thread sleeps on the
+ * complete the batch under one lock (one wake-up per consumer). A thread sleeps on the
  * region's work futex when nothing is queued; close() or stop wakes it.
  *
  * Thread 0 holds the region's lifeline (ml_floader_serve_begin) from
@@ -53,7 +53,10 @@ static void *serve_thread(void *arg_) {
     unsigned *idx = calloc(batch, sizeof *idx);
     char *paths = malloc((size_t)batch * ML_FL_PATH_BYTES);
     ml_fread_job *jobs = calloc(batch, sizeof *jobs);
-    int rc = (!idx || !paths || !jobs) ? -ENOMEM : ml_fread_new(&r, batch, s->cfg.mode, s->cfg.direct);
+    uint64_t *sizes = calloc(batch, sizeof *sizes);
+    const ml_error **errs = calloc(batch, sizeof *errs);
+    int *fallbacks = calloc(batch, sizeof *fallbacks);
+    int rc = (!idx || !paths || !jobs || !sizes || !errs || !fallbacks) ? -ENOMEM : ml_fread_new(&r, batch, s->cfg.mode, s->cfg.direct);
     if (id == 0) {
         if (rc == 0)
             ml_floader_serve_begin(s->fl);
@@ -81,12 +84,19 @@ static void *serve_thread(void *arg_) {
             j->fd = -1;
         }
         ml_fread_batch(r, jobs, n);
-        for (unsigned k = 0; k < n; k++)
-            ml_floader_complete(s->fl, idx[k], jobs[k].size, &jobs[k].err, jobs[k].direct_fallback);
+        for (unsigned k = 0; k < n; k++) {
+            sizes[k] = jobs[k].size;
+            errs[k] = &jobs[k].err;
+            fallbacks[k] = jobs[k].direct_fallback;
+        }
+        ml_floader_complete_batch(s->fl, n, idx, sizes, errs, fallbacks);
     }
     if (id == 0 && r)
         ml_floader_serve_end(s->fl);
     ml_fread_free(r);
+    free(fallbacks);
+    free(errs);
+    free(sizes);
     free(jobs);
     free(paths);
     free(idx);

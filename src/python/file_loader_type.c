@@ -510,7 +510,7 @@ static PyType_Spec region_spec = {
 
 static PyObject *entry_new(FileRegionObject *r, unsigned w, const ml_fl_got *g) {
     ml_module_state *st = ml_state_of_type(Py_TYPE(r));
-    FileEntryObject *e = PyObject_GC_New(FileEntryObject, st->file_entry_type);
+    FileEntryObject *e = PyObject_New(FileEntryObject, st->file_entry_type);
     if (!e) {
         Py_BEGIN_ALLOW_THREADS
         ml_floader_release(r->fl, w, g->entry);
@@ -545,7 +545,6 @@ static PyObject *entry_new(FileRegionObject *r, unsigned w, const ml_fl_got *g) 
         Py_DECREF(e);
         return NULL;
     }
-    PyObject_GC_Track(e);
     return (PyObject *)e;
 }
 
@@ -562,23 +561,14 @@ static void entry_release_slot(FileEntryObject *e) {
     Py_END_ALLOW_THREADS
 }
 
-static int entry_traverse(FileEntryObject *e, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(e));
-    Py_VISIT(e->region);
-    Py_VISIT(e->path);
-    Py_VISIT(e->msg);
-    return 0;
-}
-
 static void entry_dealloc(FileEntryObject *e) {
     PyTypeObject *tp = Py_TYPE(e);
-    PyObject_GC_UnTrack(e);
     if (e->region)
         entry_release_slot(e);
     Py_XDECREF(e->path);
     Py_XDECREF(e->msg);
     Py_XDECREF(e->region);
-    PyObject_GC_Del(e);
+    PyObject_Free(e);
     Py_DECREF(tp);
 }
 
@@ -727,7 +717,6 @@ static PyGetSetDef entry_getset[] = {
 
 static PyType_Slot entry_slots[] = {
     {Py_tp_dealloc, entry_dealloc},
-    {Py_tp_traverse, entry_traverse},
     {Py_tp_methods, entry_methods},
     {Py_tp_getset, entry_getset},
     {Py_tp_repr, entry_repr},
@@ -740,7 +729,10 @@ static PyType_Slot entry_slots[] = {
 static PyType_Spec entry_spec = {
     .name = "multiload._core.FileEntry",
     .basicsize = sizeof(FileEntryObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    /* Not GC-tracked (as Guard): an entry references only its region, which
+     * never references entries, and strings, so it can be in no cycle; one
+     * entry per file would otherwise feed the collector's generations. */
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = entry_slots,
 };
 
