@@ -251,7 +251,7 @@ def test_permission_denied():
         with open(os.path.join(d, "public"), "w") as f:
             f.write("shown")
         os.chmod(os.path.join(d, "public"), 0o644)
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)])))
         r = subprocess.run([sys.executable, "-c", PERMISSION_SCRIPT, d], capture_output=True, text=True,
                            timeout=60, env=env)
         assert r.returncode == 0, r.stderr

@@ -177,7 +177,7 @@ print("closed", flush=True)
 
 def test_ctrl_c_interrupts_wait_get(files):
     p = subprocess.Popen([sys.executable, "-c", CTRL_C, files[0]], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                         text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)]))))
     try:
         assert p.stdout.readline().strip() == "waiting"
         time.sleep(0.3)
@@ -203,7 +203,7 @@ def test_loader_process_leaves_when_its_parent_dies(tmp_path):
     script = tmp_path / "orphan.py"
     script.write_text(ORPHAN)
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                       env=dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)]))))
     assert r.returncode == -signal.SIGKILL, r.stderr
     pid = int(r.stdout.split()[0])
     assert wait_gone(pid, timeout=15), f"loader process {pid} outlived its parent"
