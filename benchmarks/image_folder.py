@@ -238,6 +238,17 @@ def run_dataloader(spec, paths):
     return dict(bytes=nbytes, seconds=time.perf_counter() - t0)
 
 
+def _vm_hwm_mib():
+    """Peak RSS of this process alone (VmHWM; ru_maxrss carries the parent's over exec)."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 FUNCS = dict(fileloader=run_fileloader, threadpool=run_threadpool, loop=run_loop, dataloader=run_dataloader)
 
 
@@ -260,6 +271,8 @@ def main():
     c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out["cpu"] = (r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
                   + c1.ru_utime - c0.ru_utime + c1.ru_stime - c0.ru_stime)
+    out["rss_mib"] = _vm_hwm_mib() or r1.ru_maxrss / 1024
+    out["rss_children_mib"] = c1.ru_maxrss / 1024
     sys.stdout.write("\n@@RESULT " + json.dumps(out) + "\n")
     sys.stdout.flush()
     os._exit(0)
