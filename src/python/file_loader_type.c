@@ -336,7 +336,10 @@ static PyObject *region_get(FileRegionObject *r, PyObject *args) {
         /* Nothing completed; a dead server is worth saying at once. */
         ml_error err;
         ml_error_clear(&err);
-        int lrc = ml_floader_check_server(r->fl, 0, 1, &err);
+        int lrc;
+        Py_BEGIN_ALLOW_THREADS
+        lrc = ml_floader_check_server(r->fl, 0, 1, &err);
+        Py_END_ALLOW_THREADS
         if (lrc == -EOWNERDEAD) {
             PyErr_SetString(PyExc_RuntimeError, err.msg);
             return NULL;
@@ -394,7 +397,9 @@ static PyObject *region_serve_start(FileRegionObject *r, PyObject *args) {
     Py_END_ALLOW_THREADS
     if (rc == -EBUSY) {
         ml_fl_stats st;
+        Py_BEGIN_ALLOW_THREADS
         ml_floader_stats(r->fl, &st);
+        Py_END_ALLOW_THREADS
         PyErr_Format(PyExc_RuntimeError, "this FileLoader is already served (by process %d)", st.server_pid);
         return NULL;
     }
@@ -536,7 +541,12 @@ static PyObject *entry_new(FileRegionObject *r, unsigned w, const ml_fl_got *g) 
         r->paths[i] = NULL;
     } else {
         char buf[ML_FL_PATH_BYTES];
-        int n = ml_floader_entry_path(r->fl, w, g->entry, buf, sizeof buf);
+        int n;
+        ml_floader *fl = r->fl;
+        unsigned k = g->entry;
+        Py_BEGIN_ALLOW_THREADS
+        n = ml_floader_entry_path(fl, w, k, buf, sizeof buf);
+        Py_END_ALLOW_THREADS
         e->path = PyUnicode_DecodeFSDefaultAndSize(buf, n < 0 ? 0 : n);
     }
     if (e->code)
