@@ -22,6 +22,7 @@ differs from AsyncLoader.
 
 import multiprocessing
 import os
+import select
 import signal
 import time
 from multiprocessing.reduction import DupFd
@@ -61,6 +62,30 @@ def _rebuild_worker(dupfd, worker_id, serve_timeout):
 
 def _rebuild_loader(dupfd, params):
     return FileLoader(_region=_attach(dupfd), **params)
+
+
+class _Watch:
+    """Is the process that started us alive? A pidfd (immune to pid reuse)
+    where the kernel has them, else signal 0. Not getppid(): a forkserver
+    child's parent is the fork server, not the process that asked for it."""
+
+    def __init__(self, pid):
+        self.pid, self.fd = pid, None
+        try:
+            self.fd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            pass
+
+    def alive(self):
+        if self.fd is not None:
+            return not select.select([self.fd], [], [], 0)[0]  # readable once it exited
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
 
 
 def _loader_main(loader, parent_pid):
@@ -287,10 +312,11 @@ class FileLoader:
         KeyboardInterrupt here.
         """
         self._check_open()
+        watch = _Watch(_parent_pid) if _parent_pid is not None else None
         self.io_engine = self._region.serve_start(self._n_threads, self._dispatch_n, self._direct, self._io)
         try:
             while not self._region.wait_event(0.5):
-                if _parent_pid is not None and os.getppid() != _parent_pid:
+                if watch is not None and not watch.alive():
                     self._region.close()  # the process that made us is gone: nobody will close us
                     break
         except BaseException:
@@ -298,6 +324,8 @@ class FileLoader:
             raise
         finally:
             self._region.serve_stop()
+            if watch is not None and watch.fd is not None:
+                os.close(watch.fd)
 
     # -- workers -----------------------------------------------------------
 

@@ -94,6 +94,8 @@ def test_worker_processes_on_one_loader_process(files, start_method, n_workers):
     pid = loader.spawn_loader(start_method=start_method)
     assert pid != os.getpid() and alive(pid)
     assert loader.stats()["server_pid"] == pid
+    time.sleep(1.2)  # past the loader's first look at its parent (a forkserver child's ppid is the server)
+    assert loader.stats()["serving"] and alive(pid)
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     procs = [ctx.Process(target=consume, args=(loader.get_worker_context(i), files[i::n_workers], q))
