@@ -29,7 +29,7 @@ ASAN_PYTESTS ?= tests/test_streamer_api.py tests/test_streamer_bad_input.py test
 	tests/test_io_fallback.py tests/test_chunk_index.py tests/test_hostile_files.py tests/test_reader_vlarray.py \
 	tests/test_order.py tests/test_error_map.py tests/test_core_binding.py tests/test_api_hazards.py \
 	tests/test_batch_stream.py tests/test_type_conversions.py tests/test_filters_plugins.py tests/test_vlen_strings.py \
-	tests/test_chunk_index4.py tests/test_newer_hdf5.py tests/test_reader_view.py tests/test_file_loader.py
+	tests/test_chunk_index4.py tests/test_newer_hdf5.py tests/test_reader_view.py tests/test_loader_process.py tests/test_file_loader.py
 # TSan: the same files (it refuses threads in a child forked from a threaded process anyway).
 TSAN_PYTESTS ?= $(ASAN_PYTESTS)
 ASAN_LDFLAGS := -fsanitize=address,undefined
@@ -51,7 +51,7 @@ PROBE_LIBS = $(eval PROBE_LIBS := $$(shell $(PYTHON) probe_libs.py --libs 2>/dev
 CORE_FLAGS = -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-missing-field-initializers $(PROBE_CFLAGS)
 CORE_LIBS = $(PROBE_LIBS) -lpthread
 
-.PHONY: demo test test-c test-py test-pread bench bench-deps deps venv build check-asan check-tsan check-valgrind libfuzzer fuzz-index fuzz-gheap fuzz-meta fuzz fuzz-smoke clean
+.PHONY: demo test test-c c-tests-built test-py test-pread bench bench-deps deps venv build check-asan check-tsan check-valgrind libfuzzer fuzz-index fuzz-gheap fuzz-meta fuzz fuzz-smoke clean
 
 # Install, build, stream a generated sample file and print throughput beside h5py.
 demo: build
@@ -90,12 +90,22 @@ build: venv
 	  cp build/lib/multiload/$$so multiload/.$$so.tmp && mv -f multiload/.$$so.tmp multiload/$$so'
 	@$(PY) -c "import multiload; print('>> multiload', multiload.__version__, 'io:', multiload.io_mode())"
 
-$(TEST_BUILD)/%: tests/c/%.c $(CORE_SRC) $(wildcard src/*.h) $(wildcard tests/c/*.h)
-	@mkdir -p $(TEST_BUILD)
-	$(CC) $(CORE_FLAGS) $(SAN) -Isrc -o $@ $< $(CORE_SRC) $(CORE_LIBS) -lz
+# The core is compiled once per TEST_BUILD (objects in TEST_BUILD/obj, in parallel) and every test
+# program links those objects: compiling the whole core into each of the programs cost minutes of CI.
+CORE_OBJS = $(patsubst src/%.c,$(TEST_BUILD)/obj/%.o,$(CORE_SRC))
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+$(TEST_BUILD)/obj/%.o: src/%.c $(wildcard src/*.h)
+	@mkdir -p $(TEST_BUILD)/obj
+	@$(CC) $(CORE_FLAGS) $(SAN) -Isrc -c -o $@ $<
+$(TEST_BUILD)/%: tests/c/%.c $(CORE_OBJS) $(wildcard tests/c/*.h)
+	@$(CC) $(CORE_FLAGS) $(SAN) -Isrc -o $@ $< $(CORE_OBJS) $(CORE_LIBS) -lz
+
+c-tests-built: $(C_TESTS)
 
 # C unit tests: each program exits 0 (pass), 1 (fail) or 77 (skip); a hang fails after C_TEST_TIMEOUT s.
-test-c: deps $(C_TESTS)
+test-c: deps
+	@echo ">> building the C tests in $(TEST_BUILD)"
+	@$(MAKE) --no-print-directory -j$(NPROC) c-tests-built TEST_BUILD=$(TEST_BUILD) SAN="$(SAN)"
 	@fail=0; for t in $(C_TESTS); do timeout -k 5 $(C_TEST_TIMEOUT) $(RUN) $$t; rc=$$?; \
 	  if [ $$rc = 0 ]; then echo "PASS $$t"; elif [ $$rc = 77 ]; then echo "SKIP $$t"; else echo "FAIL $$t"; fail=1; fi; done; exit $$fail
 
@@ -108,9 +118,9 @@ PREAD_PYTESTS ?= tests/test_streamer_api.py tests/test_streamer_matrix.py tests/
 	tests/test_reader_parallel.py tests/test_reader_lifecycle.py tests/test_reader_view.py \
 	tests/test_reliability_faults.py tests/test_reliability_corrupt.py tests/test_reliability_lifecycle.py \
 	tests/test_reliability_signals.py tests/test_reliability_badinput.py tests/test_io_fallback.py \
-	tests/test_batch_stream.py tests/test_layout_read.py tests/test_file_loader.py tests/test_file_loader_process.py
+	tests/test_batch_stream.py tests/test_layout_read.py tests/test_loader_process.py tests/test_file_loader.py tests/test_file_loader_process.py
 test-py: build
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 	MULTILOAD_IO=pread $(PY) -m pytest -q -m "not slow" $(PREAD_PYTESTS)
 
 # Benchmarks beside h5py, PyTables, multitables, torch and the machine's limits (FULL=1: larger).

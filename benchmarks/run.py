@@ -47,6 +47,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import files  # noqa: E402
 import scaleout  # noqa: E402  (W9)
+import loader_process  # noqa: E402  (W12)
 import image_folder  # noqa: E402  (W11)
 
 PY = sys.executable
@@ -495,6 +496,7 @@ def plan(args, paths, exe, have_mt, mt_reason, can_drop):
                             "(torch tensors + a tiny matmul each, 1 thread)", paths["w8"], w8_entries(paths),
                       unit="rows/s", ref=W8_REF))
     W += scaleout.workloads(paths, py_entry, Workload)
+    W += loader_process.workloads(paths, py_entry, Workload, block_of)
     W += image_folder.workloads(image_folder.folder_name(args.cache, args.scale), py_entry, Workload, Entry, can_drop)
     return W
 
@@ -652,7 +654,8 @@ def ratio(S, wk, a, b, unit):
 
 
 MEMORY_BOUND = "memory bound"  # a target's `versus`: the system's peak RSS growth ÷ its stated bound
-SAME_AT = "itself at "  # a target's `versus` prefix: the same system's µs per row (chunk) in another workload
+SAME_AT = "itself at "
+CPU_OF = "cpu of "  # a target's `versus` prefix: CPU s/GB of a ÷ that of the named system (<= goal: less)  # a target's `versus` prefix: the same system's µs per row (chunk) in another workload
 
 # W1-cold: the peers and the fio configurations a headline target compares
 # with the best of (a tuple as a target's `versus`: the fastest median of
@@ -731,7 +734,7 @@ TARGETS = [
     ("W8 BatchStream peak RSS growth within stats()['memory_bound'] (gzip)", "W8", W8_REF, MEMORY_BOUND, "<=", 1.0),
     ("W8 BatchStream peak RSS growth within stats()['memory_bound'] (contiguous)", "W8",
      "BatchStream window, contiguous", MEMORY_BOUND, "<=", 1.0),
-] + scaleout.TARGETS + image_folder.TARGETS
+] + scaleout.TARGETS + loader_process.TARGETS + image_folder.TARGETS
 
 
 def best_of(S, wk, systems, unit):
@@ -768,6 +771,13 @@ def targets(W, S):
                  if sb and "missing" not in sa and "missing" not in sb else None)
             row.update(value=v, status="not available" if v is None else ("met" if v <= target else "missed"),
                        why=sa.get("missing", "") or (sb or {}).get("missing", ""))
+        elif isinstance(b, str) and b.startswith(CPU_OF):
+            sb = S.get((wk, b[len(CPU_OF):]), {})
+            v = (sa["cpu_s_per_gb"] / sb["cpu_s_per_gb"]
+                 if sa.get("cpu_s_per_gb") and sb.get("cpu_s_per_gb") else None)
+            row.update(value=v, status="not available" if v is None else ("met" if v <= target else "missed"),
+                       why=sa.get("missing", "") or sb.get("missing", "") or (
+                           f"{sa['cpu_s_per_gb']:.2f} vs {sb['cpu_s_per_gb']:.2f} CPU s/GB" if v is not None else ""))
         elif b is None:
             v = None if "missing" in sa else sa["us_per_row"]["median"]
             row.update(value=v, status="not available" if v is None else ("met" if v < target else "missed"),

@@ -16,6 +16,7 @@ See docs/streamer.md for the guide.
 
 from ._signals import (
     FileChangedError,
+    LoaderDiedError,
     OutOfMemoryError,
     QueueClosed,
     QueueClosedException,
@@ -30,6 +31,7 @@ from .reader import Reader, RequestPool
 from .order import Order
 from .batch import BatchStream
 from .array import Array, close_all
+from .loader_process import LoaderProcess, LoaderQueue
 from .file_loader import FileLoader
 
 __version__ = "0.1.0"
@@ -43,6 +45,9 @@ __all__ = [
     "BatchStream",
     "Array",
     "close_all",
+    "LoaderProcess",
+    "LoaderQueue",
+    "LoaderDiedError",
     "FileLoader",
     "dataset_ops",
     "QueueClosed",

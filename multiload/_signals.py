@@ -85,3 +85,14 @@ class FileChangedError(OSError):
     does. An ``OSError`` with ``errno`` ``ESTALE`` ("stale file handle") and
     ``filename`` the file; make a new handle to read the file as it is now.
     """
+
+
+class LoaderDiedError(RuntimeError):
+    """The loader process serving a queue is gone while the queue streams.
+
+    Raised by ``get()`` of a :class:`multiload.LoaderProcess` queue within
+    about a second of the loader's death, never a hang. The message names
+    the loader's pid and how it ended: the signal that killed it, its exit
+    code, or that its owner process exited first. Blocks already handed
+    out stay readable (their shared memory outlives the loader).
+    """

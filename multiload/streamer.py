@@ -227,6 +227,7 @@ class Queue:
         self.dtype = dtype[field] if field is not None else dtype
         self.shape = layout.shape
         self._closed = stream is None
+        self._remainder = False  # Streamer._make_queue records remainder=True
         # Threads whose iteration over the queue reached its end (StopIteration
         # from __next__): another for-loop of theirs over it is a second pass.
         self._ended_in = weakref.WeakSet()
@@ -548,6 +549,14 @@ class Streamer(_handle.Handle):
             ``world_size < 1``, or ``shuffle='block'`` or ``world_size > 1``
             with ``cyclic=True``).
         """
+        return self._make_queue(path, n_procs, read_ahead, cyclic, block_size, ordered, field, remainder,
+                                io_mode, direct, shuffle, seed, epoch, rank, world_size)
+
+    def _make_queue(self, path, n_procs=None, read_ahead=None, cyclic=False, block_size=None,
+                    ordered=False, field=None, remainder=False, io_mode=None, direct=None,
+                    shuffle=None, seed=0, epoch=0, rank=0, world_size=1, shared=False):
+        """get_queue(); with ``shared``, the ring is one memfd a consumer
+        process attaches (the loader process's streams, loader_process.py)."""
         permuted, seed, epoch, rank, world_size = _check_shuffle(shuffle, seed, epoch, rank, world_size,
                                                                  bool(cyclic))
         shard = dict(shuffle="block" if permuted else "none", seed=seed, epoch=epoch, rank=rank,
@@ -565,12 +574,13 @@ class Streamer(_handle.Handle):
             warnings.warn(
                 f"dataset {path!r} of file {self._filename!r} uses {layout.slow_reason}; "
                 "multiload reads it through HDF5 under a lock (correct, not parallel)",
-                SlowPathWarning, stacklevel=2)
+                SlowPathWarning, stacklevel=3)
         n_rows = layout.shape[0]
         if block_size is None:
             block_size = default_block_size(layout, field)
         if n_rows == 0:
             queue = Queue(None, layout, block_size, 0, field, bool(cyclic), bool(ordered), **shard)
+            queue._remainder = bool(remainder)
             return queue
         block_size = min(block_size, n_rows)
         if read_ahead is None:
@@ -581,12 +591,14 @@ class Streamer(_handle.Handle):
         stream = layout.stream(n_workers=n_procs, read_ahead=read_ahead, block_rows=block_size,
                                cyclic=bool(cyclic), ordered=bool(ordered), remainder=bool(remainder),
                                field=field, io_mode=io_code, direct=bool(direct), permuted=permuted,
-                               seed=seed, epoch=epoch, shard_rank=rank, shard_count=world_size)
+                               seed=seed, epoch=epoch, shard_rank=rank, shard_count=world_size,
+                               shared=bool(shared))
         n_blocks = _core.n_blocks(n_rows, block_size, bool(cyclic), bool(remainder))
         if n_blocks is not None:
             n_blocks //= world_size  # this rank's share (schedule.c: floor(n / R))
         queue = Queue(stream, layout, block_size, n_blocks, field, bool(cyclic), bool(ordered), read_ahead,
                       **shard)
+        queue._remainder = bool(remainder)
         with self._lock:
             self._queues.add(queue)
         _live_queues.add(queue)

@@ -41,3 +41,10 @@ def test_torch_ddp_example(tmp_path):
     pytest.importorskip("torch")
     out = run("torch_ddp.py", "--world-size", "2", cwd=tmp_path)
     assert re.search(r"epoch 1: mean loss [0-9.]+, 4096 rows over 2 ranks, 32 batches each", out), out
+
+
+@pytest.mark.timeout(180)
+def test_loader_ranks_example(tmp_path):
+    out = run("loader_ranks.py", "--consumers", "3", "--dir", str(tmp_path), cwd=tmp_path)
+    assert "30 blocks over 3 consumers, one loader process" in out, out
+    assert len(re.findall(r"rank \d: 10000 rows", out)) == 3, out

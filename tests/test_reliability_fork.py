@@ -165,3 +165,37 @@ print("OK")
 """)
     assert out.strip().endswith("OK")
     assert "child: parent's reader" in out
+
+
+def test_forked_child_cannot_end_a_loader_queues_lease(tmp_path):
+    """A LoaderProcess queue inherited over fork(): the child's copy refuses
+    to take and its close() leaves the parent's stream and lease alone."""
+    import os
+
+    import h5py
+    import numpy as np
+
+    import multiload
+    path = str(tmp_path / "lp.h5")
+    data = np.arange(20_000 * 4, dtype="f4").reshape(-1, 4)
+    with h5py.File(path, "w") as f:
+        f["x"] = data
+    with multiload.LoaderProcess(path, "/x", n_procs=1, block_size=500) as loader:
+        with loader.connect(0, ordered=True) as q:
+            q.get().release()
+            pid = os.fork()
+            if pid == 0:
+                code = 0
+                try:
+                    q.get()
+                    code = 3
+                except RuntimeError:
+                    pass
+                q.close()
+                os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+            rest = [(g.start, np.array(g.array)) for g in q]
+    assert [s for s, _ in sorted(rest, key=lambda r: r[0])] == list(range(500, 20_000, 500))
+    for start, arr in rest:
+        np.testing.assert_array_equal(arr, data[start:start + 500])

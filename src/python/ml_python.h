@@ -28,6 +28,7 @@ typedef struct ml_module_state {
     PyTypeObject *request_type;  /* reader_type.c: Request */
     PyTypeObject *vlen_type;     /* vlen_type.c: VLen */
     PyTypeObject *order_type;    /* order_type.c: Order */
+    PyTypeObject *remote_stream_type; /* remote_stream_type.c: RemoteStream */
     PyTypeObject *file_region_type; /* file_loader_type.c: FileRegion */
     PyTypeObject *file_entry_type;  /* file_loader_type.c: FileEntry */
     PyObject *submit_kw[ML_PY_N_SUBMIT_KW];      /* reader_type.c: submit()'s keyword names, interned (owned) */
@@ -62,6 +63,10 @@ PyObject *ml_py_guard_new(PyTypeObject *tp, ml_ring *ring, const ml_taken *t,
                           PyArray_Descr *descr, int ndim, const npy_intp *row_dims,
                           PyObject *field, uint64_t start_row);
 
+/* Raise the RuntimeError of a take that could never end: every slot of
+ * `ring` is held by the calling thread's guards (stream_type.c). NULL. */
+PyObject *ml_py_raise_self_deadlock(ml_ring *ring);
+
 /* The core layout and dtype of a Layout object (borrowed). */
 ml_layout *ml_py_layout_core(PyObject *layout, PyArray_Descr **descr);
 
@@ -76,6 +81,7 @@ int ml_py_add_guard_type(PyObject *m, ml_module_state *st);
 int ml_py_add_reader_types(PyObject *m, ml_module_state *st);
 int ml_py_add_vlen_type(PyObject *m, ml_module_state *st);
 int ml_py_add_order_type(PyObject *m, ml_module_state *st);
+int ml_py_add_remote_stream_type(PyObject *m, ml_module_state *st);
 int ml_py_add_file_loader_types(PyObject *m, ml_module_state *st);
 
 /* _core.vlen_open(filename, path) -> VLen or None (vlen_type.c). */

@@ -266,7 +266,8 @@ static int module_exec(PyObject *m) {
         ml_py_add_stream_type(m, st) < 0)
         return -1;
     if (ml_py_add_reader_types(m, st) < 0 || ml_py_add_vlen_type(m, st) < 0 ||
-        ml_py_add_order_type(m, st) < 0 || ml_py_add_file_loader_types(m, st) < 0)
+        ml_py_add_order_type(m, st) < 0 || ml_py_add_remote_stream_type(m, st) < 0 ||
+        ml_py_add_file_loader_types(m, st) < 0)
         return -1;
     /* The I/O engine codes (ml_io_mode) Stream and ReaderCore take; the
      * user's strings map to them in one place, multiload/_io.py. */
@@ -281,6 +282,7 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg) {
     ml_module_state *st = PyModule_GetState(m);
     Py_VISIT(st->layout_type);
     Py_VISIT(st->stream_type);
+    Py_VISIT(st->remote_stream_type);
     Py_VISIT(st->guard_type);
     Py_VISIT(st->reader_type);
     Py_VISIT(st->request_type);
@@ -297,6 +299,7 @@ static int module_clear(PyObject *m) {
     ml_module_state *st = PyModule_GetState(m);
     Py_CLEAR(st->layout_type);
     Py_CLEAR(st->stream_type);
+    Py_CLEAR(st->remote_stream_type);
     Py_CLEAR(st->guard_type);
     Py_CLEAR(st->reader_type);
     Py_CLEAR(st->request_type);

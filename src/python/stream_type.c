@@ -34,18 +34,18 @@ static int stream_forked(StreamObject *self) {
 static PyObject *stream_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"layout", "n_workers", "read_ahead", "block_rows", "cyclic", "ordered",
                              "remainder", "field", "io_mode", "direct", "permuted", "seed",
-                             "epoch", "shard_rank", "shard_count", NULL};
+                             "epoch", "shard_rank", "shard_count", "shared", NULL};
     PyObject *layout, *field = Py_None;
     ml_stream_config cfg = {0};
     unsigned read_ahead;
     unsigned long long block_rows;
-    int cyclic, ordered, remainder, io_mode = 0, direct = 0, permuted = 0;
+    int cyclic, ordered, remainder, io_mode = 0, direct = 0, permuted = 0, shared = 0;
     unsigned long long seed = 0, epoch = 0;
     unsigned shard_rank = 0, shard_count = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OIIKppp|OippKKII:Stream", kwlist, &layout, &cfg.n_workers,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OIIKppp|OippKKIIp:Stream", kwlist, &layout, &cfg.n_workers,
                                      &read_ahead, &block_rows, &cyclic, &ordered, &remainder, &field,
                                      &io_mode, &direct, &permuted, &seed, &epoch, &shard_rank,
-                                     &shard_count))
+                                     &shard_count, &shared))
         return NULL;
     if (permuted && cyclic) {
         PyErr_SetString(PyExc_ValueError, "a permuted stream cannot be cyclic");
@@ -86,8 +86,10 @@ static PyObject *stream_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
     ml_error err;
     ml_error_clear(&err);
     /* Sequential, cyclic or permuted (seed, epoch) blocks, optionally one
-     * shard of them, from block 0, in a private ring this stream alone
-     * fills. The defaults are the sequential or cyclic stream, one shard. */
+     * shard of them, from block 0, in a ring this stream alone fills:
+     * private, or (shared=True) one memfd a consumer process attaches
+     * (ring_fd(); loader_process.py). The defaults are the sequential or
+     * cyclic stream, one shard, a private ring. */
     ml_schedule sch;
     ml_schedule_params sp = {.kind = cyclic     ? ML_SCHEDULE_CYCLIC
                                      : permuted ? ML_SCHEDULE_PERMUTED
@@ -103,7 +105,7 @@ static PyObject *stream_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
     }
     ml_ring *ring = NULL;
     Py_BEGIN_ALLOW_THREADS
-    rc = ml_stream_ring_new(&ring, L, &sch, read_ahead, ML_RING_PRIVATE, &err);
+    rc = ml_stream_ring_new(&ring, L, &sch, read_ahead, shared ? ML_RING_SHARED : ML_RING_PRIVATE, &err);
     if (rc == 0)
         rc = ml_stream_open(&self->s, L, ring, &sch, &cfg, &err);
     ml_ring_unref(ring); /* the stream holds its own reference */
@@ -204,18 +206,8 @@ static PyObject *stream_take(StreamObject *self, PyObject *args, PyObject *kw) {
     }
     if (rc == -ML_EEND || rc == -ML_ECLOSED)
         Py_RETURN_NONE;
-    if (rc == -ML_EDEADLOCK) { /* RuntimeError, as the error table says */
-        ml_error e;
-        ml_error_clear(&e);
-        ml_error_set(&e, rc,
-                     "every one of the queue's %u slots is held by an unreleased guard of this thread; "
-                     "a view kept from a guard (a numpy array from guard.array) pins its slot "
-                     "until the guard is released, even once the guard itself is dropped. Release "
-                     "guards (leave the with-block or call guard.release()), keep copies instead of "
-                     "views (np.array(block) or block.copy()), or raise read_ahead",
-                     ml_ring_n_slots(ml_stream_ring(s)));
-        return ml_py_raise(&e, NULL);
-    }
+    if (rc == -ML_EDEADLOCK)
+        return ml_py_raise_self_deadlock(ml_stream_ring(s));
     if (rc < 0) {
         ml_error e;
         ml_error_clear(&e);
@@ -236,6 +228,36 @@ static PyObject *stream_take(StreamObject *self, PyObject *args, PyObject *kw) {
     ml_module_state *st = ml_state_of_type(Py_TYPE(self));
     return ml_py_guard_new(st->guard_type, ml_stream_ring(s), &t, self->descr, self->ndim, self->row_dims,
                            self->field, runs.start[0]);
+}
+
+PyObject *ml_py_raise_self_deadlock(ml_ring *ring) {
+    ml_error e;
+    ml_error_clear(&e);
+    ml_error_set(&e, -ML_EDEADLOCK, /* RuntimeError, as the error table says */
+                 "every one of the queue's %u slots is held by an unreleased guard of this thread; "
+                 "a view kept from a guard (a numpy array from guard.array) pins its slot "
+                 "until the guard is released, even once the guard itself is dropped. Release "
+                 "guards (leave the with-block or call guard.release()), keep copies instead of "
+                 "views (np.array(block) or block.copy()), or raise read_ahead",
+                 ml_ring_n_slots(ring));
+    return ml_py_raise(&e, NULL);
+}
+
+/* The shared ring's memfd (borrowed: the caller dups it to send it), for
+ * the loader process to hand to its consumer. */
+static PyObject *stream_ring_fd(StreamObject *self, PyObject *Py_UNUSED(ignored)) {
+    if (!self->s) {
+        PyErr_SetString(PyExc_ValueError, "the stream is closed");
+        return NULL;
+    }
+    if (stream_forked(self))
+        return NULL;
+    int fd = ml_ring_fd(ml_stream_ring(self->s));
+    if (fd < 0) {
+        PyErr_SetString(PyExc_ValueError, "the stream's ring is private (made without shared=True)");
+        return NULL;
+    }
+    return PyLong_FromLong(fd);
 }
 
 static PyObject *stream_close(StreamObject *self, PyObject *Py_UNUSED(ignored)) {
@@ -273,6 +295,8 @@ static PyMethodDef stream_methods[] = {
     {"take", (PyCFunction)(void (*)(void))stream_take, METH_VARARGS | METH_KEYWORDS,
      "take(timeout=None) -> Guard, or None at the end of the stream or after close()."},
     {"close", (PyCFunction)stream_close, METH_NOARGS, "Stop the workers and wait for them."},
+    {"ring_fd", (PyCFunction)stream_ring_fd, METH_NOARGS,
+     "ring_fd() -> the shared ring's memfd (borrowed; a stream made with shared=True)."},
     {"stats", (PyCFunction)stream_stats, METH_NOARGS, "Counters: blocks, bytes, wait_seconds, errors, io_mode, prefetch_steps, resident_steps, batched_blocks, batch_blocks."},
     {NULL, NULL, 0, NULL},
 };
