@@ -145,7 +145,8 @@ class Worker:
         """The oldest completed entry, or None if none has completed.
 
         Returns :data:`multiload.QueueClosed` (falsy) once the loader is
-        closed. Raises RuntimeError if the loader process died.
+        closed. Raises :class:`multiload.LoaderDiedError` if the loader
+        process died.
         """
         r = self._region.get(self.id, 0, self._serve_timeout)
         return QueueClosed if r is False else r
@@ -173,9 +174,11 @@ class Worker:
         ------
         TimeoutError
             Nothing completed within ``timeout``.
+        LoaderDiedError
+            (a RuntimeError) the loader process died, said within about
+            0.1 s of its death.
         RuntimeError
-            The loader process died (said within about 0.1 s of its
-            death), nobody has served the loader for ``serve_timeout``
+            Nobody has served the loader for ``serve_timeout``
             seconds, or this worker has nothing requested, so waiting
             could never end.
         """

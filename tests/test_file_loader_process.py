@@ -149,7 +149,7 @@ def test_loader_killed_wait_get_raises(files, monkeypatch):
     time.sleep(0.2)
     os.kill(pid, signal.SIGKILL)
     t0 = time.monotonic()
-    with pytest.raises(RuntimeError, match="died"):
+    with pytest.raises(multiload.LoaderDiedError, match="died"):  # a RuntimeError, as LoaderProcess raises
         w.wait_get()
     assert time.monotonic() - t0 < 5  # said within ~0.1 s; generous bound
     with pytest.raises(RuntimeError, match="died"):

@@ -80,6 +80,23 @@ static int parse_timeout(PyObject *o, double *out) {
     return 0;
 }
 
+/* Raise the liveness check's error: multiload.LoaderDiedError (a
+ * RuntimeError, shared with LoaderProcess) for a dead loader, RuntimeError
+ * for nobody serving. Returns NULL. */
+static PyObject *raise_server(int rc, const char *msg) {
+    PyObject *cls = NULL;
+    if (rc == -EOWNERDEAD) {
+        PyObject *mod = PyImport_ImportModule("multiload._signals");
+        cls = mod ? PyObject_GetAttrString(mod, "LoaderDiedError") : NULL;
+        Py_XDECREF(mod);
+        if (!cls)
+            PyErr_Clear(); /* an older package: the base class says the same */
+    }
+    PyErr_SetString(cls ? cls : PyExc_RuntimeError, msg);
+    Py_XDECREF(cls);
+    return NULL;
+}
+
 static PyObject *raise_core(int rc, const char *msg) {
     ml_error e;
     ml_error_clear(&e);
@@ -317,10 +334,8 @@ static PyObject *region_get(FileRegionObject *r, PyObject *args) {
         Py_BEGIN_ALLOW_THREADS
         lrc = ml_floader_check_server(r->fl, waited, (int64_t)(grace * 1000), &err);
         Py_END_ALLOW_THREADS
-        if (lrc < 0) {
-            PyErr_SetString(PyExc_RuntimeError, err.msg);
-            return NULL;
-        }
+        if (lrc < 0)
+            return raise_server(lrc, err.msg);
         if (timeout >= 0 && mono_seconds() >= deadline) {
             PyObject *t = PyFloat_FromDouble(timeout);
             if (t) {
@@ -340,10 +355,8 @@ static PyObject *region_get(FileRegionObject *r, PyObject *args) {
         Py_BEGIN_ALLOW_THREADS
         lrc = ml_floader_check_server(r->fl, 0, 1, &err);
         Py_END_ALLOW_THREADS
-        if (lrc == -EOWNERDEAD) {
-            PyErr_SetString(PyExc_RuntimeError, err.msg);
-            return NULL;
-        }
+        if (lrc == -EOWNERDEAD)
+            return raise_server(lrc, err.msg);
         Py_RETURN_NONE;
     }
     if (rc == -ML_ECLOSED)
