@@ -48,6 +48,7 @@ sys.path.insert(0, HERE)
 import files  # noqa: E402
 import scaleout  # noqa: E402  (W9)
 import loader_process  # noqa: E402  (W12)
+import image_folder  # noqa: E402  (W11)
 
 PY = sys.executable
 MT_PY = os.path.join(ROOT, ".venv-multitables", "bin", "python")
@@ -85,6 +86,11 @@ def drop_caches():
 
 
 def warm(path):
+    if os.path.isdir(path):  # a folder of files (W11): each of them
+        for root, _, names in os.walk(path):
+            for n in names:
+                warm(os.path.join(root, n))
+        return
     with open(path, "rb", buffering=0) as f:
         while f.read(8 << 20):
             pass
@@ -99,7 +105,11 @@ _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 
 
 def resident(path):
-    """Fraction of the file's pages in the page cache (mincore), or None."""
+    """Fraction of the file's pages in the page cache (mincore), or None;
+    for a folder (W11), the mean over its files."""
+    if os.path.isdir(path):
+        fr = [resident(os.path.join(root, n)) for root, _, names in os.walk(path) for n in names]
+        return None if not fr or None in fr else sum(fr) / len(fr)
     size = os.path.getsize(path)
     if size == 0:
         return 1.0
@@ -487,6 +497,7 @@ def plan(args, paths, exe, have_mt, mt_reason, can_drop):
                       unit="rows/s", ref=W8_REF))
     W += scaleout.workloads(paths, py_entry, Workload)
     W += loader_process.workloads(paths, py_entry, Workload, block_of)
+    W += image_folder.workloads(image_folder.folder_name(args.cache, args.scale), py_entry, Workload, Entry, can_drop)
     return W
 
 
@@ -723,7 +734,7 @@ TARGETS = [
     ("W8 BatchStream peak RSS growth within stats()['memory_bound'] (gzip)", "W8", W8_REF, MEMORY_BOUND, "<=", 1.0),
     ("W8 BatchStream peak RSS growth within stats()['memory_bound'] (contiguous)", "W8",
      "BatchStream window, contiguous", MEMORY_BOUND, "<=", 1.0),
-] + scaleout.TARGETS + loader_process.TARGETS
+] + scaleout.TARGETS + loader_process.TARGETS + image_folder.TARGETS
 
 
 def best_of(S, wk, systems, unit):
@@ -1099,6 +1110,8 @@ def main():
     if args.only:
         keys = [k.strip() for k in args.only.split(",") if k.strip()]
         W = [w for w in W if any(w.key.startswith(k) for k in keys)]
+    if any(w.key.startswith("W11") for w in W) and not args.from_json:
+        image_folder.ensure(args.cache, args.scale)  # the image folder, written once
     if args.from_json:
         old = json.load(open(args.from_json))
         runs, meta = old["runs"], old["meta"]

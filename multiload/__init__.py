@@ -32,6 +32,7 @@ from .order import Order
 from .batch import BatchStream
 from .array import Array, close_all
 from .loader_process import LoaderProcess, LoaderQueue
+from .file_loader import FileLoader
 
 __version__ = "0.1.0"
 
@@ -47,6 +48,7 @@ __all__ = [
     "LoaderProcess",
     "LoaderQueue",
     "LoaderDiedError",
+    "FileLoader",
     "dataset_ops",
     "QueueClosed",
     "QueueClosedType",

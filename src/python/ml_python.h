@@ -29,6 +29,8 @@ typedef struct ml_module_state {
     PyTypeObject *vlen_type;     /* vlen_type.c: VLen */
     PyTypeObject *order_type;    /* order_type.c: Order */
     PyTypeObject *remote_stream_type; /* remote_stream_type.c: RemoteStream */
+    PyTypeObject *file_region_type; /* file_loader_type.c: FileRegion */
+    PyTypeObject *file_entry_type;  /* file_loader_type.c: FileEntry */
     PyObject *submit_kw[ML_PY_N_SUBMIT_KW];      /* reader_type.c: submit()'s keyword names, interned (owned) */
 } ml_module_state;
 
@@ -93,6 +95,7 @@ int ml_py_add_reader_types(PyObject *m, ml_module_state *st);
 int ml_py_add_vlen_type(PyObject *m, ml_module_state *st);
 int ml_py_add_order_type(PyObject *m, ml_module_state *st);
 int ml_py_add_remote_stream_type(PyObject *m, ml_module_state *st);
+int ml_py_add_file_loader_types(PyObject *m, ml_module_state *st);
 
 /* _core.vlen_open(filename, path) -> VLen or None (vlen_type.c). */
 PyObject *ml_py_vlen_open(PyObject *m, PyObject *args, PyObject *kw);

@@ -1,0 +1,411 @@
+"""The whole-file loader: AsyncLoader's API, done right.
+
+Worker processes (or threads) ask for files by path; loader threads --
+in this process, in a loader process, or in whichever process calls
+:meth:`FileLoader.become_loader` -- read each whole file into a slot of
+one shared memory region (a sealed memfd), and the worker takes the bytes
+(or the error) from there, zero-copy if it likes::
+
+    loader = multiload.FileLoader(queue_depth=32, max_file_size=1 << 20, n_workers=1)
+    loader.start()                      # loader threads in this process
+    worker = loader.get_worker_context(0)
+    for path in paths:
+        while not worker.request(path):  # False: every entry in use
+            with worker.wait_get() as entry:
+                use(entry.array)           # numpy uint8 view, valid until release
+    ...
+    loader.close()
+
+See docs/file-loader.md for the modes, the fault guarantees and what
+differs from AsyncLoader.
+"""
+
+import multiprocessing
+import os
+import select
+import signal
+import time
+from multiprocessing.reduction import DupFd
+
+from . import _core
+from ._io import io_mode_code
+from ._signals import QueueClosed
+
+__all__ = ["FileLoader", "Worker", "Entry"]
+
+#: The entry type :meth:`Worker.try_get` and :meth:`Worker.wait_get` return.
+Entry = _core.FileEntry
+
+DEFAULT_DISPATCH_N = 16  # entries a loader thread reads per submit
+DEFAULT_SERVE_TIMEOUT = 10.0  # s a waiting worker allows for somebody to serve the loader
+_STOP_TIMEOUT = 5.0  # s close() gives a loader process to leave before it is killed
+
+
+def _cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _attach(dupfd):
+    fd = dupfd.detach()
+    try:
+        return _core.FileRegion.attach(fd)
+    finally:
+        os.close(fd)
+
+
+def _rebuild_worker(dupfd, worker_id, serve_timeout):
+    return Worker(_attach(dupfd), worker_id, serve_timeout)
+
+
+def _rebuild_loader(dupfd, params):
+    return FileLoader(_region=_attach(dupfd), **params)
+
+
+class _Watch:
+    """Is the process that started us alive? A pidfd (immune to pid reuse)
+    where the kernel has them, else signal 0. Not getppid(): a forkserver
+    child's parent is the fork server, not the process that asked for it."""
+
+    def __init__(self, pid):
+        self.pid, self.fd = pid, None
+        try:
+            self.fd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            pass
+
+    def alive(self):
+        if self.fd is not None:
+            return not select.select([self.fd], [], [], 0)[0]  # readable once it exited
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
+
+def _loader_main(loader, parent_pid):
+    """A spawned loader process: serve until the loader is closed or the parent is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it closes us
+    loader.become_loader(_parent_pid=parent_pid)
+
+
+class Worker:
+    """One worker context: its own ``queue_depth`` entries of the loader.
+
+    Made by :meth:`FileLoader.get_worker_context`. It pickles (the region's
+    memfd travels as a duplicated descriptor), so it can be handed to a
+    worker process as an argument; forked children can use it as is. Use
+    one context from one consumer at a time (threads of one process may
+    share it; entries come out in completion order).
+    """
+
+    __slots__ = ("_region", "id", "_serve_timeout")
+
+    def __init__(self, region, worker_id, serve_timeout=DEFAULT_SERVE_TIMEOUT):
+        self._region = region
+        self.id = worker_id
+        self._serve_timeout = float(serve_timeout)
+
+    def request(self, path, timeout=0.0):
+        """Queue ``path`` (str, bytes or os.PathLike) to be read whole.
+
+        Parameters
+        ----------
+        path : str, bytes or os.PathLike
+            Any path ``open()`` takes; no length limit of our own (longer
+            than PATH_MAX fails on its entry with ENAMETOOLONG, as open()).
+        timeout : float or None
+            0 (the default, AsyncLoader's behaviour): return at once.
+            Seconds: wait that long for an entry to be released. None:
+            wait as long as it takes (Ctrl-C and close() end it).
+
+        Returns
+        -------
+        bool
+            True if queued; False when every entry of this worker is in use
+            (requested, loading, completed but not taken, or taken and not
+            released) and none freed in time: back-pressure.
+
+        Raises
+        ------
+        RuntimeError
+            The loader is closed; or a waiting request could never end,
+            because every entry is completed or held by this thread.
+        ValueError
+            A path with an embedded NUL, as open() raises.
+        """
+        return self._region.request(self.id, path, timeout)
+
+    def try_get(self):
+        """The oldest completed entry, or None if none has completed.
+
+        Returns :data:`multiload.QueueClosed` (falsy) once the loader is
+        closed. Raises :class:`multiload.LoaderDiedError` if the loader
+        process died.
+        """
+        r = self._region.get(self.id, 0, self._serve_timeout)
+        return QueueClosed if r is False else r
+
+    def wait_get(self, timeout=None):
+        """Wait for the oldest completed entry and return it.
+
+        Sleeps in the kernel (a futex) until a file completes; Ctrl-C
+        raises KeyboardInterrupt at once (within 0.1 s).
+
+        Parameters
+        ----------
+        timeout : float or None
+            Seconds to wait at most; None waits as long as files are on
+            their way.
+
+        Returns
+        -------
+        Entry or QueueClosed
+            The entry (check ``entry.ok`` or call ``get_data()``, which
+            raises the file's OSError), or :data:`multiload.QueueClosed`
+            (falsy) once the loader is closed.
+
+        Raises
+        ------
+        TimeoutError
+            Nothing completed within ``timeout``.
+        LoaderDiedError
+            (a RuntimeError) the loader process died, said within about
+            0.1 s of its death.
+        RuntimeError
+            Nobody has served the loader for ``serve_timeout``
+            seconds, or this worker has nothing requested, so waiting
+            could never end.
+        """
+        r = self._region.get(self.id, timeout, self._serve_timeout)
+        return QueueClosed if r is False else r
+
+    def __reduce__(self):
+        return (_rebuild_worker, (DupFd(self._region.fd), self.id, self._serve_timeout))
+
+    def __repr__(self):
+        return f"<multiload FileLoader Worker {self.id}>"
+
+
+class FileLoader:
+    """Read whole files for several workers through one shared region.
+
+    Parameters
+    ----------
+    queue_depth : int
+        Entries per worker context: how many files one worker may have
+        requested, completed or held at once.
+    max_file_size : int
+        Bytes of the largest file; a larger one fails on its entry with
+        EFBIG. Each entry's slot is this, rounded up to 4 KiB.
+    n_workers : int
+        Worker contexts (ids 0 .. n_workers - 1).
+    n_threads : int, optional
+        Loader threads (default: the CPUs this process may use).
+    direct : bool
+        Read with O_DIRECT (no page cache) where the filesystem allows;
+        elsewhere the file is read buffered and ``stats()`` counts a
+        ``direct_fallbacks``.
+    dispatch_n : int, optional
+        AsyncLoader's batch size: here, entries one loader thread reads
+        per submit (1..256, default 16).
+    max_idle_iters : int, optional
+        Accepted for AsyncLoader compatibility and ignored: AsyncLoader's
+        loader spun that many times before sleeping; this one always
+        sleeps in the kernel until there is work.
+    io_mode : {None, 'auto', 'io_uring', 'pread'}
+        The read engine; None honours ``MULTILOAD_IO``.
+    serve_timeout : float
+        Seconds a waiting worker allows for somebody to serve the loader
+        before ``wait_get`` raises (start, spawn_loader or become_loader).
+    """
+
+    def __init__(self, queue_depth=None, max_file_size=None, n_workers=1, *, n_threads=None, direct=False,
+                 dispatch_n=None, max_idle_iters=None, io_mode=None, serve_timeout=DEFAULT_SERVE_TIMEOUT,
+                 _region=None):
+        del max_idle_iters  # see the docstring
+        self._n_threads = _cpus() if n_threads is None else int(n_threads)
+        if self._n_threads < 1:
+            raise ValueError(f"n_threads must be >= 1, got {n_threads!r}")
+        self._dispatch_n = DEFAULT_DISPATCH_N if dispatch_n is None else int(dispatch_n)
+        if not 1 <= self._dispatch_n <= 256:
+            raise ValueError(f"dispatch_n must be 1..256, got {dispatch_n!r}")
+        self._io_mode = io_mode
+        self._io = io_mode_code(io_mode, "None, 'auto', 'io_uring' or 'pread'")
+        self._direct = bool(direct)
+        self._serve_timeout = float(serve_timeout)
+        if _region is None:
+            if queue_depth is None or max_file_size is None:
+                raise TypeError("FileLoader needs queue_depth and max_file_size")
+            _region = _core.FileRegion(int(queue_depth), int(max_file_size), int(n_workers))
+            self._owner = os.getpid()
+        else:
+            self._owner = None  # attached (unpickled): close() still closes it for everyone
+        self._region = _region
+        self.queue_depth, self.max_file_size, self.n_workers = _region.geometry
+        self._proc = None
+        self._closed = False
+        self._final_stats = None
+        self.io_engine = None  # 'io_uring' or 'pread' once this process serves
+
+    # -- serving -----------------------------------------------------------
+
+    def start(self):
+        """Serve from loader threads in this process; returns once they serve.
+
+        Returns self. Raises RuntimeError if the loader is already served
+        (here or by another process) or closed.
+        """
+        self._check_open()
+        self.io_engine = self._region.serve_start(self._n_threads, self._dispatch_n, self._direct, self._io)
+        return self
+
+    def spawn_loader(self, start_method="spawn", timeout=60.0):
+        """Start a loader process and return its pid once it serves.
+
+        The process is started with ``spawn`` (or ``forkserver``), never
+        ``fork``: forking a process that may already run threads (torch,
+        numpy's BLAS, our own) copies locks other threads held. It is a
+        daemon process; :meth:`close` stops it, and it leaves by itself
+        if this process dies.
+
+        Raises
+        ------
+        ValueError
+            ``start_method`` is not 'spawn' or 'forkserver'.
+        RuntimeError
+            The process exited before serving (its exit code is named).
+        TimeoutError
+            It did not serve within ``timeout`` seconds (it is killed).
+        """
+        self._check_open()
+        if start_method not in ("spawn", "forkserver"):
+            raise ValueError(f"start_method must be 'spawn' or 'forkserver' (never 'fork'), got {start_method!r}")
+        if self._proc is not None and self._proc.is_alive():
+            raise RuntimeError(f"this FileLoader already has a loader process (pid {self._proc.pid})")
+        ctx = multiprocessing.get_context(start_method)
+        p = ctx.Process(target=_loader_main, args=(self, os.getpid()), name="multiload-file-loader", daemon=True)
+        p.start()
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self._region.stats()
+            if st["serving"] and st["server_pid"] == p.pid:
+                break
+            if not p.is_alive():
+                p.join()
+                raise RuntimeError(f"the FileLoader's loader process exited (exit code {p.exitcode}) before serving")
+            if time.monotonic() > deadline:
+                p.kill()
+                p.join()
+                raise TimeoutError(f"the FileLoader's loader process did not serve within {timeout} s")
+            self._region.wait_event(0.1)
+        self._proc = p
+        return p.pid
+
+    def become_loader(self, _parent_pid=None):
+        """Serve from this process until the loader is closed (by any process).
+
+        Starts the loader threads and sleeps; Ctrl-C closes the loader
+        (every worker's ``wait_get`` then returns QueueClosed) and raises
+        KeyboardInterrupt here.
+        """
+        self._check_open()
+        watch = _Watch(_parent_pid) if _parent_pid is not None else None
+        self.io_engine = self._region.serve_start(self._n_threads, self._dispatch_n, self._direct, self._io)
+        try:
+            while not self._region.wait_event(0.5):
+                if watch is not None and not watch.alive():
+                    self._region.close()  # the process that made us is gone: nobody will close us
+                    break
+        except BaseException:
+            self._region.close()
+            raise
+        finally:
+            self._region.serve_stop()
+            if watch is not None and watch.fd is not None:
+                os.close(watch.fd)
+
+    # -- workers -----------------------------------------------------------
+
+    def get_worker_context(self, worker_id):
+        """The :class:`Worker` for ``worker_id`` (0 <= worker_id < n_workers)."""
+        self._check_open()
+        if not isinstance(worker_id, int) or not 0 <= worker_id < self.n_workers:
+            raise ValueError(f"worker id must be an int in 0..{self.n_workers - 1}, got {worker_id!r}")
+        return Worker(self._region, worker_id, self._serve_timeout)
+
+    # -- state ---------------------------------------------------------------
+
+    def stats(self):
+        """Counters and states as a dict.
+
+        requested, completed, failed, bytes (of completed files); in_flight
+        (requested or loading), ready (completed, not taken), unreleased
+        (taken, not released); serving, server_pid, server_dead, closed,
+        direct_fallbacks. After close(): the state at close.
+        """
+        if self._final_stats is not None:
+            return dict(self._final_stats)
+        return self._region.stats()
+
+    @property
+    def closed(self):
+        return self._closed
+
+    def close(self):
+        """Close the loader for every process; always returns.
+
+        Requests in flight are abandoned (loader threads finish the batch
+        they read, then leave); waiting workers wake up (``wait_get``
+        returns QueueClosed, ``request`` raises). A loader process is
+        stopped (killed if it has not left within a few seconds). The
+        region is unmapped once the workers and entries of this process
+        are gone too. Idempotent.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        region = self._region
+        region.close()  # wakes everyone; joins this process's threads
+        p, self._proc = self._proc, None
+        if p is not None:
+            p.join(_STOP_TIMEOUT)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        self._final_stats = region.stats()
+        self._region = None
+
+    def _check_open(self):
+        if self._closed:
+            raise RuntimeError("this FileLoader is closed")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):
+        try:
+            if self._owner == os.getpid():
+                self.close()
+        except Exception:  # interpreter shutdown: nothing left to report to
+            pass
+
+    def __reduce__(self):
+        self._check_open()
+        params = dict(n_threads=self._n_threads, direct=self._direct, dispatch_n=self._dispatch_n,
+                      io_mode=self._io_mode, serve_timeout=self._serve_timeout)
+        return (_rebuild_loader, (DupFd(self._region.fd), params))
+
+    def __repr__(self):
+        state = "closed" if self._closed else "open"
+        return (f"<multiload FileLoader {self.n_workers} workers x {self.queue_depth} entries of "
+                f"{self.max_file_size} bytes, {state}>")
