@@ -5,7 +5,7 @@
  * A FileRegion is this process's handle on the region (file_loader.h): it
  * creates or attaches the memfd, starts and stops loader threads in this
  * process, and does the consumer calls for any worker id. Every wait
- * releases the GIL and sleeps in slices of at most SLICE_MS, so Ctrl-C
+ * releases the GIL and sleeps in slices of at most 100 ms (wait.c), so Ctrl-C
  * (PyErr_CheckSignals), the caller's deadline and the server's liveness
  * (a dead loader process, or nobody serving for `grace` seconds) are
  * checked between slices.
@@ -33,7 +33,6 @@
 #include "../clock.h"
 #include "../file_loader.h"
 
-#define SLICE_MS 100
 
 typedef struct FileRegionObject {
     PyObject_HEAD
@@ -61,25 +60,8 @@ typedef struct FileEntryObject {
     Py_ssize_t exports;       /* live buffer exports (memoryviews) */
 } FileEntryObject;
 
-static double mono_seconds(void) { return (double)ml_clock_now_ns() / 1e9; }
 
 /* Timeout argument: None -> -1 (forever), else seconds >= 0. Returns 0 or -1 (exception set). */
-static int parse_timeout(PyObject *o, double *out) {
-    if (o == NULL || o == Py_None) {
-        *out = -1;
-        return 0;
-    }
-    double t = PyFloat_AsDouble(o);
-    if (t == -1.0 && PyErr_Occurred())
-        return -1;
-    if (!(t >= 0)) {
-        PyErr_SetString(PyExc_ValueError, "timeout must be None or a number of seconds >= 0");
-        return -1;
-    }
-    *out = t;
-    return 0;
-}
-
 /* Raise the liveness check's error: multiload.LoaderDiedError (a
  * RuntimeError, shared with LoaderProcess) for a dead loader, RuntimeError
  * for nobody serving. Returns NULL. */
@@ -232,13 +214,28 @@ static int check_worker(FileRegionObject *r, long long w) {
     return 0;
 }
 
+typedef struct region_request_wait {
+    FileRegionObject *r;   /* in a step only r->fl, which lives as long as r */
+    unsigned w;
+    const char *path;
+    size_t len;
+    int forever;
+    unsigned entry;        /* out */
+    uint64_t seq;          /* out */
+} region_request_wait;
+
+static int region_request_step(void *arg, long ms) {
+    region_request_wait *q = arg;
+    return ml_floader_request(q->r->fl, q->w, q->path, q->len, ms, q->forever, &q->entry, &q->seq);
+}
+
 /* request(worker, path, timeout) -> bool: queued, or False (no free entry in time). */
 static PyObject *region_request(FileRegionObject *r, PyObject *args) {
     long long w;
     PyObject *path_o, *timeout_o = Py_None, *bytes = NULL;
     double timeout;
     if (!PyArg_ParseTuple(args, "LO|O:request", &w, &path_o, &timeout_o) || check_worker(r, w) < 0 ||
-        parse_timeout(timeout_o, &timeout) < 0)
+        ml_py_timeout_arg(timeout_o, &timeout) < 0)
         return NULL;
     PyObject *fs = PyOS_FSPath(path_o); /* str or bytes, as open() takes */
     if (!fs)
@@ -249,28 +246,13 @@ static PyObject *region_request(FileRegionObject *r, PyObject *args) {
     }
     const char *p = PyBytes_AS_STRING(bytes);
     size_t len = (size_t)PyBytes_GET_SIZE(bytes);
-    double deadline = timeout >= 0 ? mono_seconds() + timeout : 0;
-    unsigned entry = 0;
-    uint64_t seq = 0;
+    region_request_wait q = {.r = r, .w = (unsigned)w, .path = p, .len = len, .forever = timeout < 0};
     int rc;
-    for (;;) {
-        long step = SLICE_MS;
-        if (timeout >= 0) {
-            double left = deadline - mono_seconds();
-            step = left <= 0 ? 0 : left < SLICE_MS / 1000.0 ? (long)(left * 1000) + 1 : SLICE_MS;
-        }
-        Py_BEGIN_ALLOW_THREADS
-        rc = ml_floader_request(r->fl, (unsigned)w, p, len, step, timeout < 0, &entry, &seq);
-        Py_END_ALLOW_THREADS
-        if (rc != -ETIMEDOUT || step == 0)
-            break;
-        if (PyErr_CheckSignals() < 0)
-            goto fail;
-        if (timeout >= 0 && mono_seconds() >= deadline) {
-            rc = -EAGAIN;
-            break;
-        }
-    }
+    int waited = ml_py_wait_steps(timeout, region_request_step, NULL, &q, NULL, &rc);
+    if (waited < 0)
+        goto fail;
+    unsigned entry = q.entry;
+    uint64_t seq = q.seq;
     Py_DECREF(bytes);
     if (rc == 0) {
         /* Another thread may have taken the entry already (the GIL was
@@ -303,48 +285,53 @@ fail:
 
 static PyObject *entry_new(FileRegionObject *r, unsigned w, const ml_fl_got *g);
 
+typedef struct region_get_wait {
+    FileRegionObject *r;   /* in a step only r->fl */
+    unsigned w;
+    int forever;
+    ml_fl_got *got;        /* out */
+    uint64_t t0_ns;        /* when the wait began: the grace for a loader that never serves */
+    double grace;          /* seconds */
+} region_get_wait;
+
+static int region_get_step(void *arg, long ms) {
+    region_get_wait *q = arg;
+    return ml_floader_get(q->r->fl, q->w, ms, q->forever, q->got);
+}
+
+/* Between waits: is a loader serving (or has it died)? */
+static int region_get_between(void *arg) {
+    region_get_wait *q = arg;
+    ml_error err;
+    ml_error_clear(&err);
+    int64_t waited = (int64_t)((ml_clock_now_ns() - q->t0_ns) / 1000000);
+    int lrc;
+    Py_BEGIN_ALLOW_THREADS
+    lrc = ml_floader_check_server(q->r->fl, waited, (int64_t)(q->grace * 1000), &err);
+    Py_END_ALLOW_THREADS
+    if (lrc < 0) {
+        raise_server(lrc, err.msg);
+        return -1;
+    }
+    return 0;
+}
+
 /* get(worker, timeout, grace) -> FileEntry, None (nothing within timeout 0) or False (closed). */
 static PyObject *region_get(FileRegionObject *r, PyObject *args) {
     long long w;
     PyObject *timeout_o = Py_None;
     double timeout, grace = 10.0;
     if (!PyArg_ParseTuple(args, "L|Od:get", &w, &timeout_o, &grace) || check_worker(r, w) < 0 ||
-        parse_timeout(timeout_o, &timeout) < 0)
+        ml_py_timeout_arg(timeout_o, &timeout) < 0)
         return NULL;
-    double t0 = mono_seconds(), deadline = timeout >= 0 ? t0 + timeout : 0;
     ml_fl_got g;
+    char what[64];
+    snprintf(what, sizeof what, "file of worker %lld completed", w);
+    region_get_wait q = {.r = r, .w = (unsigned)w, .forever = timeout < 0, .got = &g,
+                         .t0_ns = ml_clock_now_ns(), .grace = grace};
     int rc;
-    for (;;) {
-        long step = SLICE_MS;
-        if (timeout >= 0) {
-            double left = deadline - mono_seconds();
-            step = left <= 0 ? 0 : left < SLICE_MS / 1000.0 ? (long)(left * 1000) + 1 : SLICE_MS;
-        }
-        Py_BEGIN_ALLOW_THREADS
-        rc = ml_floader_get(r->fl, (unsigned)w, step, timeout < 0, &g);
-        Py_END_ALLOW_THREADS
-        if (rc != -ETIMEDOUT)
-            break;
-        if (PyErr_CheckSignals() < 0)
-            return NULL;
-        ml_error err;
-        ml_error_clear(&err);
-        int lrc;
-        int64_t waited = (int64_t)((mono_seconds() - t0) * 1000);
-        Py_BEGIN_ALLOW_THREADS
-        lrc = ml_floader_check_server(r->fl, waited, (int64_t)(grace * 1000), &err);
-        Py_END_ALLOW_THREADS
-        if (lrc < 0)
-            return raise_server(lrc, err.msg);
-        if (timeout >= 0 && mono_seconds() >= deadline) {
-            PyObject *t = PyFloat_FromDouble(timeout);
-            if (t) {
-                PyErr_Format(PyExc_TimeoutError, "no file of worker %lld completed within %R s", w, t);
-                Py_DECREF(t);
-            }
-            return NULL;
-        }
-    }
+    if (ml_py_wait_steps(timeout, region_get_step, region_get_between, &q, what, &rc) < 0)
+        return NULL;
     if (rc == 0)
         return entry_new(r, (unsigned)w, &g);
     if (rc == -EAGAIN) {

@@ -72,7 +72,8 @@ int ml_py_timeout_arg(PyObject *obj, double *out);
  * GIL held) returns 0 to go on, 1 to end the wait as closed (-ML_ECLOSED)
  * or -1 with an exception set; then signals and the timeout (TimeoutError
  * "no <what> within T s"; timeout < 0: none). Returns 0 with *rc the
- * step's result, or -1 with an exception set. */
+ * step's result, -1 with an exception set, or, when `what` is NULL, 1 with
+ * *rc = -ETIMEDOUT once the timeout passed (a timeout that is no error). */
 int ml_py_wait_steps(double timeout, int (*step)(void *arg, long ms), int (*between)(void *arg), void *arg,
                      const char *what, int *rc);
 

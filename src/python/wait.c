@@ -36,7 +36,9 @@ int ml_py_wait_steps(double timeout, int (*step)(void *arg, long ms), int (*betw
         long ms = 100;
         if (timeout >= 0) {
             double left = deadline - mono_seconds();
-            ms = left <= 0 ? 0 : left < 0.1 ? (long)(left * 1000) : 100;
+            /* Rounded up, so a wait with time left never becomes a 0 ms
+             * poll (which some steps answer "nothing", not "timed out"). */
+            ms = left <= 0 ? 0 : left < 0.1 ? (long)(left * 1000) + 1 : 100;
         }
         int r;
         Py_BEGIN_ALLOW_THREADS
@@ -58,6 +60,10 @@ int ml_py_wait_steps(double timeout, int (*step)(void *arg, long ms), int (*betw
         if (PyErr_CheckSignals() < 0)
             return -1;
         if (timeout >= 0 && mono_seconds() >= deadline) {
+            if (!what) {
+                *rc = -ETIMEDOUT;
+                return 1;
+            }
             PyObject *t = PyFloat_FromDouble(timeout);
             if (t) {
                 /* PyErr_Format has no %g: format the float object with %R. */
