@@ -70,17 +70,19 @@ class _Server:
         accept = threading.Thread(target=self._accept_loop, name="multiload-loader-accept", daemon=True)
         accept.start()
         waits = [self._wake_r]
-        pidfd = -1
+        pidfd, poll_owner = -1, None
         if self._owner_pid != os.getpid():
             try:
                 pidfd = os.pidfd_open(self._owner_pid)
                 waits.append(pidfd)
             except ProcessLookupError:
                 self.owner_gone = True
+            except OSError:  # no pidfds (Linux < 5.3): look at the owner once a second instead
+                poll_owner = 1.0
         try:
             while not self.owner_gone:
-                ready, _, _ = select.select(waits, [], [])
-                if pidfd in ready:
+                ready, _, _ = select.select(waits, [], [], poll_owner)
+                if pidfd in ready or (poll_owner and not ready and not _alive(self._owner_pid)):
                     self.owner_gone = True
                 if self._wake_r in ready:
                     break
@@ -89,9 +91,15 @@ class _Server:
             if pidfd >= 0:
                 os.close(pidfd)
         accept.join(timeout=5)
+        with self._lock:  # a late session's stop() must not write to a reused descriptor
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._wake_w = -1
 
     def stop(self):
-        os.write(self._wake_w, b"x")
+        with self._lock:
+            if self._wake_w >= 0:
+                os.write(self._wake_w, b"x")
 
     def _shutdown(self):
         with self._lock:
@@ -205,6 +213,16 @@ class _Server:
                     conn.send(("ok",))
                 except OSError:
                     pass
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def _handshake(sock, authkey, server):
