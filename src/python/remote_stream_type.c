@@ -278,8 +278,11 @@ static PyObject *remote_take(RemoteStreamObject *self, PyObject *args, PyObject 
         goto out;
     }
     ml_block_runs runs;
-    if (ml_schedule_block(&self->sch, t.seq, &runs) < 0 || t.rows == 0 ||
-        t.rows > ml_ring_slot_bytes(ring) / self->row_bytes) {
+    uint64_t want = 0; /* the rows the schedule says block t.seq holds */
+    int bad = ml_schedule_block(&self->sch, t.seq, &runs) < 0;
+    for (unsigned i = 0; !bad && i < runs.n; i++)
+        want += runs.count[i];
+    if (bad || t.rows != want || t.rows > ml_ring_slot_bytes(ring) / self->row_bytes) {
         ml_ring_release(ring, t.slot);
         PyErr_Format(PyExc_RuntimeError, "the loader handed out block %llu of %llu rows, which its stream "
                      "cannot hold", (unsigned long long)t.seq, (unsigned long long)t.rows);
