@@ -101,6 +101,8 @@ $(TEST_BUILD)/%: tests/c/%.c $(CORE_OBJS) $(wildcard tests/c/*.h)
 	@$(CC) $(CORE_FLAGS) $(SAN) -Isrc -o $@ $< $(CORE_OBJS) $(CORE_LIBS) -lz
 
 c-tests-built: $(C_TESTS)
+# The objects are intermediate files of the pattern rules: keep them (make would delete them after each run).
+.SECONDARY: $(CORE_OBJS)
 
 # C unit tests: each program exits 0 (pass), 1 (fail) or 77 (skip); a hang fails after C_TEST_TIMEOUT s.
 test-c: deps
