@@ -154,7 +154,8 @@ check-asan: venv
 	  ASAN_OPTIONS=$(ASAN_RUN_OPTIONS) PYTHONPATH=build/asan/lib $(PY) -P -c \
 	  "import multiload._core as c, sys; assert c.__file__.startswith('$(CURDIR)/build/asan/'), c.__file__; print('>> ASan build:', c.__file__)"
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" PYTHONMALLOC=malloc \
-	  ASAN_OPTIONS=$(ASAN_RUN_OPTIONS) PYTHONPATH=build/asan/lib $(PY) -P -m pytest -q -x -m "not slow" -p no:cacheprovider --durations=15 $(ASAN_PYTESTS)
+	  ASAN_OPTIONS=$(ASAN_RUN_OPTIONS) PYTHONPATH=build/asan/lib MULTILOAD_NATIVE_FUZZ_CASES=20 \
+	  $(PY) -P -m pytest -q -x -m "not slow" -p no:cacheprovider --durations=15 $(ASAN_PYTESTS)
 
 # ThreadSanitizer: C tests, then the same pytest subset on a TSan build of the extension in build/tsan.
 check-tsan: venv

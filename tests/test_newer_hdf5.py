@@ -251,9 +251,11 @@ def test_damaged_headers(newer, tmp_path, lv):
     """Bytes of the natively opened datasets' messages flipped (checksums
     recomputed, so the decoders see them): fuzz/native.py reads every case
     in a child process and compares what multiload returns with h5py.
-    50 cases per file here (about 10 s; under ASan several times that): the
-    volume belongs to `python fuzz/native.py --cases N` runs (docs/fuzzing.md)."""
-    out = subprocess.run([sys.executable, FUZZ, "--seed-file", newer[lv], "--cases", "50", "--seed",
+    50 cases per file here (about 10 s), MULTILOAD_NATIVE_FUZZ_CASES under
+    ASan (make check-asan: 20, each case is a slow ASan process): the volume
+    belongs to `python fuzz/native.py --cases N` runs (docs/fuzzing.md)."""
+    cases = os.environ.get("MULTILOAD_NATIVE_FUZZ_CASES", "50")
+    out = subprocess.run([sys.executable, FUZZ, "--seed-file", newer[lv], "--cases", cases, "--seed",
                           str(random.Random(lv).randrange(1 << 30)), "--work", str(tmp_path)],
                          capture_output=True, text=True, timeout=280)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
