@@ -55,20 +55,18 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <linux/futex.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "clock.h"
 #include "fault.h"
 #include "ring.h"
+#include "shm.h"
 
 #define ALIGN 4096
 #define FL_MAGIC 0x31454c49464c4d7full /* "\x7fMLFILE1" little-endian */
@@ -180,12 +178,7 @@ static void bind(ml_floader *fl, void *region, unsigned nw, unsigned depth, uint
     fl->map_bytes = map_bytes;
 }
 
-static void lock(pthread_mutex_t *m) {
-    if (pthread_mutex_lock(m) == EOWNERDEAD)
-        pthread_mutex_consistent(m);
-}
-
-static void fl_lock(ml_floader *fl) { lock(&fl->h->mu); }
+static void fl_lock(ml_floader *fl) { ml_shm_lock(&fl->h->mu); }
 static void fl_unlock(ml_floader *fl) { pthread_mutex_unlock(&fl->h->mu); }
 
 /* Sleep on *word (holding mu; returns holding it) until bumped or deadline
@@ -193,30 +186,13 @@ static void fl_unlock(ml_floader *fl) { pthread_mutex_unlock(&fl->h->mu); }
 static int fl_wait(ml_floader *fl, uint32_t *word, const struct timespec *deadline) {
     uint32_t seen = __atomic_load_n(word, __ATOMIC_RELAXED);
     fl_unlock(fl);
-    long e = syscall(SYS_futex, word, FUTEX_WAIT_BITSET, seen, deadline, NULL, FUTEX_BITSET_MATCH_ANY);
-    int timed_out = e < 0 && errno == ETIMEDOUT;
+    int timed_out = ml_futex_wait(word, seen, deadline, 0);
     fl_lock(fl);
     return timed_out;
 }
 
 /* Bump *word and wake its sleepers in every process. Caller holds mu. */
-static void fl_wake(uint32_t *word) {
-    /* Relaxed: mu orders the bump with the state change it announces. */
-    __atomic_store_n(word, __atomic_load_n(word, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
-    syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
-}
-
-static int init_mutex(pthread_mutex_t *m) {
-    pthread_mutexattr_t ma;
-    int e = pthread_mutexattr_init(&ma);
-    if (e)
-        return -e;
-    pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
-    pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
-    e = pthread_mutex_init(m, &ma);
-    pthread_mutexattr_destroy(&ma);
-    return -e;
-}
+static void fl_wake(uint32_t *word) { ml_futex_wake_all(word, 0); }
 
 int ml_floader_new(ml_floader **out, const ml_fl_config *cfg) {
     if (cfg->n_workers < 1 || cfg->queue_depth < 1 || cfg->max_file_size > (uint64_t)INT64_MAX)
@@ -234,20 +210,17 @@ int ml_floader_new(ml_floader **out, const ml_fl_config *cfg) {
         fl->fd = -1;
     if (!fl || ml_fault_alloc() < 0)
         goto fail;
-    fl->fd = memfd_create("multiload-files", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-    if (fl->fd < 0 || ftruncate(fl->fd, (off_t)g.total) < 0 ||
-        fcntl(fl->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
-        rc = -errno;
+    if (g.total > SIZE_MAX) {
+        rc = -ENOMEM;
         goto fail;
     }
-    region = mmap(NULL, g.total, PROT_READ | PROT_WRITE, MAP_SHARED, fl->fd, 0);
-    if (region == MAP_FAILED) {
-        rc = -errno;
+    if ((rc = ml_shm_create("multiload-files", (size_t)g.total, &fl->fd, &region)) < 0) {
+        region = MAP_FAILED;
         goto fail;
     }
     bind(fl, region, cfg->n_workers, cfg->queue_depth, cfg->max_file_size, sb, &g, g.total);
     fl_hdr *h = fl->h; /* a new memfd reads as zeros: every state FREE, every FIFO empty */
-    if ((rc = init_mutex(&h->mu)) < 0 || (rc = init_mutex(&h->life_mu)) < 0)
+    if ((rc = ml_shm_mutex_init(&h->mu, 1)) < 0 || (rc = ml_shm_mutex_init(&h->life_mu, 1)) < 0)
         goto fail;
     h->version = FL_VERSION;
     h->hdr_bytes = sizeof(fl_hdr);
@@ -273,26 +246,18 @@ fail:
 }
 
 int ml_floader_attach(ml_floader **out, int fd) {
-    struct stat st;
-    int rc = -ML_EINVAL;
     void *region = MAP_FAILED;
     size_t len = 0;
     ml_floader *fl = calloc(1, sizeof *fl);
     if (!fl)
         return -ENOMEM;
     fl->fd = -1;
-    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < (off_t)sizeof(fl_hdr) ||
-        (uint64_t)st.st_size > SIZE_MAX)
-        goto fail;
-    int seals = fcntl(fd, F_GET_SEALS);
-    if (seals < 0 || !(seals & F_SEAL_SHRINK)) /* else another process could SIGBUS us */
-        goto fail;
-    len = (size_t)st.st_size;
-    region = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (region == MAP_FAILED) {
-        rc = -errno;
+    int rc = ml_shm_map(fd, sizeof(fl_hdr), &region, &len); /* a regular file, sealed against shrinking */
+    if (rc < 0) {
+        region = MAP_FAILED;
         goto fail;
     }
+    rc = -ML_EINVAL;
     /* One copy of each field, then check the copies and use only them. */
     const fl_hdr *h = region;
     uint64_t magic = __atomic_load_n(&h->magic, __ATOMIC_ACQUIRE);
@@ -664,7 +629,7 @@ void ml_floader_serve_unclaim(ml_floader *fl) {
 
 void ml_floader_serve_begin(ml_floader *fl) {
     fl_hdr *h = fl->h;
-    lock(&h->life_mu); /* only a checker's trylock holds it otherwise, for an instant */
+    ml_shm_lock(&h->life_mu); /* only a checker's trylock holds it otherwise, for an instant */
     fl_lock(fl);
     h->server = SRV_SERVING;
     h->server_pid = (int32_t)getpid();

@@ -58,6 +58,7 @@
  */
 #define _GNU_SOURCE
 #include "ring.h"
+#include "shm.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -68,8 +69,6 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -163,10 +162,7 @@ static void bind_region(ml_ring *r, ring_hdr *h, unsigned n, size_t sb, uint64_t
 
 /* Lock mu; a dead owner (robust shared mutex) leaves a state every store
  * of which was complete: mark it consistent and carry on. */
-static void ring_lock(ml_ring *r) {
-    if (pthread_mutex_lock(&r->h->mu) == EOWNERDEAD)
-        pthread_mutex_consistent(&r->h->mu);
-}
+static void ring_lock(ml_ring *r) { ml_shm_lock(&r->h->mu); }
 
 static void ring_unlock(ml_ring *r) { pthread_mutex_unlock(&r->h->mu); }
 
@@ -178,36 +174,20 @@ static void ring_unlock(ml_ring *r) { pthread_mutex_unlock(&r->h->mu); }
 static int ring_wait(ml_ring *r, uint32_t *word, const struct timespec *deadline) {
     uint32_t seen = __atomic_load_n(word, __ATOMIC_RELAXED);
     ring_unlock(r);
-    /* FUTEX_WAIT_BITSET: the timeout is absolute, on CLOCK_MONOTONIC. */
-    long e = syscall(SYS_futex, word, FUTEX_WAIT_BITSET | r->futex_private, seen, deadline, NULL,
-                     FUTEX_BITSET_MATCH_ANY);
-    int timed_out = e < 0 && errno == ETIMEDOUT;
+    int timed_out = ml_futex_wait(word, seen, deadline, r->futex_private);
     ring_lock(r);
     return timed_out;
 }
 
 /* Wake every waiter on *word (in every process). Caller holds mu. */
-static void ring_wake_all(ml_ring *r, uint32_t *word) {
-    /* Relaxed: mu orders the bump with the state change it announces. */
-    __atomic_store_n(word, __atomic_load_n(word, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
-    syscall(SYS_futex, word, FUTEX_WAKE | r->futex_private, INT_MAX, NULL, NULL, 0);
-}
+static void ring_wake_all(ml_ring *r, uint32_t *word) { ml_futex_wake_all(word, r->futex_private); }
 
 /* Initialise the header's lock and counters (region zeroed up to data_off). */
 static int init_header(ml_ring *r, int pshared) {
     ring_hdr *h = r->h;
-    pthread_mutexattr_t ma;
-    int e = pthread_mutexattr_init(&ma);
-    if (e)
-        return -e;
-    if (pshared) {
-        pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
-        pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
-    }
-    e = pthread_mutex_init(&h->mu, &ma);
-    pthread_mutexattr_destroy(&ma);
-    if (e)
-        return -e;
+    int e = ml_shm_mutex_init(&h->mu, pshared);
+    if (e < 0)
+        return e;
     h->n_free = r->n_slots;
     h->wake_free = r->n_slots / 4 > 1 ? r->n_slots / 4 : 1;
     h->next_seq = h->next_take = h->taken = r->first;
@@ -246,16 +226,9 @@ int ml_ring_new(ml_ring **out, const ml_ring_config *cfg) {
         /* Only header and table: the data pages stay untouched (uncommitted). */
         memset(region, 0, data_off);
     } else {
-        r->fd = memfd_create("multiload-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-        if (r->fd < 0 || ftruncate(r->fd, (off_t)total) < 0 ||
-            fcntl(r->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
-            rc = -errno;
-            goto fail;
-        }
-        region = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd, 0);
-        if (region == MAP_FAILED) {
+        if (total > SIZE_MAX || (rc = ml_shm_create("multiload-ring", (size_t)total, &r->fd, &region)) < 0) {
             region = NULL;
-            rc = -errno;
+            rc = total > SIZE_MAX ? -ENOMEM : rc;
             goto fail;
         }
     }
@@ -298,29 +271,18 @@ int ml_ring_create(ml_ring **out, unsigned n_slots, size_t slot_bytes, uint64_t 
 }
 
 int ml_ring_attach(ml_ring **out, int fd) {
-    struct stat st;
-    int rc = -ML_EINVAL;
     void *region = MAP_FAILED;
     size_t len = 0;
     ml_ring *r = calloc(1, sizeof *r);
     if (!r)
         return -ENOMEM;
     r->fd = -1;
-    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
-        goto fail;
-    if (st.st_size < (off_t)sizeof(ring_hdr) || (uint64_t)st.st_size > SIZE_MAX)
-        goto fail;
-    /* Sealed against shrinking, or another process could truncate it and
-     * turn our next access into SIGBUS. */
-    int seals = fcntl(fd, F_GET_SEALS);
-    if (seals < 0 || !(seals & F_SEAL_SHRINK))
-        goto fail;
-    len = (size_t)st.st_size;
-    region = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (region == MAP_FAILED) {
-        rc = -errno;
+    int rc = ml_shm_map(fd, sizeof(ring_hdr), &region, &len);
+    if (rc < 0) {
+        region = MAP_FAILED;
         goto fail;
     }
+    rc = -ML_EINVAL;
     /* Copy each field once (another process may write the region while we
      * look), then check the copies and use only them. */
     const ring_hdr *h = region;
