@@ -117,7 +117,11 @@ _FUT = concurrent.futures.Future
 #: The attributes Future.__init__ gives an instance: reading one on a Request
 #: makes its Future state (see the module docstring).
 _FUTURE_FIELDS = frozenset(vars(_FUT()))
-_TAKEN_GET, _TAKEN_RESULT = 1, 2
+_TAKEN_GET, _TAKEN_RESULT, _TAKEN_ABANDONED = 1, 2, 3
+
+
+_ABANDONED = ("the task awaiting this request was cancelled while it ran: its result was discarded "
+              "(and its stage freed once the read is over)")
 
 
 class _FaceField:
@@ -298,6 +302,8 @@ class Request(concurrent.futures.Future):
         with self._lock:
             if self._taken == _TAKEN_RESULT:
                 return self._copy
+            if self._taken == _TAKEN_ABANDONED:
+                raise concurrent.futures.CancelledError(_ABANDONED)
             if self._taken == _TAKEN_GET:
                 raise RuntimeError("this request's result was already taken; its stage may hold other data now "
                                    "(use get() once, or keep result())")
@@ -398,6 +404,8 @@ class Request(concurrent.futures.Future):
         with self._lock:
             if self._taken == _TAKEN_RESULT:
                 return self._copy
+            if self._taken == _TAKEN_ABANDONED:
+                raise concurrent.futures.CancelledError(_ABANDONED)
             if self._taken == _TAKEN_GET:
                 raise RuntimeError("this request's result was already taken by get() (or another get method), "
                                    "which keeps no copy; call result() alone to take it more than once")
@@ -450,12 +458,41 @@ class Request(concurrent.futures.Future):
             _call(fn, self)
 
     def __await__(self):
-        if not self.done():
-            import asyncio
+        """``await request``: the result, as :meth:`result` (a kept copy).
 
-            # wrap_future cancels the request if the awaiting task is cancelled
-            yield from asyncio.wrap_future(self).__await__()
+        Woken from the C core through the reader's event fd (one
+        ``add_reader`` per loop, no thread; multiload._aio.wait_key), so any
+        number of requests can be awaited at once. Cancelling the awaiting
+        task applies the cancellation states (docs/async.md): a queued
+        request is cancelled (it never runs, its stage is free at once); a
+        running or finished one is *abandoned*: its result is discarded, its
+        stage freed once no thread writes it, and a later take raises
+        CancelledError."""
+        if not self.done():
+            from . import _aio
+
+            core = self._notifier._core
+            try:
+                while not self.done():
+                    yield from _aio.wait_key(core.event_fd(), self._tag, core.pop_armed,
+                                             self._creq.arm).__await__()
+            except BaseException:  # CancelledError (task cancelled), KeyboardInterrupt, loop closing
+                self._abandon()
+                raise
         return self.result()
+
+    def _abandon(self):
+        """The awaiting task gave up: cancel the request if it is queued,
+        else discard its result (now, or whenever it completes) and end the
+        stage loan -- the stage is free once no thread writes it
+        (multiload.stage). Never waits. A result already taken stays taken."""
+        if self.cancel():
+            return
+        with self._lock:
+            if self._taken:
+                return
+            self._taken = _TAKEN_ABANDONED
+        self._end_loan()
 
     def __del__(self):
         # Never waits: a queued request is cancelled; the stage of one being

@@ -27,6 +27,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "fault.h"
@@ -47,6 +49,78 @@ void ml_reader_push_tag_locked(ml_reader *r, uint64_t tag) {
     pthread_cond_broadcast(&r->notify_cv);
 }
 
+void ml_reader_event_locked(ml_reader *r) {
+    if (r->event_fd < 0)
+        return;
+    uint64_t one = 1;
+    /* EAGAIN (the counter is at its maximum) still leaves it readable. */
+    ssize_t n = write(r->event_fd, &one, sizeof one);
+    (void)n;
+}
+
+void ml_reader_async_done_locked(ml_reader *r, ml_request *q) {
+    if (!q->async_watch)
+        return;
+    q->async_watch = 0;
+    int was_empty = ml_list_empty(&r->async_done);
+    atomic_fetch_add_explicit(&q->refs, 1, memory_order_relaxed); /* the list's */
+    ml_list_push_back(&r->async_done, &q->async_node);
+    /* One write per empty -> non-empty: the loop drains the fd before it
+     * pops, so a request pushed after its pop finds the list empty and
+     * writes again (see ml_reader_pop_armed). */
+    if (was_empty)
+        ml_reader_event_locked(r);
+}
+
+int ml_reader_event_fd(ml_reader *r) {
+    pthread_mutex_lock(&r->mu);
+    if (r->event_fd < 0) {
+        int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (fd < 0) {
+            int e = errno ? errno : ENOMEM;
+            pthread_mutex_unlock(&r->mu);
+            return -e;
+        }
+        r->event_fd = fd;
+        if (r->closed || !ml_list_empty(&r->async_done))
+            ml_reader_event_locked(r);
+    }
+    int fd = r->event_fd;
+    pthread_mutex_unlock(&r->mu);
+    return fd;
+}
+
+void ml_reader_arm(ml_reader *r, ml_request *q) {
+    pthread_mutex_lock(&r->mu);
+    if (!ml_list_linked(&q->async_node)) {
+        pthread_mutex_lock(&q->mu);
+        int done = q->state == Q_DONE;
+        pthread_mutex_unlock(&q->mu);
+        q->async_watch = 1;
+        if (done) /* (completion sets Q_DONE under r->mu: no completion is missed) */
+            ml_reader_async_done_locked(r, q);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+size_t ml_reader_pop_armed(ml_reader *r, uint64_t *tags, size_t max) {
+    ml_request *got[64];
+    size_t n = 0;
+    if (max > 64)
+        max = 64;
+    pthread_mutex_lock(&r->mu);
+    ml_list_node *node;
+    while (n < max && (node = ml_list_pop_front(&r->async_done))) {
+        got[n] = ml_list_entry(node, ml_request, async_node);
+        tags[n] = got[n]->tag;
+        n++;
+    }
+    pthread_mutex_unlock(&r->mu);
+    for (size_t i = 0; i < n; i++)
+        ml_request_unref(got[i]); /* the list's reference */
+    return n;
+}
+
 int ml_reader_open(ml_reader **out, const ml_reader_config *cfg, ml_error *err) {
     unsigned nw = cfg->n_workers ? cfg->n_workers : 1;
     ml_reader *r = ml_fault_alloc() < 0 ? NULL : calloc(1, sizeof *r);
@@ -62,6 +136,8 @@ int ml_reader_open(ml_reader **out, const ml_reader_config *cfg, ml_error *err) 
     ml_list_init(&r->queue);
     ml_list_init(&r->running);
     ml_list_init(&r->par);
+    ml_list_init(&r->async_done);
+    r->event_fd = -1;
     ml_band_cache_init(&r->cache, cfg->cache_bytes, cfg->cache_budget, nw);
     r->workers = ws;
     r->io_mode = cfg->io_mode;
@@ -113,6 +189,7 @@ void ml_reader_shutdown(ml_reader *r, int drain) {
     }
     pthread_cond_broadcast(&r->work_cv);
     pthread_cond_broadcast(&r->notify_cv);
+    ml_reader_event_locked(r); /* asyncio waiters look again: the reader is closed */
     pthread_mutex_unlock(&r->mu);
     ml_list_node *n;
     while ((n = ml_list_pop_front(&failed)))
@@ -140,6 +217,10 @@ static void reader_destroy(ml_reader *r) {
     ml_list_node *n;
     while ((n = ml_list_first(&r->par)))
         ml_par_remove_locked(r, ml_list_entry(n, ml_request, par_node)); /* no other thread is left */
+    while ((n = ml_list_pop_front(&r->async_done)))
+        ml_request_unref(ml_list_entry(n, ml_request, async_node)); /* the list's */
+    if (r->event_fd >= 0)
+        close(r->event_fd);
     ml_band_cache_destroy(&r->cache);
     free(r->tags);
     free(r->workers);

@@ -126,6 +126,22 @@ const ml_error *ml_request_error(const ml_request *q);
  * until ml_request_busy(q) is 0 (wait, or cancel, first). Accepts NULL. */
 void ml_request_free(ml_request *q);
 
+/* The reader's event fd (an eventfd, EFD_NONBLOCK|EFD_CLOEXEC, made on the
+ * first call; borrowed: closed when r is freed): written when a request
+ * armed with ml_reader_arm completes and at shutdown, so an event loop can
+ * wait for requests without a thread. Returns the fd or -errno. */
+int ml_reader_event_fd(ml_reader *r);
+
+/* Arm q for asyncio: once q is done (at once if it is), its tag goes on
+ * the list ml_reader_pop_armed takes from and the event fd is written
+ * (only when that list was empty: one write wakes the loop for all of
+ * them). A request is reported once per arming. */
+void ml_reader_arm(ml_reader *r, ml_request *q);
+
+/* Take up to max tags of armed requests that completed, never waiting.
+ * Returns the number taken. */
+size_t ml_reader_pop_armed(ml_reader *r, uint64_t *tags, size_t max);
+
 /* Take up to max tags of finished notify-requests, waiting up to
  * timeout_ms for the first. Returns the number taken (0 on timeout), or
  * -ML_ECLOSED once the reader is shut down, its workers are gone and no

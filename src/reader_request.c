@@ -184,6 +184,7 @@ int ml_request_complete_locked(ml_reader *r, ml_request *q, const ml_error *e, i
             atomic_fetch_add_explicit(&r->n_rows, q->n_rows, memory_order_relaxed);
         if (notify)
             ml_reader_push_tag_locked(r, q->tag);
+        ml_reader_async_done_locked(r, q);
     }
     return first;
 }

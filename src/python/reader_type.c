@@ -388,6 +388,47 @@ static PyObject *core_pop_done(ReaderCoreObject *self, PyObject *args) {
     return l;
 }
 
+/* event_fd() -> the reader's eventfd (borrowed: valid while this core
+ * lives), written when an armed request completes and at shutdown. */
+static PyObject *core_event_fd(ReaderCoreObject *self, PyObject *Py_UNUSED(ignored)) {
+    if (!self->r) {
+        PyErr_SetString(PyExc_RuntimeError, "the reader is closed");
+        return NULL;
+    }
+    if (forked(self->pid))
+        return NULL;
+    int fd = ml_reader_event_fd(self->r);
+    if (fd < 0) {
+        errno = -fd;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromLong(fd);
+}
+
+/* pop_armed() -> [tags] of armed requests that completed (never waits). */
+static PyObject *core_pop_armed(ReaderCoreObject *self, PyObject *Py_UNUSED(ignored)) {
+    PyObject *l = PyList_New(0);
+    if (!l || !self->r || self->pid != ml_py_pid())
+        return l;
+    if (self->orphans)
+        core_sweep(self, 0);
+    uint64_t tags[64];
+    size_t n;
+    do {
+        n = ml_reader_pop_armed(self->r, tags, 64);
+        for (size_t i = 0; i < n; i++) {
+            PyObject *t = PyLong_FromUnsignedLongLong(tags[i]);
+            if (!t || PyList_Append(l, t) < 0) {
+                Py_XDECREF(t);
+                Py_DECREF(l);
+                return NULL; /* (the tags taken are lost: their waiters look again at the next event) */
+            }
+            Py_DECREF(t);
+        }
+    } while (n == 64);
+    return l;
+}
+
 static PyObject *core_stats(ReaderCoreObject *self, PyObject *Py_UNUSED(ignored)) {
     ml_reader_stats s = {0};
     if (self->r)
@@ -420,6 +461,10 @@ static PyMethodDef core_methods[] = {
      "join(timeout) -> bool: wait up to timeout seconds (<0: forever) for the workers to leave."},
     {"pop_done", (PyCFunction)core_pop_done, METH_VARARGS,
      "pop_done(timeout) -> [tags] of finished notify-requests ([] on timeout, None once closed)."},
+    {"event_fd", (PyCFunction)core_event_fd, METH_NOARGS,
+     "event_fd() -> the reader's eventfd (borrowed), written when an armed request completes and at shutdown."},
+    {"pop_armed", (PyCFunction)core_pop_armed, METH_NOARGS,
+     "pop_armed() -> [tags] of armed requests that completed since the last call (never waits)."},
     {"stats", (PyCFunction)core_stats, METH_NOARGS, "Counters: requests, rows, cache_hits, cache_misses, cache_evictions, parallel, helped, batched,\n"
      "inlined, mapped (rows copied from the file's mapping); and cache_bytes (held), cache_limit (its most now), cache_wanted (all datasets, decoded)."},
     {NULL, NULL, 0, NULL},
@@ -561,6 +606,16 @@ static PyObject *request_watch(RequestObject *self, PyObject *Py_UNUSED(ignored)
     Py_RETURN_NONE;
 }
 
+/* arm(): report this request's tag through pop_armed() and the event fd
+ * once it is done (at once if it is). False if the reader is gone. */
+static PyObject *request_arm(RequestObject *self, PyObject *Py_UNUSED(ignored)) {
+    ReaderCoreObject *core = (ReaderCoreObject *)self->reader;
+    if (!core->r || self->pid != ml_py_pid())
+        Py_RETURN_FALSE;
+    ml_reader_arm(core->r, self->q);
+    Py_RETURN_TRUE;
+}
+
 /* Raise the request's error, if it has one (call when done). */
 static PyObject *request_check(RequestObject *self, PyObject *Py_UNUSED(ignored)) {
     const ml_error *e = ml_request_error(self->q);
@@ -592,6 +647,8 @@ static PyMethodDef request_methods[] = {
      "True while a thread may still write the destination (running, or stopped while being read)."},
     {"watch", (PyCFunction)request_watch, METH_NOARGS,
      "Have the reader's pop_done() report this request's tag once it is done (at once if it is)."},
+    {"arm", (PyCFunction)request_arm, METH_NOARGS,
+     "Have the reader's pop_armed() report this request's tag, and its event fd fire, once it is done."},
     {"check", (PyCFunction)request_check, METH_NOARGS, "Raise the request's error, if any."},
     {"status", (PyCFunction)request_status, METH_NOARGS, "'pending', 'running', 'ok', 'cancelled', 'closed' or 'error'."},
     {NULL, NULL, 0, NULL},
