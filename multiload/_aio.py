@@ -38,7 +38,7 @@ May import: the standard library.
 import asyncio
 import os
 
-__all__ = ["wait_fd", "wait_key"]
+__all__ = ["wait_fd", "wait_key", "poll_fd"]
 
 # (loop, fd) -> _Waiters; entries removed when their last waiter goes.
 _registry = {}
@@ -171,3 +171,30 @@ async def wait_key(fd, key, pop, arm):
     finally:
         if not fut.done() or fut.cancelled():
             waiters.discard(fut, key)
+
+
+async def poll_fd(fd, poll, timeout=None, what="the awaited event"):
+    """Call ``poll()`` until it returns something other than False, waiting
+    for ``fd`` between calls; return that. ``poll()`` never waits and, when
+    it returns False, has armed the core so that ``fd`` fires at the next
+    event (the Stream's ``take_nowait``). ``timeout``: seconds, then
+    TimeoutError naming ``what``; None: no limit."""
+    got = poll()
+    if got is not False:
+        return got
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + max(0.0, float(timeout))
+    while True:
+        if deadline is None:
+            await wait_fd(fd)
+        else:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError(f"no {what} within {timeout} s")
+            try:
+                await asyncio.wait_for(wait_fd(fd), left)
+            except asyncio.TimeoutError:
+                pass  # look once more, then raise above
+        got = poll()
+        if got is not False:
+            return got

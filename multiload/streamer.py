@@ -319,6 +319,56 @@ class Queue:
             raise StopIteration
         return guard
 
+    async def get_async(self, timeout=None):
+        """``await queue.get_async()``: :meth:`get` for asyncio code.
+
+        Returns a guard for the next block, or :data:`QueueClosed`, and
+        raises what :meth:`get` raises. It never blocks the loop: when no
+        block is ready it waits on the queue's event fd (one ``add_reader``
+        per loop, no thread), which the stream's workers write when they
+        publish a block or the queue closes. Cancelling the awaiting task
+        just stops the wait (no block is taken). All coroutines of one loop
+        run on one thread, so they share its reservations: guards held
+        across ``await`` by other coroutines count as this thread's, and
+        when all ``read_ahead`` slots are held this raises RuntimeError as
+        :meth:`get` does (release guards before awaiting anything else).
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds to wait; ``TimeoutError`` after that. Default: forever.
+        """
+        stream = self._stream
+        if stream is None:
+            return QueueClosed
+        try:
+            fd = stream.event_fd()
+        except ValueError:  # closed under us
+            return QueueClosed
+        from . import _aio
+
+        guard = await _aio.poll_fd(fd, stream.take_nowait, timeout, "block became ready")
+        return QueueClosed if guard is None else guard
+
+    def __aiter__(self):
+        """``async for guard in queue``: the guards of :meth:`get_async`
+        until the stream ends or the queue is closed."""
+        return self
+
+    async def __anext__(self):
+        guard = await self.get_async()
+        if guard is QueueClosed:
+            raise StopAsyncIteration
+        return guard
+
+    async def __aenter__(self):
+        """``async with queue``: closes it at the end (as ``with``)."""
+        return self
+
+    async def __aexit__(self, *exc):
+        self.close()
+        return False
+
     def close(self):
         """Stop the background workers and wait for them.
 

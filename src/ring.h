@@ -100,6 +100,19 @@ void ml_ring_release(ml_ring *r, unsigned slot);
  * -ML_ECLOSED. Idempotent. */
 void ml_ring_close(ml_ring *r);
 
+/* This handle's event fd for asyncio (an eventfd, EFD_NONBLOCK|EFD_CLOEXEC,
+ * made on the first call; borrowed: closed with the handle's last
+ * reference). Written once per ml_ring_arm by the next publish or close
+ * through this handle -- so it serves consumers whose producers run in
+ * this process (a Stream), not a ring another process fills. Sync users
+ * never arm it and pay one atomic load per publish. Returns the fd or
+ * -errno. */
+int ml_ring_event_fd(ml_ring *r);
+
+/* An asyncio consumer found nothing to take and will wait for the event
+ * fd: arm it, then try ml_ring_take(timeout 0) once more before waiting. */
+void ml_ring_arm(ml_ring *r);
+
 /* The calling thread's reservation identity: unique across the threads
  * of every process alive (pid in the high 32 bits, a per-process count
  * in the low), never 0, not reused within a process before 2^32 threads

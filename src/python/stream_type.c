@@ -158,27 +158,11 @@ static int stream_wait_step(void *arg, long ms) {
     return ml_stream_take(w->s, w->owner, ms, w->t);
 }
 
-static PyObject *stream_take(StreamObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"timeout", NULL};
-    PyObject *timeout_obj = Py_None;
-    double timeout;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:take", kwlist, &timeout_obj) ||
-        ml_py_timeout_arg(timeout_obj, &timeout) < 0)
-        return NULL;
-    if (!self->s)
-        Py_RETURN_NONE;
-    if (stream_forked(self))
-        return NULL;
+/* What take()/take_nowait() return for ml_stream_take's rc and block t:
+ * a Guard, None (end of stream or closed), or NULL with the error set. */
+static PyObject *stream_taken(StreamObject *self, int rc, ml_taken *tp) {
     ml_stream *s = self->s;
-    ml_taken t;
-    /* The owner id is unique across processes and never reused for a later
-     * thread of this one: an ident of a finished thread (pthread_self) would
-     * make a new thread look like the owner of its guards (a false deadlock
-     * report). */
-    stream_wait w = {.s = s, .owner = ml_ring_owner_id(), .t = &t};
-    int rc;
-    if (ml_py_wait_steps(timeout, stream_wait_step, NULL, &w, "block became ready", &rc) < 0)
-        return NULL;
+    ml_taken t = *tp;
     if (rc == -ML_EEND || rc == -ML_ECLOSED)
         Py_RETURN_NONE;
     if (rc == -ML_EDEADLOCK)
@@ -205,6 +189,30 @@ static PyObject *stream_take(StreamObject *self, PyObject *args, PyObject *kw) {
                            self->field, runs.start[0]);
 }
 
+static PyObject *stream_take(StreamObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"timeout", NULL};
+    PyObject *timeout_obj = Py_None;
+    double timeout;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:take", kwlist, &timeout_obj) ||
+        ml_py_timeout_arg(timeout_obj, &timeout) < 0)
+        return NULL;
+    if (!self->s)
+        Py_RETURN_NONE;
+    if (stream_forked(self))
+        return NULL;
+    ml_stream *s = self->s;
+    ml_taken t;
+    /* The owner id is unique across processes and never reused for a later
+     * thread of this one: an ident of a finished thread (pthread_self) would
+     * make a new thread look like the owner of its guards (a false deadlock
+     * report). */
+    stream_wait w = {.s = s, .owner = ml_ring_owner_id(), .t = &t};
+    int rc;
+    if (ml_py_wait_steps(timeout, stream_wait_step, NULL, &w, "block became ready", &rc) < 0)
+        return NULL;
+    return stream_taken(self, rc, &t);
+}
+
 PyObject *ml_py_raise_self_deadlock(ml_ring *ring) {
     ml_error e;
     ml_error_clear(&e);
@@ -216,6 +224,46 @@ PyObject *ml_py_raise_self_deadlock(ml_ring *ring) {
                  "views (np.array(block) or block.copy()), or raise read_ahead",
                  ml_ring_n_slots(ring));
     return ml_py_raise(&e, NULL);
+}
+
+/* take_nowait() -> Guard, None (end of stream or closed) or False: no
+ * block ready now, and the ring is armed, so its event fd fires when one
+ * is published or the queue closes. Never waits (asyncio's take). */
+static PyObject *stream_take_nowait(StreamObject *self, PyObject *Py_UNUSED(ignored)) {
+    if (!self->s)
+        Py_RETURN_NONE;
+    if (stream_forked(self))
+        return NULL;
+    ml_stream *s = self->s;
+    ml_taken t;
+    uint64_t owner = ml_ring_owner_id();
+    int rc;
+    Py_BEGIN_ALLOW_THREADS /* the ring's lock is taken: never with the GIL held */
+    rc = ml_stream_take(s, owner, 0, &t);
+    if (rc == -ETIMEDOUT) {
+        ml_ring_arm(ml_stream_ring(s)); /* then look once more: a publish in between fires the fd */
+        rc = ml_stream_take(s, owner, 0, &t);
+    }
+    Py_END_ALLOW_THREADS
+    if (rc == -ETIMEDOUT)
+        Py_RETURN_FALSE;
+    return stream_taken(self, rc, &t);
+}
+
+/* event_fd() -> the ring's eventfd (borrowed: valid while the stream lives). */
+static PyObject *stream_event_fd(StreamObject *self, PyObject *Py_UNUSED(ignored)) {
+    if (!self->s) {
+        PyErr_SetString(PyExc_ValueError, "the stream is closed");
+        return NULL;
+    }
+    if (stream_forked(self))
+        return NULL;
+    int fd = ml_ring_event_fd(ml_stream_ring(self->s));
+    if (fd < 0) {
+        errno = -fd;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromLong(fd);
 }
 
 /* The shared ring's memfd (borrowed: the caller dups it to send it), for
@@ -269,6 +317,11 @@ static PyObject *stream_stats(StreamObject *self, PyObject *Py_UNUSED(ignored)) 
 static PyMethodDef stream_methods[] = {
     {"take", (PyCFunction)(void (*)(void))stream_take, METH_VARARGS | METH_KEYWORDS,
      "take(timeout=None) -> Guard, or None at the end of the stream or after close()."},
+    {"take_nowait", (PyCFunction)stream_take_nowait, METH_NOARGS,
+     "take_nowait() -> Guard, None (end or closed), or False: nothing ready; the event fd is armed."},
+    {"event_fd", (PyCFunction)stream_event_fd, METH_NOARGS,
+     "event_fd() -> the ring's eventfd (borrowed), written after take_nowait() returned False once a\n"
+     "block is published or the stream closes."},
     {"close", (PyCFunction)stream_close, METH_NOARGS, "Stop the workers and wait for them."},
     {"ring_fd", (PyCFunction)stream_ring_fd, METH_NOARGS,
      "ring_fd() -> the shared ring's memfd (borrowed; a stream made with shared=True)."},
