@@ -185,6 +185,53 @@ class Worker:
         r = self._region.get(self.id, timeout, self._serve_timeout)
         return QueueClosed if r is False else r
 
+    async def wait_get_async(self, timeout=None):
+        """``await worker.wait_get_async()``: :meth:`wait_get` for asyncio.
+
+        Returns the oldest completed entry, or :data:`multiload.QueueClosed`
+        once the loader is closed, and raises what :meth:`wait_get` raises.
+        When the loader threads run in this process on this context's
+        loader (``FileLoader.start()``), the loop waits on the loader's event
+        fd -- no thread, whatever the number of waiting coroutines; the
+        threads write it when a file completes or the loader closes. When
+        the loader runs in another process (``spawn_loader``,
+        ``become_loader`` elsewhere), that process cannot write this one's
+        fd: the wait then runs :meth:`wait_get` in the loop's default
+        executor (one executor thread per waiting coroutine, at most the
+        executor's size: docs/async.md). Cancelling the awaiting task just
+        stops the wait; no entry is taken.
+
+        Raises
+        ------
+        TimeoutError
+            Nothing completed within ``timeout`` seconds.
+        RuntimeError
+            This worker has nothing requested or loading (waiting could
+            never end), or the loader died / nobody serves it.
+        """
+        import asyncio
+
+        from . import _aio
+
+        region = self._region
+        if not region.serving_here:
+            return await asyncio.get_running_loop().run_in_executor(None, self.wait_get, timeout)
+        w, grace = self.id, self._serve_timeout
+
+        def poll():
+            r = region.get(w, 0, grace)
+            if r is None:
+                region.arm()  # then look once more: a completion in between fires the fd
+                r = region.get(w, 0, grace)
+                if r is None:
+                    if not region.outstanding(w):
+                        raise RuntimeError(f"worker {w} has nothing requested or loading: waiting for a file "
+                                           "would never end")
+                    return False
+            return QueueClosed if r is False else r
+
+        return await _aio.poll_fd(region.event_fd(), poll, timeout, f"file of worker {w} completed")
+
     def __reduce__(self):
         return (_rebuild_worker, (DupFd(self._region.fd), self.id, self._serve_timeout))
 
@@ -389,6 +436,14 @@ class FileLoader:
         return self
 
     def __exit__(self, *exc):
+        self.close()
+        return False
+
+    async def __aenter__(self):
+        """``async with FileLoader(...)``: closes it at the end (as ``with``)."""
+        return self
+
+    async def __aexit__(self, *exc):
         self.close()
         return False
 

@@ -115,6 +115,21 @@ int ml_floader_check_server(ml_floader *fl, int64_t waited_ms, int64_t grace_ms,
 /* Mark the region closed and wake every waiter in every process; later
  * request/get return -ML_ECLOSED and loader threads stop. Idempotent. */
 void ml_floader_close(ml_floader *fl);
+
+/* This handle's event fd for asyncio (an eventfd, EFD_NONBLOCK|EFD_CLOEXEC,
+ * made on the first call; borrowed: closed with the handle's last
+ * reference). Written once per ml_floader_arm by the next completion or
+ * close through this handle -- so only when the loader threads run in this
+ * process on this handle (FileLoader.start()); a loader in another process
+ * never writes it. Returns the fd or -errno. */
+int ml_floader_event_fd(ml_floader *fl);
+
+/* Entries of worker w requested or loading (0 for a bad w). */
+unsigned ml_floader_outstanding(ml_floader *fl, unsigned w);
+
+/* An asyncio consumer found nothing completed and will wait for the event
+ * fd: arm it, then call ml_floader_get(timeout 0) once more before waiting. */
+void ml_floader_arm(ml_floader *fl);
 int ml_floader_closed(ml_floader *fl);
 
 /* Wait up to timeout_ms (<0: forever) for close (returns 1) or for the

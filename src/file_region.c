@@ -59,6 +59,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -132,6 +133,9 @@ struct ml_floader {
     size_t slot_bytes;     /* validated copy */
     size_t map_bytes;      /* bytes mapped */
     int fd;                /* the memfd (owned) */
+    _Atomic int event_fd;  /* eventfd for asyncio (owned), -1 until ml_floader_event_fd; set once */
+    _Atomic int armed;     /* 1: an asyncio consumer of this handle waits; the next completion or
+                              close through this handle writes event_fd and clears it */
 };
 
 typedef struct fl_geom {
@@ -194,6 +198,36 @@ static int fl_wait(ml_floader *fl, uint32_t *word, const struct timespec *deadli
 /* Bump *word and wake its sleepers in every process. Caller holds mu. */
 static void fl_wake(uint32_t *word) { ml_futex_wake_all(word, 0); }
 
+/* After a completion or close through this handle: write the event fd if
+ * an asyncio consumer armed it (one write per arming). */
+static void fl_event(ml_floader *fl) {
+    int fd = atomic_load(&fl->event_fd);
+    if (fd < 0 || !atomic_exchange(&fl->armed, 0))
+        return;
+    uint64_t one = 1;
+    ssize_t n = write(fd, &one, sizeof one); /* EAGAIN: at its maximum, still readable */
+    (void)n;
+}
+
+int ml_floader_event_fd(ml_floader *fl) {
+    int fd = atomic_load(&fl->event_fd);
+    if (fd >= 0)
+        return fd;
+    int made = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (made < 0)
+        return -errno;
+    int expected = -1;
+    if (!atomic_compare_exchange_strong(&fl->event_fd, &expected, made)) {
+        close(made);
+        return expected;
+    }
+    return made;
+}
+
+void ml_floader_arm(ml_floader *fl) {
+    atomic_store(&fl->armed, 1); /* seq_cst, before the caller's get(timeout 0) locks: see ring.c's ml_ring_arm */
+}
+
 int ml_floader_new(ml_floader **out, const ml_fl_config *cfg) {
     if (cfg->n_workers < 1 || cfg->queue_depth < 1 || cfg->max_file_size > (uint64_t)INT64_MAX)
         return -ML_EINVAL;
@@ -206,8 +240,10 @@ int ml_floader_new(ml_floader **out, const ml_fl_config *cfg) {
     int rc = -ENOMEM;
     void *region = MAP_FAILED;
     ml_floader *fl = calloc(1, sizeof *fl);
-    if (fl)
+    if (fl) {
         fl->fd = -1;
+        atomic_init(&fl->event_fd, -1);
+    }
     if (!fl || ml_fault_alloc() < 0)
         goto fail;
     if (g.total > SIZE_MAX) {
@@ -252,6 +288,7 @@ int ml_floader_attach(ml_floader **out, int fd) {
     if (!fl)
         return -ENOMEM;
     fl->fd = -1;
+    atomic_init(&fl->event_fd, -1);
     int rc = ml_shm_map(fd, sizeof(fl_hdr), &region, &len); /* a regular file, sealed against shrinking */
     if (rc < 0) {
         region = MAP_FAILED;
@@ -301,6 +338,8 @@ void ml_floader_unref(ml_floader *fl) {
         return;
     munmap(fl->h, fl->map_bytes); /* other processes may still use the locks: only this mapping goes */
     close(fl->fd);
+    if (atomic_load(&fl->event_fd) >= 0)
+        close(atomic_load(&fl->event_fd));
     free(fl);
 }
 
@@ -426,6 +465,15 @@ static unsigned outstanding(ml_floader *fl, unsigned w) {
         uint32_t s = fl->entries[(size_t)w * fl->depth + k].state;
         n += s == ML_FL_REQUESTED || s == ML_FL_LOADING;
     }
+    return n;
+}
+
+unsigned ml_floader_outstanding(ml_floader *fl, unsigned w) {
+    if (w >= fl->n_workers)
+        return 0;
+    fl_lock(fl);
+    unsigned n = outstanding(fl, w);
+    fl_unlock(fl);
     return n;
 }
 
@@ -561,6 +609,8 @@ void ml_floader_close(ml_floader *fl) {
     for (unsigned w = 0; w < fl->n_workers; w++)
         fl_wake(&fl->workers[w].word);
     fl_unlock(fl);
+    atomic_store(&fl->armed, 1); /* a close wakes asyncio consumers armed or not */
+    fl_event(fl);
 }
 
 int ml_floader_closed(ml_floader *fl) {
@@ -736,6 +786,7 @@ void ml_floader_complete_batch(ml_floader *fl, unsigned n, const unsigned *idx, 
     if (last >= 0 && fl->workers[last].waiting)
         fl_wake(&fl->workers[last].word);
     fl_unlock(fl);
+    fl_event(fl);
 }
 
 void ml_floader_complete(ml_floader *fl, unsigned i, uint64_t size, const ml_error *err,

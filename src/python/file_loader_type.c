@@ -437,6 +437,36 @@ static PyObject *region_wait_event(FileRegionObject *r, PyObject *arg) {
     return PyBool_FromLong(closed);
 }
 
+/* event_fd() -> this handle's eventfd (borrowed: valid while the region lives). */
+static PyObject *region_event_fd(FileRegionObject *r, PyObject *Py_UNUSED(ignored)) {
+    int fd = ml_floader_event_fd(r->fl);
+    if (fd < 0) {
+        errno = -fd;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromLong(fd);
+}
+
+/* arm(): the next completion or close through this handle writes the event fd. */
+static PyObject *region_arm(FileRegionObject *r, PyObject *Py_UNUSED(ignored)) {
+    ml_floader_arm(r->fl);
+    Py_RETURN_NONE;
+}
+
+/* outstanding(worker) -> entries of the worker requested or loading. */
+static PyObject *region_outstanding(FileRegionObject *r, PyObject *arg) {
+    long long w = PyLong_AsLongLong(arg);
+    if (w == -1 && PyErr_Occurred())
+        return NULL;
+    if (check_worker(r, w) < 0)
+        return NULL;
+    unsigned n;
+    Py_BEGIN_ALLOW_THREADS
+    n = ml_floader_outstanding(r->fl, (unsigned)w);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromUnsignedLong(n);
+}
+
 static PyObject *region_stats(FileRegionObject *r, PyObject *Py_UNUSED(ignored)) {
     ml_fl_stats s;
     Py_BEGIN_ALLOW_THREADS
@@ -482,6 +512,12 @@ static PyMethodDef region_methods[] = {
     {"wait_event", (PyCFunction)region_wait_event, METH_O,
      "wait_event(timeout_s) -> closed: sleep until close or a server change (or the timeout)."},
     {"stats", (PyCFunction)region_stats, METH_NOARGS, "Counters and entry states, as a dict."},
+    {"event_fd", (PyCFunction)region_event_fd, METH_NOARGS,
+     "event_fd() -> this handle's eventfd (borrowed), written after arm() by the next completion or close\n"
+     "through this handle (loader threads of this process)."},
+    {"arm", (PyCFunction)region_arm, METH_NOARGS, "arm(): have the next completion or close write the event fd."},
+    {"outstanding", (PyCFunction)region_outstanding, METH_O,
+     "outstanding(worker) -> entries of the worker requested or loading."},
     {NULL, NULL, 0, NULL},
 };
 
