@@ -8,6 +8,8 @@ APT_PKGS := liburing-dev libhdf5-dev libdeflate-dev libblosc-dev liblzf-dev libz
 CC ?= gcc
 # torch for multiload.torch's tests and the benchmarks (CPU build).
 TORCH := torch==2.13.0
+# uvloop: tests/test_async*.py run every test on asyncio's loop and on uvloop.
+UVLOOP := uvloop==0.23.0
 # Sanitizer builds of the C tests live in their own directories (TEST_BUILD),
 # so they never mix with, or delete, the plain build another run is using.
 TEST_BUILD ?= build/tests
@@ -77,6 +79,8 @@ venv: deps
 	    $(PIP) install -q --no-build-isolation -e '.[test]'; }
 	@$(PY) -c "import torch, torchdata" 2>/dev/null || { echo ">> installing torch (CPU), torchdata into $(VENV): the torch adapters' tests"; \
 	  $(PIP) install -q $(TORCH) torchdata; }
+	@$(PY) -c "import uvloop" 2>/dev/null || { echo ">> installing uvloop into $(VENV): the asyncio tests run on it too"; \
+	  $(PIP) install -q $(UVLOOP); }
 	@$(PY) -c "import dask.array, distributed, ray.data" 2>/dev/null || { echo ">> installing the dask and ray extras into $(VENV): multiload.dask's and multiload.ray's tests"; \
 	  $(PIP) install -q 'dask[array]' distributed 'ray[data]'; }
 

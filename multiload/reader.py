@@ -568,6 +568,21 @@ class Reader(_handle.Handle):
         self.close(wait=True)
         return False
 
+    async def __aenter__(self):
+        """``async with Reader(...)``: as ``with``; requests are awaited with
+        ``await reader.request(key, stage)`` (docs/async.md)."""
+        return self
+
+    async def __aexit__(self, *exc):
+        """Close as ``with`` does (``close(wait=True)``: every request
+        served, workers gone), without blocking the loop: the join runs in
+        the loop's default executor."""
+        import asyncio
+
+        self.close()  # refuse new requests now, on the loop's thread
+        await asyncio.get_running_loop().run_in_executor(None, self.close, True)
+        return False
+
     def __del__(self):
         if getattr(self, "_core", None) is not None:
             try:
