@@ -222,9 +222,12 @@ class Worker:
             r = region.get(w, 0, grace)
             if r is None:
                 region.arm()  # then look once more: a completion in between fires the fd
+                # Count before looking: an entry that completes in between is
+                # then either counted or found, never neither.
+                outstanding = region.outstanding(w)
                 r = region.get(w, 0, grace)
                 if r is None:
-                    if not region.outstanding(w):
+                    if not outstanding:
                         raise RuntimeError(f"worker {w} has nothing requested or loading: waiting for a file "
                                            "would never end")
                     return False

@@ -19,7 +19,8 @@ The Future face
 ---------------
 A Request is a ``concurrent.futures.Future``: ``isinstance``,
 ``concurrent.futures.wait`` / ``as_completed``, ``asyncio.wrap_future`` and
-``await`` take it. A Future's own state costs about 0.8 us to make (a
+``await`` take it (``await`` waits on the reader's event fd, not on the
+Future state: see ``__await__``). A Future's own state costs about 0.8 us to make (a
 Condition) and 0.9 us to complete, a quarter of a one-row ``get()``, and
 only the stdlib helpers look at it (``wait`` and ``as_completed`` read its
 condition, state and waiter list). So it is made lazily: the first read of
@@ -37,8 +38,9 @@ directly.
 
 May import: the standard library, numpy, :mod:`multiload._signals`,
 :mod:`multiload._proxy`, :mod:`multiload._request_pool`,
-:mod:`multiload.stage` (``end_loan``), :mod:`multiload._handle` (``unpicklable``). It knows the C
-request only through its methods (wait, done, busy, watch, cancel, status,
+:mod:`multiload.stage` (``end_loan``), :mod:`multiload._handle` (``unpicklable``),
+:mod:`multiload._aio` (``await``: the reader's event fd). It knows the C
+request only through its methods (wait, done, busy, watch, arm, cancel, status,
 check) and the reader only as the notifier that watches it.
 """
 

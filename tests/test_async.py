@@ -509,3 +509,20 @@ def test_wait_fd_wakes_all_and_unregisters(run):
             os.close(fd)
 
     run(main())
+
+
+# ------------------------------------------------------------------ the docs
+
+
+def test_async_guide_examples_run(tmp_path, monkeypatch):
+    """Every ```python block of docs/async.md runs, in order, in one namespace."""
+    import pathlib
+    import re
+
+    doc = pathlib.Path(__file__).resolve().parent.parent / "docs" / "async.md"
+    blocks = re.findall(r"^```python\n(.*?)^```", doc.read_text(), re.M | re.S)
+    assert len(blocks) >= 3
+    monkeypatch.chdir(tmp_path)
+    ns = {"__name__": "docs_example"}
+    for i, code in enumerate(blocks):
+        exec(compile(code, f"docs/async.md block {i + 1}", "exec"), ns)

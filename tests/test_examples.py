@@ -48,3 +48,12 @@ def test_loader_ranks_example(tmp_path):
     out = run("loader_ranks.py", "--consumers", "3", "--dir", str(tmp_path), cwd=tmp_path)
     assert "30 blocks over 3 consumers, one loader process" in out, out
     assert len(re.findall(r"rank \d: 10000 rows", out)) == 3, out
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_async_feed_example(tmp_path, loop):
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")  # `make venv` installs it: never skipped under `make test`
+    out = run("async_feed.py", "--dir", str(tmp_path), *(["--uvloop"] if loop == "uvloop" else []), cwd=tmp_path)
+    assert "awaited 1000 requests at once, loaded 20 files: ok" in out, out
