@@ -202,6 +202,11 @@ class WriterDataset:
     def _coerce(self, data, n_rows=None):
         arr = np.asarray(data)
         dt = self.dtype
+        if not isinstance(data, np.ndarray) and arr.dtype.kind in "iu" and dt.kind in "iuf":
+            try:  # Python ints: numpy checks each fits (OverflowError otherwise)
+                arr = np.asarray(data, dtype=dt)
+            except OverflowError as e:
+                raise ValueError(f"{self._where()}: {e}") from None
         if arr.dtype != dt:
             ok = False
             if dt.names or arr.dtype.names:

@@ -9,9 +9,11 @@
  * for h5py), lzf as filter 32000, optional, with h5py's client data
  * (version 4, liblzf's version, the chunk's bytes). A process that has no
  * lzf filter in its HDF5 gets ours registered, so HDF5 here can read an
- * lzf chunk back for an edge merge. Files are opened without HDF5's file
- * lock (what another process sees is consistent after ml_h5w_sync; the
- * Writer's documentation says so). An existing dataset is written only if
+ * lzf chunk back for an edge merge. HDF5's exclusive file lock is
+ * released right after the open (what another process sees is consistent
+ * after ml_h5w_sync; the Writer's documentation says so); the file keeps
+ * HDF5's default locking setting, which a read-only open in this process
+ * must match. An existing dataset is written only if
  * the type built back from what it reads as is the very type stored
  * (H5Tequal): then the bytes the binding hands in are the bytes stored.
  *
@@ -24,6 +26,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -119,9 +122,6 @@ int ml_h5w_file_open(const char *path, int truncate, hid_t *file, ml_error *err)
         rc = ml_error_set(err, -ML_EHDF5, "cannot open '%s': HDF5 property list", path);
         goto out;
     }
-#if H5_VERSION_GE(1, 10, 7)
-    H5Pset_file_locking(fapl, 0, 1);
-#endif
     if (!truncate && H5Fis_hdf5(path) <= 0) {
         rc = ml_error_set(err, -ML_ENOTHDF5, "cannot open '%s' for appending: not an HDF5 file", path);
         goto out;
@@ -134,6 +134,14 @@ int ml_h5w_file_open(const char *path, int truncate, hid_t *file, ml_error *err)
                           "cannot open '%s' for writing: this process has it open read-only "
                           "(a multiload Reader, Streamer or FileLoader); close that first",
                           path);
+    } else {
+        /* HDF5 took its exclusive flock for the file's life; give it back
+         * so other processes can open the file (consistent after each
+         * ml_h5w_sync). The file's own locking setting stays the default,
+         * which a Reader of this process opening it read-only must match. */
+        int *fdp = NULL;
+        if (H5Fget_vfd_handle(*file, H5P_DEFAULT, (void **)&fdp) >= 0 && fdp)
+            flock(*fdp, LOCK_UN);
     }
 out:
     if (fapl >= 0)

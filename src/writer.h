@@ -45,7 +45,7 @@ typedef struct ml_wfail {
 /* Open (truncate = 0: mode "a", creating it if absent) or create
  * (truncate = 1: mode "w") `path` for writing, with n_workers filter
  * threads (>= 1) and at most max_pending bytes of PENDING blocks (>= 1).
- * HDF5's file lock is not taken (other processes may open the file;
+ * HDF5's file lock is released after the open (other processes may open it;
  * what they see is consistent after ml_writer_sync). Returns 0 (*out owned
  * by the caller: ml_writer_close, then ml_writer_free) or -errno
  * (-EACCES, -EROFS, -ENOENT of the folder, -EBUSY: this process has the
