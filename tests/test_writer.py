@@ -463,3 +463,13 @@ def test_flush_off_loop_returns_none(tmp_path):
         assert w.flush() is None
         assert w.commit_all() is None
         assert isinstance(w.event_fd(), int)
+
+
+def test_docs_writer_md_examples_run():
+    import pathlib
+    import re
+    doc = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "writer.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", doc, re.S)
+    assert len(blocks) >= 2
+    for code in blocks:
+        exec(compile(code, "docs/writer.md", "exec"), {})
