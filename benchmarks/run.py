@@ -49,6 +49,7 @@ import files  # noqa: E402
 import scaleout  # noqa: E402  (W9)
 import loader_process  # noqa: E402  (W12)
 import image_folder  # noqa: E402  (W11)
+import writer_bench  # noqa: E402  (W13)
 
 PY = sys.executable
 MT_PY = os.path.join(ROOT, ".venv-multitables", "bin", "python")
@@ -498,6 +499,7 @@ def plan(args, paths, exe, have_mt, mt_reason, can_drop):
     W += scaleout.workloads(paths, py_entry, Workload)
     W += loader_process.workloads(paths, py_entry, Workload, block_of)
     W += image_folder.workloads(image_folder.folder_name(args.cache, args.scale), py_entry, Workload, Entry, can_drop)
+    W += writer_bench.workloads(args.cache, py_entry, Workload, Entry)
     return W
 
 
@@ -673,6 +675,8 @@ W1_COLD_FIO_RUNS = (
 )
 W1_COLD_FIO = tuple(name for name, _ in W1_COLD_FIO_RUNS)
 TARGETS = [
+    ("W13 compressed writes ≥ 4× h5py", "W13 gzip", writer_bench.MULTILOAD, writer_bench.H5PY, ">=", 4.0),
+    ("W13 uncompressed writes ≥ 0.9× fio", "W13 raw", writer_bench.MULTILOAD, writer_bench.FIO, ">=", 0.9),
     # (label, workload, multiload system, other system, op, target, unit)
     ("W1 ≥ 0.85× fio warm, 2 jobs", "W1", "multiload n_procs=2", "fio io_uring 2 jobs", ">=", 0.85),
     ("W1 ≥ 0.85× fio warm, 1 job", "W1", "multiload n_procs=1", "fio io_uring 1 job", ">=", 0.85),

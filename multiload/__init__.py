@@ -33,10 +33,15 @@ from .batch import BatchStream
 from .array import Array, close_all
 from .loader_process import LoaderProcess, LoaderQueue
 from .file_loader import FileLoader
+from .writer import BlockError, WriteError, Writer, WriterDataset
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Writer",
+    "WriterDataset",
+    "WriteError",
+    "BlockError",
     "Streamer",
     "Queue",
     "Reader",

@@ -24,6 +24,7 @@ import numpy as np
 
 from . import _core
 from ._handle import FileIdentity
+from .writer import _flush_for_read
 
 __all__ = ["Sources", "file_identity"]
 
@@ -106,6 +107,7 @@ class Sources:
         self.layouts = []
         file_rows = []
         for f in self.files:
+            _flush_for_read(f)  # a live Writer of this process: its rows first (docs/writer.md)
             row = [_core.Layout(f, p) for p in self.paths]
             n = row[0].shape[0] if row[0].shape else None
             for p, L in zip(self.paths, row):

@@ -39,6 +39,7 @@ import numpy as np
 from . import _core, _handle
 from ._signals import FileChangedError
 from ._sources import _resolve_files
+from .writer import _flush_for_read
 
 __all__ = ["Array", "close_all"]
 
@@ -145,6 +146,7 @@ def _close(entries):
 def _probe(path, dataset):
     """(dtype, shape, chunks) of ``dataset`` in ``path`` as the Reader reads
     it, the file closed again at return."""
+    _flush_for_read(path, dataset)  # a live Writer of this process (docs/writer.md)
     try:
         layout = _core.Layout(path, dataset, scalar=True)
     except TypeError as e:

@@ -43,6 +43,7 @@ from .dataset_ops import ColumnError, _context
 from .vlstring import VLStringDataset, refuse_request
 from .request import Request, RequestPool, _Done
 from .stage import Stage, StagePool, _ArrayStage, check_fits, end_loan
+from .writer import _flush_for_read
 
 _DONE = _Done()  # the C request of every request read inside request(): done, with success
 _ROW_OP = ops.ReadScalarOpArray  # ds[i] on an array
@@ -298,6 +299,7 @@ class Reader(_handle.Handle):
     def _open(self, path):
         """Open the dataset at ``path``: (its proxy class, its Layout or VLen)."""
         self._file.opening("Reader")
+        _flush_for_read(self._filename, path)  # a live Writer of this process (docs/writer.md)
         try:
             layout, refused = _core.Layout(self._filename, path, scalar=True), None
         except TypeError as e:

@@ -18,6 +18,7 @@ from . import _core, _handle, vlstring
 from ._args import UINT_MAX, open_file_options, positive_int
 from ._io import io_mode_code
 from ._signals import QueueClosed, SlowPathWarning
+from .writer import _flush_for_read
 
 __all__ = ["Streamer", "Queue", "io_mode"]
 
@@ -518,6 +519,7 @@ class Streamer(_handle.Handle):
         if self._local_pid != _handle.pid:
             self._reopen_local()
         self._file.opening("Streamer")
+        _flush_for_read(self._filename, path)  # a live Writer of this process (docs/writer.md)
         return _core.Layout(self._filename, path)
 
     def get_queue(self, path, n_procs=None, read_ahead=None, cyclic=False, block_size=None,

@@ -19,7 +19,7 @@
 #define MAX_RULES 8
 
 typedef struct rule {
-    int kind;            /* 0 eio, 1 short, 2 eagain, 3 enomem, 4 slow */
+    int kind;            /* 0 eio, 1 short, 2 eagain, 3 enomem, 4 slow, 5 enospc (writes) */
     unsigned long nth;   /* fire on this count (1-based), 0 = probabilistic */
     double p;            /* probability per check */
     long ms;             /* slow: milliseconds the read sleeps */
@@ -29,7 +29,7 @@ static pthread_rwlock_t lock = PTHREAD_RWLOCK_INITIALIZER;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static rule rules[MAX_RULES];      /* written under the write lock, read under the read lock */
 static _Atomic int n_rules;        /* 0 = injection off; written under the write lock */
-static _Atomic unsigned long reads, allocs; /* relaxed: counters only */
+static _Atomic unsigned long reads, allocs, writes; /* relaxed: counters only */
 static _Atomic uint64_t rng;       /* xorshift state */
 
 static void parse(void) {
@@ -37,6 +37,7 @@ static void parse(void) {
     n_rules = 0;
     atomic_store(&reads, 0);
     atomic_store(&allocs, 0);
+    atomic_store(&writes, 0);
     atomic_store(&rng, 0x9E3779B97F4A7C15ull);
     if (!env || !*env)
         return;
@@ -55,6 +56,7 @@ static void parse(void) {
         else if (strncmp(tok, "eagain", klen) == 0 && klen == 6) r.kind = 2;
         else if (strncmp(tok, "enomem", klen) == 0 && klen == 6) r.kind = 3;
         else if (strncmp(tok, "slow", klen) == 0 && klen == 4) r.kind = 4;
+        else if (strncmp(tok, "enospc", klen) == 0 && klen == 6) r.kind = 5;
         else continue;
         char *colon = strchr(sep, ':');
         r.ms = colon ? strtol(colon + 1, NULL, 10) : 200;
@@ -115,7 +117,7 @@ int ml_fault_check(size_t *want) {
     pthread_rwlock_rdlock(&lock);
     unsigned long c = atomic_fetch_add_explicit(&reads, 1, memory_order_relaxed) + 1;
     for (int i = 0; i < n_rules && rc == 0; i++) {
-        if (rules[i].kind == 3 || !fires(&rules[i], c))
+        if (rules[i].kind == 3 || rules[i].kind == 5 || !fires(&rules[i], c))
             continue;
         if (rules[i].kind == 0)
             rc = -EIO;
@@ -146,6 +148,19 @@ int ml_fault_alloc(void) {
     for (int i = 0; i < n_rules && rc == 0; i++)
         if (rules[i].kind == 3 && fires(&rules[i], c))
             rc = -ENOMEM;
+    pthread_rwlock_unlock(&lock);
+    return rc;
+}
+
+int ml_fault_write(void) {
+    if (rules_off())
+        return 0;
+    int rc = 0;
+    pthread_rwlock_rdlock(&lock);
+    unsigned long c = atomic_fetch_add_explicit(&writes, 1, memory_order_relaxed) + 1;
+    for (int i = 0; i < n_rules && rc == 0; i++)
+        if (rules[i].kind == 5 && fires(&rules[i], c))
+            rc = -ENOSPC;
     pthread_rwlock_unlock(&lock);
     return rc;
 }

@@ -9,6 +9,8 @@
  *   MULTILOAD_FAULTS="enomem@1"       the 1st checked allocation fails
  *   MULTILOAD_FAULTS="slow~1:300"     every read takes 300 ms longer (slow@N,
  *                                     slow~p/seed; default 200 ms): a stuck disk
+ *   MULTILOAD_FAULTS="enospc@4"       the Writer's 4th chunk write (process-wide)
+ *                                     fails with ENOSPC (enospc~p/seed too): a full disk
  * Several rules are separated by ','. Unset: every check is one branch.
  */
 #ifndef ML_FAULT_H
@@ -26,6 +28,10 @@ int ml_fault_alloc(void);
 /* Nonzero when any rule is set: paths that would read around the
  * injection points (the Reader's inline reads) stand aside. */
 int ml_fault_active(void);
+
+/* Called before each chunk the Writer writes (h5write.c). Returns 0 or
+ * -ENOSPC to inject a full disk. */
+int ml_fault_write(void);
 
 /* Re-read MULTILOAD_FAULTS and reset the counters (tests call this). */
 void ml_fault_reload(void);

@@ -31,6 +31,7 @@ typedef struct ml_module_state {
     PyTypeObject *remote_stream_type; /* remote_stream_type.c: RemoteStream */
     PyTypeObject *file_region_type; /* file_loader_type.c: FileRegion */
     PyTypeObject *file_entry_type;  /* file_loader_type.c: FileEntry */
+    PyTypeObject *writer_type;      /* writer_type.c: WriterCore */
     PyObject *submit_kw[ML_PY_N_SUBMIT_KW];      /* reader_type.c: submit()'s keyword names, interned (owned) */
 } ml_module_state;
 
@@ -97,6 +98,7 @@ int ml_py_add_vlen_type(PyObject *m, ml_module_state *st);
 int ml_py_add_order_type(PyObject *m, ml_module_state *st);
 int ml_py_add_remote_stream_type(PyObject *m, ml_module_state *st);
 int ml_py_add_file_loader_types(PyObject *m, ml_module_state *st);
+int ml_py_add_writer_type(PyObject *m, ml_module_state *st);
 
 /* _core.vlen_open(filename, path) -> VLen or None (vlen_type.c). */
 PyObject *ml_py_vlen_open(PyObject *m, PyObject *args, PyObject *kw);
