@@ -72,6 +72,7 @@ typedef struct wdset {
     ml_type *t;            /* element type (owned) */
     unsigned char *fill;   /* t->size bytes of fill value (owned) */
     uint64_t row_bytes;    /* bytes of one row (all axes but 0) */
+    uint64_t block_bytes;  /* chunks[0] * row_bytes: one band's buffer */
     uint64_t row_elems;    /* elements of one row */
     uint64_t chunk_elems;  /* elements of one chunk */
     uint64_t n_across;     /* chunks across the other axes */
@@ -81,6 +82,7 @@ struct ml_wblock {
     ml_wblock *next;       /* in-flight list; guarded by mu */
     ml_writer *w;          /* owner */
     int ds;                /* dataset index */
+    wdset *d;              /* its dataset (never moves: datasets are allocated one by one) */
     uint64_t band;         /* rows band*chunks[0] .. */
     uint64_t valid;        /* rows of the band holding data (set at submit) */
     int taken;             /* a worker writes it; guarded by mu */
@@ -101,7 +103,9 @@ struct ml_writer {
     int stop;                  /* 1: workers leave once the list is empty (or at once, abort); mu */
     int abort;                 /* with stop: drop untaken blocks; mu */
     int closed;                /* ml_writer_close ran; mu */
-    wdset *ds;                 /* datasets; array grows under mu, entries immutable but p.shape[0] */
+    wdset **ds;                /* datasets, each allocated once and never moved (workers hold
+                                  pointers without mu); the array grows under mu; entries
+                                  immutable but p.shape[0] */
     int n_ds, cap_ds;          /* mu */
     char *path;                /* the file (owned) */
     hid_t file;                /* HDF5 handle; -1 after close */
@@ -181,7 +185,7 @@ static void gather(const wdset *d, const unsigned char *band, uint64_t c, unsign
 }
 
 static void fail_record(ml_writer *w, ml_wblock *b, int rc, const char *why) {
-    const wdset *d = &w->ds[b->ds];
+    const wdset *d = b->d;
     uint64_t row0 = b->band * d->p.chunks[0];
     if (w->n_fails == w->cap_fails) {
         size_t cap = w->cap_fails ? 2 * w->cap_fails : 8;
@@ -207,9 +211,9 @@ static void fail_record(ml_writer *w, ml_wblock *b, int rc, const char *why) {
 
 /* Filter and write every chunk of PENDING block b. 0 or the first error
  * (*why a static reason or NULL). */
-static int write_block(ml_writer *w, ml_wblock *b, ml_encoder *enc, unsigned char **chunk, size_t *cap,
+static int write_block(ml_wblock *b, ml_encoder *enc, unsigned char **chunk, size_t *cap,
                        const char **why) {
-    wdset *d = &w->ds[b->ds];
+    wdset *d = b->d;
     size_t es = d->t->size;
     size_t cbytes = d->chunk_elems * es;
     int direct = d->n_across == 1 && (d->p.ndim == 1 || d->row_elems == d->chunk_elems / d->p.chunks[0]);
@@ -304,11 +308,12 @@ static void *worker(void *arg) {
         b->taken = 1;
         pthread_mutex_unlock(&w->mu);
         const char *why = NULL;
-        int rc = enc_rc < 0 ? enc_rc : write_block(w, b, enc, &chunk, &cap, &why);
-        uint64_t bytes = w->ds[b->ds].p.chunks[0] * w->ds[b->ds].row_bytes;
+        int rc = enc_rc < 0 ? enc_rc : write_block(b, enc, &chunk, &cap, &why);
+        uint64_t bytes = b->d->block_bytes;
         pthread_mutex_lock(&w->mu);
         unlink_block(w, b);
-        w->pending_bytes -= bytes;
+        w->pending_bytes -= bytes < w->pending_bytes ? bytes : w->pending_bytes; /* (a binding that
+                                                                                   did not reserve) */
         if (rc < 0)
             fail_record(w, b, rc, why);
         else
@@ -366,23 +371,18 @@ fail:
     return rc;
 }
 
-/* Add a dataset entry; takes ownership of name, t, fill. */
+/* Add a dataset entry; takes ownership of name, t, fill (also on failure:
+ * then freed). -ENOMEM, or -ML_EINVAL when a row, a chunk or a band's
+ * buffer would not fit in 64 bits (a hostile file's dims). */
 static int add_ds(ml_writer *w, char *name, hid_t dset, const ml_wparams *p, ml_type *t, unsigned char *fill,
                   int *out) {
-    pthread_mutex_lock(&w->mu);
-    int rc = 0;
-    if (w->n_ds == w->cap_ds) {
-        int cap = w->cap_ds ? 2 * w->cap_ds : 8;
-        wdset *nd = realloc(w->ds, (size_t)cap * sizeof *nd);
-        if (!nd) {
-            rc = -ENOMEM;
-            goto out;
-        }
-        w->ds = nd;
-        w->cap_ds = cap;
+    wdset *d = calloc(1, sizeof *d);
+    if (!d) {
+        free(name);
+        ml_type_free(t);
+        free(fill);
+        return -ENOMEM;
     }
-    wdset *d = &w->ds[w->n_ds];
-    memset(d, 0, sizeof *d);
     d->name = name;
     d->dset = dset;
     d->p = *p;
@@ -391,17 +391,47 @@ static int add_ds(ml_writer *w, char *name, hid_t dset, const ml_wparams *p, ml_
     d->row_elems = 1;
     d->chunk_elems = p->chunks[0];
     d->n_across = 1;
-    for (unsigned i = 1; i < p->ndim; i++) {
-        d->row_elems *= p->shape[i];
-        d->chunk_elems *= p->chunks[i];
-        uint64_t n_i = (p->shape[i] + p->chunks[i] - 1) / p->chunks[i];
-        d->n_across *= n_i ? n_i : 1;
+    int ok = p->ndim >= 1 && p->chunks[0] >= 1;
+    for (unsigned i = 1; ok && i < p->ndim; i++) {
+        uint64_t n_i = p->chunks[i] ? (p->shape[i] + p->chunks[i] - 1) / p->chunks[i] : 0;
+        ok = p->chunks[i] >= 1 && ml_mul_ok(d->row_elems, p->shape[i], &d->row_elems) &&
+             ml_mul_ok(d->chunk_elems, p->chunks[i], &d->chunk_elems) &&
+             ml_mul_ok(d->n_across, n_i ? n_i : 1, &d->n_across);
     }
-    d->row_bytes = d->row_elems * t->size;
-    *out = w->n_ds++;
-out:
+    ok = ok && ml_mul_ok(d->row_elems, t->size, &d->row_bytes) &&
+         ml_mul_ok(d->row_bytes, p->chunks[0], &d->block_bytes) && d->block_bytes <= SIZE_MAX / 2;
+    int rc = ok ? 0 : -ML_EINVAL;
+    pthread_mutex_lock(&w->mu);
+    if (rc == 0 && w->n_ds == w->cap_ds) {
+        int cap = w->cap_ds ? 2 * w->cap_ds : 8;
+        wdset **nd = realloc(w->ds, (size_t)cap * sizeof *nd);
+        if (nd) {
+            w->ds = nd;
+            w->cap_ds = cap;
+        } else {
+            rc = -ENOMEM;
+        }
+    }
+    if (rc == 0) {
+        w->ds[w->n_ds] = d;
+        *out = w->n_ds++;
+    }
     pthread_mutex_unlock(&w->mu);
+    if (rc < 0) {
+        free(d->name);
+        ml_type_free(d->t);
+        free(d->fill);
+        free(d);
+    }
     return rc;
+}
+
+/* Dataset `ds`, or NULL if no such index. Takes mu (the array may grow). */
+static wdset *ds_of(ml_writer *w, int ds) {
+    pthread_mutex_lock(&w->mu);
+    wdset *d = ds >= 0 && ds < w->n_ds ? w->ds[ds] : NULL;
+    pthread_mutex_unlock(&w->mu);
+    return d;
 }
 
 /* Is the writer still open? Sets err if not. */
@@ -437,7 +467,7 @@ int ml_writer_find(ml_writer *w, const char *name, int *ds, ml_error *err) {
         return rc;
     pthread_mutex_lock(&w->mu);
     for (int i = 0; i < w->n_ds; i++)
-        if (strcmp(w->ds[i].name, name) == 0) {
+        if (strcmp(w->ds[i]->name, name) == 0) {
             *ds = i;
             pthread_mutex_unlock(&w->mu);
             return 0;
@@ -450,24 +480,41 @@ int ml_writer_find(ml_writer *w, const char *name, int *ds, ml_error *err) {
     char *copy = NULL;
     if ((rc = ml_h5w_open(w->file, w->path, name, &dset, &p, &t, &fill, err)) < 0)
         return rc;
-    if (!(copy = strdup(name)) || (rc = add_ds(w, copy, dset, &p, t, fill, ds)) < 0) {
-        free(copy);
+    if (!(copy = strdup(name))) {
         ml_type_free(t);
         free(fill);
         ml_h5w_close(dset);
         return ml_error_set(err, -ENOMEM, "dataset '%s': no memory", name);
     }
+    if ((rc = add_ds(w, copy, dset, &p, t, fill, ds)) < 0) { /* add_ds freed copy, t, fill */
+        ml_h5w_close(dset);
+        return rc == -ENOMEM ? ml_error_set(err, rc, "dataset '%s': no memory", name)
+                             : ml_error_set(err, rc, "'%s' dataset '%s': a row or a band of chunks is too large "
+                                                     "to address (its shape or chunks)", w->path, name);
+    }
     return 0;
 }
 
-void ml_writer_info(ml_writer *w, int ds, const ml_wparams **p, const ml_type **t, const unsigned char **fill) {
-    wdset *d = &w->ds[ds];
+int ml_writer_info(ml_writer *w, int ds, const ml_wparams **p, const ml_type **t, const unsigned char **fill) {
+    wdset *d = ds_of(w, ds);
+    if (!d)
+        return -ML_EINVAL;
     *p = &d->p;
     *t = d->t;
     *fill = d->fill;
+    return 0;
 }
 
-uint64_t ml_writer_block_bytes(ml_writer *w, int ds) { return w->ds[ds].p.chunks[0] * w->ds[ds].row_bytes; }
+uint64_t ml_writer_block_bytes(ml_writer *w, int ds) {
+    wdset *d = ds_of(w, ds);
+    return d ? d->block_bytes : 0;
+}
+
+uint64_t ml_wblock_rows(const ml_wblock *b) { return b->d->p.chunks[0]; }
+
+uint64_t ml_wblock_row_bytes(const ml_wblock *b) { return b->d->row_bytes; }
+
+ml_writer *ml_wblock_writer(const ml_wblock *b) { return b->w; }
 
 /* Wait until no in-flight block of (ds, band). mu held. */
 static void wait_band(ml_writer *w, int ds, uint64_t band) {
@@ -482,8 +529,14 @@ static void wait_band(ml_writer *w, int ds, uint64_t band) {
 }
 
 int ml_wblock_new(ml_writer *w, int ds, uint64_t band, int load, ml_wblock **out, ml_error *err) {
-    wdset *d = &w->ds[ds];
-    uint64_t bytes = ml_writer_block_bytes(w, ds);
+    wdset *d = ds_of(w, ds);
+    uint64_t row0;
+    if (!d)
+        return ml_error_set(err, -ML_EINVAL, "'%s': no dataset %d in this writer", w->path, ds);
+    if (!ml_mul_ok(band, d->p.chunks[0], &row0) || row0 > UINT64_MAX - d->p.chunks[0])
+        return ml_error_set(err, -ML_EINVAL, "'%s' dataset '%s': band %llu is past any row", w->path, d->name,
+                            (unsigned long long)band);
+    uint64_t bytes = d->block_bytes;
     ml_wblock *b = calloc(1, sizeof *b);
     unsigned char *buf = NULL;
     int rc = 0;
@@ -494,11 +547,11 @@ int ml_wblock_new(ml_writer *w, int ds, uint64_t band, int load, ml_wblock **out
     }
     b->w = w;
     b->ds = ds;
+    b->d = d;
     b->band = band;
     b->buf = buf;
     fill_rows(d, buf, d->p.chunks[0] * d->row_elems);
     if (load) {
-        uint64_t row0 = band * d->p.chunks[0];
         pthread_mutex_lock(&w->mu);
         wait_band(w, ds, band);
         pthread_mutex_unlock(&w->mu);
@@ -520,13 +573,11 @@ int ml_wblock_new(ml_writer *w, int ds, uint64_t band, int load, ml_wblock **out
 }
 
 void ml_wblock_put(ml_wblock *b, uint64_t at, const void *src, uint64_t n_rows) {
-    const wdset *d = &b->w->ds[b->ds];
+    const wdset *d = b->d;
     memcpy(b->buf + at * d->row_bytes, src, n_rows * d->row_bytes);
 }
 
-const unsigned char *ml_wblock_row(const ml_wblock *b, uint64_t at) {
-    return b->buf + at * b->w->ds[b->ds].row_bytes;
-}
+const unsigned char *ml_wblock_row(const ml_wblock *b, uint64_t at) { return b->buf + at * b->d->row_bytes; }
 
 void ml_wblock_free(ml_wblock *b) {
     if (!b)
@@ -577,14 +628,14 @@ int ml_writer_reserve(ml_writer *w, uint64_t bytes, long ms) {
 
 void ml_writer_unreserve(ml_writer *w, uint64_t bytes) {
     pthread_mutex_lock(&w->mu);
-    w->pending_bytes -= bytes;
+    w->pending_bytes -= bytes < w->pending_bytes ? bytes : w->pending_bytes;
     pthread_cond_broadcast(&w->done);
     pthread_mutex_unlock(&w->mu);
 }
 
 int ml_writer_submit(ml_writer *w, ml_wblock *b, uint64_t valid_rows, int keep) {
     if (keep) {
-        uint64_t bytes = ml_writer_block_bytes(w, b->ds);
+        uint64_t bytes = b->d->block_bytes;
         ml_wblock *c = malloc(sizeof *c);
         unsigned char *buf = NULL;
         if (!c || posix_memalign((void **)&buf, 64, bytes ? bytes : 1) != 0) {
@@ -631,8 +682,10 @@ int ml_writer_wait_idle(ml_writer *w, long ms) {
 }
 
 int ml_writer_grow(ml_writer *w, int ds, uint64_t n_rows, ml_error *err) {
-    wdset *d = &w->ds[ds];
+    wdset *d = ds_of(w, ds);
     int rc = 0;
+    if (!d)
+        return ml_error_set(err, -ML_EINVAL, "'%s': no dataset %d in this writer", w->path, ds);
     ml_h5_lock();
     if (n_rows > d->p.shape[0] && ml_h5w_grow(d->dset, &d->p, n_rows) < 0)
         rc = ml_error_set(err, -ML_EHDF5, "'%s' dataset '%s': cannot grow it to %llu rows", w->path, d->name,
@@ -692,7 +745,7 @@ int ml_writer_close(ml_writer *w, int abort, ml_error *err) {
             }
             *pp = b->next;
             w->n_pending--;
-            w->pending_bytes -= ml_writer_block_bytes(w, b->ds);
+            w->pending_bytes -= b->d->block_bytes;
             ml_wblock_free(b);
         }
     }
@@ -704,9 +757,9 @@ int ml_writer_close(ml_writer *w, int abort, ml_error *err) {
     w->n_workers = 0;
     int rc = 0;
     for (int i = 0; i < w->n_ds; i++) {
-        if (ml_h5w_close(w->ds[i].dset) < 0 && rc == 0)
-            rc = ml_error_set(err, -ML_EHDF5, "'%s': cannot close dataset '%s'", w->path, w->ds[i].name);
-        w->ds[i].dset = -1;
+        if (ml_h5w_close(w->ds[i]->dset) < 0 && rc == 0)
+            rc = ml_error_set(err, -ML_EHDF5, "'%s': cannot close dataset '%s'", w->path, w->ds[i]->name);
+        w->ds[i]->dset = -1;
     }
     if (ml_h5w_close(w->file) < 0 && rc == 0)
         rc = ml_error_set(err, -ML_EHDF5, "cannot close '%s' (HDF5 failed writing its metadata)", w->path);
@@ -721,9 +774,10 @@ void ml_writer_free(ml_writer *w) {
     if (!w->closed) /* joins the workers */
         ml_writer_close(w, 1, NULL);
     for (int i = 0; i < w->n_ds; i++) {
-        free(w->ds[i].name);
-        ml_type_free(w->ds[i].t);
-        free(w->ds[i].fill);
+        free(w->ds[i]->name);
+        ml_type_free(w->ds[i]->t);
+        free(w->ds[i]->fill);
+        free(w->ds[i]);
     }
     free(w->ds);
     free(w->fails);

@@ -71,18 +71,27 @@ int ml_writer_create(ml_writer *w, const char *name, const ml_type *t, const ml_
 int ml_writer_find(ml_writer *w, const char *name, int *ds, ml_error *err);
 
 /* Dataset ds's parameters, type and fill value (t->size bytes), borrowed
- * for the writer's life. p->shape is the extent HDF5 has now. */
-void ml_writer_info(ml_writer *w, int ds, const ml_wparams **p, const ml_type **t, const unsigned char **fill);
+ * for the writer's life. p->shape is the extent HDF5 has now. 0, or
+ * -ML_EINVAL when the writer has no dataset ds. */
+int ml_writer_info(ml_writer *w, int ds, const ml_wparams **p, const ml_type **t, const unsigned char **fill);
 
-/* Bytes of one block of ds: chunks[0] rows of the dataset's full row. */
+/* Bytes of one block of ds: chunks[0] rows of the dataset's full row
+ * (0 when the writer has no dataset ds). */
 uint64_t ml_writer_block_bytes(ml_writer *w, int ds);
+
+/* A block's rows (chunks[0]), bytes per row, and the writer it belongs
+ * to: what the binding checks every put and submit against. */
+uint64_t ml_wblock_rows(const ml_wblock *b);
+uint64_t ml_wblock_row_bytes(const ml_wblock *b);
+ml_writer *ml_wblock_writer(const ml_wblock *b);
 
 /* A WRITABLE block for band `band` of ds (rows band*chunks[0] ..), every
  * row the fill value; with load = 1, the rows the file holds (below the
  * extent) are read into it first, after every PENDING block of that band
  * has committed (an edge merge). Waits without bound only for those
  * blocks. Returns 0 (*out owned by the caller until submitted or freed) or
- * -ENOMEM, -ML_EHDF5, -ML_ECLOSED; err names dataset and rows. */
+ * -ENOMEM, -ML_EHDF5, -ML_ECLOSED, -ML_EINVAL (no dataset ds, or a band past
+ * 2^64 rows); err names dataset and rows. */
 int ml_wblock_new(ml_writer *w, int ds, uint64_t band, int load, ml_wblock **out, ml_error *err);
 
 /* Copy n_rows whole rows from src into WRITABLE block b at row `at` of

@@ -473,3 +473,65 @@ def test_docs_writer_md_examples_run():
     assert len(blocks) >= 2
     for code in blocks:
         exec(compile(code, "docs/writer.md", "exec"), {})
+
+
+def test_many_datasets_opened_while_blocks_are_in_flight(tmp_path):
+    """Datasets created one after another while earlier ones' blocks are
+    being written (the dataset table grows under the workers): every
+    dataset reads back byte-exact."""
+    path = tmp_path / "many.h5"
+    data = [sample("<f4", (3000, 5), seed=i) for i in range(20)]
+    with multiload.Writer(path, "w", n_procs=2, max_pending_bytes=1 << 20) as w:
+        for i, a in enumerate(data):
+            ds = w.create_dataset(f"d{i}", (0, 5), "<f4", chunks=(64, 5), maxshape=(None, 5),
+                                  compression="gzip", shuffle=True)
+            ds.append(a[:1500])
+            for j in range(i):  # keep earlier datasets busy
+                w[f"d{j}"].append(data[j][1500 + 75 * (i - 1 - j):1500 + 75 * (i - j)])
+        for j in range(20):
+            done = 1500 + 75 * (19 - j)
+            w[f"d{j}"].append(data[j][done:])
+    with h5py.File(path, "r") as f:
+        for i, a in enumerate(data):
+            np.testing.assert_array_equal(f[f"d{i}"][...], a)
+
+
+def test_core_misuse_raises_never_crashes(tmp_path):
+    """The C binding checks what it is given: a dataset index it does not
+    have, rows outside a block, a buffer shorter than the rows, more valid
+    rows than a block has, a block of another writer, a spent block."""
+    with multiload.Writer(tmp_path / "a.h5", "w") as w, multiload.Writer(tmp_path / "b.h5", "w") as v:
+        ds = w.create_dataset("x", (0,), "<i4", chunks=(16,), maxshape=(None,))
+        v.create_dataset("y", (0,), "<i4", chunks=(16,), maxshape=(None,))
+        core, ocore = w._core, v._core
+        for bad in (99, -1, 1 << 40):
+            with pytest.raises((ValueError, OverflowError, OSError)):
+                core.info(bad)
+            with pytest.raises((ValueError, OverflowError, OSError)):
+                core.block_new(bad, 0, False)
+            with pytest.raises((ValueError, OverflowError, OSError)):
+                core.grow(bad, 10)
+        with pytest.raises((ValueError, OSError)):
+            core.block_new(ds._ds, 1 << 62, False)  # a band past 2**64 rows
+        cap = core.block_new(ds._ds, 0, False)
+        row = np.arange(16, dtype="<i4")
+        with pytest.raises(ValueError):
+            core.block_put(cap, 10, row, 16)  # past the block's 16 rows
+        with pytest.raises(ValueError):
+            core.block_put(cap, 0, row[:4], 16)  # a buffer of 4 rows for 16
+        with pytest.raises(ValueError):
+            core.submit(cap, 17, False)  # more valid rows than the block has
+        with pytest.raises(ValueError):
+            ocore.block_put(cap, 0, row, 16)  # another writer's block
+        with pytest.raises(ValueError):
+            ocore.submit(cap, 16, False)
+        core.block_put(cap, 0, row, 16)
+        assert core.reserve(64, None)
+        core.submit(cap, 16, False)
+        with pytest.raises(RuntimeError):
+            core.block_put(cap, 0, row, 16)  # spent: submitted
+        core.unreserve(1 << 40)  # more than reserved: clamped, no underflow
+        assert core.wait_idle(30)
+        ds._n = max(ds._n, 16)
+    with h5py.File(tmp_path / "a.h5", "r") as f:
+        np.testing.assert_array_equal(f["x"][:16], row)

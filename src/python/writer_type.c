@@ -270,13 +270,17 @@ static PyObject *dims_tuple(const uint64_t *d, unsigned n, int none_unlimited) {
 static PyObject *w_info(WriterObject *self, PyObject *arg) {
     if (!ready(self))
         return NULL;
-    int ds = (int)PyLong_AsLong(arg);
-    if (ds < 0)
-        return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_ValueError, "bad dataset");
+    long v = PyLong_AsLong(arg);
+    if (v == -1 && PyErr_Occurred())
+        return NULL;
+    if (v < 0 || v > INT_MAX)
+        return PyErr_Format(PyExc_ValueError, "no dataset %ld in this writer", v);
+    int ds = (int)v;
     const ml_wparams *p;
     const ml_type *t;
     const unsigned char *fill;
-    ml_writer_info(self->w, ds, &p, &t, &fill);
+    if (ml_writer_info(self->w, ds, &p, &t, &fill) < 0)
+        return PyErr_Format(PyExc_ValueError, "no dataset %d in this writer", ds);
     PyObject *filters = PyList_New(p->pipe.n_filters);
     for (unsigned i = 0; filters && i < p->pipe.n_filters; i++) {
         const ml_filter *f = &p->pipe.filters[i];
@@ -307,11 +311,15 @@ static void capsule_free(PyObject *cap) {
         ml_wblock_free(PyCapsule_GetPointer(cap, BLOCK_CAPSULE));
 }
 
-/* The live block of a capsule, or NULL with an exception. */
-static ml_wblock *block_of(PyObject *cap) {
+/* The live block of a capsule made by this writer, or NULL with an exception. */
+static ml_wblock *block_of(WriterObject *self, PyObject *cap) {
     ml_wblock *b = PyCapsule_GetPointer(cap, BLOCK_CAPSULE);
     if (b && PyCapsule_GetContext(cap) == &spent_mark) {
         PyErr_SetString(PyExc_RuntimeError, "block already submitted");
+        return NULL;
+    }
+    if (b && ml_wblock_writer(b) != self->w) {
+        PyErr_SetString(PyExc_ValueError, "a block of another writer");
         return NULL;
     }
     return b;
@@ -341,12 +349,21 @@ static PyObject *w_block_put(WriterObject *self, PyObject *args) {
     unsigned long long at, n_rows;
     if (!ready(self) || !PyArg_ParseTuple(args, "OKOK", &cap, &at, &src, &n_rows))
         return NULL;
-    ml_wblock *b = block_of(cap);
+    ml_wblock *b = block_of(self, cap);
     if (!b)
         return NULL;
+    uint64_t rows = ml_wblock_rows(b), need;
+    if (at > rows || n_rows > rows - at || __builtin_mul_overflow(n_rows, ml_wblock_row_bytes(b), &need))
+        return PyErr_Format(PyExc_ValueError, "rows %llu..+%llu are not in a block of %llu rows",
+                            (unsigned long long)at, (unsigned long long)n_rows, (unsigned long long)rows);
     Py_buffer v;
     if (PyObject_GetBuffer(src, &v, PyBUF_C_CONTIGUOUS) < 0)
         return NULL;
+    if ((uint64_t)v.len < need) {
+        PyBuffer_Release(&v);
+        return PyErr_Format(PyExc_ValueError, "%llu rows need %llu bytes; the buffer has %zd",
+                            (unsigned long long)n_rows, (unsigned long long)need, v.len);
+    }
     Py_BEGIN_ALLOW_THREADS
     ml_wblock_put(b, at, v.buf, n_rows);
     Py_END_ALLOW_THREADS
@@ -399,9 +416,12 @@ static PyObject *w_submit(WriterObject *self, PyObject *args) {
     int keep;
     if (!ready(self) || !PyArg_ParseTuple(args, "OKp", &cap, &valid, &keep))
         return NULL;
-    ml_wblock *b = block_of(cap);
+    ml_wblock *b = block_of(self, cap);
     if (!b)
         return NULL;
+    if (valid > ml_wblock_rows(b))
+        return PyErr_Format(PyExc_ValueError, "%llu valid rows in a block of %llu",
+                            (unsigned long long)valid, (unsigned long long)ml_wblock_rows(b));
     if (!keep && PyCapsule_SetContext(cap, &spent_mark) < 0)
         return NULL;
     if (ml_writer_submit(self->w, b, valid, keep) < 0)
