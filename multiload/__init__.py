@@ -33,6 +33,7 @@ from .batch import BatchStream
 from .array import Array, close_all
 from .loader_process import LoaderProcess, LoaderQueue
 from .file_loader import FileLoader
+from .budget import Budget
 
 __version__ = "0.1.0"
 
@@ -49,6 +50,7 @@ __all__ = [
     "LoaderQueue",
     "LoaderDiedError",
     "FileLoader",
+    "Budget",
     "dataset_ops",
     "QueueClosed",
     "QueueClosedType",
