@@ -278,8 +278,9 @@ ALLOWED = {
     "_notify": {"_signals"},
     "_io": {"_core"},
     "reader": {"_core", "_args", "_io", "_signals", "_notify", "_plan", "dataset", "dataset_ops", "request", "stage",
-               "_handle", "vlstring"},
+               "_handle", "vlstring", "budget"},
     "vlstring": {"_core", "_plan", "dataset", "dataset_ops"},
+    "budget": {"_core"},
 }
 
 
