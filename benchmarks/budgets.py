@@ -1,7 +1,8 @@
 """W14 (issue 16): two streams with I/O budgets 3:1 sharing the disk.
 
-Two Streamer queues over W1's file (contiguous float32, 1 KiB rows, warm:
-this machine cannot drop the page cache, so "the disk" is the page cache),
+Two Streamer queues over W1's file (contiguous float32, 1 KiB rows; W14:
+warm, so "the disk" is the page cache; W14 direct: the queues read with
+O_DIRECT, so every byte comes from the disk, whatever the page cache holds),
 each with a Budget of its own: HIGH_RATE and LOW_RATE bytes per second,
 3:1, whose sum is far below what one unbudgeted stream reads here (the
 third system of the workload measures that). Both run at once in one
@@ -39,9 +40,13 @@ HIGH = "stream A, Budget(300 MB/s)"
 LOW = "stream B, Budget(100 MB/s), beside A"
 FREE = "one stream, no budget (what the disk does)"
 
+DIRECT = "W14 direct"  # the same from the disk itself: O_DIRECT reads, no page cache
+
 TARGETS = [
     ("W14 two streams with budgets 3:1: achieved ratio ≥ 2.7 (within 10 % of 3)", "W14", HIGH, LOW, ">=", 2.7),
     ("W14 two streams with budgets 3:1: achieved ratio ≤ 3.3 (within 10 % of 3)", "W14", HIGH, LOW, "<=", 3.3),
+    ("W14 direct (O_DIRECT, from the disk): achieved ratio ≥ 2.7", DIRECT, HIGH, LOW, ">=", 2.7),
+    ("W14 direct (O_DIRECT, from the disk): achieved ratio ≤ 3.3", DIRECT, HIGH, LOW, "<=", 3.3),
 ]
 
 
@@ -52,16 +57,20 @@ def workloads(paths, py_entry, Workload, block_of):
     base = dict(file=path, path="/data", block=max(1, BLOCK_BYTES // layout.row_bytes))
     here = os.path.abspath(__file__)
     ml = ["multiload", "numpy"]
-    return [Workload("W14", f"two cyclic streams of W1's file at once, Budgets of {HIGH_RATE / 1e6:.0f} and "
-                            f"{LOW_RATE / 1e6:.0f} MB/s (3:1), 1 MiB blocks, {N_PROCS} worker threads each, warm; "
-                            f"rates over [{SKIP_S}, {RUN_S}) s", path, [
-        py_entry(HIGH, dict(base, func="pair", report="high"), imports=ml, role="multiload", script=here,
-                 note="both streams run; this row is stream A's rate"),
-        py_entry(LOW, dict(base, func="pair", report="low"), imports=ml, role="multiload", script=here,
-                 note="both streams run; this row is stream B's rate"),
-        py_entry(FREE, dict(base, func="free"), imports=ml, role="reference", script=here,
-                 note="the same queue without a budget, alone")],
-        ref=HIGH)]
+    out = []
+    for key, direct, how in (("W14", False, "warm"), (DIRECT, True, "direct=True (O_DIRECT: every read from the disk)")):
+        b = dict(base, direct=direct)
+        out.append(Workload(key, f"two cyclic streams of W1's file at once, Budgets of {HIGH_RATE / 1e6:.0f} and "
+                                 f"{LOW_RATE / 1e6:.0f} MB/s (3:1), 1 MiB blocks, {N_PROCS} worker threads each, "
+                                 f"{how}; rates over [{SKIP_S}, {RUN_S}) s", path, [
+            py_entry(HIGH, dict(b, func="pair", report="high"), imports=ml, role="multiload", script=here,
+                     note="both streams run; this row is stream A's rate"),
+            py_entry(LOW, dict(b, func="pair", report="low"), imports=ml, role="multiload", script=here,
+                     note="both streams run; this row is stream B's rate"),
+            py_entry(FREE, dict(b, func="free"), imports=ml, role="reference", script=here,
+                     note="the same queue without a budget, alone")],
+            warm=not direct, ref=HIGH))
+    return out
 
 
 # ---------------------------------------------------------------- one run (a process of its own)
@@ -96,7 +105,8 @@ def run(spec):
         streams = [multiload.Streamer(spec["file"])]
     c0 = _cpu_self()
     t0 = time.monotonic()
-    queues = [s.get_queue(spec["path"], n_procs=N_PROCS, block_size=spec["block"], cyclic=True) for s in streams]
+    queues = [s.get_queue(spec["path"], n_procs=N_PROCS, block_size=spec["block"], cyclic=True,
+                          direct=bool(spec.get("direct"))) for s in streams]
     counts = [[0, 0] for _ in queues]
     stop = threading.Event()
     threads = [threading.Thread(target=_consume, args=(q, t0, c, stop)) for q, c in zip(queues, counts)]

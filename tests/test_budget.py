@@ -398,3 +398,12 @@ def test_budget_stats_seen_from_threads_are_consistent(h5):
     for t in threads:
         t.join()
     assert budget.stats()["bytes"] == sum(q.stats()["budget"]["bytes"] for q in queues)
+
+
+def test_docs_example_runs():
+    """docs/budgets.md's "An example that runs" block, as written."""
+    import re
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "docs", "budgets.md")).read()
+    section = doc.split("## An example that runs", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    exec(compile(code, "docs/budgets.md", "exec"), {})
