@@ -196,7 +196,6 @@ static void take_locked(ml_budget *b, ml_budget_waiter *w, int64_t now, int wait
 
 static void enqueue_locked(ml_budget *b, ml_budget_waiter *w, int64_t now) {
     w->seq = b->next_seq++;
-    w->since_ns = now;
     ml_budget_waiter **p = &b->queue;
     while (*p && (*p)->priority >= w->priority)
         p = &(*p)->next;

@@ -129,7 +129,6 @@ typedef struct ml_budget_waiter {
     uint64_t seq;                    /* arrival order among equals; set by the budget */
     int queued;                      /* 1 while in the budget's queue (under the budget's mutex) */
     struct ml_budget_client *client; /* stats also go to it; may be NULL */
-    int64_t since_ns;                /* queued since (budget clock) */
     struct ml_budget_waiter *next;   /* queue link (under the budget's mutex) */
 } ml_budget_waiter;
 

@@ -8,8 +8,8 @@
  * a clock only _set_now() moves, and _poll()/_abandon() step up to
  * N_SIM waiters of its own through ml_budget_poll, so the bucket and the
  * queue are checked with no real time. A fake-clock budget is refused by
- * the engines (their sleeps are real). Nothing here releases the GIL:
- * every call is a lock and a few multiplications, except none.
+ * the engines (their sleeps are real). Nothing here releases the GIL or
+ * waits: every call is the budget's lock and a few multiplications.
  */
 #include "ml_python.h"
 
