@@ -335,6 +335,5 @@ int main(void) {
     test_priorities();
     test_sharing_clients();
     test_blocking_take_and_cancel();
-    puts("ok test_budget");
-    return CHECK_PASS;
+    CHECK_DONE();
 }
