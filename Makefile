@@ -31,7 +31,8 @@ ASAN_PYTESTS ?= tests/test_streamer_api.py tests/test_streamer_bad_input.py test
 	tests/test_io_fallback.py tests/test_chunk_index.py tests/test_hostile_files.py tests/test_reader_vlarray.py \
 	tests/test_order.py tests/test_error_map.py tests/test_core_binding.py tests/test_api_hazards.py \
 	tests/test_batch_stream.py tests/test_type_conversions.py tests/test_filters_plugins.py tests/test_vlen_strings.py \
-	tests/test_chunk_index4.py tests/test_newer_hdf5.py tests/test_reader_view.py tests/test_loader_process.py tests/test_file_loader.py
+	tests/test_chunk_index4.py tests/test_newer_hdf5.py tests/test_reader_view.py tests/test_loader_process.py tests/test_file_loader.py \
+	tests/test_budget.py
 # TSan: the same files (it refuses threads in a child forked from a threaded process anyway).
 TSAN_PYTESTS ?= $(ASAN_PYTESTS)
 ASAN_LDFLAGS := -fsanitize=address,undefined

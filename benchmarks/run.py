@@ -50,6 +50,7 @@ import scaleout  # noqa: E402  (W9)
 import loader_process  # noqa: E402  (W12)
 import image_folder  # noqa: E402  (W11)
 import writer_bench  # noqa: E402  (W13)
+import budgets  # noqa: E402  (W14)
 
 PY = sys.executable
 MT_PY = os.path.join(ROOT, ".venv-multitables", "bin", "python")
@@ -500,6 +501,7 @@ def plan(args, paths, exe, have_mt, mt_reason, can_drop):
     W += loader_process.workloads(paths, py_entry, Workload, block_of)
     W += image_folder.workloads(image_folder.folder_name(args.cache, args.scale), py_entry, Workload, Entry, can_drop)
     W += writer_bench.workloads(args.cache, py_entry, Workload, Entry)
+    W += budgets.workloads(paths, py_entry, Workload, block_of)
     return W
 
 
@@ -738,7 +740,7 @@ TARGETS = [
     ("W8 BatchStream peak RSS growth within stats()['memory_bound'] (gzip)", "W8", W8_REF, MEMORY_BOUND, "<=", 1.0),
     ("W8 BatchStream peak RSS growth within stats()['memory_bound'] (contiguous)", "W8",
      "BatchStream window, contiguous", MEMORY_BOUND, "<=", 1.0),
-] + scaleout.TARGETS + loader_process.TARGETS + image_folder.TARGETS
+] + scaleout.TARGETS + loader_process.TARGETS + image_folder.TARGETS + budgets.TARGETS
 
 
 def best_of(S, wk, systems, unit):
@@ -792,7 +794,8 @@ def targets(W, S):
             why = sa.get("missing") or sb.get("missing") or ""
             if best and not why:
                 why = f"best: {best}, {fmt_num(metric(sb, unit)['median'], unit)} {unit}"
-            row.update(value=v, status="not available" if v is None else ("met" if v >= target else "missed"),
+            met = v is not None and (v <= target if op == "<=" else v >= target)  # "<=": an upper bound (W14)
+            row.update(value=v, status="not available" if v is None else ("met" if met else "missed"),
                        why=why)
         out.append(row)
     return out

@@ -34,6 +34,7 @@ from .array import Array, close_all
 from .loader_process import LoaderProcess, LoaderQueue
 from .file_loader import FileLoader
 from .writer import BlockError, WriteError, Writer, WriterDataset
+from .budget import Budget
 
 __version__ = "0.1.0"
 
@@ -54,6 +55,7 @@ __all__ = [
     "LoaderQueue",
     "LoaderDiedError",
     "FileLoader",
+    "Budget",
     "dataset_ops",
     "QueueClosed",
     "QueueClosedType",

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import _core
 from ._handle import FileIdentity
-from .writer import _flush_for_read
+from ._live_writers import flush_for_read as _flush_for_read
 
 __all__ = ["Sources", "file_identity"]
 

@@ -39,7 +39,7 @@ import numpy as np
 from . import _core, _handle
 from ._signals import FileChangedError
 from ._sources import _resolve_files
-from .writer import _flush_for_read
+from ._live_writers import flush_for_read as _flush_for_read
 
 __all__ = ["Array", "close_all"]
 

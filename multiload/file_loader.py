@@ -28,6 +28,7 @@ import time
 from multiprocessing.reduction import DupFd
 
 from . import _core
+from . import budget as _budget
 from ._io import io_mode_code
 from ._signals import QueueClosed
 
@@ -273,12 +274,24 @@ class FileLoader:
     serve_timeout : float
         Seconds a waiting worker allows for somebody to serve the loader
         before ``wait_get`` raises (start, spawn_loader or become_loader).
+    budget : Budget, optional
+        An I/O budget (:class:`multiload.Budget`, docs/budgets.md) for the
+        loader threads: before each batch's reads they take the files'
+        bytes and one I/O per file, sleeping while it is empty; FileLoaders,
+        queues and Readers given one Budget share its rates. It binds the
+        threads of the process that serves: :meth:`start` and
+        :meth:`become_loader` use it as given; a loader process
+        (:meth:`spawn_loader`) gets a budget of the same limits of its own
+        (budgets are per process). ``stats()`` of the serving process gains
+        a ``"budget"`` dict.
     """
 
     def __init__(self, queue_depth=None, max_file_size=None, n_workers=1, *, n_threads=None, direct=False,
                  dispatch_n=None, max_idle_iters=None, io_mode=None, serve_timeout=DEFAULT_SERVE_TIMEOUT,
-                 _region=None):
+                 budget=None, _region=None):
         del max_idle_iters  # see the docstring
+        self._budget_core, self._budget_priority = _budget.core_of(budget)
+        self._budget = budget
         self._n_threads = _cpus() if n_threads is None else int(n_threads)
         if self._n_threads < 1:
             raise ValueError(f"n_threads must be >= 1, got {n_threads!r}")
@@ -312,7 +325,8 @@ class FileLoader:
         (here or by another process) or closed.
         """
         self._check_open()
-        self.io_engine = self._region.serve_start(self._n_threads, self._dispatch_n, self._direct, self._io)
+        self.io_engine = self._region.serve_start(self._n_threads, self._dispatch_n, self._direct, self._io,
+                                                  self._budget_core, self._budget_priority)
         return self
 
     def spawn_loader(self, start_method="spawn", timeout=60.0):
@@ -366,7 +380,8 @@ class FileLoader:
         """
         self._check_open()
         watch = _Watch(_parent_pid) if _parent_pid is not None else None
-        self.io_engine = self._region.serve_start(self._n_threads, self._dispatch_n, self._direct, self._io)
+        self.io_engine = self._region.serve_start(self._n_threads, self._dispatch_n, self._direct, self._io,
+                                                  self._budget_core, self._budget_priority)
         try:
             while not self._region.wait_event(0.5):
                 if watch is not None and not watch.alive():
@@ -397,7 +412,11 @@ class FileLoader:
         requested, completed, failed, bytes (of completed files); in_flight
         (requested or loading), ready (completed, not taken), unreleased
         (taken, not released); serving, server_pid, server_dead, closed,
-        direct_fallbacks. After close(): the state at close.
+        direct_fallbacks. After close(): the state at close. In the process
+        whose threads serve with a budget, also ``budget``: what they took
+        (``bytes``, ``ios``, ``bytes_per_s`` and ``iops`` achieved since they
+        started, ``throttled_seconds``, ...; as
+        :meth:`multiload.Budget.stats`, for this loader alone).
         """
         if self._final_stats is not None:
             return dict(self._final_stats)
@@ -460,7 +479,7 @@ class FileLoader:
     def __reduce__(self):
         self._check_open()
         params = dict(n_threads=self._n_threads, direct=self._direct, dispatch_n=self._dispatch_n,
-                      io_mode=self._io_mode, serve_timeout=self._serve_timeout)
+                      io_mode=self._io_mode, serve_timeout=self._serve_timeout, budget=self._budget)
         return (_rebuild_loader, (DupFd(self._region.fd), params))
 
     def __repr__(self):

@@ -21,7 +21,8 @@ and read entry points, shutdown and stats. Drop-in compatible with
 
 May import: every module of the package's Reader side (``_plan``, ``stage``,
 ``request``, ``_notify``, ``dataset``, ``dataset_ops``, ``_args``,
-``_signals``), ``_handle`` and ``_core``; nothing imports it but ``__init__``.
+``_signals``), ``_handle``, ``budget``, ``_live_writers`` and ``_core``; nothing imports it
+but ``__init__``.
 """
 
 import errno
@@ -32,6 +33,7 @@ import threading
 import numpy as np
 
 from . import _core, _handle
+from . import budget as _budget
 from ._args import open_file_options, positive_int
 from ._io import io_mode_code
 from ._notify import Notifier
@@ -43,7 +45,7 @@ from .dataset_ops import ColumnError, _context
 from .vlstring import VLStringDataset, refuse_request
 from .request import Request, RequestPool, _Done
 from .stage import Stage, StagePool, _ArrayStage, check_fits, end_loan
-from .writer import _flush_for_read
+from ._live_writers import flush_for_read as _flush_for_read
 
 _DONE = _Done()  # the C request of every request read inside request(): done, with success
 _ROW_OP = ops.ReadScalarOpArray  # ds[i] on an array
@@ -106,8 +108,15 @@ def _scalar_plan(ds, key):
 # ---------------------------------------------------------------- the reader
 
 # The Reader's own parameters, for the hint of a misspelt one.
-_READER_HINTS = dict.fromkeys(("n_procs", "notify", "cache_bytes", "cache_budget", "io_mode", "inline_reads"), "")
+_READER_HINTS = dict.fromkeys(("n_procs", "notify", "cache_bytes", "cache_budget", "io_mode", "inline_reads",
+                               "budget"), "")
 _IO_MODES = "'io_uring', 'pread' or None"
+
+
+def _budget_kw(budget):
+    """ReaderCore's budget arguments for a ``budget=`` option."""
+    core, priority = _budget.core_of(budget)
+    return {} if core is None else {"budget": core, "budget_priority": priority}
 
 class Reader(_handle.Handle):
     """Random access to the datasets of one HDF5 file.
@@ -139,6 +148,17 @@ class Reader(_handle.Handle):
         ``RWF_NOWAIT``, which never waits for the disk); the future is then
         done at once. A request not in the cache goes to the workers as
         usual. False sends every request to the workers.
+    budget : Budget, optional
+        An I/O budget (:class:`multiload.Budget`, docs/budgets.md): every
+        read of the workers first takes its bytes and one I/O per request
+        from it, sleeping while it is empty; Readers, queues and
+        FileLoaders given one Budget share its rates. A budgeted Reader
+        reads every byte through its workers (no inline reads, no reads by
+        a waiting thread, no copies from the file's mapping), so every
+        byte is charged; decoded chunks served from the cache cost nothing.
+        ``close()`` still serves the queued requests, at the budget's rate;
+        ``stop()`` wakes the sleeping reads at once. ``stats()`` gains a
+        ``"budget"`` dict.
     **kw_args
         PyTables ``open_file`` options, accepted for compatibility with
         multitables, which passes them on: ``mode`` (``'r'`` only),
@@ -176,8 +196,9 @@ class Reader(_handle.Handle):
     """
 
     def __init__(self, filename, n_procs=4, notify=None, cache_bytes=None, io_mode=None, inline_reads=True,
-                 cache_budget=None, **kw_args):
+                 cache_budget=None, budget=None, **kw_args):
         self._core = None
+        _budget.core_of(budget)  # TypeError now
         open_file_options("Reader", kw_args, _READER_HINTS)
         n_procs = positive_int("n_procs", n_procs)
         io_mode_code(io_mode, _IO_MODES)
@@ -189,6 +210,8 @@ class Reader(_handle.Handle):
                 raise ValueError(f"{name} must be a number of bytes >= 0 or None, got {v!r}")
         self._options = dict(n_procs=n_procs, notify=notify, cache_bytes=cache_bytes, io_mode=io_mode,
                              inline_reads=inline_reads, cache_budget=cache_budget)
+        if budget is not None:
+            self._options["budget"] = budget  # pickles as its limits (multiload/budget.py)
         self._kw_args = kw_args
         self._file = _handle.FileRef(self._filename)
         self._datasets = {}  # path -> dataset proxy; _lock
@@ -229,7 +252,8 @@ class Reader(_handle.Handle):
         self._tags = itertools.count(1)  # request tags (next() is atomic under the GIL)
         self._core = _core.ReaderCore(n_workers=o["n_procs"], io_mode=io_mode_code(o["io_mode"], _IO_MODES),
                                       cache_bytes=int(o["cache_bytes"] or 0), inline_reads=bool(o["inline_reads"]),
-                                      cache_budget=int(o.get("cache_budget") or 0))
+                                      cache_budget=int(o.get("cache_budget") or 0),
+                                      **_budget_kw(o.get("budget")))
         self._notifier = Notifier(self._core, o["notify"])
         if o["notify"] is not None:
             self._notifier.start()
@@ -548,7 +572,11 @@ class Reader(_handle.Handle):
         ``cache_evictions``, ``cache_bytes`` (held now), ``cache_limit`` (its
         most now), ``cache_wanted`` (what would hold every dataset read
         through it, decoded) and ``cache_advice``: None, or a sentence
-        saying which ``cache_bytes`` would stop the evictions."""
+        saying which ``cache_bytes`` would stop the evictions. A Reader with
+        a budget also has ``budget``: what its reads took (``bytes``,
+        ``ios``, ``bytes_per_s`` and ``iops`` achieved since it started,
+        ``throttled_seconds``, ...; as :meth:`multiload.Budget.stats`, for
+        this Reader alone)."""
         if self._local_pid != _handle.pid:
             self._reopen_local()
         st = self._core.stats()

@@ -15,10 +15,11 @@ import weakref
 import numpy as np
 
 from . import _core, _handle, vlstring
+from . import budget as _budget
 from ._args import UINT_MAX, open_file_options, positive_int
 from ._io import io_mode_code
 from ._signals import QueueClosed, SlowPathWarning
-from .writer import _flush_for_read
+from ._live_writers import flush_for_read as _flush_for_read
 
 __all__ = ["Streamer", "Queue", "io_mode"]
 
@@ -402,7 +403,11 @@ class Queue:
             blocks ahead hinted to the kernel), ``resident_steps`` (steps
             found in the page cache and left alone), ``batch_blocks``
             (blocks a worker reads at once: more than 1 for ``direct=True``)
-            and ``batched_blocks`` (blocks read that way).
+            and ``batched_blocks`` (blocks read that way). A queue with a
+            budget also has ``budget``: a dict of what its reads took
+            (``bytes``, ``ios``, ``bytes_per_s`` and ``iops`` achieved since
+            the queue started, ``throttled_seconds``, ``throttled``, ...: as
+            :meth:`multiload.Budget.stats`, for this queue alone).
         """
         if self._stream is None:
             st = {"blocks": 0, "bytes": 0, "wait_seconds": 0.0, "errors": 0, "io_mode": io_mode(),
@@ -450,6 +455,10 @@ class Streamer(_handle.Handle):
     ----------
     filename : str or os.PathLike
         The HDF5 file. It is opened when a queue is made.
+    budget : Budget, optional
+        The I/O budget of this Streamer's queues (a queue's own
+        ``budget=`` overrides it): see :class:`multiload.Budget` and
+        docs/budgets.md.
     **kw_args
         PyTables ``open_file`` options, accepted for compatibility with
         multitables, which passes them on: ``mode`` (``'r'`` only),
@@ -482,7 +491,9 @@ class Streamer(_handle.Handle):
     See docs/streamer.md, "Pickling and worker processes".
     """
 
-    def __init__(self, filename, **kw_args):
+    def __init__(self, filename, budget=None, **kw_args):
+        _budget.core_of(budget)  # TypeError now, not at the first queue
+        self._budget = budget
         self._direct = open_file_options("Streamer", kw_args, _GET_QUEUE_HINTS)
         self._filename = os.fspath(filename)
         self._h5_kw_args = kw_args
@@ -492,7 +503,10 @@ class Streamer(_handle.Handle):
 
     # -- the handle: description and process-local state (multiload._handle)
     def _describe(self):
-        return {"filename": self._filename, "kw_args": self._h5_kw_args, "file": self._file.describe()}
+        d = {"filename": self._filename, "kw_args": self._h5_kw_args, "file": self._file.describe()}
+        if self._budget is not None:
+            d["budget"] = self._budget  # pickles as its limits (multiload/budget.py)
+        return d
 
     @classmethod
     def _from_description(cls, d):
@@ -500,6 +514,7 @@ class Streamer(_handle.Handle):
         self._direct = open_file_options("Streamer", d["kw_args"])
         self._filename = d["filename"]
         self._h5_kw_args = d["kw_args"]
+        self._budget = d.get("budget")
         self._file = d["file"]
         return self  # no local state: made by the first get_queue()
 
@@ -524,7 +539,7 @@ class Streamer(_handle.Handle):
 
     def get_queue(self, path, n_procs=None, read_ahead=None, cyclic=False, block_size=None,
                   ordered=False, field=None, remainder=False, io_mode=None, direct=None,
-                  shuffle=None, seed=0, epoch=0, rank=0, world_size=1):
+                  shuffle=None, seed=0, epoch=0, rank=0, world_size=1, budget=None):
         """Start streaming the dataset at ``path``.
 
         Each call starts its own workers and ring; queues on one Streamer are
@@ -586,6 +601,14 @@ class Streamer(_handle.Handle):
             different set each epoch). The ranks together hand out each block
             at most once. Needs ``0 <= rank < world_size`` and
             ``cyclic=False`` when ``world_size > 1``.
+        budget : Budget, optional
+            An I/O budget (:class:`multiload.Budget`): every read of this
+            queue's workers first takes its bytes and one I/O per request
+            from it, sleeping while it is empty; queues, Readers and
+            FileLoaders given the same Budget share its rates. Default: the
+            Streamer's ``budget``, if any. A budgeted queue does not hint
+            blocks ahead to the kernel (those reads would not be charged).
+            Its ``stats()`` gain a ``"budget"`` dict (docs/budgets.md).
 
         Returns
         -------
@@ -602,11 +625,11 @@ class Streamer(_handle.Handle):
             with ``cyclic=True``).
         """
         return self._make_queue(path, n_procs, read_ahead, cyclic, block_size, ordered, field, remainder,
-                                io_mode, direct, shuffle, seed, epoch, rank, world_size)
+                                io_mode, direct, shuffle, seed, epoch, rank, world_size, budget=budget)
 
     def _make_queue(self, path, n_procs=None, read_ahead=None, cyclic=False, block_size=None,
                     ordered=False, field=None, remainder=False, io_mode=None, direct=None,
-                    shuffle=None, seed=0, epoch=0, rank=0, world_size=1, shared=False):
+                    shuffle=None, seed=0, epoch=0, rank=0, world_size=1, shared=False, budget=None):
         """get_queue(); with ``shared``, the ring is one memfd a consumer
         process attaches (the loader process's streams, loader_process.py)."""
         permuted, seed, epoch, rank, world_size = _check_shuffle(shuffle, seed, epoch, rank, world_size,
@@ -618,6 +641,7 @@ class Streamer(_handle.Handle):
         block_size = positive_int("block_size", block_size)
         io_code = io_mode_code(io_mode, "'io_uring' or 'pread'")
         direct = self._direct if direct is None else bool(direct)
+        budget_core, budget_priority = _budget.core_of(self._budget if budget is None else budget)
         layout = self._layout(path)
         _check_field(layout, field, self._filename, path)
         if direct:
@@ -644,7 +668,7 @@ class Streamer(_handle.Handle):
                                cyclic=bool(cyclic), ordered=bool(ordered), remainder=bool(remainder),
                                field=field, io_mode=io_code, direct=bool(direct), permuted=permuted,
                                seed=seed, epoch=epoch, shard_rank=rank, shard_count=world_size,
-                               shared=bool(shared))
+                               shared=bool(shared), budget=budget_core, budget_priority=budget_priority)
         n_blocks = _core.n_blocks(n_rows, block_size, bool(cyclic), bool(remainder))
         if n_blocks is not None:
             n_blocks //= world_size  # this rank's share (schedule.c: floor(n / R))

@@ -18,7 +18,8 @@ and handed to the workers, then COMMITTED or ERROR. Memory is bounded by
 ``max_pending_bytes``; ``flush()`` raises one :class:`WriteError` rolling
 up every failed block.
 
-May import: numpy, the standard library, multiload._core, multiload._aio.
+May import: numpy, the standard library, multiload._core, multiload._aio,
+multiload._live_writers.
 """
 
 import asyncio
@@ -27,11 +28,10 @@ import os
 import sys
 import threading
 import time
-import weakref
 
 import numpy as np
 
-from . import _core
+from . import _core, _live_writers
 from ._aio import wait_fd
 
 __all__ = ["Writer", "WriterDataset", "WriteError", "BlockError"]
@@ -64,40 +64,6 @@ class WriteError(OSError):
 
     def __str__(self):
         return self.strerror
-
-
-# (st_dev, st_ino) -> WeakSet of live writers of that file: a Reader or
-# Streamer opened in this process flushes them first (_flush_for_read).
-_registry = {}
-_registry_lock = threading.Lock()
-
-
-def _file_key(path):
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)
-
-
-def _flush_for_read(filename, dataset=None):
-    """Flush every live Writer of this process writing ``filename`` (and,
-    if given, ``dataset``), so a reader opened next sees every row written
-    before. Called by the Reader, Streamer and Array before they open a
-    dataset. A writer whose flush fails keeps its error for its own
-    ``flush()``; the reader opens what the file holds."""
-    if not _registry:
-        return
-    key = _file_key(filename)
-    with _registry_lock:
-        writers = list(_registry.get(key, ())) if key else []
-    for w in writers:
-        if dataset is not None and not w._has(dataset):
-            continue
-        try:
-            w._flush_sync(None)
-        except (WriteError, RuntimeError):
-            pass
 
 
 def _dtype_spec(dt, where):
@@ -385,9 +351,7 @@ class Writer:
         self._datasets = {}
         self._closed = False
         self._core = _core.WriterCore(self.filename, mode == "w", n_procs, max_pending_bytes)
-        self._key = _file_key(self.filename)
-        with _registry_lock:
-            _registry.setdefault(self._key, weakref.WeakSet()).add(self)
+        self._key = _live_writers.register(self, self.filename)
 
     # datasets
 
@@ -634,12 +598,7 @@ class Writer:
             try:
                 self._core.close(abort)
             finally:
-                with _registry_lock:
-                    s = _registry.get(self._key)
-                    if s is not None:
-                        s.discard(self)
-                        if not s:
-                            _registry.pop(self._key, None)
+                _live_writers.unregister(self, self._key)
             if error is not None:
                 raise error
 

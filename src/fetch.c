@@ -63,6 +63,7 @@ struct ml_fetcher {
     ml_io_req *dreqs;        /* direct mode: widened, merged requests, dreqs_cap */
     size_t *dmap;            /* direct mode: request i is read by dreqs[dmap[i]], dreqs_cap */
     size_t dreqs_cap;
+    ml_budget_client *budget; /* borrowed, or NULL: tokens taken before each batch of reads */
 };
 
 int ml_fetcher_open(ml_fetcher **out, ml_layout *L, ml_io_mode mode, ml_error *err) {
@@ -206,10 +207,22 @@ static int read_direct(ml_fetcher *f, ml_io_req *reqs, size_t n) {
     return 0;
 }
 
-/* Every data read of this file goes through here. */
+/* Every data read of this file goes through here: a budgeted fetcher
+ * first takes the batch's bytes and one I/O per request (budget.h; it may
+ * sleep, and fails with -ECANCELED once the stream closes). */
 static int read_reqs(ml_fetcher *f, ml_io_req *reqs, size_t n) {
+    if (f->budget) {
+        uint64_t bytes = 0;
+        for (size_t i = 0; i < n; i++)
+            bytes += reqs[i].len;
+        int rc = ml_budget_client_take(f->budget, bytes, n);
+        if (rc < 0)
+            return rc;
+    }
     return f->dio ? read_direct(f, reqs, n) : ml_io_read(f->io, reqs, n);
 }
+
+void ml_fetcher_set_budget(ml_fetcher *f, ml_budget_client *c) { f->budget = c; }
 
 /* Bytes just read or decoded from storage made the reported dtype
  * (convert.c): exactly once, never over fill values (converted at open). */
@@ -515,7 +528,10 @@ int ml_fetch_rows(ml_fetcher *f, uint64_t row0, uint64_t n, void *dest_, ml_erro
         return 0;
     case ML_STORE_SLOW: {
         /* The format's library reads with the file's own type: converted here. */
-        int rc = ml_layout_read_slow(L, row0, n, dest, err);
+        int rc = ml_budget_client_take(f->budget, n * L->row_bytes, 1);
+        if (rc < 0)
+            return report(err, f, rc, row0, n, "the read was cancelled", UINT64_MAX);
+        rc = ml_layout_read_slow(L, row0, n, dest, err);
         if (rc == 0)
             convert_stored(L, dest, n * L->row_elems);
         return rc;

@@ -10,6 +10,7 @@
 #include "error.h"
 #include "layout.h"
 #include "io.h"
+#include "budget.h"
 
 /* Per-thread read state: a read context on the layout's source, a
  * decoder and scratch buffers. Not thread-safe; one per worker. */
@@ -37,6 +38,13 @@ ml_io_mode ml_fetcher_io_mode(const ml_fetcher *f);
  * the same file. Returns 0, or -EINVAL where the source (the filesystem)
  * has no direct variant (the fetcher then keeps reading buffered). */
 int ml_fetcher_set_direct(ml_fetcher *f, ml_error *err);
+
+/* Take tokens from budget client c (borrowed: it must outlive f; NULL:
+ * none) before every read from now on: each batch of reads takes its bytes
+ * and one I/O per request, a slow-path read (the format's library) its
+ * rows' bytes and one I/O; data in memory takes nothing. A read whose wait
+ * is cancelled (ml_budget_client_cancel) fails with -ECANCELED. */
+void ml_fetcher_set_budget(ml_fetcher *f, ml_budget_client *c);
 
 /* A run of consecutive rows: [start, start + count). */
 typedef struct ml_row_run {

@@ -180,6 +180,8 @@ typedef struct ml_fserve_config {
     unsigned batch;     /* entries per submit, 1..256 */
     int direct;         /* 1: O_DIRECT reads where the filesystem takes them */
     ml_io_mode mode;    /* ML_IO_AUTO honours MULTILOAD_IO */
+    struct ml_budget *budget; /* borrowed, or NULL: the threads share one client of it (budget.h) */
+    int budget_priority;      /* that client's priority */
 } ml_fserve_config;
 
 /* Start cfg->n_threads loader threads serving fl (takes a reference).
@@ -193,5 +195,9 @@ void ml_fserve_stop(ml_fserve *s);
 
 /* The engine the threads use: ML_IO_URING or ML_IO_PREAD. */
 ml_io_mode ml_fserve_mode(const ml_fserve *s);
+
+/* The loader threads' use of their budget: 0, or -ENOENT without one. */
+struct ml_budget_stats;
+int ml_fserve_budget_stats(ml_fserve *s, struct ml_budget_stats *st);
 
 #endif

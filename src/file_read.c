@@ -23,6 +23,11 @@
  * Fault injection (fault.c) is checked once per transfer in both engines,
  * as io.c does, so MULTILOAD_FAULTS="eio@3" fails the third read.
  *
+ * Budgets (budget.h): a reader given a budget client takes the bytes of
+ * the batch's opened files and one I/O per file between the two phases,
+ * sleeping while the budget is empty; a wait cancelled by the loader's
+ * stop fails those jobs with ECANCELED.
+ *
  * Nothing here is shared: an ml_fread belongs to one thread.
  */
 #define _GNU_SOURCE
@@ -48,6 +53,7 @@ struct ml_fread {
     unsigned depth;       /* jobs per batch, SQ entries */
     struct io_uring ring; /* valid when mode == ML_IO_URING */
     unsigned *pending;    /* depth job indices awaiting a (re)submit */
+    ml_budget_client *budget; /* borrowed, or NULL: tokens taken before each batch's reads */
 };
 
 int ml_fread_new(ml_fread **out, unsigned depth, ml_io_mode mode, int direct) {
@@ -233,11 +239,31 @@ static void read_uring(ml_fread *r, ml_fread_job *jobs, unsigned n) {
         read_pread(r, &jobs[i]);
 }
 
+void ml_fread_set_budget(ml_fread *r, ml_budget_client *c) { r->budget = c; }
+
+/* A budgeted reader takes the opened files' bytes and one I/O per file
+ * before reading them; a cancelled wait (the loader stops) fails them. */
+static void take_budget(ml_fread *r, ml_fread_job *jobs, unsigned n) {
+    uint64_t bytes = 0, ios = 0;
+    for (unsigned i = 0; i < n; i++)
+        if (jobs[i].fd >= 0) {
+            bytes += jobs[i].size;
+            ios++;
+        }
+    if (!r->budget || ios == 0)
+        return;
+    int rc = ml_budget_client_take(r->budget, bytes, ios);
+    for (unsigned i = 0; rc < 0 && i < n; i++)
+        if (jobs[i].fd >= 0)
+            fail(&jobs[i], rc, "the loader stopped before reading");
+}
+
 void ml_fread_batch(ml_fread *r, ml_fread_job *jobs, unsigned n) {
     if (n > r->depth)
         n = r->depth;
     for (unsigned i = 0; i < n; i++)
         open_job(r, &jobs[i]);
+    take_budget(r, jobs, n);
     if (r->mode == ML_IO_URING) {
         read_uring(r, jobs, n);
     } else {

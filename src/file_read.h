@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "budget.h"
 #include "error.h"
 #include "source.h"
 
@@ -39,5 +40,9 @@ ml_io_mode ml_fread_mode(const ml_fread *r);
  * transfer, short reads continue where they stopped, and a file that ends
  * before its fstat size fails with EIO ("shrank"). n <= depth. */
 void ml_fread_batch(ml_fread *r, ml_fread_job *jobs, unsigned n);
+
+/* Take tokens from c (borrowed: it must outlive r; NULL: none) before
+ * each batch's reads: the opened files' bytes and one I/O per file. */
+void ml_fread_set_budget(ml_fread *r, ml_budget_client *c);
 
 #endif

@@ -11,6 +11,10 @@
  * process's death (file_region.c). start() returns only once thread 0
  * holds it: "returns once it serves" is then true for every consumer.
  *
+ * Budgets: the threads share one client of the budget the config names
+ * (file_read.c takes from it before each batch's reads); stop cancels it
+ * first, so a thread asleep on the budget wakes at once.
+ *
  * The threads touch only the region (through its API), their own reader
  * and their own job arrays: no lock of their own. The handshake at start
  * is one mutex + condvar, process-private.
@@ -36,6 +40,7 @@ struct ml_fserve {
     pthread_cond_t cv;
     int ready;             /* thread 0 serves (or failed: ready_rc); under mu */
     int ready_rc;
+    ml_budget_client *budget; /* owned, or NULL; the threads borrow it; cancelled by stop */
 };
 
 typedef struct thread_arg {
@@ -57,6 +62,8 @@ static void *serve_thread(void *arg_) {
     const ml_error **errs = calloc(batch, sizeof *errs);
     int *fallbacks = calloc(batch, sizeof *fallbacks);
     int rc = (!idx || !paths || !jobs || !sizes || !errs || !fallbacks) ? -ENOMEM : ml_fread_new(&r, batch, s->cfg.mode, s->cfg.direct);
+    if (rc == 0)
+        ml_fread_set_budget(r, s->budget);
     if (id == 0) {
         if (rc == 0)
             ml_floader_serve_begin(s->fl);
@@ -105,6 +112,7 @@ static void *serve_thread(void *arg_) {
 
 static void stop_threads(ml_fserve *s) {
     __atomic_store_n(&s->stop, 1, __ATOMIC_RELAXED); /* read under the region lock, after kick's bump */
+    ml_budget_client_cancel(s->budget); /* a thread asleep on the budget wakes now */
     ml_floader_kick(s->fl);
     for (unsigned i = 0; i < s->n_started; i++)
         pthread_join(s->threads[i], NULL);
@@ -122,6 +130,8 @@ int ml_fserve_start(ml_fserve **out, ml_floader *fl, const ml_fserve_config *cfg
     if (!s || !(s->threads = calloc(cfg->n_threads, sizeof *s->threads)))
         goto fail;
     s->cfg = *cfg;
+    if (cfg->budget && ml_budget_client_new(&s->budget, cfg->budget, cfg->budget_priority) < 0)
+        goto fail;
     ml_floader_ref(fl);
     s->fl = fl;
     pthread_mutex_init(&s->mu, NULL);
@@ -160,8 +170,10 @@ fail_threads:
     ml_floader_unref(s->fl);
 fail:
     ml_floader_serve_unclaim(fl);
-    if (s)
+    if (s) {
+        ml_budget_client_free(s->budget);
         free(s->threads);
+    }
     free(s);
     return rc;
 }
@@ -174,8 +186,16 @@ void ml_fserve_stop(ml_fserve *s) {
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     ml_floader_unref(s->fl);
+    ml_budget_client_free(s->budget);
     free(s->threads);
     free(s);
+}
+
+int ml_fserve_budget_stats(ml_fserve *s, ml_budget_stats *st) {
+    if (!s->budget)
+        return -ENOENT;
+    ml_budget_client_get_stats(s->budget, st);
+    return 0;
 }
 
 ml_io_mode ml_fserve_mode(const ml_fserve *s) { return s->mode; }

@@ -22,6 +22,11 @@
  * requests of a pread batch), finish the read in flight and release dest.
  * Drain (drain=1) lets the workers finish every queued request, then
  * leave. Locks: see reader_internal.h.
+ *
+ * Budgets (budget.h): a budgeted reader makes its own client of the
+ * budget; every byte is then read by a worker's fetcher, which takes
+ * tokens first (no inline reads, helpers or view copies, which would pass
+ * it by), and a stop cancels the client so sleeping workers wake at once.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -142,7 +147,16 @@ int ml_reader_open(ml_reader **out, const ml_reader_config *cfg, ml_error *err) 
     r->workers = ws;
     r->io_mode = cfg->io_mode;
     r->batch_io = (cfg->io_mode == ML_IO_AUTO ? ml_io_default_mode() : cfg->io_mode) == ML_IO_URING;
-    r->inline_reads = cfg->inline_reads != 0;
+    r->inline_reads = cfg->inline_reads != 0 && !cfg->budget; /* budgeted: every read by a worker */
+    if (cfg->budget && ml_budget_client_new(&r->budget, cfg->budget, cfg->budget_priority) < 0) {
+        ml_band_cache_destroy(&r->cache);
+        pthread_mutex_destroy(&r->mu);
+        pthread_cond_destroy(&r->work_cv);
+        pthread_cond_destroy(&r->notify_cv);
+        free(ws);
+        free(r);
+        return ml_error_set(err, -ENOMEM, "out of memory starting a reader");
+    }
     ml_nowait_init(&r->nowait, cfg->io_mode);
     for (unsigned i = 0; i < nw; i++) {
         ws[i].r = r;
@@ -173,6 +187,7 @@ void ml_reader_shutdown(ml_reader *r, int drain) {
         if (!atomic_load_explicit(&r->stopping, memory_order_relaxed)) {
             atomic_store_explicit(&r->stopping, 1, memory_order_relaxed);
             r->stop_ns = ml_clock_now_ns();
+            ml_budget_client_cancel(r->budget); /* a worker asleep on the budget wakes now (lock order: r->mu, then the budget's) */
         }
         ml_list_splice(&failed, &r->queue);
         for (ml_list_node *n = ml_list_first(&failed); n; n = ml_list_next(&failed, n)) {
@@ -222,6 +237,7 @@ static void reader_destroy(ml_reader *r) {
     if (r->event_fd >= 0)
         close(r->event_fd);
     ml_band_cache_destroy(&r->cache);
+    ml_budget_client_free(r->budget); /* every fetcher that borrowed it is closed */
     free(r->tags);
     free(r->workers);
     pthread_mutex_destroy(&r->mu);
@@ -282,6 +298,13 @@ int ml_reader_pop_done(ml_reader *r, long timeout_ms, uint64_t *tags, size_t max
     }
     pthread_mutex_unlock(&r->mu);
     return out;
+}
+
+int ml_reader_budget_stats(ml_reader *r, ml_budget_stats *st) {
+    if (!r->budget)
+        return -ENOENT;
+    ml_budget_client_get_stats(r->budget, st);
+    return 0;
 }
 
 void ml_reader_get_stats(ml_reader *r, ml_reader_stats *st) {

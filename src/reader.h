@@ -20,6 +20,10 @@ typedef struct ml_reader_config {
                             within cache_budget (see band_cache.h) */
     size_t cache_budget; /* the auto cache's most; 0 = an eighth of memory, at most 2 GiB */
     int inline_reads;    /* submit reads small cached ranges itself (see reader_request.c) */
+    struct ml_budget *budget; /* borrowed, or NULL: the reader makes its own client of it (budget.h);
+                                 then every byte is read by a worker's fetcher, which takes tokens
+                                 first: no inline reads, no helping waiters, no copies from views */
+    int budget_priority; /* that client's priority among the budget's waiters */
 } ml_reader_config;
 
 /* What to read. Rows are given either as a list (any order, duplicates
@@ -165,5 +169,9 @@ typedef struct ml_reader_stats {
 } ml_reader_stats;
 
 void ml_reader_get_stats(ml_reader *r, ml_reader_stats *st);
+
+/* The reader's use of its budget since it opened: 0, or -ENOENT without one. */
+struct ml_budget_stats;
+int ml_reader_budget_stats(ml_reader *r, struct ml_budget_stats *st);
 
 #endif

@@ -342,8 +342,9 @@ void *ml_reader_worker_main(void *arg) {
 }
 
 int ml_reader_help(ml_reader *r, ml_request *q) {
-    /* Fault injection models a device: the helper would only stand aside. */
-    if (!ml_nowait_usable(&r->nowait))
+    /* Fault injection models a device: the helper would only stand aside.
+     * A budgeted reader's bytes are all read by workers, which take tokens. */
+    if (r->budget || !ml_nowait_usable(&r->nowait))
         return 0;
     pthread_mutex_lock(&r->mu);
     unsigned i = 0;

@@ -64,6 +64,7 @@ ml_fetcher *ml_worker_fetcher(ml_worker *w, ml_layout *L, ml_error *err) {
     ml_fetcher *f;
     if (ml_fetcher_open(&f, L, w->r->io_mode, err) < 0)
         return NULL;
+    ml_fetcher_set_budget(f, w->r->budget); /* the reader outlives its workers' fetchers */
     ml_fetcher_close(w->fetchers[victim].f);
     w->fetchers[victim].L = L; /* the fetcher holds the reference */
     w->fetchers[victim].f = f;
@@ -254,7 +255,7 @@ static void gather_rows(void *arg) {
 static int exec_view_bands(ml_worker *w, ml_request *q, uint64_t k0, uint64_t k1) {
     ml_layout *L = q->L;
     ml_rows_view v;
-    if (w->nowait || ml_fetch_view(L, &v) < 0 || !v.band_rows)
+    if (w->nowait || w->r->budget || ml_fetch_view(L, &v) < 0 || !v.band_rows)
         return -EAGAIN;
     uint64_t n = k1 - k0, c0 = v.band_rows, last = UINT64_MAX;
     if (grow((void **)&w->src, &w->src_cap, (n ? n : 1) * sizeof *w->src) < 0)
@@ -281,7 +282,7 @@ static int exec_view_bands(ml_worker *w, ml_request *q, uint64_t k0, uint64_t k1
  * under it): read instead. */
 static int exec_view(ml_worker *w, ml_request *q, uint64_t k0, uint64_t k1) {
     ml_rows_view v;
-    if (ml_fetch_view(q->L, &v) < 0 || (w->nowait && !v.local))
+    if (w->r->budget || ml_fetch_view(q->L, &v) < 0 || (w->nowait && !v.local))
         return -EAGAIN;
     /* Rows are sorted in both modes: the last is the largest. */
     if (k1 > k0 && row_k(q, k1 - 1) >= v.n_rows)

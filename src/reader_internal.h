@@ -142,6 +142,7 @@ struct ml_reader {
     ml_nowait nowait;         /* what RWF_NOWAIT reads showed here: when it fails for want of
                                  kernel or filesystem support, no inline reads, no helping */
     _Atomic uint64_t n_requests, n_rows, n_parallel, n_helped, n_batched, n_inlined, n_mapped; /* stats, relaxed */
+    ml_budget_client *budget; /* owned, or NULL; immutable after open; cancelled by a stop (drain=0) */
 };
 
 /* 1 if a stop completed q while it ran: its remaining work is skipped. */

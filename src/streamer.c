@@ -30,6 +30,12 @@
  * fails is read again block by block, so each block still carries its own
  * error.
  *
+ * Budgets (budget.h): a stream given one makes its own client of it; every
+ * worker's fetcher takes tokens from it before each read, and close
+ * cancels it first, so a worker asleep on the budget wakes at once. A
+ * budgeted buffered stream hints nothing ahead (the kernel's read of a
+ * hint would not be charged).
+ *
  * Close: ring close wakes every worker waiting for a slot; workers in the
  * middle of a read finish that read, then exit. close() joins them for up
  * to ML_CLOSE_WAIT_MS and detaches any still reading (a hung network mount
@@ -73,9 +79,11 @@ struct ml_stream {
     unsigned n_tried;             /* failed workers past their first claim (guarded by start_mu) */
     _Atomic unsigned n_failed;    /* workers whose fetcher could not open */
     _Atomic unsigned refs;        /* owner + one per running worker; freed at 0 */
+    ml_budget_client *budget;     /* owned, or NULL; immutable after open; cancelled by close */
 };
 
 static void stream_destroy(ml_stream *s) {
+    ml_budget_client_free(s->budget);
     ml_ring_unref(s->ring);
     ml_layout_unref(s->L);
     free(s->threads);
@@ -202,6 +210,8 @@ static void *worker_main(void *arg) {
     int start_rc = ml_fetcher_open(&f, L, s->cfg.io_mode, &start_err);
     if (start_rc == 0 && s->cfg.direct)
         start_rc = ml_fetcher_set_direct(f, &start_err);
+    if (start_rc == 0)
+        ml_fetcher_set_budget(f, s->budget); /* the stream outlives its workers' fetchers */
     if (start_rc == 0) {
         int expected = -1;
         atomic_compare_exchange_strong(&s->io_mode, &expected, (int)ml_fetcher_io_mode(f));
@@ -308,8 +318,10 @@ int ml_stream_open(ml_stream **out, ml_layout *L, ml_ring *ring, const ml_schedu
     s->sch = *sch;
     if (s->cfg.cold == ML_COLD_AUTO)
         s->cfg.cold = ml_cold_mode_env();
-    /* Buffered streams prefetch ahead; direct ones read batches (readahead.c). */
-    ml_readahead_init(&s->ra, cfg->direct ? ML_COLD_OFF : s->cfg.cold, need, ml_schedule_position(sch),
+    /* Buffered streams prefetch ahead; direct ones read batches (readahead.c).
+     * A budgeted stream does not prefetch: the kernel's reads of a hint
+     * would pass the budget by. */
+    ml_readahead_init(&s->ra, cfg->direct || cfg->budget ? ML_COLD_OFF : s->cfg.cold, need, ml_schedule_position(sch),
                       ml_schedule_n_blocks(sch));
     atomic_init(&s->io_mode, -1);
     atomic_init(&s->refs, 1);
@@ -320,6 +332,10 @@ int ml_stream_open(ml_stream **out, ml_layout *L, ml_ring *ring, const ml_schedu
     s->L = L;
     ml_ring_ref(ring);
     s->ring = ring;
+    if (cfg->budget && (rc = ml_budget_client_new(&s->budget, cfg->budget, cfg->budget_priority)) < 0) {
+        rc = ml_error_set(err, rc, "out of memory starting a stream of dataset '%s'", L->path);
+        goto fail;
+    }
     /* Blocks this stream will produce: from the saved position to the end. */
     uint64_t n_blocks = ml_schedule_n_blocks(sch) - ml_schedule_position(sch);
     unsigned n_slots = ml_ring_n_slots(ring);
@@ -373,6 +389,7 @@ void ml_stream_close(ml_stream *s) {
     pthread_mutex_lock(&s->close_mu);
     if (!s->closed) {
         s->closed = 1;
+        ml_budget_client_cancel(s->budget); /* a worker asleep on the budget wakes now */
         if (s->ring)
             ml_ring_close(s->ring);
         struct timespec deadline;
@@ -405,6 +422,13 @@ void ml_stream_get_stats(ml_stream *s, ml_stream_stats *st) {
     st->resident_steps = atomic_load_explicit(&s->ra.resident, memory_order_relaxed);
     st->batched_blocks = atomic_load_explicit(&s->st_batched, memory_order_relaxed);
     st->batch_blocks = s->batch;
+}
+
+int ml_stream_budget_stats(ml_stream *s, ml_budget_stats *st) {
+    if (!s->budget)
+        return -ENOENT;
+    ml_budget_client_get_stats(s->budget, st);
+    return 0;
 }
 
 ml_io_mode ml_stream_io_mode(const ml_stream *s) {

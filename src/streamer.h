@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 
+#include "budget.h"
 #include "error.h"
 #include "layout.h"
 #include "io.h"
@@ -22,6 +23,8 @@ typedef struct ml_stream_config {
     int direct;           /* read with O_DIRECT (bypass the page cache) */
     ml_cold_mode cold;    /* read-ahead of cold data (readahead.h); AUTO: MULTILOAD_COLD
                              may override it */
+    ml_budget *budget;    /* borrowed, or NULL: the stream makes its own client of it (budget.h) */
+    int budget_priority;  /* that client's priority among the budget's waiters */
 } ml_stream_config;
 
 typedef struct ml_stream ml_stream;
@@ -81,6 +84,10 @@ uint64_t ml_stream_position(ml_stream *s);
 
 /* Add bytes of a block handed out (stats are updated by the consumer side). */
 void ml_stream_get_stats(ml_stream *s, ml_stream_stats *st);
+
+/* The stream's use of its budget (bytes and I/Os taken, time throttled,
+ * since it started): 0, or -ENOENT for a stream without a budget. */
+int ml_stream_budget_stats(ml_stream *s, ml_budget_stats *st);
 
 ml_io_mode ml_stream_io_mode(const ml_stream *s);
 

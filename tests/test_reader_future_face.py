@@ -279,8 +279,11 @@ ALLOWED = {
     "_notify": {"_signals"},
     "_io": {"_core"},
     "reader": {"_core", "_args", "_io", "_signals", "_notify", "_plan", "dataset", "dataset_ops", "request", "stage",
-               "_handle", "vlstring"},
+               "_handle", "vlstring", "budget", "_live_writers"},
     "vlstring": {"_core", "_plan", "dataset", "dataset_ops"},
+    "budget": {"_core"},
+    "_live_writers": set(),
+    "writer": {"_core", "_aio", "_live_writers"},
 }
 
 

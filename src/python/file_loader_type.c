@@ -377,8 +377,13 @@ static PyObject *region_close(FileRegionObject *r, PyObject *Py_UNUSED(ignored))
 /* serve_start(n_threads, batch, direct, io_mode): loader threads in this process. */
 static PyObject *region_serve_start(FileRegionObject *r, PyObject *args) {
     unsigned n_threads, batch;
-    int direct, mode;
-    if (!PyArg_ParseTuple(args, "IIpi:serve_start", &n_threads, &batch, &direct, &mode))
+    int direct, mode, budget_priority = 0;
+    PyObject *budget_obj = Py_None;
+    if (!PyArg_ParseTuple(args, "IIpi|Oi:serve_start", &n_threads, &batch, &direct, &mode, &budget_obj,
+                          &budget_priority))
+        return NULL;
+    ml_budget *budget;
+    if (ml_py_budget_arg(ml_state_of_type(Py_TYPE(r)), budget_obj, &budget) < 0)
         return NULL;
     if (n_threads < 1 || n_threads > 1024 || batch < 1 || batch > 256) {
         PyErr_Format(PyExc_ValueError, "n_threads must be 1..1024 (got %u) and dispatch_n 1..256 (got %u)",
@@ -389,7 +394,8 @@ static PyObject *region_serve_start(FileRegionObject *r, PyObject *args) {
         PyErr_SetString(PyExc_RuntimeError, "this FileLoader is already served by this process");
         return NULL;
     }
-    ml_fserve_config cfg = {.n_threads = n_threads, .batch = batch, .direct = direct, .mode = (ml_io_mode)mode};
+    ml_fserve_config cfg = {.n_threads = n_threads, .batch = batch, .direct = direct, .mode = (ml_io_mode)mode,
+                            .budget = budget, .budget_priority = budget_priority};
     ml_fserve *s = NULL;
     int rc;
     Py_BEGIN_ALLOW_THREADS
@@ -472,13 +478,21 @@ static PyObject *region_stats(FileRegionObject *r, PyObject *Py_UNUSED(ignored))
     Py_BEGIN_ALLOW_THREADS
     ml_floader_stats(r->fl, &s);
     Py_END_ALLOW_THREADS
-    return Py_BuildValue("{sKsKsKsKsIsIsIsOsisOsOsK}", "requested", (unsigned long long)s.requested, "completed",
+    PyObject *d = Py_BuildValue("{sKsKsKsKsIsIsIsOsisOsOsK}", "requested", (unsigned long long)s.requested, "completed",
                          (unsigned long long)s.completed, "failed", (unsigned long long)s.failed, "bytes",
                          (unsigned long long)s.bytes, "in_flight", s.in_flight, "ready", s.ready, "unreleased",
                          s.unreleased, "serving", s.serving ? Py_True : Py_False, "server_pid", s.server_pid,
                          "server_dead", s.server_dead ? Py_True : Py_False, "closed",
                          s.closed ? Py_True : Py_False, "direct_fallbacks",
                          (unsigned long long)s.direct_fallbacks);
+    ml_budget_stats bst;
+    if (d && r->serve && r->serve_pid == ml_py_pid() && ml_fserve_budget_stats(r->serve, &bst) == 0) {
+        PyObject *b = ml_py_budget_stats_dict(&bst); /* this process's loader threads are budgeted */
+        if (!b || PyDict_SetItemString(d, "budget", b) < 0)
+            Py_CLEAR(d);
+        Py_XDECREF(b);
+    }
+    return d;
 }
 
 static PyObject *region_get_fd(FileRegionObject *r, void *c) {
@@ -507,7 +521,8 @@ static PyMethodDef region_methods[] = {
     {"release", (PyCFunction)region_release, METH_VARARGS, "release(worker, entry): give a taken entry back."},
     {"close", (PyCFunction)region_close, METH_NOARGS, "Close the region for every process; stop this process's threads."},
     {"serve_start", (PyCFunction)region_serve_start, METH_VARARGS,
-     "serve_start(n_threads, batch, direct, io_mode) -> engine: loader threads in this process."},
+     "serve_start(n_threads, batch, direct, io_mode, budget=None, budget_priority=0) -> engine: loader threads "
+     "in this process."},
     {"serve_stop", (PyCFunction)region_serve_stop, METH_NOARGS, "Stop and join this process's loader threads."},
     {"wait_event", (PyCFunction)region_wait_event, METH_O,
      "wait_event(timeout_s) -> closed: sleep until close or a server change (or the timeout)."},

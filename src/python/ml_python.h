@@ -32,6 +32,7 @@ typedef struct ml_module_state {
     PyTypeObject *file_region_type; /* file_loader_type.c: FileRegion */
     PyTypeObject *file_entry_type;  /* file_loader_type.c: FileEntry */
     PyTypeObject *writer_type;      /* writer_type.c: WriterCore */
+    PyTypeObject *budget_type;      /* budget_type.c: BudgetCore */
     PyObject *submit_kw[ML_PY_N_SUBMIT_KW];      /* reader_type.c: submit()'s keyword names, interned (owned) */
 } ml_module_state;
 
@@ -99,6 +100,18 @@ int ml_py_add_order_type(PyObject *m, ml_module_state *st);
 int ml_py_add_remote_stream_type(PyObject *m, ml_module_state *st);
 int ml_py_add_file_loader_types(PyObject *m, ml_module_state *st);
 int ml_py_add_writer_type(PyObject *m, ml_module_state *st);
+int ml_py_add_budget_type(PyObject *m, ml_module_state *st);
+
+/* A `budget=` argument (budget_type.c): None or NULL -> *out NULL; a
+ * BudgetCore -> its core budget (borrowed: the caller makes its own client,
+ * which holds a reference). Returns 0, or -1 with TypeError (not a
+ * BudgetCore) or ValueError (a fake-clock budget) set. */
+struct ml_budget;
+int ml_py_budget_arg(ml_module_state *st, PyObject *o, struct ml_budget **out);
+
+/* The dict of a budget's or a client's stats (budget_type.c): new reference or NULL. */
+struct ml_budget_stats;
+PyObject *ml_py_budget_stats_dict(const struct ml_budget_stats *st);
 
 /* _core.vlen_open(filename, path) -> VLen or None (vlen_type.c). */
 PyObject *ml_py_vlen_open(PyObject *m, PyObject *args, PyObject *kw);

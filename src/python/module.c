@@ -269,7 +269,7 @@ static int module_exec(PyObject *m) {
         ml_py_add_order_type(m, st) < 0 || ml_py_add_remote_stream_type(m, st) < 0 ||
         ml_py_add_file_loader_types(m, st) < 0)
         return -1;
-    if (ml_py_add_writer_type(m, st) < 0)
+    if (ml_py_add_writer_type(m, st) < 0 || ml_py_add_budget_type(m, st) < 0)
         return -1;
     /* The I/O engine codes (ml_io_mode) Stream and ReaderCore take; the
      * user's strings map to them in one place, multiload/_io.py. */
@@ -293,6 +293,7 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg) {
     Py_VISIT(st->file_region_type);
     Py_VISIT(st->file_entry_type);
     Py_VISIT(st->writer_type);
+    Py_VISIT(st->budget_type);
     for (size_t k = 0; k < sizeof st->submit_kw / sizeof st->submit_kw[0]; k++)
         Py_VISIT(st->submit_kw[k]);
     return 0;
@@ -311,6 +312,7 @@ static int module_clear(PyObject *m) {
     Py_CLEAR(st->file_region_type);
     Py_CLEAR(st->file_entry_type);
     Py_CLEAR(st->writer_type);
+    Py_CLEAR(st->budget_type);
     for (size_t k = 0; k < sizeof st->submit_kw / sizeof st->submit_kw[0]; k++)
         Py_CLEAR(st->submit_kw[k]);
     return 0;

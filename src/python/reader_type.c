@@ -63,12 +63,16 @@ static int forked(pid_t pid) {
 
 /* ReaderCore(*, n_workers, io_mode=IO_AUTO, cache_bytes=0, inline_reads=False, cache_budget=0) */
 static PyObject *core_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"n_workers", "io_mode", "cache_bytes", "inline_reads", "cache_budget", NULL};
-    PyObject *n_workers_obj = NULL;
-    int io_mode = ML_IO_AUTO, inline_reads = 0;
+    static char *kwlist[] = {"n_workers", "io_mode", "cache_bytes", "inline_reads", "cache_budget",
+                             "budget", "budget_priority", NULL};
+    PyObject *n_workers_obj = NULL, *budget_obj = Py_None;
+    int io_mode = ML_IO_AUTO, inline_reads = 0, budget_priority = 0;
     unsigned long long cache_bytes = 0, cache_budget = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$OiKpK:ReaderCore", kwlist, &n_workers_obj, &io_mode,
-                                     &cache_bytes, &inline_reads, &cache_budget))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$OiKpKOi:ReaderCore", kwlist, &n_workers_obj, &io_mode,
+                                     &cache_bytes, &inline_reads, &cache_budget, &budget_obj, &budget_priority))
+        return NULL;
+    ml_budget *budget;
+    if (ml_py_budget_arg(ml_state_of_type(tp), budget_obj, &budget) < 0)
         return NULL;
     if (!n_workers_obj) {
         PyErr_SetString(PyExc_TypeError, "ReaderCore() missing required keyword argument 'n_workers'");
@@ -91,7 +95,7 @@ static PyObject *core_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
     self->pid = ml_py_pid();
     ml_reader_config cfg = {.n_workers = n_workers, .io_mode = (ml_io_mode)io_mode,
                             .cache_bytes = (size_t)cache_bytes, .cache_budget = (size_t)cache_budget,
-                            .inline_reads = inline_reads};
+                            .inline_reads = inline_reads, .budget = budget, .budget_priority = budget_priority};
     ml_error err;
     ml_error_clear(&err);
     int rc;
@@ -433,7 +437,7 @@ static PyObject *core_stats(ReaderCoreObject *self, PyObject *Py_UNUSED(ignored)
     ml_reader_stats s = {0};
     if (self->r)
         ml_reader_get_stats(self->r, &s);
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsK}", "requests", (unsigned long long)s.requests, "rows",
+    PyObject *d = Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsK}", "requests", (unsigned long long)s.requests, "rows",
                          (unsigned long long)s.rows, "cache_hits", (unsigned long long)s.cache_hits,
                          "cache_misses", (unsigned long long)s.cache_misses,
                          "cache_evictions", (unsigned long long)s.cache_evictions,
@@ -443,6 +447,14 @@ static PyObject *core_stats(ReaderCoreObject *self, PyObject *Py_UNUSED(ignored)
                          "parallel", (unsigned long long)s.parallel, "helped", (unsigned long long)s.helped,
                          "batched", (unsigned long long)s.batched, "inlined", (unsigned long long)s.inlined,
                          "mapped", (unsigned long long)s.mapped);
+    ml_budget_stats bst;
+    if (d && self->r && ml_reader_budget_stats(self->r, &bst) == 0) { /* a budgeted reader: "budget" too */
+        PyObject *b = ml_py_budget_stats_dict(&bst);
+        if (!b || PyDict_SetItemString(d, "budget", b) < 0)
+            Py_CLEAR(d);
+        Py_XDECREF(b);
+    }
+    return d;
 }
 
 static PyMethodDef core_methods[] = {

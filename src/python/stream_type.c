@@ -33,18 +33,18 @@ static int stream_forked(StreamObject *self) {
 static PyObject *stream_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"layout", "n_workers", "read_ahead", "block_rows", "cyclic", "ordered",
                              "remainder", "field", "io_mode", "direct", "permuted", "seed",
-                             "epoch", "shard_rank", "shard_count", "shared", NULL};
-    PyObject *layout, *field = Py_None;
+                             "epoch", "shard_rank", "shard_count", "shared", "budget", "budget_priority", NULL};
+    PyObject *layout, *field = Py_None, *budget = Py_None;
     ml_stream_config cfg = {0};
     unsigned read_ahead;
     unsigned long long block_rows;
     int cyclic, ordered, remainder, io_mode = 0, direct = 0, permuted = 0, shared = 0;
     unsigned long long seed = 0, epoch = 0;
     unsigned shard_rank = 0, shard_count = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OIIKppp|OippKKIIp:Stream", kwlist, &layout, &cfg.n_workers,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OIIKppp|OippKKIIpOi:Stream", kwlist, &layout, &cfg.n_workers,
                                      &read_ahead, &block_rows, &cyclic, &ordered, &remainder, &field,
                                      &io_mode, &direct, &permuted, &seed, &epoch, &shard_rank,
-                                     &shard_count, &shared))
+                                     &shard_count, &shared, &budget, &cfg.budget_priority))
         return NULL;
     if (permuted && cyclic) {
         PyErr_SetString(PyExc_ValueError, "a permuted stream cannot be cyclic");
@@ -61,6 +61,8 @@ static PyObject *stream_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
         PyErr_SetString(PyExc_TypeError, "Stream() needs a Layout");
         return NULL;
     }
+    if (ml_py_budget_arg(st, budget, &cfg.budget) < 0)
+        return NULL;
     cfg.ordered = ordered;
     cfg.io_mode = (ml_io_mode)io_mode;
     cfg.direct = direct;
@@ -306,12 +308,20 @@ static PyObject *stream_stats(StreamObject *self, PyObject *Py_UNUSED(ignored)) 
         ml_stream_get_stats(self->s, &st);
         mode = ml_stream_io_mode(self->s) == ML_IO_URING ? "io_uring" : "pread";
     }
-    return Py_BuildValue("{sKsKsdsKsssKsKsKsI}", "blocks", (unsigned long long)st.blocks, "bytes",
-                         (unsigned long long)st.bytes, "wait_seconds", st.wait_ns * 1e-9, "errors",
-                         (unsigned long long)st.errors, "io_mode", mode, "prefetch_steps",
-                         (unsigned long long)st.prefetch_steps, "resident_steps",
-                         (unsigned long long)st.resident_steps, "batched_blocks",
-                         (unsigned long long)st.batched_blocks, "batch_blocks", st.batch_blocks);
+    PyObject *d = Py_BuildValue("{sKsKsdsKsssKsKsKsI}", "blocks", (unsigned long long)st.blocks, "bytes",
+                                (unsigned long long)st.bytes, "wait_seconds", st.wait_ns * 1e-9, "errors",
+                                (unsigned long long)st.errors, "io_mode", mode, "prefetch_steps",
+                                (unsigned long long)st.prefetch_steps, "resident_steps",
+                                (unsigned long long)st.resident_steps, "batched_blocks",
+                                (unsigned long long)st.batched_blocks, "batch_blocks", st.batch_blocks);
+    ml_budget_stats bst;
+    if (d && self->s && ml_stream_budget_stats(self->s, &bst) == 0) { /* a budgeted stream: "budget" too */
+        PyObject *b = ml_py_budget_stats_dict(&bst);
+        if (!b || PyDict_SetItemString(d, "budget", b) < 0)
+            Py_CLEAR(d);
+        Py_XDECREF(b);
+    }
+    return d;
 }
 
 static PyMethodDef stream_methods[] = {
