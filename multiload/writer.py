@@ -19,7 +19,7 @@ and handed to the workers, then COMMITTED or ERROR. Memory is bounded by
 up every failed block.
 
 May import: numpy, the standard library, multiload._core, multiload._aio,
-multiload._live_writers.
+multiload._live_writers, multiload.budget.
 """
 
 import asyncio
@@ -32,6 +32,7 @@ import time
 import numpy as np
 
 from . import _core, _live_writers
+from . import budget as _budget
 from ._aio import wait_fd
 
 __all__ = ["Writer", "WriterDataset", "WriteError", "BlockError"]
@@ -329,13 +330,19 @@ class Writer:
     max_pending_bytes : int
         At most this many bytes of blocks in flight (PENDING); past it
         ``append`` waits (default 256 MiB). One block always fits.
+    budget : Budget, optional
+        An I/O budget (:class:`multiload.Budget`, docs/budgets.md): every
+        chunk write first takes its stored (compressed) bytes and one I/O
+        from it, so a background writer cannot starve a training feed that
+        shares the disk. ``stats()`` then gains a ``"budget"`` dict.
+        ``close(abort=True)`` wakes writes waiting on it at once.
 
     A Writer is a context manager (``with`` and ``async with``); leaving it
     closes it, flushing. HDF5's file lock is not taken: another process may
     open the file, and sees every row written before the last ``flush()``.
     """
 
-    def __init__(self, path, mode="a", *, n_procs=None, max_pending_bytes=DEFAULT_MAX_PENDING_BYTES):
+    def __init__(self, path, mode="a", *, n_procs=None, max_pending_bytes=DEFAULT_MAX_PENDING_BYTES, budget=None):
         if mode not in ("a", "w"):
             raise ValueError(f"mode must be 'a' or 'w', not {mode!r}")
         if n_procs is None:
@@ -344,13 +351,16 @@ class Writer:
             raise ValueError(f"n_procs must be a positive int, not {n_procs!r}")
         if not isinstance(max_pending_bytes, int) or max_pending_bytes < 1:
             raise ValueError(f"max_pending_bytes must be a positive int, not {max_pending_bytes!r}")
+        budget_core, budget_priority = _budget.core_of(budget)
         self.filename = os.fspath(path)
         self.mode = mode
         self.max_pending_bytes = max_pending_bytes
         self._lock = threading.RLock()
         self._datasets = {}
         self._closed = False
-        self._core = _core.WriterCore(self.filename, mode == "w", n_procs, max_pending_bytes)
+        self._core = _core.WriterCore(self.filename, mode == "w", n_procs, max_pending_bytes, budget_core,
+                                      budget_priority)
+        self._budget = budget
         self._key = _live_writers.register(self, self.filename)
 
     # datasets
@@ -632,7 +642,9 @@ class Writer:
 
     def stats(self):
         """Counters: ``pending_bytes``, ``pending_blocks``,
-        ``committed_blocks``, ``failed_blocks``."""
+        ``committed_blocks``, ``failed_blocks``; with a budget, ``"budget"``
+        (achieved ``bytes_per_s`` and ``iops``, ``throttled_seconds``, ...:
+        docs/budgets.md)."""
         return self._core.stats()
 
     def __enter__(self):

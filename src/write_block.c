@@ -58,6 +58,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "budget.h"
 #include "encode.h"
 #include "h5internal.h"
 #include "h5write.h"
@@ -110,6 +111,8 @@ struct ml_writer {
     char *path;                /* the file (owned) */
     hid_t file;                /* HDF5 handle; -1 after close */
     int efd;                   /* eventfd, non-blocking; closed in ml_writer_free */
+    ml_budget_client *budget;  /* NULL: no budget; immutable; each chunk write takes its stored
+                                  bytes and one I/O; cancelled by an aborting close */
     unsigned n_workers;
     pthread_t threads[MAX_WORKERS];
     _Atomic unsigned refs;     /* the handle + one per running worker (workers.h); the handle's
@@ -248,6 +251,10 @@ static int write_block(ml_wblock *b, ml_encoder *enc, unsigned char **chunk, siz
             off[i] = (cc % n_i) * d->p.chunks[i];
             cc /= n_i;
         }
+        if ((rc = ml_budget_client_take(b->w->budget, out_len, 1)) < 0) { /* outside every lock */
+            *why = "discarded: the writer was closed with abort=True";
+            return rc;
+        }
         ml_h5_lock();
         if (end > d->p.shape[0] && ml_h5w_grow(d->dset, &d->p, end) < 0) {
             ml_h5_unlock();
@@ -331,8 +338,8 @@ static void *worker(void *arg) {
     return NULL;
 }
 
-int ml_writer_open(const char *path, int truncate, unsigned n_workers, uint64_t max_pending, ml_writer **out,
-                   ml_error *err) {
+int ml_writer_open(const char *path, int truncate, unsigned n_workers, uint64_t max_pending, ml_budget *budget,
+                   int priority, ml_writer **out, ml_error *err) {
     if (n_workers < 1 || n_workers > MAX_WORKERS || max_pending < 1)
         return ml_error_set(err, -ML_EINVAL, "n_procs must be 1..%d and max_pending_bytes >= 1", MAX_WORKERS);
     ml_writer *w = calloc(1, sizeof *w);
@@ -352,6 +359,10 @@ int ml_writer_open(const char *path, int truncate, unsigned n_workers, uint64_t 
     w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (!(w->path = strdup(path)) || w->efd < 0) {
         rc = ml_error_set(err, w->efd < 0 ? -errno : -ENOMEM, "cannot set up a writer of '%s'", path);
+        goto fail;
+    }
+    if (budget && (rc = ml_budget_client_new(&w->budget, budget, priority)) < 0) {
+        ml_error_set(err, rc, "no memory for the budget of a writer of '%s'", path);
         goto fail;
     }
     if ((rc = ml_h5w_file_open(path, truncate, &w->file, err)) < 0)
@@ -724,6 +735,13 @@ void ml_writer_stats(ml_writer *w, uint64_t *pending_bytes, uint64_t *n_pending,
 
 int ml_writer_event_fd(ml_writer *w) { return w->efd; }
 
+int ml_writer_budget_stats(ml_writer *w, ml_budget_stats *st) {
+    if (!w->budget)
+        return -ENOENT;
+    ml_budget_client_get_stats(w->budget, st);
+    return 0;
+}
+
 int ml_writer_close(ml_writer *w, int abort, ml_error *err) {
     pthread_mutex_lock(&w->mu);
     if (w->closed) {
@@ -752,6 +770,8 @@ int ml_writer_close(ml_writer *w, int abort, ml_error *err) {
     pthread_cond_broadcast(&w->work);
     pthread_cond_broadcast(&w->done);
     pthread_mutex_unlock(&w->mu);
+    if (abort) /* a worker asleep on the budget gives its block up now */
+        ml_budget_client_cancel(w->budget);
     for (unsigned i = 0; i < w->n_workers; i++)
         pthread_join(w->threads[i], NULL); /* each finishes the chunk write it is in */
     w->n_workers = 0;
@@ -784,6 +804,7 @@ void ml_writer_free(ml_writer *w) {
     free(w->path);
     if (w->efd >= 0)
         close(w->efd);
+    ml_budget_client_free(w->budget);
     pthread_cond_destroy(&w->work);
     pthread_cond_destroy(&w->done);
     pthread_mutex_destroy(&w->mu);

@@ -19,6 +19,9 @@
 #include "error.h"
 #include "layout.h"
 
+struct ml_budget;
+struct ml_budget_stats;
+
 #define ML_WRITER_UNLIMITED UINT64_MAX /* a maxshape entry: no bound (h5py's None) */
 
 typedef struct ml_writer ml_writer;
@@ -50,9 +53,15 @@ typedef struct ml_wfail {
  * by the caller: ml_writer_close, then ml_writer_free) or -errno
  * (-EACCES, -EROFS, -ENOENT of the folder, -EBUSY: this process has the
  * file open read-only through HDF5), -ML_ENOTHDF5, -ML_EHDF5; err names
- * the file. */
-int ml_writer_open(const char *path, int truncate, unsigned n_workers, uint64_t max_pending, ml_writer **out,
-                   ml_error *err);
+ * the file. budget (borrowed; NULL: none): every chunk write first takes
+ * its stored bytes and one I/O from it at `priority` (budget.h); an
+ * aborting close cancels the waits. */
+int ml_writer_open(const char *path, int truncate, unsigned n_workers, uint64_t max_pending,
+                   struct ml_budget *budget, int priority, ml_writer **out, ml_error *err);
+
+/* The writer's budget stats (budget.h) into *st: 0, or -ENOENT when it
+ * was opened without a budget. */
+int ml_writer_budget_stats(ml_writer *w, struct ml_budget_stats *st);
 
 /* Create dataset `name` (intermediate groups too) of type t (borrowed)
  * with parameters p and fill value `fill` (t->size bytes, or NULL: HDF5's

@@ -283,7 +283,7 @@ ALLOWED = {
     "vlstring": {"_core", "_plan", "dataset", "dataset_ops"},
     "budget": {"_core"},
     "_live_writers": set(),
-    "writer": {"_core", "_aio", "_live_writers"},
+    "writer": {"_core", "_aio", "_live_writers", "budget"},
 }
 
 

@@ -14,6 +14,7 @@
 
 #include <errno.h>
 
+#include "../budget.h"
 #include "../writer.h"
 
 typedef struct WriterObject {
@@ -159,14 +160,19 @@ static int pipeline_arg(PyObject *list, ml_pipeline *pipe) {
 }
 
 static int writer_init(WriterObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"path", "truncate", "n_workers", "max_pending", NULL};
-    PyObject *path_obj;
-    int truncate;
+    static char *kwlist[] = {"path", "truncate", "n_workers", "max_pending", "budget", "budget_priority", NULL};
+    PyObject *path_obj, *budget_obj = Py_None;
+    int truncate, priority = 0;
     unsigned n_workers;
     unsigned long long max_pending;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&pIK", kwlist, PyUnicode_FSConverter, &path_obj, &truncate,
-                                     &n_workers, &max_pending))
+    ml_budget *budget = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&pIK|Oi", kwlist, PyUnicode_FSConverter, &path_obj, &truncate,
+                                     &n_workers, &max_pending, &budget_obj, &priority))
         return -1;
+    if (ml_py_budget_arg(ml_state_of_type(Py_TYPE(self)), budget_obj, &budget) < 0) {
+        Py_DECREF(path_obj);
+        return -1;
+    }
     if (self->w) {
         Py_DECREF(path_obj);
         PyErr_SetString(PyExc_RuntimeError, "WriterCore is initialised once");
@@ -177,7 +183,7 @@ static int writer_init(WriterObject *self, PyObject *args, PyObject *kw) {
     int rc;
     const char *path = PyBytes_AS_STRING(path_obj);
     Py_BEGIN_ALLOW_THREADS
-    rc = ml_writer_open(path, truncate, n_workers, max_pending, &w, &err);
+    rc = ml_writer_open(path, truncate, n_workers, max_pending, budget, priority, &w, &err);
     Py_END_ALLOW_THREADS
     if (rc < 0) {
         ml_py_raise(&err, path);
@@ -498,9 +504,17 @@ static PyObject *w_stats(WriterObject *self, PyObject *unused) {
     uint64_t pb = 0, np = 0, nc = 0, nf = 0;
     if (self->w)
         ml_writer_stats(self->w, &pb, &np, &nc, &nf);
-    return Py_BuildValue("{s:K,s:K,s:K,s:K}", "pending_bytes", (unsigned long long)pb, "pending_blocks",
-                         (unsigned long long)np, "committed_blocks", (unsigned long long)nc, "failed_blocks",
-                         (unsigned long long)nf);
+    PyObject *d = Py_BuildValue("{s:K,s:K,s:K,s:K}", "pending_bytes", (unsigned long long)pb, "pending_blocks",
+                                (unsigned long long)np, "committed_blocks", (unsigned long long)nc,
+                                "failed_blocks", (unsigned long long)nf);
+    ml_budget_stats bst;
+    if (d && self->w && ml_writer_budget_stats(self->w, &bst) == 0) { /* a budgeted writer: "budget" too */
+        PyObject *b = ml_py_budget_stats_dict(&bst);
+        if (!b || PyDict_SetItemString(d, "budget", b) < 0)
+            Py_CLEAR(d);
+        Py_XDECREF(b);
+    }
+    return d;
 }
 
 static PyObject *w_event_fd(WriterObject *self, PyObject *unused) {
