@@ -120,7 +120,7 @@ def workloads(folder, py_entry, Workload, Entry):
         if not comp:
             e.append(fio_write_entry(Entry, FIO, path + ".fio"))
         out.append(Workload(f"W13 {'gzip' if comp else 'raw'}", f"writing 1 GiB of float32, 1 MiB chunks, {tag}",
-                            here, e, ref=H5PY))  # path: a file to "warm" (the outputs are made fresh)
+                            here, e, ref=MULTILOAD))  # path: a file to "warm" (the outputs are made fresh)
     return out
 
 

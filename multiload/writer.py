@@ -256,6 +256,27 @@ class WriterDataset:
                     self._n = pos + take
                 done += take
 
+    async def append_async(self, rows):
+        """``await ds.append_async(rows)``: :meth:`append` for asyncio code.
+
+        Never blocks the loop for room: past ``max_pending_bytes`` it
+        appends what fits, then awaits the writer's event fd (written when
+        a block commits or fails; no thread per wait) and goes on. Raises
+        what :meth:`append` raises. Cancelling the awaiting task stops the
+        append between blocks: the rows before stay appended (``len(ds)``
+        says how many), the rest are not."""
+        arr = self._coerce(rows)
+        n = arr.shape[0]
+        done = 0
+        while done < n:
+            before = self._n
+            try:
+                self.append(arr[done:], timeout=0)
+                return
+            except TimeoutError:
+                done += self._n - before
+                await wait_fd(self._w._core.event_fd())
+
     def __setitem__(self, key, value):
         """``ds[i:j] = array`` (or ``ds[i] = row``): write rows i..j of
         axis 0, which must lie inside the dataset's current shape

@@ -72,6 +72,7 @@ typedef struct wdset {
     ml_wparams p;          /* parameters; p.shape[0] changes under the HDF5 lock only */
     ml_type *t;            /* element type (owned) */
     unsigned char *fill;   /* t->size bytes of fill value (owned) */
+    int fill_zero;         /* every byte of fill is 0: fills are one memset */
     uint64_t row_bytes;    /* bytes of one row (all axes but 0) */
     uint64_t block_bytes;  /* chunks[0] * row_bytes: one band's buffer */
     uint64_t row_elems;    /* elements of one row */
@@ -86,6 +87,9 @@ struct ml_wblock {
     wdset *d;              /* its dataset (never moves: datasets are allocated one by one) */
     uint64_t band;         /* rows band*chunks[0] .. */
     uint64_t valid;        /* rows of the band holding data (set at submit) */
+    uint64_t init_rows;    /* rows [0, init_rows) of buf hold data or fill; the rest are
+                              uninitialised until a put or the submit fills them (so a
+                              block appended whole is never filled first) */
     int taken;             /* a worker writes it; guarded by mu */
     unsigned char *buf;    /* chunks[0] * row_bytes bytes, immutable while PENDING */
 };
@@ -125,10 +129,31 @@ static void notify(ml_writer *w) {
     (void)r; /* EAGAIN: the counter is already non-zero, the waiter wakes */
 }
 
+/* n_elems elements of the fill value at dst: one memset for a zero fill,
+ * else one element copied and the filled part doubled (log n memcpys). */
 static void fill_rows(const wdset *d, unsigned char *dst, uint64_t n_elems) {
-    size_t es = d->t->size;
-    for (uint64_t i = 0; i < n_elems; i++)
-        memcpy(dst + i * es, d->fill, es);
+    size_t es = d->t->size, total = (size_t)n_elems * es;
+    if (total == 0)
+        return;
+    if (d->fill_zero) {
+        memset(dst, 0, total);
+        return;
+    }
+    memcpy(dst, d->fill, es);
+    for (size_t done = es; done < total;) {
+        size_t k = done < total - done ? done : total - done;
+        memcpy(dst + done, dst, k);
+        done += k;
+    }
+}
+
+/* Make rows [b->init_rows, upto) of b's band hold the fill value. */
+static void init_upto(ml_wblock *b, uint64_t upto) {
+    const wdset *d = b->d;
+    if (upto <= b->init_rows)
+        return;
+    fill_rows(d, b->buf + b->init_rows * d->row_bytes, (upto - b->init_rows) * d->row_elems);
+    b->init_rows = upto;
 }
 
 /* Gather chunk `c` (index across axes 1..ndim-1, C order) of a band
@@ -399,6 +424,9 @@ static int add_ds(ml_writer *w, char *name, hid_t dset, const ml_wparams *p, ml_
     d->p = *p;
     d->t = t;
     d->fill = fill;
+    d->fill_zero = 1;
+    for (size_t i = 0; i < t->size; i++)
+        d->fill_zero &= fill[i] == 0;
     d->row_elems = 1;
     d->chunk_elems = p->chunks[0];
     d->n_across = 1;
@@ -561,8 +589,9 @@ int ml_wblock_new(ml_writer *w, int ds, uint64_t band, int load, ml_wblock **out
     b->d = d;
     b->band = band;
     b->buf = buf;
-    fill_rows(d, buf, d->p.chunks[0] * d->row_elems);
+    b->init_rows = 0; /* filled as rows arrive (ml_wblock_put) or at submit */
     if (load) {
+        init_upto(b, d->p.chunks[0]);
         pthread_mutex_lock(&w->mu);
         wait_band(w, ds, band);
         pthread_mutex_unlock(&w->mu);
@@ -585,10 +614,12 @@ int ml_wblock_new(ml_writer *w, int ds, uint64_t band, int load, ml_wblock **out
 
 void ml_wblock_put(ml_wblock *b, uint64_t at, const void *src, uint64_t n_rows) {
     const wdset *d = b->d;
+    init_upto(b, at); /* a gap before these rows: fill, never stale memory */
     memcpy(b->buf + at * d->row_bytes, src, n_rows * d->row_bytes);
+    if (at + n_rows > b->init_rows)
+        b->init_rows = at + n_rows;
 }
 
-const unsigned char *ml_wblock_row(const ml_wblock *b, uint64_t at) { return b->buf + at * b->d->row_bytes; }
 
 void ml_wblock_free(ml_wblock *b) {
     if (!b)
@@ -645,6 +676,7 @@ void ml_writer_unreserve(ml_writer *w, uint64_t bytes) {
 }
 
 int ml_writer_submit(ml_writer *w, ml_wblock *b, uint64_t valid_rows, int keep) {
+    init_upto(b, b->d->p.chunks[0]); /* rows never put hold the fill value */
     if (keep) {
         uint64_t bytes = b->d->block_bytes;
         ml_wblock *c = malloc(sizeof *c);

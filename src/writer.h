@@ -108,8 +108,6 @@ int ml_wblock_new(ml_writer *w, int ds, uint64_t band, int load, ml_wblock **out
  * distinct blocks; no lock taken. */
 void ml_wblock_put(ml_wblock *b, uint64_t at, const void *src, uint64_t n_rows);
 
-/* Row `at` of WRITABLE block b (read-only view of its bytes). */
-const unsigned char *ml_wblock_row(const ml_wblock *b, uint64_t at);
 
 /* Free a WRITABLE block never submitted. Accepts NULL. */
 void ml_wblock_free(ml_wblock *b);
