@@ -676,7 +676,10 @@ class FileLoader:
         requested, completed, failed, bytes (of completed files); in_flight
         (requested or loading), ready (completed, not taken), unreleased
         (taken, not released); serving, server_pid, server_dead, closed,
-        direct_fallbacks. After close(): the state at close. In the process
+        direct_fallbacks; cancelled (requests cancelled while queued: never
+        read), abandoned (cancelled while read or completed but not taken:
+        read, then freed by the core), abandoning (cancelled, read still
+        under way). After close(): the state at close. In the process
         whose threads serve with a budget, also ``budget``: what they took
         (``bytes``, ``ios``, ``bytes_per_s`` and ``iops`` achieved since they
         started, ``throttled_seconds``, ...; as
