@@ -196,7 +196,10 @@ class FileRequest:
                 return self._entry
             if self._cancelled:
                 raise concurrent.futures.CancelledError(f"the request of {self._path!r} was cancelled")
-        r = w._region.take(w.id, self._k, self._seq, timeout, w._serve_timeout)
+        try:
+            r = w._region.take(w.id, self._k, self._seq, timeout, w._serve_timeout)
+        except TimeoutError:
+            raise TimeoutError(f"the file {self._path!r} (worker {w.id}) was not read within {timeout} s") from None
         if r is None:
             return None
         if r is False:

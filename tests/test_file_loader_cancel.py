@@ -87,6 +87,8 @@ def test_cancel_while_queued_never_runs_and_frees_the_entry(files):
         r0, r1 = w.submit(files[1]), w.submit(files[2])
         assert w.submit(files[3]) is None  # both entries in use: back-pressure
         assert not r0.done() and not r0.cancelled() and not r0.running()
+        with pytest.raises(TimeoutError, match="f001.bin"):
+            r0.wait(0.01)  # nobody serves yet: the error names the file
         assert r0.cancel() is True
         assert r0.cancelled() and r0.done() and not r0.running()
         assert r0.cancel() is True  # idempotent
