@@ -32,7 +32,7 @@ ASAN_PYTESTS ?= tests/test_streamer_api.py tests/test_streamer_bad_input.py test
 	tests/test_order.py tests/test_error_map.py tests/test_core_binding.py tests/test_api_hazards.py \
 	tests/test_batch_stream.py tests/test_type_conversions.py tests/test_filters_plugins.py tests/test_vlen_strings.py \
 	tests/test_chunk_index4.py tests/test_newer_hdf5.py tests/test_reader_view.py tests/test_loader_process.py tests/test_file_loader.py \
-	tests/test_writer.py tests/test_async.py \
+	tests/test_writer.py tests/test_async.py tests/test_file_loader_cancel.py \
 	tests/test_budget.py
 # TSan: the same files (it refuses threads in a child forked from a threaded process anyway).
 TSAN_PYTESTS ?= $(ASAN_PYTESTS)
@@ -127,7 +127,7 @@ PREAD_PYTESTS ?= tests/test_streamer_api.py tests/test_streamer_matrix.py tests/
 	tests/test_reliability_faults.py tests/test_reliability_corrupt.py tests/test_reliability_lifecycle.py \
 	tests/test_reliability_signals.py tests/test_reliability_badinput.py tests/test_io_fallback.py \
 	tests/test_batch_stream.py tests/test_layout_read.py tests/test_loader_process.py tests/test_file_loader.py tests/test_file_loader_process.py \
-	tests/test_async.py tests/test_budget.py
+	tests/test_async.py tests/test_budget.py tests/test_file_loader_cancel.py
 test-py: build
 	@# tests/test_fuzz_regressions.py runs once, in fuzz-smoke (which `make test` runs after this).
 	$(PY) -m pytest -q --durations=15 --ignore=tests/test_fuzz_regressions.py tests

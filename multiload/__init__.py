@@ -32,7 +32,7 @@ from .order import Order
 from .batch import BatchStream
 from .array import Array, close_all
 from .loader_process import LoaderProcess, LoaderQueue
-from .file_loader import FileLoader
+from .file_loader import FileLoader, FileRequest
 from .writer import BlockError, WriteError, Writer, WriterDataset
 from .budget import Budget
 
@@ -55,6 +55,7 @@ __all__ = [
     "LoaderQueue",
     "LoaderDiedError",
     "FileLoader",
+    "FileRequest",
     "Budget",
     "dataset_ops",
     "QueueClosed",

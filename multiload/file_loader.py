@@ -20,10 +20,12 @@ See docs/file-loader.md for the modes, the fault guarantees and what
 differs from AsyncLoader.
 """
 
+import concurrent.futures
 import multiprocessing
 import os
 import select
 import signal
+import threading
 import time
 from multiprocessing.reduction import DupFd
 
@@ -32,7 +34,7 @@ from . import budget as _budget
 from ._io import io_mode_code
 from ._signals import QueueClosed
 
-__all__ = ["FileLoader", "Worker", "Entry"]
+__all__ = ["FileLoader", "Worker", "Entry", "FileRequest"]
 
 #: The entry type :meth:`Worker.try_get` and :meth:`Worker.wait_get` return.
 Entry = _core.FileEntry
@@ -95,6 +97,227 @@ def _loader_main(loader, parent_pid):
     loader.become_loader(_parent_pid=parent_pid)
 
 
+class FileRequest:
+    """One file request with a handle: what :meth:`Worker.submit` returns.
+
+    Its entry is *bound* to the handle: once read it goes to this handle
+    alone (:meth:`wait`, ``await request``), never to ``try_get`` /
+    ``wait_get``. It can be cancelled in any state before it is taken
+    (docs/file-loader.md, "Cancellation"):
+
+    - queued: it never runs (no loader thread opens or reads the file) and
+      its entry is free for a new request at once;
+    - running (a loader thread reads it): *abandoned* -- the read completes
+      and the core then frees the entry, which nobody was handed;
+    - completed, not taken: its result is discarded and the entry freed
+      at once.
+
+    ``cancel()`` never waits for a read: it takes the region's lock only.
+    Cancelling a task that awaits the request cancels the request (as
+    ``await`` of a Reader request does). A handle dropped without being
+    taken or cancelled cancels its request, so its entry is never lost.
+    Handles belong to the process that submitted them (they do not pickle).
+    """
+
+    __slots__ = ("_worker", "_k", "_seq", "_path", "_lock", "_entry", "_handed", "_cancelled", "__weakref__")
+
+    def __init__(self, worker, entry, seq, path):
+        self._worker = worker
+        self._k = entry
+        self._seq = seq
+        self._path = path
+        self._lock = threading.Lock()
+        self._entry = None  # the Entry once taken
+        self._handed = False  # True once wait()/await returned the entry to the caller
+        self._cancelled = False
+
+    @property
+    def path(self):
+        """The path as submitted."""
+        return self._path
+
+    def _status(self):
+        return self._worker._region.status(self._worker.id, self._k, self._seq)
+
+    def cancel(self):
+        """Cancel the request unless its entry was taken already.
+
+        Never blocks for long: it takes the region's lock only, never waits
+        for a read.
+
+        Returns
+        -------
+        bool
+            True if the request is cancelled (now or before): queued, it
+            never runs; running, it is abandoned (the read completes, then
+            the core frees the entry); completed, its result is discarded.
+            False if its entry was taken (by :meth:`wait` or ``await``):
+            the entry is the caller's, to release.
+        """
+        with self._lock:
+            if self._entry is not None:
+                return False
+            if self._cancelled:
+                return True
+            st = self._worker._region.cancel(self._worker.id, self._k, self._seq)
+            if st == "taken":  # another thread's wait() has it
+                return False
+            self._cancelled = True
+            return True
+
+    def cancelled(self):
+        """True if the request was cancelled (by :meth:`cancel`, a cancelled
+        awaiting task, or :meth:`Worker.cancel_pending`)."""
+        if self._cancelled:
+            return True
+        if self._entry is not None:
+            return False
+        return self._status() in ("cancelled", "gone")
+
+    def running(self):
+        """True while a loader thread reads the file (and it is not cancelled)."""
+        if self._cancelled or self._entry is not None:
+            return False
+        return self._status() == "running"
+
+    def done(self):
+        """True once the request completed (read or failed) or was cancelled:
+        :meth:`wait` then returns (or raises) at once."""
+        if self._cancelled or self._entry is not None:
+            return True
+        return self._status() in ("done", "taken", "cancelled", "gone")
+
+    def _take(self, timeout):
+        """The Entry, QueueClosed, or None (not yet, timeout 0); raises
+        CancelledError if cancelled, TimeoutError, LoaderDiedError."""
+        w = self._worker
+        with self._lock:
+            if self._entry is not None:
+                return self._entry
+            if self._cancelled:
+                raise concurrent.futures.CancelledError(f"the request of {self._path!r} was cancelled")
+        try:
+            r = w._region.take(w.id, self._k, self._seq, timeout, w._serve_timeout)
+        except TimeoutError:
+            raise TimeoutError(f"the file {self._path!r} (worker {w.id}) was not read within {timeout} s") from None
+        if r is None:
+            return None
+        if r is False:
+            return QueueClosed
+        if r is True:
+            with self._lock:
+                self._cancelled = True
+            raise concurrent.futures.CancelledError(f"the request of {self._path!r} was cancelled")
+        with self._lock:
+            self._entry = r
+        return r
+
+    def wait(self, timeout=None):
+        """Wait for the file and return its :class:`Entry` (the same one on
+        every call).
+
+        Parameters
+        ----------
+        timeout : float or None
+            Seconds to wait at most; None: as long as it takes (Ctrl-C and
+            close() end it).
+
+        Returns
+        -------
+        Entry or QueueClosed
+            The entry (``get_data()`` raises the file's OSError if it
+            failed); :data:`multiload.QueueClosed` (falsy) once the loader
+            is closed.
+
+        Raises
+        ------
+        concurrent.futures.CancelledError
+            The request was cancelled.
+        TimeoutError
+            Not completed within ``timeout``.
+        LoaderDiedError
+            (a RuntimeError) the loader process died; RuntimeError if
+            nobody served the loader for ``serve_timeout`` seconds.
+        """
+        r = self._take(timeout)
+        if r is None:
+            raise TimeoutError(f"the file {self._path!r} was not read within {timeout} s")
+        if r is not QueueClosed:
+            self._handed = True
+        return r
+
+    def __await__(self):
+        """``entry = await request``: :meth:`wait` for asyncio.
+
+        With the loader threads in this process (``FileLoader.start()``)
+        the loop waits on the loader's event fd (no thread per waiter);
+        with a loader in another process the wait runs in the loop's
+        default executor, as :meth:`Worker.wait_get_async` does.
+        Cancelling the awaiting task cancels the request in whatever state
+        it is (queued: never runs; running: abandoned; completed: its entry
+        freed); an entry taken on behalf of the cancelled task is released,
+        never handed out.
+        """
+        return self._await().__await__()
+
+    async def _await(self):
+        import asyncio
+
+        from . import _aio
+
+        region = self._worker._region
+        try:
+            if region.serving_here:
+                def poll():
+                    r = self._take(0)
+                    if r is None:
+                        region.arm()  # then look once more: a completion in between fires the fd
+                        r = self._take(0)
+                    return False if r is None else r
+
+                r = await _aio.poll_fd(region.event_fd(), poll, None, f"read of {self._path!r}")
+            else:
+                r = await asyncio.get_running_loop().run_in_executor(None, self._take, None)
+        except BaseException:  # CancelledError (task cancelled), KeyboardInterrupt, loop closing
+            self._abandon()
+            raise
+        if r is not QueueClosed:
+            self._handed = True
+        return r
+
+    def _abandon(self):
+        """The awaiting task gave up: cancel the request; an entry taken for
+        it (by an executor thread, just before) is released. Never waits."""
+        if self.cancel():
+            return
+        with self._lock:
+            e = None if self._handed else self._entry
+        if e is not None:
+            e.release()
+
+    def __del__(self):
+        try:
+            if self._entry is None and not self._cancelled:
+                self._worker._region.cancel(self._worker.id, self._k, self._seq)
+        except Exception:  # noqa: BLE001 - never raise from __del__
+            pass
+
+    def __reduce__(self):
+        raise TypeError("a FileRequest belongs to the process that submitted it: pickle the Worker instead")
+
+    def __repr__(self):
+        if self._entry is not None:
+            state = "taken"
+        elif self._cancelled:
+            state = "cancelled"
+        else:
+            try:
+                state = self._status()
+            except Exception:  # noqa: BLE001
+                state = "?"
+        return f"<multiload FileRequest {self._path!r} {state}>"
+
+
 class Worker:
     """One worker context: its own ``queue_depth`` entries of the loader.
 
@@ -141,6 +364,50 @@ class Worker:
             A path with an embedded NUL, as open() raises.
         """
         return self._region.request(self.id, path, timeout)
+
+    def submit(self, path, timeout=0.0):
+        """Queue ``path`` with a handle: :meth:`request` that can be
+        cancelled and awaited.
+
+        ``entry = await worker.submit(path)`` or
+        ``worker.submit(path).wait()``; the entry goes to the handle alone,
+        never to :meth:`try_get` / :meth:`wait_get`. The handle's
+        ``cancel()`` cancels it in any state before it is taken
+        (:class:`FileRequest`).
+
+        Parameters
+        ----------
+        path, timeout
+            As :meth:`request`.
+
+        Returns
+        -------
+        FileRequest or None
+            The handle; None when every entry of this worker is in use and
+            none freed in time (back-pressure, as ``request()``'s False).
+
+        Raises
+        ------
+        RuntimeError, ValueError
+            As :meth:`request`.
+        """
+        r = self._region.submit(self.id, path, timeout)
+        if r is None:
+            return None
+        return FileRequest(self, r[0], r[1], path)
+
+    def cancel_pending(self):
+        """Cancel every queued request of this worker (those of
+        :meth:`request` and of :meth:`submit`): none of them runs, their
+        entries are free at once. Requests being read or completed are
+        left alone. Never waits.
+
+        Returns
+        -------
+        int
+            How many requests were cancelled.
+        """
+        return self._region.cancel_pending(self.id)
 
     def try_get(self):
         """The oldest completed entry, or None if none has completed.
@@ -412,7 +679,10 @@ class FileLoader:
         requested, completed, failed, bytes (of completed files); in_flight
         (requested or loading), ready (completed, not taken), unreleased
         (taken, not released); serving, server_pid, server_dead, closed,
-        direct_fallbacks. After close(): the state at close. In the process
+        direct_fallbacks; cancelled (requests cancelled while queued: never
+        read), abandoned (cancelled while read or completed but not taken:
+        read, then freed by the core), abandoning (cancelled, read still
+        under way). After close(): the state at close. In the process
         whose threads serve with a budget, also ``budget``: what they took
         (``bytes``, ``ios``, ``bytes_per_s`` and ``iops`` achieved since they
         started, ``throttled_seconds``, ...; as

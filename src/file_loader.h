@@ -27,6 +27,18 @@ typedef enum ml_fl_state {
     ML_FL_TAKEN,     /* handed to the consumer; freed by release */
 } ml_fl_state;
 
+/* What became of one request (ml_floader_status, ml_floader_cancel): its
+ * entry's state while the entry still holds that request, else GONE. */
+typedef enum ml_fl_status {
+    ML_FL_ST_QUEUED = 1, /* REQUESTED */
+    ML_FL_ST_RUNNING,    /* LOADING (not cancelled) */
+    ML_FL_ST_DONE,       /* DONE, not taken */
+    ML_FL_ST_TAKEN,      /* TAKEN (by its handle, or by get for a request()) */
+    ML_FL_ST_CANCELLED,  /* cancelled: freed, or LOADING until its read ends (abandoned) */
+    ML_FL_ST_GONE,       /* the entry holds another request (this one was taken and released, or
+                            cancelled) */
+} ml_fl_status;
+
 typedef struct ml_floader ml_floader;
 
 typedef struct ml_fl_config {
@@ -54,6 +66,10 @@ typedef struct ml_fl_stats {
     unsigned server_dead;/* 1 once a server was seen to die */
     unsigned closed;
     uint64_t direct_fallbacks; /* O_DIRECT opens refused, read buffered instead */
+    uint64_t cancelled;  /* requests cancelled while queued: never opened or read */
+    uint64_t abandoned;  /* requests cancelled while loading or completed-not-taken: read, then freed
+                            by the core, never handed out */
+    unsigned abandoning; /* entries LOADING whose request was cancelled: freed when the read ends */
 } ml_fl_stats;
 
 /* Create a region as cfg says, in a new sealed memfd. Returns 0, -ML_EINVAL
@@ -88,6 +104,45 @@ uint64_t ml_floader_max_file_size(const ml_floader *fl);
  * counting on that passes strict 0 and a timeout). */
 int ml_floader_request(ml_floader *fl, unsigned w, const char *path, size_t len, long timeout_ms,
                        int strict, unsigned *entry, uint64_t *seq);
+
+/* Consumer: ml_floader_request for a request with a handle (Python's
+ * FileRequest): the same, but its entry is *bound*: once completed it is
+ * never put on w's done FIFO (ml_floader_get never returns it) and only
+ * ml_floader_take(w, *entry, *seq) takes it. *seq is always set on 0. */
+int ml_floader_submit(ml_floader *fl, unsigned w, const char *path, size_t len, long timeout_ms,
+                      int strict, unsigned *entry, uint64_t *seq);
+
+/* Consumer: take the bound request (w, entry, seq) once it completed (DONE
+ * -> TAKEN), waiting up to timeout_ms (0: not at all, <0: forever).
+ * Returns 0 (*out set), -EAGAIN (not completed, timeout 0), -ETIMEDOUT,
+ * -ECANCELED (the request was cancelled, or its entry no longer holds it:
+ * there is nothing to take), -ML_ECLOSED, -ML_EINVAL. A cancel wakes it. */
+int ml_floader_take(ml_floader *fl, unsigned w, unsigned entry, uint64_t seq, long timeout_ms,
+                    ml_fl_got *out);
+
+/* Consumer: cancel request (w, entry, seq), never waiting for a read (it
+ * takes the region's lock only). What happens depends on its state:
+ *   queued (REQUESTED)  -> removed from the request FIFO and FREE at once:
+ *                          no loader opens or reads it; stats.cancelled++;
+ *   running (LOADING)   -> marked cancelled: the read finishes, then the
+ *                          core frees the entry instead of completing it
+ *                          (nobody holds its slot); stats.abandoned++ then;
+ *   completed (DONE)    -> FREE at once (a bound entry is in no FIFO; one
+ *                          from ml_floader_request is taken off w's done
+ *                          FIFO); stats.abandoned++.
+ * Returns the status it had (ML_FL_ST_QUEUED, _RUNNING or _DONE: it is
+ * cancelled now), or ML_FL_ST_TAKEN / _CANCELLED / _GONE (nothing
+ * changed: already handed out, already cancelled, not that request any
+ * more), or -ML_EINVAL. Wakes w's waiters (a blocked request may use the
+ * entry; a take of it returns -ECANCELED). */
+int ml_floader_cancel(ml_floader *fl, unsigned w, unsigned entry, uint64_t seq);
+
+/* Consumer: cancel every queued (REQUESTED) request of worker w, as
+ * ml_floader_cancel does one. Returns how many, or -ML_EINVAL. */
+int ml_floader_cancel_pending(ml_floader *fl, unsigned w);
+
+/* The status of request (w, entry, seq) (ml_fl_status), or -ML_EINVAL. Never waits. */
+int ml_floader_status(ml_floader *fl, unsigned w, unsigned entry, uint64_t seq);
 
 /* Consumer: take worker w's oldest completed entry (DONE -> TAKEN), waiting
  * up to timeout_ms (0: not at all, <0: forever). Returns 0, -EAGAIN

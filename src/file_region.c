@@ -9,6 +9,22 @@
  * A path too long for an entry goes FREE -> DONE at request, failed with
  * ENAMETOOLONG, as open() would fail it; no loader sees it.
  *
+ * Cancellation (ml_floader_cancel; the consumer side, under mu only):
+ *   REQUESTED -> FREE      taken out of the request FIFO (the FIFO is
+ *                          compacted), so no loader ever sees it;
+ *   LOADING   -> LOADING + FL_CANCELLED: the loader owns the slot until its
+ *                          read ends; complete then makes it FREE instead of
+ *                          DONE (abandoned) and wakes the worker;
+ *   DONE      -> FREE      taken off the done FIFO (if it is on it).
+ * A request is named by (worker, entry, seq): seq changes with every
+ * request, so a cancel of an old request never touches a newer one. A
+ * *bound* entry (FL_BOUND, ml_floader_submit) is one with a handle: on
+ * completion it goes DONE without entering the done FIFO, and only
+ * ml_floader_take (with its seq) takes it, so ml_floader_get never hands
+ * it to anyone else. Neither flag changes who may write the slot: a user
+ * only ever gets a slot through get/take, which a cancelled request never
+ * reaches.
+ *
  * Invariants (all shared state guarded by the region mutex h->mu):
  *  - Every entry index sits in at most one FIFO: REQUESTED ones in the
  *    request FIFO (capacity: all entries), DONE ones in their worker's done
@@ -71,14 +87,19 @@
 
 #define ALIGN 4096
 #define FL_MAGIC 0x31454c49464c4d7full /* "\x7fMLFILE1" little-endian */
-#define FL_VERSION 1u
+#define FL_VERSION 2u /* 2: fl_entry.flags, the cancel counters */
 
 /* Server states (fl_hdr.server). */
 enum { SRV_NONE = 0, SRV_CLAIMED = 1, SRV_SERVING = 2 };
 
+/* fl_entry.flags */
+enum { FL_BOUND = 1u, FL_CANCELLED = 2u };
+
 typedef struct fl_entry {
     uint32_t state;      /* ml_fl_state; guarded by mu */
     uint32_t path_len;   /* bytes of path, < ML_FL_PATH_BYTES; written while FREE */
+    uint32_t flags;      /* FL_BOUND, FL_CANCELLED; set at request / cancel, under mu */
+    uint32_t pad;
     uint64_t seq;        /* request number; set at request */
     uint64_t size;       /* bytes read; set at complete */
     uint64_t owner;      /* ml_ring_owner_id() of the thread that took it (TAKEN) */
@@ -118,6 +139,7 @@ typedef struct fl_hdr {
     uint64_t req_tail;       /* request FIFO: next to push */
     uint64_t next_seq;       /* request numbers */
     uint64_t n_requested, n_completed, n_failed, n_bytes, n_direct_fallbacks; /* counters */
+    uint64_t n_cancelled, n_abandoned; /* cancelled while queued; while loading or done (counters) */
 } fl_hdr;
 
 struct ml_floader {
@@ -382,8 +404,8 @@ static int only_mine(ml_floader *fl, unsigned w, uint64_t me) {
     return 1;
 }
 
-int ml_floader_request(ml_floader *fl, unsigned w, const char *path, size_t len, long timeout_ms,
-                       int strict, unsigned *entry, uint64_t *seq) {
+static int request_impl(ml_floader *fl, unsigned w, const char *path, size_t len, long timeout_ms,
+                        int strict, uint32_t flags, unsigned *entry, uint64_t *seq) {
     if (w >= fl->n_workers)
         return -ML_EINVAL;
     fl_hdr *h = fl->h;
@@ -408,6 +430,7 @@ int ml_floader_request(ml_floader *fl, unsigned w, const char *path, size_t len,
         if (e) {
             unsigned i = w * fl->depth + k;
             e->seq = h->next_seq++;
+            e->flags = flags;
             e->size = 0;
             ml_error_clear(&e->error);
             h->n_requested++;
@@ -424,7 +447,8 @@ int ml_floader_request(ml_floader *fl, unsigned w, const char *path, size_t len,
                 e->state = ML_FL_DONE;
                 h->n_completed++;
                 h->n_failed++;
-                push_done(fl, w, k);
+                if (!(flags & FL_BOUND))
+                    push_done(fl, w, k);
             } else {
                 memcpy(e->path, path, len);
                 e->path[len] = '\0';
@@ -458,12 +482,23 @@ int ml_floader_request(ml_floader *fl, unsigned w, const char *path, size_t len,
     return rc;
 }
 
-/* Entries of worker w REQUESTED or LOADING. Caller holds mu. */
+int ml_floader_request(ml_floader *fl, unsigned w, const char *path, size_t len, long timeout_ms,
+                       int strict, unsigned *entry, uint64_t *seq) {
+    return request_impl(fl, w, path, len, timeout_ms, strict, 0, entry, seq);
+}
+
+int ml_floader_submit(ml_floader *fl, unsigned w, const char *path, size_t len, long timeout_ms,
+                      int strict, unsigned *entry, uint64_t *seq) {
+    return request_impl(fl, w, path, len, timeout_ms, strict, FL_BOUND, entry, seq);
+}
+
+/* Entries of worker w REQUESTED or LOADING that ml_floader_get may yet
+ * return: neither bound to a handle nor cancelled. Caller holds mu. */
 static unsigned outstanding(ml_floader *fl, unsigned w) {
     unsigned n = 0;
     for (unsigned k = 0; k < fl->depth; k++) {
-        uint32_t s = fl->entries[(size_t)w * fl->depth + k].state;
-        n += s == ML_FL_REQUESTED || s == ML_FL_LOADING;
+        const fl_entry *e = &fl->entries[(size_t)w * fl->depth + k];
+        n += (e->state == ML_FL_REQUESTED || e->state == ML_FL_LOADING) && !(e->flags & (FL_BOUND | FL_CANCELLED));
     }
     return n;
 }
@@ -498,7 +533,7 @@ int ml_floader_get(ml_floader *fl, unsigned w, long timeout_ms, int strict, ml_f
             if (k >= fl->depth) /* scribbled on: not ours to hand out */
                 continue;
             fl_entry *e = &fl->entries[(size_t)w * fl->depth + k];
-            if (e->state != ML_FL_DONE)
+            if (e->state != ML_FL_DONE || (e->flags & FL_BOUND)) /* a bound one is its handle's */
                 continue;
             e->state = ML_FL_TAKEN;
             e->owner = ml_ring_owner_id();
@@ -543,6 +578,160 @@ void ml_floader_release(ml_floader *fl, unsigned w, unsigned k) {
             fl_wake(&fl->workers[w].word);
     }
     fl_unlock(fl);
+}
+
+/* Remove the first occurrence of val from the FIFO arr (capacity cap,
+ * elements head..tail-1), moving the later ones up one place; *tail
+ * shrinks by one. Returns 1 if found. O(tail - head). Caller holds mu. */
+static int fifo_remove(uint32_t *arr, uint64_t cap, uint64_t head, uint64_t *tail, uint32_t val) {
+    uint64_t t = *tail;
+    if (t - head > cap) /* scribbled on: look at the newest cap only */
+        head = t - cap;
+    for (uint64_t p = head; p != t; p++) {
+        if (arr[p % cap] != val)
+            continue;
+        for (uint64_t q = p; q + 1 != t; q++)
+            arr[q % cap] = arr[(q + 1) % cap];
+        *tail = t - 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* The status of request (w, k, seq) whose entry is e. Caller holds mu. */
+static int status_of(const fl_entry *e, uint64_t seq) {
+    if (e->seq != seq)
+        return ML_FL_ST_GONE;
+    switch (e->state) {
+    case ML_FL_REQUESTED:
+        return ML_FL_ST_QUEUED;
+    case ML_FL_LOADING:
+        return e->flags & FL_CANCELLED ? ML_FL_ST_CANCELLED : ML_FL_ST_RUNNING;
+    case ML_FL_DONE:
+        return ML_FL_ST_DONE;
+    case ML_FL_TAKEN:
+        return ML_FL_ST_TAKEN;
+    default: /* FREE with its seq: cancelled (a taken one is released as FREE too: its holder knows) */
+        return e->flags & FL_CANCELLED ? ML_FL_ST_CANCELLED : ML_FL_ST_GONE;
+    }
+}
+
+/* Cancel the request in worker w's entry k (status st, from status_of).
+ * Caller holds mu. Returns st if it cancelled it, else what status_of said. */
+static int cancel_locked(ml_floader *fl, unsigned w, unsigned k, int st) {
+    fl_hdr *h = fl->h;
+    fl_entry *e = &fl->entries[(size_t)w * fl->depth + k];
+    fl_worker *wk = &fl->workers[w];
+    unsigned i = w * fl->depth + k;
+    switch (st) {
+    case ML_FL_ST_QUEUED:
+        fifo_remove(fl->fifo, fl->n_entries, h->req_head, &h->req_tail, i);
+        e->state = ML_FL_FREE;
+        e->flags = FL_CANCELLED; /* until reused: status_of says CANCELLED */
+        h->n_cancelled++;
+        break;
+    case ML_FL_ST_RUNNING:
+        e->flags |= FL_CANCELLED; /* complete_one frees it when the read ends */
+        return st;                /* nothing freed yet: no wake */
+    case ML_FL_ST_DONE:
+        if (!(e->flags & FL_BOUND))
+            fifo_remove(fl->done + (size_t)w * fl->depth, fl->depth, wk->done_head, &wk->done_tail, k);
+        e->state = ML_FL_FREE;
+        e->flags = FL_CANCELLED;
+        h->n_abandoned++;
+        break;
+    default:
+        return st;
+    }
+    if (wk->waiting) /* a blocked request may use the entry */
+        fl_wake(&wk->word);
+    return st;
+}
+
+int ml_floader_cancel(ml_floader *fl, unsigned w, unsigned k, uint64_t seq) {
+    if (w >= fl->n_workers || k >= fl->depth)
+        return -ML_EINVAL;
+    fl_lock(fl);
+    fl_entry *e = &fl->entries[(size_t)w * fl->depth + k];
+    int st = cancel_locked(fl, w, k, status_of(e, seq));
+    if (st == ML_FL_ST_RUNNING && fl->workers[w].waiting)
+        fl_wake(&fl->workers[w].word); /* a take of it returns -ECANCELED now */
+    fl_unlock(fl);
+    return st;
+}
+
+int ml_floader_cancel_pending(ml_floader *fl, unsigned w) {
+    if (w >= fl->n_workers)
+        return -ML_EINVAL;
+    int n = 0;
+    fl_lock(fl);
+    for (unsigned k = 0; k < fl->depth; k++) {
+        fl_entry *e = &fl->entries[(size_t)w * fl->depth + k];
+        if (e->state == ML_FL_REQUESTED) {
+            cancel_locked(fl, w, k, ML_FL_ST_QUEUED);
+            n++;
+        }
+    }
+    fl_unlock(fl);
+    return n;
+}
+
+int ml_floader_status(ml_floader *fl, unsigned w, unsigned k, uint64_t seq) {
+    if (w >= fl->n_workers || k >= fl->depth)
+        return -ML_EINVAL;
+    fl_lock(fl);
+    int st = status_of(&fl->entries[(size_t)w * fl->depth + k], seq);
+    fl_unlock(fl);
+    return st;
+}
+
+int ml_floader_take(ml_floader *fl, unsigned w, unsigned k, uint64_t seq, long timeout_ms, ml_fl_got *out) {
+    if (w >= fl->n_workers || k >= fl->depth)
+        return -ML_EINVAL;
+    fl_hdr *h = fl->h;
+    fl_worker *wk = &fl->workers[w];
+    fl_entry *e = &fl->entries[(size_t)w * fl->depth + k];
+    struct timespec deadline;
+    int rc = 0, timed_out = 0;
+    if (timeout_ms > 0)
+        ml_clock_deadline_ms(&deadline, CLOCK_MONOTONIC, timeout_ms);
+    fl_lock(fl);
+    for (;;) {
+        if (h->closed) {
+            rc = -ML_ECLOSED;
+            break;
+        }
+        int st = status_of(e, seq);
+        if (st == ML_FL_ST_DONE && (e->flags & FL_BOUND)) {
+            e->state = ML_FL_TAKEN;
+            e->owner = ml_ring_owner_id();
+            out->entry = k;
+            out->seq = e->seq;
+            out->size = e->size <= fl->max_file_size ? e->size : fl->max_file_size;
+            out->data = fl->data + ((size_t)w * fl->depth + k) * fl->slot_bytes;
+            out->error = e->error;
+            out->error.msg[sizeof out->error.msg - 1] = '\0'; /* written by another process */
+            break;
+        }
+        if (st != ML_FL_ST_QUEUED && st != ML_FL_ST_RUNNING) { /* cancelled, gone, or not bound */
+            rc = -ECANCELED;
+            break;
+        }
+        kick_if_pending(fl);
+        if (timeout_ms == 0) {
+            rc = -EAGAIN;
+            break;
+        }
+        if (timed_out) {
+            rc = -ETIMEDOUT;
+            break;
+        }
+        wk->waiting++;
+        timed_out = fl_wait(fl, &wk->word, timeout_ms < 0 ? NULL : &deadline);
+        wk->waiting--;
+    }
+    fl_unlock(fl);
+    return rc;
 }
 
 int ml_floader_entry_path(ml_floader *fl, unsigned w, unsigned k, char *buf, size_t cap) {
@@ -641,9 +830,13 @@ void ml_floader_stats(ml_floader *fl, ml_fl_stats *o) {
     o->failed = h->n_failed;
     o->bytes = h->n_bytes;
     o->direct_fallbacks = h->n_direct_fallbacks;
+    o->cancelled = h->n_cancelled;
+    o->abandoned = h->n_abandoned;
     for (unsigned i = 0; i < fl->n_entries; i++) {
         uint32_t s = fl->entries[i].state;
-        o->in_flight += s == ML_FL_REQUESTED || s == ML_FL_LOADING;
+        int gone = (fl->entries[i].flags & FL_CANCELLED) != 0;
+        o->in_flight += (s == ML_FL_REQUESTED || s == ML_FL_LOADING) && !gone;
+        o->abandoning += s == ML_FL_LOADING && gone;
         o->ready += s == ML_FL_DONE;
         o->unreleased += s == ML_FL_TAKEN;
     }
@@ -754,17 +947,26 @@ static int complete_one(ml_floader *fl, unsigned i, uint64_t size, const ml_erro
     fl_entry *e = &fl->entries[i];
     if (e->state != ML_FL_LOADING)
         return -1;
+    unsigned w = i / fl->depth;
+    h->n_completed++;
+    h->n_failed += err && err->code;
+    h->n_bytes += err && err->code ? 0 : size;
+    h->n_direct_fallbacks += direct_fallback != 0;
+    if (e->flags & FL_CANCELLED) {
+        /* Abandoned: nobody will take it; the read is over, so the slot is free. */
+        e->state = ML_FL_FREE;
+        e->flags = FL_CANCELLED; /* until reused: status_of says CANCELLED */
+        h->n_abandoned++;
+        return (int)w; /* wake w: a blocked request may use the entry */
+    }
     e->size = size;
     if (err && err->code)
         e->error = *err;
     else
         ml_error_clear(&e->error);
     e->state = ML_FL_DONE;
-    h->n_completed++;
-    h->n_failed += err && err->code;
-    h->n_bytes += err && err->code ? 0 : size;
-    h->n_direct_fallbacks += direct_fallback != 0;
-    unsigned w = i / fl->depth;
+    if (e->flags & FL_BOUND)
+        return (int)w; /* its handle takes it (ml_floader_take): not on the done FIFO */
     fl_worker *wk = &fl->workers[w];
     fl->done[(size_t)w * fl->depth + wk->done_tail % fl->depth] = i % fl->depth;
     wk->done_tail++;

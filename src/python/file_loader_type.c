@@ -220,22 +220,26 @@ typedef struct region_request_wait {
     const char *path;
     size_t len;
     int forever;
+    int bound;             /* 1: ml_floader_submit (a FileRequest handle) */
     unsigned entry;        /* out */
     uint64_t seq;          /* out */
 } region_request_wait;
 
 static int region_request_step(void *arg, long ms) {
     region_request_wait *q = arg;
+    if (q->bound)
+        return ml_floader_submit(q->r->fl, q->w, q->path, q->len, ms, q->forever, &q->entry, &q->seq);
     return ml_floader_request(q->r->fl, q->w, q->path, q->len, ms, q->forever, &q->entry, &q->seq);
 }
 
-/* request(worker, path, timeout) -> bool: queued, or False (no free entry in time). */
-static PyObject *region_request(FileRegionObject *r, PyObject *args) {
+/* request(worker, path, timeout) -> bool: queued, or False (no free entry
+ * in time). With bound (submit): (entry, seq) or None. */
+static PyObject *region_request_impl(FileRegionObject *r, PyObject *args, int bound) {
     long long w;
     PyObject *path_o, *timeout_o = Py_None, *bytes = NULL;
     double timeout;
-    if (!PyArg_ParseTuple(args, "LO|O:request", &w, &path_o, &timeout_o) || check_worker(r, w) < 0 ||
-        ml_py_timeout_arg(timeout_o, &timeout) < 0)
+    if (!PyArg_ParseTuple(args, bound ? "LO|O:submit" : "LO|O:request", &w, &path_o, &timeout_o) ||
+        check_worker(r, w) < 0 || ml_py_timeout_arg(timeout_o, &timeout) < 0)
         return NULL;
     PyObject *fs = PyOS_FSPath(path_o); /* str or bytes, as open() takes */
     if (!fs)
@@ -246,7 +250,8 @@ static PyObject *region_request(FileRegionObject *r, PyObject *args) {
     }
     const char *p = PyBytes_AS_STRING(bytes);
     size_t len = (size_t)PyBytes_GET_SIZE(bytes);
-    region_request_wait q = {.r = r, .w = (unsigned)w, .path = p, .len = len, .forever = timeout < 0};
+    region_request_wait q = {.r = r, .w = (unsigned)w, .path = p, .len = len, .forever = timeout < 0,
+                             .bound = bound};
     int rc;
     int waited = ml_py_wait_steps(timeout, region_request_step, NULL, &q, NULL, &rc);
     if (waited < 0)
@@ -260,11 +265,16 @@ static PyObject *region_request(FileRegionObject *r, PyObject *args) {
         unsigned i = (unsigned)w * r->depth + entry;
         Py_XSETREF(r->paths[i], fs);
         r->path_seq[i] = seq;
+        if (bound)
+            return Py_BuildValue("(IK)", entry, (unsigned long long)seq);
         Py_RETURN_TRUE;
     }
     Py_DECREF(fs);
-    if (rc == -EAGAIN || rc == -ETIMEDOUT)
+    if (rc == -EAGAIN || rc == -ETIMEDOUT) {
+        if (bound)
+            Py_RETURN_NONE;
         Py_RETURN_FALSE;
+    }
     if (rc == -ML_ECLOSED) {
         PyErr_SetString(PyExc_RuntimeError, "this FileLoader is closed");
         return NULL;
@@ -282,6 +292,10 @@ fail:
     Py_DECREF(fs);
     return NULL;
 }
+
+static PyObject *region_request(FileRegionObject *r, PyObject *args) { return region_request_impl(r, args, 0); }
+
+static PyObject *region_submit(FileRegionObject *r, PyObject *args) { return region_request_impl(r, args, 1); }
 
 static PyObject *entry_new(FileRegionObject *r, unsigned w, const ml_fl_got *g);
 
@@ -354,6 +368,122 @@ static PyObject *region_get(FileRegionObject *r, PyObject *args) {
         return NULL;
     }
     return raise_core(rc, "get");
+}
+
+typedef struct region_take_wait {
+    region_get_wait g;     /* first: region_get_between reads it */
+    unsigned entry;
+    uint64_t seq;
+} region_take_wait;
+
+static int region_take_step(void *arg, long ms) {
+    region_take_wait *q = arg;
+    return ml_floader_take(q->g.r->fl, q->g.w, q->entry, q->seq, ms, q->g.got);
+}
+
+/* take(worker, entry, seq, timeout, grace) -> FileEntry of that submitted
+ * request, None (not completed, timeout 0), False (closed) or True (it
+ * was cancelled: nothing to take). */
+static PyObject *region_take(FileRegionObject *r, PyObject *args) {
+    long long w;
+    unsigned entry;
+    unsigned long long seq;
+    PyObject *timeout_o = Py_None;
+    double timeout, grace = 10.0;
+    if (!PyArg_ParseTuple(args, "LIK|Od:take", &w, &entry, &seq, &timeout_o, &grace) || check_worker(r, w) < 0 ||
+        ml_py_timeout_arg(timeout_o, &timeout) < 0)
+        return NULL;
+    if (entry >= r->depth) {
+        PyErr_Format(PyExc_ValueError, "entry %u is out of range (queue_depth %u)", entry, r->depth);
+        return NULL;
+    }
+    ml_fl_got g;
+    char what[80];
+    snprintf(what, sizeof what, "completion of file request %llu", seq);
+    region_take_wait q = {.g = {.r = r, .w = (unsigned)w, .forever = timeout < 0, .got = &g,
+                                .t0_ns = ml_clock_now_ns(), .grace = grace},
+                          .entry = entry, .seq = seq};
+    int rc;
+    if (ml_py_wait_steps(timeout, region_take_step, region_get_between, &q, what, &rc) < 0)
+        return NULL;
+    if (rc == 0)
+        return entry_new(r, (unsigned)w, &g);
+    if (rc == -EAGAIN)
+        Py_RETURN_NONE;
+    if (rc == -ML_ECLOSED)
+        Py_RETURN_FALSE;
+    if (rc == -ECANCELED)
+        Py_RETURN_TRUE;
+    return raise_core(rc, "take");
+}
+
+static const char *status_name(int st) {
+    switch (st) {
+    case ML_FL_ST_QUEUED:
+        return "queued";
+    case ML_FL_ST_RUNNING:
+        return "running";
+    case ML_FL_ST_DONE:
+        return "done";
+    case ML_FL_ST_TAKEN:
+        return "taken";
+    case ML_FL_ST_CANCELLED:
+        return "cancelled";
+    default:
+        return "gone";
+    }
+}
+
+/* cancel(worker, entry, seq) -> the status the request had: 'queued',
+ * 'running' or 'done' (cancelled now), or 'taken', 'cancelled', 'gone'
+ * (nothing changed). Takes the region's lock only. */
+static PyObject *region_cancel(FileRegionObject *r, PyObject *args) {
+    long long w;
+    unsigned entry;
+    unsigned long long seq;
+    if (!PyArg_ParseTuple(args, "LIK:cancel", &w, &entry, &seq) || check_worker(r, w) < 0)
+        return NULL;
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    st = ml_floader_cancel(r->fl, (unsigned)w, entry, seq);
+    Py_END_ALLOW_THREADS
+    if (st < 0) {
+        PyErr_Format(PyExc_ValueError, "entry %u is out of range (queue_depth %u)", entry, r->depth);
+        return NULL;
+    }
+    return PyUnicode_FromString(status_name(st));
+}
+
+/* status(worker, entry, seq) -> as cancel() names them; never waits. */
+static PyObject *region_status(FileRegionObject *r, PyObject *args) {
+    long long w;
+    unsigned entry;
+    unsigned long long seq;
+    if (!PyArg_ParseTuple(args, "LIK:status", &w, &entry, &seq) || check_worker(r, w) < 0)
+        return NULL;
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    st = ml_floader_status(r->fl, (unsigned)w, entry, seq);
+    Py_END_ALLOW_THREADS
+    if (st < 0) {
+        PyErr_Format(PyExc_ValueError, "entry %u is out of range (queue_depth %u)", entry, r->depth);
+        return NULL;
+    }
+    return PyUnicode_FromString(status_name(st));
+}
+
+/* cancel_pending(worker) -> how many queued requests of the worker were cancelled. */
+static PyObject *region_cancel_pending(FileRegionObject *r, PyObject *arg) {
+    long long w = PyLong_AsLongLong(arg);
+    if (w == -1 && PyErr_Occurred())
+        return NULL;
+    if (check_worker(r, w) < 0)
+        return NULL;
+    int n;
+    Py_BEGIN_ALLOW_THREADS
+    n = ml_floader_cancel_pending(r->fl, (unsigned)w);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLong(n);
 }
 
 static PyObject *region_release(FileRegionObject *r, PyObject *args) {
@@ -478,13 +608,14 @@ static PyObject *region_stats(FileRegionObject *r, PyObject *Py_UNUSED(ignored))
     Py_BEGIN_ALLOW_THREADS
     ml_floader_stats(r->fl, &s);
     Py_END_ALLOW_THREADS
-    PyObject *d = Py_BuildValue("{sKsKsKsKsIsIsIsOsisOsOsK}", "requested", (unsigned long long)s.requested, "completed",
+    PyObject *d = Py_BuildValue("{sKsKsKsKsIsIsIsOsisOsOsKsKsKsI}", "requested", (unsigned long long)s.requested, "completed",
                          (unsigned long long)s.completed, "failed", (unsigned long long)s.failed, "bytes",
                          (unsigned long long)s.bytes, "in_flight", s.in_flight, "ready", s.ready, "unreleased",
                          s.unreleased, "serving", s.serving ? Py_True : Py_False, "server_pid", s.server_pid,
                          "server_dead", s.server_dead ? Py_True : Py_False, "closed",
                          s.closed ? Py_True : Py_False, "direct_fallbacks",
-                         (unsigned long long)s.direct_fallbacks);
+                         (unsigned long long)s.direct_fallbacks, "cancelled", (unsigned long long)s.cancelled,
+                         "abandoned", (unsigned long long)s.abandoned, "abandoning", s.abandoning);
     ml_budget_stats bst;
     if (d && r->serve && r->serve_pid == ml_py_pid() && ml_fserve_budget_stats(r->serve, &bst) == 0) {
         PyObject *b = ml_py_budget_stats_dict(&bst); /* this process's loader threads are budgeted */
@@ -516,6 +647,17 @@ static PyMethodDef region_methods[] = {
      "attach(fd) -> FileRegion: map the region behind fd (validated; fd stays the caller's)."},
     {"request", (PyCFunction)region_request, METH_VARARGS,
      "request(worker, path, timeout=None) -> bool: queue path; False when no entry freed in time."},
+    {"submit", (PyCFunction)region_submit, METH_VARARGS,
+     "submit(worker, path, timeout=None) -> (entry, seq) of a request only take() returns, or None."},
+    {"take", (PyCFunction)region_take, METH_VARARGS,
+     "take(worker, entry, seq, timeout=None, grace=10.0) -> FileEntry, None (not yet, timeout 0), False "
+     "(closed) or True (cancelled)."},
+    {"cancel", (PyCFunction)region_cancel, METH_VARARGS,
+     "cancel(worker, entry, seq) -> 'queued'|'running'|'done' (cancelled now) or 'taken'|'cancelled'|'gone'."},
+    {"status", (PyCFunction)region_status, METH_VARARGS,
+     "status(worker, entry, seq) -> 'queued'|'running'|'done'|'taken'|'cancelled'|'gone'."},
+    {"cancel_pending", (PyCFunction)region_cancel_pending, METH_O,
+     "cancel_pending(worker) -> number of queued requests of the worker cancelled."},
     {"get", (PyCFunction)region_get, METH_VARARGS,
      "get(worker, timeout=None, grace=10.0) -> FileEntry, None (nothing, timeout 0) or False (closed)."},
     {"release", (PyCFunction)region_release, METH_VARARGS, "release(worker, entry): give a taken entry back."},

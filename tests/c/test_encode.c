@@ -78,5 +78,5 @@ int main(void) {
     free(u);
     free(smooth);
     free(noise);
-    return 0;
+    CHECK_DONE();
 }

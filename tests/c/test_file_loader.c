@@ -3,7 +3,8 @@
  * back byte-exact in both I/O modes and with O_DIRECT, each failure kind
  * on its entry, back-pressure, the deadlock checks, close with requests in
  * flight, a consumer in another process, and a loader process killed with
- * SIGKILL seen by check_server. */
+ * SIGKILL seen by check_server; cancellation in each state (queued,
+ * loading, completed), driven by hand so each state is certain. */
 #include "check.h"
 
 #include <fcntl.h>
@@ -276,7 +277,104 @@ static void processes(void) {
     ml_floader_unref(fl);
 }
 
+/* Cancellation, with this thread as the loader (take_work / complete by
+ * hand), so every request is in the state the check says. */
+static void cancellation(void) {
+    ml_floader *fl = new_loader(1, 3, 4096);
+    const char *p = make_file("cx", 100, 3, NULL);
+    unsigned e0, e1, e2, e, idx[4];
+    uint64_t s0, s1, s2, s;
+    int stop = 0;
+    ml_fl_got g;
+    ml_fl_stats st;
+    /* Queued: freed at once, never handed to a loader. */
+    CHECK_RC(ml_floader_submit(fl, 0, p, strlen(p), 0, 0, &e0, &s0));
+    CHECK_RC(ml_floader_submit(fl, 0, p, strlen(p), 0, 0, &e1, &s1));
+    CHECK_RC(ml_floader_request(fl, 0, p, strlen(p), 0, 0, &e2, &s2));
+    CHECK_ERR(ml_floader_request(fl, 0, p, strlen(p), 0, 0, &e, &s), -EAGAIN); /* full */
+    CHECK_EQ(ml_floader_status(fl, 0, e0, s0), ML_FL_ST_QUEUED);
+    CHECK_EQ(ml_floader_cancel(fl, 0, e0, s0), ML_FL_ST_QUEUED);
+    CHECK_EQ(ml_floader_cancel(fl, 0, e0, s0), ML_FL_ST_CANCELLED); /* twice: nothing changes */
+    CHECK_EQ(ml_floader_status(fl, 0, e0, s0), ML_FL_ST_CANCELLED);
+    CHECK_ERR(ml_floader_take(fl, 0, e0, s0, 0, &g), -ECANCELED);
+    ml_floader_stats(fl, &st);
+    CHECK_EQ(st.cancelled, 1);
+    CHECK_EQ(st.in_flight, 2);
+    /* Its entry is free: a new request takes it (back-pressure counts it free). */
+    CHECK_RC(ml_floader_submit(fl, 0, p, strlen(p), 0, 0, &e, &s));
+    CHECK_EQ(e, e0);
+    CHECK_EQ(ml_floader_status(fl, 0, e0, s0), ML_FL_ST_GONE); /* the old request is not the new one */
+    CHECK_EQ(ml_floader_cancel(fl, 0, e0, s0), ML_FL_ST_GONE);
+    CHECK_EQ(ml_floader_status(fl, 0, e, s), ML_FL_ST_QUEUED);
+    /* The loader sees e1, e2 and the new e, in request order; never the cancelled one. */
+    CHECK_EQ(ml_floader_take_work(fl, 4, 1, &stop, idx), 3);
+    CHECK_EQ(idx[0], e1);
+    CHECK_EQ(idx[1], e2);
+    CHECK_EQ(idx[2], e);
+    /* Running: abandoned; the read completes, then the core frees the entry. */
+    CHECK_EQ(ml_floader_cancel(fl, 0, e1, s1), ML_FL_ST_RUNNING);
+    CHECK_EQ(ml_floader_status(fl, 0, e1, s1), ML_FL_ST_CANCELLED);
+    CHECK_ERR(ml_floader_take(fl, 0, e1, s1, 0, &g), -ECANCELED);
+    ml_floader_stats(fl, &st);
+    CHECK_EQ(st.abandoning, 1);
+    CHECK_EQ(st.in_flight, 2);
+    CHECK_ERR(ml_floader_request(fl, 0, p, strlen(p), 0, 0, &e0, NULL), -EAGAIN); /* its slot is the loader's */
+    ml_floader_complete(fl, e1, 7, NULL, 0);
+    ml_floader_complete(fl, e2, 8, NULL, 0);
+    ml_floader_complete(fl, e, 9, NULL, 0);
+    ml_floader_stats(fl, &st);
+    CHECK_EQ(st.abandoned, 1);
+    CHECK_EQ(st.abandoning, 0);
+    CHECK_EQ(st.ready, 2);
+    /* get returns the unbound request only: the bound one waits for its take. */
+    CHECK_RC(ml_floader_get(fl, 0, 0, 0, &g));
+    CHECK_EQ(g.entry, e2);
+    CHECK_EQ(g.size, 8);
+    CHECK_ERR(ml_floader_get(fl, 0, 0, 0, &g), -EAGAIN);
+    ml_floader_release(fl, 0, e2);
+    /* Completed, not taken: freed at once. */
+    CHECK_EQ(ml_floader_status(fl, 0, e, s), ML_FL_ST_DONE);
+    CHECK_EQ(ml_floader_cancel(fl, 0, e, s), ML_FL_ST_DONE);
+    CHECK_ERR(ml_floader_take(fl, 0, e, s, 0, &g), -ECANCELED);
+    ml_floader_stats(fl, &st);
+    CHECK_EQ(st.abandoned, 2);
+    CHECK_EQ(st.ready, 0);
+    CHECK_EQ(st.in_flight, 0);
+    /* All three entries free again; a request() completed then cancelled
+     * leaves the done FIFO, so get never returns it. */
+    CHECK_RC(ml_floader_request(fl, 0, p, strlen(p), 0, 0, &e0, &s0));
+    CHECK_RC(ml_floader_submit(fl, 0, p, strlen(p), 0, 0, &e1, &s1));
+    CHECK_RC(ml_floader_request(fl, 0, p, strlen(p), 0, 0, &e2, &s2));
+    CHECK_EQ(ml_floader_take_work(fl, 4, 1, &stop, idx), 3);
+    ml_floader_complete(fl, e0, 1, NULL, 0);
+    ml_floader_complete(fl, e1, 2, NULL, 0);
+    ml_floader_complete(fl, e2, 3, NULL, 0);
+    CHECK_EQ(ml_floader_cancel(fl, 0, e0, s0), ML_FL_ST_DONE);
+    CHECK_RC(ml_floader_take(fl, 0, e1, s1, 0, &g));
+    CHECK_EQ(g.size, 2);
+    CHECK_EQ(ml_floader_cancel(fl, 0, e1, s1), ML_FL_ST_TAKEN); /* handed out: never touched */
+    CHECK_RC(ml_floader_get(fl, 0, 0, 0, &g));
+    CHECK_EQ(g.entry, e2);
+    CHECK_ERR(ml_floader_get(fl, 0, 0, 0, &g), -EAGAIN);
+    ml_floader_release(fl, 0, e1);
+    ml_floader_release(fl, 0, e2);
+    /* cancel_pending: every queued request of the worker. */
+    CHECK_RC(ml_floader_request(fl, 0, p, strlen(p), 0, 0, &e0, &s0));
+    CHECK_RC(ml_floader_submit(fl, 0, p, strlen(p), 0, 0, &e1, &s1));
+    CHECK_EQ(ml_floader_cancel_pending(fl, 0), 2);
+    CHECK_EQ(ml_floader_status(fl, 0, e1, s1), ML_FL_ST_CANCELLED);
+    ml_floader_stats(fl, &st);
+    CHECK_EQ(st.cancelled, 3);
+    CHECK_EQ(st.in_flight, 0);
+    CHECK_ERR(ml_floader_get(fl, 0, 0, 1, &g), -EAGAIN);
+    CHECK_ERR(ml_floader_get(fl, 0, 100, 1, &g), -ML_EDEADLOCK); /* nothing left to wait for */
+    CHECK_EQ(ml_floader_cancel(fl, 0, 99, 0), -ML_EINVAL);
+    ml_floader_close(fl);
+    ml_floader_unref(fl);
+}
+
 int main(void) {
+    cancellation();
     roundtrip(ML_IO_URING, 0);
     roundtrip(ML_IO_PREAD, 0);
     roundtrip(ML_IO_AUTO, 1);
