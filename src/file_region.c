@@ -75,12 +75,12 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "clock.h"
+#include "event.h"
 #include "fault.h"
 #include "ring.h"
 #include "shm.h"
@@ -155,9 +155,8 @@ struct ml_floader {
     size_t slot_bytes;     /* validated copy */
     size_t map_bytes;      /* bytes mapped */
     int fd;                /* the memfd (owned) */
-    _Atomic int event_fd;  /* eventfd for asyncio (owned), -1 until ml_floader_event_fd; set once */
-    _Atomic int armed;     /* 1: an asyncio consumer of this handle waits; the next completion or
-                              close through this handle writes event_fd and clears it */
+    ml_event event;        /* asyncio wake-up (event.h): fired by each completion and the close
+                              through this handle */
 };
 
 typedef struct fl_geom {
@@ -220,35 +219,10 @@ static int fl_wait(ml_floader *fl, uint32_t *word, const struct timespec *deadli
 /* Bump *word and wake its sleepers in every process. Caller holds mu. */
 static void fl_wake(uint32_t *word) { ml_futex_wake_all(word, 0); }
 
-/* After a completion or close through this handle: write the event fd if
- * an asyncio consumer armed it (one write per arming). */
-static void fl_event(ml_floader *fl) {
-    int fd = atomic_load(&fl->event_fd);
-    if (fd < 0 || !atomic_exchange(&fl->armed, 0))
-        return;
-    uint64_t one = 1;
-    ssize_t n = write(fd, &one, sizeof one); /* EAGAIN: at its maximum, still readable */
-    (void)n;
-}
+int ml_floader_event_fd(ml_floader *fl) { return ml_event_fd(&fl->event); }
 
-int ml_floader_event_fd(ml_floader *fl) {
-    int fd = atomic_load(&fl->event_fd);
-    if (fd >= 0)
-        return fd;
-    int made = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (made < 0)
-        return -errno;
-    int expected = -1;
-    if (!atomic_compare_exchange_strong(&fl->event_fd, &expected, made)) {
-        close(made);
-        return expected;
-    }
-    return made;
-}
-
-void ml_floader_arm(ml_floader *fl) {
-    atomic_store(&fl->armed, 1); /* seq_cst, before the caller's get(timeout 0) locks: see ring.c's ml_ring_arm */
-}
+/* The caller's get (timeout 0) locks after this (event.h: what the order gives). */
+void ml_floader_arm(ml_floader *fl) { ml_event_arm(&fl->event); }
 
 int ml_floader_new(ml_floader **out, const ml_fl_config *cfg) {
     if (cfg->n_workers < 1 || cfg->queue_depth < 1 || cfg->max_file_size > (uint64_t)INT64_MAX)
@@ -264,7 +238,7 @@ int ml_floader_new(ml_floader **out, const ml_fl_config *cfg) {
     ml_floader *fl = calloc(1, sizeof *fl);
     if (fl) {
         fl->fd = -1;
-        atomic_init(&fl->event_fd, -1);
+        ml_event_init(&fl->event);
     }
     if (!fl || ml_fault_alloc() < 0)
         goto fail;
@@ -310,7 +284,7 @@ int ml_floader_attach(ml_floader **out, int fd) {
     if (!fl)
         return -ENOMEM;
     fl->fd = -1;
-    atomic_init(&fl->event_fd, -1);
+    ml_event_init(&fl->event);
     int rc = ml_shm_map(fd, sizeof(fl_hdr), &region, &len); /* a regular file, sealed against shrinking */
     if (rc < 0) {
         region = MAP_FAILED;
@@ -360,8 +334,7 @@ void ml_floader_unref(ml_floader *fl) {
         return;
     munmap(fl->h, fl->map_bytes); /* other processes may still use the locks: only this mapping goes */
     close(fl->fd);
-    if (atomic_load(&fl->event_fd) >= 0)
-        close(atomic_load(&fl->event_fd));
+    ml_event_close(&fl->event);
     free(fl);
 }
 
@@ -798,8 +771,7 @@ void ml_floader_close(ml_floader *fl) {
     for (unsigned w = 0; w < fl->n_workers; w++)
         fl_wake(&fl->workers[w].word);
     fl_unlock(fl);
-    atomic_store(&fl->armed, 1); /* a close wakes asyncio consumers armed or not */
-    fl_event(fl);
+    ml_event_fire_always(&fl->event); /* a close wakes asyncio consumers armed or not */
 }
 
 int ml_floader_closed(ml_floader *fl) {
@@ -988,7 +960,7 @@ void ml_floader_complete_batch(ml_floader *fl, unsigned n, const unsigned *idx, 
     if (last >= 0 && fl->workers[last].waiting)
         fl_wake(&fl->workers[last].word);
     fl_unlock(fl);
-    fl_event(fl);
+    ml_event_fire(&fl->event);
 }
 
 void ml_floader_complete(ml_floader *fl, unsigned i, uint64_t size, const ml_error *err,

@@ -68,12 +68,12 @@
 #include <string.h>
 #include <limits.h>
 #include <linux/futex.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "clock.h"
+#include "event.h"
 #include "fault.h"
 
 #define ALIGN 4096
@@ -130,9 +130,8 @@ struct ml_ring {
     ml_ring_backing backing;
     int futex_private;       /* FUTEX_PRIVATE_FLAG for a private ring, else 0 */
     int fd;                  /* shared: memfd (owned); private: -1 */
-    _Atomic int event_fd;    /* eventfd for asyncio (owned), -1 until ml_ring_event_fd; set once */
-    _Atomic int armed;       /* 1: an asyncio consumer waits; the next publish or close through
-                                this handle writes event_fd and clears it (seq_cst: see ml_ring_arm) */
+    ml_event event;          /* asyncio wake-up (event.h): fired by each publish and the close
+                                through this handle */
 };
 
 /* Offsets of a ring of n slots of sb bytes. Returns 0 or -ENOMEM on overflow. */
@@ -183,17 +182,6 @@ static int ring_wait(ml_ring *r, uint32_t *word, const struct timespec *deadline
     return timed_out;
 }
 
-/* After a publish or close through this handle: write the event fd if an
- * asyncio consumer armed it (one write per arming). Call without mu. */
-static void ring_event(ml_ring *r) {
-    int fd = atomic_load(&r->event_fd);
-    if (fd < 0 || !atomic_exchange(&r->armed, 0))
-        return;
-    uint64_t one = 1;
-    ssize_t n = write(fd, &one, sizeof one); /* EAGAIN: at its maximum, still readable */
-    (void)n;
-}
-
 /* Wake every waiter on *word (in every process). Caller holds mu. */
 static void ring_wake_all(ml_ring *r, uint32_t *word) { ml_futex_wake_all(word, r->futex_private); }
 
@@ -229,7 +217,7 @@ int ml_ring_new(ml_ring **out, const ml_ring_config *cfg) {
     void *region = NULL;
     if (r) {
         r->fd = -1;
-        atomic_init(&r->event_fd, -1);
+        ml_event_init(&r->event);
     }
     if (!r || ml_fault_alloc() < 0)
         goto fail;
@@ -294,7 +282,7 @@ int ml_ring_attach(ml_ring **out, int fd) {
     if (!r)
         return -ENOMEM;
     r->fd = -1;
-    atomic_init(&r->event_fd, -1);
+    ml_event_init(&r->event);
     int rc = ml_shm_map(fd, sizeof(ring_hdr), &region, &len);
     if (rc < 0) {
         region = MAP_FAILED;
@@ -353,8 +341,7 @@ void ml_ring_unref(ml_ring *r) {
         munmap(r->h, r->map_bytes);
         close(r->fd);
     }
-    if (atomic_load(&r->event_fd) >= 0)
-        close(atomic_load(&r->event_fd));
+    ml_event_close(&r->event);
     free(r);
 }
 
@@ -431,7 +418,7 @@ void ml_ring_publish(ml_ring *r, unsigned i, uint64_t rows, const ml_error *err)
     if (h->consumers_waiting)
         ring_wake_all(r, &h->ready);
     ring_unlock(r);
-    ring_event(r);
+    ml_event_fire(&r->event);
 }
 
 /* Index of the slot to hand out next, or -1. Caller holds mu. */
@@ -541,31 +528,13 @@ void ml_ring_close(ml_ring *r) {
     ring_wake_all(r, &h->space);
     ring_wake_all(r, &h->ready);
     ring_unlock(r);
-    atomic_store(&r->armed, 1); /* a close wakes asyncio consumers armed or not */
-    ring_event(r);
+    ml_event_fire_always(&r->event); /* a close wakes asyncio consumers armed or not */
 }
 
-int ml_ring_event_fd(ml_ring *r) {
-    int fd = atomic_load(&r->event_fd);
-    if (fd >= 0)
-        return fd;
-    int made = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (made < 0)
-        return -errno;
-    int expected = -1;
-    if (!atomic_compare_exchange_strong(&r->event_fd, &expected, made)) {
-        close(made); /* another thread made it first */
-        return expected;
-    }
-    return made;
-}
+int ml_ring_event_fd(ml_ring *r) { return ml_event_fd(&r->event); }
 
-void ml_ring_arm(ml_ring *r) {
-    /* seq_cst store, then the caller's take locks mu: a publish that its
-     * take does not see comes after this store, and its exchange in
-     * ring_event reads 1. */
-    atomic_store(&r->armed, 1);
-}
+/* The caller's take locks mu after this (event.h: what the order gives). */
+void ml_ring_arm(ml_ring *r) { ml_event_arm(&r->event); }
 
 /* Bumped in every forked child, so a thread that forked asks for a new id. */
 static _Atomic unsigned fork_gen;
