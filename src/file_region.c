@@ -377,6 +377,37 @@ static int only_mine(ml_floader *fl, unsigned w, uint64_t me) {
     return 1;
 }
 
+/* One turn of a waiting loop, after its own checks found nothing (caller
+ * holds the lock): kick the loaders, then -EAGAIN for a poll, -ML_EDEADLOCK
+ * when `deadlock` (only this thread could end the wait), -ETIMEDOUT once a
+ * wait timed out; else sleep on the worker's word and return 0: look again. */
+static int wait_turn(ml_floader *fl, fl_worker *wk, long timeout_ms, int deadlock,
+                     const struct timespec *deadline, int *timed_out) {
+    kick_if_pending(fl); /* nothing ready: the loaders must not wait for a full batch */
+    if (timeout_ms == 0)
+        return -EAGAIN;
+    if (deadlock)
+        return -ML_EDEADLOCK;
+    if (*timed_out)
+        return -ETIMEDOUT;
+    wk->waiting++;
+    *timed_out = fl_wait(fl, &wk->word, timeout_ms < 0 ? NULL : deadline);
+    wk->waiting--;
+    return 0;
+}
+
+/* Hand DONE entry k of worker w to the calling thread: TAKEN, owned by it. */
+static void hand_out(ml_floader *fl, unsigned w, unsigned k, fl_entry *e, ml_fl_got *out) {
+    e->state = ML_FL_TAKEN;
+    e->owner = ml_ring_owner_id();
+    out->entry = k;
+    out->seq = e->seq;
+    out->size = e->size <= fl->max_file_size ? e->size : fl->max_file_size;
+    out->data = fl->data + ((size_t)w * fl->depth + k) * fl->slot_bytes;
+    out->error = e->error;
+    out->error.msg[sizeof out->error.msg - 1] = '\0'; /* written by another process */
+}
+
 static int request_impl(ml_floader *fl, unsigned w, const char *path, size_t len, long timeout_ms,
                         int strict, uint32_t flags, unsigned *entry, uint64_t *seq) {
     if (w >= fl->n_workers)
@@ -434,22 +465,9 @@ static int request_impl(ml_floader *fl, unsigned w, const char *path, size_t len
             }
             break;
         }
-        kick_if_pending(fl);
-        if (timeout_ms == 0) {
-            rc = -EAGAIN;
+        if ((rc = wait_turn(fl, wk, timeout_ms, strict && only_mine(fl, w, ml_ring_owner_id()), &deadline,
+                            &timed_out)) < 0)
             break;
-        }
-        if (strict && only_mine(fl, w, ml_ring_owner_id())) {
-            rc = -ML_EDEADLOCK;
-            break;
-        }
-        if (timed_out) {
-            rc = -ETIMEDOUT;
-            break;
-        }
-        wk->waiting++;
-        timed_out = fl_wait(fl, &wk->word, timeout_ms < 0 ? NULL : &deadline);
-        wk->waiting--;
     }
     fl_unlock(fl);
     return rc;
@@ -508,32 +526,11 @@ int ml_floader_get(ml_floader *fl, unsigned w, long timeout_ms, int strict, ml_f
             fl_entry *e = &fl->entries[(size_t)w * fl->depth + k];
             if (e->state != ML_FL_DONE || (e->flags & FL_BOUND)) /* a bound one is its handle's */
                 continue;
-            e->state = ML_FL_TAKEN;
-            e->owner = ml_ring_owner_id();
-            out->entry = k;
-            out->seq = e->seq;
-            out->size = e->size <= fl->max_file_size ? e->size : fl->max_file_size;
-            out->data = fl->data + ((size_t)w * fl->depth + k) * fl->slot_bytes;
-            out->error = e->error;
-            out->error.msg[sizeof out->error.msg - 1] = '\0'; /* written by another process */
+            hand_out(fl, w, k, e, out);
             goto done;
         }
-        kick_if_pending(fl); /* nothing ready: the loaders must not wait for a full batch */
-        if (timeout_ms == 0) {
-            rc = -EAGAIN;
+        if ((rc = wait_turn(fl, wk, timeout_ms, strict && outstanding(fl, w) == 0, &deadline, &timed_out)) < 0)
             break;
-        }
-        if (strict && outstanding(fl, w) == 0) {
-            rc = -ML_EDEADLOCK;
-            break;
-        }
-        if (timed_out) {
-            rc = -ETIMEDOUT;
-            break;
-        }
-        wk->waiting++;
-        timed_out = fl_wait(fl, &wk->word, timeout_ms < 0 ? NULL : &deadline);
-        wk->waiting--;
     }
 done:
     fl_unlock(fl);
@@ -676,32 +673,15 @@ int ml_floader_take(ml_floader *fl, unsigned w, unsigned k, uint64_t seq, long t
         }
         int st = status_of(e, seq);
         if (st == ML_FL_ST_DONE && (e->flags & FL_BOUND)) {
-            e->state = ML_FL_TAKEN;
-            e->owner = ml_ring_owner_id();
-            out->entry = k;
-            out->seq = e->seq;
-            out->size = e->size <= fl->max_file_size ? e->size : fl->max_file_size;
-            out->data = fl->data + ((size_t)w * fl->depth + k) * fl->slot_bytes;
-            out->error = e->error;
-            out->error.msg[sizeof out->error.msg - 1] = '\0'; /* written by another process */
+            hand_out(fl, w, k, e, out);
             break;
         }
         if (st != ML_FL_ST_QUEUED && st != ML_FL_ST_RUNNING) { /* cancelled, gone, or not bound */
             rc = -ECANCELED;
             break;
         }
-        kick_if_pending(fl);
-        if (timeout_ms == 0) {
-            rc = -EAGAIN;
+        if ((rc = wait_turn(fl, wk, timeout_ms, 0, &deadline, &timed_out)) < 0)
             break;
-        }
-        if (timed_out) {
-            rc = -ETIMEDOUT;
-            break;
-        }
-        wk->waiting++;
-        timed_out = fl_wait(fl, &wk->word, timeout_ms < 0 ? NULL : &deadline);
-        wk->waiting--;
     }
     fl_unlock(fl);
     return rc;

@@ -19,33 +19,13 @@ import pytest
 
 import multiload
 from multiload import _aio
+from aio_loops import run  # noqa: F401  (the asyncio and uvloop legs)
 from reliability_files import faults
 
 pytestmark = pytest.mark.timeout(180)
 
 N, COLS, CHUNK = 20_000, 4, 500
 BOUND = 30.0  # s: only a hang takes this long
-
-
-def _new_uvloop():
-    uvloop = pytest.importorskip("uvloop")  # `make test` installs it: the skip never happens there
-    return uvloop.new_event_loop()
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request):
-    """run(coro) on the loop kind of this leg; returns its result."""
-    factory = _new_uvloop if request.param == "uvloop" else asyncio.new_event_loop
-    if request.param == "uvloop":
-        factory()  # import check (skips the leg if uvloop is missing)
-
-    def _run(coro):
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(coro)
-
-    _run.kind = request.param
-    _run.factory = factory
-    return _run
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ import time
 import pytest
 
 import multiload
+from aio_loops import run  # noqa: F401  (the asyncio and uvloop legs)
 from reliability_files import faults
 
 pytestmark = pytest.mark.timeout(180)
@@ -57,25 +58,6 @@ def _wait_until(cond, what):
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not happen within {BOUND} s")
         threading.Event().wait(0.005)
-
-
-def _new_uvloop():
-    uvloop = pytest.importorskip("uvloop")  # `make test` installs it: the skip never happens there
-    return uvloop.new_event_loop()
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request):
-    """run(coro) on the loop kind of this leg; returns its result."""
-    factory = _new_uvloop if request.param == "uvloop" else asyncio.new_event_loop
-    if request.param == "uvloop":
-        factory()  # import check (skips the leg if uvloop is missing)
-
-    def _run(coro):
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(coro)
-
-    return _run
 
 
 # ------------------------------------------------------------------ sync
