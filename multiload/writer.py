@@ -101,7 +101,7 @@ def guess_chunk(shape, maxshape, typesize):
     target = CHUNK_BASE * (2 ** np.log10(dset_size / (1024.0 * 1024)))
     target = min(max(target, CHUNK_MIN), CHUNK_MAX)
     idx = 0
-    while True:
+    while idx < 64 * ndims:  # each axis halves at most 63 times (sizes < 2**63)
         chunk_bytes = np.prod(chunks) * typesize
         if (chunk_bytes < target or abs(chunk_bytes - target) / target < 0.5) and chunk_bytes < CHUNK_MAX:
             break
@@ -419,6 +419,8 @@ class Writer:
             where = f"dataset {path!r} in {self.filename!r}"
             if len(shape) < 1:
                 raise ValueError(f"{where}: the Writer writes datasets of at least one dimension")
+            if len(shape) > 32 or any(not 0 <= x < 2**63 for x in shape):
+                raise ValueError(f"{where}: shape {shape} must be 1 to 32 sizes, each 0 <= size < 2**63")
             dt = np.dtype("f4" if dtype is None else dtype)
             if isinstance(compression, (int, np.integer)) and not isinstance(compression, bool):
                 compression, compression_opts = "gzip", int(compression)
@@ -431,13 +433,13 @@ class Writer:
             elif compression_opts is not None:
                 raise ValueError(f"{where}: compression_opts without gzip")
             ms = shape if maxshape is None else tuple(None if m is None else int(m) for m in maxshape)
-            if len(ms) != len(shape) or any(m is not None and m < s for m, s in zip(ms, shape)):
+            if len(ms) != len(shape) or any(m is not None and not s <= m < 2**63 for m, s in zip(ms, shape)):
                 raise ValueError(f"{where}: maxshape {maxshape} does not fit shape {shape}")
             if chunks is True or chunks is None:
                 ch = guess_chunk(shape, ms, dt.itemsize)
             else:
                 ch = (chunks,) if isinstance(chunks, (int, np.integer)) else tuple(int(c) for c in chunks)
-                if len(ch) != len(shape) or any(c < 1 for c in ch):
+                if len(ch) != len(shape) or any(not 1 <= c < 2**32 for c in ch):
                     raise ValueError(f"{where}: chunks {chunks} do not fit shape {shape}")
                 if any(m is not None and c > m and m > 0 for c, m in zip(ch, ms)):
                     raise ValueError(f"{where}: chunks {ch} larger than maxshape {ms}")
@@ -452,7 +454,10 @@ class Writer:
                 filters.append((_FLETCHER32, 0, ()))
             fill = None
             if fillvalue is not None:
-                fill = np.array(fillvalue, dtype=dt).tobytes()
+                try:
+                    fill = np.array(fillvalue, dtype=dt).tobytes()
+                except (TypeError, ValueError, OverflowError) as e:
+                    raise ValueError(f"{where}: fillvalue {fillvalue!r} is not a {dt} value: {e}") from None
             try:
                 existing = self._open(path)
             except KeyError:

@@ -547,3 +547,20 @@ def test_core_misuse_raises_never_crashes(tmp_path):
         ds._n = max(ds._n, 16)
     with h5py.File(tmp_path / "a.h5", "r") as f:
         np.testing.assert_array_equal(f["x"][:16], row)
+
+
+@pytest.mark.parametrize("kwargs, exc", [
+    (dict(shape=(-1,)), ValueError),  # once looped forever in the chunk guess
+    (dict(shape=(2**63,)), ValueError),
+    (dict(shape=(10,), chunks=(0,)), ValueError),
+    (dict(shape=(10,), chunks=(2**40,)), ValueError),
+    (dict(shape=(10,), maxshape=(-5,)), ValueError),
+    (dict(shape=(10,), fillvalue="x"), ValueError),
+    (dict(shape=(10,), dtype=object), TypeError),
+    (dict(shape=(), dtype="f4"), ValueError),
+])
+def test_create_dataset_bad_arguments_raise_naming_it(tmp_path, kwargs, exc):
+    kwargs.setdefault("dtype", "f4")
+    with multiload.Writer(tmp_path / "bad.h5", "w") as w:
+        with pytest.raises(exc, match="'/x'|dtype"):
+            w.create_dataset("x", **kwargs)
