@@ -2,10 +2,10 @@
 
 A :class:`Budget` is a pair of token buckets (bytes per second, I/Os per
 second) enforced in the C core (src/budget.c). Every Streamer queue,
-Reader and FileLoader given the same Budget object draws from the same
-buckets: before each read a worker takes the read's bytes and one I/O per
-request, and sleeps (woken at once by ``close()``) while the bucket is
-empty. See docs/budgets.md for the exact rules.
+Reader, FileLoader and Writer given the same Budget object draws from the
+same buckets: before each read (or chunk write) a worker takes its bytes
+and one I/O per request, and sleeps (woken at once by ``close()``; the
+Writer's by ``close(abort=True)``) while the bucket is empty. See docs/budgets.md for the exact rules.
 """
 
 import copyreg
@@ -63,7 +63,8 @@ class Budget:
     rate)`` tokens, then takes its whole size (a read larger than a
     second's worth passes on a full bucket and leaves a debt). Pass the
     object as ``budget=`` to :meth:`Streamer.get_queue` (or
-    ``Streamer(..., budget=)``), :class:`Reader` and :class:`FileLoader`.
+    ``Streamer(..., budget=)``), :class:`Reader`, :class:`FileLoader` and
+    :class:`Writer` (which is charged each chunk's stored bytes).
 
     A Budget pickles as its limits and priority: the copy, in another
     process, is a new budget of the same limits (buckets are per process);
