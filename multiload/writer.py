@@ -623,18 +623,23 @@ class Writer:
             if self._closed:
                 return
             error = None
-            if not abort:
-                try:
-                    self._flush_sync(None)
-                except WriteError as e:
-                    error = e
-            self._closed = True
-            for ds in self._datasets.values():
-                ds._tail = None  # WRITABLE blocks: freed with their capsules
             try:
-                self._core.close(abort)
+                if not abort:
+                    try:
+                        self._flush_sync(None)
+                    except WriteError as e:
+                        error = e
+            except BaseException:  # Ctrl-C (or another error) in the flush: discard the rest, close
+                abort = True
+                raise
             finally:
-                _live_writers.unregister(self, self._key)
+                self._closed = True
+                for ds in self._datasets.values():
+                    ds._tail = None  # WRITABLE blocks: freed with their capsules
+                try:
+                    self._core.close(abort)
+                finally:
+                    _live_writers.unregister(self, self._key)
             if error is not None:
                 raise error
 

@@ -564,3 +564,32 @@ def test_create_dataset_bad_arguments_raise_naming_it(tmp_path, kwargs, exc):
     with multiload.Writer(tmp_path / "bad.h5", "w") as w:
         with pytest.raises(exc, match="'/x'|dtype"):
             w.create_dataset("x", **kwargs)
+
+
+def test_ctrl_c_during_close_discards_the_rest_and_closes(tmp_path):
+    """SIGINT while close() waits for throttled blocks: KeyboardInterrupt
+    reaches the caller promptly, the writer is closed (the blocks not
+    written are discarded), a second close is a no-op, and the rows
+    written before are in the file."""
+    import signal
+    import threading
+    import time
+
+    path = tmp_path / "intr.h5"
+    w = multiload.Writer(path, "w", n_procs=1, budget=multiload.Budget(max_bytes_per_s=1000))
+    ds = w.create_dataset("x", (0,), "<u1", chunks=(100_000,), maxshape=(None,))
+    ds.append(np.zeros(400_000, dtype=np.uint8))  # the first chunk passes on the full bucket, then minutes
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            w.close()
+    finally:
+        timer.cancel()
+    assert time.monotonic() - t0 < 30
+    w.close()  # closed already: returns at once
+    with pytest.raises(RuntimeError, match="closed"):
+        ds.append(np.zeros(1, dtype=np.uint8))
+    with h5py.File(path, "r") as f:
+        assert f["x"].shape[0] >= 100_000
