@@ -45,6 +45,7 @@ from .dataset_ops import ColumnError, _context
 from .vlstring import VLStringDataset, refuse_request
 from .request import Request, RequestPool, _Done
 from .stage import Stage, StagePool, _ArrayStage, check_fits, end_loan
+from . import _live_writers
 from ._live_writers import flush_for_read as _flush_for_read
 
 _DONE = _Done()  # the C request of every request read inside request(): done, with success
@@ -215,6 +216,7 @@ class Reader(_handle.Handle):
         self._kw_args = kw_args
         self._file = _handle.FileRef(self._filename)
         self._datasets = {}  # path -> dataset proxy; _lock
+        self._write_marks = {}  # path -> _live_writers.mark() at its open (a Writer of this process)
         self._closed = False
         self._open_local()
         self._local_opened()
@@ -234,6 +236,7 @@ class Reader(_handle.Handle):
         self._file = d["file"]
         self._closed = d["closed"]
         self._datasets = {}  # the datasets unpickled with it (_adopt_dataset); _lock
+        self._write_marks = {}  # path -> _live_writers.mark() at its open
         self._lock = threading.Lock()
         return self  # no local state: made on first use
 
@@ -324,6 +327,7 @@ class Reader(_handle.Handle):
         """Open the dataset at ``path``: (its proxy class, its Layout or VLen)."""
         self._file.opening("Reader")
         _flush_for_read(self._filename, path)  # a live Writer of this process (docs/writer.md)
+        self._write_marks[path] = _live_writers.mark(self._filename, path)
         try:
             layout, refused = _core.Layout(self._filename, path, scalar=True), None
         except TypeError as e:
@@ -340,6 +344,13 @@ class Reader(_handle.Handle):
         if layout.dtype.names and len(layout.shape) == 1:
             return TableDataset, layout
         return ArrayDataset, layout
+
+    def _check_written(self, ds):
+        """FileChangedError if a Writer of this process wrote ``ds`` since
+        this reader opened it (its chunks may have moved: _live_writers)."""
+        mark = self._write_marks.get(ds._path)
+        if mark is not None:
+            _live_writers.check(mark, self._filename)
 
     def _dataset_for(self, key):
         """The dataset proxy expression ``key`` is on (TypeError if it is not
@@ -372,6 +383,8 @@ class Reader(_handle.Handle):
         ds = self._datasets.get(getattr(key, "_path", None))  # _dataset_for(), inlined: the fast path
         if ds is None:
             ds = self._dataset_for(key)
+        if _live_writers.writes:  # a Writer of this process wrote: not this dataset since its open?
+            self._check_written(ds)
         if type(ds) is VLStringDataset:
             refuse_request(ds)
         pds = ds._planned  # what requests index (an HDF5 array element type: into its dimensions)
@@ -411,7 +424,7 @@ class Reader(_handle.Handle):
         if row is False:
             row = ds._row_plan = self._row_plan_of(ds)
         if (row is None or self._closed or self._local_pid != _handle.pid or type(stage) is not Stage
-                or self._notifier.thread is not None):
+                or self._notifier.thread is not None or _live_writers.writes):
             return None
         layout, n, plan = row
         i = key._idx
@@ -514,6 +527,8 @@ class Reader(_handle.Handle):
         if self._local_pid != _handle.pid:
             self._reopen_local()
         ds = self._dataset_for(key)
+        if _live_writers.writes:
+            self._check_written(ds)
         if type(ds) is VLStringDataset:
             return ds._read_now(key)
         pds = ds._planned

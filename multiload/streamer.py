@@ -19,6 +19,7 @@ from . import budget as _budget
 from ._args import UINT_MAX, open_file_options, positive_int
 from ._io import io_mode_code
 from ._signals import QueueClosed, SlowPathWarning
+from . import _live_writers
 from ._live_writers import flush_for_read as _flush_for_read
 
 __all__ = ["Streamer", "Queue", "io_mode"]
@@ -230,6 +231,7 @@ class Queue:
         self.shape = layout.shape
         self._closed = stream is None
         self._remainder = False  # Streamer._make_queue records remainder=True
+        self._write_mark = None  # (_live_writers.mark(), filename) at the open: Streamer._make_queue
         # Threads whose iteration over the queue reached its end (StopIteration
         # from __next__): another for-loop of theirs over it is a second pass.
         self._ended_in = weakref.WeakSet()
@@ -265,12 +267,18 @@ class Queue:
             (``np.array(block)``) instead.
         TimeoutError
             ``timeout`` passed without a block.
+        FileChangedError
+            A :class:`multiload.Writer` of this process wrote the dataset
+            after this queue was made (its chunks may have moved: make a new
+            queue; docs/writer.md).
         KeyboardInterrupt
             Ctrl-C while waiting.
         """
         stream = self._stream
         if stream is None:
             return QueueClosed
+        if _live_writers.writes and self._write_mark is not None:
+            _live_writers.check(*self._write_mark)
         guard = stream.take(timeout)
         return QueueClosed if guard is None else guard
 
@@ -343,6 +351,8 @@ class Queue:
         stream = self._stream
         if stream is None:
             return QueueClosed
+        if _live_writers.writes and self._write_mark is not None:
+            _live_writers.check(*self._write_mark)
         try:
             fd = stream.event_fd()
         except ValueError:  # closed under us
@@ -529,13 +539,20 @@ class Streamer(_handle.Handle):
         return self._filename
 
     def _layout(self, path):
+        return self._open_layout(path)[0]
+
+    def _open_layout(self, path):
+        """The Layout of ``path`` and its write mark (_live_writers: taken
+        after a live Writer's flush and before the open, so a write after
+        it is seen by the queue's check)."""
         if not isinstance(path, str):
             raise TypeError(f"path must be a str, got {type(path).__name__}")
         if self._local_pid != _handle.pid:
             self._reopen_local()
         self._file.opening("Streamer")
         _flush_for_read(self._filename, path)  # a live Writer of this process (docs/writer.md)
-        return _core.Layout(self._filename, path)
+        mark = _live_writers.mark(self._filename, path)
+        return _core.Layout(self._filename, path), mark
 
     def get_queue(self, path, n_procs=None, read_ahead=None, cyclic=False, block_size=None,
                   ordered=False, field=None, remainder=False, io_mode=None, direct=None,
@@ -642,7 +659,7 @@ class Streamer(_handle.Handle):
         io_code = io_mode_code(io_mode, "'io_uring' or 'pread'")
         direct = self._direct if direct is None else bool(direct)
         budget_core, budget_priority = _budget.core_of(self._budget if budget is None else budget)
-        layout = self._layout(path)
+        layout, mark = self._open_layout(path)
         _check_field(layout, field, self._filename, path)
         if direct:
             _check_direct(self._filename)
@@ -675,6 +692,7 @@ class Streamer(_handle.Handle):
         queue = Queue(stream, layout, block_size, n_blocks, field, bool(cyclic), bool(ordered), read_ahead,
                       **shard)
         queue._remainder = bool(remainder)
+        queue._write_mark = (mark, self._filename)
         with self._lock:
             self._queues.add(queue)
         _live_queues.add(queue)

@@ -209,6 +209,7 @@ class WriterDataset:
         if not core.reserve(self._block_bytes, timeout):
             self._w._raise_failures()
         valid = min(self.chunks[0], self._n - band * self.chunks[0]) if keep else self._valid(band)
+        _live_writers.wrote(self._w._key, self.name)
         core.submit(cap, valid, keep)
 
     def _valid(self, band):
@@ -250,6 +251,7 @@ class WriterDataset:
                     w._core.block_put(cap, at, arr[done:done + take], take)
                     self._n = pos + take
                     self._tail = None
+                    _live_writers.wrote(w._key, self.name)
                     w._core.submit(cap, c0, False)
                 else:
                     w._core.block_put(cap, at, arr[done:done + take], take)
@@ -323,6 +325,7 @@ class WriterDataset:
                     w._core.block_put(cap, at, src, take)
                     if not w._core.reserve(self._block_bytes, None):
                         w._raise_failures()
+                    _live_writers.wrote(w._key, self.name)
                     w._core.submit(cap, self._valid(band), False)
                 pos += take
 
@@ -333,6 +336,7 @@ class WriterDataset:
             band, cap = self._tail
             if not self._w._core.reserve(self._block_bytes, None):
                 self._w._raise_failures()
+            _live_writers.wrote(self._w._key, self.name)
             self._w._core.submit(cap, self._valid(band), True)
 
 

@@ -282,7 +282,7 @@ ALLOWED = {
                "_handle", "vlstring", "budget", "_live_writers"},
     "vlstring": {"_core", "_plan", "dataset", "dataset_ops"},
     "budget": {"_core"},
-    "_live_writers": set(),
+    "_live_writers": {"_signals"},
     "writer": {"_core", "_aio", "_live_writers", "budget"},
 }
 

@@ -593,3 +593,37 @@ def test_ctrl_c_during_close_discards_the_rest_and_closes(tmp_path):
         ds.append(np.zeros(1, dtype=np.uint8))
     with h5py.File(path, "r") as f:
         assert f["x"].shape[0] >= 100_000
+
+
+def test_reader_opened_before_a_write_raises_file_changed(tmp_path):
+    """A Reader or queue that opened a dataset holds its chunk addresses; a
+    Writer of this process writing that dataset again may move them. The
+    reader then raises FileChangedError (never returns stale or foreign
+    bytes); a reader opened after sees the new rows; other datasets of the
+    file are unaffected."""
+    path = tmp_path / "rw.h5"
+    first = np.arange(1000, dtype="<f4")
+    with multiload.Writer(path, "w") as w:
+        ds = w.create_dataset("x", (1000,), "<f4", chunks=(100,), compression="gzip")
+        other = w.create_dataset("y", (1000,), "<f4", chunks=(100,))
+        ds[0:1000] = first
+        other[0:1000] = first
+        reader = multiload.Reader(str(path))
+        np.testing.assert_array_equal(reader.read(reader.get_dataset("x")[:]), first)  # opened: flushed first
+        np.testing.assert_array_equal(reader.read(reader.get_dataset("y")[:]), first)
+        queue = multiload.Streamer(str(path)).get_queue("x", block_size=100, ordered=True)
+        ds[0:50] = -first[:50]  # rewrites chunk 0: its stored size changes
+        with pytest.raises(multiload.FileChangedError, match="'/x'.*written by a multiload.Writer"):
+            reader.read(reader.get_dataset("x")[:])
+        with pytest.raises(multiload.FileChangedError):
+            queue.get()
+        np.testing.assert_array_equal(reader.read(reader.get_dataset("y")[:]), first)  # not written again
+        queue.close()
+        reader.close()
+        fresh = multiload.Reader(str(path))
+        want = first.copy()
+        want[:50] = -first[:50]
+        np.testing.assert_array_equal(fresh.read(fresh.get_dataset("x")[:]), want)
+        fresh.close()
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["x"][...], want)
