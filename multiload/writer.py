@@ -372,10 +372,11 @@ class Writer:
             raise ValueError(f"mode must be 'a' or 'w', not {mode!r}")
         if n_procs is None:
             n_procs = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
-        if not isinstance(n_procs, int) or n_procs < 1:
-            raise ValueError(f"n_procs must be a positive int, not {n_procs!r}")
-        if not isinstance(max_pending_bytes, int) or max_pending_bytes < 1:
-            raise ValueError(f"max_pending_bytes must be a positive int, not {max_pending_bytes!r}")
+        if isinstance(n_procs, bool) or not isinstance(n_procs, int) or not 1 <= n_procs <= 256:
+            raise ValueError(f"n_procs must be an int in 1..256, not {n_procs!r}")
+        if isinstance(max_pending_bytes, bool) or not isinstance(max_pending_bytes, int) or \
+                not 1 <= max_pending_bytes < 2**63:
+            raise ValueError(f"max_pending_bytes must be an int in 1..2**63-1, not {max_pending_bytes!r}")
         budget_core, budget_priority = _budget.core_of(budget)
         self.filename = os.fspath(path)
         self.mode = mode

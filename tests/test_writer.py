@@ -627,3 +627,12 @@ def test_reader_opened_before_a_write_raises_file_changed(tmp_path):
         fresh.close()
     with h5py.File(path, "r") as f:
         np.testing.assert_array_equal(f["x"][...], want)
+
+
+@pytest.mark.parametrize("kwargs", [dict(n_procs=0), dict(n_procs=10**6), dict(n_procs=True),
+                                    dict(max_pending_bytes=0), dict(max_pending_bytes=2**70),
+                                    dict(mode="r")])
+def test_writer_bad_arguments(tmp_path, kwargs):
+    mode = kwargs.pop("mode", "w")
+    with pytest.raises(ValueError):
+        multiload.Writer(tmp_path / "args.h5", mode, **kwargs)
