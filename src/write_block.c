@@ -197,7 +197,7 @@ static void gather(const wdset *d, const unsigned char *band, uint64_t c, unsign
         uint64_t so = 0, doff = 0;
         for (unsigned i = 0; i < nd; i++) {
             uint64_t x = idx[i] + (i ? c0[i] : 0);
-            so = so * p->shape[i > 0 ? i : 0] + x;
+            so = i ? so * p->shape[i] + x : x; /* (axis 0's extent, which workers grow, is never read) */
             doff = doff * p->chunks[i] + idx[i];
         }
         /* so as computed uses shape[0] for axis 0's multiplier only at i = 0 (so = x0): fine */
@@ -534,11 +534,13 @@ int ml_writer_find(ml_writer *w, const char *name, int *ds, ml_error *err) {
     return 0;
 }
 
-int ml_writer_info(ml_writer *w, int ds, const ml_wparams **p, const ml_type **t, const unsigned char **fill) {
+int ml_writer_info(ml_writer *w, int ds, ml_wparams *p, const ml_type **t, const unsigned char **fill) {
     wdset *d = ds_of(w, ds);
     if (!d)
         return -ML_EINVAL;
-    *p = &d->p;
+    ml_h5_lock(); /* p.shape[0] changes under it (a worker growing the extent) */
+    *p = d->p;
+    ml_h5_unlock();
     *t = d->t;
     *fill = d->fill;
     return 0;

@@ -79,10 +79,11 @@ int ml_writer_create(ml_writer *w, const char *name, const ml_type *t, const ml_
  * contiguous storage), -ML_EHDF5; err names file and dataset. */
 int ml_writer_find(ml_writer *w, const char *name, int *ds, ml_error *err);
 
-/* Dataset ds's parameters, type and fill value (t->size bytes), borrowed
- * for the writer's life. p->shape is the extent HDF5 has now. 0, or
- * -ML_EINVAL when the writer has no dataset ds. */
-int ml_writer_info(ml_writer *w, int ds, const ml_wparams **p, const ml_type **t, const unsigned char **fill);
+/* Dataset ds's parameters (copied into *p; p->shape is the extent HDF5 has
+ * now), type and fill value (t->size bytes; both borrowed for the writer's
+ * life). Takes the HDF5 lock. 0, or -ML_EINVAL when the writer has no
+ * dataset ds. */
+int ml_writer_info(ml_writer *w, int ds, ml_wparams *p, const ml_type **t, const unsigned char **fill);
 
 /* Bytes of one block of ds: chunks[0] rows of the dataset's full row
  * (0 when the writer has no dataset ds). */

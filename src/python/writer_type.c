@@ -282,10 +282,15 @@ static PyObject *w_info(WriterObject *self, PyObject *arg) {
     if (v < 0 || v > INT_MAX)
         return PyErr_Format(PyExc_ValueError, "no dataset %ld in this writer", v);
     int ds = (int)v;
-    const ml_wparams *p;
+    ml_wparams pv;
+    const ml_wparams *p = &pv;
     const ml_type *t;
     const unsigned char *fill;
-    if (ml_writer_info(self->w, ds, &p, &t, &fill) < 0)
+    int rc;
+    Py_BEGIN_ALLOW_THREADS /* it takes the HDF5 lock: never with the GIL held */
+    rc = ml_writer_info(self->w, ds, &pv, &t, &fill);
+    Py_END_ALLOW_THREADS
+    if (rc < 0)
         return PyErr_Format(PyExc_ValueError, "no dataset %d in this writer", ds);
     PyObject *filters = PyList_New(p->pipe.n_filters);
     for (unsigned i = 0; filters && i < p->pipe.n_filters; i++) {
