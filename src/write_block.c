@@ -59,6 +59,7 @@
 #include <unistd.h>
 
 #include "budget.h"
+#include "clock.h"
 #include "encode.h"
 #include "h5internal.h"
 #include "h5write.h"
@@ -372,12 +373,8 @@ int ml_writer_open(const char *path, int truncate, unsigned n_workers, uint64_t 
     if (!w)
         return ml_error_set(err, -ENOMEM, "no memory for a writer of '%s'", path);
     pthread_mutex_init(&w->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&w->work, &ca);
-    pthread_cond_init(&w->done, &ca);
-    pthread_condattr_destroy(&ca);
+    ml_clock_cond_init(&w->work); /* CLOCK_MONOTONIC deadlines (ml_clock_deadline_ms) */
+    ml_clock_cond_init(&w->done);
     w->file = -1;
     w->max_pending = max_pending;
     atomic_init(&w->refs, 1);
@@ -630,20 +627,10 @@ void ml_wblock_free(ml_wblock *b) {
     free(b);
 }
 
-static void deadline_after(struct timespec *ts, long ms) {
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 int ml_writer_reserve(ml_writer *w, uint64_t bytes, long ms) {
     struct timespec dl;
     if (ms >= 0)
-        deadline_after(&dl, ms);
+        ml_clock_deadline_ms(&dl, CLOCK_MONOTONIC, ms);
     int rc = 0;
     pthread_mutex_lock(&w->mu);
     for (;;) {
@@ -711,7 +698,7 @@ int ml_writer_submit(ml_writer *w, ml_wblock *b, uint64_t valid_rows, int keep) 
 int ml_writer_wait_idle(ml_writer *w, long ms) {
     struct timespec dl;
     if (ms >= 0)
-        deadline_after(&dl, ms);
+        ml_clock_deadline_ms(&dl, CLOCK_MONOTONIC, ms);
     int rc = 0;
     pthread_mutex_lock(&w->mu);
     while (w->head) {

@@ -434,18 +434,19 @@ static const char *status_name(int st) {
     }
 }
 
-/* cancel(worker, entry, seq) -> the status the request had: 'queued',
- * 'running' or 'done' (cancelled now), or 'taken', 'cancelled', 'gone'
- * (nothing changed). Takes the region's lock only. */
-static PyObject *region_cancel(FileRegionObject *r, PyObject *args) {
+/* cancel() and status(): parse (worker, entry, seq), run op on that
+ * request without the GIL (it takes the region's lock only) and name the
+ * status it returns. */
+static PyObject *entry_op(FileRegionObject *r, PyObject *args, const char *fmt,
+                          int (*op)(ml_floader *, unsigned, unsigned, uint64_t)) {
     long long w;
     unsigned entry;
     unsigned long long seq;
-    if (!PyArg_ParseTuple(args, "LIK:cancel", &w, &entry, &seq) || check_worker(r, w) < 0)
+    if (!PyArg_ParseTuple(args, fmt, &w, &entry, &seq) || check_worker(r, w) < 0)
         return NULL;
     int st;
     Py_BEGIN_ALLOW_THREADS
-    st = ml_floader_cancel(r->fl, (unsigned)w, entry, seq);
+    st = op(r->fl, (unsigned)w, entry, seq);
     Py_END_ALLOW_THREADS
     if (st < 0) {
         PyErr_Format(PyExc_ValueError, "entry %u is out of range (queue_depth %u)", entry, r->depth);
@@ -454,22 +455,16 @@ static PyObject *region_cancel(FileRegionObject *r, PyObject *args) {
     return PyUnicode_FromString(status_name(st));
 }
 
+/* cancel(worker, entry, seq) -> the status the request had: 'queued',
+ * 'running' or 'done' (cancelled now), or 'taken', 'cancelled', 'gone'
+ * (nothing changed). Takes the region's lock only. */
+static PyObject *region_cancel(FileRegionObject *r, PyObject *args) {
+    return entry_op(r, args, "LIK:cancel", ml_floader_cancel);
+}
+
 /* status(worker, entry, seq) -> as cancel() names them; never waits. */
 static PyObject *region_status(FileRegionObject *r, PyObject *args) {
-    long long w;
-    unsigned entry;
-    unsigned long long seq;
-    if (!PyArg_ParseTuple(args, "LIK:status", &w, &entry, &seq) || check_worker(r, w) < 0)
-        return NULL;
-    int st;
-    Py_BEGIN_ALLOW_THREADS
-    st = ml_floader_status(r->fl, (unsigned)w, entry, seq);
-    Py_END_ALLOW_THREADS
-    if (st < 0) {
-        PyErr_Format(PyExc_ValueError, "entry %u is out of range (queue_depth %u)", entry, r->depth);
-        return NULL;
-    }
-    return PyUnicode_FromString(status_name(st));
+    return entry_op(r, args, "LIK:status", ml_floader_status);
 }
 
 /* cancel_pending(worker) -> how many queued requests of the worker were cancelled. */
