@@ -1,5 +1,6 @@
 /* event.h - the asyncio wake-up of one engine handle (a ring, a file
- * loader region): an eventfd made on first use and an "armed" flag.
+ * loader region, the Writer): an eventfd made on first use and an "armed"
+ * flag (the Writer fires it always: its waiters are few flushes).
  *
  * An asyncio consumer arms the event, then polls without waiting; the
  * engine fires the event after each publish or completion, which writes

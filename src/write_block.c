@@ -54,13 +54,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "budget.h"
 #include "clock.h"
 #include "encode.h"
+#include "event.h"
 #include "h5internal.h"
 #include "h5write.h"
 #include "workers.h"
@@ -115,7 +115,8 @@ struct ml_writer {
     int n_ds, cap_ds;          /* mu */
     char *path;                /* the file (owned) */
     hid_t file;                /* HDF5 handle; -1 after close */
-    int efd;                   /* eventfd, non-blocking; closed in ml_writer_free */
+    ml_event event;            /* its eventfd made at open, written (always, armed or not) after
+                                  each block leaves the list and at close; closed in ml_writer_free */
     ml_budget_client *budget;  /* NULL: no budget; immutable; each chunk write takes its stored
                                   bytes and one I/O; cancelled by an aborting close */
     unsigned n_workers;
@@ -124,11 +125,8 @@ struct ml_writer {
                                   is dropped only in ml_writer_free, after close joined them all */
 };
 
-static void notify(ml_writer *w) {
-    uint64_t one = 1;
-    ssize_t r = write(w->efd, &one, sizeof one);
-    (void)r; /* EAGAIN: the counter is already non-zero, the waiter wakes */
-}
+/* A block left the list, or close: wake every asyncio waiter (event.h). */
+static void notify(ml_writer *w) { ml_event_fire_always(&w->event); }
 
 /* n_elems elements of the fill value at dst: one memset for a zero fill,
  * else one element copied and the filled part doubled (log n memcpys). */
@@ -378,9 +376,10 @@ int ml_writer_open(const char *path, int truncate, unsigned n_workers, uint64_t 
     w->file = -1;
     w->max_pending = max_pending;
     atomic_init(&w->refs, 1);
-    w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (!(w->path = strdup(path)) || w->efd < 0) {
-        rc = ml_error_set(err, w->efd < 0 ? -errno : -ENOMEM, "cannot set up a writer of '%s'", path);
+    ml_event_init(&w->event);
+    int efd = ml_event_fd(&w->event); /* made now: a flush's waiter never finds none */
+    if (!(w->path = strdup(path)) || efd < 0) {
+        rc = ml_error_set(err, efd < 0 ? efd : -ENOMEM, "cannot set up a writer of '%s'", path);
         goto fail;
     }
     if (budget && (rc = ml_budget_client_new(&w->budget, budget, priority)) < 0) {
@@ -754,7 +753,7 @@ void ml_writer_stats(ml_writer *w, uint64_t *pending_bytes, uint64_t *n_pending,
     pthread_mutex_unlock(&w->mu);
 }
 
-int ml_writer_event_fd(ml_writer *w) { return w->efd; }
+int ml_writer_event_fd(ml_writer *w) { return ml_event_fd(&w->event); }
 
 int ml_writer_budget_stats(ml_writer *w, ml_budget_stats *st) {
     if (!w->budget)
@@ -823,8 +822,7 @@ void ml_writer_free(ml_writer *w) {
     free(w->ds);
     free(w->fails);
     free(w->path);
-    if (w->efd >= 0)
-        close(w->efd);
+    ml_event_close(&w->event);
     ml_budget_client_free(w->budget);
     pthread_cond_destroy(&w->work);
     pthread_cond_destroy(&w->done);
