@@ -1,6 +1,7 @@
 /* event.h - the asyncio wake-up of one engine handle (a ring, a file
- * loader region, the Writer): an eventfd made on first use and an "armed"
- * flag (the Writer fires it always: its waiters are few flushes).
+ * loader region, the Reader, the Writer): an eventfd made on first use and
+ * an "armed" flag (the Reader and the Writer fire it always: the Reader
+ * keeps its own list of armed requests, the Writer's waiters are few).
  *
  * An asyncio consumer arms the event, then polls without waiting; the
  * engine fires the event after each publish or completion, which writes

@@ -32,8 +32,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
 #include "clock.h"
 #include "fault.h"
@@ -54,14 +52,7 @@ void ml_reader_push_tag_locked(ml_reader *r, uint64_t tag) {
     pthread_cond_broadcast(&r->notify_cv);
 }
 
-void ml_reader_event_locked(ml_reader *r) {
-    if (r->event_fd < 0)
-        return;
-    uint64_t one = 1;
-    /* EAGAIN (the counter is at its maximum) still leaves it readable. */
-    ssize_t n = write(r->event_fd, &one, sizeof one);
-    (void)n;
-}
+void ml_reader_event_locked(ml_reader *r) { ml_event_fire_always(&r->event); }
 
 void ml_reader_async_done_locked(ml_reader *r, ml_request *q) {
     if (!q->async_watch)
@@ -78,19 +69,11 @@ void ml_reader_async_done_locked(ml_reader *r, ml_request *q) {
 }
 
 int ml_reader_event_fd(ml_reader *r) {
-    pthread_mutex_lock(&r->mu);
-    if (r->event_fd < 0) {
-        int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (fd < 0) {
-            int e = errno ? errno : ENOMEM;
-            pthread_mutex_unlock(&r->mu);
-            return -e;
-        }
-        r->event_fd = fd;
-        if (r->closed || !ml_list_empty(&r->async_done))
-            ml_reader_event_locked(r);
-    }
-    int fd = r->event_fd;
+    pthread_mutex_lock(&r->mu); /* made under mu: no completion between the making and the catch-up */
+    int made_now = atomic_load(&r->event.fd) < 0;
+    int fd = ml_event_fd(&r->event);
+    if (fd >= 0 && made_now && (r->closed || !ml_list_empty(&r->async_done)))
+        ml_reader_event_locked(r); /* what happened before there was an fd */
     pthread_mutex_unlock(&r->mu);
     return fd;
 }
@@ -142,7 +125,7 @@ int ml_reader_open(ml_reader **out, const ml_reader_config *cfg, ml_error *err) 
     ml_list_init(&r->running);
     ml_list_init(&r->par);
     ml_list_init(&r->async_done);
-    r->event_fd = -1;
+    ml_event_init(&r->event);
     ml_band_cache_init(&r->cache, cfg->cache_bytes, cfg->cache_budget, nw);
     r->workers = ws;
     r->io_mode = cfg->io_mode;
@@ -234,8 +217,7 @@ static void reader_destroy(ml_reader *r) {
         ml_par_remove_locked(r, ml_list_entry(n, ml_request, par_node)); /* no other thread is left */
     while ((n = ml_list_pop_front(&r->async_done)))
         ml_request_unref(ml_list_entry(n, ml_request, async_node)); /* the list's */
-    if (r->event_fd >= 0)
-        close(r->event_fd);
+    ml_event_close(&r->event);
     ml_band_cache_destroy(&r->cache);
     ml_budget_client_free(r->budget); /* every fetcher that borrowed it is closed */
     free(r->tags);

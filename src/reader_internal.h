@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 #include "band_cache.h"
+#include "event.h"
 #include "fetch.h"
 #include "list.h"
 #include "reader.h"
@@ -79,7 +80,7 @@ struct ml_request {
     int notify;               /* queue tag when done; r->mu and mu (ml_reader_watch sets it) */
     int may_split;            /* nothing else was queued when it was taken; r->mu */
     int async_watch;          /* an asyncio waiter armed it: on completion it goes on
-                                 r->async_done and r->event_fd is written; r->mu */
+                                 r->async_done and r->event is fired; r->mu */
     ml_list_node async_node;  /* r->async_done link, holding a reference of its own; r->mu */
     /* The plan: written by the executor before the parts are published
      * (the r->mu release that publishes them orders these writes). */
@@ -127,8 +128,9 @@ struct ml_reader {
     unsigned n_exited;        /* workers that left their loop; mu */
     unsigned n_idle;          /* workers waiting on work_cv; mu */
     uint64_t *tags;           /* finished notify tags; mu */
-    int event_fd;             /* eventfd (EFD_NONBLOCK|EFD_CLOEXEC) written when an armed request
-                                 completes and at shutdown; -1 until ml_reader_event_fd; mu */
+    ml_event event;           /* asyncio wake-up (event.h): its eventfd, made by ml_reader_event_fd,
+                                 is written (always) when an armed request completes and at
+                                 shutdown; written under mu */
     ml_list async_done;       /* armed requests that completed, not yet popped (async_node); mu */
     size_t n_tags, tags_cap;
     int batch_io;             /* the engine is io_uring: small requests are batched */
@@ -164,10 +166,10 @@ int ml_request_oom(ml_error *err, const ml_request *q);
 void ml_reader_unref(ml_reader *r);
 
 /* q completed: if an asyncio waiter armed it, put it on r->async_done and
- * write r->event_fd when the list was empty. Call with r->mu held. */
+ * fire r->event when the list was empty. Call with r->mu held. */
 void ml_reader_async_done_locked(ml_reader *r, ml_request *q);
 
-/* Write r->event_fd (if made): wakes every asyncio waiter. Call with r->mu held. */
+/* Fire r->event (if its fd is made): wakes every asyncio waiter. Call with r->mu held. */
 void ml_reader_event_locked(ml_reader *r);
 
 /* Queue a finished notify tag. Call with r->mu held. */
