@@ -236,6 +236,12 @@ class Queue:
         # from __next__): another for-loop of theirs over it is a second pass.
         self._ended_in = weakref.WeakSet()
 
+    def _check_written(self):
+        """FileChangedError if a Writer of this process wrote the dataset
+        since this queue opened it (its chunks may have moved: _live_writers)."""
+        if self._write_mark is not None:
+            _live_writers.check(*self._write_mark)
+
     def get(self, timeout=None):
         """Return a guard for the next block, or :data:`QueueClosed`.
 
@@ -277,8 +283,8 @@ class Queue:
         stream = self._stream
         if stream is None:
             return QueueClosed
-        if _live_writers.writes and self._write_mark is not None:
-            _live_writers.check(*self._write_mark)
+        if _live_writers.writes:  # a Writer of this process wrote: not this dataset since the open?
+            self._check_written()
         guard = stream.take(timeout)
         return QueueClosed if guard is None else guard
 
@@ -351,8 +357,8 @@ class Queue:
         stream = self._stream
         if stream is None:
             return QueueClosed
-        if _live_writers.writes and self._write_mark is not None:
-            _live_writers.check(*self._write_mark)
+        if _live_writers.writes:  # a Writer of this process wrote: not this dataset since the open?
+            self._check_written()
         try:
             fd = stream.event_fd()
         except ValueError:  # closed under us
